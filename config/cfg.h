@@ -1,0 +1,159 @@
+/*
+ * config/: VM definitions (one INI file per VM) and the daemon's own file (qvmd.conf), turned into
+ * validated values, and single device sections written back atomically. Knows nothing of QMP or
+ * processes.
+ */
+#ifndef QVMD_CFG_H
+#define QVMD_CFG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CFG_NAME_MAX 63 /* VM names: [a-zA-Z0-9_.-]{1,63} */
+#define CFG_ID_MAX   24 /* device ids: [a-zA-Z][a-zA-Z0-9_-]{0,23} (QEMU node-names are <= 31) */
+/* Cold-plugged devices + hotplug_slots of one VM (q35 root ports; the same as ARGV_MAX_PORTS). */
+#define CFG_PORTS_MAX 28
+/* qvmd.conf's usual place: cfg_daemon_load() with this path and no such file means defaults. */
+#define CFG_DAEMON_CONF_DEFAULT "/etc/qvmd/qvmd.conf"
+
+/* A list of error messages, each already formatted as "file:line: section: key: what is wrong". */
+struct cfg_errors {
+	char **msgs;
+	size_t n;
+	size_t cap;
+};
+
+void cfg_errors_init(struct cfg_errors *errs);
+void cfg_errors_free(struct cfg_errors *errs);
+/* Appends one message (printf-style). */
+void cfg_errors_add(struct cfg_errors *errs, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+enum cfg_machine { CFG_MACHINE_Q35, CFG_MACHINE_PC };
+enum cfg_accel { CFG_ACCEL_KVM, CFG_ACCEL_TCG };
+enum cfg_firmware { CFG_FIRMWARE_BIOS, CFG_FIRMWARE_UEFI };
+enum cfg_restart { CFG_RESTART_NO, CFG_RESTART_ON_FAILURE, CFG_RESTART_ALWAYS };
+enum cfg_console { CFG_CONSOLE_LOG, CFG_CONSOLE_NONE };
+enum cfg_format { CFG_FORMAT_QCOW2, CFG_FORMAT_RAW };
+enum cfg_cache {
+	CFG_CACHE_NONE,
+	CFG_CACHE_WRITEBACK,
+	CFG_CACHE_WRITETHROUGH,
+	CFG_CACHE_DIRECTSYNC,
+	CFG_CACHE_UNSAFE
+};
+enum cfg_net_type { CFG_NET_USER, CFG_NET_TAP, CFG_NET_BRIDGE };
+
+/* A [disk ID] section. */
+struct cfg_disk {
+	char *id;
+	char *file;
+	enum cfg_format format;
+	uint64_t size; /* bytes; 0 = not given (never create) */
+	bool readonly;
+	enum cfg_cache cache;
+	bool boot;
+	int line; /* line of the section header, 0 when not from a file */
+};
+
+/* A [net ID] section. */
+struct cfg_net {
+	char *id;
+	enum cfg_net_type type;
+	uint8_t mac[6]; /* always set: given, or derived with cfg_mac_derive */
+	bool mac_given;
+	char *bridge; /* type = bridge */
+	char *ifname; /* type = tap (required), bridge (optional tap name) */
+	bool restricted; /* type = user: restrict = yes isolates the guest from the host's network */
+	int line;
+};
+
+/* One validated VM definition. */
+struct vm_config {
+	char *path; /* the file it came from */
+	char *name;
+	uint64_t memory; /* bytes */
+	unsigned vcpus;
+	enum cfg_machine machine;
+	enum cfg_accel accel;
+	char *cpu; /* NULL: QEMU's default */
+	unsigned hotplug_slots; /* q35 spare pcie-root-ports */
+	char *kernel, *initrd, *append;
+	enum cfg_firmware firmware;
+	uint64_t shutdown_timeout_ms;
+	enum cfg_restart restart;
+	unsigned restart_limit; /* attempts before staying crashed */
+	bool autostart;
+	enum cfg_console console;
+	struct cfg_disk *disks;
+	size_t ndisks;
+	struct cfg_net *nets;
+	size_t nnets;
+};
+
+/*
+ * Loads and validates one VM definition. The VM name must match the file's base name without
+ * ".ini". Every problem in the file is appended to errs; returns NULL if there was any.
+ */
+struct vm_config *cfg_vm_load(const char *path, struct cfg_errors *errs);
+void cfg_vm_free(struct vm_config *vm);
+/* A deep copy (never NULL: fatal on out-of-memory). */
+struct vm_config *cfg_vm_dup(const struct vm_config *vm);
+const struct cfg_disk *cfg_vm_disk(const struct vm_config *vm, const char *id);
+const struct cfg_net *cfg_vm_net(const struct vm_config *vm, const char *id);
+
+/* The daemon's own settings, section [qvmd] of qvmd.conf. */
+enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARNING, CFG_LOG_INFO, CFG_LOG_DEBUG };
+enum cfg_on_stop { CFG_ON_STOP_LEAVE, CFG_ON_STOP_POWERDOWN };
+
+struct daemon_config {
+	char *path;           /* NULL when only defaults are used */
+	char *vm_dir;         /* /etc/qvmd/vms */
+	char *run_dir;        /* /run/qvmd */
+	char *state_dir;      /* /var/lib/qvmd */
+	char *control_socket; /* <run_dir>/qvmd.sock */
+	char *socket_group;   /* NULL: no group change */
+	char *qemu;           /* /usr/bin/qemu-system-x86_64 */
+	char *qemu_img;       /* /usr/bin/qemu-img */
+	char *ovmf_code;      /* /usr/share/OVMF/OVMF_CODE_4M.fd */
+	char *ovmf_vars;      /* /usr/share/OVMF/OVMF_VARS_4M.fd (template, copied per VM) */
+	char **image_dirs;    /* NULL-terminated; hot-plugged images must be below one; default state_dir */
+	enum cfg_log_level log_level;
+	enum cfg_on_stop on_daemon_stop;
+};
+
+/*
+ * Loads qvmd.conf. path NULL: defaults only. A missing file at the default path is not an error.
+ * Returns 0, or -1 with every problem in errs.
+ */
+int cfg_daemon_load(const char *path, struct daemon_config *out, struct cfg_errors *errs);
+void cfg_daemon_free(struct daemon_config *conf);
+
+/* Value parsers shared with the CLI. Each returns 0, or -1 if the text is not a valid value. */
+int cfg_parse_size(const char *text, uint64_t *bytes);       /* 1024, 512K, 512M, 1G, 2T */
+int cfg_parse_duration(const char *text, uint64_t *ms);      /* 90, 90s, 500ms, 5m, 1h */
+int cfg_parse_bool(const char *text, bool *value);           /* yes/no true/false on/off 1/0 */
+int cfg_parse_mac(const char *text, uint8_t mac[6]);         /* 52:54:00:89:ba:6f, unicast only */
+void cfg_mac_derive(const char *vm, const char *id, uint8_t mac[6]); /* stable, 52:54:00:xx:xx:xx */
+void cfg_mac_format(const uint8_t mac[6], char out[18]);
+bool cfg_valid_name(const char *name);
+bool cfg_valid_device_id(const char *id);
+const char *cfg_format_name(enum cfg_format f);
+const char *cfg_cache_name(enum cfg_cache c);
+const char *cfg_net_type_name(enum cfg_net_type t);
+int cfg_format_parse(const char *text, enum cfg_format *f);
+int cfg_cache_parse(const char *text, enum cfg_cache *c);
+int cfg_net_type_parse(const char *text, enum cfg_net_type *t);
+
+/*
+ * Writer for --persist: adds one [disk ID] / [net ID] section at the end of a definition, or removes
+ * one, keeping every other line (comments, order, spacing) byte for byte. Atomic: a temp file in the
+ * same directory, fsync, rename, fsync of the directory. Refuses to add an id that is present or to
+ * remove one that is absent. Returns 0, or -1 with *cause.
+ */
+int cfg_write_add_disk(const char *path, const struct cfg_disk *disk, char **cause);
+int cfg_write_add_net(const char *path, const struct cfg_net *net, char **cause);
+int cfg_write_remove_device(const char *path, const char *id, char **cause);
+
+#endif

@@ -1,0 +1,17 @@
+#!/bin/sh
+# Installs the Debian 12 packages qvmd needs to build, run and test. Idempotent: apt runs only when
+# something is missing.
+set -eu
+PKGS="build-essential cmake pkg-config libjson-c-dev libevent-dev libinih-dev libcmocka-dev
+qemu-system-x86 qemu-utils ovmf busybox-static cpio iproute2 procps"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	echo "qvmd: installing:$missing" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi

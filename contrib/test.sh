@@ -1,0 +1,12 @@
+#!/bin/sh
+# Installs what is needed, builds qvmd with AddressSanitizer + UBSan, builds the test guest and runs
+# every test. Exits non-zero if anything fails.
+set -eu
+cd "$(dirname "$0")/.."
+sh contrib/deps.sh
+BUILD=${QVMD_BUILD_DIR:-build-test}
+cmake -S . -B "$BUILD" -DQVMD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
+cmake --build "$BUILD" -j"$(nproc)"
+sh contrib/guest/build.sh "$BUILD/guest"
+cd "$BUILD"
+ctest --output-on-failure --timeout 900

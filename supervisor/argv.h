@@ -1,0 +1,53 @@
+/*
+ * supervisor/argv: a pure function from a VM definition to the QEMU argument vector. No I/O.
+ * Devices, drives and netdevs are passed in QEMU's JSON syntax built with json-c, so no config value
+ * can inject options.
+ */
+#ifndef QVMD_ARGV_H
+#define QVMD_ARGV_H
+
+#include "cfg.h"
+
+/* Where things live for one VM, and descriptors the daemon opened for it. */
+struct argv_env {
+	const char *qemu;      /* argv[0] */
+	const char *run_dir;   /* <run_dir>/<name>/qmp.sock, qemu.pid */
+	const char *state_dir; /* <state_dir>/<name>/console.log, OVMF_VARS.fd */
+	const char *ovmf_code; /* firmware = uefi */
+	int qmp_fd;            /* >= 0: a listening socket QEMU inherits; < 0: -qmp unix:PATH */
+	const int *net_fds;    /* per cfg net index: tap fd for type = bridge (or -1); may be NULL */
+};
+
+/*
+ * Builds the NULL-terminated argument vector (free with argv_free). Returns NULL with *cause when the
+ * definition cannot be expressed (e.g. a bridge NIC without a tap fd).
+ */
+char **argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause);
+void argv_free(char **argv);
+
+/*
+ * Names qvmd gives QEMU objects (a contract between argv and the hot-plug code). Device ids never
+ * contain '.', so these cannot clash with operator ids.
+ *   root port of a cold-plugged device ID: "rp.ID"     spare hot-plug root port N: "hp.N"
+ *   block nodes of disk ID: "ID.file" (protocol) and "ID.fmt" (format)
+ *   netdev of NIC ID: "ID.net"
+ */
+#define ARGV_SPARE_PORT_FMT "hp.%u"
+#define ARGV_COLD_PORT_FMT  "rp.%s"
+#define ARGV_NODE_FILE_FMT  "%s.file"
+#define ARGV_NODE_FMT_FMT   "%s.fmt"
+#define ARGV_NETDEV_FMT     "%s.net"
+/* Maximum root ports (cold + spare) on q35's pcie.0. */
+#define ARGV_MAX_PORTS 28
+
+/* JSON builders shared with hot-plug (return new json_object references; caller puts them). */
+struct json_object;
+struct json_object *argv_blockdev_file_json(const struct cfg_disk *disk);
+struct json_object *argv_blockdev_fmt_json(const struct cfg_disk *disk);
+/* bus: the root port id on q35, NULL on pc (pci.0). */
+struct json_object *argv_disk_device_json(const struct cfg_disk *disk, const char *bus);
+/* fd_name: for tap/bridge NICs handed over by fd ("fd" as a number string or a getfd name). */
+struct json_object *argv_netdev_json(const struct cfg_net *net, const char *fd_name);
+struct json_object *argv_net_device_json(const struct cfg_net *net, const char *bus);
+
+#endif

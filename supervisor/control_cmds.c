@@ -1,0 +1,279 @@
+/* The daemon's command table: one entry per control command, each answering through control_done. */
+#include "control_private.h"
+
+#include "cfg.h"
+#include "daemon.h"
+#include "log.h"
+#include "vm.h"
+
+#include <json-c/json.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct control_cmd {
+	const char *name;
+	bool needs_vm;
+	/* vm is NULL unless needs_vm; args may be NULL. */
+	void (*exec)(struct control_reply *r, struct vm *vm, const char *vm_name,
+		     struct json_object *args);
+};
+
+static void
+reply_error(struct control_reply *r, const char *code, const char *fmt, const char *arg)
+{
+	char *msg = xasprintf(fmt, arg);
+
+	control_done(NULL, code, msg, r);
+	free(msg);
+}
+
+/* Reads an optional non-negative integer argument; false (and a reply) when it is malformed. */
+static bool
+arg_uint(struct control_reply *r, struct json_object *args, const char *key, uint64_t *out)
+{
+	struct json_object *v;
+
+	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
+		return true;
+	if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
+		reply_error(r, "invalid", "args.%s must be a non-negative integer", key);
+		return false;
+	}
+	*out = (uint64_t)json_object_get_int64(v);
+	return true;
+}
+
+static bool
+arg_bool(struct control_reply *r, struct json_object *args, const char *key, bool *out)
+{
+	struct json_object *v;
+
+	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
+		return true;
+	if (!json_object_is_type(v, json_type_boolean)) {
+		reply_error(r, "invalid", "args.%s must be true or false", key);
+		return false;
+	}
+	*out = json_object_get_boolean(v);
+	return true;
+}
+
+static void
+cmd_list(struct control_reply *r, struct vm *unused, const char *vm_name, struct json_object *args)
+{
+	struct daemon *d = control_daemon(r->c);
+	struct json_object *res = json_object_new_object(), *arr = json_object_new_array();
+
+	for (size_t i = 0; i < d->nvms; i++)
+		json_object_array_add(arr, vm_list_row(d->vms[i]));
+	json_object_object_add(res, "vms", arr);
+	control_done(res, NULL, NULL, r);
+}
+
+static void
+cmd_status(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_status(vm, control_done, r);
+}
+
+static void
+cmd_start(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_start(vm, control_done, r);
+}
+
+static void
+cmd_reset(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_reset(vm, control_done, r);
+}
+
+static void
+cmd_pause(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_pause(vm, control_done, r);
+}
+
+static void
+cmd_resume(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_resume(vm, control_done, r);
+}
+
+static void
+cmd_kill(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_kill(vm, control_done, r);
+}
+
+/* powerdown --all: one aggregate reply once every VM has finished. */
+struct powerdown_all {
+	struct control_reply *r;
+	struct json_object *results;
+	size_t pending;
+};
+
+struct powerdown_one {
+	struct powerdown_all *all;
+	char *name;
+};
+
+static void
+powerdown_one_done(struct json_object *result, const char *code, const char *message, void *arg)
+{
+	struct powerdown_one *one = arg;
+	struct powerdown_all *all = one->all;
+	struct json_object *o = json_object_new_object(), *v;
+
+	json_object_object_add(o, "name", json_object_new_string(one->name));
+	json_object_object_add(o, "ok", json_object_new_boolean(code == NULL));
+	if (code == NULL && json_object_object_get_ex(result, "ended_by", &v))
+		json_object_object_add(o, "ended_by", json_object_get(v));
+	if (code == NULL && json_object_object_get_ex(result, "elapsed_ms", &v))
+		json_object_object_add(o, "elapsed_ms", json_object_get(v));
+	if (code != NULL)
+		json_object_object_add(o, "error", json_object_new_string(message));
+	json_object_array_add(all->results, o);
+	json_object_put(result);
+	free(one->name);
+	free(one);
+	if (--all->pending > 0)
+		return;
+	o = json_object_new_object();
+	json_object_object_add(o, "vms", all->results);
+	control_done(o, NULL, NULL, all->r);
+	free(all);
+}
+
+static void
+cmd_powerdown(struct control_reply *r, struct vm *unused, const char *name,
+	      struct json_object *args)
+{
+	struct daemon *d = control_daemon(r->c);
+	uint64_t timeout_ms = 0;
+	bool wait = true, all = false;
+	struct powerdown_all *pa;
+	struct vm *vm;
+
+	if (!arg_uint(r, args, "timeout_ms", &timeout_ms) || !arg_bool(r, args, "wait", &wait) ||
+	    !arg_bool(r, args, "all", &all))
+		return;
+	if (!all) {
+		if (name == NULL)
+			return reply_error(r, "invalid", "powerdown: a vm name or args.all is required%s",
+					   "");
+		vm = daemon_find_vm(d, name);
+		if (vm == NULL)
+			return reply_error(r, "not-found", "vm %s: no such vm", name);
+		vm_powerdown(vm, timeout_ms, wait, control_done, r);
+		return;
+	}
+	pa = xcalloc(1, sizeof *pa);
+	pa->r = r;
+	pa->results = json_object_new_array();
+	pa->pending = 1; /* held while dispatching */
+	for (size_t i = 0; i < d->nvms; i++) {
+		struct powerdown_one *one;
+		enum vm_state s = vm_state(d->vms[i]);
+
+		if (s != VM_RUNNING && s != VM_PAUSED)
+			continue;
+		one = xcalloc(1, sizeof *one);
+		one->all = pa;
+		one->name = xstrdup(vm_name(d->vms[i]));
+		pa->pending++;
+		vm_powerdown(d->vms[i], timeout_ms, true, powerdown_one_done, one);
+	}
+	if (--pa->pending == 0) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "vms", pa->results);
+		control_done(o, NULL, NULL, r);
+		free(pa);
+	}
+}
+
+static void
+cmd_qmp(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	struct json_object *command, *arguments = NULL;
+
+	if (args == NULL || !json_object_object_get_ex(args, "command", &command) ||
+	    !json_object_is_type(command, json_type_string))
+		return reply_error(r, "invalid", "qmp: args.command must be a string%s", "");
+	if (json_object_object_get_ex(args, "arguments", &arguments) && arguments != NULL &&
+	    !json_object_is_type(arguments, json_type_object))
+		return reply_error(r, "invalid", "qmp: args.arguments must be an object%s", "");
+	vm_qmp(vm, json_object_get_string(command), arguments, control_done, r);
+}
+
+static void
+cmd_subscribe(struct control_reply *r, struct vm *unused, const char *vm_name,
+	      struct json_object *args)
+{
+	struct daemon *d = control_daemon(r->c);
+	struct json_object *v, *res;
+
+	if (vm_name == NULL && args != NULL && json_object_object_get_ex(args, "vm", &v) &&
+	    json_object_is_type(v, json_type_string))
+		vm_name = json_object_get_string(v);
+	if (vm_name != NULL && daemon_find_vm(d, vm_name) == NULL)
+		return reply_error(r, "not-found", "vm %s: no such vm", vm_name);
+	control_subscribe(r, vm_name);
+	res = json_object_new_object();
+	json_object_object_add(res, "subscribed", json_object_new_boolean(1));
+	control_done(res, NULL, NULL, r);
+}
+
+static void
+cmd_reload(struct control_reply *r, struct vm *unused, const char *n, struct json_object *args)
+{
+	control_done(daemon_reload(control_daemon(r->c)), NULL, NULL, r);
+}
+
+static void
+cmd_version(struct control_reply *r, struct vm *unused, const char *n, struct json_object *args)
+{
+	struct json_object *res = json_object_new_object();
+
+	json_object_object_add(res, "version", json_object_new_string(QVMD_VERSION));
+	control_done(res, NULL, NULL, r);
+}
+
+static const struct control_cmd control_cmds[] = {
+	{"kill", true, cmd_kill},
+	{"list", false, cmd_list},
+	{"pause", true, cmd_pause},
+	{"powerdown", false, cmd_powerdown},
+	{"qmp", true, cmd_qmp},
+	{"reload", false, cmd_reload},
+	{"reset", true, cmd_reset},
+	{"resume", true, cmd_resume},
+	{"start", true, cmd_start},
+	{"status", true, cmd_status},
+	{"subscribe", false, cmd_subscribe},
+	{"version", false, cmd_version},
+};
+
+void
+control_dispatch(struct control_reply *r, const char *cmd, const char *vm_name,
+		 struct json_object *args)
+{
+	const struct control_cmd *c = NULL;
+	struct vm *vm = NULL;
+
+	for (size_t i = 0; i < sizeof control_cmds / sizeof control_cmds[0]; i++) {
+		if (strcmp(control_cmds[i].name, cmd) == 0)
+			c = &control_cmds[i];
+	}
+	if (c == NULL)
+		return reply_error(r, "invalid", "unknown command '%s'", cmd);
+	if (c->needs_vm) {
+		if (vm_name == NULL)
+			return reply_error(r, "invalid", "%s: \"vm\" is required", cmd);
+		vm = daemon_find_vm(control_daemon(r->c), vm_name);
+		if (vm == NULL)
+			return reply_error(r, "not-found", "vm %s: no such vm", vm_name);
+	}
+	c->exec(r, vm, vm_name, args);
+}

@@ -1,0 +1,323 @@
+/*
+ * qvmd: the supervisor daemon. Loads every VM definition, re-attaches to QEMUs left running by an
+ * earlier qvmd, starts autostart VMs, and serves the control socket from one event loop. It never
+ * forks into the background (systemd, or the operator's shell, supervises it) and leaves QEMUs
+ * running when it exits unless on_daemon_stop = powerdown.
+ */
+#include "argv.h"
+#include "cfg.h"
+#include "control.h"
+#include "daemon.h"
+#include "log.h"
+#include "vm.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <grp.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define DEFAULT_CONF "/etc/qvmd/qvmd.conf"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: qvmd [-f] [-d] [-c FILE]\n"
+		   "       qvmd -n [-c FILE]                 check every definition and exit\n"
+		   "       qvmd --print-cmdline NAME [-c FILE] print the QEMU command line of a VM\n");
+}
+
+/* Sends a message to systemd's notify socket, if any (no libsystemd needed). */
+static void
+sd_notify_msg(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	socklen_t len;
+	int fd;
+
+	if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+	    strlen(path) >= sizeof sun.sun_path)
+		return;
+	strcpy(sun.sun_path, path);
+	if (path[0] == '@')
+		sun.sun_path[0] = '\0';
+	len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sun, len) < 0)
+		log_debug("sd_notify: %s", strerror(errno));
+	close(fd);
+}
+
+static int
+mkdir_mode(const char *path, mode_t mode, const char *group)
+{
+	struct group *gr;
+
+	if (mkdir(path, mode) < 0 && errno != EEXIST)
+		return -1;
+	if (chmod(path, mode) < 0)
+		return -1;
+	if (group != NULL && (gr = getgrnam(group)) != NULL && chown(path, (uid_t)-1, gr->gr_gid) < 0)
+		return -1;
+	return 0;
+}
+
+/* qvmd -n: every definition checked, every error printed. */
+static int
+check_config(struct daemon_config *conf)
+{
+	struct daemon d = {.conf = conf};
+	struct json_object *res, *errors;
+	size_t n;
+
+	d.base = event_base_new();
+	res = daemon_reload(&d);
+	json_object_object_get_ex(res, "errors", &errors);
+	n = json_object_array_length(errors);
+	for (size_t i = 0; i < n; i++)
+		fprintf(stderr, "%s\n", json_object_get_string(json_object_array_get_idx(errors, i)));
+	printf("qvmd: %zu vm definition%s ok, %zu error%s\n", d.nvms, d.nvms == 1 ? "" : "s", n,
+	       n == 1 ? "" : "s");
+	json_object_put(res);
+	for (size_t i = 0; i < d.nvms; i++)
+		vm_free(d.vms[i]);
+	free(d.vms);
+	event_base_free(d.base);
+	return n ? 1 : 0;
+}
+
+static int
+print_cmdline(struct daemon_config *conf, const char *name)
+{
+	struct cfg_errors errs;
+	char *path = xasprintf("%s/%s.ini", conf->vm_dir, name), *cause = NULL, **argv;
+	struct vm_config *cfg;
+	struct argv_env env = {conf->qemu, conf->run_dir, conf->state_dir, conf->ovmf_code, -1, NULL};
+	int *fds, rc = 1;
+
+	cfg_errors_init(&errs);
+	cfg = cfg_vm_load(path, &errs);
+	for (size_t i = 0; i < errs.n; i++)
+		fprintf(stderr, "%s\n", errs.msgs[i]);
+	cfg_errors_free(&errs);
+	free(path);
+	if (cfg == NULL)
+		return 1;
+	/* Bridge NICs get their tap descriptor at start; show where it will go. */
+	fds = xcalloc(cfg->nnets + 1, sizeof *fds);
+	for (size_t i = 0; i < cfg->nnets; i++)
+		fds[i] = cfg->nets[i].type == CFG_NET_BRIDGE ? 100 + (int)i : -1;
+	env.net_fds = fds;
+	argv = argv_build(cfg, &env, &cause);
+	if (argv == NULL) {
+		fprintf(stderr, "qvmd: vm %s: %s\n", name, cause);
+		free(cause);
+	} else {
+		for (char **a = argv; *a; a++)
+			printf("%s\n", *a);
+		rc = 0;
+	}
+	argv_free(argv);
+	free(fds);
+	cfg_vm_free(cfg);
+	return rc;
+}
+
+static void
+shutdown_done(struct json_object *result, const char *code, const char *message, void *arg)
+{
+	struct daemon *d = arg;
+	size_t active = 0;
+
+	json_object_put(result);
+	if (code)
+		log_error("%s", message);
+	for (size_t i = 0; i < d->nvms; i++)
+		active += vm_is_active(d->vms[i]);
+	if (active == 0)
+		event_base_loopbreak(d->base);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+	size_t pending = 0;
+
+	if (sig == SIGHUP) {
+		struct json_object *res;
+
+		log_info("SIGHUP: reloading definitions");
+		res = daemon_reload(d);
+		log_info("reload: %s", json_object_to_json_string(res));
+		json_object_put(res);
+		return;
+	}
+	if (d->stopping) {
+		log_warn("second signal: exiting now, vms keep running");
+		event_base_loopbreak(d->base);
+		return;
+	}
+	d->stopping = true;
+	sd_notify_msg("STOPPING=1");
+	if (d->conf->on_daemon_stop == CFG_ON_STOP_POWERDOWN) {
+		log_info("stopping: powering down every running vm (on_daemon_stop = powerdown)");
+		for (size_t i = 0; i < d->nvms; i++) {
+			enum vm_state s = vm_state(d->vms[i]);
+
+			if (s == VM_RUNNING || s == VM_PAUSED) {
+				pending++;
+				vm_powerdown(d->vms[i], 0, true, shutdown_done, d);
+			}
+		}
+	} else {
+		log_info("stopping: vms keep running (on_daemon_stop = leave)");
+	}
+	if (pending == 0)
+		event_base_loopbreak(d->base);
+}
+
+static void
+start_done(struct json_object *result, const char *code, const char *message, void *arg)
+{
+	json_object_put(result);
+	if (code)
+		log_error("autostart: %s", message);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {{"print-cmdline", required_argument, NULL, 'p'},
+						 {"help", no_argument, NULL, 'h'},
+						 {"version", no_argument, NULL, 'V'},
+						 {NULL, 0, NULL, 0}};
+	const char *conf_path = NULL, *print_name = NULL;
+	bool check = false, debug = false;
+	struct daemon_config conf;
+	struct cfg_errors errs;
+	struct daemon d = {0};
+	struct event *sigs[4];
+	static const int signums[] = {SIGTERM, SIGINT, SIGHUP};
+	struct json_object *res;
+	char *cause = NULL;
+	int ch, rc;
+
+	while ((ch = getopt_long(argc, argv, "c:fdnh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			conf_path = optarg;
+			break;
+		case 'f':
+			break; /* qvmd always stays in the foreground */
+		case 'd':
+			debug = true;
+			break;
+		case 'n':
+			check = true;
+			break;
+		case 'p':
+			print_name = optarg;
+			break;
+		case 'V':
+			printf("qvmd %s\n", QVMD_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	if (conf_path == NULL && access(DEFAULT_CONF, F_OK) == 0)
+		conf_path = DEFAULT_CONF;
+	cfg_errors_init(&errs);
+	rc = cfg_daemon_load(conf_path, &conf, &errs);
+	for (size_t i = 0; i < errs.n; i++)
+		fprintf(stderr, "%s\n", errs.msgs[i]);
+	cfg_errors_free(&errs);
+	if (rc < 0)
+		return 1;
+	log_set_level(debug ? CFG_LOG_DEBUG : conf.log_level);
+	if (check) {
+		rc = check_config(&conf);
+		cfg_daemon_free(&conf);
+		return rc;
+	}
+	if (print_name != NULL) {
+		rc = print_cmdline(&conf, print_name);
+		cfg_daemon_free(&conf);
+		return rc;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	d.conf = &conf;
+	d.base = event_base_new();
+	if (d.base == NULL)
+		fatal("event_base_new failed");
+	if (mkdir_mode(conf.run_dir, conf.socket_group ? 0710 : 0700, conf.socket_group) < 0 ||
+	    mkdir_mode(conf.state_dir, 0750, NULL) < 0) {
+		log_error("cannot create %s or %s: %s", conf.run_dir, conf.state_dir,
+			  strerror(errno));
+		return 1;
+	}
+	res = daemon_reload(&d);
+	json_object_put(res);
+	/* Re-attach first: a QEMU that still runs must never be started a second time. */
+	for (size_t i = 0; i < d.nvms; i++)
+		vm_adopt(d.vms[i]);
+	d.control = control_new(&d, conf.control_socket, conf.socket_group, &cause);
+	if (d.control == NULL) {
+		log_error("control socket: %s", cause);
+		free(cause);
+		return 1;
+	}
+	for (size_t i = 0; i < sizeof signums / sizeof signums[0]; i++) {
+		sigs[i] = evsignal_new(d.base, signums[i], signal_cb, &d);
+		event_add(sigs[i], NULL);
+	}
+	for (size_t i = 0; i < d.nvms; i++) {
+		const struct vm_config *cfg = vm_config(d.vms[i]);
+
+		if (cfg && cfg->autostart && !vm_is_active(d.vms[i]))
+			vm_start(d.vms[i], start_done, NULL);
+		else if (vm_state(d.vms[i]) == VM_CRASHED)
+			vm_crashed_while_away(d.vms[i]);
+	}
+	log_info("qvmd %s ready: %zu vms, control socket %s", QVMD_VERSION, d.nvms,
+		 conf.control_socket);
+	sd_notify_msg("READY=1");
+	event_base_dispatch(d.base);
+
+	log_info("qvmd exiting");
+	control_free(d.control);
+	d.control = NULL;
+	for (size_t i = 0; i < sizeof signums / sizeof signums[0]; i++)
+		event_free(sigs[i]);
+	for (size_t i = 0; i < d.nvms; i++)
+		vm_detach(d.vms[i]);
+	event_base_loop(d.base, EVLOOP_NONBLOCK);
+	for (size_t i = 0; i < d.nvms; i++)
+		vm_free(d.vms[i]);
+	event_base_loop(d.base, EVLOOP_NONBLOCK);
+	free(d.vms);
+	event_base_free(d.base);
+	cfg_daemon_free(&conf);
+	return 0;
+}

@@ -1,0 +1,204 @@
+/*
+ * The per-VM run directory (<run_dir>/<name>/): QEMU's QMP socket and pidfile, plus what a restarted
+ * qvmd needs to re-attach: state.json (pid, process start time, start time) and NAME.ini (the
+ * definition the QEMU was started from). A pid alone never identifies a QEMU: the start time and the
+ * command line must match too.
+ */
+#include "vm_private.h"
+
+#include "cfg.h"
+#include "daemon.h"
+#include "log.h"
+#include "proc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The copy of the definition the QEMU was started from: <run_dir>/<name>/<name>.ini. */
+static char *
+rundir_def_path(const struct vm *vm)
+{
+	return xasprintf("%s/%s/%s.ini", vm->d->conf->run_dir, vm->name, vm->name);
+}
+
+/* Writes text to path atomically (temp file, fsync, rename). */
+static int
+write_atomic(const char *path, const char *text)
+{
+	char *tmp = xasprintf("%s.tmp", path);
+	size_t len = strlen(text);
+	int fd, rc = -1;
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd >= 0 && write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 &&
+	    rename(tmp, path) == 0)
+		rc = 0;
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0) {
+		log_error("cannot write %s: %s", path, strerror(errno));
+		unlink(tmp);
+	}
+	free(tmp);
+	return rc;
+}
+
+void
+rundir_save(struct vm *vm)
+{
+	struct json_object *o = json_object_new_object();
+	char *path = vm_run_path(vm, "state.json"), *ini = rundir_def_path(vm);
+
+	json_object_object_add(o, "pid", json_object_new_int(vm->pid));
+	json_object_object_add(o, "starttime", json_object_new_uint64(vm->starttime));
+	json_object_object_add(o, "started_at_ms", json_object_new_int64(vm->started_at));
+	json_object_object_add(o, "restarts", json_object_new_int64(vm->restarts));
+	json_object_object_add(o, "definition", json_object_new_string(vm->live_cfg->path));
+	if (vm->live_text)
+		write_atomic(ini, vm->live_text);
+	write_atomic(path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	free(path);
+	free(ini);
+}
+
+void
+rundir_remove(struct vm *vm)
+{
+	static const char *const files[] = {"state.json", "qmp.sock", "qemu.pid", "state.json.tmp"};
+	char *dir = vm_run_path(vm, ""), *def = rundir_def_path(vm), *deftmp = xasprintf("%s.tmp", def);
+
+	unlink(def);
+	unlink(deftmp);
+	free(def);
+	free(deftmp);
+
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		char *p = vm_run_path(vm, files[i]);
+
+		unlink(p);
+		free(p);
+	}
+	if (rmdir(dir) < 0 && errno != ENOENT)
+		log_warn("vm %s: cannot remove %s: %s", vm->name, dir, strerror(errno));
+	free(dir);
+}
+
+/* Whether pid is the QEMU this VM's run directory describes. */
+static bool
+rundir_verify(struct vm *vm, pid_t pid, uint64_t starttime)
+{
+	uint64_t now;
+	char *pidfile;
+	bool ok;
+
+	if (pid <= 0 || proc_starttime(pid, &now) < 0 || now != starttime)
+		return false;
+	pidfile = vm_run_path(vm, "qemu.pid");
+	ok = proc_cmdline_has(pid, "-pidfile", pidfile);
+	/* The -name argument must name this VM too. */
+	if (ok) {
+		char *name = xasprintf("guest=%s", vm->name);
+
+		ok = proc_cmdline_has(pid, "-name", name);
+		free(name);
+	}
+	free(pidfile);
+	return ok;
+}
+
+bool
+vm_adopt(struct vm *vm)
+{
+	char *path = vm_run_path(vm, "state.json"), *ini, *pidfile, *cause = NULL;
+	struct json_object *o = json_object_from_file(path), *v;
+	struct cfg_errors errs;
+	pid_t pid = 0;
+	uint64_t starttime = 0;
+	bool pidfile_left;
+
+	free(path);
+	pidfile = vm_run_path(vm, "qemu.pid");
+	pidfile_left = access(pidfile, F_OK) == 0;
+	free(pidfile);
+	if (o != NULL) {
+		if (json_object_object_get_ex(o, "pid", &v))
+			pid = (pid_t)json_object_get_int(v);
+		if (json_object_object_get_ex(o, "starttime", &v))
+			starttime = json_object_get_uint64(v);
+		if (json_object_object_get_ex(o, "started_at_ms", &v))
+			vm->started_at = json_object_get_int64(v);
+		if (json_object_object_get_ex(o, "restarts", &v))
+			vm->restarts = (unsigned)json_object_get_int64(v);
+		json_object_put(o);
+	}
+	if (o == NULL || !rundir_verify(vm, pid, starttime)) {
+		char *dir = vm_run_path(vm, "");
+
+		if (access(dir, F_OK) == 0) {
+			/* QEMU deletes its pidfile on a clean exit, not when it is killed. */
+			free(vm->last_exit);
+			if (o != NULL && pidfile_left) {
+				vm->last_exit = xstrdup("qemu died while qvmd was not running");
+				vm->state = VM_CRASHED;
+				log_warn("vm %s: qemu (pid %d) died while qvmd was down", vm->name,
+					 (int)pid);
+			} else {
+				vm->last_exit = xstrdup("qemu exited while qvmd was not running");
+				log_info("vm %s: qemu exited while qvmd was down", vm->name);
+			}
+			rundir_remove(vm);
+		}
+		free(dir);
+		return false;
+	}
+
+	vm->pidfd = proc_pidfd_open(pid);
+	if (vm->pidfd < 0) {
+		log_warn("vm %s: pid %d vanished during re-attach", vm->name, (int)pid);
+		rundir_remove(vm);
+		return false;
+	}
+	vm->pid = pid;
+	vm->starttime = starttime;
+	vm->child = false;
+	vm->exited = false;
+	vm->start_mono = daemon_mono_ms();
+	ini = rundir_def_path(vm);
+	cfg_errors_init(&errs);
+	vm->live_cfg = cfg_vm_load(ini, &errs);
+	cfg_errors_free(&errs);
+	if (vm->live_cfg == NULL) {
+		/* The copy is unreadable: fall back to the definition on disk. */
+		vm->live_cfg = vm->cfg ? cfg_vm_dup(vm->cfg) : NULL;
+	} else {
+		free(vm->live_cfg->path);
+		vm->live_cfg->path = xstrdup(vm->cfg ? vm->cfg->path : ini);
+	}
+	{
+		FILE *f = fopen(ini, "re");
+
+		if (f != NULL) {
+			char buf[65536];
+			size_t n = fread(buf, 1, sizeof buf - 1, f);
+
+			buf[n] = '\0';
+			vm->live_text = xstrdup(buf);
+			fclose(f);
+		}
+	}
+	free(ini);
+	vm->state = VM_RUNNING;
+	vm_watch_pid(vm);
+	if (vm_open_qmp(vm, -1, &cause) < 0) {
+		log_error("vm %s: cannot re-open qmp: %s", vm->name, cause);
+		free(cause);
+	}
+	log_info("vm %s: re-attached to qemu pid %d", vm->name, (int)pid);
+	return true;
+}

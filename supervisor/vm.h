@@ -1,0 +1,67 @@
+/*
+ * supervisor/vm: one state machine per VM. Every operation on a VM is a job; one job at a time per VM
+ * (others get `busy`), read-only requests are always answered, and different VMs never wait on each
+ * other. Results reach the requester through a vm_done_cb.
+ */
+#ifndef QVMD_VM_H
+#define QVMD_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct daemon;
+struct json_object;
+struct vm;
+struct vm_config;
+
+enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_PAUSED, VM_STOPPING, VM_CRASHED };
+
+/*
+ * The result of an operation: on success code is NULL and result a new json object the callee owns
+ * (it must json_object_put it); on failure code is an error code ("busy", "qemu-error", ...), message
+ * says what went wrong and result is NULL.
+ */
+typedef void (*vm_done_cb)(struct json_object *result, const char *code, const char *message,
+			   void *arg);
+
+/* Takes ownership of cfg. */
+struct vm *vm_new(struct daemon *d, struct vm_config *cfg);
+/* Frees a VM that has no QEMU (state stopped or crashed, no job). */
+void vm_free(struct vm *vm);
+
+const char *vm_name(const struct vm *vm);
+enum vm_state vm_state(const struct vm *vm);
+const char *vm_state_name(enum vm_state s);
+bool vm_is_active(const struct vm *vm); /* a QEMU process exists (or is being started) */
+const struct vm_config *vm_config(const struct vm *vm);
+/* Replaces the on-disk definition (takes ownership; NULL = the file was removed). */
+void vm_set_config(struct vm *vm, struct vm_config *cfg);
+bool vm_definition_removed(const struct vm *vm);
+
+/* The list row of a VM (never waits on QEMU). */
+struct json_object *vm_list_row(const struct vm *vm);
+
+void vm_start(struct vm *vm, vm_done_cb cb, void *arg);
+/* timeout_ms 0: the definition's shutdown_timeout. wait false: reply once QEMU accepted it. */
+void vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void *arg);
+void vm_kill(struct vm *vm, vm_done_cb cb, void *arg);
+void vm_reset(struct vm *vm, vm_done_cb cb, void *arg);
+void vm_pause(struct vm *vm, vm_done_cb cb, void *arg);
+void vm_resume(struct vm *vm, vm_done_cb cb, void *arg);
+void vm_status(struct vm *vm, vm_done_cb cb, void *arg);
+/* Raw QMP passthrough; args borrowed. */
+void vm_qmp(struct vm *vm, const char *command, struct json_object *args, vm_done_cb cb, void *arg);
+
+/*
+ * Re-attaches to a QEMU left running by an earlier qvmd, from the VM's run directory. Cleans the run
+ * directory of a QEMU that is gone (and reports it stopped or crashed). Returns true if adopted.
+ */
+bool vm_adopt(struct vm *vm);
+
+/* Applies the restart policy to a VM found crashed when qvmd started. */
+void vm_crashed_while_away(struct vm *vm);
+/* Lets go of the QEMU without stopping it (qvmd is exiting): pending requests fail. */
+void vm_detach(struct vm *vm);
+
+#endif

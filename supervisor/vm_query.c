@@ -1,0 +1,208 @@
+/* Read-only views of a VM (list rows, status) and the raw QMP passthrough: never serialized. */
+#include "vm_private.h"
+
+#include "cfg.h"
+#include "daemon.h"
+#include "log.h"
+#include "qmp.h"
+
+#include <json-c/json.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#define STATUS_TIMEOUT_MS 2000
+
+static const char *const job_names[] = {"start", "powerdown", "kill", "reset", "pause", "resume"};
+
+static bool
+definition_changed(const struct vm *vm)
+{
+	if (!vm_is_active(vm) || vm->live_text == NULL)
+		return false;
+	return vm->disk_text == NULL || strcmp(vm->disk_text, vm->live_text) != 0;
+}
+
+static int64_t
+uptime_ms(const struct vm *vm)
+{
+	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED && vm->state != VM_STOPPING)
+		return 0;
+	return vm->started_at > 0 ? daemon_now_ms() - vm->started_at : 0;
+}
+
+struct json_object *
+vm_list_row(const struct vm *vm)
+{
+	const struct vm_config *cfg = vm->live_cfg && vm_is_active(vm) ? vm->live_cfg : vm->cfg;
+	struct json_object *o = json_object_new_object();
+
+	if (cfg == NULL)
+		cfg = vm->live_cfg;
+	json_object_object_add(o, "name", json_object_new_string(vm->name));
+	json_object_object_add(o, "state", json_object_new_string(vm_state_name(vm->state)));
+	json_object_object_add(o, "pid", json_object_new_int(vm->pid));
+	json_object_object_add(o, "vcpus", json_object_new_int(cfg ? (int)cfg->vcpus : 0));
+	json_object_object_add(o, "memory", json_object_new_uint64(cfg ? cfg->memory : 0));
+	json_object_object_add(o, "uptime_ms", json_object_new_int64(uptime_ms(vm)));
+	json_object_object_add(o, "qemu_status", json_object_new_string(vm->qemu_status));
+	json_object_object_add(o, "restarts", json_object_new_int64(vm->restarts));
+	json_object_object_add(o, "definition_changed",
+			       json_object_new_boolean(definition_changed(vm)));
+	json_object_object_add(o, "definition_removed", json_object_new_boolean(vm->cfg == NULL));
+	return o;
+}
+
+static struct json_object *
+status_object(const struct vm *vm, const char *qemu_status)
+{
+	const struct vm_config *cfg = vm->live_cfg && vm_is_active(vm) ? vm->live_cfg : vm->cfg;
+	struct json_object *o = vm_list_row(vm), *disks, *nets;
+	char mac[18];
+
+	if (cfg == NULL)
+		cfg = vm->live_cfg;
+	json_object_object_add(o, "qemu_status", json_object_new_string(qemu_status));
+	json_object_object_add(o, "machine",
+			       json_object_new_string(cfg && cfg->machine == CFG_MACHINE_PC ? "pc"
+											    : "q35"));
+	json_object_object_add(o, "accel",
+			       json_object_new_string(cfg && cfg->accel == CFG_ACCEL_TCG ? "tcg"
+											 : "kvm"));
+	json_object_object_add(o, "last_exit",
+			       vm->last_exit ? json_object_new_string(vm->last_exit) : NULL);
+	json_object_object_add(o, "job",
+			       vm->job ? json_object_new_string(job_names[vm->job->kind]) : NULL);
+	if (vm->restart_ev && vm->restart_due > daemon_mono_ms() && !vm_is_active(vm))
+		json_object_object_add(o, "restart_in_ms",
+				       json_object_new_int64(vm->restart_due - daemon_mono_ms()));
+	disks = json_object_new_array();
+	nets = json_object_new_array();
+	for (size_t i = 0; cfg && i < cfg->ndisks; i++) {
+		struct json_object *d = json_object_new_object();
+
+		json_object_object_add(d, "id", json_object_new_string(cfg->disks[i].id));
+		json_object_object_add(d, "file", json_object_new_string(cfg->disks[i].file));
+		json_object_object_add(d, "format",
+				       json_object_new_string(cfg_format_name(cfg->disks[i].format)));
+		json_object_object_add(d, "readonly",
+				       json_object_new_boolean(cfg->disks[i].readonly));
+		json_object_array_add(disks, d);
+	}
+	for (size_t i = 0; cfg && i < cfg->nnets; i++) {
+		struct json_object *n = json_object_new_object();
+
+		cfg_mac_format(cfg->nets[i].mac, mac);
+		json_object_object_add(n, "id", json_object_new_string(cfg->nets[i].id));
+		json_object_object_add(n, "type",
+				       json_object_new_string(cfg_net_type_name(cfg->nets[i].type)));
+		json_object_object_add(n, "mac", json_object_new_string(mac));
+		json_object_array_add(nets, n);
+	}
+	json_object_object_add(o, "disks", disks);
+	json_object_object_add(o, "nets", nets);
+	return o;
+}
+
+/* A request waiting for QEMU's answer. */
+struct query {
+	struct vm *vm;
+	vm_done_cb cb;
+	void *arg;
+};
+
+static void
+status_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct query *q = arg;
+	struct json_object *st;
+	const char *qs = "unknown";
+
+	if (r->status == QMP_OK && json_object_object_get_ex(r->result, "status", &st))
+		qs = json_object_get_string(st);
+	else if (r->status == QMP_TIMEOUT)
+		qs = "timeout";
+	if (r->status == QMP_OK)
+		snprintf(q->vm->qemu_status, sizeof q->vm->qemu_status, "%s", qs);
+	q->cb(status_object(q->vm, qs), NULL, NULL, q->arg);
+	free(q);
+}
+
+void
+vm_status(struct vm *vm, vm_done_cb cb, void *arg)
+{
+	struct query *q;
+	char *cause = NULL;
+
+	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp)) {
+		cb(status_object(vm, vm->qemu_status), NULL, NULL, arg);
+		return;
+	}
+	q = xcalloc(1, sizeof *q);
+	q->vm = vm;
+	q->cb = cb;
+	q->arg = arg;
+	if (qmp_execute(vm->qmp, "query-status", NULL, STATUS_TIMEOUT_MS, status_done, q, &cause) <
+	    0) {
+		free(cause);
+		free(q);
+		cb(status_object(vm, vm->qemu_status), NULL, NULL, arg);
+	}
+}
+
+static void
+passthrough_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct query *q = arg;
+	struct json_object *res;
+	char *msg;
+
+	switch (r->status) {
+	case QMP_OK:
+		res = json_object_new_object();
+		json_object_object_add(res, "return", json_object_get(r->result));
+		q->cb(res, NULL, NULL, q->arg);
+		break;
+	case QMP_ERROR:
+		msg = xasprintf("vm %s: %s: %s", q->vm->name, r->error_class, r->error_desc);
+		q->cb(NULL, "qemu-error", msg, q->arg);
+		free(msg);
+		break;
+	case QMP_TIMEOUT:
+		msg = xasprintf("vm %s: %s timed out", q->vm->name, r->command);
+		q->cb(NULL, "timeout", msg, q->arg);
+		free(msg);
+		break;
+	default:
+		msg = xasprintf("vm %s: %s", q->vm->name, r->error_desc);
+		q->cb(NULL, "failed", msg, q->arg);
+		free(msg);
+		break;
+	}
+	free(q);
+}
+
+void
+vm_qmp(struct vm *vm, const char *command, struct json_object *args, vm_done_cb cb, void *arg)
+{
+	struct query *q;
+	char *cause = NULL, *msg;
+
+	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp)) {
+		msg = xasprintf("vm %s: not running (state %s)", vm->name, vm_state_name(vm->state));
+		cb(NULL, "not-running", msg, arg);
+		free(msg);
+		return;
+	}
+	q = xcalloc(1, sizeof *q);
+	q->vm = vm;
+	q->cb = cb;
+	q->arg = arg;
+	if (qmp_execute(vm->qmp, command, args, 0, passthrough_done, q, &cause) < 0) {
+		msg = xasprintf("vm %s: %s", vm->name, cause);
+		cb(NULL, "failed", msg, arg);
+		free(msg);
+		free(cause);
+		free(q);
+	}
+}
