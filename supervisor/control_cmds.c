@@ -240,7 +240,114 @@ cmd_version(struct control_reply *r, struct vm *unused, const char *n, struct js
 	control_done(res, NULL, NULL, r);
 }
 
+/* Reads an optional string argument; false (and a reply) when it is not a string. */
+static bool
+arg_str(struct control_reply *r, struct json_object *args, const char *key, const char **out)
+{
+	struct json_object *v;
+
+	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
+		return true;
+	if (!json_object_is_type(v, json_type_string)) {
+		reply_error(r, "invalid", "args.%s must be a string", key);
+		return false;
+	}
+	*out = json_object_get_string(v);
+	return true;
+}
+
+/* Reads a required device id. */
+static const char *
+arg_id(struct control_reply *r, struct json_object *args)
+{
+	const char *id = NULL;
+
+	if (!arg_str(r, args, "id", &id))
+		return NULL;
+	if (id == NULL)
+		reply_error(r, "invalid", "args.id (the device id) is required%s", "");
+	return id;
+}
+
+static void
+cmd_attach_disk(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	struct cfg_disk disk = {0};
+	const char *file = NULL, *format = "qcow2", *cache = "none";
+	uint64_t create = 0;
+	bool persist = false;
+
+	if ((disk.id = (char *)arg_id(r, args)) == NULL)
+		return;
+	if (!arg_str(r, args, "file", &file) || !arg_str(r, args, "format", &format) ||
+	    !arg_str(r, args, "cache", &cache) || !arg_bool(r, args, "readonly", &disk.readonly) ||
+	    !arg_bool(r, args, "persist", &persist) || !arg_uint(r, args, "create_size", &create))
+		return;
+	if (file == NULL)
+		return reply_error(r, "invalid", "attach-disk: args.file is required%s", "");
+	if (cfg_format_parse(format, &disk.format) < 0)
+		return reply_error(r, "invalid", "attach-disk: format '%s' (use qcow2 or raw)", format);
+	if (cfg_cache_parse(cache, &disk.cache) < 0)
+		return reply_error(r, "invalid",
+				   "attach-disk: cache '%s' (use none, writeback, writethrough, "
+				   "directsync or unsafe)",
+				   cache);
+	if (strchr(file, '\n') || file[0] != '/')
+		return reply_error(r, "invalid", "attach-disk: file '%s' must be an absolute path", file);
+	disk.file = (char *)file;
+	vm_attach_disk(vm, &disk, create, persist, control_done, r);
+}
+
+static void
+cmd_attach_net(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	struct cfg_net net = {0};
+	const char *type = "user", *mac = NULL, *bridge = NULL, *ifname = NULL;
+	bool persist = false;
+
+	if ((net.id = (char *)arg_id(r, args)) == NULL)
+		return;
+	if (!arg_str(r, args, "type", &type) || !arg_str(r, args, "mac", &mac) ||
+	    !arg_str(r, args, "bridge", &bridge) || !arg_str(r, args, "ifname", &ifname) ||
+	    !arg_bool(r, args, "restrict", &net.restricted) || !arg_bool(r, args, "persist", &persist))
+		return;
+	if (cfg_net_type_parse(type, &net.type) < 0)
+		return reply_error(r, "invalid", "attach-net: type '%s' (use user, tap or bridge)", type);
+	if (mac != NULL && cfg_parse_mac(mac, net.mac) < 0)
+		return reply_error(r, "invalid",
+				   "attach-net: mac '%s' is not a unicast MAC address (e.g. "
+				   "52:54:00:12:34:56)",
+				   mac);
+	net.mac_given = mac != NULL;
+	net.bridge = (char *)bridge;
+	net.ifname = (char *)ifname;
+	vm_attach_net(vm, &net, persist, control_done, r);
+}
+
+static void
+cmd_detach(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	const char *id = arg_id(r, args);
+	uint64_t timeout_ms = 0;
+	bool persist = false;
+
+	if (id == NULL || !arg_bool(r, args, "persist", &persist) ||
+	    !arg_uint(r, args, "timeout_ms", &timeout_ms))
+		return;
+	vm_detach_device(vm, id, persist, timeout_ms, control_done, r);
+}
+
+static void
+cmd_devices(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_devices(vm, control_done, r);
+}
+
 static const struct control_cmd control_cmds[] = {
+	{"attach-disk", true, cmd_attach_disk},
+	{"attach-net", true, cmd_attach_net},
+	{"detach", true, cmd_detach},
+	{"devices", true, cmd_devices},
 	{"kill", true, cmd_kill},
 	{"list", false, cmd_list},
 	{"pause", true, cmd_pause},

@@ -5,6 +5,8 @@ target_sources(qvmd_supervisor PRIVATE
   vm.c
   vm_images.c
   vm_taps.c
+  vm_devices.c
+  vm_hotplug.c
   vm_query.c
   rundir.c
   control.c

@@ -70,7 +70,8 @@ rundir_save(struct vm *vm)
 void
 rundir_remove(struct vm *vm)
 {
-	static const char *const files[] = {"state.json", "qmp.sock", "qemu.pid", "state.json.tmp"};
+	static const char *const files[] = {"state.json", "qmp.sock", "qemu.pid", "state.json.tmp",
+					    "devices.json", "devices.json.tmp"};
 	char *dir = vm_run_path(vm, ""), *def = rundir_def_path(vm), *deftmp = xasprintf("%s.tmp", def);
 
 	unlink(def);
@@ -194,6 +195,7 @@ vm_adopt(struct vm *vm)
 	}
 	free(ini);
 	vm->state = VM_RUNNING;
+	vm_devs_load(vm);
 	vm_watch_pid(vm);
 	if (vm_open_qmp(vm, -1, &cause) < 0) {
 		log_error("vm %s: cannot re-open qmp: %s", vm->name, cause);

@@ -35,7 +35,8 @@
 
 static const char *const state_names[] = {"stopped", "starting", "running",
 					  "paused",  "stopping", "crashed"};
-static const char *const job_names[] = {"start", "powerdown", "kill", "reset", "pause", "resume"};
+static const char *const job_names[] = {"start", "powerdown", "kill", "reset",
+					"pause", "resume",    "attach", "detach"};
 static const char *const step_names[] = {"guest", "quit", "sigterm", "sigkill"};
 
 static void vm_qmp_ready(struct qmp_conn *conn, void *arg);
@@ -51,6 +52,12 @@ const char *
 vm_state_name(enum vm_state s)
 {
 	return state_names[s];
+}
+
+const char *
+vm_job_name(enum vm_job_kind kind)
+{
+	return job_names[kind];
 }
 
 const char *
@@ -143,6 +150,30 @@ vm_set_config(struct vm *vm, struct vm_config *cfg)
 	vm->disk_text = cfg ? vm_read_text(cfg->path) : NULL;
 }
 
+void
+vm_reload_definition(struct vm *vm, bool running_matches)
+{
+	struct cfg_errors errs;
+	struct vm_config *cfg;
+
+	if (vm->cfg == NULL)
+		return;
+	cfg_errors_init(&errs);
+	cfg = cfg_vm_load(vm->cfg->path, &errs);
+	for (size_t i = 0; i < errs.n; i++)
+		log_error("%s", errs.msgs[i]);
+	cfg_errors_free(&errs);
+	if (cfg == NULL)
+		return;
+	vm_set_config(vm, cfg);
+	/* A persisted hot-plug makes the definition match the running QEMU again. */
+	if (running_matches && vm_is_active(vm) && vm->disk_text) {
+		free(vm->live_text);
+		vm->live_text = xstrdup(vm->disk_text);
+		rundir_save(vm);
+	}
+}
+
 static void
 qmp_free_deferred(evutil_socket_t fd, short what, void *arg)
 {
@@ -172,6 +203,7 @@ vm_crashed_while_away(struct vm *vm)
 void
 vm_detach(struct vm *vm)
 {
+	vm_hotplug_abort(vm);
 	if (vm->job != NULL)
 		vm_job_finish(vm, NULL, "failed", "vm %s: qvmd is exiting", vm->name);
 	vm_drop_qmp(vm);
@@ -182,6 +214,8 @@ vm_free(struct vm *vm)
 {
 	if (vm == NULL)
 		return;
+	vm_hotplug_abort(vm);
+	vm_devs_clear(vm);
 	if (vm->job != NULL) {
 		if (vm->job->timer)
 			event_free(vm->job->timer);
@@ -227,8 +261,8 @@ vm_set_state(struct vm *vm, enum vm_state s)
 
 /* ---- jobs ---- */
 
-static struct vm_job *
-job_new(struct vm *vm, enum vm_job_kind kind, vm_done_cb cb, void *arg)
+struct vm_job *
+vm_job_start(struct vm *vm, enum vm_job_kind kind, vm_done_cb cb, void *arg)
 {
 	struct vm_job *job = xcalloc(1, sizeof *job);
 
@@ -318,13 +352,16 @@ job_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case VM_JOB_KILL:
 		vm_escalate(vm);
 		break;
+	case VM_JOB_DETACH:
+		vm_detach_timeout(vm);
+		break;
 	default:
 		break;
 	}
 }
 
-static void
-job_arm_timer(struct vm *vm, uint64_t ms)
+void
+vm_job_arm_timer(struct vm *vm, uint64_t ms)
 {
 	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
 
@@ -446,8 +483,10 @@ vm_maybe_finalize(struct vm *vm)
 	log = vm_state_path(vm, "qemu.log");
 	tail = proc_file_tail(log, vm->log_offset, 600);
 	free(log);
+	vm_hotplug_abort(vm);
 	vm_drop_qmp(vm);
 	rundir_remove(vm);
+	vm_devs_clear(vm);
 	vm->pid = 0;
 	vm->child = false;
 	snprintf(vm->qemu_status, sizeof vm->qemu_status, "none");
@@ -589,6 +628,7 @@ vm_qmp_event(struct qmp_conn *conn, const char *name, struct json_object *data, 
 		if (vm->state == VM_PAUSED)
 			vm_set_state(vm, VM_RUNNING);
 	}
+	vm_hotplug_event(vm, name, data);
 
 	ev = json_object_new_object();
 	json_object_object_add(ev, "event", json_object_new_string("qmp"));
@@ -735,7 +775,9 @@ start_spawn(struct vm *vm)
 	proc_starttime(vm->pid, &vm->starttime);
 	log_info("vm %s: qemu started, pid %d", vm->name, (int)vm->pid);
 	vm_watch_pid(vm);
+	vm_devs_init(vm);
 	rundir_save(vm);
+	vm_devs_save(vm);
 	/* Connect while we still hold the listening socket: the connection waits in its backlog until
 	 * QEMU accepts it, and fails at once if QEMU dies first (the socket then has no holder). */
 	cfd = qmp_dial(sock);
@@ -747,7 +789,7 @@ start_spawn(struct vm *vm)
 		cause = NULL;
 		proc_pidfd_signal(vm->pidfd, SIGKILL);
 	}
-	job_arm_timer(vm, START_TIMEOUT_MS);
+	vm_job_arm_timer(vm, START_TIMEOUT_MS);
 	goto out;
 fail:
 	start_fail(vm, "failed", cause);
@@ -791,7 +833,7 @@ vm_start(struct vm *vm, vm_done_cb cb, void *arg)
 	}
 	if (vm->restart_ev)
 		evtimer_del(vm->restart_ev);
-	job_new(vm, VM_JOB_START, cb, arg);
+	vm_job_start(vm, VM_JOB_START, cb, arg);
 	cfg_vm_free(vm->live_cfg);
 	vm->live_cfg = cfg_vm_dup(vm->cfg);
 	free(vm->live_text);
@@ -859,7 +901,7 @@ vm_escalate(struct vm *vm)
 		proc_pidfd_signal(vm->pidfd, SIGKILL);
 		return; /* the exit always comes */
 	}
-	job_arm_timer(vm, wait);
+	vm_job_arm_timer(vm, wait);
 }
 
 static void
@@ -894,7 +936,7 @@ vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void 
 
 	if (vm_refuse_busy(vm, cb, arg) || vm_refuse_not_running(vm, cb, arg))
 		return;
-	job = job_new(vm, VM_JOB_POWERDOWN, cb, arg);
+	job = vm_job_start(vm, VM_JOB_POWERDOWN, cb, arg);
 	job->wait = wait;
 	job->timeout_ms = timeout_ms ? timeout_ms : vm->live_cfg->shutdown_timeout_ms;
 	vm_set_state(vm, VM_STOPPING);
@@ -906,7 +948,7 @@ vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void 
 		vm_escalate(vm);
 		return;
 	}
-	job_arm_timer(vm, job->timeout_ms);
+	vm_job_arm_timer(vm, job->timeout_ms);
 }
 
 void
@@ -939,7 +981,7 @@ vm_kill(struct vm *vm, vm_done_cb cb, void *arg)
 	if (vm->job != NULL)
 		vm_job_finish(vm, NULL, "failed", "vm %s: %s interrupted by kill", vm->name,
 			      job_names[vm->job->kind]);
-	job = job_new(vm, VM_JOB_KILL, cb, arg);
+	job = vm_job_start(vm, VM_JOB_KILL, cb, arg);
 	vm_set_state(vm, VM_STOPPING);
 	log_info("vm %s: kill", vm->name);
 	vm_escalate(vm);
@@ -985,7 +1027,7 @@ simple_job(struct vm *vm, enum vm_job_kind kind, const char *command, vm_done_cb
 
 	if (vm_refuse_busy(vm, cb, arg) || vm_refuse_not_running(vm, cb, arg))
 		return;
-	job_new(vm, kind, cb, arg);
+	vm_job_start(vm, kind, cb, arg);
 	log_info("vm %s: %s", vm->name, job_names[kind]);
 	vm->job->qmp_id = qmp_execute(vm->qmp, command, NULL, 0, simple_done, vm, &cause);
 	if (vm->job->qmp_id < 0) {

@@ -59,6 +59,19 @@ void vm_qmp(struct vm *vm, const char *command, struct json_object *args, vm_don
  */
 bool vm_adopt(struct vm *vm);
 
+struct cfg_disk;
+struct cfg_net;
+/* Hot-plug (running vm) or, with persist on a stopped vm, a definition edit. */
+void vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size, bool persist,
+		    vm_done_cb cb, void *arg);
+void vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb cb,
+		   void *arg);
+/* timeout_ms 0: 30 s. */
+void vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_ms,
+		      vm_done_cb cb, void *arg);
+/* Live and persistent disks and NICs, with PCI addresses. */
+void vm_devices(struct vm *vm, vm_done_cb cb, void *arg);
+
 /* Applies the restart policy to a VM found crashed when qvmd started. */
 void vm_crashed_while_away(struct vm *vm);
 /* Lets go of the QEMU without stopping it (qvmd is exiting): pending requests fail. */

@@ -13,7 +13,21 @@ struct event;
 struct qmp_conn;
 
 enum vm_job_kind { VM_JOB_START, VM_JOB_POWERDOWN, VM_JOB_KILL, VM_JOB_RESET, VM_JOB_PAUSE,
-		   VM_JOB_RESUME };
+		   VM_JOB_RESUME, VM_JOB_ATTACH, VM_JOB_DETACH };
+
+#include "cfg.h"
+
+/* A disk or NIC of a running VM, as the daemon tracks it. */
+struct vm_dev {
+	char *id;
+	bool is_disk;
+	struct cfg_disk disk; /* is_disk */
+	struct cfg_net net;   /* !is_disk */
+	char *port;           /* q35: the root port it sits on; pc: NULL (pci.0) */
+	bool cold;            /* from the command line, not hot-plugged */
+	bool pending_removal; /* device_del sent, DEVICE_DELETED not seen yet */
+	bool persist_removal; /* remove it from the definition once it is gone */
+};
 
 struct vm_job {
 	enum vm_job_kind kind;
@@ -26,6 +40,7 @@ struct vm_job {
 	uint64_t timeout_ms;
 	bool wait;
 	char *failed; /* start: why it failed, reported when QEMU is gone */
+	struct hp_op *op; /* attach/detach: the hot-plug operation in progress */
 };
 
 struct vm {
@@ -58,6 +73,8 @@ struct vm {
 	char shutdown_reason[48];
 
 	struct vm_job *job;
+	struct vm_dev **devs; /* live devices */
+	size_t ndevs;
 
 	unsigned restarts;         /* restarts done by the policy */
 	unsigned restart_attempts; /* since the VM last ran for a minute */
@@ -68,11 +85,16 @@ struct vm {
 
 /* A whole small file as a string (caller frees), or NULL. */
 char *vm_read_text(const char *path);
+const char *vm_job_name(enum vm_job_kind kind);
 char *vm_run_path(const struct vm *vm, const char *file);
 char *vm_state_path(const struct vm *vm, const char *file);
 void vm_set_state(struct vm *vm, enum vm_state s);
 void vm_job_finish(struct vm *vm, struct json_object *result, const char *code, const char *fmt,
 		   ...) __attribute__((format(printf, 4, 5)));
+struct vm_job *vm_job_start(struct vm *vm, enum vm_job_kind kind, vm_done_cb cb, void *arg);
+void vm_job_arm_timer(struct vm *vm, uint64_t ms);
+/* Re-reads the definition after qvmd edited it (running_matches: the QEMU now matches it). */
+void vm_reload_definition(struct vm *vm, bool running_matches);
 void vm_watch_pid(struct vm *vm);
 int vm_open_qmp(struct vm *vm, int fd, char **cause);
 void vm_schedule_restart(struct vm *vm, bool crashed);
@@ -85,6 +107,28 @@ int vm_prepare_firmware(struct vm *vm, char **cause);
 
 /* vm_taps.c: opens tap devices for bridge NICs (fds appended to keep[], per NIC in net_fds). */
 int vm_open_taps(struct vm *vm, int *net_fds, int *keep, size_t *nkeep, char **cause);
+
+/* vm_devices.c: bookkeeping of live devices. */
+struct vm_dev *vm_dev_new_disk(const struct cfg_disk *disk, const char *port);
+struct vm_dev *vm_dev_new_net(const struct cfg_net *net, const char *port);
+void vm_dev_free(struct vm_dev *dev);
+void vm_devs_init(struct vm *vm);
+void vm_devs_clear(struct vm *vm);
+void vm_devs_add(struct vm *vm, struct vm_dev *dev);
+void vm_devs_remove(struct vm *vm, struct vm_dev *dev);
+struct vm_dev *vm_devs_find(const struct vm *vm, const char *id);
+/* Picks a spare port (busy_in_qemu[n]: QEMU shows a device on hp.n); -1 if none is free. */
+int vm_devs_free_port(const struct vm *vm, const bool *busy_in_qemu, char out[16]);
+struct json_object *vm_dev_json(const struct vm_dev *dev);
+void vm_devs_save(struct vm *vm);
+void vm_devs_load(struct vm *vm);
+
+/* vm_hotplug.c: DEVICE_DELETED and friends; a job's operation torn down when QEMU goes away. */
+void vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data);
+void vm_hotplug_abort(struct vm *vm);
+void vm_detach_timeout(struct vm *vm);
+/* vm_taps.c: a tap device on a bridge, up; returns its fd or -1 with *cause. */
+int vm_tap_open(const char *ifname, const char *bridge, char **cause);
 
 /* rundir.c: what a restarted qvmd needs to re-attach. */
 void rundir_save(struct vm *vm);

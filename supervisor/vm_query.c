@@ -13,7 +13,6 @@
 
 #define STATUS_TIMEOUT_MS 2000
 
-static const char *const job_names[] = {"start", "powerdown", "kill", "reset", "pause", "resume"};
 
 static bool
 definition_changed(const struct vm *vm)
@@ -58,8 +57,6 @@ status_object(const struct vm *vm, const char *qemu_status)
 {
 	const struct vm_config *cfg = vm->live_cfg && vm_is_active(vm) ? vm->live_cfg : vm->cfg;
 	struct json_object *o = vm_list_row(vm), *disks, *nets;
-	char mac[18];
-
 	if (cfg == NULL)
 		cfg = vm->live_cfg;
 	json_object_object_add(o, "qemu_status", json_object_new_string(qemu_status));
@@ -72,32 +69,29 @@ status_object(const struct vm *vm, const char *qemu_status)
 	json_object_object_add(o, "last_exit",
 			       vm->last_exit ? json_object_new_string(vm->last_exit) : NULL);
 	json_object_object_add(o, "job",
-			       vm->job ? json_object_new_string(job_names[vm->job->kind]) : NULL);
+			       vm->job ? json_object_new_string(vm_job_name(vm->job->kind)) : NULL);
 	if (vm->restart_ev && vm->restart_due > daemon_mono_ms() && !vm_is_active(vm))
 		json_object_object_add(o, "restart_in_ms",
 				       json_object_new_int64(vm->restart_due - daemon_mono_ms()));
 	disks = json_object_new_array();
 	nets = json_object_new_array();
-	for (size_t i = 0; cfg && i < cfg->ndisks; i++) {
-		struct json_object *d = json_object_new_object();
+	if (vm_is_active(vm)) {
+		for (size_t i = 0; i < vm->ndevs; i++)
+			json_object_array_add(vm->devs[i]->is_disk ? disks : nets,
+					      vm_dev_json(vm->devs[i]));
+	} else {
+		for (size_t i = 0; cfg && i < cfg->ndisks; i++) {
+			struct vm_dev *dev = vm_dev_new_disk(&cfg->disks[i], NULL);
 
-		json_object_object_add(d, "id", json_object_new_string(cfg->disks[i].id));
-		json_object_object_add(d, "file", json_object_new_string(cfg->disks[i].file));
-		json_object_object_add(d, "format",
-				       json_object_new_string(cfg_format_name(cfg->disks[i].format)));
-		json_object_object_add(d, "readonly",
-				       json_object_new_boolean(cfg->disks[i].readonly));
-		json_object_array_add(disks, d);
-	}
-	for (size_t i = 0; cfg && i < cfg->nnets; i++) {
-		struct json_object *n = json_object_new_object();
+			json_object_array_add(disks, vm_dev_json(dev));
+			vm_dev_free(dev);
+		}
+		for (size_t i = 0; cfg && i < cfg->nnets; i++) {
+			struct vm_dev *dev = vm_dev_new_net(&cfg->nets[i], NULL);
 
-		cfg_mac_format(cfg->nets[i].mac, mac);
-		json_object_object_add(n, "id", json_object_new_string(cfg->nets[i].id));
-		json_object_object_add(n, "type",
-				       json_object_new_string(cfg_net_type_name(cfg->nets[i].type)));
-		json_object_object_add(n, "mac", json_object_new_string(mac));
-		json_object_array_add(nets, n);
+			json_object_array_add(nets, vm_dev_json(dev));
+			vm_dev_free(dev);
+		}
 	}
 	json_object_object_add(o, "disks", disks);
 	json_object_object_add(o, "nets", nets);

@@ -21,8 +21,8 @@
 #include <unistd.h>
 
 /* Opens a tap device named ifname (or a kernel-chosen name) and adds it to bridge, up. */
-static int
-tap_open_on_bridge(const char *ifname, const char *bridge, char **cause)
+int
+vm_tap_open(const char *ifname, const char *bridge, char **cause)
 {
 	struct ifreq ifr;
 	int fd, sock = -1;
@@ -88,7 +88,7 @@ vm_open_taps(struct vm *vm, int *net_fds, int *keep, size_t *nkeep, char **cause
 			*cause = xasprintf("net %s: too many bridge NICs", net->id);
 			return -1;
 		}
-		fd = tap_open_on_bridge(net->ifname, net->bridge, &why);
+		fd = vm_tap_open(net->ifname, net->bridge, &why);
 		if (fd < 0) {
 			*cause = xasprintf("net %s: %s", net->id, why);
 			free(why);

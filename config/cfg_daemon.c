@@ -1,0 +1,175 @@
+/* config/cfg_daemon: the daemon's own settings, section [qvmd] of qvmd.conf, with defaults. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "cfg_priv.h"
+
+static const char *const log_level_names[] = {"error", "warning", "info", "debug", NULL};
+static const char *const on_stop_names[] = {"leave", "powerdown", NULL};
+
+#define DC(f) offsetof(struct daemon_config, f)
+enum {
+	DK_VM_DIR,
+	DK_RUN_DIR,
+	DK_STATE_DIR,
+	DK_CONTROL_SOCKET,
+	DK_SOCKET_GROUP,
+	DK_QEMU,
+	DK_QEMU_IMG,
+	DK_OVMF_CODE,
+	DK_OVMF_VARS,
+	DK_IMAGE_DIRS,
+	DK_LOG_LEVEL,
+	DK_ON_DAEMON_STOP,
+	DK_COUNT
+};
+static const struct key_spec daemon_keys[DK_COUNT] = {
+    [DK_VM_DIR] = {.name = "vm_dir", .type = KEY_PATH, .off = DC(vm_dir)},
+    [DK_RUN_DIR] = {.name = "run_dir", .type = KEY_PATH, .off = DC(run_dir), .flags = KEY_NOCOMMA},
+    [DK_STATE_DIR] = {.name = "state_dir",
+                      .type = KEY_PATH,
+                      .off = DC(state_dir),
+                      .flags = KEY_NOCOMMA},
+    [DK_CONTROL_SOCKET] = {.name = "control_socket", .type = KEY_PATH, .off = DC(control_socket)},
+    [DK_SOCKET_GROUP] = {.name = "socket_group", .type = KEY_GROUP, .off = DC(socket_group)},
+    [DK_QEMU] = {.name = "qemu", .type = KEY_PATH, .off = DC(qemu)},
+    [DK_QEMU_IMG] = {.name = "qemu_img", .type = KEY_PATH, .off = DC(qemu_img)},
+    [DK_OVMF_CODE] = {.name = "ovmf_code", .type = KEY_PATH, .off = DC(ovmf_code)},
+    [DK_OVMF_VARS] = {.name = "ovmf_vars", .type = KEY_PATH, .off = DC(ovmf_vars)},
+    [DK_IMAGE_DIRS] = {.name = "image_dirs", .type = KEY_PATHS, .off = DC(image_dirs)},
+    [DK_LOG_LEVEL] = {.name = "log_level",
+                      .type = KEY_ENUM,
+                      .off = DC(log_level),
+                      .names = log_level_names,
+                      .hint = "error, warning, info or debug"},
+    [DK_ON_DAEMON_STOP] = {.name = "on_daemon_stop",
+                           .type = KEY_ENUM,
+                           .off = DC(on_daemon_stop),
+                           .names = on_stop_names,
+                           .hint = "leave or powerdown"},
+};
+
+static void
+daemon_defaults(struct daemon_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->vm_dir = cfg_xstrdup("/etc/qvmd/vms");
+	c->run_dir = cfg_xstrdup("/run/qvmd");
+	c->state_dir = cfg_xstrdup("/var/lib/qvmd");
+	c->qemu = cfg_xstrdup("/usr/bin/qemu-system-x86_64");
+	c->qemu_img = cfg_xstrdup("/usr/bin/qemu-img");
+	c->ovmf_code = cfg_xstrdup("/usr/share/OVMF/OVMF_CODE_4M.fd");
+	c->ovmf_vars = cfg_xstrdup("/usr/share/OVMF/OVMF_VARS_4M.fd");
+	c->log_level = CFG_LOG_INFO;
+	c->on_daemon_stop = CFG_ON_STOP_LEAVE;
+}
+
+/* Fills in the values that default to other values. */
+static void
+daemon_derived(struct daemon_config *c)
+{
+	if (c->control_socket == NULL)
+		c->control_socket = cfg_xprintf("%s/qvmd.sock", c->run_dir);
+	if (c->image_dirs == NULL) {
+		c->image_dirs = cfg_xcalloc(2, sizeof(*c->image_dirs));
+		c->image_dirs[0] = cfg_xstrdup(c->state_dir);
+	}
+}
+
+static void
+daemon_check(struct daemon_config *c, const int *lines, int sec_line, struct cfg_diag *d)
+{
+	struct sockaddr_un sun;
+
+	int line = lines[DK_CONTROL_SOCKET] ? lines[DK_CONTROL_SOCKET] : lines[DK_RUN_DIR];
+
+	if (strlen(c->control_socket) >= sizeof(sun.sun_path))
+		cfg_diag_add(d, line ? line : sec_line,
+		             "[qvmd] control_socket: '%s' is too long for a unix socket (at most "
+		             "%zu bytes)",
+		             c->control_socket, sizeof(sun.sun_path) - 1);
+}
+
+int
+cfg_daemon_load(const char *path, struct daemon_config *out, struct cfg_errors *errs)
+{
+	struct cfg_diag d;
+	struct ini_doc doc;
+	int lines[DK_COUNT] = {0}, sec_line = 0;
+	char *text;
+	size_t len;
+	bool failed;
+
+	daemon_defaults(out);
+	if (path == NULL) {
+		daemon_derived(out);
+		return 0;
+	}
+	if (strcmp(path, CFG_DAEMON_CONF_DEFAULT) == 0) {
+		struct stat st;
+
+		if (stat(path, &st) < 0 && errno == ENOENT) {
+			daemon_derived(out);
+			return 0;
+		}
+	}
+	cfg_diag_init(&d, path);
+	if (cfg_read_file(path, &text, &len, &d) < 0) {
+		cfg_diag_flush(&d, errs);
+		cfg_daemon_free(out);
+		return -1;
+	}
+	out->path = cfg_xstrdup(path);
+	ini_lex(text, len, &doc, &d);
+	free(text);
+	for (size_t i = 0; i < doc.n; i++) {
+		const struct ini_section *s = &doc.secs[i];
+		char *label;
+
+		if (s->ignored)
+			continue;
+		if (strcmp(s->kind, "qvmd") == 0 && s->id == NULL) {
+			sec_line = s->line;
+			cfg_apply_section(s, daemon_keys, DK_COUNT, out, lines, &d);
+			continue;
+		}
+		label = ini_section_label(s);
+		cfg_diag_add(&d, s->line, "%s: unknown section (use [qvmd])", label);
+		free(label);
+	}
+	ini_doc_free(&doc);
+	daemon_derived(out);
+	daemon_check(out, lines, sec_line, &d);
+	failed = d.n > 0;
+	cfg_diag_flush(&d, errs);
+	if (failed) {
+		cfg_daemon_free(out);
+		return -1;
+	}
+	return 0;
+}
+
+void
+cfg_daemon_free(struct daemon_config *conf)
+{
+	if (conf == NULL)
+		return;
+	free(conf->path);
+	free(conf->vm_dir);
+	free(conf->run_dir);
+	free(conf->state_dir);
+	free(conf->control_socket);
+	free(conf->socket_group);
+	free(conf->qemu);
+	free(conf->qemu_img);
+	free(conf->ovmf_code);
+	free(conf->ovmf_vars);
+	for (size_t i = 0; conf->image_dirs != NULL && conf->image_dirs[i] != NULL; i++)
+		free(conf->image_dirs[i]);
+	free(conf->image_dirs);
+	memset(conf, 0, sizeof(*conf));
+}

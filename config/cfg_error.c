@@ -1,0 +1,233 @@
+/* config/cfg_error: error lists, per-file diagnostics sorted by line, allocation and file reading.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cfg_priv.h"
+
+static void
+cfg_oom(void)
+{
+	fputs("qvmd: out of memory\n", stderr);
+	abort();
+}
+
+void *
+cfg_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	if (p == NULL)
+		cfg_oom();
+	return p;
+}
+
+void *
+cfg_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (p == NULL)
+		cfg_oom();
+	return p;
+}
+
+void *
+cfg_xrealloc(void *p, size_t n, size_t size)
+{
+	if (size != 0 && n > SIZE_MAX / size)
+		cfg_oom();
+	p = realloc(p, n * size != 0 ? n * size : 1);
+	if (p == NULL)
+		cfg_oom();
+	return p;
+}
+
+char *
+cfg_xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		cfg_oom();
+	return p;
+}
+
+static char *
+cfg_vxprintf(const char *fmt, va_list ap)
+{
+	char *s;
+
+	if (vasprintf(&s, fmt, ap) < 0)
+		cfg_oom();
+	return s;
+}
+
+char *
+cfg_xprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	s = cfg_vxprintf(fmt, ap);
+	va_end(ap);
+	return s;
+}
+
+void
+cfg_errors_init(struct cfg_errors *errs)
+{
+	errs->msgs = NULL;
+	errs->n = 0;
+	errs->cap = 0;
+}
+
+void
+cfg_errors_free(struct cfg_errors *errs)
+{
+	if (errs == NULL)
+		return;
+	for (size_t i = 0; i < errs->n; i++)
+		free(errs->msgs[i]);
+	free(errs->msgs);
+	cfg_errors_init(errs);
+}
+
+static void
+cfg_errors_push(struct cfg_errors *errs, char *msg)
+{
+	if (errs->n == errs->cap) {
+		errs->cap = errs->cap ? errs->cap * 2 : 8;
+		errs->msgs = cfg_xrealloc(errs->msgs, errs->cap, sizeof(*errs->msgs));
+	}
+	errs->msgs[errs->n++] = msg;
+}
+
+void
+cfg_errors_add(struct cfg_errors *errs, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cfg_errors_push(errs, cfg_vxprintf(fmt, ap));
+	va_end(ap);
+}
+
+void
+cfg_diag_init(struct cfg_diag *d, const char *file)
+{
+	d->file = file;
+	d->v = NULL;
+	d->n = 0;
+	d->cap = 0;
+}
+
+void
+cfg_diag_add(struct cfg_diag *d, int line, const char *fmt, ...)
+{
+	va_list ap;
+	char *what;
+
+	va_start(ap, fmt);
+	what = cfg_vxprintf(fmt, ap);
+	va_end(ap);
+	if (d->n == d->cap) {
+		d->cap = d->cap ? d->cap * 2 : 8;
+		d->v = cfg_xrealloc(d->v, d->cap, sizeof(*d->v));
+	}
+	d->v[d->n].line = line;
+	if (line > 0)
+		d->v[d->n].msg = cfg_xprintf("%s:%d: %s", d->file, line, what);
+	else
+		d->v[d->n].msg = cfg_xprintf("%s: %s", d->file, what);
+	d->n++;
+	free(what);
+}
+
+void
+cfg_diag_flush(struct cfg_diag *d, struct cfg_errors *errs)
+{
+	/* Insertion sort: stable, and files have few errors. */
+	for (size_t i = 1; i < d->n; i++) {
+		struct cfg_diag_msg m = d->v[i];
+		size_t j = i;
+
+		while (j > 0 && d->v[j - 1].line > m.line) {
+			d->v[j] = d->v[j - 1];
+			j--;
+		}
+		d->v[j] = m;
+	}
+	for (size_t i = 0; i < d->n; i++)
+		cfg_errors_push(errs, d->v[i].msg);
+	free(d->v);
+	d->v = NULL;
+	d->n = 0;
+	d->cap = 0;
+}
+
+int
+cfg_read_file(const char *path, char **text, size_t *len, struct cfg_diag *d)
+{
+	struct stat st;
+	char *buf = NULL;
+	size_t n = 0, cap = 0;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		cfg_diag_add(d, 0, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0) {
+		cfg_diag_add(d, 0, "cannot read: %s", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		cfg_diag_add(d, 0, "cannot read: %s",
+		             S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+		close(fd);
+		return -1;
+	}
+	for (;;) {
+		ssize_t r;
+
+		if (cap - n < 4096) {
+			cap = cap ? cap * 2 : 8192;
+			buf = cfg_xrealloc(buf, cap + 1, 1);
+		}
+		r = read(fd, buf + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			cfg_diag_add(d, 0, "cannot read: %s", strerror(errno));
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+		if (n > CFG_FILE_MAX) {
+			cfg_diag_add(d, 0, "file too large (at most %d bytes)", CFG_FILE_MAX);
+			goto fail;
+		}
+	}
+	close(fd);
+	if (buf == NULL)
+		buf = cfg_xmalloc(1);
+	buf[n] = '\0';
+	*text = buf;
+	*len = n;
+	return 0;
+fail:
+	close(fd);
+	free(buf);
+	return -1;
+}

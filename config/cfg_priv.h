@@ -1,0 +1,139 @@
+/*
+ * Private to config/: allocation helpers, error collection with line numbers, the INI lexer shared
+ * by the VM and daemon loaders, and the schema tables that turn key = value lines into typed
+ * fields.
+ */
+#ifndef QVMD_CFG_PRIV_H
+#define QVMD_CFG_PRIV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cfg.h"
+
+/* The longest line accepted in any configuration file, without its line break. */
+#define CFG_LINE_MAX 4096
+/* Files larger than this are refused before parsing. */
+#define CFG_FILE_MAX (1024 * 1024)
+
+/* Out-of-memory is fatal in qvmd. */
+void *cfg_xmalloc(size_t n);
+void *cfg_xcalloc(size_t n, size_t size);
+void *cfg_xrealloc(void *p, size_t n, size_t size);
+char *cfg_xstrdup(const char *s);
+char *cfg_xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Errors of one file, kept with their line so they can be reported in file order. */
+struct cfg_diag_msg {
+	int line;
+	char *msg;
+};
+struct cfg_diag {
+	const char *file;
+	struct cfg_diag_msg *v;
+	size_t n, cap;
+};
+
+void cfg_diag_init(struct cfg_diag *d, const char *file);
+/* Adds "FILE:LINE: message" ("FILE: message" for line 0). */
+void cfg_diag_add(struct cfg_diag *d, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Moves the messages, sorted by line (stable), to errs and empties d. */
+void cfg_diag_flush(struct cfg_diag *d, struct cfg_errors *errs);
+
+/* Reads a whole configuration file. Returns 0, or -1 with a message in d (line 0). */
+int cfg_read_file(const char *path, char **text, size_t *len, struct cfg_diag *d);
+
+/* The lexed form of an INI file. */
+struct ini_entry {
+	char *key;
+	char *value;
+	int line;
+	bool bad; /* already reported (control characters): present, but not parsed */
+};
+struct ini_section {
+	char *kind; /* "vm" in [vm], "disk" in [disk root] */
+	char *id;   /* "root" in [disk root], NULL when absent */
+	int line;
+	bool ignored; /* duplicate or malformed: its keys were dropped */
+	struct ini_entry *entries;
+	size_t n, cap;
+};
+struct ini_doc {
+	struct ini_section *secs;
+	size_t n, cap;
+};
+
+/*
+ * Lexes text with libinih. Syntax problems (malformed or overlong lines, keys outside a section,
+ * control characters, duplicate keys, duplicate sections) go to d; everything else is kept.
+ */
+void ini_lex(const char *text, size_t len, struct ini_doc *doc, struct cfg_diag *d);
+void ini_doc_free(struct ini_doc *doc);
+/* "[disk root]" or "[vm]", for messages. */
+char *ini_section_label(const struct ini_section *s);
+
+/* How a raw line reads, for the writer. */
+enum ini_line_kind { INI_LINE_BLANK, INI_LINE_COMMENT, INI_LINE_SECTION, INI_LINE_OTHER };
+/* Classifies one line (without its '\n'); for a section, *kind and *id get its parts (or NULL). */
+enum ini_line_kind ini_classify_line(const char *line, size_t len, char **kind, char **id);
+
+/* Schema: the known keys of one section kind. */
+enum key_type {
+	KEY_STRING,   /* printable, may be empty */
+	KEY_PATH,     /* absolute path */
+	KEY_PATHS,    /* space-separated absolute paths (char ** NULL-terminated) */
+	KEY_NAME,     /* VM name */
+	KEY_CPU,      /* QEMU -cpu model */
+	KEY_IFNAME,   /* Linux interface name */
+	KEY_GROUP,    /* Unix group name */
+	KEY_SIZE,     /* uint64_t bytes */
+	KEY_DURATION, /* uint64_t milliseconds */
+	KEY_UINT,     /* unsigned */
+	KEY_BOOL,     /* bool */
+	KEY_ENUM,     /* an enum stored as int, names indexed by value */
+	KEY_MAC,      /* uint8_t[6] */
+};
+
+#define KEY_REQUIRED 0x1u /* must be present */
+#define KEY_NOCOMMA  0x2u /* paths that end up in QEMU option strings */
+
+struct key_spec {
+	const char *name;
+	enum key_type type;
+	size_t off; /* of the field in the target struct */
+	unsigned flags;
+	uint64_t min, max;        /* KEY_SIZE, KEY_DURATION, KEY_UINT; max 0 = no limit */
+	uint64_t multiple;        /* KEY_SIZE: value must be a multiple of this */
+	const char *const *names; /* KEY_ENUM: NULL-terminated */
+	const char *hint;         /* KEY_ENUM: "q35 or pc" */
+};
+
+/*
+ * Applies the entries of one section to target using specs (n of them). lines[i] receives the line
+ * where specs[i] was set, 0 when absent. Unknown keys and bad values go to d. Returns the number of
+ * errors found.
+ */
+int cfg_apply_section(const struct ini_section *s, const struct key_spec *specs, size_t n,
+                      void *target, int *lines, struct cfg_diag *d);
+
+/* Text of a size with the largest exact unit: 16M, 10G, 1536K, 1000. */
+void cfg_size_format(uint64_t bytes, char out[32]);
+/* Linux interface name rules: 1..15 bytes, printable, no '/', ':', spaces; not "." or "..". */
+bool cfg_valid_ifname(const char *s);
+/* Why text is not a usable unicast MAC ("is a multicast address (...)"), or NULL if it is one. */
+const char *cfg_mac_problem(const char *text);
+/* Enum names indexed by value, NULL-terminated. */
+extern const char *const cfg_format_names[];
+extern const char *const cfg_cache_names[];
+extern const char *const cfg_net_type_names[];
+/* True when s has a byte < 0x20 or 0x7f. */
+bool cfg_has_control(const char *s);
+
+/* Loads a VM definition from text already in memory; path is used for messages and the name check.
+ */
+struct vm_config *cfg_vm_load_text(const char *path, const char *text, size_t len,
+                                   struct cfg_errors *errs);
+
+#endif

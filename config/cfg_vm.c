@@ -1,0 +1,554 @@
+/*
+ * config/cfg_vm: loads one VM definition (NAME.ini): [vm], [disk ID] and [net ID] sections checked
+ * against the schema tables below, then the rules that span keys and sections (type-specific keys,
+ * unique ids and MACs, the name matching the file).
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg_priv.h"
+
+#define MIB (1ULL << 20)
+#define TIB (1ULL << 40)
+
+static const char *const machine_names[] = {"q35", "pc", NULL};
+static const char *const accel_names[] = {"kvm", "tcg", NULL};
+static const char *const firmware_names[] = {"bios", "uefi", NULL};
+static const char *const restart_names[] = {"no", "on-failure", "always", NULL};
+static const char *const console_names[] = {"log", "none", NULL};
+
+#define VM(f) offsetof(struct vm_config, f)
+enum {
+	VK_NAME,
+	VK_MEMORY,
+	VK_VCPUS,
+	VK_MACHINE,
+	VK_ACCEL,
+	VK_CPU,
+	VK_HOTPLUG_SLOTS,
+	VK_KERNEL,
+	VK_INITRD,
+	VK_APPEND,
+	VK_FIRMWARE,
+	VK_SHUTDOWN_TIMEOUT,
+	VK_RESTART,
+	VK_RESTART_LIMIT,
+	VK_AUTOSTART,
+	VK_CONSOLE,
+	VK_COUNT
+};
+static const struct key_spec vm_keys[VK_COUNT] = {
+    [VK_NAME] = {.name = "name", .type = KEY_NAME, .off = VM(name), .flags = KEY_REQUIRED},
+    [VK_MEMORY] = {.name = "memory",
+                   .type = KEY_SIZE,
+                   .off = VM(memory),
+                   .flags = KEY_REQUIRED,
+                   .min = 16 * MIB,
+                   .max = 64 * TIB,
+                   .multiple = MIB},
+    [VK_VCPUS] = {.name = "vcpus", .type = KEY_UINT, .off = VM(vcpus), .min = 1, .max = 255},
+    [VK_MACHINE] = {.name = "machine",
+                    .type = KEY_ENUM,
+                    .off = VM(machine),
+                    .names = machine_names,
+                    .hint = "q35 or pc"},
+    [VK_ACCEL] = {.name = "accel",
+                  .type = KEY_ENUM,
+                  .off = VM(accel),
+                  .names = accel_names,
+                  .hint = "kvm or tcg"},
+    [VK_CPU] = {.name = "cpu", .type = KEY_CPU, .off = VM(cpu)},
+    [VK_HOTPLUG_SLOTS] = {.name = "hotplug_slots",
+                          .type = KEY_UINT,
+                          .off = VM(hotplug_slots),
+                          .min = 0,
+                          .max = CFG_PORTS_MAX},
+    [VK_KERNEL] = {.name = "kernel", .type = KEY_PATH, .off = VM(kernel)},
+    [VK_INITRD] = {.name = "initrd", .type = KEY_PATH, .off = VM(initrd)},
+    [VK_APPEND] = {.name = "append", .type = KEY_STRING, .off = VM(append)},
+    [VK_FIRMWARE] = {.name = "firmware",
+                     .type = KEY_ENUM,
+                     .off = VM(firmware),
+                     .names = firmware_names,
+                     .hint = "bios or uefi"},
+    [VK_SHUTDOWN_TIMEOUT] = {.name = "shutdown_timeout",
+                             .type = KEY_DURATION,
+                             .off = VM(shutdown_timeout_ms),
+                             .min = 1000,
+                             .max = 3600 * 1000},
+    [VK_RESTART] = {.name = "restart",
+                    .type = KEY_ENUM,
+                    .off = VM(restart),
+                    .names = restart_names,
+                    .hint = "no, on-failure or always"},
+    [VK_RESTART_LIMIT] = {.name = "restart_limit",
+                          .type = KEY_UINT,
+                          .off = VM(restart_limit),
+                          .min = 0,
+                          .max = 1000},
+    [VK_AUTOSTART] = {.name = "autostart", .type = KEY_BOOL, .off = VM(autostart)},
+    [VK_CONSOLE] = {.name = "console",
+                    .type = KEY_ENUM,
+                    .off = VM(console),
+                    .names = console_names,
+                    .hint = "log or none"},
+};
+
+#define DISK(f) offsetof(struct cfg_disk, f)
+enum { DK_FILE, DK_FORMAT, DK_SIZE, DK_READONLY, DK_CACHE, DK_BOOT, DK_COUNT };
+static const struct key_spec disk_keys[DK_COUNT] = {
+    [DK_FILE] = {.name = "file", .type = KEY_PATH, .off = DISK(file), .flags = KEY_REQUIRED},
+    [DK_FORMAT] = {.name = "format",
+                   .type = KEY_ENUM,
+                   .off = DISK(format),
+                   .names = cfg_format_names,
+                   .hint = "qcow2 or raw"},
+    [DK_SIZE] = {.name = "size",
+                 .type = KEY_SIZE,
+                 .off = DISK(size),
+                 .min = MIB,
+                 .max = 64 * TIB,
+                 .multiple = 512},
+    [DK_READONLY] = {.name = "readonly", .type = KEY_BOOL, .off = DISK(readonly)},
+    [DK_CACHE] = {.name = "cache",
+                  .type = KEY_ENUM,
+                  .off = DISK(cache),
+                  .names = cfg_cache_names,
+                  .hint = "none, writeback, writethrough, directsync or unsafe"},
+    [DK_BOOT] = {.name = "boot", .type = KEY_BOOL, .off = DISK(boot)},
+};
+
+#define NET(f) offsetof(struct cfg_net, f)
+enum { NK_TYPE, NK_MAC, NK_BRIDGE, NK_IFNAME, NK_RESTRICT, NK_COUNT };
+static const struct key_spec net_keys[NK_COUNT] = {
+    [NK_TYPE] = {.name = "type",
+                 .type = KEY_ENUM,
+                 .off = NET(type),
+                 .names = cfg_net_type_names,
+                 .hint = "user, tap or bridge"},
+    [NK_MAC] = {.name = "mac", .type = KEY_MAC, .off = NET(mac)},
+    [NK_BRIDGE] = {.name = "bridge", .type = KEY_IFNAME, .off = NET(bridge)},
+    [NK_IFNAME] = {.name = "ifname", .type = KEY_IFNAME, .off = NET(ifname)},
+    [NK_RESTRICT] = {.name = "restrict", .type = KEY_BOOL, .off = NET(restricted)},
+};
+
+/* Where each device and its keys came from, for messages about rules that span them. */
+struct dev_lines {
+	int keys[(int)DK_COUNT > (int)NK_COUNT ? (int)DK_COUNT : (int)NK_COUNT];
+};
+
+struct loader {
+	struct cfg_diag *d;
+	struct vm_config *vm;
+	int vm_line; /* line of [vm], 0 when absent */
+	int vm_keys[VK_COUNT];
+	struct dev_lines *disk_lines, *net_lines;
+};
+
+static void
+vm_defaults(struct vm_config *vm)
+{
+	vm->vcpus = 1;
+	vm->machine = CFG_MACHINE_Q35;
+	vm->accel = CFG_ACCEL_KVM;
+	vm->hotplug_slots = 4;
+	vm->firmware = CFG_FIRMWARE_BIOS;
+	vm->shutdown_timeout_ms = 60 * 1000;
+	vm->restart = CFG_RESTART_NO;
+	vm->restart_limit = 5;
+	vm->autostart = false;
+	vm->console = CFG_CONSOLE_LOG;
+}
+
+/* The name a file must define: its base name without ".ini". */
+static char *
+expected_name(const char *path)
+{
+	const char *base = strrchr(path, '/');
+	size_t n;
+
+	base = base != NULL ? base + 1 : path;
+	n = strlen(base);
+	if (n > 4 && strcmp(base + n - 4, ".ini") == 0)
+		n -= 4;
+	return cfg_xprintf("%.*s", (int)n, base);
+}
+
+static void
+load_device_section(struct loader *l, const struct ini_section *s)
+{
+	struct vm_config *vm = l->vm;
+
+	if (strcmp(s->kind, "disk") == 0) {
+		struct cfg_disk *disk;
+
+		vm->disks = cfg_xrealloc(vm->disks, vm->ndisks + 1, sizeof(*vm->disks));
+		l->disk_lines = cfg_xrealloc(l->disk_lines, vm->ndisks + 1, sizeof(*l->disk_lines));
+		disk = &vm->disks[vm->ndisks];
+		memset(disk, 0, sizeof(*disk));
+		disk->id = cfg_xstrdup(s->id);
+		disk->format = CFG_FORMAT_QCOW2;
+		disk->cache = CFG_CACHE_NONE;
+		disk->line = s->line;
+		cfg_apply_section(s, disk_keys, DK_COUNT, disk, l->disk_lines[vm->ndisks].keys,
+		                  l->d);
+		vm->ndisks++;
+	} else {
+		struct cfg_net *net;
+
+		vm->nets = cfg_xrealloc(vm->nets, vm->nnets + 1, sizeof(*vm->nets));
+		l->net_lines = cfg_xrealloc(l->net_lines, vm->nnets + 1, sizeof(*l->net_lines));
+		net = &vm->nets[vm->nnets];
+		memset(net, 0, sizeof(*net));
+		net->id = cfg_xstrdup(s->id);
+		net->type = CFG_NET_USER;
+		net->line = s->line;
+		cfg_apply_section(s, net_keys, NK_COUNT, net, l->net_lines[vm->nnets].keys, l->d);
+		vm->nnets++;
+	}
+}
+
+static void
+load_section(struct loader *l, const struct ini_section *s)
+{
+	char *label;
+
+	if (s->ignored)
+		return;
+	label = ini_section_label(s);
+	if (strcmp(s->kind, "vm") == 0) {
+		if (s->id != NULL) {
+			cfg_diag_add(l->d, s->line, "%s: unknown section (use [vm] without an id)",
+			             label);
+		} else {
+			l->vm_line = s->line;
+			cfg_apply_section(s, vm_keys, VK_COUNT, l->vm, l->vm_keys, l->d);
+		}
+	} else if (strcmp(s->kind, "disk") == 0 || strcmp(s->kind, "net") == 0) {
+		if (s->id == NULL)
+			cfg_diag_add(
+			    l->d, s->line, "%s: device id missing (use [%s ID], e.g. [%s])", label,
+			    s->kind, strcmp(s->kind, "disk") == 0 ? "disk root" : "net lan0");
+		else if (!cfg_valid_device_id(s->id))
+			cfg_diag_add(l->d, s->line,
+			             "%s: '%s' is not a valid device id (a letter, then up to %d "
+			             "letters, digits, '_' or '-')",
+			             label, s->id, CFG_ID_MAX - 1);
+		else
+			load_device_section(l, s);
+	} else {
+		cfg_diag_add(l->d, s->line, "%s: unknown section (use [vm], [disk ID] or [net ID])",
+		             label);
+	}
+	free(label);
+}
+
+static void
+check_vm(struct loader *l, const char *path)
+{
+	struct vm_config *vm = l->vm;
+	const int *k = l->vm_keys;
+	size_t ndev = vm->ndisks + vm->nnets;
+
+	if (l->vm_line == 0) {
+		cfg_diag_add(l->d, 0, "[vm] name: required key missing");
+		cfg_diag_add(l->d, 0, "[vm] memory: required key missing");
+		return;
+	}
+	if (vm->name != NULL) {
+		char *want = expected_name(path);
+
+		if (strcmp(vm->name, want) != 0)
+			cfg_diag_add(l->d, k[VK_NAME],
+			             "[vm] name: '%s' does not match the file name (%s.ini must "
+			             "define name = %s)",
+			             vm->name, want, want);
+		free(want);
+	}
+	if (vm->machine == CFG_MACHINE_PC) {
+		if (k[VK_HOTPLUG_SLOTS] != 0 && vm->hotplug_slots != 0)
+			cfg_diag_add(l->d, k[VK_HOTPLUG_SLOTS],
+			             "[vm] hotplug_slots: only for machine = q35 (pc hot-plugs "
+			             "into pci.0; remove the key or set 0)");
+		vm->hotplug_slots = 0;
+	}
+	if (ndev + vm->hotplug_slots > CFG_PORTS_MAX)
+		cfg_diag_add(l->d, k[VK_HOTPLUG_SLOTS] ? k[VK_HOTPLUG_SLOTS] : l->vm_line,
+		             "[vm] hotplug_slots: %zu devices + %u hot-plug slots exceed %d "
+		             "(lower hotplug_slots or remove devices)",
+		             ndev, vm->hotplug_slots, CFG_PORTS_MAX);
+	if (vm->kernel == NULL && k[VK_KERNEL] == 0) {
+		if (k[VK_INITRD] != 0)
+			cfg_diag_add(l->d, k[VK_INITRD], "[vm] initrd: only valid with kernel");
+		if (k[VK_APPEND] != 0)
+			cfg_diag_add(l->d, k[VK_APPEND], "[vm] append: only valid with kernel");
+	}
+}
+
+static void
+check_disks(struct loader *l)
+{
+	struct vm_config *vm = l->vm;
+
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		const struct cfg_disk *disk = &vm->disks[i];
+
+		if (disk->file == NULL)
+			continue;
+		for (size_t j = 0; j < i; j++) {
+			if (vm->disks[j].file != NULL &&
+			    strcmp(vm->disks[j].file, disk->file) == 0) {
+				cfg_diag_add(l->d, l->disk_lines[i].keys[DK_FILE],
+				             "[disk %s] file: '%s' is already used by [disk %s] "
+				             "on line %d",
+				             disk->id, disk->file, vm->disks[j].id,
+				             vm->disks[j].line);
+				break;
+			}
+		}
+	}
+}
+
+static void
+check_nets(struct loader *l)
+{
+	struct vm_config *vm = l->vm;
+
+	for (size_t i = 0; i < vm->nnets; i++) {
+		struct cfg_net *net = &vm->nets[i];
+		const int *k = l->net_lines[i].keys;
+		const char *type = cfg_net_type_name(net->type);
+
+		if (net->type != CFG_NET_BRIDGE && k[NK_BRIDGE] != 0)
+			cfg_diag_add(l->d, k[NK_BRIDGE],
+			             "[net %s] bridge: only for type = bridge (this NIC is type "
+			             "= %s)",
+			             net->id, type);
+		if (net->type == CFG_NET_BRIDGE && k[NK_BRIDGE] == 0)
+			cfg_diag_add(l->d, net->line, "[net %s] bridge: required for type = bridge",
+			             net->id);
+		if (net->type == CFG_NET_USER && k[NK_IFNAME] != 0)
+			cfg_diag_add(l->d, k[NK_IFNAME],
+			             "[net %s] ifname: only for type = tap or bridge (this NIC is "
+			             "type = user)",
+			             net->id);
+		if (net->type == CFG_NET_TAP && k[NK_IFNAME] == 0)
+			cfg_diag_add(l->d, net->line, "[net %s] ifname: required for type = tap",
+			             net->id);
+		if (net->type != CFG_NET_USER && net->restricted)
+			cfg_diag_add(l->d, k[NK_RESTRICT],
+			             "[net %s] restrict: only for type = user (this NIC is type "
+			             "= %s)",
+			             net->id, type);
+		if (k[NK_MAC] != 0) {
+			net->mac_given = true;
+		} else if (vm->name != NULL) {
+			cfg_mac_derive(vm->name, net->id, net->mac);
+		}
+	}
+	for (size_t i = 0; i < vm->nnets; i++) {
+		const struct cfg_net *net = &vm->nets[i];
+		char mac[18];
+
+		if (!net->mac_given && vm->name == NULL)
+			continue;
+		if (net->mac_given && l->net_lines[i].keys[NK_MAC] != 0 && net->mac[0] == 0 &&
+		    net->mac[1] == 0 && net->mac[2] == 0 && net->mac[3] == 0 && net->mac[4] == 0 &&
+		    net->mac[5] == 0)
+			continue; /* a bad mac = value, already reported */
+		cfg_mac_format(net->mac, mac);
+		for (size_t j = 0; j < i; j++) {
+			const struct cfg_net *o = &vm->nets[j];
+
+			if (memcmp(o->mac, net->mac, 6) != 0)
+				continue;
+			if (net->mac_given)
+				cfg_diag_add(l->d, l->net_lines[i].keys[NK_MAC],
+				             "[net %s] mac: %s is already used by [net %s] on line "
+				             "%d",
+				             net->id, mac, o->id, o->line);
+			else
+				cfg_diag_add(l->d, net->line,
+				             "[net %s] mac: derived address %s is already used by "
+				             "[net %s] on line %d (set mac = explicitly)",
+				             net->id, mac, o->id, o->line);
+			break;
+		}
+		if (net->ifname == NULL)
+			continue;
+		for (size_t j = 0; j < i; j++) {
+			const struct cfg_net *o = &vm->nets[j];
+
+			if (o->ifname != NULL && strcmp(o->ifname, net->ifname) == 0) {
+				cfg_diag_add(l->d, l->net_lines[i].keys[NK_IFNAME],
+				             "[net %s] ifname: '%s' is already used by [net %s] on "
+				             "line %d",
+				             net->id, net->ifname, o->id, o->line);
+				break;
+			}
+		}
+	}
+}
+
+/* Device ids name QEMU objects: unique across disks and NICs. */
+static void
+check_device_ids(struct loader *l, const struct ini_doc *doc)
+{
+	for (size_t i = 0; i < doc->n; i++) {
+		const struct ini_section *s = &doc->secs[i];
+
+		if (s->ignored || s->id == NULL ||
+		    (strcmp(s->kind, "disk") != 0 && strcmp(s->kind, "net") != 0) ||
+		    !cfg_valid_device_id(s->id))
+			continue;
+		for (size_t j = 0; j < i; j++) {
+			const struct ini_section *o = &doc->secs[j];
+
+			if (o->ignored || o->id == NULL || strcmp(o->id, s->id) != 0 ||
+			    (strcmp(o->kind, "disk") != 0 && strcmp(o->kind, "net") != 0))
+				continue;
+			cfg_diag_add(l->d, s->line,
+			             "[%s %s]: duplicate device id '%s' (first used by [%s %s] on "
+			             "line %d)",
+			             s->kind, s->id, s->id, o->kind, o->id, o->line);
+			break;
+		}
+	}
+}
+
+struct vm_config *
+cfg_vm_load_text(const char *path, const char *text, size_t len, struct cfg_errors *errs)
+{
+	struct cfg_diag d;
+	struct ini_doc doc;
+	struct loader l = {.d = &d};
+	bool failed;
+
+	cfg_diag_init(&d, path);
+	l.vm = cfg_xcalloc(1, sizeof(*l.vm));
+	l.vm->path = cfg_xstrdup(path);
+	vm_defaults(l.vm);
+	ini_lex(text, len, &doc, &d);
+	for (size_t i = 0; i < doc.n; i++)
+		load_section(&l, &doc.secs[i]);
+	check_device_ids(&l, &doc);
+	check_vm(&l, path);
+	check_disks(&l);
+	check_nets(&l);
+	ini_doc_free(&doc);
+	free(l.disk_lines);
+	free(l.net_lines);
+	failed = d.n > 0;
+	cfg_diag_flush(&d, errs);
+	if (failed) {
+		cfg_vm_free(l.vm);
+		return NULL;
+	}
+	return l.vm;
+}
+
+struct vm_config *
+cfg_vm_load(const char *path, struct cfg_errors *errs)
+{
+	struct vm_config *vm;
+	struct cfg_diag d;
+	char *text;
+	size_t len;
+
+	cfg_diag_init(&d, path);
+	if (cfg_read_file(path, &text, &len, &d) < 0) {
+		cfg_diag_flush(&d, errs);
+		return NULL;
+	}
+	vm = cfg_vm_load_text(path, text, len, errs);
+	free(text);
+	return vm;
+}
+
+static void
+disk_clear(struct cfg_disk *disk)
+{
+	free(disk->id);
+	free(disk->file);
+}
+
+static void
+net_clear(struct cfg_net *net)
+{
+	free(net->id);
+	free(net->bridge);
+	free(net->ifname);
+}
+
+void
+cfg_vm_free(struct vm_config *vm)
+{
+	if (vm == NULL)
+		return;
+	for (size_t i = 0; i < vm->ndisks; i++)
+		disk_clear(&vm->disks[i]);
+	for (size_t i = 0; i < vm->nnets; i++)
+		net_clear(&vm->nets[i]);
+	free(vm->disks);
+	free(vm->nets);
+	free(vm->path);
+	free(vm->name);
+	free(vm->cpu);
+	free(vm->kernel);
+	free(vm->initrd);
+	free(vm->append);
+	free(vm);
+}
+
+static char *
+dup_or_null(const char *s)
+{
+	return s != NULL ? cfg_xstrdup(s) : NULL;
+}
+
+struct vm_config *
+cfg_vm_dup(const struct vm_config *vm)
+{
+	struct vm_config *c = cfg_xmalloc(sizeof(*c));
+
+	*c = *vm;
+	c->path = dup_or_null(vm->path);
+	c->name = dup_or_null(vm->name);
+	c->cpu = dup_or_null(vm->cpu);
+	c->kernel = dup_or_null(vm->kernel);
+	c->initrd = dup_or_null(vm->initrd);
+	c->append = dup_or_null(vm->append);
+	c->disks = vm->ndisks ? cfg_xcalloc(vm->ndisks, sizeof(*c->disks)) : NULL;
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		c->disks[i] = vm->disks[i];
+		c->disks[i].id = dup_or_null(vm->disks[i].id);
+		c->disks[i].file = dup_or_null(vm->disks[i].file);
+	}
+	c->nets = vm->nnets ? cfg_xcalloc(vm->nnets, sizeof(*c->nets)) : NULL;
+	for (size_t i = 0; i < vm->nnets; i++) {
+		c->nets[i] = vm->nets[i];
+		c->nets[i].id = dup_or_null(vm->nets[i].id);
+		c->nets[i].bridge = dup_or_null(vm->nets[i].bridge);
+		c->nets[i].ifname = dup_or_null(vm->nets[i].ifname);
+	}
+	return c;
+}
+
+const struct cfg_disk *
+cfg_vm_disk(const struct vm_config *vm, const char *id)
+{
+	for (size_t i = 0; vm != NULL && id != NULL && i < vm->ndisks; i++)
+		if (strcmp(vm->disks[i].id, id) == 0)
+			return &vm->disks[i];
+	return NULL;
+}
+
+const struct cfg_net *
+cfg_vm_net(const struct vm_config *vm, const char *id)
+{
+	for (size_t i = 0; vm != NULL && id != NULL && i < vm->nnets; i++)
+		if (strcmp(vm->nets[i].id, id) == 0)
+			return &vm->nets[i];
+	return NULL;
+}

@@ -1,0 +1,488 @@
+/*
+ * config/cfg_write: persists hot-plugged devices into a VM definition by editing its text line by
+ * line (never re-serialising it), so the operator's comments, order and spacing survive. The result
+ * is checked with the loader before it replaces the original with an atomic rename.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cfg_priv.h"
+
+/* A growable byte buffer. */
+struct buf {
+	char *p;
+	size_t n, cap;
+};
+
+static void
+buf_add(struct buf *b, const char *s, size_t n)
+{
+	if (b->n + n + 1 > b->cap) {
+		while (b->n + n + 1 > b->cap)
+			b->cap = b->cap ? b->cap * 2 : 1024;
+		b->p = cfg_xrealloc(b->p, b->cap, 1);
+	}
+	memcpy(b->p + b->n, s, n);
+	b->n += n;
+	b->p[b->n] = '\0';
+}
+
+static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void
+buf_printf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	if (s == NULL) {
+		fputs("qvmd: out of memory\n", stderr);
+		abort();
+	}
+	buf_add(b, s, strlen(s));
+	free(s);
+}
+
+/* The original file: its real path (symlinks resolved), text and validated contents. */
+struct original {
+	char *real;
+	char *text;
+	size_t len;
+	struct vm_config *vm;
+};
+
+static void
+original_free(struct original *o)
+{
+	free(o->real);
+	free(o->text);
+	cfg_vm_free(o->vm);
+}
+
+/* Explains the first error of errs in *cause, prefixed by what. */
+static void
+errs_cause(struct cfg_errors *errs, char **cause, const char *what)
+{
+	*cause = cfg_xprintf("%s: %s", what, errs->n > 0 ? errs->msgs[0] : "unknown error");
+	cfg_errors_free(errs);
+}
+
+static int
+original_read(const char *path, struct original *o, char **cause)
+{
+	struct cfg_errors errs;
+	struct cfg_diag d;
+
+	memset(o, 0, sizeof(*o));
+	cfg_errors_init(&errs);
+	o->real = realpath(path, NULL);
+	if (o->real == NULL) {
+		*cause = cfg_xprintf("%s: %s", path, strerror(errno));
+		return -1;
+	}
+	cfg_diag_init(&d, path);
+	if (cfg_read_file(o->real, &o->text, &o->len, &d) < 0) {
+		cfg_diag_flush(&d, &errs);
+		errs_cause(&errs, cause, path);
+		goto fail;
+	}
+	o->vm = cfg_vm_load_text(path, o->text, o->len, &errs);
+	if (o->vm == NULL) {
+		char *what = cfg_xprintf("%s: not changed, the definition has errors", path);
+
+		errs_cause(&errs, cause, what);
+		free(what);
+		goto fail;
+	}
+	return 0;
+fail:
+	original_free(o);
+	memset(o, 0, sizeof(*o));
+	return -1;
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/*
+ * Replaces o->real with text: a temp file in the same directory with the same mode (and owner when
+ * we may), fsynced, loaded again to be sure it is valid, renamed over the original, and the
+ * directory fsynced so the rename itself is durable.
+ */
+static int
+replace_file(const char *path, const struct original *o, const char *text, size_t len, char **cause)
+{
+	char *dircopy = cfg_xstrdup(o->real), *basecopy = cfg_xstrdup(o->real), *tmp, *back;
+	const char *dir = dirname(dircopy), *base = basename(basecopy);
+	struct cfg_errors errs;
+	struct vm_config *vm;
+	struct cfg_diag d;
+	struct stat st;
+	size_t backlen;
+	int fd, dfd, saved, ret = -1;
+
+	cfg_errors_init(&errs);
+	tmp = cfg_xprintf("%s/.%s.tmpXXXXXX", dir, base);
+	if (stat(o->real, &st) < 0) {
+		*cause = cfg_xprintf("%s: %s", path, strerror(errno));
+		goto out;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		*cause = cfg_xprintf("%s: cannot create a temporary file in %s: %s", path, dir,
+		                     strerror(errno));
+		goto out;
+	}
+	if (fchmod(fd, st.st_mode & 07777) < 0 ||
+	    (geteuid() == 0 && fchown(fd, st.st_uid, st.st_gid) < 0) ||
+	    write_all(fd, text, len) < 0 || fsync(fd) < 0) {
+		saved = errno;
+		close(fd);
+		*cause = cfg_xprintf("%s: cannot write %s: %s", path, tmp, strerror(saved));
+		goto unlink;
+	}
+	if (close(fd) < 0) {
+		*cause = cfg_xprintf("%s: cannot write %s: %s", path, tmp, strerror(errno));
+		goto unlink;
+	}
+	/* What is on disk is what gets renamed: load that, under the final name. */
+	cfg_diag_init(&d, tmp);
+	if (cfg_read_file(tmp, &back, &backlen, &d) < 0) {
+		cfg_diag_flush(&d, &errs);
+		errs_cause(&errs, cause, path);
+		goto unlink;
+	}
+	vm = cfg_vm_load_text(path, back, backlen, &errs);
+	free(back);
+	if (vm == NULL) {
+		char *what = cfg_xprintf("%s: not changed, the result would not load", path);
+
+		errs_cause(&errs, cause, what);
+		free(what);
+		goto unlink;
+	}
+	cfg_vm_free(vm);
+	if (rename(tmp, o->real) < 0) {
+		*cause = cfg_xprintf("%s: cannot replace %s: %s", path, o->real, strerror(errno));
+		goto unlink;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) < 0) {
+		saved = errno;
+		if (dfd >= 0)
+			close(dfd);
+		*cause = cfg_xprintf("%s: written, but syncing %s failed: %s", path, dir,
+		                     strerror(saved));
+		goto out;
+	}
+	close(dfd);
+	ret = 0;
+	goto out;
+unlink:
+	saved = errno;
+	unlink(tmp);
+	errno = saved;
+out:
+	free(tmp);
+	free(dircopy);
+	free(basecopy);
+	return ret;
+}
+
+static bool
+same_opt(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+/* Refuses ids and values that the file could not carry unchanged. */
+static int
+check_writable(const char *path, const char *kind, const char *id, const char *const *values,
+               size_t n, char **cause)
+{
+	if (!cfg_valid_device_id(id)) {
+		*cause = cfg_xprintf("%s: '%s' is not a valid device id", path, id ? id : "");
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (values[i] != NULL && cfg_has_control(values[i])) {
+			*cause = cfg_xprintf("%s: [%s %s]: a value contains a control character",
+			                     path, kind, id);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+check_absent(const char *path, const struct original *o, const char *id, char **cause)
+{
+	const char *kind = cfg_vm_disk(o->vm, id) != NULL  ? "disk"
+	                   : cfg_vm_net(o->vm, id) != NULL ? "net"
+	                                                   : NULL;
+
+	if (kind == NULL)
+		return 0;
+	*cause = cfg_xprintf("%s: device id '%s' is already defined ([%s %s])", path, id, kind, id);
+	return -1;
+}
+
+/* The original text, ended by a newline and then one blank line unless it already ends in one. */
+static void
+start_appending(struct buf *b, const struct original *o)
+{
+	const char *last;
+	bool blank = true;
+
+	buf_add(b, o->text, o->len);
+	if (b->n == 0)
+		return;
+	if (b->p[b->n - 1] != '\n')
+		buf_add(b, "\n", 1);
+	last = b->p + b->n - 1;
+	while (last > b->p && last[-1] != '\n')
+		last--;
+	for (const char *c = last; *c != '\n'; c++)
+		if (*c != ' ' && *c != '\t' && *c != '\r')
+			blank = false;
+	if (!blank)
+		buf_add(b, "\n", 1);
+}
+
+/* Loads the new text in memory and hands back the VM, or NULL with *cause. */
+static struct vm_config *
+load_new(const char *path, const struct buf *b, char **cause)
+{
+	struct cfg_errors errs;
+	struct vm_config *vm;
+
+	cfg_errors_init(&errs);
+	vm = cfg_vm_load_text(path, b->p, b->n, &errs);
+	if (vm == NULL) {
+		char *what = cfg_xprintf("%s: not changed, the result would not load", path);
+
+		errs_cause(&errs, cause, what);
+		free(what);
+	}
+	return vm;
+}
+
+int
+cfg_write_add_disk(const char *path, const struct cfg_disk *disk, char **cause)
+{
+	const char *values[] = {disk->file};
+	const struct cfg_disk *got;
+	struct original o;
+	struct vm_config *vm;
+	struct buf b = {0};
+	char size[32];
+	int ret = -1;
+
+	if (check_writable(path, "disk", disk->id, values, 1, cause) < 0)
+		return -1;
+	if (original_read(path, &o, cause) < 0)
+		return -1;
+	if (check_absent(path, &o, disk->id, cause) < 0)
+		goto out;
+	start_appending(&b, &o);
+	buf_printf(&b, "[disk %s]\nfile = %s\nformat = %s\n", disk->id,
+	           disk->file ? disk->file : "", cfg_format_name(disk->format));
+	if (disk->size != 0) {
+		cfg_size_format(disk->size, size);
+		buf_printf(&b, "size = %s\n", size);
+	}
+	if (disk->readonly)
+		buf_printf(&b, "readonly = yes\n");
+	if (disk->cache != CFG_CACHE_NONE)
+		buf_printf(&b, "cache = %s\n", cfg_cache_name(disk->cache));
+	if (disk->boot)
+		buf_printf(&b, "boot = yes\n");
+	vm = load_new(path, &b, cause);
+	if (vm == NULL)
+		goto out;
+	got = cfg_vm_disk(vm, disk->id);
+	if (got == NULL || !same_opt(got->file, disk->file) || got->format != disk->format ||
+	    got->size != disk->size || got->readonly != disk->readonly ||
+	    got->cache != disk->cache || got->boot != disk->boot) {
+		*cause = cfg_xprintf("%s: [disk %s] cannot be written as given (check the file "
+		                     "name for leading or trailing spaces and ' ;')",
+		                     path, disk->id);
+		cfg_vm_free(vm);
+		goto out;
+	}
+	cfg_vm_free(vm);
+	ret = replace_file(path, &o, b.p, b.n, cause);
+out:
+	free(b.p);
+	original_free(&o);
+	return ret;
+}
+
+int
+cfg_write_add_net(const char *path, const struct cfg_net *net, char **cause)
+{
+	const char *values[] = {net->bridge, net->ifname};
+	const struct cfg_net *got;
+	struct original o;
+	struct vm_config *vm;
+	struct buf b = {0};
+	char mac[18];
+	int ret = -1;
+
+	if (check_writable(path, "net", net->id, values, 2, cause) < 0)
+		return -1;
+	if (original_read(path, &o, cause) < 0)
+		return -1;
+	if (check_absent(path, &o, net->id, cause) < 0)
+		goto out;
+	start_appending(&b, &o);
+	cfg_mac_format(net->mac, mac);
+	buf_printf(&b, "[net %s]\ntype = %s\nmac = %s\n", net->id, cfg_net_type_name(net->type),
+	           mac);
+	if (net->bridge != NULL)
+		buf_printf(&b, "bridge = %s\n", net->bridge);
+	if (net->ifname != NULL)
+		buf_printf(&b, "ifname = %s\n", net->ifname);
+	if (net->restricted)
+		buf_printf(&b, "restrict = yes\n");
+	vm = load_new(path, &b, cause);
+	if (vm == NULL)
+		goto out;
+	got = cfg_vm_net(vm, net->id);
+	if (got == NULL || got->type != net->type || memcmp(got->mac, net->mac, 6) != 0 ||
+	    !same_opt(got->bridge, net->bridge) || !same_opt(got->ifname, net->ifname) ||
+	    got->restricted != net->restricted) {
+		*cause = cfg_xprintf("%s: [net %s] cannot be written as given", path, net->id);
+		cfg_vm_free(vm);
+		goto out;
+	}
+	cfg_vm_free(vm);
+	ret = replace_file(path, &o, b.p, b.n, cause);
+out:
+	free(b.p);
+	original_free(&o);
+	return ret;
+}
+
+/* One line of the original text: where it starts and how it reads. */
+struct line {
+	size_t start, len; /* len without the '\n' */
+	enum ini_line_kind kind;
+	bool match; /* the section header of the device being removed */
+};
+
+static struct line *
+split_lines(const char *text, size_t len, const char *id, size_t *nlines)
+{
+	struct line *v = NULL;
+	size_t n = 0;
+
+	for (size_t pos = 0; pos < len;) {
+		const char *nl = memchr(text + pos, '\n', len - pos);
+		size_t l = nl != NULL ? (size_t)(nl - (text + pos)) : len - pos;
+		char *kind = NULL, *sid = NULL;
+
+		v = cfg_xrealloc(v, n + 1, sizeof(*v));
+		v[n].start = pos;
+		v[n].len = l;
+		v[n].kind = ini_classify_line(text + pos, l, &kind, &sid);
+		v[n].match = v[n].kind == INI_LINE_SECTION && kind != NULL && sid != NULL &&
+		             (strcmp(kind, "disk") == 0 || strcmp(kind, "net") == 0) &&
+		             strcmp(sid, id) == 0;
+		free(kind);
+		free(sid);
+		n++;
+		pos += l + (nl != NULL ? 1 : 0);
+	}
+	*nlines = n;
+	return v;
+}
+
+int
+cfg_write_remove_device(const char *path, const char *id, char **cause)
+{
+	struct original o;
+	struct line *lines;
+	struct vm_config *vm;
+	struct buf b = {0};
+	size_t n, h, e, t, c, cut_from, cut_to;
+	int ret = -1;
+
+	if (id == NULL || !cfg_valid_device_id(id)) {
+		*cause = cfg_xprintf("%s: '%s' is not a valid device id", path, id ? id : "");
+		return -1;
+	}
+	if (original_read(path, &o, cause) < 0)
+		return -1;
+	if (cfg_vm_disk(o.vm, id) == NULL && cfg_vm_net(o.vm, id) == NULL) {
+		*cause = cfg_xprintf("%s: no device '%s' is defined", path, id);
+		original_free(&o);
+		return -1;
+	}
+	lines = split_lines(o.text, o.len, id, &n);
+	for (h = 0; h < n && !lines[h].match; h++)
+		;
+	if (h == n) {
+		*cause = cfg_xprintf("%s: cannot find the section of device '%s'", path, id);
+		free(lines);
+		goto out;
+	}
+	for (e = h + 1; e < n && lines[e].kind != INI_LINE_SECTION; e++)
+		;
+	/* Comments right above the next header belong to it (blank lines between them too). */
+	for (t = e; t > h + 1 &&
+	            (lines[t - 1].kind == INI_LINE_BLANK || lines[t - 1].kind == INI_LINE_COMMENT);
+	     t--)
+		;
+	for (c = t; c < e && lines[c].kind != INI_LINE_COMMENT; c++)
+		;
+	cut_from = lines[h].start;
+	cut_to = c < n ? lines[c].start : o.len;
+	/* Removing the last section: drop the blank line that separated it from the rest. */
+	if (c == n && lines[c - 1].kind != INI_LINE_BLANK && h > 0 &&
+	    lines[h - 1].kind == INI_LINE_BLANK)
+		cut_from = lines[h - 1].start;
+	buf_add(&b, o.text, cut_from);
+	buf_add(&b, o.text + cut_to, o.len - cut_to);
+	free(lines);
+	vm = load_new(path, &b, cause);
+	if (vm == NULL)
+		goto out;
+	if (cfg_vm_disk(vm, id) != NULL || cfg_vm_net(vm, id) != NULL) {
+		*cause = cfg_xprintf("%s: device '%s' is still defined after removing its section",
+		                     path, id);
+		cfg_vm_free(vm);
+		goto out;
+	}
+	cfg_vm_free(vm);
+	ret = replace_file(path, &o, b.p, b.n, cause);
+out:
+	free(b.p);
+	original_free(&o);
+	return ret;
+}

@@ -1,0 +1,545 @@
+/*
+ * supervisor/argv: turns a validated VM definition into QEMU's argument vector. Everything a config
+ * value can reach is either a JSON string built with json-c (devices, block nodes, netdevs) or an
+ * option QEMU does not split on commas (-kernel, -append, -pidfile); the remaining option strings
+ * only embed the run and state directories, which are refused when they contain a comma.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include <json-c/json.h>
+
+#include "argv.h"
+
+/* pc: slot 0 is the host bridge and slot 1 the PIIX3; the rest of pci.0 is ours. */
+#define ARGV_PC_MAX_DEVICES 30
+
+#define ARGV_SANDBOX "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+#define ARGV_FW_CODE "qvmd.fw-code"
+#define ARGV_FW_VARS "qvmd.fw-vars"
+
+/* A growing NULL-terminated vector. */
+struct argv_vec {
+	char **v;
+	size_t n;
+	size_t cap;
+};
+
+static void
+argv_oom(void)
+{
+	fputs("qvmd: out of memory\n", stderr);
+	abort();
+}
+
+static char *
+argv_xstrdup(const char *s)
+{
+	char *p = strdup(s);
+
+	if (p == NULL)
+		argv_oom();
+	return p;
+}
+
+static char *argv_xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *
+argv_xprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		argv_oom();
+	va_end(ap);
+	return s;
+}
+
+/* Appends s, taking ownership. */
+static void
+argv_push_owned(struct argv_vec *a, char *s)
+{
+	if (a->n + 2 > a->cap) {
+		size_t cap = a->cap == 0 ? 64 : a->cap * 2;
+		char **v = realloc(a->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			argv_oom();
+		a->v = v;
+		a->cap = cap;
+	}
+	a->v[a->n++] = s;
+	a->v[a->n] = NULL;
+}
+
+static void
+argv_push(struct argv_vec *a, const char *s)
+{
+	argv_push_owned(a, argv_xstrdup(s));
+}
+
+static void
+argv_push2(struct argv_vec *a, const char *opt, const char *value)
+{
+	argv_push(a, opt);
+	argv_push(a, value);
+}
+
+/* Appends opt and obj serialized as compact JSON; puts obj. */
+static void
+argv_push_json(struct argv_vec *a, const char *opt, struct json_object *obj)
+{
+	const char *text;
+
+	text = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
+	                                               JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (text == NULL)
+		argv_oom();
+	argv_push2(a, opt, text);
+	json_object_put(obj);
+}
+
+void
+argv_free(char **argv)
+{
+	if (argv == NULL)
+		return;
+	for (char **p = argv; *p != NULL; p++)
+		free(*p);
+	free(argv);
+}
+
+static struct json_object *
+argv_jnew(void)
+{
+	struct json_object *o = json_object_new_object();
+
+	if (o == NULL)
+		argv_oom();
+	return o;
+}
+
+static void
+argv_jadd(struct json_object *o, const char *key, struct json_object *value)
+{
+	if (value == NULL || json_object_object_add(o, key, value) != 0)
+		argv_oom();
+}
+
+static void
+argv_jstr(struct json_object *o, const char *key, const char *value)
+{
+	argv_jadd(o, key, json_object_new_string(value));
+}
+
+static void
+argv_jbool(struct json_object *o, const char *key, bool value)
+{
+	argv_jadd(o, key, json_object_new_boolean(value));
+}
+
+static void
+argv_jint(struct json_object *o, const char *key, int64_t value)
+{
+	argv_jadd(o, key, json_object_new_int64(value));
+}
+
+/* Sets key to printf(fmt, id): the derived node, netdev and port names. */
+static void argv_jid(struct json_object *o, const char *key, const char *fmt, const char *id)
+    __attribute__((format(printf, 3, 0)));
+
+static void
+argv_jid(struct json_object *o, const char *key, const char *fmt, const char *id)
+{
+	char *name;
+
+	name = argv_xprintf(fmt, id);
+	argv_jstr(o, key, name);
+	free(name);
+}
+
+struct json_object *
+argv_blockdev_file_json(const struct cfg_disk *disk)
+{
+	struct json_object *o = argv_jnew(), *cache = argv_jnew();
+	bool direct = disk->cache == CFG_CACHE_NONE || disk->cache == CFG_CACHE_DIRECTSYNC;
+
+	argv_jstr(o, "driver", "file");
+	argv_jstr(o, "filename", disk->file);
+	argv_jid(o, "node-name", ARGV_NODE_FILE_FMT, disk->id);
+	argv_jbool(o, "read-only", disk->readonly);
+	argv_jbool(cache, "direct", direct);
+	argv_jbool(cache, "no-flush", disk->cache == CFG_CACHE_UNSAFE);
+	argv_jadd(o, "cache", cache);
+	return o;
+}
+
+struct json_object *
+argv_blockdev_fmt_json(const struct cfg_disk *disk)
+{
+	struct json_object *o = argv_jnew();
+
+	argv_jstr(o, "driver", disk->format == CFG_FORMAT_RAW ? "raw" : "qcow2");
+	argv_jid(o, "file", ARGV_NODE_FILE_FMT, disk->id);
+	argv_jid(o, "node-name", ARGV_NODE_FMT_FMT, disk->id);
+	argv_jbool(o, "read-only", disk->readonly);
+	return o;
+}
+
+struct json_object *
+argv_disk_device_json(const struct cfg_disk *disk, const char *bus)
+{
+	struct json_object *o = argv_jnew();
+
+	argv_jstr(o, "driver", "virtio-blk-pci");
+	argv_jstr(o, "id", disk->id);
+	argv_jid(o, "drive", ARGV_NODE_FMT_FMT, disk->id);
+	if (bus != NULL)
+		argv_jstr(o, "bus", bus);
+	/* Write-through modes: the guest sees no volatile cache, so every write is stable. */
+	if (disk->cache == CFG_CACHE_WRITETHROUGH || disk->cache == CFG_CACHE_DIRECTSYNC)
+		argv_jstr(o, "write-cache", "off");
+	return o;
+}
+
+struct json_object *
+argv_netdev_json(const struct cfg_net *net, const char *fd_name)
+{
+	struct json_object *o = argv_jnew();
+
+	if (net->type == CFG_NET_USER) {
+		argv_jstr(o, "type", "user");
+		argv_jid(o, "id", ARGV_NETDEV_FMT, net->id);
+		if (net->restricted)
+			argv_jbool(o, "restrict", true);
+		return o;
+	}
+	argv_jstr(o, "type", "tap");
+	argv_jid(o, "id", ARGV_NETDEV_FMT, net->id);
+	if (fd_name != NULL) {
+		argv_jstr(o, "fd", fd_name);
+	} else {
+		/* Only a tap NIC can get here without a descriptor: QEMU opens the named device. */
+		if (net->ifname != NULL)
+			argv_jstr(o, "ifname", net->ifname);
+		argv_jstr(o, "script", "no");
+		argv_jstr(o, "downscript", "no");
+	}
+	return o;
+}
+
+struct json_object *
+argv_net_device_json(const struct cfg_net *net, const char *bus)
+{
+	struct json_object *o = argv_jnew();
+	char mac[18];
+
+	cfg_mac_format(net->mac, mac);
+	argv_jstr(o, "driver", "virtio-net-pci");
+	argv_jstr(o, "id", net->id);
+	argv_jid(o, "netdev", ARGV_NETDEV_FMT, net->id);
+	argv_jstr(o, "mac", mac);
+	if (bus != NULL)
+		argv_jstr(o, "bus", bus);
+	return o;
+}
+
+/*
+ * A pcie-root-port on pcie.0. Chassis numbers must be unique; the slot number doubles as the
+ * guest's hot-plug slot name. io-reserve 0 tells the firmware not to reserve 4K of I/O space
+ * behind the port: virtio devices on PCIe ports are modern-only and need none, and I/O space
+ * (64K) would otherwise run out after a dozen ports.
+ */
+static void
+argv_push_port(struct argv_vec *a, const char *id, unsigned chassis)
+{
+	struct json_object *o = argv_jnew();
+
+	argv_jstr(o, "driver", "pcie-root-port");
+	argv_jstr(o, "id", id);
+	argv_jstr(o, "bus", "pcie.0");
+	argv_jint(o, "chassis", chassis);
+	argv_jint(o, "slot", chassis);
+	argv_jint(o, "io-reserve", 0);
+	argv_push_json(a, "-device", o);
+}
+
+/* Checks what the JSON builders cannot: values that end up in comma-separated option strings. */
+static int
+argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
+{
+	struct sockaddr_un sun;
+	size_t n;
+
+	if (!cfg_valid_name(vm->name)) {
+		*cause = argv_xprintf("vm %s: invalid name", vm->name);
+		return -1;
+	}
+	if (env->qemu == NULL || env->run_dir == NULL || env->state_dir == NULL) {
+		*cause =
+		    argv_xprintf("vm %s: qemu, run and state directories are required", vm->name);
+		return -1;
+	}
+	if (strchr(env->run_dir, ',') != NULL) {
+		*cause = argv_xprintf("vm %s: run directory '%s' contains a comma", vm->name,
+		                      env->run_dir);
+		return -1;
+	}
+	if (strchr(env->state_dir, ',') != NULL) {
+		*cause = argv_xprintf("vm %s: state directory '%s' contains a comma", vm->name,
+		                      env->state_dir);
+		return -1;
+	}
+	n = strlen(env->run_dir) + 1 + strlen(vm->name) + strlen("/qmp.sock");
+	if (env->qmp_fd < 0 && n >= sizeof(sun.sun_path)) {
+		*cause = argv_xprintf("vm %s: qmp socket path is longer than %zu bytes", vm->name,
+		                      sizeof(sun.sun_path) - 1);
+		return -1;
+	}
+	if (vm->memory == 0 || vm->memory % (1024 * 1024) != 0) {
+		*cause = argv_xprintf("vm %s: memory must be a non-zero multiple of 1M", vm->name);
+		return -1;
+	}
+	if (vm->vcpus == 0) {
+		*cause = argv_xprintf("vm %s: vcpus must be at least 1", vm->name);
+		return -1;
+	}
+	if (vm->firmware == CFG_FIRMWARE_UEFI && env->ovmf_code == NULL) {
+		*cause = argv_xprintf("vm %s: uefi firmware needs an OVMF code file", vm->name);
+		return -1;
+	}
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		if (!cfg_valid_device_id(vm->disks[i].id)) {
+			*cause =
+			    argv_xprintf("vm %s: invalid disk id '%s'", vm->name, vm->disks[i].id);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < vm->nnets; i++) {
+		const struct cfg_net *net = &vm->nets[i];
+		int fd = env->net_fds != NULL ? env->net_fds[i] : -1;
+
+		if (!cfg_valid_device_id(net->id)) {
+			*cause = argv_xprintf("vm %s: invalid net id '%s'", vm->name, net->id);
+			return -1;
+		}
+		if (net->type == CFG_NET_BRIDGE && fd < 0) {
+			*cause = argv_xprintf("net %s: bridge NIC needs a tap fd", net->id);
+			return -1;
+		}
+		if (net->type == CFG_NET_TAP && fd < 0 && net->ifname == NULL) {
+			*cause = argv_xprintf("net %s: tap NIC needs an interface name", net->id);
+			return -1;
+		}
+	}
+	if (vm->machine == CFG_MACHINE_Q35) {
+		size_t ports = vm->ndisks + vm->nnets + vm->hotplug_slots;
+
+		if (ports > ARGV_MAX_PORTS) {
+			*cause =
+			    argv_xprintf("vm %s: %zu disks, %zu NICs and %u hot-plug slots need "
+			                 "%zu PCIe root ports, at most %d fit",
+			                 vm->name, vm->ndisks, vm->nnets, vm->hotplug_slots, ports,
+			                 ARGV_MAX_PORTS);
+			return -1;
+		}
+	} else if (vm->ndisks + vm->nnets > ARGV_PC_MAX_DEVICES) {
+		*cause = argv_xprintf("vm %s: %zu disks and %zu NICs do not fit on pc's PCI bus "
+		                      "(at most %d devices)",
+		                      vm->name, vm->ndisks, vm->nnets, ARGV_PC_MAX_DEVICES);
+		return -1;
+	}
+	return 0;
+}
+
+/* -machine, and the two firmware block nodes the machine's pflash properties refer to. */
+static void
+argv_push_machine(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env)
+{
+	const char *type = vm->machine == CFG_MACHINE_Q35 ? "q35" : "pc";
+	struct json_object *o;
+	char *vars;
+
+	if (vm->firmware != CFG_FIRMWARE_UEFI) {
+		argv_push2(a, "-machine", type);
+		return;
+	}
+	argv_push(a, "-machine");
+	argv_push_owned(a,
+	                argv_xprintf("%s,pflash0=%s,pflash1=%s", type, ARGV_FW_CODE, ARGV_FW_VARS));
+
+	o = argv_jnew();
+	argv_jstr(o, "driver", "file");
+	argv_jstr(o, "filename", env->ovmf_code);
+	argv_jstr(o, "node-name", ARGV_FW_CODE);
+	argv_jbool(o, "read-only", true);
+	argv_push_json(a, "-blockdev", o);
+
+	vars = argv_xprintf("%s/%s/OVMF_VARS.fd", env->state_dir, vm->name);
+	o = argv_jnew();
+	argv_jstr(o, "driver", "file");
+	argv_jstr(o, "filename", vars);
+	argv_jstr(o, "node-name", ARGV_FW_VARS);
+	argv_jbool(o, "read-only", false);
+	argv_push_json(a, "-blockdev", o);
+	free(vars);
+}
+
+static void
+argv_push_qmp(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env)
+{
+	if (env->qmp_fd >= 0) {
+		argv_push(a, "-chardev");
+		argv_push_owned(
+		    a, argv_xprintf("socket,id=qvmd.qmp,fd=%d,server=on,wait=off", env->qmp_fd));
+		argv_push2(a, "-mon", "chardev=qvmd.qmp,mode=control");
+		return;
+	}
+	argv_push(a, "-qmp");
+	argv_push_owned(
+	    a, argv_xprintf("unix:%s/%s/qmp.sock,server=on,wait=off", env->run_dir, vm->name));
+}
+
+static void
+argv_push_console(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env)
+{
+	struct json_object *o;
+
+	if (vm->console != CFG_CONSOLE_LOG)
+		return;
+	argv_push(a, "-chardev");
+	argv_push_owned(a, argv_xprintf("file,id=qvmd.console,path=%s/%s/console.log,append=on",
+	                                env->state_dir, vm->name));
+	o = argv_jnew();
+	argv_jstr(o, "driver", "isa-serial");
+	argv_jstr(o, "chardev", "qvmd.console");
+	argv_push_json(a, "-device", o);
+}
+
+/* The root port name of a cold-plugged device on q35, NULL on pc (caller frees). */
+static char *
+argv_cold_port(const struct vm_config *vm, const char *id)
+{
+	if (vm->machine != CFG_MACHINE_Q35)
+		return NULL;
+	return argv_xprintf(ARGV_COLD_PORT_FMT, id);
+}
+
+/*
+ * On q35 every root port comes before the devices: cold ports in device order (disks, then NICs),
+ * then the spare ones for hot-plug, numbered by chassis from 1.
+ */
+static void
+argv_push_ports(struct argv_vec *a, const struct vm_config *vm)
+{
+	unsigned chassis = 1;
+	char *id;
+
+	if (vm->machine != CFG_MACHINE_Q35)
+		return;
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		id = argv_cold_port(vm, vm->disks[i].id);
+		argv_push_port(a, id, chassis++);
+		free(id);
+	}
+	for (size_t i = 0; i < vm->nnets; i++) {
+		id = argv_cold_port(vm, vm->nets[i].id);
+		argv_push_port(a, id, chassis++);
+		free(id);
+	}
+	for (unsigned i = 0; i < vm->hotplug_slots; i++) {
+		id = argv_xprintf(ARGV_SPARE_PORT_FMT, i);
+		argv_push_port(a, id, chassis++);
+		free(id);
+	}
+}
+
+static void
+argv_push_disks(struct argv_vec *a, const struct vm_config *vm)
+{
+	unsigned bootindex = 1;
+
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		const struct cfg_disk *disk = &vm->disks[i];
+		struct json_object *dev;
+		char *bus = argv_cold_port(vm, disk->id);
+
+		argv_push_json(a, "-blockdev", argv_blockdev_file_json(disk));
+		argv_push_json(a, "-blockdev", argv_blockdev_fmt_json(disk));
+		dev = argv_disk_device_json(disk, bus);
+		if (disk->boot)
+			argv_jint(dev, "bootindex", bootindex++);
+		argv_push_json(a, "-device", dev);
+		free(bus);
+	}
+}
+
+static void
+argv_push_nets(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env)
+{
+	for (size_t i = 0; i < vm->nnets; i++) {
+		const struct cfg_net *net = &vm->nets[i];
+		int fd = env->net_fds != NULL ? env->net_fds[i] : -1;
+		char *fd_name = NULL, *bus = argv_cold_port(vm, net->id);
+
+		if (net->type != CFG_NET_USER && fd >= 0)
+			fd_name = argv_xprintf("%d", fd);
+		argv_push_json(a, "-netdev", argv_netdev_json(net, fd_name));
+		argv_push_json(a, "-device", argv_net_device_json(net, bus));
+		free(fd_name);
+		free(bus);
+	}
+}
+
+char **
+argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause)
+{
+	struct argv_vec a = {0};
+	char *s;
+
+	if (argv_check(vm, env, cause) != 0)
+		return NULL;
+
+	argv_push(&a, env->qemu);
+	argv_push(&a, "-name");
+	argv_push_owned(&a, argv_xprintf("guest=%s", vm->name));
+	argv_push(&a, "-nodefaults");
+	argv_push(&a, "-no-user-config");
+	argv_push(&a, "-S");
+	argv_push2(&a, "-display", "none");
+	argv_push2(&a, "-sandbox", ARGV_SANDBOX);
+	argv_push(&a, "-pidfile");
+	argv_push_owned(&a, argv_xprintf("%s/%s/qemu.pid", env->run_dir, vm->name));
+	argv_push_machine(&a, vm, env);
+	if (vm->accel == CFG_ACCEL_KVM)
+		argv_push(&a, "-enable-kvm");
+	else
+		argv_push2(&a, "-accel", "tcg");
+	if (vm->cpu != NULL)
+		argv_push2(&a, "-cpu", vm->cpu);
+	s = argv_xprintf("%" PRIu64 "M", vm->memory / (1024 * 1024));
+	argv_push2(&a, "-m", s);
+	free(s);
+	s = argv_xprintf("%u", vm->vcpus);
+	argv_push2(&a, "-smp", s);
+	free(s);
+	/* QEMU stores these three verbatim (no option splitting), so any text is safe here. */
+	if (vm->kernel != NULL)
+		argv_push2(&a, "-kernel", vm->kernel);
+	if (vm->initrd != NULL)
+		argv_push2(&a, "-initrd", vm->initrd);
+	if (vm->append != NULL)
+		argv_push2(&a, "-append", vm->append);
+	argv_push_qmp(&a, vm, env);
+	argv_push_console(&a, vm, env);
+	argv_push_ports(&a, vm);
+	argv_push_disks(&a, vm);
+	argv_push_nets(&a, vm, env);
+	return a.v;
+}

@@ -1,0 +1,1057 @@
+/*
+ * Hot-plug of disks (blockdev-add file + format node, device_add virtio-blk-pci) and NICs
+ * (netdev_add, device_add virtio-net-pci), and their removal (device_del, DEVICE_DELETED, then the
+ * backend). Each operation is a job of the VM and a small chain of QMP steps; a failing step rolls
+ * back what the earlier ones added, so QEMU is left exactly as it was. On q35 a device goes into a
+ * spare pcie-root-port that both the daemon's bookkeeping and QEMU's query-pci show as empty.
+ */
+#include "vm_private.h"
+
+#include "argv.h"
+#include "cfg.h"
+#include "daemon.h"
+#include "log.h"
+#include "proc.h"
+#include "qmp.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define DETACH_TIMEOUT_MS 30000
+
+enum hp_step {
+	HP_CREATE,  /* qemu-img create (attach-disk --create) */
+	HP_PORT,    /* query-pci: pick a free spare root port (q35) */
+	HP_GETFD,   /* bridge NIC: hand QEMU the tap fd */
+	HP_BACKEND, /* blockdev-add file node / netdev_add */
+	HP_FORMAT,  /* blockdev-add format node */
+	HP_DEVICE,  /* device_add */
+	HP_CONFIRM, /* query-pci shows the device */
+	HP_DONE,
+};
+
+struct hp_op {
+	struct vm *vm;
+	bool detach;
+	bool is_disk;
+	struct cfg_disk disk;
+	struct cfg_net net;
+	bool persist;
+	uint64_t create_size;
+	enum hp_step step;
+	char port[16];
+	bool have_port;
+	/* What has been added so far, for rollback. */
+	bool created, fd_sent, file_added, fmt_added, netdev_added;
+	char fdname[48];
+	int tapfd;
+	/* qemu-img child */
+	pid_t img_pid;
+	int img_pidfd;
+	struct event *img_ev;
+	/* failure being rolled back */
+	char *err_code;
+	char *err_msg;
+	char *pci_addr;
+	/* detach */
+	char *id;
+	uint64_t timeout_ms;
+};
+
+static void hp_next(struct hp_op *op);
+static void hp_rollback(struct hp_op *op);
+
+static void
+hp_free(struct hp_op *op)
+{
+	if (op == NULL)
+		return;
+	if (op->img_ev) {
+		event_free(op->img_ev);
+		kill(op->img_pid, SIGKILL);
+		waitpid(op->img_pid, NULL, 0);
+		close(op->img_pidfd);
+	}
+	if (op->tapfd >= 0)
+		close(op->tapfd);
+	free(op->disk.id);
+	free(op->disk.file);
+	free(op->net.id);
+	free(op->net.bridge);
+	free(op->net.ifname);
+	free(op->err_code);
+	free(op->err_msg);
+	free(op->pci_addr);
+	free(op->id);
+	free(op);
+}
+
+static struct hp_op *
+hp_new(struct vm *vm)
+{
+	struct hp_op *op = xcalloc(1, sizeof *op);
+
+	op->vm = vm;
+	op->tapfd = -1;
+	op->img_pidfd = -1;
+	return op;
+}
+
+/* Ends the job with op's outcome and frees op. */
+static void
+hp_finish(struct hp_op *op, struct json_object *result, const char *code, const char *msg)
+{
+	struct vm *vm = op->vm;
+
+	if (vm->job && vm->job->op == op)
+		vm->job->op = NULL;
+	if (code)
+		vm_job_finish(vm, NULL, code, "%s", msg);
+	else
+		vm_job_finish(vm, result, NULL, NULL);
+	hp_free(op);
+}
+
+/* Records why the operation failed and starts undoing it. */
+static void
+hp_fail(struct hp_op *op, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+hp_fail(struct hp_op *op, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (op->err_msg == NULL) {
+		op->err_code = xstrdup(code);
+		va_start(ap, fmt);
+		if (vasprintf(&op->err_msg, fmt, ap) < 0)
+			fatal("out of memory");
+		va_end(ap);
+	}
+	hp_rollback(op);
+}
+
+static const char *
+reply_code(const struct qmp_reply *r)
+{
+	return r->status == QMP_ERROR ? "qemu-error" : r->status == QMP_TIMEOUT ? "timeout" : "failed";
+}
+
+/* Sends a command whose reply continues the chain in cb. */
+static bool
+hp_send(struct hp_op *op, const char *cmd, struct json_object *args, qmp_reply_cb cb)
+{
+	char *cause = NULL;
+	int64_t id;
+
+	if (op->vm->qmp == NULL) {
+		json_object_put(args);
+		return false;
+	}
+	id = qmp_execute(op->vm->qmp, cmd, args, 0, cb, op, &cause);
+	json_object_put(args);
+	free(cause);
+	return id > 0;
+}
+
+static struct json_object *
+obj1(const char *key, const char *value)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, key, json_object_new_string(value));
+	return o;
+}
+
+/* ---- rollback: undo in reverse order, then report the original failure ---- */
+
+static void
+rollback_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+
+	if (r->status != QMP_OK)
+		log_warn("vm %s: rollback of %s: %s failed: %s", op->vm->name,
+			 op->is_disk ? op->disk.id : op->net.id, r->command, r->error_desc);
+	hp_rollback(op);
+}
+
+static void
+hp_rollback(struct hp_op *op)
+{
+	char name[64];
+	const char *id = op->is_disk ? op->disk.id : op->net.id;
+
+	if (op->fmt_added) {
+		op->fmt_added = false;
+		snprintf(name, sizeof name, ARGV_NODE_FMT_FMT, id);
+		if (hp_send(op, "blockdev-del", obj1("node-name", name), rollback_done))
+			return;
+	}
+	if (op->file_added) {
+		op->file_added = false;
+		snprintf(name, sizeof name, ARGV_NODE_FILE_FMT, id);
+		if (hp_send(op, "blockdev-del", obj1("node-name", name), rollback_done))
+			return;
+	}
+	if (op->netdev_added) {
+		op->netdev_added = false;
+		snprintf(name, sizeof name, ARGV_NETDEV_FMT, id);
+		if (hp_send(op, "netdev_del", obj1("id", name), rollback_done))
+			return;
+	}
+	if (op->fd_sent) {
+		op->fd_sent = false;
+		if (hp_send(op, "closefd", obj1("fdname", op->fdname), rollback_done))
+			return;
+	}
+	if (op->created) {
+		op->created = false;
+		if (unlink(op->disk.file) == 0)
+			log_info("vm %s: removed image %s created for the failed attach", op->vm->name,
+				 op->disk.file);
+	}
+	hp_finish(op, NULL, op->err_code, op->err_msg);
+}
+
+/* ---- attach steps ---- */
+
+static void
+img_done(evutil_socket_t fd, short what, void *arg)
+{
+	struct hp_op *op = arg;
+	int status = 0;
+
+	waitpid(op->img_pid, &status, 0);
+	event_free(op->img_ev);
+	op->img_ev = NULL;
+	close(op->img_pidfd);
+	op->img_pidfd = -1;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		char *log = vm_state_path(op->vm, "qemu.log"), *tail = proc_file_tail(log, 0, 300);
+
+		unlink(op->disk.file);
+		hp_fail(op, "failed", "vm %s: qemu-img create %s failed: %s", op->vm->name,
+			op->disk.file, tail);
+		free(log);
+		free(tail);
+		return;
+	}
+	op->created = true;
+	log_info("vm %s: created image %s", op->vm->name, op->disk.file);
+	op->step = HP_PORT;
+	hp_next(op);
+}
+
+static void
+hp_create_image(struct hp_op *op)
+{
+	char size[32], *argv[8], *cause = NULL, *logpath = vm_state_path(op->vm, "qemu.log");
+	int logfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+
+	free(logpath);
+	snprintf(size, sizeof size, "%" PRIu64, op->create_size);
+	argv[0] = op->vm->d->conf->qemu_img;
+	argv[1] = "create";
+	argv[2] = "-q";
+	argv[3] = "-f";
+	argv[4] = (char *)cfg_format_name(op->disk.format);
+	argv[5] = op->disk.file;
+	argv[6] = size;
+	argv[7] = NULL;
+	op->img_pid = proc_spawn(argv, logfd, NULL, 0, &op->img_pidfd, &cause);
+	if (logfd >= 0)
+		close(logfd);
+	if (op->img_pid < 0) {
+		hp_fail(op, "failed", "vm %s: %s", op->vm->name, cause);
+		free(cause);
+		return;
+	}
+	op->img_ev = event_new(op->vm->d->base, op->img_pidfd, EV_READ, img_done, op);
+	event_add(op->img_ev, NULL);
+}
+
+/* Finds the device with qdev_id id in a query-pci bus list (recursing into bridges). */
+static struct json_object *
+pci_find(struct json_object *devices, const char *id, char *addr, size_t addrlen, int bus)
+{
+	for (size_t i = 0; devices && i < json_object_array_length(devices); i++) {
+		struct json_object *d = json_object_array_get_idx(devices, i), *v, *br, *sub;
+
+		if (json_object_object_get_ex(d, "qdev_id", &v) &&
+		    strcmp(json_object_get_string(v), id) == 0) {
+			int slot = json_object_object_get_ex(d, "slot", &v) ? json_object_get_int(v) : 0;
+			int fn = json_object_object_get_ex(d, "function", &v) ? json_object_get_int(v)
+									      : 0;
+
+			snprintf(addr, addrlen, "%02x:%02x.%x", bus, slot, fn);
+			return d;
+		}
+		if (json_object_object_get_ex(d, "pci_bridge", &br) &&
+		    json_object_object_get_ex(br, "devices", &sub)) {
+			struct json_object *b, *n;
+			int secondary = 0;
+
+			if (json_object_object_get_ex(br, "bus", &b) &&
+			    json_object_object_get_ex(b, "secondary", &n))
+				secondary = json_object_get_int(n);
+			if ((v = pci_find(sub, id, addr, addrlen, secondary)) != NULL)
+				return v;
+		}
+	}
+	return NULL;
+}
+
+/* All devices in a query-pci result, flattened over its buses. */
+static struct json_object *
+pci_find_all(struct json_object *result, const char *id, char *addr, size_t addrlen)
+{
+	for (size_t i = 0; result && i < json_object_array_length(result); i++) {
+		struct json_object *bus = json_object_array_get_idx(result, i), *devs, *v;
+		int n = json_object_object_get_ex(bus, "bus", &v) ? json_object_get_int(v) : 0;
+
+		if (json_object_object_get_ex(bus, "devices", &devs) &&
+		    (v = pci_find(devs, id, addr, addrlen, n)) != NULL)
+			return v;
+	}
+	return NULL;
+}
+
+static void
+port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+	unsigned slots = op->vm->live_cfg->hotplug_slots;
+	bool *busy;
+	char addr[16];
+
+	if (r->status != QMP_OK) {
+		hp_fail(op, reply_code(r), "vm %s: query-pci failed: %s", op->vm->name,
+			r->error_desc);
+		return;
+	}
+	/* QEMU's view: a spare port with a device behind it is taken, whatever our books say. */
+	busy = xcalloc(slots + 1, sizeof *busy);
+	for (unsigned n = 0; n < slots; n++) {
+		char port[16];
+		struct json_object *dev, *br, *devs;
+
+		snprintf(port, sizeof port, ARGV_SPARE_PORT_FMT, n);
+		dev = pci_find_all(r->result, port, addr, sizeof addr);
+		if (dev && json_object_object_get_ex(dev, "pci_bridge", &br) &&
+		    json_object_object_get_ex(br, "devices", &devs) &&
+		    json_object_array_length(devs) > 0)
+			busy[n] = true;
+	}
+	if (vm_devs_free_port(op->vm, busy, op->port) < 0) {
+		free(busy);
+		hp_fail(op, "failed",
+			"vm %s: no free hot-plug slot (all %u in use); raise hotplug_slots in %s and "
+			"restart the vm",
+			op->vm->name, slots, op->vm->cfg ? op->vm->cfg->path : "its definition");
+		return;
+	}
+	free(busy);
+	op->have_port = true;
+	op->step = op->is_disk || op->net.type != CFG_NET_BRIDGE ? HP_BACKEND : HP_GETFD;
+	hp_next(op);
+}
+
+static void
+step_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+	const char *id = op->is_disk ? op->disk.id : op->net.id;
+
+	if (r->status != QMP_OK) {
+		hp_fail(op, reply_code(r), "vm %s: %s %s failed: %s", op->vm->name, r->command, id,
+			r->error_desc);
+		return;
+	}
+	switch (op->step) {
+	case HP_GETFD:
+		op->fd_sent = true;
+		close(op->tapfd);
+		op->tapfd = -1;
+		op->step = HP_BACKEND;
+		break;
+	case HP_BACKEND:
+		if (op->is_disk) {
+			op->file_added = true;
+			op->step = HP_FORMAT;
+		} else {
+			op->fd_sent = false; /* the netdev owns the fd now */
+			op->netdev_added = true;
+			op->step = HP_DEVICE;
+		}
+		break;
+	case HP_FORMAT:
+		op->fmt_added = true;
+		op->step = HP_DEVICE;
+		break;
+	default:
+		break;
+	}
+	hp_next(op);
+}
+
+static void
+hp_commit(struct hp_op *op);
+
+static void
+device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+	struct vm *vm = op->vm;
+	struct vm_dev *dev;
+
+	if (r->status != QMP_OK) {
+		hp_fail(op, reply_code(r), "vm %s: device_add %s failed: %s", vm->name,
+			op->is_disk ? op->disk.id : op->net.id, r->error_desc);
+		return;
+	}
+	/* From here on the device is the guest's: it is tracked, and removed only by detach. */
+	dev = op->is_disk ? vm_dev_new_disk(&op->disk, op->have_port ? op->port : NULL)
+			  : vm_dev_new_net(&op->net, op->have_port ? op->port : NULL);
+	vm_devs_add(vm, dev);
+	vm_devs_save(vm);
+	op->file_added = op->fmt_added = op->netdev_added = op->created = false;
+	op->step = HP_CONFIRM;
+	hp_next(op);
+}
+
+static void
+confirmed(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+	const char *id = op->is_disk ? op->disk.id : op->net.id;
+	char addr[16];
+
+	if (r->status == QMP_OK && pci_find_all(r->result, id, addr, sizeof addr) != NULL) {
+		op->pci_addr = xstrdup(addr);
+		hp_commit(op);
+		return;
+	}
+	hp_finish(op, NULL, "failed",
+		  r->status == QMP_OK ? "device_add succeeded but query-pci does not show the device"
+				      : r->error_desc);
+}
+
+/* Persists the device (when asked) and reports success. */
+static void
+hp_commit(struct hp_op *op)
+{
+	struct vm *vm = op->vm;
+	struct json_object *res;
+	struct vm_dev *dev = vm_devs_find(vm, op->is_disk ? op->disk.id : op->net.id);
+	char *cause = NULL;
+	bool persisted = false;
+
+	if (op->persist && vm->cfg != NULL) {
+		int rc = op->is_disk ? cfg_write_add_disk(vm->cfg->path, &op->disk, &cause)
+				     : cfg_write_add_net(vm->cfg->path, &op->net, &cause);
+
+		if (rc < 0) {
+			char *msg = xasprintf("vm %s: %s attached, but not persisted: %s", vm->name,
+					      op->is_disk ? op->disk.id : op->net.id, cause);
+
+			free(cause);
+			hp_finish(op, NULL, "failed", msg);
+			free(msg);
+			return;
+		}
+		vm_reload_definition(vm, true);
+		persisted = true;
+	}
+	log_info("vm %s: attached %s %s%s%s", vm->name, op->is_disk ? "disk" : "nic",
+		 op->is_disk ? op->disk.id : op->net.id, op->have_port ? " on " : "",
+		 op->have_port ? op->port : "");
+	res = dev ? vm_dev_json(dev) : json_object_new_object();
+	json_object_object_add(res, "pci_addr",
+			       op->pci_addr ? json_object_new_string(op->pci_addr) : NULL);
+	json_object_object_add(res, "live", json_object_new_boolean(1));
+	json_object_object_add(res, "persistent", json_object_new_boolean(persisted));
+	hp_finish(op, res, NULL, NULL);
+}
+
+static void
+hp_next(struct hp_op *op)
+{
+	struct vm *vm = op->vm;
+	bool q35 = vm->live_cfg->machine == CFG_MACHINE_Q35;
+	const char *bus = op->have_port ? op->port : NULL;
+	struct json_object *args;
+	bool sent;
+
+	switch (op->step) {
+	case HP_CREATE:
+		if (op->create_size > 0) {
+			hp_create_image(op);
+			return;
+		}
+		op->step = HP_PORT;
+		/* fall through */
+	case HP_PORT:
+		if (q35) {
+			if (!hp_send(op, "query-pci", NULL, port_checked))
+				hp_fail(op, "failed", "vm %s: qmp connection lost", vm->name);
+			return;
+		}
+		op->step = op->is_disk || op->net.type != CFG_NET_BRIDGE ? HP_BACKEND : HP_GETFD;
+		hp_next(op);
+		return;
+	case HP_GETFD: {
+		char *cause = NULL;
+
+		snprintf(op->fdname, sizeof op->fdname, "%s.tap", op->net.id);
+		args = obj1("fdname", op->fdname);
+		sent = vm->qmp && qmp_execute_fd(vm->qmp, "getfd", args, op->tapfd, 0, step_done, op,
+						 &cause) > 0;
+		json_object_put(args);
+		free(cause);
+		break;
+	}
+	case HP_BACKEND:
+		if (op->is_disk)
+			sent = hp_send(op, "blockdev-add", argv_blockdev_file_json(&op->disk), step_done);
+		else
+			sent = hp_send(op, "netdev_add",
+				       argv_netdev_json(&op->net,
+							op->net.type == CFG_NET_BRIDGE ? op->fdname : NULL),
+				       step_done);
+		break;
+	case HP_FORMAT:
+		sent = hp_send(op, "blockdev-add", argv_blockdev_fmt_json(&op->disk), step_done);
+		break;
+	case HP_DEVICE:
+		args = op->is_disk ? argv_disk_device_json(&op->disk, bus)
+				   : argv_net_device_json(&op->net, bus);
+		sent = hp_send(op, "device_add", args, device_added);
+		break;
+	case HP_CONFIRM:
+		sent = hp_send(op, "query-pci", NULL, confirmed);
+		break;
+	default:
+		return;
+	}
+	if (!sent)
+		hp_fail(op, "failed", "vm %s: qmp connection lost", vm->name);
+}
+
+/* ---- validation ---- */
+
+/* Whether path (or, for a file still to be created, its directory) lies below an image dir. */
+static bool
+path_allowed(const struct vm *vm, const char *path, bool create)
+{
+	char real[PATH_MAX], *dir = NULL;
+	bool ok = false;
+
+	if (create) {
+		char *slash;
+
+		dir = xstrdup(path);
+		slash = strrchr(dir, '/');
+		if (slash == NULL || slash == dir) {
+			free(dir);
+			return false;
+		}
+		*slash = '\0';
+		if (realpath(dir, real) == NULL) {
+			free(dir);
+			return false;
+		}
+		free(dir);
+	} else if (realpath(path, real) == NULL) {
+		return false;
+	}
+	for (char **d = vm->d->conf->image_dirs; d && *d && !ok; d++) {
+		char rd[PATH_MAX];
+		size_t n;
+
+		if (realpath(*d, rd) == NULL)
+			continue;
+		n = strlen(rd);
+		ok = strncmp(real, rd, n) == 0 && (real[n] == '/' || (create && real[n] == '\0'));
+	}
+	return ok;
+}
+
+/* Checks an image file: readable, and of the format it is said to be. */
+static char *
+check_image(const char *file, enum cfg_format format)
+{
+	unsigned char magic[4];
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+	bool qcow2;
+
+	if (fd < 0)
+		return xasprintf("%s: %s", file, strerror(errno));
+	n = read(fd, magic, sizeof magic);
+	close(fd);
+	qcow2 = n == 4 && memcmp(magic, "QFI\xfb", 4) == 0;
+	if (format == CFG_FORMAT_QCOW2 && !qcow2)
+		return xasprintf("%s is not a qcow2 image (use --format raw for raw images)", file);
+	if (format == CFG_FORMAT_RAW && qcow2)
+		return xasprintf("%s is a qcow2 image: attaching it as raw would expose its metadata "
+				 "(use --format qcow2)",
+				 file);
+	return NULL;
+}
+
+static bool
+refuse(vm_done_cb cb, void *arg, const char *code, char *msg)
+{
+	cb(NULL, code, msg, arg);
+	free(msg);
+	return true;
+}
+
+/* Checks an id against the live devices and the definition. */
+static bool
+refuse_id(struct vm *vm, const char *id, vm_done_cb cb, void *arg)
+{
+	if (!cfg_valid_device_id(id))
+		return refuse(cb, arg, "invalid",
+			      xasprintf("vm %s: '%s' is not a valid device id ([a-zA-Z][a-zA-Z0-9_-], "
+					"at most %d characters)",
+					vm->name, id, CFG_ID_MAX));
+	if ((vm_is_active(vm) && vm_devs_find(vm, id)) ||
+	    (vm->cfg && (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id))))
+		return refuse(cb, arg, "invalid", xasprintf("vm %s: device id '%s' is already in use",
+							    vm->name, id));
+	return false;
+}
+
+/* Stopped VM: with --persist only the definition changes; without it there is nothing to do. */
+static bool
+refuse_stopped(struct vm *vm, bool persist, vm_done_cb cb, void *arg)
+{
+	if (vm_is_active(vm) && vm->state != VM_RUNNING && vm->state != VM_PAUSED)
+		return refuse(cb, arg, "busy",
+			      xasprintf("vm %s: busy: it is %s", vm->name, vm_state_name(vm->state)));
+	if (!vm_is_active(vm) && !persist)
+		return refuse(cb, arg, "not-running",
+			      xasprintf("vm %s: not running; use --persist to change its definition",
+					vm->name));
+	if (!vm_is_active(vm) && vm->cfg == NULL)
+		return refuse(cb, arg, "not-found",
+			      xasprintf("vm %s: definition was removed", vm->name));
+	return false;
+}
+
+static void
+persist_only_result(struct vm *vm, const char *id, bool attached, vm_done_cb cb, void *arg)
+{
+	struct json_object *res = json_object_new_object();
+
+	vm_reload_definition(vm, false);
+	json_object_object_add(res, "id", json_object_new_string(id));
+	json_object_object_add(res, "live", json_object_new_boolean(0));
+	json_object_object_add(res, "persistent", json_object_new_boolean(attached));
+	cb(res, NULL, NULL, arg);
+}
+
+void
+vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size, bool persist,
+	       vm_done_cb cb, void *arg)
+{
+	struct hp_op *op;
+	char *why;
+
+	if (vm->job && refuse(cb, arg, "busy",
+			      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+		return;
+	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, disk->id, cb, arg))
+		return;
+	if (disk->file[0] != '/' || !path_allowed(vm, disk->file, create_size > 0)) {
+		refuse(cb, arg, "denied",
+		       xasprintf("vm %s: %s is not below an image directory qvmd may use (image_dirs "
+				 "in qvmd.conf)",
+				 vm->name, disk->file));
+		return;
+	}
+	if (create_size > 0 && access(disk->file, F_OK) == 0) {
+		refuse(cb, arg, "invalid",
+		       xasprintf("vm %s: %s already exists (drop --create to attach it)", vm->name,
+				 disk->file));
+		return;
+	}
+	if (create_size == 0 && (why = check_image(disk->file, disk->format)) != NULL) {
+		refuse(cb, arg, "invalid", xasprintf("vm %s: %s", vm->name, why));
+		free(why);
+		return;
+	}
+	if (!vm_is_active(vm)) {
+		struct cfg_disk d = *disk;
+		char *cause = NULL;
+
+		d.size = create_size;
+		if (cfg_write_add_disk(vm->cfg->path, &d, &cause) < 0) {
+			refuse(cb, arg, "invalid", xasprintf("vm %s: %s", vm->name, cause));
+			free(cause);
+			return;
+		}
+		log_info("vm %s: disk %s added to the definition", vm->name, disk->id);
+		persist_only_result(vm, disk->id, true, cb, arg);
+		return;
+	}
+	op = hp_new(vm);
+	op->is_disk = true;
+	op->disk = *disk;
+	op->disk.id = xstrdup(disk->id);
+	op->disk.file = xstrdup(disk->file);
+	op->disk.boot = false;
+	op->disk.size = 0;
+	op->persist = persist;
+	op->create_size = create_size;
+	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
+	hp_next(op);
+}
+
+void
+vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb cb, void *arg)
+{
+	struct hp_op *op;
+	struct cfg_net n = *net;
+	char *cause = NULL;
+
+	if (vm->job && refuse(cb, arg, "busy",
+			      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+		return;
+	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, net->id, cb, arg))
+		return;
+	if (!n.mac_given)
+		cfg_mac_derive(vm->name, net->id, n.mac);
+	for (size_t i = 0; vm_is_active(vm) && i < vm->ndevs; i++) {
+		if (!vm->devs[i]->is_disk && memcmp(vm->devs[i]->net.mac, n.mac, 6) == 0) {
+			char mac[18];
+
+			cfg_mac_format(n.mac, mac);
+			refuse(cb, arg, "invalid",
+			       xasprintf("vm %s: mac %s is already used by nic %s", vm->name, mac,
+					 vm->devs[i]->id));
+			return;
+		}
+	}
+	if (n.type == CFG_NET_TAP && (n.ifname == NULL || n.bridge != NULL)) {
+		refuse(cb, arg, "invalid",
+		       xasprintf("vm %s: a tap nic needs --ifname (and no --bridge)", vm->name));
+		return;
+	}
+	if (n.type == CFG_NET_BRIDGE && n.bridge == NULL) {
+		refuse(cb, arg, "invalid", xasprintf("vm %s: a bridge nic needs --bridge", vm->name));
+		return;
+	}
+	if (n.type == CFG_NET_USER && (n.bridge || n.ifname)) {
+		refuse(cb, arg, "invalid",
+		       xasprintf("vm %s: --bridge and --ifname are for tap and bridge nics", vm->name));
+		return;
+	}
+	n.mac_given = true; /* keep the MAC it got, also when persisted */
+	if (!vm_is_active(vm)) {
+		if (cfg_write_add_net(vm->cfg->path, &n, &cause) < 0) {
+			refuse(cb, arg, "invalid", xasprintf("vm %s: %s", vm->name, cause));
+			free(cause);
+			return;
+		}
+		log_info("vm %s: nic %s added to the definition", vm->name, net->id);
+		persist_only_result(vm, net->id, true, cb, arg);
+		return;
+	}
+	op = hp_new(vm);
+	op->net = n;
+	op->net.id = xstrdup(n.id);
+	op->net.bridge = n.bridge ? xstrdup(n.bridge) : NULL;
+	op->net.ifname = n.ifname ? xstrdup(n.ifname) : NULL;
+	op->persist = persist;
+	if (n.type == CFG_NET_BRIDGE) {
+		op->tapfd = vm_tap_open(n.ifname, n.bridge, &cause);
+		if (op->tapfd < 0) {
+			refuse(cb, arg, "failed", xasprintf("vm %s: nic %s: %s", vm->name, n.id, cause));
+			free(cause);
+			hp_free(op);
+			return;
+		}
+	}
+	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
+	op->step = HP_PORT;
+	hp_next(op);
+}
+
+/* ---- detach ---- */
+
+static void
+backend_del_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	char *what = arg;
+
+	/* A format node's protocol child may already be gone with it: not worth a warning. */
+	if (r->status != QMP_OK && r->status != QMP_DISCONNECTED)
+		log_debug("%s: %s", what, r->error_desc);
+	free(what);
+}
+
+/* Deletes one backend object; nobody waits for the answer (QMP keeps the order of commands). */
+static void
+backend_del(struct vm *vm, const char *cmd, const char *key, const char *name)
+{
+	struct json_object *args = obj1(key, name);
+	char *cause = NULL;
+
+	qmp_execute(vm->qmp, cmd, args, 0, backend_del_done,
+		    xasprintf("vm %s: %s %s", vm->name, cmd, name), &cause);
+	json_object_put(args);
+	free(cause);
+}
+
+/* The guest released the device: remove its backend, free its port, update the definition. */
+static void
+dev_released(struct vm *vm, struct vm_dev *dev)
+{
+	char name[64], *cause = NULL;
+	const char *id = dev->id;
+
+	if (vm->qmp) {
+		if (dev->is_disk) {
+			snprintf(name, sizeof name, ARGV_NODE_FMT_FMT, id);
+			backend_del(vm, "blockdev-del", "node-name", name);
+			snprintf(name, sizeof name, ARGV_NODE_FILE_FMT, id);
+			backend_del(vm, "blockdev-del", "node-name", name);
+		} else {
+			snprintf(name, sizeof name, ARGV_NETDEV_FMT, id);
+			backend_del(vm, "netdev_del", "id", name);
+		}
+	}
+	if (dev->persist_removal && vm->cfg && (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id))) {
+		if (cfg_write_remove_device(vm->cfg->path, id, &cause) < 0) {
+			log_error("vm %s: %s removed, but not from the definition: %s", vm->name, id,
+				  cause);
+			free(cause);
+		} else {
+			vm_reload_definition(vm, true);
+		}
+	}
+	log_info("vm %s: %s %s removed%s%s", vm->name, dev->is_disk ? "disk" : "nic", id,
+		 dev->port ? ", port " : "", dev->port ? dev->port : "");
+	vm_devs_remove(vm, dev);
+	vm_devs_save(vm);
+}
+
+void
+vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data)
+{
+	struct json_object *v;
+	struct vm_dev *dev;
+	struct hp_op *op = vm->job ? vm->job->op : NULL;
+	struct json_object *res;
+	char *id;
+
+	/* Each virtio device_del brings two DEVICE_DELETED: only the second names the device. */
+	if (strcmp(name, "DEVICE_DELETED") != 0 || !json_object_object_get_ex(data, "device", &v))
+		return;
+	dev = vm_devs_find(vm, json_object_get_string(v));
+	if (dev == NULL)
+		return;
+	id = xstrdup(dev->id);
+	dev_released(vm, dev);
+	if (op && op->detach && strcmp(op->id, id) == 0) {
+		res = json_object_new_object();
+		json_object_object_add(res, "id", json_object_new_string(id));
+		json_object_object_add(res, "removed", json_object_new_boolean(1));
+		json_object_object_add(res, "persistent",
+				       json_object_new_boolean(!op->persist && vm->cfg &&
+							       (cfg_vm_disk(vm->cfg, id) ||
+								cfg_vm_net(vm->cfg, id))));
+		hp_finish(op, res, NULL, NULL);
+	}
+	free(id);
+}
+
+static void
+device_del_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+	struct vm_dev *dev = vm_devs_find(op->vm, op->id);
+	char *msg;
+
+	if (r->status != QMP_OK) {
+		msg = xasprintf("vm %s: device_del %s failed: %s", op->vm->name, op->id, r->error_desc);
+		hp_finish(op, NULL, reply_code(r), msg);
+		free(msg);
+		return;
+	}
+	if (dev != NULL && !dev->pending_removal) {
+		dev->pending_removal = true;
+		vm_devs_save(op->vm);
+	}
+}
+
+/* The guest did not let go in time: the device stays "removal pending" until it does. */
+void
+vm_detach_timeout(struct vm *vm)
+{
+	struct hp_op *op = vm->job ? vm->job->op : NULL;
+	char *msg;
+
+	if (op == NULL || !op->detach)
+		return;
+	msg = xasprintf("vm %s: device %s: the guest did not release it within %" PRIu64
+			" ms; removal pending (completes when the guest lets go)",
+			vm->name, op->id, op->timeout_ms);
+	hp_finish(op, NULL, "timeout", msg);
+	free(msg);
+}
+
+void
+vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_ms, vm_done_cb cb,
+		 void *arg)
+{
+	struct hp_op *op;
+	struct vm_dev *dev;
+	char *cause = NULL;
+
+	if (vm->job && refuse(cb, arg, "busy",
+			      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+		return;
+	if (refuse_stopped(vm, persist, cb, arg))
+		return;
+	if (!vm_is_active(vm)) {
+		if (cfg_write_remove_device(vm->cfg->path, id, &cause) < 0) {
+			refuse(cb, arg, "not-found", xasprintf("vm %s: %s", vm->name, cause));
+			free(cause);
+			return;
+		}
+		log_info("vm %s: %s removed from the definition", vm->name, id);
+		persist_only_result(vm, id, false, cb, arg);
+		return;
+	}
+	dev = vm_devs_find(vm, id);
+	if (dev == NULL) {
+		refuse(cb, arg, "not-found", xasprintf("vm %s: no device '%s'", vm->name, id));
+		return;
+	}
+	if (dev->pending_removal) {
+		refuse(cb, arg, "busy",
+		       xasprintf("vm %s: device %s: removal already pending (waiting for the guest)",
+				 vm->name, id));
+		return;
+	}
+	op = hp_new(vm);
+	op->detach = true;
+	op->id = xstrdup(id);
+	op->persist = persist;
+	op->timeout_ms = timeout_ms ? timeout_ms : DETACH_TIMEOUT_MS;
+	dev->persist_removal = persist;
+	vm_job_start(vm, VM_JOB_DETACH, cb, arg)->op = op;
+	vm_job_arm_timer(vm, op->timeout_ms);
+	if (!hp_send(op, "device_del", obj1("id", id), device_del_sent))
+		hp_finish(op, NULL, "failed", "qmp connection lost");
+}
+
+/* QEMU went away (or the daemon exits) in the middle of an operation. */
+void
+vm_hotplug_abort(struct vm *vm)
+{
+	struct hp_op *op = vm->job ? vm->job->op : NULL;
+
+	if (op == NULL)
+		return;
+	vm->job->op = NULL;
+	if (op->created && op->disk.file)
+		unlink(op->disk.file);
+	hp_free(op);
+}
+
+/* ---- devices ---- */
+
+struct devices_query {
+	struct vm *vm;
+	vm_done_cb cb;
+	void *arg;
+};
+
+static void
+devices_reply(struct vm *vm, struct json_object *pci, vm_done_cb cb, void *arg)
+{
+	struct json_object *res = json_object_new_object(), *arr = json_object_new_array();
+	const struct vm_config *cfg = vm->cfg;
+	bool active = vm_is_active(vm);
+	char addr[16];
+
+	for (size_t i = 0; active && i < vm->ndevs; i++) {
+		struct vm_dev *dev = vm->devs[i];
+		struct json_object *o = vm_dev_json(dev);
+
+		json_object_object_add(o, "pci_addr",
+				       pci && pci_find_all(pci, dev->id, addr, sizeof addr)
+					       ? json_object_new_string(addr)
+					       : NULL);
+		json_object_object_add(o, "live", json_object_new_boolean(1));
+		json_object_object_add(o, "persistent",
+				       json_object_new_boolean(cfg && (cfg_vm_disk(cfg, dev->id) ||
+								       cfg_vm_net(cfg, dev->id))));
+		json_object_array_add(arr, o);
+	}
+	for (size_t i = 0; cfg && i < cfg->ndisks + cfg->nnets; i++) {
+		bool is_disk = i < cfg->ndisks;
+		const char *id = is_disk ? cfg->disks[i].id : cfg->nets[i - cfg->ndisks].id;
+		struct vm_dev *dev;
+		struct json_object *o;
+
+		if (active && vm_devs_find(vm, id))
+			continue;
+		dev = is_disk ? vm_dev_new_disk(&cfg->disks[i], NULL)
+			      : vm_dev_new_net(&cfg->nets[i - cfg->ndisks], NULL);
+		o = vm_dev_json(dev);
+		vm_dev_free(dev);
+		json_object_object_add(o, "pci_addr", NULL);
+		json_object_object_add(o, "live", json_object_new_boolean(0));
+		json_object_object_add(o, "persistent", json_object_new_boolean(1));
+		json_object_array_add(arr, o);
+	}
+	json_object_object_add(res, "devices", arr);
+	cb(res, NULL, NULL, arg);
+}
+
+static void
+devices_pci_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct devices_query *q = arg;
+
+	devices_reply(q->vm, r->status == QMP_OK ? r->result : NULL, q->cb, q->arg);
+	free(q);
+}
+
+void
+vm_devices(struct vm *vm, vm_done_cb cb, void *arg)
+{
+	struct devices_query *q;
+	char *cause = NULL;
+
+	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp)) {
+		devices_reply(vm, NULL, cb, arg);
+		return;
+	}
+	q = xcalloc(1, sizeof *q);
+	q->vm = vm;
+	q->cb = cb;
+	q->arg = arg;
+	if (qmp_execute(vm->qmp, "query-pci", NULL, 2000, devices_pci_done, q, &cause) < 0) {
+		free(cause);
+		free(q);
+		devices_reply(vm, NULL, cb, arg);
+	}
+}

@@ -1,0 +1,10 @@
+# supervisor/argv: golden files and unit tests, then the same vectors against the real QEMU.
+qvmd_unit_test(test_argv
+  SOURCES test_argv.c
+  LIBS qvmd_supervisor)
+
+qvmd_unit_test(test_argv_qemu
+  SOURCES test_argv_qemu.c util/qmp_sync.c
+  LIBS qvmd_supervisor
+  TIMEOUT 180
+  LABELS qemu)

@@ -1,0 +1,1078 @@
+/* Tests of config/: value parsers, VM and daemon loading, golden error files and the writer. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cfg.h"
+
+#define CFG_DATA     QVMD_TEST_DATA "/cfg"
+#define GOOD_DATA    QVMD_TEST_DATA "/good"
+#define EXAMPLES_DIR QVMD_TEST_DATA "/../../contrib/examples"
+
+static char *
+read_all(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, cap = 0, r;
+
+	if (f == NULL)
+		return NULL;
+	do {
+		if (cap - n < 4096) {
+			cap = cap ? cap * 2 : 8192;
+			buf = realloc(buf, cap + 1);
+			assert_non_null(buf);
+		}
+		r = fread(buf + n, 1, cap - n, f);
+		n += r;
+	} while (r > 0);
+	fclose(f);
+	buf[n] = '\0';
+	if (len != NULL)
+		*len = n;
+	return buf;
+}
+
+static void
+write_all(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+	assert_int_equal(fclose(f), 0);
+}
+
+static char *
+join_errors(const struct cfg_errors *errs)
+{
+	size_t len = 1;
+	char *s;
+
+	for (size_t i = 0; i < errs->n; i++)
+		len += strlen(errs->msgs[i]) + 1;
+	s = calloc(1, len);
+	assert_non_null(s);
+	for (size_t i = 0; i < errs->n; i++) {
+		strcat(s, errs->msgs[i]);
+		strcat(s, "\n");
+	}
+	return s;
+}
+
+/* A scratch directory for one test, removed with everything in it by rm_tmpdir. */
+static char *
+make_tmpdir(void)
+{
+	char *dir = strdup("/tmp/qvmd-test-config.XXXXXX");
+
+	assert_non_null(dir);
+	assert_non_null(mkdtemp(dir));
+	return dir;
+}
+
+static void
+rm_tmpdir(char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL) {
+		char path[4096];
+
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		unlink(path);
+	}
+	closedir(d);
+	rmdir(dir);
+	free(dir);
+}
+
+static size_t
+count_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	size_t n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* --- value parsers --- */
+
+static void
+test_config_parse_size(void **state)
+{
+	uint64_t v;
+
+	(void)state;
+	assert_int_equal(cfg_parse_size("1024", &v), 0);
+	assert_int_equal(v, 1024);
+	assert_int_equal(cfg_parse_size("512K", &v), 0);
+	assert_int_equal(v, 512ULL << 10);
+	assert_int_equal(cfg_parse_size("512M", &v), 0);
+	assert_int_equal(v, 512ULL << 20);
+	assert_int_equal(cfg_parse_size("1G", &v), 0);
+	assert_int_equal(v, 1ULL << 30);
+	assert_int_equal(cfg_parse_size("2t", &v), 0);
+	assert_int_equal(v, 2ULL << 40);
+	assert_int_equal(cfg_parse_size("0", &v), 0);
+	assert_int_equal(v, 0);
+	assert_int_equal(cfg_parse_size("16777215T", &v), 0);
+	assert_int_equal(v, 16777215ULL << 40);
+	v = 7;
+	assert_int_equal(cfg_parse_size("16777216T", &v), -1); /* 2^64: overflow */
+	assert_int_equal(cfg_parse_size("18446744073709551616", &v), -1);
+	assert_int_equal(cfg_parse_size("", &v), -1);
+	assert_int_equal(cfg_parse_size("G", &v), -1);
+	assert_int_equal(cfg_parse_size("12X", &v), -1);
+	assert_int_equal(cfg_parse_size("1GB", &v), -1);
+	assert_int_equal(cfg_parse_size("1.5G", &v), -1);
+	assert_int_equal(cfg_parse_size("-1", &v), -1);
+	assert_int_equal(cfg_parse_size(" 1G", &v), -1);
+	assert_int_equal(cfg_parse_size(NULL, &v), -1);
+	assert_int_equal(v, 7);
+}
+
+static void
+test_config_parse_duration(void **state)
+{
+	uint64_t ms;
+
+	(void)state;
+	assert_int_equal(cfg_parse_duration("90", &ms), 0);
+	assert_int_equal(ms, 90000);
+	assert_int_equal(cfg_parse_duration("90s", &ms), 0);
+	assert_int_equal(ms, 90000);
+	assert_int_equal(cfg_parse_duration("500ms", &ms), 0);
+	assert_int_equal(ms, 500);
+	assert_int_equal(cfg_parse_duration("5m", &ms), 0);
+	assert_int_equal(ms, 300000);
+	assert_int_equal(cfg_parse_duration("1h", &ms), 0);
+	assert_int_equal(ms, 3600000);
+	ms = 7;
+	assert_int_equal(cfg_parse_duration("", &ms), -1);
+	assert_int_equal(cfg_parse_duration("s", &ms), -1);
+	assert_int_equal(cfg_parse_duration("5x", &ms), -1);
+	assert_int_equal(cfg_parse_duration("5 s", &ms), -1);
+	assert_int_equal(cfg_parse_duration("1d", &ms), -1);
+	assert_int_equal(cfg_parse_duration("5H", &ms), -1);
+	assert_int_equal(cfg_parse_duration("18446744073709551615h", &ms), -1);
+	assert_int_equal(ms, 7);
+}
+
+static void
+test_config_parse_bool(void **state)
+{
+	static const char *const yes[] = {"yes", "true", "on", "1"};
+	static const char *const no[] = {"no", "false", "off", "0"};
+	bool b;
+
+	(void)state;
+	for (size_t i = 0; i < 4; i++) {
+		b = false;
+		assert_int_equal(cfg_parse_bool(yes[i], &b), 0);
+		assert_true(b);
+		assert_int_equal(cfg_parse_bool(no[i], &b), 0);
+		assert_false(b);
+	}
+	assert_int_equal(cfg_parse_bool("maybe", &b), -1);
+	assert_int_equal(cfg_parse_bool("", &b), -1);
+	assert_int_equal(cfg_parse_bool("2", &b), -1);
+	assert_int_equal(cfg_parse_bool("yess", &b), -1);
+}
+
+static void
+test_config_parse_mac(void **state)
+{
+	uint8_t mac[6] = {0}, want[6] = {0x52, 0x54, 0x00, 0x89, 0xba, 0x6f};
+	char text[18];
+
+	(void)state;
+	assert_int_equal(cfg_parse_mac("52:54:00:89:ba:6f", mac), 0);
+	assert_memory_equal(mac, want, 6);
+	assert_int_equal(cfg_parse_mac("52:54:00:89:BA:6F", mac), 0);
+	assert_memory_equal(mac, want, 6);
+	cfg_mac_format(mac, text);
+	assert_string_equal(text, "52:54:00:89:ba:6f");
+	assert_int_equal(cfg_parse_mac("01:00:5e:00:00:01", mac), -1); /* multicast */
+	assert_int_equal(cfg_parse_mac("ff:ff:ff:ff:ff:ff", mac), -1); /* broadcast */
+	assert_int_equal(cfg_parse_mac("00:00:00:00:00:00", mac), -1);
+	assert_int_equal(cfg_parse_mac("52:54:00:89:ba", mac), -1);
+	assert_int_equal(cfg_parse_mac("52:54:00:89:ba:6f:00", mac), -1);
+	assert_int_equal(cfg_parse_mac("52-54-00-89-ba-6f", mac), -1);
+	assert_int_equal(cfg_parse_mac("52:54:00:89:bg:6f", mac), -1);
+	assert_int_equal(cfg_parse_mac("", mac), -1);
+	assert_memory_equal(mac, want, 6); /* untouched on failure */
+}
+
+static void
+test_config_mac_derive(void **state)
+{
+	uint8_t a[6], b[6], c[6];
+	char text[18];
+
+	(void)state;
+	cfg_mac_derive("web1", "lan0", a);
+	cfg_mac_derive("web1", "lan0", b);
+	assert_memory_equal(a, b, 6);
+	assert_int_equal(a[0], 0x52);
+	assert_int_equal(a[1], 0x54);
+	assert_int_equal(a[2], 0x00);
+	/* Stable across builds and releases: a VM's NIC keeps its address. */
+	cfg_mac_format(a, text);
+	assert_string_equal(text, "52:54:00:37:19:78");
+	cfg_mac_derive("web1", "lan1", c);
+	assert_memory_not_equal(a, c, 6);
+	cfg_mac_derive("web2", "lan0", c);
+	assert_memory_not_equal(a, c, 6);
+	/* "vm/id" is hashed with the separator: ("web1", "0") and ("web", "10") differ. */
+	cfg_mac_derive("web", "10", b);
+	cfg_mac_derive("web1", "0", c);
+	assert_memory_not_equal(b, c, 6);
+
+	/* No collisions among 64 VMs x 8 NICs (a derived-MAC collision is an error at load). */
+	{
+		uint8_t(*all)[6] = calloc(512, 6);
+		size_t n = 0;
+
+		assert_non_null(all);
+		for (int v = 0; v < 64; v++) {
+			for (int i = 0; i < 8; i++) {
+				char vm[16], id[16];
+
+				snprintf(vm, sizeof(vm), "vm%d", v);
+				snprintf(id, sizeof(id), "nic%d", i);
+				cfg_mac_derive(vm, id, all[n]);
+				for (size_t j = 0; j < n; j++)
+					assert_memory_not_equal(all[j], all[n], 6);
+				n++;
+			}
+		}
+		free(all);
+	}
+}
+
+static void
+test_config_names(void **state)
+{
+	char name[70];
+
+	(void)state;
+	assert_true(cfg_valid_name("web1"));
+	assert_true(cfg_valid_name("a.b_c-d"));
+	assert_false(cfg_valid_name(""));
+	assert_false(cfg_valid_name("."));
+	assert_false(cfg_valid_name(".."));
+	assert_false(cfg_valid_name("a b"));
+	assert_false(cfg_valid_name("a/b"));
+	memset(name, 'a', 63);
+	name[63] = '\0';
+	assert_true(cfg_valid_name(name));
+	name[63] = 'a';
+	name[64] = '\0';
+	assert_false(cfg_valid_name(name));
+
+	assert_true(cfg_valid_device_id("root"));
+	assert_true(cfg_valid_device_id("a"));
+	assert_true(cfg_valid_device_id("Lan_0-x"));
+	assert_true(cfg_valid_device_id("abcdefghijklmnopqrstuvwx")); /* 24 */
+	assert_false(cfg_valid_device_id("abcdefghijklmnopqrstuvwxy"));
+	assert_false(cfg_valid_device_id("0lan"));
+	assert_false(cfg_valid_device_id("_lan"));
+	assert_false(cfg_valid_device_id("lan.0"));
+	assert_false(cfg_valid_device_id(""));
+	assert_false(cfg_valid_device_id(NULL));
+}
+
+static void
+test_config_enum_names(void **state)
+{
+	enum cfg_format f;
+	enum cfg_cache c;
+	enum cfg_net_type t;
+
+	(void)state;
+	assert_int_equal(cfg_format_parse("raw", &f), 0);
+	assert_int_equal(f, CFG_FORMAT_RAW);
+	assert_string_equal(cfg_format_name(f), "raw");
+	assert_int_equal(cfg_format_parse("vmdk", &f), -1);
+	assert_int_equal(cfg_cache_parse("directsync", &c), 0);
+	assert_int_equal(c, CFG_CACHE_DIRECTSYNC);
+	assert_string_equal(cfg_cache_name(CFG_CACHE_UNSAFE), "unsafe");
+	assert_int_equal(cfg_cache_parse("fast", &c), -1);
+	assert_int_equal(cfg_net_type_parse("bridge", &t), 0);
+	assert_int_equal(t, CFG_NET_BRIDGE);
+	assert_string_equal(cfg_net_type_name(CFG_NET_TAP), "tap");
+	assert_int_equal(cfg_net_type_parse("vde", &t), -1);
+}
+
+/* --- VM definitions --- */
+
+/*
+ * Every tests/data/cfg/<case>.ini must fail to load with exactly the lines of <case>.err. With
+ * QVMD_REGENERATE=1 the .err files are rewritten instead (review the diff).
+ */
+static void
+test_config_golden_errors(void **state)
+{
+	bool regen =
+	    getenv("QVMD_REGENERATE") != NULL && strcmp(getenv("QVMD_REGENERATE"), "1") == 0;
+	struct dirent **names;
+	int n, cases = 0, failures = 0, cwd;
+
+	(void)state;
+	cwd = open(".", O_RDONLY | O_DIRECTORY);
+	assert_true(cwd >= 0);
+	assert_int_equal(chdir(CFG_DATA), 0);
+	n = scandir(".", &names, NULL, alphasort);
+	assert_true(n > 0);
+	for (int i = 0; i < n; i++) {
+		const char *file = names[i]->d_name;
+		size_t len = strlen(file);
+		struct cfg_errors errs;
+		struct vm_config *vm;
+		char errfile[300], *got, *want;
+
+		if (len < 5 || strcmp(file + len - 4, ".ini") != 0) {
+			free(names[i]);
+			continue;
+		}
+		snprintf(errfile, sizeof(errfile), "%.*s.err", (int)(len - 4), file);
+		cfg_errors_init(&errs);
+		vm = cfg_vm_load(file, &errs);
+		got = join_errors(&errs);
+		if (vm != NULL) {
+			print_error("%s: loaded without errors\n", file);
+			failures++;
+		}
+		if (errs.n == 0) {
+			print_error("%s: no error reported\n", file);
+			failures++;
+		}
+		if (regen) {
+			write_all(errfile, got);
+		} else {
+			want = read_all(errfile, NULL);
+			if (want == NULL) {
+				print_error("%s: missing (run with QVMD_REGENERATE=1)\n", errfile);
+				failures++;
+			} else if (strcmp(want, got) != 0) {
+				print_error("%s: errors differ\n--- expected\n%s--- got\n%s", file,
+				            want, got);
+				failures++;
+			}
+			free(want);
+		}
+		free(got);
+		cfg_vm_free(vm);
+		cfg_errors_free(&errs);
+		cases++;
+		free(names[i]);
+	}
+	free(names);
+	assert_int_equal(fchdir(cwd), 0);
+	close(cwd);
+	assert_true(cases >= 24);
+	assert_int_equal(failures, 0);
+}
+
+static struct vm_config *
+load_ok(const char *path)
+{
+	struct cfg_errors errs;
+	struct vm_config *vm;
+
+	cfg_errors_init(&errs);
+	vm = cfg_vm_load(path, &errs);
+	for (size_t i = 0; i < errs.n; i++)
+		print_error("%s\n", errs.msgs[i]);
+	assert_int_equal(errs.n, 0);
+	assert_non_null(vm);
+	cfg_errors_free(&errs);
+	return vm;
+}
+
+static void
+check_full(const struct vm_config *vm)
+{
+	uint8_t derived[6], mac[6] = {0x52, 0x54, 0x00, 0xab, 0xcd, 0x0e};
+	const struct cfg_disk *d;
+	const struct cfg_net *n;
+
+	assert_string_equal(vm->name, "full");
+	assert_int_equal(vm->memory, 1536ULL << 20);
+	assert_int_equal(vm->vcpus, 4);
+	assert_int_equal(vm->machine, CFG_MACHINE_Q35);
+	assert_int_equal(vm->accel, CFG_ACCEL_TCG);
+	assert_string_equal(vm->cpu, "qemu64,+ssse3");
+	assert_int_equal(vm->hotplug_slots, 6);
+	assert_string_equal(vm->kernel, "/boot/vmlinuz");
+	assert_string_equal(vm->initrd, "/boot/initrd.img");
+	assert_string_equal(vm->append, "console=ttyS0 root=/dev/vda1 quiet;noisy # not a comment");
+	assert_int_equal(vm->firmware, CFG_FIRMWARE_UEFI);
+	assert_int_equal(vm->shutdown_timeout_ms, 1500);
+	assert_int_equal(vm->restart, CFG_RESTART_ON_FAILURE);
+	assert_int_equal(vm->restart_limit, 0);
+	assert_true(vm->autostart);
+	assert_int_equal(vm->console, CFG_CONSOLE_NONE);
+
+	assert_int_equal(vm->ndisks, 2);
+	d = &vm->disks[0];
+	assert_ptr_equal(cfg_vm_disk(vm, "root"), d);
+	assert_string_equal(d->id, "root");
+	assert_string_equal(d->file, "/var/lib/qvmd/full-root.qcow2");
+	assert_int_equal(d->format, CFG_FORMAT_QCOW2);
+	assert_int_equal(d->size, 10ULL << 30);
+	assert_false(d->readonly);
+	assert_int_equal(d->cache, CFG_CACHE_NONE);
+	assert_true(d->boot);
+	assert_int_equal(d->line, 21);
+	d = &vm->disks[1];
+	assert_ptr_equal(cfg_vm_disk(vm, "data"), d);
+	assert_string_equal(d->file, "/var/lib/qvmd/full data.img");
+	assert_int_equal(d->format, CFG_FORMAT_RAW);
+	assert_int_equal(d->size, 0);
+	assert_true(d->readonly);
+	assert_int_equal(d->cache, CFG_CACHE_WRITEBACK);
+	assert_false(d->boot);
+	assert_int_equal(d->line, 26);
+	assert_null(cfg_vm_disk(vm, "lan0"));
+
+	assert_int_equal(vm->nnets, 3);
+	n = &vm->nets[0];
+	assert_ptr_equal(cfg_vm_net(vm, "lan0"), n);
+	assert_int_equal(n->type, CFG_NET_USER);
+	assert_true(n->restricted);
+	assert_false(n->mac_given);
+	cfg_mac_derive("full", "lan0", derived);
+	assert_memory_equal(n->mac, derived, 6);
+	assert_null(n->bridge);
+	assert_null(n->ifname);
+	n = &vm->nets[1];
+	assert_ptr_equal(cfg_vm_net(vm, "br"), n);
+	assert_int_equal(n->type, CFG_NET_BRIDGE);
+	assert_string_equal(n->bridge, "br0");
+	assert_string_equal(n->ifname, "tap-full");
+	assert_true(n->mac_given);
+	assert_memory_equal(n->mac, mac, 6);
+	assert_false(n->restricted);
+	n = &vm->nets[2];
+	assert_int_equal(n->type, CFG_NET_TAP);
+	assert_string_equal(n->ifname, "tap1");
+	assert_null(n->bridge);
+	assert_int_equal(n->line, 42);
+	assert_null(cfg_vm_net(vm, "root"));
+}
+
+static void
+test_config_vm_good_fixture(void **state)
+{
+	struct vm_config *vm;
+
+	(void)state;
+	vm = load_ok(GOOD_DATA "/full.ini");
+	assert_string_equal(vm->path, GOOD_DATA "/full.ini");
+	check_full(vm);
+	cfg_vm_free(vm);
+}
+
+static void
+test_config_vm_defaults(void **state)
+{
+	char *dir = make_tmpdir(), path[4200];
+	struct vm_config *vm;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/min.ini", dir);
+	write_all(path, "[vm]\nname = min\nmemory = 16M\n\n[disk d]\nfile = /x.img\n\n[net n]\n");
+	vm = load_ok(path);
+	assert_int_equal(vm->memory, 16ULL << 20);
+	assert_int_equal(vm->vcpus, 1);
+	assert_int_equal(vm->machine, CFG_MACHINE_Q35);
+	assert_int_equal(vm->accel, CFG_ACCEL_KVM);
+	assert_null(vm->cpu);
+	assert_int_equal(vm->hotplug_slots, 4);
+	assert_null(vm->kernel);
+	assert_null(vm->initrd);
+	assert_null(vm->append);
+	assert_int_equal(vm->firmware, CFG_FIRMWARE_BIOS);
+	assert_int_equal(vm->shutdown_timeout_ms, 60000);
+	assert_int_equal(vm->restart, CFG_RESTART_NO);
+	assert_int_equal(vm->restart_limit, 5);
+	assert_false(vm->autostart);
+	assert_int_equal(vm->console, CFG_CONSOLE_LOG);
+	assert_int_equal(vm->disks[0].format, CFG_FORMAT_QCOW2);
+	assert_int_equal(vm->disks[0].cache, CFG_CACHE_NONE);
+	assert_false(vm->disks[0].readonly);
+	assert_false(vm->disks[0].boot);
+	assert_int_equal(vm->nets[0].type, CFG_NET_USER);
+	assert_false(vm->nets[0].restricted);
+	cfg_vm_free(vm);
+
+	/* machine = pc has no spare root ports; 0 may be spelled out. */
+	write_all(path, "[vm]\nname = min\nmemory = 1G\nmachine = pc\nhotplug_slots = 0\n");
+	vm = load_ok(path);
+	assert_int_equal(vm->machine, CFG_MACHINE_PC);
+	assert_int_equal(vm->hotplug_slots, 0);
+	cfg_vm_free(vm);
+	rm_tmpdir(dir);
+}
+
+static void
+test_config_vm_missing_file(void **state)
+{
+	struct cfg_errors errs;
+
+	(void)state;
+	cfg_errors_init(&errs);
+	assert_null(cfg_vm_load("/nonexistent/qvmd/web1.ini", &errs));
+	assert_int_equal(errs.n, 1);
+	assert_string_equal(errs.msgs[0],
+	                    "/nonexistent/qvmd/web1.ini: cannot open: No such file or directory");
+	cfg_errors_free(&errs);
+	assert_null(cfg_vm_load(QVMD_TEST_DATA, &errs));
+	assert_int_equal(errs.n, 1);
+	assert_non_null(strstr(errs.msgs[0], "is a directory"));
+	cfg_errors_free(&errs);
+}
+
+static void
+test_config_vm_errors_appended(void **state)
+{
+	struct cfg_errors errs;
+
+	(void)state;
+	cfg_errors_init(&errs);
+	cfg_errors_add(&errs, "earlier %d", 1);
+	assert_null(cfg_vm_load("/nonexistent/a.ini", &errs));
+	assert_int_equal(errs.n, 2);
+	assert_string_equal(errs.msgs[0], "earlier 1");
+	cfg_errors_free(&errs);
+	assert_int_equal(errs.n, 0);
+	cfg_errors_free(&errs); /* twice is fine */
+}
+
+static void
+test_config_vm_dup(void **state)
+{
+	struct vm_config *vm, *copy;
+
+	(void)state;
+	vm = load_ok(GOOD_DATA "/full.ini");
+	copy = cfg_vm_dup(vm);
+	assert_ptr_not_equal(copy, vm);
+	assert_ptr_not_equal(copy->name, vm->name);
+	assert_ptr_not_equal(copy->disks, vm->disks);
+	assert_ptr_not_equal(copy->disks[0].file, vm->disks[0].file);
+	assert_ptr_not_equal(copy->nets[1].bridge, vm->nets[1].bridge);
+	/* Free the original first: the copy must not share anything with it (ASan checks). */
+	cfg_vm_free(vm);
+	check_full(copy);
+	cfg_vm_free(copy);
+	cfg_vm_free(NULL);
+}
+
+static void
+test_config_vm_crlf_and_comments(void **state)
+{
+	char *dir = make_tmpdir(), path[4200];
+	struct vm_config *vm;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/crlf.ini", dir);
+	write_all(path,
+	          "\xef\xbb\xbf; BOM, CRLF, comments\r\n# hash comment\r\n[vm] ; header "
+	          "comment\r\n  name   =   crlf  \r\nmemory: 2G ; inline\r\n\r\n[ disk\tboot ]\r\n"
+	          "file = /a;b.img\r\n");
+	vm = load_ok(path);
+	assert_string_equal(vm->name, "crlf");
+	assert_int_equal(vm->memory, 2ULL << 30);
+	assert_int_equal(vm->ndisks, 1);
+	assert_string_equal(vm->disks[0].id, "boot");
+	assert_string_equal(vm->disks[0].file, "/a;b.img");
+	assert_int_equal(vm->disks[0].line, 7);
+	cfg_vm_free(vm);
+	rm_tmpdir(dir);
+}
+
+/* --- daemon configuration --- */
+
+static void
+test_config_daemon_defaults(void **state)
+{
+	struct daemon_config c;
+	struct cfg_errors errs;
+
+	(void)state;
+	cfg_errors_init(&errs);
+	assert_int_equal(cfg_daemon_load(NULL, &c, &errs), 0);
+	assert_int_equal(errs.n, 0);
+	assert_null(c.path);
+	assert_string_equal(c.vm_dir, "/etc/qvmd/vms");
+	assert_string_equal(c.run_dir, "/run/qvmd");
+	assert_string_equal(c.state_dir, "/var/lib/qvmd");
+	assert_string_equal(c.control_socket, "/run/qvmd/qvmd.sock");
+	assert_null(c.socket_group);
+	assert_string_equal(c.qemu, "/usr/bin/qemu-system-x86_64");
+	assert_string_equal(c.qemu_img, "/usr/bin/qemu-img");
+	assert_string_equal(c.ovmf_code, "/usr/share/OVMF/OVMF_CODE_4M.fd");
+	assert_string_equal(c.ovmf_vars, "/usr/share/OVMF/OVMF_VARS_4M.fd");
+	assert_non_null(c.image_dirs);
+	assert_string_equal(c.image_dirs[0], "/var/lib/qvmd");
+	assert_null(c.image_dirs[1]);
+	assert_int_equal(c.log_level, CFG_LOG_INFO);
+	assert_int_equal(c.on_daemon_stop, CFG_ON_STOP_LEAVE);
+	cfg_daemon_free(&c);
+	cfg_daemon_free(&c); /* cleared: a second free is harmless */
+
+	/* The default path may be absent: defaults, no error. */
+	if (access(CFG_DAEMON_CONF_DEFAULT, F_OK) < 0 && errno == ENOENT) {
+		assert_int_equal(cfg_daemon_load(CFG_DAEMON_CONF_DEFAULT, &c, &errs), 0);
+		assert_int_equal(errs.n, 0);
+		assert_string_equal(c.run_dir, "/run/qvmd");
+		cfg_daemon_free(&c);
+	}
+}
+
+static void
+test_config_daemon_file(void **state)
+{
+	char *dir = make_tmpdir(), path[4200];
+	struct daemon_config c;
+	struct cfg_errors errs;
+
+	(void)state;
+	cfg_errors_init(&errs);
+	snprintf(path, sizeof(path), "%s/qvmd.conf", dir);
+	write_all(path,
+	          "; test\n[qvmd]\nvm_dir = /srv/vms\nrun_dir = /tmp/run\nstate_dir = /srv/st\n"
+	          "socket_group = kvm\nqemu = /opt/q\nqemu_img = /opt/qi\novmf_code = /c.fd\n"
+	          "ovmf_vars = /v.fd\nimage_dirs = /a  /b/c\nlog_level = debug\n"
+	          "on_daemon_stop = powerdown\n");
+	assert_int_equal(cfg_daemon_load(path, &c, &errs), 0);
+	assert_int_equal(errs.n, 0);
+	assert_string_equal(c.path, path);
+	assert_string_equal(c.vm_dir, "/srv/vms");
+	assert_string_equal(c.run_dir, "/tmp/run");
+	assert_string_equal(c.state_dir, "/srv/st");
+	assert_string_equal(c.control_socket, "/tmp/run/qvmd.sock"); /* follows run_dir */
+	assert_string_equal(c.socket_group, "kvm");
+	assert_string_equal(c.qemu, "/opt/q");
+	assert_string_equal(c.qemu_img, "/opt/qi");
+	assert_string_equal(c.ovmf_code, "/c.fd");
+	assert_string_equal(c.ovmf_vars, "/v.fd");
+	assert_string_equal(c.image_dirs[0], "/a");
+	assert_string_equal(c.image_dirs[1], "/b/c");
+	assert_null(c.image_dirs[2]);
+	assert_int_equal(c.log_level, CFG_LOG_DEBUG);
+	assert_int_equal(c.on_daemon_stop, CFG_ON_STOP_POWERDOWN);
+	cfg_daemon_free(&c);
+
+	/* image_dirs defaults to state_dir, control_socket may be set on its own. */
+	write_all(path, "[qvmd]\nstate_dir = /srv/st\ncontrol_socket = /run/q.sock\n");
+	assert_int_equal(cfg_daemon_load(path, &c, &errs), 0);
+	assert_string_equal(c.image_dirs[0], "/srv/st");
+	assert_null(c.image_dirs[1]);
+	assert_string_equal(c.control_socket, "/run/q.sock");
+	cfg_daemon_free(&c);
+
+	/* An empty file: defaults. */
+	write_all(path, "");
+	assert_int_equal(cfg_daemon_load(path, &c, &errs), 0);
+	assert_string_equal(c.vm_dir, "/etc/qvmd/vms");
+	cfg_daemon_free(&c);
+	rm_tmpdir(dir);
+}
+
+static void
+test_config_daemon_errors(void **state)
+{
+	char *dir = make_tmpdir(), path[4200], *got, want[8192], name[4300];
+	struct daemon_config c;
+	struct cfg_errors errs;
+
+	(void)state;
+	cfg_errors_init(&errs);
+	assert_int_equal(chdir(dir), 0);
+	snprintf(path, sizeof(path), "%s/qvmd.conf", dir);
+	write_all(path, "log_level = info\n[qvmd]\nvm_dir = vms\nrun_dir = /run/a,b\n"
+	                "state_dir = /var/lib/q\x02\nqemu =\nlog_level = loud\non_daemon_stop = "
+	                "kill\nsocket_group = two words\nimage_dirs = /ok rel\nvm_dir = /x\n"
+	                "qemu_imgg = /y\n[vm]\n[qvmd]\n");
+	assert_int_equal(cfg_daemon_load("qvmd.conf", &c, &errs), -1);
+	got = join_errors(&errs);
+	snprintf(
+	    want, sizeof(want),
+	    "qvmd.conf:1: log_level: key outside of any section (put it below a [section] "
+	    "header)\n"
+	    "qvmd.conf:3: [qvmd] vm_dir: 'vms' is not an absolute path\n"
+	    "qvmd.conf:4: [qvmd] run_dir: '/run/a,b' must not contain ',' (it ends up in QEMU "
+	    "option strings)\n"
+	    "qvmd.conf:5: [qvmd] state_dir: value contains a control character (0x02)\n"
+	    "qvmd.conf:6: [qvmd] qemu: empty value (use an absolute path)\n"
+	    "qvmd.conf:7: [qvmd] log_level: 'loud' is not valid (use error, warning, info or "
+	    "debug)\n"
+	    "qvmd.conf:8: [qvmd] on_daemon_stop: 'kill' is not valid (use leave or powerdown)\n"
+	    "qvmd.conf:9: [qvmd] socket_group: 'two words' is not a group name (up to 32 "
+	    "letters, digits, '_', '.' or '-')\n"
+	    "qvmd.conf:10: [qvmd] image_dirs: 'rel' is not an absolute path\n"
+	    "qvmd.conf:11: [qvmd] vm_dir: duplicate key (first set on line 3)\n"
+	    "qvmd.conf:12: [qvmd] qemu_imgg: unknown key (did you mean qemu_img?)\n"
+	    "qvmd.conf:13: [vm]: unknown section (use [qvmd])\n"
+	    "qvmd.conf:14: [qvmd]: duplicate section (first on line 2)\n");
+	assert_string_equal(got, want);
+	free(got);
+	cfg_errors_free(&errs);
+	/* Failure leaves nothing allocated in c. */
+	assert_null(c.vm_dir);
+	assert_null(c.image_dirs);
+
+	/* A socket path that does not fit in sockaddr_un. */
+	memset(name, 'r', 120);
+	name[0] = '/';
+	name[120] = '\0';
+	snprintf(want, sizeof(want), "[qvmd]\nrun_dir = %s\n", name);
+	write_all(path, want);
+	assert_int_equal(cfg_daemon_load("qvmd.conf", &c, &errs), -1);
+	assert_int_equal(errs.n, 1);
+	assert_non_null(strstr(errs.msgs[0], "qvmd.conf:2: [qvmd] control_socket: '"));
+	assert_non_null(strstr(errs.msgs[0], "is too long for a unix socket (at most 107 bytes)"));
+	cfg_errors_free(&errs);
+
+	assert_int_equal(cfg_daemon_load("missing.conf", &c, &errs), -1);
+	assert_int_equal(errs.n, 1);
+	assert_string_equal(errs.msgs[0], "missing.conf: cannot open: No such file or directory");
+	cfg_errors_free(&errs);
+	assert_int_equal(chdir("/"), 0);
+	rm_tmpdir(dir);
+}
+
+/* --- writer --- */
+
+static const char writer_base[] = "; web server\n"
+                                  "[vm]\n"
+                                  "name = wr\n"
+                                  "memory = 1G   ; plenty\n"
+                                  "\n"
+                                  "# the root disk\n"
+                                  "[disk root]\n"
+                                  "file = /var/lib/qvmd/wr-root.qcow2\n"
+                                  "boot = yes\n"
+                                  "\n"
+                                  "[net lan0]\n"
+                                  "restrict = yes\n";
+
+static char *
+writer_setup(char **dir, const char *text)
+{
+	char *path;
+
+	*dir = make_tmpdir();
+	assert_true(asprintf(&path, "%s/wr.ini", *dir) > 0);
+	write_all(path, text);
+	return path;
+}
+
+static void
+assert_file_is(const char *path, const char *text)
+{
+	char *got = read_all(path, NULL);
+
+	assert_non_null(got);
+	assert_string_equal(got, text);
+	free(got);
+}
+
+static void
+test_config_write_round_trip(void **state)
+{
+	struct cfg_disk disk = {.id = "data",
+	                        .file = "/var/lib/qvmd/wr-data.img",
+	                        .format = CFG_FORMAT_RAW,
+	                        .size = 3ULL << 30,
+	                        .readonly = true,
+	                        .cache = CFG_CACHE_WRITEBACK};
+	struct cfg_net net = {.id = "lan1", .type = CFG_NET_TAP, .ifname = "tap-wr"};
+	char *dir, *path = writer_setup(&dir, writer_base), *cause = NULL, *want;
+	struct vm_config *vm;
+
+	(void)state;
+	cfg_mac_derive("wr", "lan1", net.mac);
+	assert_int_equal(cfg_write_add_disk(path, &disk, &cause), 0);
+	assert_null(cause);
+	assert_true(asprintf(&want,
+	                     "%s\n[disk data]\nfile = /var/lib/qvmd/wr-data.img\nformat = raw\n"
+	                     "size = 3G\nreadonly = yes\ncache = writeback\n",
+	                     writer_base) > 0);
+	assert_file_is(path, want);
+	free(want);
+
+	assert_int_equal(cfg_write_add_net(path, &net, &cause), 0);
+	vm = load_ok(path);
+	assert_int_equal(vm->ndisks, 2);
+	assert_int_equal(vm->disks[1].size, 3ULL << 30);
+	assert_true(vm->disks[1].readonly);
+	assert_int_equal(vm->nnets, 2);
+	assert_int_equal(vm->nets[1].type, CFG_NET_TAP);
+	assert_string_equal(vm->nets[1].ifname, "tap-wr");
+	assert_true(vm->nets[1].mac_given);
+	assert_memory_equal(vm->nets[1].mac, net.mac, 6);
+	cfg_vm_free(vm);
+
+	assert_int_equal(cfg_write_remove_device(path, "data", &cause), 0);
+	assert_int_equal(cfg_write_remove_device(path, "lan1", &cause), 0);
+	assert_file_is(path, writer_base);
+	assert_int_equal(count_entries(dir), 1); /* no temp file left behind */
+	free(path);
+	rm_tmpdir(dir);
+}
+
+static void
+test_config_write_remove_keeps_layout(void **state)
+{
+	static const char text[] = "[vm]\n"
+	                           "name = wr\n"
+	                           "memory = 1G\n"
+	                           "\n"
+	                           "; data disk, added by hand\n"
+	                           "[disk data]\n"
+	                           "file = /d.img ; raw\n"
+	                           "format = raw\n"
+	                           "\n"
+	                           "; the NIC below is the uplink\n"
+	                           "# (two comment lines)\n"
+	                           "[net up]\n"
+	                           "type = user\n"
+	                           "\n"
+	                           "[disk last]\n"
+	                           "file = /l.img\n";
+	static const char no_data[] = "[vm]\n"
+	                              "name = wr\n"
+	                              "memory = 1G\n"
+	                              "\n"
+	                              "; data disk, added by hand\n"
+	                              "; the NIC below is the uplink\n"
+	                              "# (two comment lines)\n"
+	                              "[net up]\n"
+	                              "type = user\n"
+	                              "\n"
+	                              "[disk last]\n"
+	                              "file = /l.img\n";
+	static const char no_last[] = "[vm]\n"
+	                              "name = wr\n"
+	                              "memory = 1G\n"
+	                              "\n"
+	                              "; data disk, added by hand\n"
+	                              "; the NIC below is the uplink\n"
+	                              "# (two comment lines)\n"
+	                              "[net up]\n"
+	                              "type = user\n";
+	char *dir, *path = writer_setup(&dir, text), *cause = NULL;
+
+	(void)state;
+	assert_int_equal(cfg_write_remove_device(path, "data", &cause), 0);
+	assert_file_is(path, no_data);
+	assert_int_equal(cfg_write_remove_device(path, "last", &cause), 0);
+	assert_file_is(path, no_last);
+	free(path);
+	rm_tmpdir(dir);
+}
+
+static void
+test_config_write_refuses(void **state)
+{
+	struct cfg_disk disk = {.id = "root", .file = "/x.img"};
+	struct cfg_net net = {.id = "root", .type = CFG_NET_USER};
+	char *dir, *path = writer_setup(&dir, writer_base), *cause = NULL;
+
+	(void)state;
+	cfg_mac_derive("wr", "x", net.mac);
+	assert_int_equal(cfg_write_add_disk(path, &disk, &cause), -1);
+	assert_non_null(strstr(cause, "device id 'root' is already defined ([disk root])"));
+	free(cause);
+	cause = NULL;
+	assert_int_equal(cfg_write_add_net(path, &net, &cause), -1); /* ids span kinds */
+	assert_non_null(strstr(cause, "already defined"));
+	free(cause);
+	cause = NULL;
+	net.id = "lan0";
+	assert_int_equal(cfg_write_add_net(path, &net, &cause), -1);
+	assert_non_null(strstr(cause, "([net lan0])"));
+	free(cause);
+	cause = NULL;
+	assert_int_equal(cfg_write_remove_device(path, "nope", &cause), -1);
+	assert_non_null(strstr(cause, "no device 'nope' is defined"));
+	free(cause);
+	cause = NULL;
+	assert_int_equal(cfg_write_remove_device(path, "bad.id", &cause), -1);
+	assert_non_null(cause);
+	free(cause);
+	cause = NULL;
+	disk.id = "0bad";
+	assert_int_equal(cfg_write_add_disk(path, &disk, &cause), -1);
+	assert_non_null(strstr(cause, "not a valid device id"));
+	free(cause);
+	assert_file_is(path, writer_base);
+	assert_int_equal(count_entries(dir), 1);
+	free(path);
+	rm_tmpdir(dir);
+}
+
+/* A result that would not load (or not mean what was asked) leaves the original untouched. */
+static void
+test_config_write_atomic_on_invalid(void **state)
+{
+	struct cfg_disk disk = {.id = "data", .file = "relative.img"};
+	struct cfg_net net = {.id = "lan1", .type = CFG_NET_BRIDGE}; /* bridge missing */
+	char *dir, *path = writer_setup(&dir, writer_base), *cause = NULL;
+	struct stat st;
+
+	(void)state;
+	assert_int_equal(chmod(path, 0640), 0);
+	assert_int_equal(cfg_write_add_disk(path, &disk, &cause), -1);
+	assert_non_null(strstr(cause, "not changed, the result would not load"));
+	assert_non_null(strstr(cause, "'relative.img' is not an absolute path"));
+	free(cause);
+	cause = NULL;
+	cfg_mac_derive("wr", "lan1", net.mac);
+	assert_int_equal(cfg_write_add_net(path, &net, &cause), -1);
+	assert_non_null(strstr(cause, "bridge: required for type = bridge"));
+	free(cause);
+	cause = NULL;
+	/* Values the INI syntax would alter: a newline, an inline comment, outer spaces. */
+	disk.file = "/a.img\nreadonly = yes";
+	assert_int_equal(cfg_write_add_disk(path, &disk, &cause), -1);
+	free(cause);
+	cause = NULL;
+	disk.file = "/a.img ; b";
+	assert_int_equal(cfg_write_add_disk(path, &disk, &cause), -1);
+	assert_non_null(strstr(cause, "cannot be written as given"));
+	free(cause);
+	cause = NULL;
+	disk.file = "/a.img ";
+	assert_int_equal(cfg_write_add_disk(path, &disk, &cause), -1);
+	free(cause);
+	cause = NULL;
+	assert_file_is(path, writer_base);
+	assert_int_equal(count_entries(dir), 1);
+
+	/* A definition that is already broken is not edited. */
+	write_all(path, "[vm]\nname = wr\n");
+	disk.file = "/ok.img";
+	assert_int_equal(cfg_write_add_disk(path, &disk, &cause), -1);
+	assert_non_null(strstr(cause, "the definition has errors"));
+	free(cause);
+	assert_file_is(path, "[vm]\nname = wr\n");
+
+	/* The mode survives a successful write. */
+	write_all(path, writer_base);
+	assert_int_equal(cfg_write_add_disk(path, &disk, &cause), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_int_equal(count_entries(dir), 1);
+	free(path);
+	rm_tmpdir(dir);
+}
+
+static void
+test_config_write_no_trailing_newline(void **state)
+{
+	struct cfg_net net = {.id = "n2", .type = CFG_NET_USER, .restricted = true};
+	char *dir, *path = writer_setup(&dir, "[vm]\nname = wr\nmemory = 1G"), *cause = NULL;
+	char want[200];
+
+	(void)state;
+	cfg_mac_derive("wr", "n2", net.mac);
+	assert_int_equal(cfg_write_add_net(path, &net, &cause), 0);
+	snprintf(want, sizeof(want),
+	         "[vm]\nname = wr\nmemory = 1G\n\n[net n2]\ntype = user\nmac = "
+	         "52:54:00:%02x:%02x:%02x\nrestrict = yes\n",
+	         net.mac[3], net.mac[4], net.mac[5]);
+	assert_file_is(path, want);
+	free(path);
+	rm_tmpdir(dir);
+}
+
+/* --- shipped examples --- */
+
+static void
+test_config_examples_load(void **state)
+{
+	struct daemon_config c;
+	struct cfg_errors errs;
+	struct vm_config *vm;
+
+	(void)state;
+	vm = load_ok(EXAMPLES_DIR "/web1.ini");
+	assert_string_equal(vm->name, "web1");
+	assert_int_equal(vm->accel, CFG_ACCEL_KVM);
+	assert_true(vm->ndisks >= 1);
+	assert_int_equal(vm->disks[0].cache, CFG_CACHE_NONE);
+	assert_true(vm->nnets >= 1);
+	cfg_vm_free(vm);
+
+	cfg_errors_init(&errs);
+	assert_int_equal(cfg_daemon_load(EXAMPLES_DIR "/qvmd.conf", &c, &errs), 0);
+	for (size_t i = 0; i < errs.n; i++)
+		print_error("%s\n", errs.msgs[i]);
+	assert_int_equal(errs.n, 0);
+	/* The example documents the defaults. */
+	assert_string_equal(c.vm_dir, "/etc/qvmd/vms");
+	assert_string_equal(c.run_dir, "/run/qvmd");
+	assert_string_equal(c.control_socket, "/run/qvmd/qvmd.sock");
+	assert_int_equal(c.log_level, CFG_LOG_INFO);
+	cfg_daemon_free(&c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_config_parse_size),
+	    cmocka_unit_test(test_config_parse_duration),
+	    cmocka_unit_test(test_config_parse_bool),
+	    cmocka_unit_test(test_config_parse_mac),
+	    cmocka_unit_test(test_config_mac_derive),
+	    cmocka_unit_test(test_config_names),
+	    cmocka_unit_test(test_config_enum_names),
+	    cmocka_unit_test(test_config_golden_errors),
+	    cmocka_unit_test(test_config_vm_good_fixture),
+	    cmocka_unit_test(test_config_vm_defaults),
+	    cmocka_unit_test(test_config_vm_missing_file),
+	    cmocka_unit_test(test_config_vm_errors_appended),
+	    cmocka_unit_test(test_config_vm_dup),
+	    cmocka_unit_test(test_config_vm_crlf_and_comments),
+	    cmocka_unit_test(test_config_daemon_defaults),
+	    cmocka_unit_test(test_config_daemon_file),
+	    cmocka_unit_test(test_config_daemon_errors),
+	    cmocka_unit_test(test_config_write_round_trip),
+	    cmocka_unit_test(test_config_write_remove_keeps_layout),
+	    cmocka_unit_test(test_config_write_refuses),
+	    cmocka_unit_test(test_config_write_atomic_on_invalid),
+	    cmocka_unit_test(test_config_write_no_trailing_newline),
+	    cmocka_unit_test(test_config_examples_load),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
