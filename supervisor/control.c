@@ -34,7 +34,9 @@ struct client {
 	struct bufferevent *bev;
 	bool subscribed;
 	char *sub_vm; /* NULL: every VM */
-	bool closing; /* flush, then close */
+	unsigned pending; /* requests not answered yet */
+	bool eof;         /* the client shut down its side: close once everything is answered */
+	bool closing;     /* flush, then close */
 	bool dead;
 };
 
@@ -95,7 +97,7 @@ client_write_cb(struct bufferevent *bev, void *arg)
 	struct client *cl = arg;
 
 	if (cl->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		client_drop(cl, "closed after error");
+		client_drop(cl, "closed");
 }
 
 static void
@@ -149,6 +151,7 @@ control_done(struct json_object *result, const char *code, const char *message, 
 	struct client *cl = client_find(r->c, r->serial);
 
 	if (cl != NULL) {
+		cl->pending--;
 		if (code != NULL) {
 			client_error(cl, r->id, code, message);
 		} else {
@@ -161,6 +164,10 @@ control_done(struct json_object *result, const char *code, const char *message, 
 						      : json_object_new_object());
 			client_send(cl, o);
 			json_object_put(o);
+		}
+		if (cl->eof && cl->pending == 0 && !cl->subscribed) {
+			cl->closing = true;
+			client_write_cb(cl->bev, cl);
 		}
 	}
 	json_object_put(result);
@@ -233,6 +240,7 @@ client_request(struct client *cl, const char *line, size_t len)
 	r->c = cl->c;
 	r->serial = cl->serial;
 	r->id = json_object_get(id);
+	cl->pending++;
 	control_dispatch(r, cmd, vm, args);
 out:
 	json_object_put(req);
@@ -281,6 +289,16 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct client *cl = arg;
 
+	/* A client that half-closed after its requests still gets its answers. */
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !cl->subscribed) {
+		cl->eof = true;
+		bufferevent_disable(bev, EV_READ);
+		if (cl->pending == 0) {
+			cl->closing = true;
+			client_write_cb(bev, cl);
+		}
+		return;
+	}
 	client_drop(cl, (what & BEV_EVENT_EOF) ? "eof" : "error");
 }
 

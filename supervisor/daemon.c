@@ -48,7 +48,11 @@ vm_key_cmp(const void *key, const void *elem)
 struct vm *
 daemon_find_vm(struct daemon *d, const char *name)
 {
-	struct vm **p = bsearch(name, d->vms, d->nvms, sizeof *d->vms, vm_key_cmp);
+	struct vm **p;
+
+	if (d->nvms == 0)
+		return NULL;
+	p = bsearch(name, d->vms, d->nvms, sizeof *d->vms, vm_key_cmp);
 
 	return p ? *p : NULL;
 }
@@ -113,7 +117,8 @@ daemon_reload(struct daemon *d)
 	struct vm **old = xcalloc(d->nvms + 1, sizeof *old);
 	size_t nold = d->nvms;
 
-	memcpy(old, d->vms, nold * sizeof *old);
+	if (nold > 0)
+		memcpy(old, d->vms, nold * sizeof *old);
 	if (dir == NULL) {
 		char *msg = xasprintf("%s: %s", d->conf->vm_dir, strerror(errno));
 
@@ -131,7 +136,8 @@ daemon_reload(struct daemon *d)
 	}
 	if (dir != NULL)
 		closedir(dir);
-	qsort(names, n, sizeof *names, name_cmp);
+	if (n > 0)
+		qsort(names, n, sizeof *names, name_cmp);
 
 	for (size_t i = 0; i < n; i++) {
 		struct cfg_errors errs;

@@ -2,6 +2,7 @@
 #include "proc.h"
 #include "log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -53,12 +54,13 @@ proc_starttime(pid_t pid, uint64_t *ticks)
 	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
 	if (read_proc(path, buf, sizeof buf) <= 0)
 		return -1;
-	/* The command name may contain spaces and parentheses: fields restart after the last ')'. */
+	/* The command name may contain spaces and parentheses: fields restart after the last ')',
+	 * where p points at the space before field 3 (state). */
 	p = strrchr(buf, ')');
 	if (p == NULL)
 		return -1;
 	p++;
-	for (field = 2; field < 22 && p != NULL; field++)
+	for (field = 3; field < 22 && p != NULL; field++)
 		p = strchr(p + 1, ' ');
 	if (p == NULL)
 		return -1;
@@ -88,6 +90,27 @@ proc_cmdline_has(pid_t pid, const char *a, const char *b)
 		i += (ssize_t)alen + 1;
 	}
 	free(buf);
+	return found;
+}
+
+pid_t
+proc_find(const char *a1, const char *a2, const char *b1, const char *b2)
+{
+	DIR *dir = opendir("/proc");
+	struct dirent *de;
+	pid_t found = 0, self = getpid();
+
+	while (dir != NULL && found == 0 && (de = readdir(dir)) != NULL) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+
+		if (*end != '\0' || pid <= 0 || pid == self)
+			continue;
+		if (proc_cmdline_has((pid_t)pid, a1, a2) && proc_cmdline_has((pid_t)pid, b1, b2))
+			found = (pid_t)pid;
+	}
+	if (dir != NULL)
+		closedir(dir);
 	return found;
 }
 

@@ -15,6 +15,8 @@ int proc_pidfd_signal(int pidfd, int sig);
 int proc_starttime(pid_t pid, uint64_t *ticks);
 /* Whether /proc/PID/cmdline contains the argument sequence a, b (adjacent). */
 bool proc_cmdline_has(pid_t pid, const char *a, const char *b);
+/* The first process (other than us) whose command line has both adjacent pairs a1 a2 and b1 b2; 0 if none. */
+pid_t proc_find(const char *a1, const char *a2, const char *b1, const char *b2);
 /* Resident set size in KiB, or -1. */
 long proc_rss_kib(pid_t pid);
 

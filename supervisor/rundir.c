@@ -139,6 +139,21 @@ vm_adopt(struct vm *vm)
 		json_object_put(o);
 	}
 	if (o == NULL || !rundir_verify(vm, pid, starttime)) {
+		/* No usable state.json (qvmd died between spawning QEMU and writing it, or the file is
+		 * stale): QEMU's own command line still names this VM's pidfile. */
+		char *pf = vm_run_path(vm, "qemu.pid"), *gname = xasprintf("guest=%s", vm->name);
+
+		pid = proc_find("-pidfile", pf, "-name", gname);
+		free(pf);
+		free(gname);
+		if (pid > 0 && proc_starttime(pid, &starttime) == 0) {
+			log_warn("vm %s: found its qemu (pid %d) by command line", vm->name, (int)pid);
+			vm->started_at = daemon_now_ms();
+		} else {
+			pid = 0;
+		}
+	}
+	if (pid == 0) {
 		char *dir = vm_run_path(vm, "");
 
 		if (access(dir, F_OK) == 0) {
@@ -147,8 +162,7 @@ vm_adopt(struct vm *vm)
 			if (o != NULL && pidfile_left) {
 				vm->last_exit = xstrdup("qemu died while qvmd was not running");
 				vm->state = VM_CRASHED;
-				log_warn("vm %s: qemu (pid %d) died while qvmd was down", vm->name,
-					 (int)pid);
+				log_warn("vm %s: its qemu died while qvmd was down", vm->name);
 			} else {
 				vm->last_exit = xstrdup("qemu exited while qvmd was not running");
 				log_info("vm %s: qemu exited while qvmd was down", vm->name);
@@ -181,21 +195,11 @@ vm_adopt(struct vm *vm)
 		free(vm->live_cfg->path);
 		vm->live_cfg->path = xstrdup(vm->cfg ? vm->cfg->path : ini);
 	}
-	{
-		FILE *f = fopen(ini, "re");
-
-		if (f != NULL) {
-			char buf[65536];
-			size_t n = fread(buf, 1, sizeof buf - 1, f);
-
-			buf[n] = '\0';
-			vm->live_text = xstrdup(buf);
-			fclose(f);
-		}
-	}
+	vm->live_text = vm_read_text(ini);
 	free(ini);
 	vm->state = VM_RUNNING;
 	vm_devs_load(vm);
+	rundir_save(vm);
 	vm_watch_pid(vm);
 	if (vm_open_qmp(vm, -1, &cause) < 0) {
 		log_error("vm %s: cannot re-open qmp: %s", vm->name, cause);

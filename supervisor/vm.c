@@ -576,6 +576,15 @@ cont_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 }
 
 static void
+ignore_reply(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct vm *vm = arg;
+
+	if (r->status != QMP_OK)
+		log_warn("vm %s: %s failed: %s", vm->name, r->command, r->error_desc);
+}
+
+static void
 adopt_status_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct vm *vm = arg;
@@ -586,6 +595,15 @@ adopt_status_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	snprintf(vm->qemu_status, sizeof vm->qemu_status, "%s", json_object_get_string(st));
 	if (vm->state == VM_RUNNING && strcmp(vm->qemu_status, "paused") == 0)
 		vm_set_state(vm, VM_PAUSED);
+	/* qvmd died between spawning QEMU (-S) and `cont`: finish that start now. */
+	if (strcmp(vm->qemu_status, "prelaunch") == 0) {
+		char *cause = NULL;
+
+		log_info("vm %s: was left paused before its first instruction; continuing the start",
+			 vm->name);
+		qmp_execute(conn, "cont", NULL, 0, ignore_reply, vm, &cause);
+		free(cause);
+	}
 }
 
 static void

@@ -18,8 +18,8 @@ check "powerdown of a guest ignoring ACPI escalates to quit ($out)" \
 	[ "$(echo "$out" | field .ended_by)" = quit ]
 check "escalation waited for the 2 s timeout" [ $(((t1 - t0) / 1000000)) -ge 1900 ]
 check "fw1 stopped" [ "$(ctl --json status fw1 | field .state)" = stopped ]
-check "fw1 qemu gone" sh -c "! kill -0 $pid1 2>/dev/null"
-check "last exit says how it ended" sh -c "ctl --json status fw1 | field .last_exit | grep -q 'ended by quit'"
+check "fw1 qemu gone" gone $pid1
+check "last exit says how it ended" contains "$(ctl --json status fw1 | field .last_exit)" "ended by quit"
 
 out=$(ctl powerdown fw1 --timeout 2s --no-wait 2>&1); rc=$?
 check "powerdown of a stopped vm fails with exit 1 ($out)" [ $rc -eq 1 ]
@@ -31,19 +31,19 @@ check "resume fw2" ctl resume fw2
 check "status shows running" [ "$(ctl --json status fw2 | field .state)" = running ]
 check "qemu agrees: running" [ "$(ctl --json qmp fw2 query-status | field .return.running)" = true ]
 out=$(ctl qmp fw2 no-such-command 2>&1); rc=$?
-check "unknown qmp command: exit 1 with QEMU's error ($out)" sh -c "[ $rc -eq 1 ] && echo '$out' | grep -q CommandNotFound"
+check "unknown qmp command: exit 1 with QEMU's error ($out)" failed_with $rc "$out" CommandNotFound
 
 pid2=$(ctl --json status fw2 | field .pid)
 out=$(ctl --json kill fw2 2>&1)
 check "kill stops it ($out)" [ "$(ctl --json status fw2 | field .state)" = stopped ]
 check "kill ended it with quit" [ "$(echo "$out" | field .ended_by)" = quit ]
-check "fw2 qemu gone" sh -c "! kill -0 $pid2 2>/dev/null"
+check "fw2 qemu gone" gone $pid2
 
 check "start fw2 again" ctl start fw2
 check "powerdown --no-wait returns stopping at once" \
 	[ "$(ctl --json powerdown fw2 --timeout 1s --no-wait | field .state)" = stopping ]
 out=$(ctl reset fw2 2>&1); rc=$?
-check "a second operation meanwhile is busy ($out)" sh -c "[ $rc -eq 1 ] && echo '$out' | grep -q busy"
+check "a second operation meanwhile is busy ($out)" failed_with $rc "$out" busy
 check "the escalation still stops it" wait_state fw2 stopped 15
 check "no qemu left" [ -z "$(qemu_pids)" ]
 finish

@@ -14,7 +14,7 @@ check "guest prints GUEST-READY" wait_console g1 GUEST-READY 1 60
 pid=$(ctl --json status g1 | field .pid)
 check "status shows a live qemu pid" kill -0 "$pid"
 check "status shows qemu's own run state" [ "$(ctl --json status g1 | field .qemu_status)" = running ]
-check "list shows the vm running" sh -c "ctl list | grep -q '^g1 *running'"
+check "list shows the vm running" [ "$(ctl list | awk '$1=="g1"{print $2}')" = running ]
 
 check "reset succeeds" ctl reset g1
 check "reset reboots the guest (GUEST-INIT twice)" wait_console g1 GUEST-INIT 2 60
@@ -24,10 +24,10 @@ out=$(ctl --json powerdown g1 2>&1)
 check "powerdown ended by the guest ($out)" [ "$(echo "$out" | field .ended_by)" = guest ]
 check "guest ran its power-button handler" wait_console g1 GUEST-POWERDOWN 1 5
 check "state stopped after powerdown" [ "$(ctl --json status g1 | field .state)" = stopped ]
-check "qemu process is gone" sh -c "! kill -0 $pid 2>/dev/null"
+check "qemu process is gone" gone $pid
 sleep 0.3
 check "events stream saw SHUTDOWN with reason guest-shutdown" \
-	sh -c "grep SHUTDOWN '$T/events.log' | grep -q guest-shutdown"
+	contains "$(grep SHUTDOWN "$T/events.log")" guest-shutdown
 check "events stream saw the state change to stopped" grep -q "stopped" "$T/events.log"
 check "run directory cleaned up" [ ! -e "$T/run/g1" ]
 kill $EVPID 2>/dev/null

@@ -32,7 +32,7 @@ check "status of 9 other vms answers live ($ok_status/9, $(((t1 - t0) / 1000000)
 check "status of the stuck vm shows a timeout" [ "$(ctl --json status m7 | field .qemu_status)" = timeout ]
 out=$(ctl --json kill m7 2>&1)
 check "kill ends the stuck qemu ($out)" [ "$(ctl --json status m7 | field .state)" = stopped ]
-check "stuck qemu process gone" sh -c "! kill -0 $stuck 2>/dev/null"
+check "stuck qemu process gone" gone $stuck
 check "the others still run" [ "$(ctl list | grep -c ' running ')" -eq $((N - 1)) ]
 
 out=$(ctl --json powerdown --all --timeout 1s 2>&1)
