@@ -676,6 +676,11 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 		return;
 	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, disk->id, cb, arg))
 		return;
+	if (create_size == 0 && access(disk->file, F_OK) < 0) {
+		refuse(cb, arg, "invalid",
+		       xasprintf("vm %s: %s: %s", vm->name, disk->file, strerror(errno)));
+		return;
+	}
 	if (disk->file[0] != '/' || !path_allowed(vm, disk->file, create_size > 0)) {
 		refuse(cb, arg, "denied",
 		       xasprintf("vm %s: %s is not below an image directory qvmd may use (image_dirs "
