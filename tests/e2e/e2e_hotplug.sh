@@ -12,7 +12,8 @@ guest_vm gq q35 "hotplug_slots = 3"
 guest_vm gp pc
 fw_vm fw q35 "hotplug_slots = 5"
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
-ctl start gq >/dev/null & ctl start gp >/dev/null & ctl start fw >/dev/null & wait
+for v in gq gp fw; do spawn "$QVMCTL" start $v; done >/dev/null
+wait_spawned
 check "guests ready" wait_console gq GUEST-READY 1 90
 check "pc guest ready" wait_console gp GUEST-READY 1 90
 "$QVMCTL" events >"$T/events.log" 2>&1 &

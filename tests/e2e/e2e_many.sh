@@ -7,8 +7,8 @@ N=20
 for i in $(seq 1 $N); do fw_vm "m$i" q35; done
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
 
-for i in $(seq 1 $N); do ctl start "m$i" >"$T/start.$i" 2>&1 & done
-wait
+for i in $(seq 1 $N); do spawn sh -c "'$QVMCTL' start m$i >'$T/start.$i' 2>&1"; done
+wait_spawned
 fails=0
 for i in $(seq 1 $N); do grep -q running "$T/start.$i" || fails=$((fails + 1)); done
 check "all $N parallel starts succeed" [ $fails -eq 0 ]

@@ -12,8 +12,8 @@ fw_vm a2 pc
 fw_vm a3 q35
 fw_vm a4 pc
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
-for v in g1 a1 a2 a3 a4; do ctl start $v >/dev/null & done
-wait
+for v in g1 a1 a2 a3 a4; do spawn "$QVMCTL" start $v; done >/dev/null
+wait_spawned
 check "all 5 running" [ "$(ctl list | grep -c ' running ')" -eq 5 ]
 check "guest booted" wait_console g1 GUEST-READY 1 60
 before=$(for v in g1 a1 a2 a3 a4; do echo "$v $(ctl --json status $v | field .pid)"; done)

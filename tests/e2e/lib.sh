@@ -91,6 +91,7 @@ INI
 }
 
 start_qvmd() {
+	rm -f "$SOCK" # a killed qvmd leaves its socket behind: wait for the new one
 	"$QVMD" -f -c "$T/qvmd.conf" >>"$T/qvmd.log" 2>&1 &
 	QVMD_PID=$!
 	i=0
@@ -137,3 +138,7 @@ contains() { printf '%s\n' "$1" | grep -qF -- "$2"; }
 # failed_with RC TEXT PATTERN: the command exited 1 (operation failed) and said PATTERN.
 failed_with() { [ "$1" -eq 1 ] && contains "$2" "$3"; }
 gone() { ! kill -0 "$1" 2>/dev/null; }
+# spawn CMD...: runs a command in the background and remembers it for wait_spawned.
+SPAWNED=
+spawn() { "$@" & SPAWNED="$SPAWNED $!"; }
+wait_spawned() { [ -n "$SPAWNED" ] && wait $SPAWNED; SPAWNED=; }
