@@ -1,0 +1,54 @@
+/*
+ * supervisor/ctl_client: qvmctl's blocking connection to the daemon's control socket. One request,
+ * one reply (matched by id); after a subscription, the event lines that follow.
+ */
+#ifndef QVMD_CTL_CLIENT_H
+#define QVMD_CTL_CLIENT_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#define CTL_CLIENT_MAX_LINE (64u * 1024 * 1024) /* largest reply or event line accepted */
+
+/* Outcome of a read or a request. */
+enum ctl_io {
+	CTL_IO_OK,      /* a message arrived */
+	CTL_IO_EOF,     /* the daemon closed the connection */
+	CTL_IO_ERROR,   /* socket error or a malformed line; *cause says which */
+	CTL_IO_TIMEOUT, /* the deadline passed */
+	CTL_IO_INTR,    /* a signal unblocked by the client's signal mask arrived */
+};
+
+struct ctl_client;
+
+/* Milliseconds on the monotonic clock, the base of every deadline. */
+int64_t ctl_now_ms(void);
+
+/*
+ * Connects to the unix socket at path. deadline_ms is an absolute ctl_now_ms() value after which
+ * every call gives up with CTL_IO_TIMEOUT, or -1 for none. Returns NULL with *cause on failure.
+ */
+struct ctl_client *ctl_client_connect(const char *path, int64_t deadline_ms, char **cause);
+void ctl_client_free(struct ctl_client *c);
+
+/*
+ * Signals to let through while waiting (the rest of the time they stay as the caller blocked them):
+ * a wait interrupted by one of them returns CTL_IO_INTR. NULL: waits keep the current mask.
+ */
+void ctl_client_set_waitmask(struct ctl_client *c, const sigset_t *mask);
+
+/*
+ * Sends {"id":N,"cmd":cmd,"vm":vm,"args":args} (vm and args left out when NULL; args borrowed) and
+ * waits for the reply carrying the same id. Lines without an id that arrive meanwhile (events) are
+ * kept for ctl_client_next. On CTL_IO_OK, *reply is the caller's; otherwise *cause is set (except
+ * for CTL_IO_EOF and CTL_IO_TIMEOUT, where it may be NULL).
+ */
+enum ctl_io ctl_client_request(struct ctl_client *c, const char *cmd, const char *vm,
+                               struct json_object *args, struct json_object **reply, char **cause);
+
+/* Returns the next message without an id (an event); *msg is the caller's. */
+enum ctl_io ctl_client_next(struct ctl_client *c, struct json_object **msg, char **cause);
+
+#endif

@@ -1,0 +1,209 @@
+/* Hot-plug verbs: attach-disk, attach-net, detach, devices. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "ctl_print.h"
+#include "ctl_verbs.h"
+#include "log.h"
+
+/* Sends cmd with req for args->argv[0] and prints "VM: <what> ID" (or the result with --json). */
+static int
+ctl_dev_send(struct ctl *ctl, struct ctl_args *args, struct json_object *req, const char *what)
+{
+	struct json_object *reply, *res;
+	int rc;
+
+	if ((rc = ctl_call(ctl, ctl->verb->name, args->argv[0], req, &reply, &res)) != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json)
+		ctl_print_json(stdout, res);
+	else
+		printf("%s: %s %s%s\n", args->argv[0], what, args->argv[1],
+		       ctl_args_has(args, "persist") ? " (persisted)" : "");
+	json_object_put(reply);
+	return CTL_EXIT_OK;
+}
+
+static int
+ctl_dev_attach_disk(struct ctl *ctl, struct ctl_args *args)
+{
+	const char *file = ctl_args_get(args, "file"), *format = ctl_args_get(args, "format");
+	const char *cache = ctl_args_get(args, "cache"), *create = ctl_args_get(args, "create");
+	struct json_object *req;
+	enum cfg_format f;
+	enum cfg_cache c;
+	uint64_t size = 0;
+
+	if (file == NULL || *file == '\0')
+		return ctl_usage_error(ctl, "attach-disk: --file PATH is required");
+	if (format != NULL && cfg_format_parse(format, &f) != 0)
+		return ctl_usage_error(ctl, "attach-disk: --format: '%s' is not qcow2 or raw",
+		                       format);
+	if (cache != NULL && cfg_cache_parse(cache, &c) != 0)
+		return ctl_usage_error(ctl,
+		                       "attach-disk: --cache: '%s' is not none, writeback, "
+		                       "writethrough, directsync or unsafe",
+		                       cache);
+	if (create != NULL && (cfg_parse_size(create, &size) != 0 || size == 0))
+		return ctl_usage_error(
+		    ctl, "attach-disk: --create: '%s' is not a size (use e.g. 10G)", create);
+
+	req = json_object_new_object();
+	json_object_object_add(req, "id", json_object_new_string(args->argv[1]));
+	json_object_object_add(req, "file", json_object_new_string(file));
+	if (format != NULL)
+		json_object_object_add(req, "format", json_object_new_string(cfg_format_name(f)));
+	json_object_object_add(req, "readonly",
+	                       json_object_new_boolean(ctl_args_has(args, "readonly")));
+	if (cache != NULL)
+		json_object_object_add(req, "cache", json_object_new_string(cfg_cache_name(c)));
+	if (create != NULL)
+		json_object_object_add(req, "create_size", json_object_new_uint64(size));
+	json_object_object_add(req, "persist",
+	                       json_object_new_boolean(ctl_args_has(args, "persist")));
+	return ctl_dev_send(ctl, args, req, "attached disk");
+}
+
+static int
+ctl_dev_attach_net(struct ctl *ctl, struct ctl_args *args)
+{
+	const char *type = ctl_args_get(args, "type"), *mac = ctl_args_get(args, "mac");
+	const char *bridge = ctl_args_get(args, "bridge"), *ifname = ctl_args_get(args, "ifname");
+	struct json_object *req;
+	enum cfg_net_type t;
+	uint8_t addr[6];
+	char text[18];
+
+	if (type != NULL && cfg_net_type_parse(type, &t) != 0)
+		return ctl_usage_error(ctl, "attach-net: --type: '%s' is not user, tap or bridge",
+		                       type);
+	if (mac != NULL && cfg_parse_mac(mac, addr) != 0)
+		return ctl_usage_error(ctl,
+		                       "attach-net: --mac: '%s' is not a unicast MAC address (use "
+		                       "e.g. 52:54:00:12:34:56)",
+		                       mac);
+	if (bridge != NULL && *bridge == '\0')
+		return ctl_usage_error(ctl, "attach-net: --bridge: empty name");
+	if (ifname != NULL && *ifname == '\0')
+		return ctl_usage_error(ctl, "attach-net: --ifname: empty name");
+
+	req = json_object_new_object();
+	json_object_object_add(req, "id", json_object_new_string(args->argv[1]));
+	if (type != NULL)
+		json_object_object_add(req, "type", json_object_new_string(cfg_net_type_name(t)));
+	if (mac != NULL) {
+		cfg_mac_format(addr, text);
+		json_object_object_add(req, "mac", json_object_new_string(text));
+	}
+	if (bridge != NULL)
+		json_object_object_add(req, "bridge", json_object_new_string(bridge));
+	if (ifname != NULL)
+		json_object_object_add(req, "ifname", json_object_new_string(ifname));
+	json_object_object_add(req, "restrict",
+	                       json_object_new_boolean(ctl_args_has(args, "restrict")));
+	json_object_object_add(req, "persist",
+	                       json_object_new_boolean(ctl_args_has(args, "persist")));
+	return ctl_dev_send(ctl, args, req, "attached net");
+}
+
+static int
+ctl_dev_detach(struct ctl *ctl, struct ctl_args *args)
+{
+	struct json_object *req;
+	uint64_t timeout_ms;
+	bool has_timeout;
+	int rc;
+
+	if ((rc = ctl_args_duration(ctl, args, "timeout", &timeout_ms, &has_timeout)) != 0)
+		return rc;
+	req = json_object_new_object();
+	json_object_object_add(req, "id", json_object_new_string(args->argv[1]));
+	json_object_object_add(req, "persist",
+	                       json_object_new_boolean(ctl_args_has(args, "persist")));
+	if (has_timeout)
+		json_object_object_add(req, "timeout_ms", json_object_new_uint64(timeout_ms));
+	return ctl_dev_send(ctl, args, req, "detached");
+}
+
+static int
+ctl_dev_devices(struct ctl *ctl, struct ctl_args *args)
+{
+	static const char *const headers[] = {"ID",   "KIND", "BACKEND",   "MAC/FORMAT",
+	                                      "ADDR", "LIVE", "PERSISTENT"};
+	struct json_object *reply, *res, *list, *dev;
+	const char *row[7], *kind;
+	struct ctl_table *t;
+	int rc;
+
+	if ((rc = ctl_call(ctl, "devices", args->argv[0], NULL, &reply, &res)) != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_json(stdout, res);
+		json_object_put(reply);
+		return CTL_EXIT_OK;
+	}
+	t = ctl_table_new(7, headers);
+	list = ctl_json_array(res, "devices");
+	for (size_t i = 0; list != NULL && i < json_object_array_length(list); i++) {
+		dev = json_object_array_get_idx(list, i);
+		kind = ctl_json_str(dev, "kind", "?");
+		row[0] = ctl_json_str(dev, "id", "?");
+		row[1] = kind;
+		if (strcmp(kind, "net") == 0) {
+			row[2] = ctl_json_str(dev, "type", "-");
+			row[3] = ctl_json_str(dev, "mac", "-");
+		} else {
+			row[2] = ctl_json_str(dev, "file", "-");
+			row[3] = ctl_json_str(dev, "format", "-");
+		}
+		row[4] = ctl_json_str(dev, "pci_addr", ctl_json_str(dev, "bus", "-"));
+		if (ctl_json_bool(dev, "pending_removal", false))
+			row[5] = "removing";
+		else
+			row[5] = ctl_json_bool(dev, "live", false) ? "yes" : "no";
+		row[6] = ctl_json_bool(dev, "persistent", false) ? "yes" : "no";
+		ctl_table_add(t, row);
+	}
+	ctl_table_print(t, stdout);
+	ctl_table_free(t);
+	json_object_put(reply);
+	return CTL_EXIT_OK;
+}
+
+static const struct ctl_opt ctl_dev_disk_opts[] = {
+    {"file", true},   {"format", true},   {"readonly", false}, {"cache", true},
+    {"create", true}, {"persist", false}, {NULL, false},
+};
+static const struct ctl_opt ctl_dev_net_opts[] = {
+    {"type", true},      {"mac", true},      {"bridge", true}, {"ifname", true},
+    {"restrict", false}, {"persist", false}, {NULL, false},
+};
+static const struct ctl_opt ctl_dev_detach_opts[] = {
+    {"persist", false},
+    {"timeout", true},
+    {NULL, false},
+};
+
+const struct ctl_verb ctl_verb_attach_disk = {
+    "attach-disk",
+    "NAME ID --file PATH [--format qcow2|raw] [--readonly] [--cache MODE] [--create SIZE] "
+    "[--persist]",
+    2,
+    2,
+    ctl_dev_disk_opts,
+    ctl_dev_attach_disk,
+};
+const struct ctl_verb ctl_verb_attach_net = {
+    "attach-net",
+    "NAME ID [--type user|tap|bridge] [--mac MAC] [--bridge BR] [--ifname TAP] [--restrict] "
+    "[--persist]",
+    2,
+    2,
+    ctl_dev_net_opts,
+    ctl_dev_attach_net,
+};
+const struct ctl_verb ctl_verb_detach = {
+    "detach", "NAME ID [--persist] [--timeout D]", 2, 2, ctl_dev_detach_opts, ctl_dev_detach,
+};
+const struct ctl_verb ctl_verb_devices = {"devices", "NAME", 1, 1, NULL, ctl_dev_devices};

@@ -1,0 +1,271 @@
+/* The verb table, per-verb option parsing and the request/reply step every verb shares. */
+#include "ctl_verbs.h"
+
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cfg.h"
+#include "ctl_print.h"
+#include "log.h"
+
+const struct ctl_verb *const ctl_verbs[] = {
+    &ctl_verb_list,
+    &ctl_verb_status,
+    &ctl_verb_start,
+    &ctl_verb_powerdown,
+    &ctl_verb_reset,
+    &ctl_verb_pause,
+    &ctl_verb_resume,
+    &ctl_verb_kill,
+    &ctl_verb_events,
+    &ctl_verb_qmp,
+    &ctl_verb_reload,
+    &ctl_verb_version,
+    &ctl_verb_attach_disk,
+    &ctl_verb_attach_net,
+    &ctl_verb_detach,
+    &ctl_verb_devices,
+    NULL,
+};
+
+const struct ctl_verb *
+ctl_verb_find(const char *name)
+{
+	for (size_t i = 0; ctl_verbs[i] != NULL; i++) {
+		if (strcmp(ctl_verbs[i]->name, name) == 0)
+			return ctl_verbs[i];
+	}
+	return NULL;
+}
+
+/* Prints "qvmctl VERB USAGE" after first, one line per " | "-separated alternative, the others
+ * after rest. */
+static void
+ctl_verb_usage(FILE *f, const struct ctl_verb *verb, const char *first, const char *rest)
+{
+	const char *p = verb->usage, *bar;
+	const char *lead = first;
+
+	for (;;) {
+		bar = strstr(p, " | ");
+		fprintf(f, "%sqvmctl %s%s%.*s\n", lead, verb->name, *p != '\0' ? " " : "",
+		        bar != NULL ? (int)(bar - p) : (int)strlen(p), p);
+		if (bar == NULL)
+			break;
+		p = bar + 3;
+		lead = rest;
+	}
+}
+
+void
+ctl_usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: qvmctl [-s SOCKET] [--json] [-t SECONDS] [-h] VERB [ARGS...]\n"
+	        "  -s SOCKET   control socket (default $QVMD_SOCKET, else " CTL_DEFAULT_SOCKET ")\n"
+	        "  --json      print the daemon's reply as JSON\n"
+	        "  -t SECONDS  give up waiting for the daemon after this long (exit 3)\n"
+	        "verbs:\n");
+	for (size_t i = 0; ctl_verbs[i] != NULL; i++)
+		ctl_verb_usage(f, ctl_verbs[i], "  ", "  ");
+}
+
+int
+ctl_usage_error(struct ctl *ctl, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("qvmctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (ctl->verb != NULL)
+		ctl_verb_usage(stderr, ctl->verb, "usage: ", "       ");
+	return CTL_EXIT_USAGE;
+}
+
+static int
+ctl_opt_index(const struct ctl_verb *verb, const char *name)
+{
+	for (int i = 0; verb->opts != NULL && verb->opts[i].name != NULL; i++) {
+		if (strcmp(verb->opts[i].name, name) == 0)
+			return i;
+	}
+	fatal("verb %s has no option --%s", verb->name, name);
+}
+
+int
+ctl_verb_parse(const struct ctl_verb *verb, int argc, char **argv, struct ctl_args *args)
+{
+	struct option longopts[CTL_OPTS_MAX + 2];
+	struct ctl ctl = {.verb = verb};
+	int n = 0, ch, idx;
+
+	memset(args, 0, sizeof *args);
+	args->verb = verb;
+	for (; verb->opts != NULL && verb->opts[n].name != NULL; n++) {
+		if (n == CTL_OPTS_MAX)
+			fatal("verb %s has too many options", verb->name);
+		longopts[n] = (struct option){
+		    verb->opts[n].name, verb->opts[n].has_value ? required_argument : no_argument,
+		    NULL, 256 + n};
+	}
+	longopts[n] = (struct option){"help", no_argument, NULL, 'h'};
+	longopts[n + 1] = (struct option){NULL, 0, NULL, 0};
+
+	/* GNU getopt permutes, so options may follow the positional arguments. */
+	optind = 0;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":h", longopts, &idx)) != -1) {
+		if (ch == 'h') {
+			ctl_verb_usage(stdout, verb, "usage: ", "       ");
+			return -1;
+		}
+		if (ch == ':') {
+			if (optopt >= 256)
+				return ctl_usage_error(&ctl, "%s: option '--%s' needs a value",
+				                       verb->name, verb->opts[optopt - 256].name);
+			return ctl_usage_error(&ctl, "%s: option '%s' needs a value", verb->name,
+			                       argv[optind - 1]);
+		}
+		if (ch == '?') {
+			if (optopt > 0 && optopt < 256)
+				return ctl_usage_error(&ctl, "%s: unknown option '-%c'", verb->name,
+				                       optopt);
+			return ctl_usage_error(&ctl, "%s: unknown option '%s'", verb->name,
+			                       argv[optind - 1]);
+		}
+		args->value[ch - 256] = verb->opts[ch - 256].has_value ? optarg : "";
+	}
+	args->argc = argc - optind;
+	args->argv = argv + optind;
+	if (args->argc < verb->min_args)
+		return ctl_usage_error(&ctl, "%s: missing arguments", verb->name);
+	if (args->argc > verb->max_args)
+		return ctl_usage_error(&ctl, "%s: too many arguments", verb->name);
+	for (int i = 0; i < args->argc; i++) {
+		if (args->argv[i][0] == '\0')
+			return ctl_usage_error(&ctl, "%s: empty argument", verb->name);
+	}
+	return CTL_EXIT_OK;
+}
+
+const char *
+ctl_args_get(const struct ctl_args *args, const char *name)
+{
+	return args->value[ctl_opt_index(args->verb, name)];
+}
+
+bool
+ctl_args_has(const struct ctl_args *args, const char *name)
+{
+	return ctl_args_get(args, name) != NULL;
+}
+
+int
+ctl_args_duration(struct ctl *ctl, const struct ctl_args *args, const char *name, uint64_t *ms,
+                  bool *given)
+{
+	const char *text = ctl_args_get(args, name);
+
+	*ms = 0;
+	*given = text != NULL;
+	if (text == NULL)
+		return CTL_EXIT_OK;
+	if (cfg_parse_duration(text, ms) != 0)
+		return ctl_usage_error(ctl, "%s: --%s: '%s' is not a duration (use e.g. 30s or 2m)",
+		                       ctl->verb->name, name, text);
+	return CTL_EXIT_OK;
+}
+
+int
+ctl_connect(struct ctl *ctl)
+{
+	char *cause = NULL;
+
+	if (ctl->client != NULL)
+		return CTL_EXIT_OK;
+	ctl->client = ctl_client_connect(ctl->socket, ctl->deadline_ms, &cause);
+	if (ctl->client == NULL) {
+		fprintf(stderr, "qvmctl: %s (is qvmd running?)\n", cause);
+		free(cause);
+		return CTL_EXIT_UNREACHABLE;
+	}
+	return CTL_EXIT_OK;
+}
+
+/* Prints why the exchange with the daemon failed; returns CTL_EXIT_UNREACHABLE. */
+static int
+ctl_io_failed(struct ctl *ctl, enum ctl_io io, char *cause)
+{
+	switch (io) {
+	case CTL_IO_TIMEOUT:
+		fprintf(stderr, "qvmctl: %s: timed out waiting for the daemon\n", ctl->socket);
+		break;
+	case CTL_IO_EOF:
+		fprintf(stderr, "qvmctl: %s: connection lost before the reply\n", ctl->socket);
+		break;
+	default:
+		fprintf(stderr, "qvmctl: %s: %s\n", ctl->socket, cause != NULL ? cause : "error");
+		break;
+	}
+	free(cause);
+	return CTL_EXIT_UNREACHABLE;
+}
+
+int
+ctl_call(struct ctl *ctl, const char *cmd, const char *vm, struct json_object *args,
+         struct json_object **reply, struct json_object **result)
+{
+	struct json_object *ok, *err, *res;
+	char *cause = NULL;
+	enum ctl_io io;
+	int rc;
+
+	*reply = NULL;
+	*result = NULL;
+	if ((rc = ctl_connect(ctl)) != CTL_EXIT_OK) {
+		json_object_put(args);
+		return rc;
+	}
+	io = ctl_client_request(ctl->client, cmd, vm, args, reply, &cause);
+	json_object_put(args);
+	if (io != CTL_IO_OK)
+		return ctl_io_failed(ctl, io, cause);
+
+	if (!json_object_object_get_ex(*reply, "ok", &ok) ||
+	    !json_object_is_type(ok, json_type_boolean)) {
+		json_object_put(*reply);
+		*reply = NULL;
+		return ctl_io_failed(ctl, CTL_IO_ERROR, xstrdup("reply without \"ok\""));
+	}
+	if (!json_object_get_boolean(ok)) {
+		if (!json_object_object_get_ex(*reply, "error", &err) ||
+		    !json_object_is_type(err, json_type_object)) {
+			err = json_object_new_object();
+			json_object_object_add(err, "code", json_object_new_string("failed"));
+			json_object_object_add(err, "message",
+			                       json_object_new_string("request failed"));
+			json_object_object_add(*reply, "error", err);
+		}
+		/* With --json the error object goes to stdout for scripts, the message to stderr.
+		 */
+		if (ctl->json)
+			ctl_print_json(stdout, err);
+		fprintf(stderr, "qvmctl: %s\n",
+		        ctl_json_str(err, "message", ctl_json_str(err, "code", "failed")));
+		json_object_put(*reply);
+		*reply = NULL;
+		return CTL_EXIT_FAILED;
+	}
+	if (!json_object_object_get_ex(*reply, "result", &res) ||
+	    !json_object_is_type(res, json_type_object)) {
+		res = json_object_new_object();
+		json_object_object_add(*reply, "result", res);
+	}
+	*result = res;
+	return CTL_EXIT_OK;
+}

@@ -1,0 +1,99 @@
+/*
+ * supervisor/ctl_verbs: qvmctl's verb table. Each verb declares its usage, how many positional
+ * arguments it takes and which long options it accepts; the dispatcher parses those and the verb's
+ * exec builds one request, sends it and prints the reply.
+ */
+#ifndef QVMD_CTL_VERBS_H
+#define QVMD_CTL_VERBS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <json-c/json.h>
+
+#include "ctl_client.h"
+
+#define CTL_DEFAULT_SOCKET "/run/qvmd/qvmd.sock"
+
+/* Exit codes, a contract with scripts. */
+enum ctl_exit {
+	CTL_EXIT_OK = 0,
+	CTL_EXIT_FAILED = 1,      /* the daemon answered ok:false */
+	CTL_EXIT_USAGE = 2,       /* bad verb, option or value: nothing was sent */
+	CTL_EXIT_UNREACHABLE = 3, /* no connection, or it was lost before the reply */
+};
+
+/* One run of qvmctl: global options and the connection, opened on first use. */
+struct ctl {
+	const char *socket;
+	bool json;
+	int64_t deadline_ms; /* -1: wait for replies as long as it takes */
+	const struct ctl_verb *verb;
+	struct ctl_client *client;
+};
+
+#define CTL_OPTS_MAX 8
+
+/* A long option of a verb ("--timeout D" has a value, "--persist" does not). */
+struct ctl_opt {
+	const char *name;
+	bool has_value;
+};
+
+/* A verb's command line after option parsing. */
+struct ctl_args {
+	const struct ctl_verb *verb;
+	int argc; /* positional arguments, options removed */
+	char **argv;
+	const char *value[CTL_OPTS_MAX]; /* by index in the verb's opts; NULL when not given */
+};
+
+struct ctl_verb {
+	const char *name;
+	const char *usage; /* what follows the verb; alternatives separated by " | " */
+	int min_args, max_args;
+	const struct ctl_opt *opts; /* terminated by a NULL name; NULL for none */
+	int (*exec)(struct ctl *ctl, struct ctl_args *args);
+};
+
+extern const struct ctl_verb ctl_verb_list, ctl_verb_status, ctl_verb_start, ctl_verb_powerdown,
+    ctl_verb_reset, ctl_verb_pause, ctl_verb_resume, ctl_verb_kill;
+extern const struct ctl_verb ctl_verb_events, ctl_verb_qmp, ctl_verb_reload, ctl_verb_version;
+extern const struct ctl_verb ctl_verb_attach_disk, ctl_verb_attach_net, ctl_verb_detach,
+    ctl_verb_devices;
+
+/* The table, NULL-terminated, in the order usage lists it. */
+extern const struct ctl_verb *const ctl_verbs[];
+
+const struct ctl_verb *ctl_verb_find(const char *name);
+/* Prints the global usage and every verb's to f. */
+void ctl_usage(FILE *f);
+/*
+ * Parses argv (argv[0] is the verb) into args. Returns CTL_EXIT_OK; CTL_EXIT_USAGE after printing
+ * why; or -1 after printing the verb's usage for --help.
+ */
+int ctl_verb_parse(const struct ctl_verb *verb, int argc, char **argv, struct ctl_args *args);
+
+/* The value of option name: NULL when not given, "" for a given flag. */
+const char *ctl_args_get(const struct ctl_args *args, const char *name);
+bool ctl_args_has(const struct ctl_args *args, const char *name);
+
+/* Prints "qvmctl: <fmt>" and the verb's usage to stderr; returns CTL_EXIT_USAGE. */
+int ctl_usage_error(struct ctl *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Parses a duration option (cfg_parse_duration syntax) into *ms; absent: 0 and *given false. */
+int ctl_args_duration(struct ctl *ctl, const struct ctl_args *args, const char *name, uint64_t *ms,
+                      bool *given);
+
+/*
+ * Sends cmd for vm (NULL: none) with args (taken over; NULL: none) and waits for the reply. Returns
+ * CTL_EXIT_OK with *reply (the caller's; put it) and *result borrowed from it; otherwise prints the
+ * failure (stderr, or the error object on stdout with --json) and returns the exit code.
+ */
+int ctl_call(struct ctl *ctl, const char *cmd, const char *vm, struct json_object *args,
+             struct json_object **reply, struct json_object **result);
+
+/* Connects if not yet done; prints why not and returns CTL_EXIT_UNREACHABLE on failure. */
+int ctl_connect(struct ctl *ctl);
+
+#endif

@@ -1,0 +1,266 @@
+/* Lifecycle verbs: list, status, start, powerdown, reset, pause, resume, kill. */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl_print.h"
+#include "ctl_verbs.h"
+#include "log.h"
+
+/* " (ended by quit after 2.0s timeout)", or " (ended by guest)"; timeout_ms 0 when not given. */
+static void
+ctl_vm_ended_by(struct json_object *res, uint64_t timeout_ms, char *out, size_t len)
+{
+	const char *by = ctl_json_str(res, "ended_by", NULL);
+	int64_t elapsed = ctl_json_int(res, "elapsed_ms", -1);
+	char secs[32];
+
+	if (by == NULL) {
+		out[0] = '\0';
+		return;
+	}
+	if (strcmp(by, "guest") == 0) {
+		snprintf(out, len, " (ended by guest)");
+	} else if (timeout_ms > 0) {
+		ctl_fmt_seconds(timeout_ms, secs, sizeof secs);
+		snprintf(out, len, " (ended by %s after %s timeout)", by, secs);
+	} else if (elapsed >= 0) {
+		ctl_fmt_seconds((uint64_t)elapsed, secs, sizeof secs);
+		snprintf(out, len, " (ended by %s after %s)", by, secs);
+	} else {
+		snprintf(out, len, " (ended by %s)", by);
+	}
+}
+
+static int
+ctl_vm_list(struct ctl *ctl, struct ctl_args *args)
+{
+	static const char *const headers[] = {"NAME", "STATE", "PID", "VCPUS", "MEMORY", "UPTIME"};
+	struct json_object *reply, *res, *vms, *vm;
+	struct ctl_table *t;
+	char pid[24], vcpus[24], mem[24], up[24];
+	const char *row[6];
+	int64_t p;
+	int rc;
+
+	if ((rc = ctl_call(ctl, "list", NULL, NULL, &reply, &res)) != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_json(stdout, res);
+		json_object_put(reply);
+		return CTL_EXIT_OK;
+	}
+	t = ctl_table_new(6, headers);
+	vms = ctl_json_array(res, "vms");
+	for (size_t i = 0; vms != NULL && i < json_object_array_length(vms); i++) {
+		vm = json_object_array_get_idx(vms, i);
+		p = ctl_json_int(vm, "pid", 0);
+		snprintf(pid, sizeof pid, "%" PRId64, p);
+		snprintf(vcpus, sizeof vcpus, "%" PRId64, ctl_json_int(vm, "vcpus", 0));
+		ctl_fmt_size((uint64_t)ctl_json_int(vm, "memory", 0), mem, sizeof mem);
+		ctl_fmt_uptime((uint64_t)ctl_json_int(vm, "uptime_ms", 0), up, sizeof up);
+		row[0] = ctl_json_str(vm, "name", "?");
+		row[1] = ctl_json_str(vm, "state", "?");
+		row[2] = p > 0 ? pid : "-";
+		row[3] = vcpus;
+		row[4] = mem;
+		row[5] = p > 0 ? up : "-";
+		ctl_table_add(t, row);
+	}
+	ctl_table_print(t, stdout);
+	ctl_table_free(t);
+	json_object_put(reply);
+	return CTL_EXIT_OK;
+}
+
+/* One "key: value" line of status, values aligned; NULL prints "-". */
+static void
+ctl_vm_field(const char *key, const char *value)
+{
+	char label[64];
+
+	snprintf(label, sizeof label, "%s:", key);
+	printf("%-19s %s\n", label, value != NULL ? value : "-");
+}
+
+static int
+ctl_vm_status(struct ctl *ctl, struct ctl_args *args)
+{
+	struct json_object *reply, *res, *list, *dev;
+	char buf[4200], key[64]; /* a disk line carries a path */
+	int64_t pid;
+	int rc;
+
+	if ((rc = ctl_call(ctl, "status", args->argv[0], NULL, &reply, &res)) != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_json(stdout, res);
+		json_object_put(reply);
+		return CTL_EXIT_OK;
+	}
+	pid = ctl_json_int(res, "pid", 0);
+	ctl_vm_field("state", ctl_json_str(res, "state", NULL));
+	ctl_vm_field("qemu status", ctl_json_str(res, "qemu_status", NULL));
+	snprintf(buf, sizeof buf, "%" PRId64, pid);
+	ctl_vm_field("pid", pid > 0 ? buf : NULL);
+	ctl_fmt_uptime((uint64_t)ctl_json_int(res, "uptime_ms", 0), buf, sizeof buf);
+	ctl_vm_field("uptime", pid > 0 ? buf : NULL);
+	snprintf(buf, sizeof buf, "%" PRId64, ctl_json_int(res, "vcpus", 0));
+	ctl_vm_field("vcpus", buf);
+	ctl_fmt_size((uint64_t)ctl_json_int(res, "memory", 0), buf, sizeof buf);
+	ctl_vm_field("memory", buf);
+	ctl_vm_field("machine", ctl_json_str(res, "machine", NULL));
+	ctl_vm_field("accel", ctl_json_str(res, "accel", NULL));
+	snprintf(buf, sizeof buf, "%" PRId64, ctl_json_int(res, "restarts", 0));
+	ctl_vm_field("restarts", buf);
+	ctl_vm_field("last exit", ctl_json_str(res, "last_exit", NULL));
+	ctl_vm_field("definition changed",
+	             ctl_json_bool(res, "definition_changed", false) ? "yes" : "no");
+	ctl_vm_field("job", ctl_json_str(res, "job", NULL));
+
+	list = ctl_json_array(res, "disks");
+	for (size_t i = 0; list != NULL && i < json_object_array_length(list); i++) {
+		dev = json_object_array_get_idx(list, i);
+		snprintf(key, sizeof key, "disk %s", ctl_json_str(dev, "id", "?"));
+		snprintf(buf, sizeof buf, "%s (%s%s)", ctl_json_str(dev, "file", "?"),
+		         ctl_json_str(dev, "format", "?"),
+		         ctl_json_bool(dev, "readonly", false) ? ", read-only" : "");
+		ctl_vm_field(key, buf);
+	}
+	list = ctl_json_array(res, "nets");
+	for (size_t i = 0; list != NULL && i < json_object_array_length(list); i++) {
+		dev = json_object_array_get_idx(list, i);
+		snprintf(key, sizeof key, "net %s", ctl_json_str(dev, "id", "?"));
+		snprintf(buf, sizeof buf, "%s %s", ctl_json_str(dev, "type", "?"),
+		         ctl_json_str(dev, "mac", "-"));
+		ctl_vm_field(key, buf);
+	}
+	json_object_put(reply);
+	return CTL_EXIT_OK;
+}
+
+/* start, reset, pause, resume and kill: the verb is the command, one line of output. */
+static int
+ctl_vm_simple(struct ctl *ctl, struct ctl_args *args)
+{
+	const char *verb = ctl->verb->name, *vm = args->argv[0];
+	struct json_object *reply, *res;
+	const char *state;
+	char ended[128];
+	int rc;
+
+	if ((rc = ctl_call(ctl, verb, vm, NULL, &reply, &res)) != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_json(stdout, res);
+		json_object_put(reply);
+		return CTL_EXIT_OK;
+	}
+	state = ctl_json_str(res, "state", "?");
+	if (strcmp(verb, "start") == 0 && ctl_json_int(res, "pid", 0) > 0) {
+		printf("%s: %s (pid %" PRId64 ")\n", vm, state, ctl_json_int(res, "pid", 0));
+	} else if (strcmp(verb, "reset") == 0) {
+		printf("%s: reset (%s)\n", vm, state);
+	} else {
+		ctl_vm_ended_by(res, 0, ended, sizeof ended);
+		printf("%s: %s%s\n", vm, state, ended);
+	}
+	json_object_put(reply);
+	return CTL_EXIT_OK;
+}
+
+/* powerdown --all: one line per VM, exit 1 if any of them failed. */
+static int
+ctl_vm_powerdown_all(struct ctl *ctl, struct json_object *req, uint64_t timeout_ms)
+{
+	struct json_object *reply, *res, *vms, *vm;
+	size_t failed = 0, n;
+	char ended[128];
+	int rc;
+
+	json_object_object_add(req, "all", json_object_new_boolean(1));
+	if ((rc = ctl_call(ctl, "powerdown", NULL, req, &reply, &res)) != CTL_EXIT_OK)
+		return rc;
+	vms = ctl_json_array(res, "vms");
+	n = vms != NULL ? json_object_array_length(vms) : 0;
+	for (size_t i = 0; i < n; i++) {
+		vm = json_object_array_get_idx(vms, i);
+		if (!ctl_json_bool(vm, "ok", false)) {
+			failed++;
+			if (!ctl->json)
+				printf("%s: failed: %s\n", ctl_json_str(vm, "name", "?"),
+				       ctl_json_str(vm, "error", "unknown error"));
+			continue;
+		}
+		if (!ctl->json) {
+			ctl_vm_ended_by(vm, timeout_ms, ended, sizeof ended);
+			printf("%s: %s%s\n", ctl_json_str(vm, "name", "?"),
+			       ctl_json_str(vm, "state", "stopped"), ended);
+		}
+	}
+	if (ctl->json)
+		ctl_print_json(stdout, res);
+	else if (failed > 0)
+		fprintf(stderr, "qvmctl: powerdown failed for %zu of %zu vms\n", failed, n);
+	json_object_put(reply);
+	return failed > 0 ? CTL_EXIT_FAILED : CTL_EXIT_OK;
+}
+
+static int
+ctl_vm_powerdown(struct ctl *ctl, struct ctl_args *args)
+{
+	struct json_object *req, *reply, *res;
+	uint64_t timeout_ms;
+	bool has_timeout, all = ctl_args_has(args, "all"), nowait = ctl_args_has(args, "no-wait");
+	char ended[128];
+	int rc;
+
+	if ((rc = ctl_args_duration(ctl, args, "timeout", &timeout_ms, &has_timeout)) != 0)
+		return rc;
+	if (all && args->argc > 0)
+		return ctl_usage_error(ctl, "powerdown: --all takes no NAME");
+	if (all && nowait)
+		return ctl_usage_error(ctl, "powerdown: --all always waits");
+	if (!all && args->argc == 0)
+		return ctl_usage_error(ctl, "powerdown: NAME or --all is required");
+
+	req = json_object_new_object();
+	if (has_timeout)
+		json_object_object_add(req, "timeout_ms", json_object_new_uint64(timeout_ms));
+	if (all)
+		return ctl_vm_powerdown_all(ctl, req, timeout_ms);
+	json_object_object_add(req, "wait", json_object_new_boolean(!nowait));
+	if ((rc = ctl_call(ctl, "powerdown", args->argv[0], req, &reply, &res)) != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_json(stdout, res);
+	} else {
+		ctl_vm_ended_by(res, timeout_ms, ended, sizeof ended);
+		printf("%s: %s%s\n", args->argv[0], ctl_json_str(res, "state", "?"), ended);
+	}
+	json_object_put(reply);
+	return CTL_EXIT_OK;
+}
+
+static const struct ctl_opt ctl_vm_powerdown_opts[] = {
+    {"timeout", true},
+    {"no-wait", false},
+    {"all", false},
+    {NULL, false},
+};
+
+const struct ctl_verb ctl_verb_list = {"list", "", 0, 0, NULL, ctl_vm_list};
+const struct ctl_verb ctl_verb_status = {"status", "NAME", 1, 1, NULL, ctl_vm_status};
+const struct ctl_verb ctl_verb_start = {"start", "NAME", 1, 1, NULL, ctl_vm_simple};
+const struct ctl_verb ctl_verb_powerdown = {
+    "powerdown",
+    "NAME [--timeout D] [--no-wait] | --all [--timeout D]",
+    0,
+    1,
+    ctl_vm_powerdown_opts,
+    ctl_vm_powerdown,
+};
+const struct ctl_verb ctl_verb_reset = {"reset", "NAME", 1, 1, NULL, ctl_vm_simple};
+const struct ctl_verb ctl_verb_pause = {"pause", "NAME", 1, 1, NULL, ctl_vm_simple};
+const struct ctl_verb ctl_verb_resume = {"resume", "NAME", 1, 1, NULL, ctl_vm_simple};
+const struct ctl_verb ctl_verb_kill = {"kill", "NAME", 1, 1, NULL, ctl_vm_simple};
