@@ -104,7 +104,7 @@ static void
 client_send(struct client *cl, struct json_object *o)
 {
 	size_t len;
-	const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+	const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 	struct evbuffer *out = bufferevent_get_output(cl->bev);
 
 	if (cl->dead)

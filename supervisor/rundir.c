@@ -1,8 +1,8 @@
 /*
- * The per-VM run directory (<run_dir>/<name>/): QEMU's QMP socket and pidfile, plus what a restarted
- * qvmd needs to re-attach: state.json (pid, process start time, start time) and NAME.ini (the
- * definition the QEMU was started from). A pid alone never identifies a QEMU: the start time and the
- * command line must match too.
+ * The per-VM run directory (<run_dir>/<name>/): QEMU's QMP socket and pidfile, plus what a
+ * restarted qvmd needs to re-attach: state.json (pid, process start time, start time) and NAME.ini
+ * (the definition the QEMU was started from). A pid alone never identifies a QEMU: the start time
+ * and the command line must match too.
  */
 #include "vm_private.h"
 
@@ -70,9 +70,10 @@ rundir_save(struct vm *vm)
 void
 rundir_remove(struct vm *vm)
 {
-	static const char *const files[] = {"state.json", "qmp.sock", "qemu.pid", "state.json.tmp",
-					    "devices.json", "devices.json.tmp"};
-	char *dir = vm_run_path(vm, ""), *def = rundir_def_path(vm), *deftmp = xasprintf("%s.tmp", def);
+	static const char *const files[] = {"state.json",     "qmp.sock",     "qemu.pid",
+	                                    "state.json.tmp", "devices.json", "devices.json.tmp"};
+	char *dir = vm_run_path(vm, ""), *def = rundir_def_path(vm),
+	     *deftmp = xasprintf("%s.tmp", def);
 
 	unlink(def);
 	unlink(deftmp);
@@ -121,7 +122,8 @@ vm_adopt(struct vm *vm)
 	struct cfg_errors errs;
 	pid_t pid = 0;
 	uint64_t starttime = 0;
-	bool pidfile_left;
+	bool pidfile_left, has_dir, had_state = false;
+	char *dir;
 
 	free(path);
 	pidfile = vm_run_path(vm, "qemu.pid");
@@ -137,39 +139,41 @@ vm_adopt(struct vm *vm)
 		if (json_object_object_get_ex(o, "restarts", &v))
 			vm->restarts = (unsigned)json_object_get_int64(v);
 		json_object_put(o);
+		had_state = true;
 	}
-	if (o == NULL || !rundir_verify(vm, pid, starttime)) {
-		/* No usable state.json (qvmd died between spawning QEMU and writing it, or the file is
-		 * stale): QEMU's own command line still names this VM's pidfile. */
+	dir = vm_run_path(vm, "");
+	has_dir = access(dir, F_OK) == 0;
+	free(dir);
+	if (!has_dir)
+		return false; /* never started, or cleanly gone */
+	if (!had_state || !rundir_verify(vm, pid, starttime)) {
+		/* No usable state.json (qvmd died between spawning QEMU and writing it, or the file
+		 * is stale): QEMU's own command line still names this VM's pidfile. */
 		char *pf = vm_run_path(vm, "qemu.pid"), *gname = xasprintf("guest=%s", vm->name);
 
 		pid = proc_find("-pidfile", pf, "-name", gname);
 		free(pf);
 		free(gname);
 		if (pid > 0 && proc_starttime(pid, &starttime) == 0) {
-			log_warn("vm %s: found its qemu (pid %d) by command line", vm->name, (int)pid);
+			log_warn("vm %s: found its qemu (pid %d) by command line", vm->name,
+			         (int)pid);
 			vm->started_at = daemon_now_ms();
 		} else {
 			pid = 0;
 		}
 	}
 	if (pid == 0) {
-		char *dir = vm_run_path(vm, "");
-
-		if (access(dir, F_OK) == 0) {
-			/* QEMU deletes its pidfile on a clean exit, not when it is killed. */
-			free(vm->last_exit);
-			if (o != NULL && pidfile_left) {
-				vm->last_exit = xstrdup("qemu died while qvmd was not running");
-				vm->state = VM_CRASHED;
-				log_warn("vm %s: its qemu died while qvmd was down", vm->name);
-			} else {
-				vm->last_exit = xstrdup("qemu exited while qvmd was not running");
-				log_info("vm %s: qemu exited while qvmd was down", vm->name);
-			}
-			rundir_remove(vm);
+		/* QEMU deletes its pidfile on a clean exit, not when it is killed. */
+		free(vm->last_exit);
+		if (had_state && pidfile_left) {
+			vm->last_exit = xstrdup("qemu died while qvmd was not running");
+			vm->state = VM_CRASHED;
+			log_warn("vm %s: its qemu died while qvmd was down", vm->name);
+		} else {
+			vm->last_exit = xstrdup("qemu exited while qvmd was not running");
+			log_info("vm %s: qemu exited while qvmd was down", vm->name);
 		}
-		free(dir);
+		rundir_remove(vm);
 		return false;
 	}
 

@@ -50,7 +50,7 @@ check "qvmd was killed and restarted at least 30 times ($restarts)" [ $restarts 
 # Let in-flight jobs (escalations, restarts) settle.
 n=0
 while [ $n -lt 200 ]; do
-	busy=$(ctl --json list | grep -cE '"state":"(starting|stopping)"')
+	busy=$(jctl list | grep -oE '"state":"(starting|stopping)"' | wc -l)
 	[ "$busy" -eq 0 ] && break
 	sleep 0.1
 	n=$((n + 1))
@@ -86,7 +86,7 @@ for i in 0 1 2 3 4 5 6 7 8 9; do
 	esac
 done
 check "every vm's reported state matches /proc and its QMP" [ $bad -eq 0 ]
-active=$(ctl --json list | grep -oE '"state":"(running|paused)"' | wc -l)
+active=$(jctl list | grep -oE '"state":"(running|paused)"' | wc -l)
 check "no orphaned or duplicated qemu ($(qemu_pids | wc -l) processes, $active active vms)" \
 	[ "$(qemu_pids | wc -l)" -eq "$active" ]
 leaked=0

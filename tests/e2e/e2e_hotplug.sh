@@ -16,7 +16,7 @@ for v in gq gp fw; do spawn "$QVMCTL" start $v; done >/dev/null
 wait_spawned
 check "guests ready" wait_console gq GUEST-READY 1 90
 check "pc guest ready" wait_console gp GUEST-READY 1 90
-"$QVMCTL" events >"$T/events.log" 2>&1 &
+"$QVMCTL" --json events >"$T/events.log" 2>&1 &
 EV=$!
 
 for vm in gq gp; do
@@ -27,7 +27,7 @@ for vm in gq gp; do
 	check "$vm: attach-net ($out)" [ $? -eq 0 ]
 	check "$vm: the guest sees the NIC" wait_console $vm "GUEST-EVENT add net/eth" 1 20
 	check "$vm: devices lists both live with PCI addresses" \
-		[ "$(ctl --json devices $vm | grep -o '"pci_addr":"[0-9a-f:.]*"' | wc -l)" -ge 2 ]
+		[ "$(jctl devices $vm | grep -o '"pci_addr":"[0-9a-f:.]*"' | wc -l)" -ge 2 ]
 	check "$vm: detach disk" ctl detach $vm d1
 	check "$vm: the guest saw the disk go" wait_console $vm "GUEST-EVENT remove block/vd" 1 20
 	check "$vm: detach nic" ctl detach $vm n1
@@ -50,8 +50,8 @@ out=$(ctl attach-net fw y3 2>&1); rc=$?
 check "sixth device: no free slot, says how to fix it ($out)" failed_with $rc "$out" hotplug_slots
 out=$(ctl detach fw x1 --timeout 1s 2>&1); rc=$?
 check "a guest that never releases: timeout ($out)" failed_with $rc "$out" "removal pending"
-check "devices shows removal pending" contains "$(ctl --json devices fw)" '"id":"x1","kind":"disk"'
-check "... flagged pending" [ "$(ctl --json devices fw | grep -o '"pending_removal":true' | wc -l)" -eq 1 ]
+check "devices shows removal pending" contains "$(jctl devices fw)" '"id":"x1","kind":"disk"'
+check "... flagged pending" [ "$(jctl devices fw | grep -o '"pending_removal":true' | wc -l)" -eq 1 ]
 out=$(ctl detach fw x1 2>&1); rc=$?
 check "detaching it again while pending is refused ($out)" failed_with $rc "$out" "removal already pending"
 out=$(ctl attach-net fw y4 2>&1); rc=$?
@@ -67,7 +67,7 @@ check "device_add failure reported with QEMU's words ($out)" failed_with $rc "$o
 nodes2=$(ctl --json qmp fw query-named-block-nodes | field .return | grep -o '"node-name":"[^"]*"' | sort)
 check "block nodes rolled back" [ "$nodes1" = "$nodes2" ]
 check "the image made by --create is removed again" [ ! -e "$T/images/gone.qcow2" ]
-check "the vm still has its books straight (no dupe)" [ "$(ctl --json devices fw | grep -c dupe)" -eq 0 ]
+check "the vm still has its books straight (no dupe)" [ "$(jctl devices fw | grep -o dupe | wc -l)" -eq 0 ]
 
 # Bad input.
 out=$(ctl attach-disk fw z1 --file /etc/passwd --format raw 2>&1); rc=$?
@@ -102,7 +102,7 @@ check "definition loads" "$QVMD" -n -c "$T/qvmd.conf"
 ctl powerdown gp >/dev/null
 check "start after persist" ctl start gp
 check "persisted devices present via query-pci" \
-	[ "$(ctl --json qmp gp query-pci | grep -o '"qdev_id":"p[dn]"' | wc -l)" -eq 2 ]
+	[ "$(jctl qmp gp query-pci | grep -o '"qdev_id":"p[dn]"' | wc -l)" -eq 2 ]
 check "guest ready" wait_console gp GUEST-READY 2 90
 check "detach --persist disk" ctl detach gp pd --persist
 check "detach --persist nic" ctl detach gp pn --persist
@@ -110,7 +110,7 @@ check "sections gone, comments and layout unchanged" cmp -s "$T/vms/gp.ini" "$T/
 
 # 50 cycles of three disks and two NICs on the pc guest: nothing leaks.
 before_nodes=$(ctl --json qmp gp query-named-block-nodes | field .return | grep -o '"node-name":"[^"]*"' | sort)
-before_pci=$(ctl --json qmp gp query-pci | grep -o '"qdev_id":"[^"]*"' | sort)
+before_pci=$(jctl qmp gp query-pci | grep -o '"qdev_id":"[^"]*"' | sort)
 fails=0
 for i in $(seq 1 ${HOTPLUG_CYCLES:-50}); do
 	for d in a b c; do ctl attach-disk gp c$d --file "$T/images/$d.qcow2" >/dev/null || fails=$((fails + 1)); done
@@ -119,7 +119,7 @@ for i in $(seq 1 ${HOTPLUG_CYCLES:-50}); do
 done
 check "50 attach/detach cycles without a failure ($fails)" [ $fails -eq 0 ]
 after_nodes=$(ctl --json qmp gp query-named-block-nodes | field .return | grep -o '"node-name":"[^"]*"' | sort)
-after_pci=$(ctl --json qmp gp query-pci | grep -o '"qdev_id":"[^"]*"' | sort)
+after_pci=$(jctl qmp gp query-pci | grep -o '"qdev_id":"[^"]*"' | sort)
 check "query-named-block-nodes unchanged" [ "$before_nodes" = "$after_nodes" ]
 check "query-pci unchanged" [ "$before_pci" = "$after_pci" ]
 kill $EV 2>/dev/null

@@ -5,7 +5,7 @@
 
 guest_vm g1 q35
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
-"$QVMCTL" events g1 >"$T/events.log" 2>&1 &
+"$QVMCTL" --json events g1 >"$T/events.log" 2>&1 &
 EVPID=$!
 
 out=$(ctl start g1 2>&1)

@@ -60,7 +60,7 @@ check "a2's run directory is cleaned up" [ ! -e "$T/run/a2" ]
 kill $IMPOSTOR
 
 # A QEMU killed under a running qvmd: crashed at once, restarted with back-off, up to the limit.
-"$QVMCTL" events a1 >"$T/events.log" 2>&1 &
+"$QVMCTL" --json events a1 >"$T/events.log" 2>&1 &
 EV=$!
 sleep 0.3
 p=$(ctl --json status a1 | field .pid)
@@ -68,7 +68,8 @@ t0=$(date +%s%3N)
 kill -9 "$p"
 check "crash noticed" wait_state a1 crashed 5
 t1=$(awk -F'"ts":' '/"state":"crashed"/ {split($2, a, /[,}]/); print a[1]; exit}' "$T/events.log")
-check "crashed reported within 100 ms of the kill ($((t1 - t0)) ms)" [ $((t1 - t0)) -le 100 ]
+check "crashed reported within 100 ms of the kill ($((${t1:-0} - t0)) ms)" \
+	[ -n "$t1" ] && [ $((t1 - t0)) -ge 0 ] && [ $((t1 - t0)) -le 100 ]
 check "restarted by policy" wait_state a1 running 10
 p=$(ctl --json status a1 | field .pid)
 kill -9 "$p"

@@ -142,3 +142,5 @@ gone() { ! kill -0 "$1" 2>/dev/null; }
 SPAWNED=
 spawn() { "$@" & SPAWNED="$SPAWNED $!"; }
 wait_spawned() { [ -n "$SPAWNED" ] && wait $SPAWNED; SPAWNED=; }
+# jctl VERB...: qvmctl --json with its result as one compact line, for grep -o.
+jctl() { "$QVMCTL" --json "$@" | "$BIN_DIR/tests/jget" .; }
