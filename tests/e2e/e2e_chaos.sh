@@ -10,7 +10,7 @@ SEED=${CHAOS_SEED:-42}
 ITER=${CHAOS_ITER:-200}
 echo "# chaos seed $SEED, $ITER iterations"
 for i in 0 1 2 3 4 5 6 7 8 9; do
-	fw_vm "c$i" "$([ $((i % 2)) -eq 0 ] && echo q35 || echo pc)" "shutdown_timeout = 1s"
+	fw_vm "c$i" "$([ $((i % 2)) -eq 0 ] && echo q35 || echo pc)"
 done
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
 
