@@ -3,6 +3,7 @@
 add_executable(jget util/jget.c)
 target_link_libraries(jget PRIVATE PkgConfig::JSONC)
 add_executable(ctlraw util/ctlraw.c)
+add_executable(notifyrecv util/notifyrecv.c)
 
 function(qvmd_e2e_test name)
   cmake_parse_arguments(T "" "TIMEOUT" "" ${ARGN})
