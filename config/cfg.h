@@ -28,7 +28,7 @@ void cfg_errors_init(struct cfg_errors *errs);
 void cfg_errors_free(struct cfg_errors *errs);
 /* Appends one message (printf-style). */
 void cfg_errors_add(struct cfg_errors *errs, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 enum cfg_machine { CFG_MACHINE_Q35, CFG_MACHINE_PC };
 enum cfg_accel { CFG_ACCEL_KVM, CFG_ACCEL_TCG };
@@ -65,7 +65,8 @@ struct cfg_net {
 	bool mac_given;
 	char *bridge; /* type = bridge */
 	char *ifname; /* type = tap (required), bridge (optional tap name) */
-	bool restricted; /* type = user: restrict = yes isolates the guest from the host's network */
+	bool
+	    restricted; /* type = user: restrict = yes isolates the guest from the host's network */
 	int line;
 };
 
@@ -77,7 +78,7 @@ struct vm_config {
 	unsigned vcpus;
 	enum cfg_machine machine;
 	enum cfg_accel accel;
-	char *cpu; /* NULL: QEMU's default */
+	char *cpu;              /* NULL: QEMU's default */
 	unsigned hotplug_slots; /* q35 spare pcie-root-ports */
 	char *kernel, *initrd, *append;
 	enum cfg_firmware firmware;
@@ -118,7 +119,8 @@ struct daemon_config {
 	char *qemu_img;       /* /usr/bin/qemu-img */
 	char *ovmf_code;      /* /usr/share/OVMF/OVMF_CODE_4M.fd */
 	char *ovmf_vars;      /* /usr/share/OVMF/OVMF_VARS_4M.fd (template, copied per VM) */
-	char **image_dirs;    /* NULL-terminated; hot-plugged images must be below one; default state_dir */
+	char **image_dirs;    /* NULL-terminated; hot-plugged images must be below one; default
+	                         state_dir */
 	enum cfg_log_level log_level;
 	enum cfg_on_stop on_daemon_stop;
 };
@@ -131,10 +133,10 @@ int cfg_daemon_load(const char *path, struct daemon_config *out, struct cfg_erro
 void cfg_daemon_free(struct daemon_config *conf);
 
 /* Value parsers shared with the CLI. Each returns 0, or -1 if the text is not a valid value. */
-int cfg_parse_size(const char *text, uint64_t *bytes);       /* 1024, 512K, 512M, 1G, 2T */
-int cfg_parse_duration(const char *text, uint64_t *ms);      /* 90, 90s, 500ms, 5m, 1h */
-int cfg_parse_bool(const char *text, bool *value);           /* yes/no true/false on/off 1/0 */
-int cfg_parse_mac(const char *text, uint8_t mac[6]);         /* 52:54:00:89:ba:6f, unicast only */
+int cfg_parse_size(const char *text, uint64_t *bytes);  /* 1024, 512K, 512M, 1G, 2T */
+int cfg_parse_duration(const char *text, uint64_t *ms); /* 90, 90s, 500ms, 5m, 1h */
+int cfg_parse_bool(const char *text, bool *value);      /* yes/no true/false on/off 1/0 */
+int cfg_parse_mac(const char *text, uint8_t mac[6]);    /* 52:54:00:89:ba:6f, unicast only */
 void cfg_mac_derive(const char *vm, const char *id, uint8_t mac[6]); /* stable, 52:54:00:xx:xx:xx */
 void cfg_mac_format(const uint8_t mac[6], char out[18]);
 bool cfg_valid_name(const char *name);
@@ -147,10 +149,10 @@ int cfg_cache_parse(const char *text, enum cfg_cache *c);
 int cfg_net_type_parse(const char *text, enum cfg_net_type *t);
 
 /*
- * Writer for --persist: adds one [disk ID] / [net ID] section at the end of a definition, or removes
- * one, keeping every other line (comments, order, spacing) byte for byte. Atomic: a temp file in the
- * same directory, fsync, rename, fsync of the directory. Refuses to add an id that is present or to
- * remove one that is absent. Returns 0, or -1 with *cause.
+ * Writer for --persist: adds one [disk ID] / [net ID] section at the end of a definition, or
+ * removes one, keeping every other line (comments, order, spacing) byte for byte. Atomic: a temp
+ * file in the same directory, fsync, rename, fsync of the directory. Refuses to add an id that is
+ * present or to remove one that is absent. Returns 0, or -1 with *cause.
  */
 int cfg_write_add_disk(const char *path, const struct cfg_disk *disk, char **cause);
 int cfg_write_add_net(const char *path, const struct cfg_net *net, char **cause);

@@ -25,23 +25,24 @@ enum qmp_status {
 
 struct qmp_reply {
 	enum qmp_status status;
-	struct json_object *result; /* QMP_OK: the "return" value; borrowed, valid during the call */
-	const char *error_class;    /* QMP_ERROR: e.g. "GenericError"; else NULL */
-	const char *error_desc;     /* every failure: a human-readable description */
-	const char *command;        /* the command's name */
+	struct json_object
+	    *result;             /* QMP_OK: the "return" value; borrowed, valid during the call */
+	const char *error_class; /* QMP_ERROR: e.g. "GenericError"; else NULL */
+	const char *error_desc;  /* every failure: a human-readable description */
+	const char *command;     /* the command's name */
 };
 
 typedef void (*qmp_reply_cb)(struct qmp_conn *conn, const struct qmp_reply *reply, void *arg);
 /* An asynchronous event; data may be NULL; borrowed, valid during the call. */
 typedef void (*qmp_event_cb)(struct qmp_conn *conn, const char *name, struct json_object *data,
-			     int64_t seconds, int64_t microseconds, void *arg);
+                             int64_t seconds, int64_t microseconds, void *arg);
 /* Negotiation finished: the connection accepts commands (queued ones are sent now). */
 typedef void (*qmp_ready_cb)(struct qmp_conn *conn, void *arg);
 /* The connection is gone for good (EOF, error, protocol violation, oversized message). */
 typedef void (*qmp_closed_cb)(struct qmp_conn *conn, const char *cause, void *arg);
 /* Raw traffic for debug logging: dir is "in" or "out"; buf is not NUL-terminated. */
 typedef void (*qmp_trace_cb)(struct qmp_conn *conn, const char *dir, const char *buf, size_t len,
-			     void *arg);
+                             void *arg);
 
 struct qmp_callbacks {
 	qmp_ready_cb ready;
@@ -95,10 +96,10 @@ int qmp_default_timeout_ms(const char *command);
  * already failed (sticky error; cb is not called).
  */
 int64_t qmp_execute(struct qmp_conn *conn, const char *command, struct json_object *args,
-		    int timeout_ms, qmp_reply_cb cb, void *arg, char **cause);
+                    int timeout_ms, qmp_reply_cb cb, void *arg, char **cause);
 /* Same, and passes fd (borrowed; duplicated internally) with the command via SCM_RIGHTS. */
-int64_t qmp_execute_fd(struct qmp_conn *conn, const char *command, struct json_object *args,
-		       int fd, int timeout_ms, qmp_reply_cb cb, void *arg, char **cause);
+int64_t qmp_execute_fd(struct qmp_conn *conn, const char *command, struct json_object *args, int fd,
+                       int timeout_ms, qmp_reply_cb cb, void *arg, char **cause);
 /* Forgets a pending command: its callback will not be called. Unknown ids are ignored. */
 void qmp_cancel(struct qmp_conn *conn, int64_t id);
 /* Number of commands sent or queued and not yet answered. */

@@ -1,7 +1,7 @@
 /*
  * supervisor/argv: a pure function from a VM definition to the QEMU argument vector. No I/O.
- * Devices, drives and netdevs are passed in QEMU's JSON syntax built with json-c, so no config value
- * can inject options.
+ * Devices, drives and netdevs are passed in QEMU's JSON syntax built with json-c, so no config
+ * value can inject options.
  */
 #ifndef QVMD_ARGV_H
 #define QVMD_ARGV_H
@@ -15,12 +15,12 @@ struct argv_env {
 	const char *state_dir; /* <state_dir>/<name>/console.log, OVMF_VARS.fd */
 	const char *ovmf_code; /* firmware = uefi */
 	int qmp_fd;            /* >= 0: a listening socket QEMU inherits; < 0: -qmp unix:PATH */
-	const int *net_fds;    /* per cfg net index: tap fd for type = bridge (or -1); may be NULL */
+	const int *net_fds; /* per cfg net index: tap fd for type = bridge (or -1); may be NULL */
 };
 
 /*
- * Builds the NULL-terminated argument vector (free with argv_free). Returns NULL with *cause when the
- * definition cannot be expressed (e.g. a bridge NIC without a tap fd).
+ * Builds the NULL-terminated argument vector (free with argv_free). Returns NULL with *cause when
+ * the definition cannot be expressed (e.g. a bridge NIC without a tap fd).
  */
 char **argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause);
 void argv_free(char **argv);

@@ -33,7 +33,7 @@ struct client {
 	uint64_t serial;
 	struct bufferevent *bev;
 	bool subscribed;
-	char *sub_vm; /* NULL: every VM */
+	char *sub_vm;     /* NULL: every VM */
 	unsigned pending; /* requests not answered yet */
 	bool eof;         /* the client shut down its side: close once everything is answered */
 	bool closing;     /* flush, then close */
@@ -104,7 +104,8 @@ static void
 client_send(struct client *cl, struct json_object *o)
 {
 	size_t len;
-	const char *s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+	const char *s = json_object_to_json_string_length(
+	    o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
 	struct evbuffer *out = bufferevent_get_output(cl->bev);
 
 	if (cl->dead)
@@ -160,8 +161,8 @@ control_done(struct json_object *result, const char *code, const char *message, 
 			json_object_object_add(o, "id", json_object_get(r->id));
 			json_object_object_add(o, "ok", json_object_new_boolean(1));
 			json_object_object_add(o, "result",
-					       result ? json_object_get(result)
-						      : json_object_new_object());
+			                       result ? json_object_get(result)
+			                              : json_object_new_object());
 			client_send(cl, o);
 			json_object_put(o);
 		}
@@ -219,14 +220,16 @@ client_request(struct client *cl, const char *line, size_t len)
 		goto out;
 	}
 	json_object_object_get_ex(req, "id", &id);
-	if (!json_object_object_get_ex(req, "cmd", &v) || !json_object_is_type(v, json_type_string)) {
+	if (!json_object_object_get_ex(req, "cmd", &v) ||
+	    !json_object_is_type(v, json_type_string)) {
 		client_error(cl, id, "invalid", "malformed request: \"cmd\" must be a string");
 		goto out;
 	}
 	cmd = json_object_get_string(v);
 	if (json_object_object_get_ex(req, "vm", &v) && v != NULL) {
 		if (!json_object_is_type(v, json_type_string)) {
-			client_error(cl, id, "invalid", "malformed request: \"vm\" must be a string");
+			client_error(cl, id, "invalid",
+			             "malformed request: \"vm\" must be a string");
 			goto out;
 		}
 		vm = json_object_get_string(v);
@@ -276,8 +279,7 @@ client_read_cb(struct bufferevent *bev, void *arg)
 	}
 	return;
 too_large:
-	client_error(cl, NULL, "too-large",
-		     "request larger than 1 MiB: closing the connection");
+	client_error(cl, NULL, "too-large", "request larger than 1 MiB: closing the connection");
 	evbuffer_drain(in, evbuffer_get_length(in));
 	bufferevent_disable(bev, EV_READ);
 	cl->closing = true;
@@ -358,8 +360,9 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
 	c->nclients++;
 	if (!allowed) {
 		log_warn("control: denied connection from uid %d pid %d", (int)cred.uid,
-			 (int)cred.pid);
-		client_error(cl, NULL, "denied", "permission denied: not root, qvmd's user or in socket_group");
+		         (int)cred.pid);
+		client_error(cl, NULL, "denied",
+		             "permission denied: not root, qvmd's user or in socket_group");
 		cl->closing = true;
 		bufferevent_enable(cl->bev, EV_WRITE);
 		return;
@@ -436,7 +439,7 @@ control_new(struct daemon *d, const char *path, const char *group, char **cause)
 		c->have_gid = true;
 	}
 	c->listener = evconnlistener_new(d->base, accept_cb, c,
-					 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128, fd);
+	                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 128, fd);
 	if (c->listener == NULL) {
 		*cause = xasprintf("listen %s: %s", path, strerror(errno));
 		close(fd);

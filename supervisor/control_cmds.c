@@ -1,4 +1,5 @@
-/* The daemon's command table: one entry per control command, each answering through control_done. */
+/* The daemon's command table: one entry per control command, each answering through control_done.
+ */
 #include "control_private.h"
 
 #include "cfg.h"
@@ -15,7 +16,7 @@ struct control_cmd {
 	bool needs_vm;
 	/* vm is NULL unless needs_vm; args may be NULL. */
 	void (*exec)(struct control_reply *r, struct vm *vm, const char *vm_name,
-		     struct json_object *args);
+	             struct json_object *args);
 };
 
 static void
@@ -147,7 +148,7 @@ powerdown_one_done(struct json_object *result, const char *code, const char *mes
 
 static void
 cmd_powerdown(struct control_reply *r, struct vm *unused, const char *name,
-	      struct json_object *args)
+              struct json_object *args)
 {
 	struct daemon *d = control_daemon(r->c);
 	uint64_t timeout_ms = 0;
@@ -160,8 +161,8 @@ cmd_powerdown(struct control_reply *r, struct vm *unused, const char *name,
 		return;
 	if (!all) {
 		if (name == NULL)
-			return reply_error(r, "invalid", "powerdown: a vm name or args.all is required%s",
-					   "");
+			return reply_error(r, "invalid",
+			                   "powerdown: a vm name or args.all is required%s", "");
 		vm = daemon_find_vm(d, name);
 		if (vm == NULL)
 			return reply_error(r, "not-found", "vm %s: no such vm", name);
@@ -209,7 +210,7 @@ cmd_qmp(struct control_reply *r, struct vm *vm, const char *n, struct json_objec
 
 static void
 cmd_subscribe(struct control_reply *r, struct vm *unused, const char *vm_name,
-	      struct json_object *args)
+              struct json_object *args)
 {
 	struct daemon *d = control_daemon(r->c);
 	struct json_object *v, *res;
@@ -286,14 +287,16 @@ cmd_attach_disk(struct control_reply *r, struct vm *vm, const char *n, struct js
 	if (file == NULL)
 		return reply_error(r, "invalid", "attach-disk: args.file is required%s", "");
 	if (cfg_format_parse(format, &disk.format) < 0)
-		return reply_error(r, "invalid", "attach-disk: format '%s' (use qcow2 or raw)", format);
+		return reply_error(r, "invalid", "attach-disk: format '%s' (use qcow2 or raw)",
+		                   format);
 	if (cfg_cache_parse(cache, &disk.cache) < 0)
 		return reply_error(r, "invalid",
-				   "attach-disk: cache '%s' (use none, writeback, writethrough, "
-				   "directsync or unsafe)",
-				   cache);
+		                   "attach-disk: cache '%s' (use none, writeback, writethrough, "
+		                   "directsync or unsafe)",
+		                   cache);
 	if (strchr(file, '\n') || file[0] != '/')
-		return reply_error(r, "invalid", "attach-disk: file '%s' must be an absolute path", file);
+		return reply_error(r, "invalid", "attach-disk: file '%s' must be an absolute path",
+		                   file);
 	disk.file = (char *)file;
 	vm_attach_disk(vm, &disk, create, persist, control_done, r);
 }
@@ -309,15 +312,17 @@ cmd_attach_net(struct control_reply *r, struct vm *vm, const char *n, struct jso
 		return;
 	if (!arg_str(r, args, "type", &type) || !arg_str(r, args, "mac", &mac) ||
 	    !arg_str(r, args, "bridge", &bridge) || !arg_str(r, args, "ifname", &ifname) ||
-	    !arg_bool(r, args, "restrict", &net.restricted) || !arg_bool(r, args, "persist", &persist))
+	    !arg_bool(r, args, "restrict", &net.restricted) ||
+	    !arg_bool(r, args, "persist", &persist))
 		return;
 	if (cfg_net_type_parse(type, &net.type) < 0)
-		return reply_error(r, "invalid", "attach-net: type '%s' (use user, tap or bridge)", type);
+		return reply_error(r, "invalid", "attach-net: type '%s' (use user, tap or bridge)",
+		                   type);
 	if (mac != NULL && cfg_parse_mac(mac, net.mac) < 0)
 		return reply_error(r, "invalid",
-				   "attach-net: mac '%s' is not a unicast MAC address (e.g. "
-				   "52:54:00:12:34:56)",
-				   mac);
+		                   "attach-net: mac '%s' is not a unicast MAC address (e.g. "
+		                   "52:54:00:12:34:56)",
+		                   mac);
 	net.mac_given = mac != NULL;
 	net.bridge = (char *)bridge;
 	net.ifname = (char *)ifname;
@@ -344,27 +349,27 @@ cmd_devices(struct control_reply *r, struct vm *vm, const char *n, struct json_o
 }
 
 static const struct control_cmd control_cmds[] = {
-	{"attach-disk", true, cmd_attach_disk},
-	{"attach-net", true, cmd_attach_net},
-	{"detach", true, cmd_detach},
-	{"devices", true, cmd_devices},
-	{"kill", true, cmd_kill},
-	{"list", false, cmd_list},
-	{"pause", true, cmd_pause},
-	{"powerdown", false, cmd_powerdown},
-	{"qmp", true, cmd_qmp},
-	{"reload", false, cmd_reload},
-	{"reset", true, cmd_reset},
-	{"resume", true, cmd_resume},
-	{"start", true, cmd_start},
-	{"status", true, cmd_status},
-	{"subscribe", false, cmd_subscribe},
-	{"version", false, cmd_version},
+    {"attach-disk", true, cmd_attach_disk},
+    {"attach-net", true, cmd_attach_net},
+    {"detach", true, cmd_detach},
+    {"devices", true, cmd_devices},
+    {"kill", true, cmd_kill},
+    {"list", false, cmd_list},
+    {"pause", true, cmd_pause},
+    {"powerdown", false, cmd_powerdown},
+    {"qmp", true, cmd_qmp},
+    {"reload", false, cmd_reload},
+    {"reset", true, cmd_reset},
+    {"resume", true, cmd_resume},
+    {"start", true, cmd_start},
+    {"status", true, cmd_status},
+    {"subscribe", false, cmd_subscribe},
+    {"version", false, cmd_version},
 };
 
 void
 control_dispatch(struct control_reply *r, const char *cmd, const char *vm_name,
-		 struct json_object *args)
+                 struct json_object *args)
 {
 	const struct control_cmd *c = NULL;
 	struct vm *vm = NULL;

@@ -25,6 +25,6 @@ struct daemon *control_daemon(struct control *c);
 
 /* control_cmds.c: runs one request; answers through r (now or later). */
 void control_dispatch(struct control_reply *r, const char *cmd, const char *vm,
-		      struct json_object *args);
+                      struct json_object *args);
 
 #endif

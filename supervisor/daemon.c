@@ -107,8 +107,8 @@ struct json_object *
 daemon_reload(struct daemon *d)
 {
 	struct json_object *res = json_object_new_object(), *added = json_object_new_array(),
-			   *removed = json_object_new_array(), *changed = json_object_new_array(),
-			   *errors = json_object_new_array();
+	                   *removed = json_object_new_array(), *changed = json_object_new_array(),
+	                   *errors = json_object_new_array();
 	DIR *dir = opendir(d->conf->vm_dir);
 	struct dirent *de;
 	char **names = NULL;
@@ -191,7 +191,7 @@ daemon_reload(struct daemon *d)
 		add_name(removed, vm_name(vm));
 		if (vm_is_active(vm)) {
 			log_warn("vm %s: definition removed; it keeps running until stopped",
-				 vm_name(vm));
+			         vm_name(vm));
 			vm_set_config(vm, NULL);
 		} else {
 			daemon_vm_gone(d, vm);

@@ -1,4 +1,5 @@
-/* supervisor/daemon: the daemon's state: its settings, its VMs, its control socket, one event loop. */
+/* supervisor/daemon: the daemon's state: its settings, its VMs, its control socket, one event loop.
+ */
 #ifndef QVMD_DAEMON_H
 #define QVMD_DAEMON_H
 
@@ -23,7 +24,8 @@ struct daemon {
 };
 
 struct vm *daemon_find_vm(struct daemon *d, const char *name);
-/* Loads every definition in vm_dir; adds new VMs, updates changed ones, drops removed stopped ones. */
+/* Loads every definition in vm_dir; adds new VMs, updates changed ones, drops removed stopped ones.
+ */
 struct json_object *daemon_reload(struct daemon *d);
 /* Publishes an event to subscribers (takes ownership of ev). */
 void daemon_publish(struct daemon *d, const char *vm, struct json_object *ev);

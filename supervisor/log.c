@@ -46,7 +46,8 @@ log_msg(enum cfg_log_level level, const char *fmt, ...)
 		clock_gettime(CLOCK_REALTIME, &ts);
 		localtime_r(&ts.tv_sec, &tm);
 		strftime(when, sizeof when, "%H:%M:%S", &tm);
-		fprintf(stderr, "%s.%03ld qvmd %s: %s\n", when, ts.tv_nsec / 1000000, names[level], buf);
+		fprintf(stderr, "%s.%03ld qvmd %s: %s\n", when, ts.tv_nsec / 1000000, names[level],
+		        buf);
 	}
 	errno = saved;
 }

@@ -145,7 +145,8 @@ proc_spawn(char *const *argv, int out_fd, const int *keep, size_t nkeep, int *pi
 	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
 	posix_spawn_file_actions_adddup2(&fa, out_fd >= 0 ? out_fd : devnull, 1);
 	posix_spawn_file_actions_adddup2(&fa, out_fd >= 0 ? out_fd : devnull, 2);
-	/* dup2 onto itself clears FD_CLOEXEC: exactly the descriptors QEMU is told about survive. */
+	/* dup2 onto itself clears FD_CLOEXEC: exactly the descriptors QEMU is told about survive.
+	 */
 	for (size_t i = 0; i < nkeep; i++)
 		posix_spawn_file_actions_adddup2(&fa, keep[i], keep[i]);
 	sigemptyset(&none);
@@ -153,7 +154,7 @@ proc_spawn(char *const *argv, int out_fd, const int *keep, size_t nkeep, int *pi
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-						POSIX_SPAWN_SETSIGDEF);
+	                                    POSIX_SPAWN_SETSIGDEF);
 	err = posix_spawn(&pid, argv[0], &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);

@@ -15,18 +15,19 @@ int proc_pidfd_signal(int pidfd, int sig);
 int proc_starttime(pid_t pid, uint64_t *ticks);
 /* Whether /proc/PID/cmdline contains the argument sequence a, b (adjacent). */
 bool proc_cmdline_has(pid_t pid, const char *a, const char *b);
-/* The first process (other than us) whose command line has both adjacent pairs a1 a2 and b1 b2; 0 if none. */
+/* The first process (other than us) whose command line has both adjacent pairs a1 a2 and b1 b2; 0
+ * if none. */
 pid_t proc_find(const char *a1, const char *a2, const char *b1, const char *b2);
 /* Resident set size in KiB, or -1. */
 long proc_rss_kib(pid_t pid);
 
 /*
- * Spawns argv[0] (absolute path, no shell) in a new session with stdin on /dev/null, stdout and stderr
- * on out_fd (or /dev/null when < 0), and only the descriptors in keep[] inherited (at their numbers).
- * Returns the pid and sets *pidfd (or -1 with *cause).
+ * Spawns argv[0] (absolute path, no shell) in a new session with stdin on /dev/null, stdout and
+ * stderr on out_fd (or /dev/null when < 0), and only the descriptors in keep[] inherited (at their
+ * numbers). Returns the pid and sets *pidfd (or -1 with *cause).
  */
 pid_t proc_spawn(char *const *argv, int out_fd, const int *keep, size_t nkeep, int *pidfd,
-		 char **cause);
+                 char **cause);
 
 /* The last lines (at most max bytes) of a file from offset on, single-line-joined with " | ". */
 char *proc_file_tail(const char *path, long offset, size_t max);

@@ -30,9 +30,10 @@
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: qvmd [-f] [-d] [-c FILE]\n"
-		   "       qvmd -n [-c FILE]                 check every definition and exit\n"
-		   "       qvmd --print-cmdline NAME [-c FILE] print the QEMU command line of a VM\n");
+	fprintf(f,
+	        "usage: qvmd [-f] [-d] [-c FILE]\n"
+	        "       qvmd -n [-c FILE]                 check every definition and exit\n"
+	        "       qvmd --print-cmdline NAME [-c FILE] print the QEMU command line of a VM\n");
 }
 
 /* Sends a message to systemd's notify socket, if any (no libsystemd needed). */
@@ -68,7 +69,8 @@ mkdir_mode(const char *path, mode_t mode, const char *group)
 		return -1;
 	if (chmod(path, mode) < 0)
 		return -1;
-	if (group != NULL && (gr = getgrnam(group)) != NULL && chown(path, (uid_t)-1, gr->gr_gid) < 0)
+	if (group != NULL && (gr = getgrnam(group)) != NULL &&
+	    chown(path, (uid_t)-1, gr->gr_gid) < 0)
 		return -1;
 	return 0;
 }
@@ -86,7 +88,8 @@ check_config(struct daemon_config *conf)
 	json_object_object_get_ex(res, "errors", &errors);
 	n = json_object_array_length(errors);
 	for (size_t i = 0; i < n; i++)
-		fprintf(stderr, "%s\n", json_object_get_string(json_object_array_get_idx(errors, i)));
+		fprintf(stderr, "%s\n",
+		        json_object_get_string(json_object_array_get_idx(errors, i)));
 	printf("qvmd: %zu vm definition%s ok, %zu error%s\n", d.nvms, d.nvms == 1 ? "" : "s", n,
 	       n == 1 ? "" : "s");
 	json_object_put(res);
@@ -103,7 +106,8 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	struct cfg_errors errs;
 	char *path = xasprintf("%s/%s.ini", conf->vm_dir, name), *cause = NULL, **argv;
 	struct vm_config *cfg;
-	struct argv_env env = {conf->qemu, conf->run_dir, conf->state_dir, conf->ovmf_code, -1, NULL};
+	struct argv_env env = {conf->qemu, conf->run_dir, conf->state_dir, conf->ovmf_code,
+	                       -1,         NULL};
 	int *fds, rc = 1;
 
 	cfg_errors_init(&errs);
@@ -200,9 +204,9 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {{"print-cmdline", required_argument, NULL, 'p'},
-						 {"help", no_argument, NULL, 'h'},
-						 {"version", no_argument, NULL, 'V'},
-						 {NULL, 0, NULL, 0}};
+	                                         {"help", no_argument, NULL, 'h'},
+	                                         {"version", no_argument, NULL, 'V'},
+	                                         {NULL, 0, NULL, 0}};
 	const char *conf_path = NULL, *print_name = NULL;
 	bool check = false, debug = false;
 	struct daemon_config conf;
@@ -274,7 +278,7 @@ main(int argc, char **argv)
 	if (mkdir_mode(conf.run_dir, conf.socket_group ? 0710 : 0700, conf.socket_group) < 0 ||
 	    mkdir_mode(conf.state_dir, 0750, NULL) < 0) {
 		log_error("cannot create %s or %s: %s", conf.run_dir, conf.state_dir,
-			  strerror(errno));
+		          strerror(errno));
 		return 1;
 	}
 	res = daemon_reload(&d);
@@ -301,7 +305,7 @@ main(int argc, char **argv)
 			vm_crashed_while_away(d.vms[i]);
 	}
 	log_info("qvmd %s ready: %zu vms, control socket %s", QVMD_VERSION, d.nvms,
-		 conf.control_socket);
+	         conf.control_socket);
 	sd_notify_msg("READY=1");
 	event_base_dispatch(d.base);
 

@@ -1,8 +1,8 @@
 /*
  * One state machine per VM: stopped -> starting -> running | paused -> stopping -> stopped, plus
- * crashed. QEMU is spawned paused (-S) with a QMP listening socket qvmd created itself; qvmd connects,
- * negotiates, then sends `cont`, so no guest instruction runs before the supervisor is attached. A
- * VM is stopped only when both its process exit (pidfd) and QMP EOF have been seen.
+ * crashed. QEMU is spawned paused (-S) with a QMP listening socket qvmd created itself; qvmd
+ * connects, negotiates, then sends `cont`, so no guest instruction runs before the supervisor is
+ * attached. A VM is stopped only when both its process exit (pidfd) and QMP EOF have been seen.
  */
 #include "vm.h"
 #include "vm_private.h"
@@ -27,24 +27,24 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define START_TIMEOUT_MS      60000 /* QEMU exec -> QMP ready */
-#define QMP_EOF_GRACE_MS      2000  /* exit seen, waiting for QMP EOF */
-#define STATUS_TIMEOUT_MS     2000
-#define RESTART_RESET_MS      60000 /* a VM that ran this long gets its back-off reset */
-#define RESTART_MAX_DELAY_MS  60000
+#define START_TIMEOUT_MS     60000 /* QEMU exec -> QMP ready */
+#define QMP_EOF_GRACE_MS     2000  /* exit seen, waiting for QMP EOF */
+#define STATUS_TIMEOUT_MS    2000
+#define RESTART_RESET_MS     60000 /* a VM that ran this long gets its back-off reset */
+#define RESTART_MAX_DELAY_MS 60000
 
 static const char *const state_names[] = {"stopped", "starting", "running",
-					  "paused",  "stopping", "crashed"};
-static const char *const job_names[] = {"start", "powerdown", "kill", "reset",
-					"pause", "resume",    "attach", "detach"};
+                                          "paused",  "stopping", "crashed"};
+static const char *const job_names[] = {"start", "powerdown", "kill",   "reset",
+                                        "pause", "resume",    "attach", "detach"};
 static const char *const step_names[] = {"guest", "quit", "sigterm", "sigkill"};
 
 static void vm_qmp_ready(struct qmp_conn *conn, void *arg);
 static void vm_qmp_event(struct qmp_conn *conn, const char *name, struct json_object *data,
-			 int64_t sec, int64_t usec, void *arg);
+                         int64_t sec, int64_t usec, void *arg);
 static void vm_qmp_closed(struct qmp_conn *conn, const char *cause, void *arg);
 static void vm_qmp_trace(struct qmp_conn *conn, const char *dir, const char *buf, size_t len,
-			 void *arg);
+                         void *arg);
 static void vm_escalate(struct vm *vm);
 static void vm_maybe_finalize(struct vm *vm);
 
@@ -345,8 +345,8 @@ job_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case VM_JOB_START:
 		if (vm->pid > 0)
 			proc_pidfd_signal(vm->pidfd, SIGKILL);
-		vm->job->failed = xasprintf("vm %s: qemu did not become ready within %d s", vm->name,
-					    START_TIMEOUT_MS / 1000);
+		vm->job->failed = xasprintf("vm %s: qemu did not become ready within %d s",
+		                            vm->name, START_TIMEOUT_MS / 1000);
 		break;
 	case VM_JOB_POWERDOWN:
 	case VM_JOB_KILL:
@@ -499,8 +499,8 @@ vm_maybe_finalize(struct vm *vm)
 		if (job->failed)
 			vm_job_finish(vm, NULL, "failed", "%s", job->failed);
 		else
-			vm_job_finish(vm, NULL, "failed", "vm %s: qemu %s during start%s%s", vm->name,
-				      reason, *tail ? ": " : "", tail);
+			vm_job_finish(vm, NULL, "failed", "vm %s: qemu %s during start%s%s",
+			              vm->name, reason, *tail ? ": " : "", tail);
 		goto out;
 	}
 	if (job != NULL && (job->kind == VM_JOB_POWERDOWN || job->kind == VM_JOB_KILL)) {
@@ -510,10 +510,11 @@ vm_maybe_finalize(struct vm *vm)
 		vm->last_exit = xasprintf("%s (ended by %s)", reason, step_names[job->step]);
 		vm_set_state(vm, VM_STOPPED);
 		log_info("vm %s: stopped after %lld ms, ended by %s", vm->name, (long long)elapsed,
-			 step_names[job->step]);
+		         step_names[job->step]);
 		res = json_object_new_object();
 		json_object_object_add(res, "state", json_object_new_string("stopped"));
-		json_object_object_add(res, "ended_by", json_object_new_string(step_names[job->step]));
+		json_object_object_add(res, "ended_by",
+		                       json_object_new_string(step_names[job->step]));
 		json_object_object_add(res, "elapsed_ms", json_object_new_int64(elapsed));
 		vm_job_finish(vm, res, NULL, NULL);
 		goto out;
@@ -599,8 +600,9 @@ adopt_status_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	if (strcmp(vm->qemu_status, "prelaunch") == 0) {
 		char *cause = NULL;
 
-		log_info("vm %s: was left paused before its first instruction; continuing the start",
-			 vm->name);
+		log_info(
+		    "vm %s: was left paused before its first instruction; continuing the start",
+		    vm->name);
 		qmp_execute(conn, "cont", NULL, 0, ignore_reply, vm, &cause);
 		free(cause);
 	}
@@ -624,18 +626,18 @@ vm_qmp_ready(struct qmp_conn *conn, void *arg)
 
 static void
 vm_qmp_event(struct qmp_conn *conn, const char *name, struct json_object *data, int64_t sec,
-	     int64_t usec, void *arg)
+             int64_t usec, void *arg)
 {
 	struct vm *vm = arg;
 	struct json_object *ev, *v;
 
 	if (strcmp(name, "SHUTDOWN") == 0) {
 		vm->shutdown_seen = true;
-		vm->shutdown_guest = json_object_object_get_ex(data, "guest", &v) &&
-				     json_object_get_boolean(v);
+		vm->shutdown_guest =
+		    json_object_object_get_ex(data, "guest", &v) && json_object_get_boolean(v);
 		snprintf(vm->shutdown_reason, sizeof vm->shutdown_reason, "%s",
-			 json_object_object_get_ex(data, "reason", &v) ? json_object_get_string(v)
-								       : "unknown");
+		         json_object_object_get_ex(data, "reason", &v) ? json_object_get_string(v)
+		                                                       : "unknown");
 		log_info("vm %s: qemu reports shutdown (%s)", vm->name, vm->shutdown_reason);
 	} else if (strcmp(name, "STOP") == 0) {
 		snprintf(vm->qemu_status, sizeof vm->qemu_status, "paused");
@@ -750,7 +752,8 @@ static void
 start_spawn(struct vm *vm)
 {
 	struct daemon_config *conf = vm->d->conf;
-	struct argv_env env = {conf->qemu, conf->run_dir, conf->state_dir, conf->ovmf_code, -1, NULL};
+	struct argv_env env = {conf->qemu, conf->run_dir, conf->state_dir, conf->ovmf_code,
+	                       -1,         NULL};
 	char *sock = vm_run_path(vm, "qmp.sock"), *pidfile = vm_run_path(vm, "qemu.pid");
 	char *logpath = vm_state_path(vm, "qemu.log");
 	char *cause = NULL, **argv = NULL;
@@ -796,8 +799,9 @@ start_spawn(struct vm *vm)
 	vm_devs_init(vm);
 	rundir_save(vm);
 	vm_devs_save(vm);
-	/* Connect while we still hold the listening socket: the connection waits in its backlog until
-	 * QEMU accepts it, and fails at once if QEMU dies first (the socket then has no holder). */
+	/* Connect while we still hold the listening socket: the connection waits in its backlog
+	 * until QEMU accepts it, and fails at once if QEMU dies first (the socket then has no
+	 * holder). */
 	cfd = qmp_dial(sock);
 	if (cfd < 0 || vm_open_qmp(vm, cfd, &cause) < 0) {
 		if (cause == NULL)
@@ -842,9 +846,9 @@ vm_start(struct vm *vm, vm_done_cb cb, void *arg)
 	if (vm_refuse_busy(vm, cb, arg))
 		return;
 	if (vm->cfg == NULL || vm_is_active(vm)) {
-		msg = vm->cfg == NULL ? xasprintf("vm %s: definition was removed", vm->name)
-				      : xasprintf("vm %s: already %s", vm->name,
-						  state_names[vm->state]);
+		msg = vm->cfg == NULL
+		          ? xasprintf("vm %s: definition was removed", vm->name)
+		          : xasprintf("vm %s: already %s", vm->name, state_names[vm->state]);
 		cb(NULL, vm->cfg == NULL ? "not-found" : "already-running", msg, arg);
 		free(msg);
 		return;
@@ -903,9 +907,9 @@ vm_escalate(struct vm *vm)
 	switch (job->step) {
 	case 1:
 		log_warn("vm %s: %s: sending quit", vm->name,
-			 job->kind == VM_JOB_KILL ? "kill" : "guest ignored powerdown");
-		job->qmp_id = qmp_execute(vm->qmp, "quit", NULL, (int)wait, escalate_quit_done, vm,
-					  &cause);
+		         job->kind == VM_JOB_KILL ? "kill" : "guest ignored powerdown");
+		job->qmp_id =
+		    qmp_execute(vm->qmp, "quit", NULL, (int)wait, escalate_quit_done, vm, &cause);
 		free(cause);
 		break;
 	case 2:
@@ -959,7 +963,7 @@ vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void 
 	job->timeout_ms = timeout_ms ? timeout_ms : vm->live_cfg->shutdown_timeout_ms;
 	vm_set_state(vm, VM_STOPPING);
 	log_info("vm %s: powerdown (timeout %llu ms)", vm->name,
-		 (unsigned long long)job->timeout_ms);
+	         (unsigned long long)job->timeout_ms);
 	job->qmp_id = qmp_execute(vm->qmp, "system_powerdown", NULL, 0, powerdown_sent, vm, &cause);
 	if (job->qmp_id < 0) {
 		free(cause);
@@ -978,7 +982,7 @@ vm_kill(struct vm *vm, vm_done_cb cb, void *arg)
 	if (vm->pid <= 0 || vm->exited) {
 		if (vm->job == NULL || vm->pid <= 0) {
 			msg = xasprintf("vm %s: not running (state %s)", vm->name,
-					state_names[vm->state]);
+			                state_names[vm->state]);
 			cb(NULL, vm->job ? "busy" : "not-running", msg, arg);
 			free(msg);
 			return;
@@ -998,7 +1002,7 @@ vm_kill(struct vm *vm, vm_done_cb cb, void *arg)
 	}
 	if (vm->job != NULL)
 		vm_job_finish(vm, NULL, "failed", "vm %s: %s interrupted by kill", vm->name,
-			      job_names[vm->job->kind]);
+		              job_names[vm->job->kind]);
 	job = vm_job_start(vm, VM_JOB_KILL, cb, arg);
 	vm_set_state(vm, VM_STOPPING);
 	log_info("vm %s: kill", vm->name);
@@ -1023,7 +1027,7 @@ simple_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	}
 	if (r->status != QMP_OK) {
 		vm_job_finish(vm, NULL, r->status == QMP_ERROR ? "qemu-error" : "failed",
-			      "vm %s: %s failed: %s", vm->name, r->command, r->error_desc);
+		              "vm %s: %s failed: %s", vm->name, r->command, r->error_desc);
 		return;
 	}
 	if (vm->job->kind == VM_JOB_PAUSE) {
@@ -1096,7 +1100,7 @@ restart_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	vm->restarts++;
 	log_info("vm %s: restarting (attempt %u of %u)", vm->name, vm->restart_attempts,
-		 vm->cfg->restart_limit);
+	         vm->cfg->restart_limit);
 	vm_start(vm, restart_done, vm);
 }
 
@@ -1115,10 +1119,10 @@ vm_schedule_restart(struct vm *vm, bool crashed)
 		char *old = vm->last_exit;
 
 		vm->last_exit = xasprintf("%s; restart limit (%u) reached", old ? old : "crashed",
-					  cfg->restart_limit);
+		                          cfg->restart_limit);
 		free(old);
 		log_error("vm %s: restart limit (%u) reached, staying %s", vm->name,
-			  cfg->restart_limit, state_names[vm->state]);
+		          cfg->restart_limit, state_names[vm->state]);
 		return;
 	}
 	delay = 1000ull << (vm->restart_attempts < 6 ? vm->restart_attempts : 6);
@@ -1132,5 +1136,5 @@ vm_schedule_restart(struct vm *vm, bool crashed)
 	evtimer_add(vm->restart_ev, &tv);
 	vm->restart_due = daemon_mono_ms() + (int64_t)delay;
 	log_info("vm %s: restart in %llu ms (restart = %s)", vm->name, (unsigned long long)delay,
-		 crashed ? "after crash" : "always");
+	         crashed ? "after crash" : "always");
 }

@@ -1,7 +1,7 @@
 /*
- * supervisor/vm: one state machine per VM. Every operation on a VM is a job; one job at a time per VM
- * (others get `busy`), read-only requests are always answered, and different VMs never wait on each
- * other. Results reach the requester through a vm_done_cb.
+ * supervisor/vm: one state machine per VM. Every operation on a VM is a job; one job at a time per
+ * VM (others get `busy`), read-only requests are always answered, and different VMs never wait on
+ * each other. Results reach the requester through a vm_done_cb.
  */
 #ifndef QVMD_VM_H
 #define QVMD_VM_H
@@ -19,11 +19,11 @@ enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_PAUSED, VM_STOPPING, VM_
 
 /*
  * The result of an operation: on success code is NULL and result a new json object the callee owns
- * (it must json_object_put it); on failure code is an error code ("busy", "qemu-error", ...), message
- * says what went wrong and result is NULL.
+ * (it must json_object_put it); on failure code is an error code ("busy", "qemu-error", ...),
+ * message says what went wrong and result is NULL.
  */
 typedef void (*vm_done_cb)(struct json_object *result, const char *code, const char *message,
-			   void *arg);
+                           void *arg);
 
 /* Takes ownership of cfg. */
 struct vm *vm_new(struct daemon *d, struct vm_config *cfg);
@@ -54,8 +54,9 @@ void vm_status(struct vm *vm, vm_done_cb cb, void *arg);
 void vm_qmp(struct vm *vm, const char *command, struct json_object *args, vm_done_cb cb, void *arg);
 
 /*
- * Re-attaches to a QEMU left running by an earlier qvmd, from the VM's run directory. Cleans the run
- * directory of a QEMU that is gone (and reports it stopped or crashed). Returns true if adopted.
+ * Re-attaches to a QEMU left running by an earlier qvmd, from the VM's run directory. Cleans the
+ * run directory of a QEMU that is gone (and reports it stopped or crashed). Returns true if
+ * adopted.
  */
 bool vm_adopt(struct vm *vm);
 
@@ -63,12 +64,12 @@ struct cfg_disk;
 struct cfg_net;
 /* Hot-plug (running vm) or, with persist on a stopped vm, a definition edit. */
 void vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size, bool persist,
-		    vm_done_cb cb, void *arg);
+                    vm_done_cb cb, void *arg);
 void vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb cb,
-		   void *arg);
+                   void *arg);
 /* timeout_ms 0: 30 s. */
 void vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_ms,
-		      vm_done_cb cb, void *arg);
+                      vm_done_cb cb, void *arg);
 /* Live and persistent disks and NICs, with PCI addresses. */
 void vm_devices(struct vm *vm, vm_done_cb cb, void *arg);
 

@@ -156,19 +156,21 @@ vm_dev_json(const struct vm_dev *dev)
 	if (dev->is_disk) {
 		json_object_object_add(o, "file", json_object_new_string(dev->disk.file));
 		json_object_object_add(o, "format",
-				       json_object_new_string(cfg_format_name(dev->disk.format)));
+		                       json_object_new_string(cfg_format_name(dev->disk.format)));
 		json_object_object_add(o, "readonly", json_object_new_boolean(dev->disk.readonly));
 		json_object_object_add(o, "cache",
-				       json_object_new_string(cfg_cache_name(dev->disk.cache)));
+		                       json_object_new_string(cfg_cache_name(dev->disk.cache)));
 	} else {
 		cfg_mac_format(dev->net.mac, mac);
 		json_object_object_add(o, "type",
-				       json_object_new_string(cfg_net_type_name(dev->net.type)));
+		                       json_object_new_string(cfg_net_type_name(dev->net.type)));
 		json_object_object_add(o, "mac", json_object_new_string(mac));
 		if (dev->net.bridge)
-			json_object_object_add(o, "bridge", json_object_new_string(dev->net.bridge));
+			json_object_object_add(o, "bridge",
+			                       json_object_new_string(dev->net.bridge));
 		if (dev->net.ifname)
-			json_object_object_add(o, "ifname", json_object_new_string(dev->net.ifname));
+			json_object_object_add(o, "ifname",
+			                       json_object_new_string(dev->net.ifname));
 		json_object_object_add(o, "restrict", json_object_new_boolean(dev->net.restricted));
 	}
 	json_object_object_add(o, "bus", dev->port ? json_object_new_string(dev->port) : NULL);
@@ -183,8 +185,8 @@ jstr(struct json_object *o, const char *key)
 	struct json_object *v;
 
 	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-		       ? json_object_get_string(v)
-		       : NULL;
+	           ? json_object_get_string(v)
+	           : NULL;
 }
 
 static bool

@@ -124,8 +124,8 @@ hp_finish(struct hp_op *op, struct json_object *result, const char *code, const 
 }
 
 /* Records why the operation failed and starts undoing it. */
-static void
-hp_fail(struct hp_op *op, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void hp_fail(struct hp_op *op, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void
 hp_fail(struct hp_op *op, const char *code, const char *fmt, ...)
@@ -145,7 +145,9 @@ hp_fail(struct hp_op *op, const char *code, const char *fmt, ...)
 static const char *
 reply_code(const struct qmp_reply *r)
 {
-	return r->status == QMP_ERROR ? "qemu-error" : r->status == QMP_TIMEOUT ? "timeout" : "failed";
+	return r->status == QMP_ERROR     ? "qemu-error"
+	       : r->status == QMP_TIMEOUT ? "timeout"
+	                                  : "failed";
 }
 
 /* Sends a command whose reply continues the chain in cb. */
@@ -183,7 +185,7 @@ rollback_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 	if (r->status != QMP_OK)
 		log_warn("vm %s: rollback of %s: %s failed: %s", op->vm->name,
-			 op->is_disk ? op->disk.id : op->net.id, r->command, r->error_desc);
+		         op->is_disk ? op->disk.id : op->net.id, r->command, r->error_desc);
 	hp_rollback(op);
 }
 
@@ -219,8 +221,8 @@ hp_rollback(struct hp_op *op)
 	if (op->created) {
 		op->created = false;
 		if (unlink(op->disk.file) == 0)
-			log_info("vm %s: removed image %s created for the failed attach", op->vm->name,
-				 op->disk.file);
+			log_info("vm %s: removed image %s created for the failed attach",
+			         op->vm->name, op->disk.file);
 	}
 	hp_finish(op, NULL, op->err_code, op->err_msg);
 }
@@ -243,7 +245,7 @@ img_done(evutil_socket_t fd, short what, void *arg)
 
 		unlink(op->disk.file);
 		hp_fail(op, "failed", "vm %s: qemu-img create %s failed: %s", op->vm->name,
-			op->disk.file, tail);
+		        op->disk.file, tail);
 		free(log);
 		free(tail);
 		return;
@@ -291,9 +293,11 @@ pci_find(struct json_object *devices, const char *id, char *addr, size_t addrlen
 
 		if (json_object_object_get_ex(d, "qdev_id", &v) &&
 		    strcmp(json_object_get_string(v), id) == 0) {
-			int slot = json_object_object_get_ex(d, "slot", &v) ? json_object_get_int(v) : 0;
-			int fn = json_object_object_get_ex(d, "function", &v) ? json_object_get_int(v)
-									      : 0;
+			int slot =
+			    json_object_object_get_ex(d, "slot", &v) ? json_object_get_int(v) : 0;
+			int fn = json_object_object_get_ex(d, "function", &v)
+			             ? json_object_get_int(v)
+			             : 0;
 
 			snprintf(addr, addrlen, "%02x:%02x.%x", bus, slot, fn);
 			return d;
@@ -338,7 +342,7 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 	if (r->status != QMP_OK) {
 		hp_fail(op, reply_code(r), "vm %s: query-pci failed: %s", op->vm->name,
-			r->error_desc);
+		        r->error_desc);
 		return;
 	}
 	/* QEMU's view: a spare port with a device behind it is taken, whatever our books say. */
@@ -356,10 +360,11 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	}
 	if (vm_devs_free_port(op->vm, busy, op->port) < 0) {
 		free(busy);
-		hp_fail(op, "failed",
-			"vm %s: no free hot-plug slot (all %u in use); raise hotplug_slots in %s and "
-			"restart the vm",
-			op->vm->name, slots, op->vm->cfg ? op->vm->cfg->path : "its definition");
+		hp_fail(
+		    op, "failed",
+		    "vm %s: no free hot-plug slot (all %u in use); raise hotplug_slots in %s and "
+		    "restart the vm",
+		    op->vm->name, slots, op->vm->cfg ? op->vm->cfg->path : "its definition");
 		return;
 	}
 	free(busy);
@@ -376,7 +381,7 @@ step_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 	if (r->status != QMP_OK) {
 		hp_fail(op, reply_code(r), "vm %s: %s %s failed: %s", op->vm->name, r->command, id,
-			r->error_desc);
+		        r->error_desc);
 		return;
 	}
 	switch (op->step) {
@@ -406,8 +411,7 @@ step_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	hp_next(op);
 }
 
-static void
-hp_commit(struct hp_op *op);
+static void hp_commit(struct hp_op *op);
 
 static void
 device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
@@ -418,12 +422,12 @@ device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 	if (r->status != QMP_OK) {
 		hp_fail(op, reply_code(r), "vm %s: device_add %s failed: %s", vm->name,
-			op->is_disk ? op->disk.id : op->net.id, r->error_desc);
+		        op->is_disk ? op->disk.id : op->net.id, r->error_desc);
 		return;
 	}
 	/* From here on the device is the guest's: it is tracked, and removed only by detach. */
 	dev = op->is_disk ? vm_dev_new_disk(&op->disk, op->have_port ? op->port : NULL)
-			  : vm_dev_new_net(&op->net, op->have_port ? op->port : NULL);
+	                  : vm_dev_new_net(&op->net, op->have_port ? op->port : NULL);
 	vm_devs_add(vm, dev);
 	vm_devs_save(vm);
 	op->file_added = op->fmt_added = op->netdev_added = op->created = false;
@@ -444,8 +448,9 @@ confirmed(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		return;
 	}
 	hp_finish(op, NULL, "failed",
-		  r->status == QMP_OK ? "device_add succeeded but query-pci does not show the device"
-				      : r->error_desc);
+	          r->status == QMP_OK
+	              ? "device_add succeeded but query-pci does not show the device"
+	              : r->error_desc);
 }
 
 /* Persists the device (when asked) and reports success. */
@@ -460,11 +465,11 @@ hp_commit(struct hp_op *op)
 
 	if (op->persist && vm->cfg != NULL) {
 		int rc = op->is_disk ? cfg_write_add_disk(vm->cfg->path, &op->disk, &cause)
-				     : cfg_write_add_net(vm->cfg->path, &op->net, &cause);
+		                     : cfg_write_add_net(vm->cfg->path, &op->net, &cause);
 
 		if (rc < 0) {
 			char *msg = xasprintf("vm %s: %s attached, but not persisted: %s", vm->name,
-					      op->is_disk ? op->disk.id : op->net.id, cause);
+			                      op->is_disk ? op->disk.id : op->net.id, cause);
 
 			free(cause);
 			hp_finish(op, NULL, "failed", msg);
@@ -475,11 +480,11 @@ hp_commit(struct hp_op *op)
 		persisted = true;
 	}
 	log_info("vm %s: attached %s %s%s%s", vm->name, op->is_disk ? "disk" : "nic",
-		 op->is_disk ? op->disk.id : op->net.id, op->have_port ? " on " : "",
-		 op->have_port ? op->port : "");
+	         op->is_disk ? op->disk.id : op->net.id, op->have_port ? " on " : "",
+	         op->have_port ? op->port : "");
 	res = dev ? vm_dev_json(dev) : json_object_new_object();
 	json_object_object_add(res, "pci_addr",
-			       op->pci_addr ? json_object_new_string(op->pci_addr) : NULL);
+	                       op->pci_addr ? json_object_new_string(op->pci_addr) : NULL);
 	json_object_object_add(res, "live", json_object_new_boolean(1));
 	json_object_object_add(res, "persistent", json_object_new_boolean(persisted));
 	hp_finish(op, res, NULL, NULL);
@@ -516,27 +521,29 @@ hp_next(struct hp_op *op)
 
 		snprintf(op->fdname, sizeof op->fdname, "%s.tap", op->net.id);
 		args = obj1("fdname", op->fdname);
-		sent = vm->qmp && qmp_execute_fd(vm->qmp, "getfd", args, op->tapfd, 0, step_done, op,
-						 &cause) > 0;
+		sent = vm->qmp && qmp_execute_fd(vm->qmp, "getfd", args, op->tapfd, 0, step_done,
+		                                 op, &cause) > 0;
 		json_object_put(args);
 		free(cause);
 		break;
 	}
 	case HP_BACKEND:
 		if (op->is_disk)
-			sent = hp_send(op, "blockdev-add", argv_blockdev_file_json(&op->disk), step_done);
+			sent = hp_send(op, "blockdev-add", argv_blockdev_file_json(&op->disk),
+			               step_done);
 		else
 			sent = hp_send(op, "netdev_add",
-				       argv_netdev_json(&op->net,
-							op->net.type == CFG_NET_BRIDGE ? op->fdname : NULL),
-				       step_done);
+			               argv_netdev_json(&op->net, op->net.type == CFG_NET_BRIDGE
+			                                              ? op->fdname
+			                                              : NULL),
+			               step_done);
 		break;
 	case HP_FORMAT:
 		sent = hp_send(op, "blockdev-add", argv_blockdev_fmt_json(&op->disk), step_done);
 		break;
 	case HP_DEVICE:
 		args = op->is_disk ? argv_disk_device_json(&op->disk, bus)
-				   : argv_net_device_json(&op->net, bus);
+		                   : argv_net_device_json(&op->net, bus);
 		sent = hp_send(op, "device_add", args, device_added);
 		break;
 	case HP_CONFIRM:
@@ -605,9 +612,10 @@ check_image(const char *file, enum cfg_format format)
 	if (format == CFG_FORMAT_QCOW2 && !qcow2)
 		return xasprintf("%s is not a qcow2 image (use --format raw for raw images)", file);
 	if (format == CFG_FORMAT_RAW && qcow2)
-		return xasprintf("%s is a qcow2 image: attaching it as raw would expose its metadata "
-				 "(use --format qcow2)",
-				 file);
+		return xasprintf(
+		    "%s is a qcow2 image: attaching it as raw would expose its metadata "
+		    "(use --format qcow2)",
+		    file);
 	return NULL;
 }
 
@@ -624,14 +632,15 @@ static bool
 refuse_id(struct vm *vm, const char *id, vm_done_cb cb, void *arg)
 {
 	if (!cfg_valid_device_id(id))
-		return refuse(cb, arg, "invalid",
-			      xasprintf("vm %s: '%s' is not a valid device id ([a-zA-Z][a-zA-Z0-9_-], "
-					"at most %d characters)",
-					vm->name, id, CFG_ID_MAX));
+		return refuse(
+		    cb, arg, "invalid",
+		    xasprintf("vm %s: '%s' is not a valid device id ([a-zA-Z][a-zA-Z0-9_-], "
+		              "at most %d characters)",
+		              vm->name, id, CFG_ID_MAX));
 	if ((vm_is_active(vm) && vm_devs_find(vm, id)) ||
 	    (vm->cfg && (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id))))
-		return refuse(cb, arg, "invalid", xasprintf("vm %s: device id '%s' is already in use",
-							    vm->name, id));
+		return refuse(cb, arg, "invalid",
+		              xasprintf("vm %s: device id '%s' is already in use", vm->name, id));
 	return false;
 }
 
@@ -640,15 +649,17 @@ static bool
 refuse_stopped(struct vm *vm, bool persist, vm_done_cb cb, void *arg)
 {
 	if (vm_is_active(vm) && vm->state != VM_RUNNING && vm->state != VM_PAUSED)
-		return refuse(cb, arg, "busy",
-			      xasprintf("vm %s: busy: it is %s", vm->name, vm_state_name(vm->state)));
+		return refuse(
+		    cb, arg, "busy",
+		    xasprintf("vm %s: busy: it is %s", vm->name, vm_state_name(vm->state)));
 	if (!vm_is_active(vm) && !persist)
-		return refuse(cb, arg, "not-running",
-			      xasprintf("vm %s: not running; use --persist to change its definition",
-					vm->name));
+		return refuse(
+		    cb, arg, "not-running",
+		    xasprintf("vm %s: not running; use --persist to change its definition",
+		              vm->name));
 	if (!vm_is_active(vm) && vm->cfg == NULL)
 		return refuse(cb, arg, "not-found",
-			      xasprintf("vm %s: definition was removed", vm->name));
+		              xasprintf("vm %s: definition was removed", vm->name));
 	return false;
 }
 
@@ -666,13 +677,13 @@ persist_only_result(struct vm *vm, const char *id, bool attached, vm_done_cb cb,
 
 void
 vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size, bool persist,
-	       vm_done_cb cb, void *arg)
+               vm_done_cb cb, void *arg)
 {
 	struct hp_op *op;
 	char *why;
 
 	if (vm->job && refuse(cb, arg, "busy",
-			      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, disk->id, cb, arg))
 		return;
@@ -682,16 +693,17 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 		return;
 	}
 	if (disk->file[0] != '/' || !path_allowed(vm, disk->file, create_size > 0)) {
-		refuse(cb, arg, "denied",
-		       xasprintf("vm %s: %s is not below an image directory qvmd may use (image_dirs "
-				 "in qvmd.conf)",
-				 vm->name, disk->file));
+		refuse(
+		    cb, arg, "denied",
+		    xasprintf("vm %s: %s is not below an image directory qvmd may use (image_dirs "
+		              "in qvmd.conf)",
+		              vm->name, disk->file));
 		return;
 	}
 	if (create_size > 0 && access(disk->file, F_OK) == 0) {
 		refuse(cb, arg, "invalid",
 		       xasprintf("vm %s: %s already exists (drop --create to attach it)", vm->name,
-				 disk->file));
+		                 disk->file));
 		return;
 	}
 	if (create_size == 0 && (why = check_image(disk->file, disk->format)) != NULL) {
@@ -734,7 +746,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 	char *cause = NULL;
 
 	if (vm->job && refuse(cb, arg, "busy",
-			      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, net->id, cb, arg))
 		return;
@@ -747,7 +759,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 			cfg_mac_format(n.mac, mac);
 			refuse(cb, arg, "invalid",
 			       xasprintf("vm %s: mac %s is already used by nic %s", vm->name, mac,
-					 vm->devs[i]->id));
+			                 vm->devs[i]->id));
 			return;
 		}
 	}
@@ -757,12 +769,14 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 		return;
 	}
 	if (n.type == CFG_NET_BRIDGE && n.bridge == NULL) {
-		refuse(cb, arg, "invalid", xasprintf("vm %s: a bridge nic needs --bridge", vm->name));
+		refuse(cb, arg, "invalid",
+		       xasprintf("vm %s: a bridge nic needs --bridge", vm->name));
 		return;
 	}
 	if (n.type == CFG_NET_USER && (n.bridge || n.ifname)) {
 		refuse(cb, arg, "invalid",
-		       xasprintf("vm %s: --bridge and --ifname are for tap and bridge nics", vm->name));
+		       xasprintf("vm %s: --bridge and --ifname are for tap and bridge nics",
+		                 vm->name));
 		return;
 	}
 	n.mac_given = true; /* keep the MAC it got, also when persisted */
@@ -785,7 +799,8 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 	if (n.type == CFG_NET_BRIDGE) {
 		op->tapfd = vm_tap_open(n.ifname, n.bridge, &cause);
 		if (op->tapfd < 0) {
-			refuse(cb, arg, "failed", xasprintf("vm %s: nic %s: %s", vm->name, n.id, cause));
+			refuse(cb, arg, "failed",
+			       xasprintf("vm %s: nic %s: %s", vm->name, n.id, cause));
 			free(cause);
 			hp_free(op);
 			return;
@@ -817,7 +832,7 @@ backend_del(struct vm *vm, const char *cmd, const char *key, const char *name)
 	char *cause = NULL;
 
 	qmp_execute(vm->qmp, cmd, args, 0, backend_del_done,
-		    xasprintf("vm %s: %s %s", vm->name, cmd, name), &cause);
+	            xasprintf("vm %s: %s %s", vm->name, cmd, name), &cause);
 	json_object_put(args);
 	free(cause);
 }
@@ -840,17 +855,18 @@ dev_released(struct vm *vm, struct vm_dev *dev)
 			backend_del(vm, "netdev_del", "id", name);
 		}
 	}
-	if (dev->persist_removal && vm->cfg && (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id))) {
+	if (dev->persist_removal && vm->cfg &&
+	    (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id))) {
 		if (cfg_write_remove_device(vm->cfg->path, id, &cause) < 0) {
-			log_error("vm %s: %s removed, but not from the definition: %s", vm->name, id,
-				  cause);
+			log_error("vm %s: %s removed, but not from the definition: %s", vm->name,
+			          id, cause);
 			free(cause);
 		} else {
 			vm_reload_definition(vm, true);
 		}
 	}
 	log_info("vm %s: %s %s removed%s%s", vm->name, dev->is_disk ? "disk" : "nic", id,
-		 dev->port ? ", port " : "", dev->port ? dev->port : "");
+	         dev->port ? ", port " : "", dev->port ? dev->port : "");
 	vm_devs_remove(vm, dev);
 	vm_devs_save(vm);
 }
@@ -876,10 +892,10 @@ vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data)
 		res = json_object_new_object();
 		json_object_object_add(res, "id", json_object_new_string(id));
 		json_object_object_add(res, "removed", json_object_new_boolean(1));
-		json_object_object_add(res, "persistent",
-				       json_object_new_boolean(!op->persist && vm->cfg &&
-							       (cfg_vm_disk(vm->cfg, id) ||
-								cfg_vm_net(vm->cfg, id))));
+		json_object_object_add(
+		    res, "persistent",
+		    json_object_new_boolean(!op->persist && vm->cfg &&
+		                            (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id))));
 		hp_finish(op, res, NULL, NULL);
 	}
 	free(id);
@@ -893,7 +909,8 @@ device_del_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	char *msg;
 
 	if (r->status != QMP_OK) {
-		msg = xasprintf("vm %s: device_del %s failed: %s", op->vm->name, op->id, r->error_desc);
+		msg = xasprintf("vm %s: device_del %s failed: %s", op->vm->name, op->id,
+		                r->error_desc);
 		hp_finish(op, NULL, reply_code(r), msg);
 		free(msg);
 		return;
@@ -914,22 +931,22 @@ vm_detach_timeout(struct vm *vm)
 	if (op == NULL || !op->detach)
 		return;
 	msg = xasprintf("vm %s: device %s: the guest did not release it within %" PRIu64
-			" ms; removal pending (completes when the guest lets go)",
-			vm->name, op->id, op->timeout_ms);
+	                " ms; removal pending (completes when the guest lets go)",
+	                vm->name, op->id, op->timeout_ms);
 	hp_finish(op, NULL, "timeout", msg);
 	free(msg);
 }
 
 void
 vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_ms, vm_done_cb cb,
-		 void *arg)
+                 void *arg)
 {
 	struct hp_op *op;
 	struct vm_dev *dev;
 	char *cause = NULL;
 
 	if (vm->job && refuse(cb, arg, "busy",
-			      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg))
 		return;
@@ -949,9 +966,10 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 		return;
 	}
 	if (dev->pending_removal) {
-		refuse(cb, arg, "busy",
-		       xasprintf("vm %s: device %s: removal already pending (waiting for the guest)",
-				 vm->name, id));
+		refuse(
+		    cb, arg, "busy",
+		    xasprintf("vm %s: device %s: removal already pending (waiting for the guest)",
+		              vm->name, id));
 		return;
 	}
 	op = hp_new(vm);
@@ -1001,13 +1019,13 @@ devices_reply(struct vm *vm, struct json_object *pci, vm_done_cb cb, void *arg)
 		struct json_object *o = vm_dev_json(dev);
 
 		json_object_object_add(o, "pci_addr",
-				       pci && pci_find_all(pci, dev->id, addr, sizeof addr)
-					       ? json_object_new_string(addr)
-					       : NULL);
+		                       pci && pci_find_all(pci, dev->id, addr, sizeof addr)
+		                           ? json_object_new_string(addr)
+		                           : NULL);
 		json_object_object_add(o, "live", json_object_new_boolean(1));
 		json_object_object_add(o, "persistent",
-				       json_object_new_boolean(cfg && (cfg_vm_disk(cfg, dev->id) ||
-								       cfg_vm_net(cfg, dev->id))));
+		                       json_object_new_boolean(cfg && (cfg_vm_disk(cfg, dev->id) ||
+		                                                       cfg_vm_net(cfg, dev->id))));
 		json_object_array_add(arr, o);
 	}
 	for (size_t i = 0; cfg && i < cfg->ndisks + cfg->nnets; i++) {
@@ -1019,7 +1037,7 @@ devices_reply(struct vm *vm, struct json_object *pci, vm_done_cb cb, void *arg)
 		if (active && vm_devs_find(vm, id))
 			continue;
 		dev = is_disk ? vm_dev_new_disk(&cfg->disks[i], NULL)
-			      : vm_dev_new_net(&cfg->nets[i - cfg->ndisks], NULL);
+		              : vm_dev_new_net(&cfg->nets[i - cfg->ndisks], NULL);
 		o = vm_dev_json(dev);
 		vm_dev_free(dev);
 		json_object_object_add(o, "pci_addr", NULL);

@@ -49,7 +49,7 @@ image_child_done(evutil_socket_t fd, short what, void *arg)
 
 		if (b->error == NULL)
 			b->error = xasprintf("qemu-img create %s failed: %s", c->file,
-					     *tail ? tail : "no output");
+			                     *tail ? tail : "no output");
 		free(tail);
 		unlink(c->file);
 	} else {
@@ -90,7 +90,8 @@ vm_create_images(struct vm *vm)
 		if (disk->size == 0 || stat(disk->file, &st) == 0)
 			continue;
 		if (errno != ENOENT) {
-			b->error = xasprintf("disk %s: %s: %s", disk->id, disk->file, strerror(errno));
+			b->error =
+			    xasprintf("disk %s: %s: %s", disk->id, disk->file, strerror(errno));
 			break;
 		}
 		snprintf(size, sizeof size, "%" PRIu64, disk->size);
@@ -118,7 +119,7 @@ vm_create_images(struct vm *vm)
 			break;
 		}
 		log_info("vm %s: creating %s image %s (%s bytes)", vm->name,
-			 cfg_format_name(disk->format), disk->file, size);
+		         cfg_format_name(disk->format), disk->file, size);
 		c->ev = event_new(vm->d->base, c->pidfd, EV_READ, image_child_done, c);
 		event_add(c->ev, NULL);
 		b->pending++;
@@ -147,7 +148,7 @@ vm_prepare_firmware(struct vm *vm, char **cause)
 	in = open(vm->d->conf->ovmf_vars, O_RDONLY | O_CLOEXEC);
 	if (in < 0) {
 		*cause = xasprintf("uefi variable store template %s: %s", vm->d->conf->ovmf_vars,
-				   strerror(errno));
+		                   strerror(errno));
 		goto out;
 	}
 	out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);

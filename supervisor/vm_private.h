@@ -1,4 +1,5 @@
-/* What the files of the VM state machine (vm*.c, rundir.c) share; nothing outside them includes it. */
+/* What the files of the VM state machine (vm*.c, rundir.c) share; nothing outside them includes it.
+ */
 #ifndef QVMD_VM_PRIVATE_H
 #define QVMD_VM_PRIVATE_H
 
@@ -12,8 +13,16 @@
 struct event;
 struct qmp_conn;
 
-enum vm_job_kind { VM_JOB_START, VM_JOB_POWERDOWN, VM_JOB_KILL, VM_JOB_RESET, VM_JOB_PAUSE,
-		   VM_JOB_RESUME, VM_JOB_ATTACH, VM_JOB_DETACH };
+enum vm_job_kind {
+	VM_JOB_START,
+	VM_JOB_POWERDOWN,
+	VM_JOB_KILL,
+	VM_JOB_RESET,
+	VM_JOB_PAUSE,
+	VM_JOB_RESUME,
+	VM_JOB_ATTACH,
+	VM_JOB_DETACH
+};
 
 #include "cfg.h"
 
@@ -39,7 +48,7 @@ struct vm_job {
 	int step;            /* powerdown/kill: 0 ACPI, 1 quit, 2 SIGTERM, 3 SIGKILL */
 	uint64_t timeout_ms;
 	bool wait;
-	char *failed; /* start: why it failed, reported when QEMU is gone */
+	char *failed;     /* start: why it failed, reported when QEMU is gone */
 	struct hp_op *op; /* attach/detach: the hot-plug operation in progress */
 };
 
@@ -90,7 +99,7 @@ char *vm_run_path(const struct vm *vm, const char *file);
 char *vm_state_path(const struct vm *vm, const char *file);
 void vm_set_state(struct vm *vm, enum vm_state s);
 void vm_job_finish(struct vm *vm, struct json_object *result, const char *code, const char *fmt,
-		   ...) __attribute__((format(printf, 4, 5)));
+                   ...) __attribute__((format(printf, 4, 5)));
 struct vm_job *vm_job_start(struct vm *vm, enum vm_job_kind kind, vm_done_cb cb, void *arg);
 void vm_job_arm_timer(struct vm *vm, uint64_t ms);
 /* Re-reads the definition after qvmd edited it (running_matches: the QEMU now matches it). */
@@ -99,7 +108,8 @@ void vm_watch_pid(struct vm *vm);
 int vm_open_qmp(struct vm *vm, int fd, char **cause);
 void vm_schedule_restart(struct vm *vm, bool crashed);
 
-/* vm_images.c: creates missing disk images, then calls vm_images_done (error: allocated or NULL). */
+/* vm_images.c: creates missing disk images, then calls vm_images_done (error: allocated or NULL).
+ */
 void vm_create_images(struct vm *vm);
 void vm_images_done(struct vm *vm, char *error);
 /* Copies the UEFI variable store template for a VM that has none yet. */

@@ -13,7 +13,6 @@
 
 #define STATUS_TIMEOUT_MS 2000
 
-
 static bool
 definition_changed(const struct vm *vm)
 {
@@ -47,7 +46,7 @@ vm_list_row(const struct vm *vm)
 	json_object_object_add(o, "qemu_status", json_object_new_string(vm->qemu_status));
 	json_object_object_add(o, "restarts", json_object_new_int64(vm->restarts));
 	json_object_object_add(o, "definition_changed",
-			       json_object_new_boolean(definition_changed(vm)));
+	                       json_object_new_boolean(definition_changed(vm)));
 	json_object_object_add(o, "definition_removed", json_object_new_boolean(vm->cfg == NULL));
 	return o;
 }
@@ -60,25 +59,24 @@ status_object(const struct vm *vm, const char *qemu_status)
 	if (cfg == NULL)
 		cfg = vm->live_cfg;
 	json_object_object_add(o, "qemu_status", json_object_new_string(qemu_status));
-	json_object_object_add(o, "machine",
-			       json_object_new_string(cfg && cfg->machine == CFG_MACHINE_PC ? "pc"
-											    : "q35"));
-	json_object_object_add(o, "accel",
-			       json_object_new_string(cfg && cfg->accel == CFG_ACCEL_TCG ? "tcg"
-											 : "kvm"));
+	json_object_object_add(
+	    o, "machine",
+	    json_object_new_string(cfg && cfg->machine == CFG_MACHINE_PC ? "pc" : "q35"));
+	json_object_object_add(
+	    o, "accel", json_object_new_string(cfg && cfg->accel == CFG_ACCEL_TCG ? "tcg" : "kvm"));
 	json_object_object_add(o, "last_exit",
-			       vm->last_exit ? json_object_new_string(vm->last_exit) : NULL);
+	                       vm->last_exit ? json_object_new_string(vm->last_exit) : NULL);
 	json_object_object_add(o, "job",
-			       vm->job ? json_object_new_string(vm_job_name(vm->job->kind)) : NULL);
+	                       vm->job ? json_object_new_string(vm_job_name(vm->job->kind)) : NULL);
 	if (vm->restart_ev && vm->restart_due > daemon_mono_ms() && !vm_is_active(vm))
 		json_object_object_add(o, "restart_in_ms",
-				       json_object_new_int64(vm->restart_due - daemon_mono_ms()));
+		                       json_object_new_int64(vm->restart_due - daemon_mono_ms()));
 	disks = json_object_new_array();
 	nets = json_object_new_array();
 	if (vm_is_active(vm)) {
 		for (size_t i = 0; i < vm->ndevs; i++)
 			json_object_array_add(vm->devs[i]->is_disk ? disks : nets,
-					      vm_dev_json(vm->devs[i]));
+			                      vm_dev_json(vm->devs[i]));
 	} else {
 		for (size_t i = 0; cfg && i < cfg->ndisks; i++) {
 			struct vm_dev *dev = vm_dev_new_disk(&cfg->disks[i], NULL);
@@ -183,7 +181,8 @@ vm_qmp(struct vm *vm, const char *command, struct json_object *args, vm_done_cb 
 	char *cause = NULL, *msg;
 
 	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp)) {
-		msg = xasprintf("vm %s: not running (state %s)", vm->name, vm_state_name(vm->state));
+		msg =
+		    xasprintf("vm %s: not running (state %s)", vm->name, vm_state_name(vm->state));
 		cb(NULL, "not-running", msg, arg);
 		free(msg);
 		return;

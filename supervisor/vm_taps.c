@@ -1,7 +1,7 @@
 /*
- * Bridge NICs: QEMU's own bridge helper needs to spawn a process, which -sandbox spawn=deny forbids,
- * so qvmd opens the tap device itself, enslaves it to the bridge and hands QEMU the descriptor (as
- * libvirt does).
+ * Bridge NICs: QEMU's own bridge helper needs to spawn a process, which -sandbox spawn=deny
+ * forbids, so qvmd opens the tap device itself, enslaves it to the bridge and hands QEMU the
+ * descriptor (as libvirt does).
  */
 #include "vm_private.h"
 
@@ -58,7 +58,7 @@ vm_tap_open(const char *ifname, const char *bridge, char **cause)
 		br.ifr_ifindex = (int)idx;
 		if (idx == 0 || ioctl(sock, SIOCBRADDIF, &br) < 0) {
 			*cause = xasprintf("add tap %s to bridge %s: %s", ifr.ifr_name, bridge,
-					   strerror(errno));
+			                   strerror(errno));
 			goto fail;
 		}
 	}

@@ -41,8 +41,8 @@ main(int argc, char **argv)
 			if (*p == ']')
 				p++;
 			cur = json_object_is_type(cur, json_type_array)
-				      ? json_object_array_get_idx(cur, (size_t)i)
-				      : NULL;
+			          ? json_object_array_get_idx(cur, (size_t)i)
+			          : NULL;
 		} else {
 			cur = NULL;
 		}
@@ -54,7 +54,8 @@ main(int argc, char **argv)
 	if (json_object_is_type(cur, json_type_string))
 		printf("%s\n", json_object_get_string(cur));
 	else
-		printf("%s\n", json_object_to_json_string_ext(cur, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		printf("%s\n", json_object_to_json_string_ext(
+		                   cur, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 	return 0;
 }
