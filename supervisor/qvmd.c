@@ -30,10 +30,12 @@
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-	        "usage: qvmd [-f] [-d] [-c FILE]\n"
-	        "       qvmd -n [-c FILE]                 check every definition and exit\n"
-	        "       qvmd --print-cmdline NAME [-c FILE] print the QEMU command line of a VM\n");
+	fprintf(
+	    f, "usage: qvmd [-f] [-d] [-c FILE]\n"
+	       "       qvmd -n [-c FILE]                 check every definition and exit\n"
+	       "       qvmd --print-cmdline NAME [-c FILE] print the QEMU command line of a VM\n"
+	       "       qvmd --stop [-c FILE]             ExecStop: power every VM down first when\n"
+	       "                                         on_daemon_stop = powerdown\n");
 }
 
 /* Sends a message to systemd's notify socket, if any (no libsystemd needed). */
@@ -98,6 +100,43 @@ check_config(struct daemon_config *conf)
 	free(d.vms);
 	event_base_free(d.base);
 	return n ? 1 : 0;
+}
+
+/*
+ * qvmd --stop (the unit's ExecStop): with on_daemon_stop = powerdown, asks the running daemon to
+ * power every VM down (in parallel, escalating per VM) and waits; with leave, does nothing.
+ */
+static int
+stop_hook(struct daemon_config *conf)
+{
+	static const char req[] = "{\"id\":1,\"cmd\":\"powerdown\",\"args\":{\"all\":true}}\n";
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	char buf[65536];
+	size_t len = 0;
+	ssize_t n;
+	int fd;
+
+	if (conf->on_daemon_stop != CFG_ON_STOP_POWERDOWN)
+		return 0;
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", conf->control_socket);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
+		fprintf(stderr, "qvmd: --stop: %s: %s\n", conf->control_socket, strerror(errno));
+		return 1;
+	}
+	if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+		close(fd);
+		return 1;
+	}
+	while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0) {
+		len += (size_t)n;
+		if (memchr(buf, '\n', len) != NULL)
+			break;
+	}
+	close(fd);
+	buf[len] = '\0';
+	printf("%s", buf);
+	return strstr(buf, "\"ok\":true") != NULL ? 0 : 1;
 }
 
 static int
@@ -206,9 +245,10 @@ main(int argc, char **argv)
 	static const struct option longopts[] = {{"print-cmdline", required_argument, NULL, 'p'},
 	                                         {"help", no_argument, NULL, 'h'},
 	                                         {"version", no_argument, NULL, 'V'},
+	                                         {"stop", no_argument, NULL, 'S'},
 	                                         {NULL, 0, NULL, 0}};
 	const char *conf_path = NULL, *print_name = NULL;
-	bool check = false, debug = false;
+	bool check = false, debug = false, stop = false;
 	struct daemon_config conf;
 	struct cfg_errors errs;
 	struct daemon d = {0};
@@ -233,6 +273,9 @@ main(int argc, char **argv)
 			break;
 		case 'p':
 			print_name = optarg;
+			break;
+		case 'S':
+			stop = true;
 			break;
 		case 'V':
 			printf("qvmd %s\n", QVMD_VERSION);
@@ -261,6 +304,11 @@ main(int argc, char **argv)
 	log_set_level(debug ? CFG_LOG_DEBUG : conf.log_level);
 	if (check) {
 		rc = check_config(&conf);
+		cfg_daemon_free(&conf);
+		return rc;
+	}
+	if (stop) {
+		rc = stop_hook(&conf);
 		cfg_daemon_free(&conf);
 		return rc;
 	}

@@ -22,6 +22,9 @@ sleep 0.5
 check "an adopted autostart vm is not started again (same pid)" [ "$(ctl --json status auto1 | field .pid)" = "$pid" ]
 check "exactly one qemu" [ "$(qemu_pids | wc -l)" -eq 1 ]
 
+"$QVMD" --stop -c "$T/qvmd.conf" >/dev/null
+check "qvmd --stop with on_daemon_stop = leave leaves vms running" [ "$(ctl --json status auto1 | field .pid)" = "$pid" ]
+
 sed -i 's/^memory = 64M/memory = 96M/' "$T/vms/auto1.ini"
 fw_vm new1 q35
 kill -HUP "$QVMD_PID"
@@ -54,6 +57,10 @@ sed -i 's/^shutdown_timeout = 30s/shutdown_timeout = 1s/' "$T/vms/pd1.ini" "$T/v
 start_qvmd
 check "pd1 autostarted" wait_state pd1 running 20
 check "start new1" ctl start new1
+"$QVMD" --stop -c "$T/qvmd.conf" >/dev/null
+check "qvmd --stop (ExecStop) powers every vm down when configured to" [ -z "$(qemu_pids)" ]
+check "... and qvmd keeps running" kill -0 "$QVMD_PID"
+check "start new1 again" ctl start new1
 kill -TERM "$QVMD_PID"
 n=0
 while kill -0 "$QVMD_PID" 2>/dev/null && [ $n -lt 200 ]; do sleep 0.1; n=$((n + 1)); done
