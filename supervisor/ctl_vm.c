@@ -77,10 +77,9 @@ ctl_vm_list(struct ctl *ctl, struct ctl_args *args)
 static void
 ctl_vm_field(const char *key, const char *value)
 {
-	char label[64];
+	int pad = 18 - (int)strlen(key);
 
-	snprintf(label, sizeof label, "%s:", key);
-	printf("%-19s %s\n", label, value != NULL ? value : "-");
+	printf("%s:%*s %s\n", key, pad > 0 ? pad : 0, "", value != NULL ? value : "-");
 }
 
 static int
