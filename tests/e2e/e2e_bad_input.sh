@@ -6,6 +6,7 @@
 
 fw_vm ok1 pc
 printf '[vm]\nname = broken\nmemory = 12X\n' >"$T/vms/broken.ini"
+fw_vm badcpu q35 "cpu = no-such-cpu-model"
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
 check "a bad definition is reported with file:line" grep -q "broken.ini:3: \[vm\] memory" "$T/qvmd.log"
 check "the good vm loaded anyway" contains "$(ctl list)" ok1
@@ -16,6 +17,10 @@ out=$(ctl status nosuch 2>&1); rc=$?
 check "unknown vm: exit 1, not-found ($out)" failed_with $rc "$out" "no such vm"
 out=$(ctl start ok1 2>&1); rc=$?
 check "double start: exit 1, already running ($out)" failed_with $rc "$out" already
+out=$(ctl start badcpu 2>&1); rc=$?
+check "qemu exiting during start: exit 1 with its stderr tail ($out)" failed_with $rc "$out" "no-such-cpu-model"
+check "... and the vm is stopped, not running" [ "$(ctl --json status badcpu | field .state)" = stopped ]
+check "... and its run directory is gone" [ ! -e "$T/run/badcpu" ]
 out=$(ctl frobnicate 2>&1); rc=$?
 check "unknown verb: exit 2" [ $rc -eq 2 ]
 out=$(ctl -s "$T/nope.sock" list 2>&1); rc=$?
