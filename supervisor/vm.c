@@ -470,6 +470,7 @@ vm_maybe_finalize(struct vm *vm)
 	struct json_object *res;
 	char *reason, *tail, *log;
 	bool clean, crashed = false, restart = false;
+	const char *ended_by;
 	enum cfg_restart policy;
 
 	if (!vm->exited || (vm->qmp != NULL && !vm->qmp_closed))
@@ -506,15 +507,19 @@ vm_maybe_finalize(struct vm *vm)
 	if (job != NULL && (job->kind == VM_JOB_POWERDOWN || job->kind == VM_JOB_KILL)) {
 		int64_t elapsed = daemon_mono_ms() - job->t0;
 
+		/* QEMU dying on its own before the guest or an escalation step ended it. */
+		if (job->step == 0 && !clean && !vm->shutdown_seen)
+			ended_by = "crash";
+		else
+			ended_by = step_names[job->step];
 		free(vm->last_exit);
-		vm->last_exit = xasprintf("%s (ended by %s)", reason, step_names[job->step]);
+		vm->last_exit = xasprintf("%s (ended by %s)", reason, ended_by);
 		vm_set_state(vm, VM_STOPPED);
 		log_info("vm %s: stopped after %lld ms, ended by %s", vm->name, (long long)elapsed,
-		         step_names[job->step]);
+		         ended_by);
 		res = json_object_new_object();
 		json_object_object_add(res, "state", json_object_new_string("stopped"));
-		json_object_object_add(res, "ended_by",
-		                       json_object_new_string(step_names[job->step]));
+		json_object_object_add(res, "ended_by", json_object_new_string(ended_by));
 		json_object_object_add(res, "elapsed_ms", json_object_new_int64(elapsed));
 		vm_job_finish(vm, res, NULL, NULL);
 		goto out;
