@@ -46,6 +46,14 @@ check "... and they answer promptly ($(((t1 - t0) / 1000000)) ms)" [ $(((t1 - t0
 kill $HANG 2>/dev/null
 wait $HANG 2>/dev/null
 
+# A peer that is not root, qvmd's user or in socket_group: the socket is opened up on purpose so
+# that the daemon's SO_PEERCRED check, not the file mode, is what refuses it.
+chmod 0711 "$T" "$T/run"
+chmod 0666 "$SOCK"
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$QVMCTL" list 2>&1); rc=$?
+check "an unprivileged peer is denied by the daemon ($out)" failed_with $rc "$out" "permission denied"
+chmod 0660 "$SOCK"
+
 check "daemon still alive" kill -0 "$QVMD_PID"
 check "the vm kept running, same pid" [ "$(ctl --json status ok1 | field .pid)" = "$pid" ]
 out=$("$QVMD" -n -c "$T/qvmd.conf" 2>&1); rc=$?
