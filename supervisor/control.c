@@ -37,6 +37,7 @@ struct client {
 	unsigned pending; /* requests not answered yet */
 	bool eof;         /* the client shut down its side: close once everything is answered */
 	bool closing;     /* flush, then close */
+	bool shut;        /* our side is shut down: waiting for the peer's EOF */
 	bool dead;
 };
 
@@ -96,8 +97,20 @@ client_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct client *cl = arg;
 
-	if (cl->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+	struct timeval linger = {5, 0};
+
+	if (!cl->closing || cl->shut || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;
+	if (cl->eof) {
 		client_drop(cl, "closed");
+		return;
+	}
+	/* Closing a unix socket with unread input can make the peer lose our last reply
+	 * (ECONNRESET): say we are done, and close when the peer does (or after a while). */
+	shutdown(bufferevent_getfd(bev), SHUT_WR);
+	cl->shut = true;
+	bufferevent_set_timeouts(bev, &linger, NULL);
+	bufferevent_enable(bev, EV_READ);
 }
 
 static void
@@ -256,6 +269,10 @@ client_read_cb(struct bufferevent *bev, void *arg)
 	struct client *cl = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
+	if (cl->closing) {
+		evbuffer_drain(in, evbuffer_get_length(in)); /* no more requests from this one */
+		return;
+	}
 	while (!cl->dead && !cl->closing) {
 		struct evbuffer_ptr nl = evbuffer_search(in, "\n", 1, NULL);
 		size_t len;
@@ -281,7 +298,6 @@ client_read_cb(struct bufferevent *bev, void *arg)
 too_large:
 	client_error(cl, NULL, "too-large", "request larger than 1 MiB: closing the connection");
 	evbuffer_drain(in, evbuffer_get_length(in));
-	bufferevent_disable(bev, EV_READ);
 	cl->closing = true;
 	client_write_cb(bev, cl);
 }
@@ -291,6 +307,10 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct client *cl = arg;
 
+	if (cl->closing) {
+		client_drop(cl, "closed");
+		return;
+	}
 	/* A client that half-closed after its requests still gets its answers. */
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !cl->subscribed) {
 		cl->eof = true;
@@ -364,7 +384,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
 		client_error(cl, NULL, "denied",
 		             "permission denied: not root, qvmd's user or in socket_group");
 		cl->closing = true;
-		bufferevent_enable(cl->bev, EV_WRITE);
+		bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
 		return;
 	}
 	bufferevent_enable(cl->bev, EV_READ | EV_WRITE);

@@ -44,6 +44,18 @@ check() {
 	if "$@"; then ok "$d"; else not_ok "$d"; fi
 }
 finish() {
+	# Stop qvmd the normal way so that LeakSanitizer runs, then look for any sanitizer report.
+	if [ -n "$QVMD_PID" ]; then
+		kill -TERM "$QVMD_PID" 2>/dev/null
+		wait "$QVMD_PID" 2>/dev/null
+		QVMD_PID=
+	fi
+	if grep -qE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$T/qvmd.log" "$T"/*.err 2>/dev/null; then
+		not_ok "qvmd ran clean under ASan/UBSan (see $T/qvmd.log)"
+		grep -hE -A20 "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$T/qvmd.log" | head -40 | sed 's/^/# /'
+	else
+		ok "qvmd ran clean under ASan/UBSan"
+	fi
 	echo "$PASSED passed, $FAILED failed"
 	[ "$FAILED" -eq 0 ]
 }
