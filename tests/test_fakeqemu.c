@@ -1051,6 +1051,197 @@ teardown(void **state)
 	return 0;
 }
 
+/* ---- serve mode: many VMs in one process ---- */
+
+#define SERVE_VMS 3
+
+/* The socket directory of the running serve-mode test, emptied and removed by serve_teardown. */
+static char serve_dir[64];
+
+/* Starts one fakeqemu serving SERVE_VMS VMs in serve_dir, with the standard options (-S ...). */
+static void
+serve_start(struct fake *f, const char *const *env)
+{
+	char count[16];
+	const char *extra[] = {"--serve-dir", serve_dir, "--count", count, NULL};
+
+	strcpy(serve_dir, "/tmp/test_fakeqemu_serve.XXXXXX");
+	assert_non_null(mkdtemp(serve_dir));
+	snprintf(count, sizeof(count), "%d", SERVE_VMS);
+	fake_start(f, extra, env, -1, 0);
+}
+
+static void
+serve_path(char *buf, size_t size, int vm)
+{
+	snprintf(buf, size, "%s/%d.sock", serve_dir, vm);
+}
+
+static void
+serve_dir_remove(void)
+{
+	char path[96];
+	int i;
+
+	if (serve_dir[0] == '\0')
+		return;
+	for (i = 0; i < SERVE_VMS; i++) {
+		serve_path(path, sizeof(path), i);
+		unlink(path);
+	}
+	rmdir(serve_dir);
+	serve_dir[0] = '\0';
+}
+
+static int
+serve_teardown(void **state)
+{
+	teardown(state);
+	serve_dir_remove();
+	return 0;
+}
+
+/* Every socket is a VM of its own: greeting, negotiation, run state; quit ends only that one. */
+static void
+test_fakeqemu_serve_many_vms(void **state)
+{
+	struct fake f;
+	struct conn c[SERVE_VMS];
+	char path[96], buf[32];
+	int i, fd;
+
+	serve_start(&f, NULL);
+	for (i = 0; i < SERVE_VMS; i++) {
+		serve_path(path, sizeof(path), i);
+		fd = connect_path(path, 5000);
+		assert_true(fd >= 0);
+		conn_open_fd(&c[i], fd);
+	}
+	/* All connected at once; each negotiates on its own. */
+	for (i = 0; i < SERVE_VMS; i++) {
+		struct json_object *greeting = conn_next(&c[i], 3000);
+
+		assert_non_null(greeting);
+		assert_string_equal(get_str(greeting, "QMP.version.qemu.major"), "7");
+		json_object_put(greeting);
+	}
+	expect_error(conn_cmd(&c[1], "{\"execute\":\"query-status\"}"), "CommandNotFound",
+	             "qmp_capabilities");
+	for (i = 0; i < SERVE_VMS; i++)
+		expect_ok(conn_cmd(&c[i], "{\"execute\":\"qmp_capabilities\"}"));
+	expect_ok(conn_cmd(&c[1], "{\"execute\":\"cont\"}"));
+	expect_event(&c[1], "RESUME", NULL, NULL);
+	expect_status(&c[0], "prelaunch");
+	expect_status(&c[1], "running");
+	expect_status(&c[2], "prelaunch");
+	assert_int_equal(c[0].nevents + c[2].nevents, 0); /* RESUME went to VM 1 only */
+	/* The pidfile is the process's. */
+	fd = open(f.pidfile, O_RDONLY);
+	assert_true(fd >= 0);
+	memset(buf, 0, sizeof(buf));
+	assert_true(read(fd, buf, sizeof(buf) - 1) > 0);
+	close(fd);
+	assert_int_equal(atoi(buf), f.pid);
+	/* quit ends VM 0 alone: SHUTDOWN, EOF, its socket file gone; the others go on. */
+	expect_ok(conn_cmd(&c[0], "{\"execute\":\"quit\"}"));
+	expect_event(&c[0], "SHUTDOWN", "reason", "host-qmp-quit");
+	assert_null(conn_next(&c[0], 3000));
+	serve_path(path, sizeof(path), 0);
+	assert_false(file_exists(path));
+	assert_int_equal(fake_wait(&f, 200), -1);
+	expect_status(&c[2], "prelaunch");
+	/* A signal ends every VM that is left, then the process, cleanly. */
+	kill(f.pid, SIGTERM);
+	expect_event(&c[1], "SHUTDOWN", "reason", "host-signal");
+	expect_event(&c[2], "SHUTDOWN", "reason", "host-signal");
+	for (i = 1; i < SERVE_VMS; i++)
+		assert_null(conn_next(&c[i], 3000));
+	assert_int_equal(fake_wait(&f, 3000), 0);
+	assert_true(WIFEXITED(f.status));
+	assert_int_equal(WEXITSTATUS(f.status), 0);
+	assert_false(file_exists(f.pidfile));
+	for (i = 0; i < SERVE_VMS; i++) {
+		serve_path(path, sizeof(path), i);
+		assert_false(file_exists(path));
+		conn_close(&c[i]);
+	}
+	fake_stop(&f);
+	serve_dir_remove();
+}
+
+/* Like QEMU, one client per VM at a time: the next one is greeted once the first has gone. */
+static void
+test_fakeqemu_serve_one_client_per_vm(void **state)
+{
+	struct fake f;
+	struct conn a, b, other;
+	char path[96];
+
+	serve_start(&f, NULL);
+	serve_path(path, sizeof(path), 2);
+	conn_open(&a, path);
+	conn_open_fd(&b, connect_path(path, 5000));
+	assert_true(b.fd >= 0);
+	assert_null(conn_next(&b, 300)); /* waits in the backlog */
+	serve_path(path, sizeof(path), 1);
+	conn_open(&other, path); /* another VM is not held up */
+	expect_status(&other, "prelaunch");
+	conn_close(&a);
+	json_object_put(conn_next(&b, 3000)); /* the greeting, now */
+	expect_ok(conn_cmd(&b, "{\"execute\":\"qmp_capabilities\"}"));
+	expect_status(&b, "prelaunch");
+	conn_close(&b);
+	conn_close(&other);
+	fake_stop(&f);
+	serve_dir_remove();
+}
+
+/* A crash on demand takes down its VM only, and leaves its socket file behind. */
+static void
+test_fakeqemu_serve_crash_one_vm(void **state)
+{
+	const char *const env[] = {"FAKEQEMU_CRASH=system_reset", NULL};
+	struct fake f;
+	struct conn a, b;
+	char path[96];
+
+	serve_start(&f, env);
+	serve_path(path, sizeof(path), 0);
+	conn_open(&a, path);
+	serve_path(path, sizeof(path), 1);
+	conn_open(&b, path);
+	assert_null(conn_cmd(&b, "{\"execute\":\"system_reset\"}")); /* EOF, no reply */
+	assert_true(file_exists(path));
+	assert_int_equal(connect_path(path, 0), -1); /* nobody listens any more */
+	expect_status(&a, "prelaunch");
+	assert_int_equal(fake_wait(&f, 200), -1);
+	conn_close(&a);
+	conn_close(&b);
+	fake_stop(&f);
+	serve_dir_remove();
+}
+
+/* Serve mode creates the sockets itself: a -qmp option is refused at startup. */
+static void
+test_fakeqemu_serve_refuses_qmp(void **state)
+{
+	struct fake f;
+
+	strcpy(serve_dir, "/tmp/test_fakeqemu_serve.XXXXXX");
+	assert_non_null(mkdtemp(serve_dir));
+	{
+		const char *extra[] = {"--serve-dir", serve_dir, "--count", "2", NULL};
+
+		fake_start(&f, extra, NULL, -1, 1);
+	}
+	assert_int_equal(fake_wait(&f, 3000), 0);
+	assert_true(WIFEXITED(f.status));
+	assert_int_equal(WEXITSTATUS(f.status), 1);
+	assert_false(file_exists(f.sock));
+	fake_stop(&f);
+	serve_dir_remove();
+}
+
 int
 main(void)
 {
@@ -1070,6 +1261,10 @@ main(void)
 	    cmocka_unit_test_teardown(test_fakeqemu_getfd, teardown),
 	    cmocka_unit_test_teardown(test_fakeqemu_startup_errors, teardown),
 	    cmocka_unit_test_teardown(test_fakeqemu_accepts_golden_argv, teardown),
+	    cmocka_unit_test_teardown(test_fakeqemu_serve_many_vms, serve_teardown),
+	    cmocka_unit_test_teardown(test_fakeqemu_serve_one_client_per_vm, serve_teardown),
+	    cmocka_unit_test_teardown(test_fakeqemu_serve_crash_one_vm, serve_teardown),
+	    cmocka_unit_test_teardown(test_fakeqemu_serve_refuses_qmp, serve_teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

@@ -4,13 +4,20 @@
  * 1. Round trip of query-status against one real paused QEMU: qmp/ on a libevent loop versus a
  *    minimal blocking client (write the same bytes, read until the reply line), taking turns on
  *    the same QMP socket in alternating rounds so that machine noise hits both alike.
- * 2. One event loop, N fakeqemu processes (spawned first, not timed): time to connect and
- *    negotiate with all of them, then to get one query-status answered by each; client memory
- *    per idle connection (malloc'ed bytes and RSS, deltas divided by N).
+ * 2. One event loop, N fake QEMUs: time to connect and negotiate with all of them, then to get
+ *    one query-status answered by each; the client's CPU time in each phase; client memory per
+ *    idle connection (malloc'ed bytes and RSS, deltas divided by N). The fake QEMUs are served by
+ *    a few fakeqemu processes in serve mode (fakeqemu --serve-dir, one per CPU by default, each
+ *    with an equal share of the sockets; started first, not timed), so that the figure measures
+ *    the client and not the kernel scheduling thousands of processes.
  *
- * Usage: qmp_bench [-q qemu] [-f fakeqemu] [-n N[,N...]] [-r round_trips]
+ * Usage: qmp_bench [-q qemu] [-f fakeqemu] [-n N[,N...]] [-r round_trips] [-s servers] [-C]
+ *   -s  fakeqemu server processes for part 2 (default: one per cpu)
+ *   -C  an event base with EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST (qvmd uses the default base: an
+ *       experiment, it coalesces epoll_ctl calls)
  * The last line sums it up: qmp-bench: rtt_ratio=X conns=N all_ready_ms=MS bytes_per_conn=B
  */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -23,6 +30,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -84,6 +92,43 @@ quantile(int64_t *v, size_t n, double q)
 	return v[i < n ? i : n - 1];
 }
 
+/* The first "model name" of /proc/cpuinfo. */
+static const char *
+cpu_model(void)
+{
+	static char model[128] = "unknown cpu";
+	char line[256];
+	FILE *f = fopen("/proc/cpuinfo", "r");
+
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		char *colon = strchr(line, ':');
+
+		if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
+			snprintf(model, sizeof(model), "%s", colon + 2);
+			model[strcspn(model, "\n")] = '\0';
+			break;
+		}
+	}
+	if (f != NULL)
+		fclose(f);
+	return model;
+}
+
+/* The 1-minute load average: other work on the machine skews the wall-clock figures. */
+static const char *
+loadavg(void)
+{
+	static char buf[32] = "?";
+	FILE *f = fopen("/proc/loadavg", "r");
+
+	if (f != NULL) {
+		if (fscanf(f, "%31s", buf) != 1)
+			strcpy(buf, "?");
+		fclose(f);
+	}
+	return buf;
+}
+
 static long
 rss_kib(void)
 {
@@ -140,36 +185,25 @@ wait_for_path(const char *path, pid_t pid)
 	}
 }
 
-/* CPU time (user + system) of a process in milliseconds, from /proc/PID/stat. */
+/* CPU time (user + system) of a process in milliseconds, to the nanosecond. */
 static double
 proc_cpu_ms(pid_t pid)
 {
-	char path[64], buf[1024], *p;
-	unsigned long long ut = 0, st = 0;
-	FILE *f;
+	struct timespec ts;
+	clockid_t clock;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	f = fopen(path, "r");
-	if (f == NULL)
+	if (clock_getcpuclockid(pid, &clock) != 0 || clock_gettime(clock, &ts) != 0)
 		return 0;
-	p = fgets(buf, sizeof(buf), f);
-	fclose(f);
-	if (p == NULL || (p = strrchr(buf, ')')) == NULL)
-		return 0;
-	/* After "pid (comm)": state is field 3; utime and stime are fields 14 and 15. */
-	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return 0;
-	return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
 static double
 self_cpu_ms(void)
 {
-	struct rusage ru;
+	struct timespec ts;
 
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000.0 +
-	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000.0;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
 /* ---- 1. round trip against the real QEMU ---- */
@@ -395,35 +429,65 @@ many_reply(struct qmp_conn *conn, const struct qmp_reply *reply, void *arg)
 		event_base_loopbreak(m->base);
 }
 
+/* The four timed phases of bench_many. */
+enum { PH_CONNECT, PH_NEGOTIATE, PH_SEND, PH_ANSWER, PH_COUNT };
+
+static const char *const phase_names[PH_COUNT] = {"connect", "greeting+negotiation",
+                                                  "send query-status", "replies"};
+
 struct many_result {
-	double ready_ms, query_ms;
-	double client_cpu_ms, fakes_cpu_ms;
+	double wall_ms[PH_COUNT];
+	double client_cpu_ms[PH_COUNT];
+	double fakes_cpu_ms;
 	double heap_per_conn, rss_per_conn;
 };
 
+static double
+fakes_cpu_ms(const pid_t *pids, int npids)
+{
+	double sum = 0;
+	int i;
+
+	for (i = 0; i < npids; i++)
+		sum += proc_cpu_ms(pids[i]);
+	return sum;
+}
+
+/* Ends a phase: its wall and client CPU time since the previous mark. */
+static void
+phase_end(struct many_result *res, int phase, int64_t *wall, double *cpu)
+{
+	int64_t w = now_ns();
+	double c = self_cpu_ms();
+
+	res->wall_ms[phase] = (double)(w - *wall) / 1e6;
+	res->client_cpu_ms[phase] = c - *cpu;
+	*wall = w;
+	*cpu = c;
+}
+
 /* Connects to the first n fake QEMUs at once, negotiates, one query-status each. */
 static struct many_result
-bench_many(struct event_base *base, char **socks, const pid_t *pids, int n)
+bench_many(struct event_base *base, char **socks, const pid_t *pids, int npids, int n)
 {
 	struct many m = {.base = base, .want = n};
 	const struct qmp_callbacks cbs = {.ready = many_ready, .closed = many_closed, .arg = &m};
 	struct qmp_conn **conns = calloc((size_t)n, sizeof(*conns));
 	struct mallinfo2 before, after;
-	struct many_result res;
+	struct many_result res = {0};
 	long rss_before, rss_after;
-	int64_t t0, t1, t2;
+	int64_t wall;
+	double cpu;
 	int i;
 
 	if (conns == NULL)
 		die("out of memory");
-	res.fakes_cpu_ms = 0;
-	for (i = 0; i < n; i++)
-		res.fakes_cpu_ms -= proc_cpu_ms(pids[i]);
-	res.client_cpu_ms = -self_cpu_ms();
 	malloc_trim(0);
 	before = mallinfo2();
 	rss_before = rss_kib();
-	t0 = now_ns();
+	res.fakes_cpu_ms = -fakes_cpu_ms(pids, npids);
+	cpu = self_cpu_ms();
+	wall = now_ns();
 	for (i = 0; i < n; i++) {
 		char *cause = NULL;
 
@@ -431,30 +495,28 @@ bench_many(struct event_base *base, char **socks, const pid_t *pids, int n)
 		if (conns[i] == NULL || qmp_conn_connect_path(conns[i], socks[i], &cause) != 0)
 			die("connect %s: %s", socks[i], cause ? cause : "out of memory");
 	}
+	phase_end(&res, PH_CONNECT, &wall, &cpu);
 	while (m.ready < n && m.closed == 0)
 		event_base_dispatch(base);
 	if (m.closed)
 		die("%d connections closed", m.closed);
-	t1 = now_ns();
+	phase_end(&res, PH_NEGOTIATE, &wall, &cpu);
 	for (i = 0; i < n; i++) {
 		char *cause = NULL;
 
 		if (qmp_execute(conns[i], "query-status", NULL, 30000, many_reply, &m, &cause) < 0)
 			die("query-status: %s", cause);
 	}
+	phase_end(&res, PH_SEND, &wall, &cpu);
 	while (m.answered < n && m.closed == 0)
 		event_base_dispatch(base);
-	t2 = now_ns();
-	res.client_cpu_ms += self_cpu_ms();
-	for (i = 0; i < n; i++)
-		res.fakes_cpu_ms += proc_cpu_ms(pids[i]);
+	phase_end(&res, PH_ANSWER, &wall, &cpu);
+	res.fakes_cpu_ms += fakes_cpu_ms(pids, npids);
 	if (m.failed || m.closed)
 		die("%d query-status failed, %d connections closed", m.failed, m.closed);
 	/* Idle now: what the connections cost while they wait for the next command. */
 	after = mallinfo2();
 	rss_after = rss_kib();
-	res.ready_ms = (double)(t1 - t0) / 1e6;
-	res.query_ms = (double)(t2 - t1) / 1e6;
 	res.heap_per_conn =
 	    (double)(after.uordblks + after.hblkhd - before.uordblks - before.hblkhd) / n;
 	res.rss_per_conn = (double)(rss_after - rss_before) * 1024.0 / n;
@@ -464,6 +526,17 @@ bench_many(struct event_base *base, char **socks, const pid_t *pids, int n)
 	/* Let the fakes see EOF and go back to listening. */
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	return res;
+}
+
+static double
+sum_phases(const double *v)
+{
+	double sum = 0;
+	int i;
+
+	for (i = 0; i < PH_COUNT; i++)
+		sum += v[i];
+	return sum;
 }
 
 static void
@@ -483,13 +556,67 @@ raise_nofile(int need)
 		    need);
 }
 
+/*
+ * Starts nservers fakeqemu processes in serve mode for max sockets in all: server k listens on
+ * DIR/sK/J.sock; socket i of the list is served by server i % nservers, so that any prefix of the
+ * list is spread evenly over the servers.
+ */
+static void
+start_servers(const char *fake, const char *dir, int max, int nservers, char **socks, pid_t *pids)
+{
+	int k, i;
+
+	for (k = 0; k < nservers; k++) {
+		char sdir[256], count[16], last[300];
+		int share = max / nservers + (k < max % nservers);
+		char *fargv[] = {(char *)fake, "-S",      "-machine", "q35", "--serve-dir",
+		                 sdir,         "--count", count,      NULL};
+
+		snprintf(sdir, sizeof(sdir), "%s/s%d", dir, k);
+		if (mkdir(sdir, 0700) != 0)
+			die("mkdir %s: %s", sdir, strerror(errno));
+		snprintf(count, sizeof(count), "%d", share);
+		pids[k] = spawn(fargv);
+		/* The sockets are created in order: once the last one listens, all do. */
+		snprintf(last, sizeof(last), "%s/%d.sock", sdir, share - 1);
+		wait_for_path(last, pids[k]);
+	}
+	for (i = 0; i < max; i++) {
+		if (asprintf(&socks[i], "%s/s%d/%d.sock", dir, i % nservers, i / nservers) < 0)
+			die("out of memory");
+	}
+}
+
+static void
+stop_servers(const char *dir, int max, int nservers, char **socks, pid_t *pids)
+{
+	char sdir[256];
+	int i, status;
+
+	for (i = 0; i < nservers; i++) {
+		kill(pids[i], SIGKILL);
+		waitpid(pids[i], &status, 0);
+	}
+	for (i = 0; i < max; i++) {
+		unlink(socks[i]);
+		free(socks[i]);
+	}
+	for (i = 0; i < nservers; i++) {
+		snprintf(sdir, sizeof(sdir), "%s/s%d", dir, i);
+		rmdir(sdir);
+	}
+}
+
 int
 main(int argc, char **argv)
 {
 	const char *qemu = QMP_BENCH_QEMU, *fake = QMP_BENCH_FAKEQEMU, *ns = "1000,5000";
 	size_t calls = 10000;
 	char dir[] = "/tmp/qmp-bench.XXXXXX", **socks;
-	int counts[8], ncounts = 0, max = 0, i, opt;
+	int counts[8], ncounts = 0, max = 0, i, j, opt;
+	int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN), nservers = ncpu > 0 ? ncpu : 1;
+	int changelist = 0;
+	struct event_config *cfg;
 	pid_t *pids;
 	struct event_base *base;
 	double ratio;
@@ -497,7 +624,7 @@ main(int argc, char **argv)
 	char *p;
 	int64_t t0;
 
-	while ((opt = getopt(argc, argv, "q:f:n:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "q:f:n:r:s:C")) != -1) {
 		switch (opt) {
 		case 'q':
 			qemu = optarg;
@@ -511,9 +638,15 @@ main(int argc, char **argv)
 		case 'r':
 			calls = strtoul(optarg, NULL, 10);
 			break;
+		case 's':
+			nservers = atoi(optarg);
+			break;
+		case 'C':
+			changelist = 1;
+			break;
 		default:
 			fprintf(stderr, "usage: qmp_bench [-q qemu] [-f fakeqemu] [-n N[,N...]] "
-			                "[-r round_trips]\n");
+			                "[-r round_trips] [-s servers] [-C]\n");
 			return 2;
 		}
 	}
@@ -527,59 +660,66 @@ main(int argc, char **argv)
 		if (*p == ',')
 			p++;
 	}
+	if (max < 1)
+		die("-n: no connection count");
+	if (nservers < 1)
+		nservers = 1;
+	if (nservers > max)
+		nservers = max;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile(max + 64);
 	if (mkdtemp(dir) == NULL)
 		die("mkdtemp: %s", strerror(errno));
-	base = event_base_new();
+	cfg = event_config_new();
+	if (cfg == NULL)
+		die("event_config_new failed");
+	if (changelist)
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
 	if (base == NULL)
 		die("event_base_new failed");
+	printf("machine: %d cpus, %s, load %s; libevent %s (%s backend%s)\n", ncpu, cpu_model(),
+	       loadavg(), event_get_version(), event_base_get_method(base),
+	       changelist ? ", changelist" : "");
 
 	ratio = bench_rtt(base, qemu, dir, calls);
 
 	socks = calloc((size_t)max, sizeof(*socks));
-	pids = calloc((size_t)max, sizeof(*pids));
+	pids = calloc((size_t)nservers, sizeof(*pids));
 	if (socks == NULL || pids == NULL)
 		die("out of memory");
 	t0 = now_ns();
-	for (i = 0; i < max; i++) {
-		char qmp[300];
-		char *fargv[] = {(char *)fake, "-S", "-machine", "q35", "-qmp", qmp, NULL};
-
-		if (asprintf(&socks[i], "%s/f%d.sock", dir, i) < 0)
-			die("out of memory");
-		snprintf(qmp, sizeof(qmp), "unix:%s,server=on,wait=off", socks[i]);
-		pids[i] = spawn(fargv);
-	}
-	for (i = 0; i < max; i++)
-		wait_for_path(socks[i], pids[i]);
-	printf("spawned %d fakeqemu in %.0f ms (not part of the figures)\n", max,
-	       (double)(now_ns() - t0) / 1e6);
+	start_servers(fake, dir, max, nservers, socks, pids);
+	printf("fake QEMUs: %d sockets served by %d fakeqemu process%s in serve mode "
+	       "(--serve-dir, ~%d sockets each%s), this client in one process; "
+	       "started in %.0f ms (not part of the figures)\n",
+	       max, nservers, nservers == 1 ? "" : "es", (max + nservers - 1) / nservers,
+	       nservers == ncpu ? ", one per cpu" : "", (double)(now_ns() - t0) / 1e6);
 	for (i = 0; i < ncounts; i++) {
-		last = bench_many(base, socks, pids, counts[i]);
+		last = bench_many(base, socks, pids, nservers, counts[i]);
 		printf(
 		    "conns=%d: connect+negotiate %.1f ms, one query-status each %.1f ms, "
 		    "total %.1f ms; client memory per idle connection: heap %.0f B, RSS %.0f B\n",
-		    counts[i], last.ready_ms, last.query_ms, last.ready_ms + last.query_ms,
+		    counts[i], last.wall_ms[PH_CONNECT] + last.wall_ms[PH_NEGOTIATE],
+		    last.wall_ms[PH_SEND] + last.wall_ms[PH_ANSWER], sum_phases(last.wall_ms),
 		    last.heap_per_conn, last.rss_per_conn);
-		printf("  cpu during it: client %.0f ms, all fakeqemu together %.0f ms\n",
-		       last.client_cpu_ms, last.fakes_cpu_ms);
+		printf("  cpu during it: client %.0f ms (%.1f us per connection), fakeqemu servers "
+		       "together %.0f ms\n",
+		       sum_phases(last.client_cpu_ms),
+		       sum_phases(last.client_cpu_ms) * 1000.0 / counts[i], last.fakes_cpu_ms);
+		for (j = 0; j < PH_COUNT; j++)
+			printf("    %-22s wall %7.1f ms  client cpu %7.1f ms (%5.1f us/conn)\n",
+			       phase_names[j], last.wall_ms[j], last.client_cpu_ms[j],
+			       last.client_cpu_ms[j] * 1000.0 / counts[i]);
 	}
-	for (i = 0; i < max; i++) {
-		int status;
-
-		kill(pids[i], SIGKILL);
-		waitpid(pids[i], &status, 0);
-		unlink(socks[i]);
-		free(socks[i]);
-	}
+	stop_servers(dir, max, nservers, socks, pids);
 	free(socks);
 	free(pids);
 	rmdir(dir);
 	event_base_free(base);
 	printf("qmp-bench: rtt_ratio=%.3f conns=%d all_ready_ms=%.1f bytes_per_conn=%.0f\n", ratio,
-	       ncounts ? counts[ncounts - 1] : 0, last.ready_ms + last.query_ms,
-	       last.heap_per_conn);
+	       ncounts ? counts[ncounts - 1] : 0, sum_phases(last.wall_ms), last.heap_per_conn);
 	return 0;
 }

@@ -34,6 +34,10 @@
  * have numbered the buses); before that qom-list /machine/peripheral shows them, as with QEMU. A
  * device added to a root port that is already occupied is refused (QEMU would accept it on an
  * invisible slot).
+ *
+ * Serve mode: "fakeqemu --serve-dir DIR --count N [options]" runs N such VMs in one process, with
+ * QMP sockets DIR/0.sock .. DIR/N-1.sock (see serve_main()), for benchmarks that need thousands of
+ * QMP peers without thousands of processes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -133,6 +138,12 @@ struct fq {
 	int has_run; /* firmware has numbered the bridges' buses */
 	int anon_next;
 	int exiting;
+
+	/* Serve mode (--serve-dir): one of many VMs of this process. */
+	int serve;
+	int ended;           /* its sockets are closed: quit, poweroff, a signal or a crash */
+	int reg_fd;          /* the descriptor it has in the epoll set, or -1 */
+	uint32_t reg_events; /* and the events asked for */
 
 	struct fq_device *devices;
 	struct fq_node *nodes;
@@ -410,10 +421,44 @@ timer_next_timeout(const struct fq *fq)
 /* ---- clean exit ---- */
 
 /*
+ * Serve mode: one VM of the process ends (its QEMU would have exited). Its sockets close; the
+ * caller decides whether the socket file goes, as it does on a clean exit, or stays, as after a
+ * crash.
+ */
+static void
+fq_vm_end(struct fq *fq)
+{
+	struct fq_timer *t;
+
+	client_close(fq);
+	if (fq->listen_fd >= 0) {
+		close(fq->listen_fd);
+		fq->listen_fd = -1;
+	}
+	while ((t = fq->timers) != NULL) {
+		fq->timers = t->next;
+		free(t->device);
+		free(t);
+	}
+	fq->ended = 1;
+}
+
+/* A crash on demand: abort(), or in serve mode only this VM's sockets close, file left behind. */
+static void
+fq_crash(struct fq *fq)
+{
+	if (!fq->serve)
+		abort();
+	fq_vm_end(fq);
+}
+
+/*
  * The exit paths of QEMU that remove the pidfile: quit, a termination signal, guest poweroff. The
  * pending output (the SHUTDOWN event, the quit reply) is written out before the socket closes.
+ * Exits, except in serve mode, where only this VM ends (and the call returns).
  */
-static void __attribute__((noreturn)) fq_clean_exit(struct fq *fq)
+static void
+fq_clean_exit(struct fq *fq)
 {
 	if (fq->client_fd >= 0 && fq->out_len > 0) {
 		struct timeval tv = {.tv_sec = 1};
@@ -434,6 +479,10 @@ static void __attribute__((noreturn)) fq_clean_exit(struct fq *fq)
 	}
 	if (fq->qmp_path != NULL && fq->listen_fd >= 0)
 		unlink(fq->qmp_path);
+	if (fq->serve) {
+		fq_vm_end(fq);
+		return;
+	}
 	if (fq->pidfile != NULL && fq->pidfd >= 0)
 		unlink(fq->pidfile);
 	exit(0);
@@ -1917,8 +1966,10 @@ handle_message(struct fq *fq, struct json_object *msg)
 		return;
 	}
 	name = json_object_get_string(exec);
-	if (in_list(fq->crash, name))
-		abort();
+	if (in_list(fq->crash, name)) {
+		fq_crash(fq);
+		return;
+	}
 	if (in_list(fq->stall, name))
 		return;
 	for (i = 0; i < sizeof(fq_cmds) / sizeof(fq_cmds[0]); i++)
@@ -2104,7 +2155,8 @@ fire_timer(struct fq *fq, struct fq_timer *t)
 		monitor_start(fq);
 		break;
 	case FQ_T_EXIT:
-		abort();
+		fq_crash(fq);
+		break;
 	case FQ_T_POWERDOWN:
 		/* A paused guest cannot react to the ACPI event yet: try again later. */
 		if (fq->status != FQ_RUNNING) {
@@ -2115,8 +2167,10 @@ fire_timer(struct fq *fq, struct fq_timer *t)
 		json_object_object_add(data, "guest", json_object_new_boolean(1));
 		json_object_object_add(data, "reason", json_object_new_string("guest-shutdown"));
 		fq_event(fq, "SHUTDOWN", data);
-		if (!fq->no_shutdown)
+		if (!fq->no_shutdown) {
 			fq_clean_exit(fq);
+			break;
+		}
 		fq->status = FQ_SHUTDOWN;
 		fq_event(fq, "STOP", NULL);
 		break;
@@ -2539,10 +2593,12 @@ write_pidfile(struct fq *fq)
 	}
 }
 
-int
-main(int argc, char **argv)
+/* The defaults and the environment's switches, before the command line. */
+static void
+fq_init(struct fq *fq, const char *progname)
 {
-	struct fq fq = {
+	*fq = (struct fq){
+	    .progname = progname,
 	    .pidfd = -1,
 	    .qmp_inherited_fd = -1,
 	    .listen_fd = -1,
@@ -2550,13 +2606,247 @@ main(int argc, char **argv)
 	    .pending_fd = -1,
 	    .status = FQ_RUNNING,
 	    .cpus = 1,
+	    .reg_fd = -1,
 	};
+	fq->tok = json_tokener_new();
+	if (fq->tok == NULL)
+		die_oom();
+	fq->ignore_powerdown = env_int("FAKEQEMU_IGNORE_POWERDOWN", 0) != 0;
+	fq->no_unplug = env_int("FAKEQEMU_NO_UNPLUG", 0) != 0;
+	fq->powerdown_delay_ms = env_int("FAKEQEMU_POWERDOWN_DELAY_MS", 50);
+	fq->unplug_delay_ms = env_int("FAKEQEMU_UNPLUG_DELAY_MS", 20);
+	fq->stall = getenv("FAKEQEMU_STALL");
+	fq->crash = getenv("FAKEQEMU_CRASH");
+}
+
+/* ---- serve mode: one process, many VMs ---- */
+
+/*
+ * fakeqemu --serve-dir DIR --count N [QEMU options]: N VMs in one single-threaded process, each
+ * configured by the same QEMU options and each with its own QMP socket DIR/0.sock .. DIR/N-1.sock
+ * (and its own run state, devices, timers and client), served from one epoll set. A VM behaves
+ * like a fakeqemu of its own: the same greeting, commands, events and FAKEQEMU_* switches. Where
+ * that QEMU would exit, the VM ends instead: quit, a guest poweroff or SIGTERM/SIGINT/SIGHUP
+ * (which ends them all) close its sockets and remove its socket file; a crash on demand
+ * (FAKEQEMU_CRASH, FAKEQEMU_EXIT_AFTER_MS) closes them and leaves the file. The process exits 0
+ * once no VM is left. -pidfile names the process's pidfile; -qmp and -chardev/-mon are refused.
+ * For scale benchmarks: thousands of QMP peers without thousands of processes to schedule.
+ */
+struct fq_server {
+	struct fq *vms;
+	int count;
+	int epfd;
+	int sigfd;
+	char *pidfile; /* removed when the process exits */
+};
+
+/* Puts the VM's one descriptor (client, else listening socket) in the epoll set, or updates it. */
+static void
+serve_sync(struct fq_server *s, struct fq *fq)
+{
+	struct epoll_event ev = {.data.ptr = fq};
+	int fd = -1;
+
+	if (!fq->ended && fq->client_fd >= 0) {
+		fd = fq->client_fd;
+		ev.events = EPOLLIN | (fq->out_len > 0 ? EPOLLOUT : 0);
+	} else if (!fq->ended && fq->listen_fd >= 0) {
+		fd = fq->listen_fd; /* like QEMU: nobody else is accepted while a client is there */
+		ev.events = EPOLLIN;
+	}
+	if (fd == fq->reg_fd && (fd < 0 || ev.events == fq->reg_events))
+		return;
+	if (fd >= 0 && fd == fq->reg_fd) {
+		if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev) < 0 && errno == ENOENT &&
+		    epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+			goto fail;
+	} else {
+		/*
+		 * A client socket that is no longer the VM's was closed, which took it out of the
+		 * set; a listening socket is still open while a client is connected.
+		 */
+		if (fq->reg_fd >= 0 && fq->reg_fd == fq->listen_fd)
+			epoll_ctl(s->epfd, EPOLL_CTL_DEL, fq->reg_fd, NULL);
+		if (fd >= 0 && epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+			goto fail;
+	}
+	fq->reg_fd = fd;
+	fq->reg_events = ev.events;
+	return;
+fail:
+	fprintf(stderr, "%s: epoll_ctl: %s\n", fq->progname, strerror(errno));
+	abort();
+}
+
+static void __attribute__((noreturn)) serve_exit(struct fq_server *s)
+{
+	if (s->pidfile != NULL)
+		unlink(s->pidfile);
+	exit(0);
+}
+
+/* SIGTERM, SIGINT, SIGHUP: every VM says SHUTDOWN (host-signal) and ends; the process exits. */
+static void
+serve_signal(struct fq_server *s)
+{
+	struct signalfd_siginfo si;
+	int i;
+
+	if (read(s->sigfd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+		return;
+	for (i = 0; i < s->count; i++) {
+		struct fq *fq = &s->vms[i];
+		struct json_object *data;
+
+		if (fq->ended)
+			continue;
+		data = json_object_new_object();
+		json_object_object_add(data, "guest", json_object_new_boolean(0));
+		json_object_object_add(data, "reason", json_object_new_string("host-signal"));
+		fq_event(fq, "SHUTDOWN", data);
+		fq_clean_exit(fq);
+	}
+	serve_exit(s);
+}
+
+/* One VM's descriptor is ready: the same handling as main_loop's. */
+static void
+serve_event(struct fq *fq, uint32_t events)
+{
+	if (fq->ended)
+		return;
+	if (fq->reg_fd == fq->listen_fd && fq->client_fd < 0) {
+		client_accept(fq);
+		return;
+	}
+	if (events & EPOLLOUT)
+		out_flush(fq);
+	if (fq->client_fd >= 0 && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		client_read(fq);
+}
+
+static void __attribute__((noreturn)) serve_loop(struct fq_server *s)
+{
+	struct epoll_event evs[256];
+
+	for (;;) {
+		int timeout = -1, live = 0, n, i;
+
+		for (i = 0; i < s->count; i++) {
+			struct fq *fq = &s->vms[i];
+
+			if (fq->ended)
+				continue;
+			live++;
+			if (fq->timers != NULL) {
+				int t = timer_next_timeout(fq);
+
+				if (timeout < 0 || t < timeout)
+					timeout = t;
+			}
+		}
+		if (live == 0)
+			serve_exit(s);
+		n = epoll_wait(s->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
+		if (n < 0 && errno != EINTR) {
+			fprintf(stderr, "%s: epoll_wait: %s\n", s->vms[0].progname,
+			        strerror(errno));
+			abort();
+		}
+		for (i = 0; i < n; i++) {
+			struct fq *fq = evs[i].data.ptr;
+
+			if (fq == NULL) {
+				serve_signal(s);
+				continue;
+			}
+			serve_event(fq, evs[i].events);
+			serve_sync(s, fq);
+		}
+		for (i = 0; i < s->count; i++) {
+			if (s->vms[i].timers != NULL) {
+				run_timers(&s->vms[i]);
+				serve_sync(s, &s->vms[i]);
+			}
+		}
+	}
+}
+
+/* Sets up count VMs from the same command line, each listening on DIR/I.sock, and serves them. */
+static void __attribute__((noreturn))
+serve_main(const char *progname, const char *dir, int count, int argc, char **argv, int sigfd)
+{
+	struct fq_server s = {.count = count, .sigfd = sigfd};
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+	struct rlimit rl;
+	int startup_delay = env_int("FAKEQEMU_STARTUP_DELAY_MS", 0);
+	int exit_after = env_int("FAKEQEMU_EXIT_AFTER_MS", -1);
+	rlim_t need = (rlim_t)count * 2 + 32;
+	int i;
+
+	/* A listening socket and a client per VM. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
+		rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need) {
+		fprintf(stderr, "%s: --count %d needs %llu open files, the limit is %llu\n",
+		        progname, count, (unsigned long long)need, (unsigned long long)rl.rlim_cur);
+		exit(1);
+	}
+	s.vms = xcalloc((size_t)count, sizeof(*s.vms));
+	for (i = 0; i < count; i++) {
+		struct fq *fq = &s.vms[i];
+
+		fq_init(fq, progname);
+		parse_args(fq, argc, argv);
+		if (fq->qmp_path != NULL || fq->qmp_chardev != NULL) {
+			fprintf(stderr,
+			        "%s: --serve-dir creates the QMP sockets: no -qmp or -mon\n",
+			        progname);
+			exit(1);
+		}
+		if (fq->status == FQ_RUNNING)
+			fq->has_run = 1;
+		fq->serve = 1;
+		fq->qmp_path = xprintf("%s/%d.sock", dir, i);
+		if (i > 0) { /* the process has one pidfile, written once, removed by serve_exit */
+			free(fq->pidfile);
+			fq->pidfile = s.vms[0].pidfile;
+		}
+	}
+	s.pidfile = s.vms[0].pidfile;
+	if (s.pidfile != NULL)
+		write_pidfile(&s.vms[0]);
+	warm_up(&s.vms[0]);
+	s.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (s.epfd < 0 || epoll_ctl(s.epfd, EPOLL_CTL_ADD, sigfd, &ev) < 0) {
+		fprintf(stderr, "%s: epoll: %s\n", progname, strerror(errno));
+		exit(1);
+	}
+	for (i = 0; i < count; i++) {
+		struct fq *fq = &s.vms[i];
+
+		if (exit_after >= 0)
+			timer_add(fq, FQ_T_EXIT, exit_after, NULL);
+		if (startup_delay > 0)
+			timer_add(fq, FQ_T_STARTUP, startup_delay, NULL);
+		else
+			monitor_start(fq);
+		serve_sync(&s, fq);
+	}
+	serve_loop(&s);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct fq fq;
 	struct rlimit no_core = {0, 0};
 	sigset_t mask;
-	int sigfd, startup_delay, exit_after;
-	const char *slash = strrchr(argv[0], '/');
+	int sigfd, startup_delay, exit_after, i, serve_count = -1;
+	const char *slash = strrchr(argv[0], '/'), *serve_dir = NULL;
 
-	fq.progname = slash != NULL ? slash + 1 : argv[0];
 	/* Crashes on demand must not litter the disk with thousands of core files. */
 	setrlimit(RLIMIT_CORE, &no_core);
 	signal(SIGPIPE, SIG_IGN);
@@ -2570,15 +2860,22 @@ main(int argc, char **argv)
 		perror("fakeqemu: signalfd");
 		return 1;
 	}
-	fq.tok = json_tokener_new();
-	if (fq.tok == NULL)
-		die_oom();
-	fq.ignore_powerdown = env_int("FAKEQEMU_IGNORE_POWERDOWN", 0) != 0;
-	fq.no_unplug = env_int("FAKEQEMU_NO_UNPLUG", 0) != 0;
-	fq.powerdown_delay_ms = env_int("FAKEQEMU_POWERDOWN_DELAY_MS", 50);
-	fq.unplug_delay_ms = env_int("FAKEQEMU_UNPLUG_DELAY_MS", 20);
-	fq.stall = getenv("FAKEQEMU_STALL");
-	fq.crash = getenv("FAKEQEMU_CRASH");
+	/* parse_args skips these two (unknown options with an argument). */
+	for (i = 1; i + 1 < argc; i++) {
+		if (strcmp(argv[i], "--serve-dir") == 0)
+			serve_dir = argv[++i];
+		else if (strcmp(argv[i], "--count") == 0)
+			serve_count = atoi(argv[++i]);
+	}
+	if (serve_dir != NULL) {
+		if (serve_count < 1) {
+			fprintf(stderr, "fakeqemu: --serve-dir needs --count N (N >= 1)\n");
+			return 1;
+		}
+		serve_main(slash != NULL ? slash + 1 : argv[0], serve_dir, serve_count, argc, argv,
+		           sigfd);
+	}
+	fq_init(&fq, slash != NULL ? slash + 1 : argv[0]);
 	startup_delay = env_int("FAKEQEMU_STARTUP_DELAY_MS", 0);
 	exit_after = env_int("FAKEQEMU_EXIT_AFTER_MS", -1);
 
