@@ -1,12 +1,15 @@
 /*
  * qmp.c: the QMP client. A connection goes NEW -> GREETING -> NEGOTIATING -> READY -> CLOSED.
  * Incoming bytes are fed chunk by chunk to a json_tokener that exists only while a message is
- * being parsed; outgoing commands wait in a send queue until negotiation is done and are then
- * copied into the bufferevent, except a command carrying a file descriptor, which is written with
- * sendmsg(SCM_RIGHTS) once everything queued before it has left the output buffer.
+ * being parsed; outgoing commands wait in a send queue until negotiation is done. A command is
+ * written to the socket at once when nothing is waiting before it (the rest, if any, goes to the
+ * bufferevent's output buffer, and write errors surface from the loop), except a command carrying
+ * a file descriptor, which is written with sendmsg(SCM_RIGHTS) once everything queued before it
+ * has left the output buffer.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -345,6 +348,41 @@ qmp_default_timeout_ms(const char *command)
 	return 30000;
 }
 
+/*
+ * Appends to the output buffer for the loop to write. EV_WRITE is enabled on the first use only:
+ * enabled on an empty buffer, the write event would fire at once for nothing.
+ */
+static void
+qmp_out(struct qmp_conn *conn, const char *buf, size_t len)
+{
+	if (bufferevent_write(conn->bev, buf, len) != 0)
+		abort();
+	if (!(bufferevent_get_enabled(conn->bev) & EV_WRITE))
+		bufferevent_enable(conn->bev, EV_WRITE);
+}
+
+/*
+ * Sends bytes that must follow everything already queued: straight to the socket when the output
+ * buffer is empty (no write event, no extra loop turn), the rest into the buffer. Never reports
+ * an error: on one the bytes go to the buffer and the loop's write hits it again and closes.
+ */
+static void
+qmp_send(struct qmp_conn *conn, const char *buf, size_t len)
+{
+	ssize_t n = 0;
+
+	if (evbuffer_get_length(bufferevent_get_output(conn->bev)) == 0) {
+		do
+			n = send(bufferevent_getfd(conn->bev), buf, len,
+			         MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (n == -1 && errno == EINTR);
+		if (n == -1)
+			n = 0;
+	}
+	if ((size_t)n < len)
+		qmp_out(conn, buf + n, len - (size_t)n);
+}
+
 /* Writes a command carrying an fd; the fd rides on the first byte. Returns bytes sent or -1. */
 static ssize_t
 qmp_send_fd(struct qmp_conn *conn, struct qmp_cmd *cmd)
@@ -410,8 +448,7 @@ qmp_flush(struct qmp_conn *conn)
 
 	while ((cmd = TAILQ_FIRST(&conn->sendq)) != NULL) {
 		if (cmd->fd == -1) {
-			if (evbuffer_add(out, cmd->line, cmd->len) != 0)
-				abort();
+			qmp_send(conn, cmd->line, cmd->len);
 		} else {
 			if (evbuffer_get_length(out) > 0)
 				return 0;
@@ -422,9 +459,8 @@ qmp_flush(struct qmp_conn *conn)
 			}
 			if (n == -1)
 				return -1;
-			if ((size_t)n < cmd->len &&
-			    evbuffer_add(out, cmd->line + n, cmd->len - n) != 0)
-				abort();
+			if ((size_t)n < cmd->len)
+				qmp_out(conn, cmd->line + n, cmd->len - n);
 			close(cmd->fd);
 			cmd->fd = -1;
 		}
@@ -481,14 +517,42 @@ qmp_cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	qmp_cmd_free(cmd);
 }
 
+/* 1 if s is printable ASCII that JSON strings carry as is (no quote, backslash or control). */
+static int
+qmp_is_plain_string(const char *s)
+{
+	const unsigned char *p;
+
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p < 0x20 || *p > 0x7e || *p == '"' || *p == '\\')
+			return 0;
+	}
+	return 1;
+}
+
 /* Serializes {"execute":..., "arguments":..., "id":...} compactly (QEMU reads byte by byte). */
 static char *
 qmp_serialize(const char *command, struct json_object *args, int64_t id, size_t *len)
 {
-	struct json_object *msg = json_object_new_object();
+	struct json_object *msg;
 	const char *s;
 	char *line;
+	size_t size;
+	int n;
 
+	/* The usual command without arguments: the same bytes as json-c's, without a tree. */
+	if (args == NULL && qmp_is_plain_string(command)) {
+		size = strlen(command) + sizeof "{\"execute\":\"\",\"id\":-9223372036854775808}";
+		line = malloc(size);
+		if (line == NULL)
+			abort();
+		n = snprintf(line, size, "{\"execute\":\"%s\",\"id\":%" PRId64 "}", command, id);
+		if (n < 0 || (size_t)n >= size)
+			abort();
+		*len = (size_t)n;
+		return line;
+	}
+	msg = json_object_new_object();
 	json_object_object_add(msg, "execute", json_object_new_string(command));
 	if (args != NULL)
 		json_object_object_add(msg, "arguments", json_object_get(args));
@@ -553,9 +617,11 @@ qmp_execute_fd(struct qmp_conn *conn, const char *command, struct json_object *a
 	}
 
 	if (conn->state == QMP_S_READY && dupfd == -1 && TAILQ_EMPTY(&conn->sendq)) {
-		/* The common case: straight into the output buffer, written by the loop. */
-		if (bufferevent_write(conn->bev, cmd->line, cmd->len) != 0)
-			abort();
+		/*
+		 * The common case: written now if nothing is waiting, else appended to the output
+		 * buffer; a write error is left for the loop to report.
+		 */
+		qmp_send(conn, cmd->line, cmd->len);
 		qmp_trace(conn, "out", cmd->line, cmd->len);
 		free(cmd->line);
 		cmd->line = NULL;
@@ -610,8 +676,7 @@ qmp_on_greeting(struct qmp_conn *conn, struct json_object *msg)
 
 	conn->caps_id = conn->next_id++;
 	line = qmp_serialize("qmp_capabilities", NULL, conn->caps_id, &len);
-	if (bufferevent_write(conn->bev, line, len) != 0)
-		abort();
+	qmp_send(conn, line, len);
 	qmp_trace(conn, "out", line, len);
 	free(line);
 	conn->state = QMP_S_NEGOTIATING;
@@ -879,20 +944,18 @@ qmp_handshake_timeout_cb(evutil_socket_t fd, short what, void *arg)
 		qmp_fail(conn, "no reply to qmp_capabilities within %d ms", conn->handshake_ms);
 }
 
-int
-qmp_conn_connect_fd(struct qmp_conn *conn, int fd, char **cause)
+/*
+ * Wraps a connected socket in the bufferevent and starts waiting for the greeting. The state must
+ * be NEW. set_flags: make fd non-blocking and close-on-exec (a caller's fd; our own socket was
+ * created that way). Takes ownership of fd.
+ */
+static int
+qmp_attach(struct qmp_conn *conn, int fd, int set_flags, char **cause)
 {
 	struct timeval tv;
 
-	if (conn->state != QMP_S_NEW) {
-		close(fd);
-		if (conn->state == QMP_S_CLOSED)
-			qmp_set_cause(cause, "%s", conn->error);
-		else
-			qmp_set_cause(cause, "already connected");
-		return -1;
-	}
-	if (evutil_make_socket_nonblocking(fd) == -1 || evutil_make_socket_closeonexec(fd) == -1) {
+	if (set_flags && (evutil_make_socket_nonblocking(fd) == -1 ||
+	                  evutil_make_socket_closeonexec(fd) == -1)) {
 		qmp_set_cause(cause, "cannot set up socket: %s", strerror(errno));
 		close(fd);
 		return -1;
@@ -904,7 +967,8 @@ qmp_conn_connect_fd(struct qmp_conn *conn, int fd, char **cause)
 		return -1;
 	}
 	bufferevent_setcb(conn->bev, qmp_bev_read_cb, qmp_bev_write_cb, qmp_bev_event_cb, conn);
-	bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+	/* EV_WRITE waits for the first output (qmp_out). */
+	bufferevent_enable(conn->bev, EV_READ);
 	if (conn->handshake_ms > 0) {
 		conn->handshake_timer = evtimer_new(conn->base, qmp_handshake_timeout_cb, conn);
 		if (conn->handshake_timer == NULL)
@@ -915,6 +979,20 @@ qmp_conn_connect_fd(struct qmp_conn *conn, int fd, char **cause)
 	}
 	conn->state = QMP_S_GREETING;
 	return 0;
+}
+
+int
+qmp_conn_connect_fd(struct qmp_conn *conn, int fd, char **cause)
+{
+	if (conn->state != QMP_S_NEW) {
+		close(fd);
+		if (conn->state == QMP_S_CLOSED)
+			qmp_set_cause(cause, "%s", conn->error);
+		else
+			qmp_set_cause(cause, "already connected");
+		return -1;
+	}
+	return qmp_attach(conn, fd, 1, cause);
 }
 
 int
@@ -953,5 +1031,5 @@ qmp_conn_connect_path(struct qmp_conn *conn, const char *path, char **cause)
 		errno = saved;
 		return -1;
 	}
-	return qmp_conn_connect_fd(conn, fd, cause);
+	return qmp_attach(conn, fd, 0, cause);
 }

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -75,6 +76,19 @@ mkdir_mode(const char *path, mode_t mode, const char *group)
 	    chown(path, (uid_t)-1, gr->gr_gid) < 0)
 		return -1;
 	return 0;
+}
+
+/* Every VM holds a pidfd and a QMP socket: lift the soft descriptor limit to the hard one. */
+static void
+raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the open-file limit: %s", strerror(errno));
+	}
 }
 
 /* qvmd -n: every definition checked, every error printed. */
@@ -319,6 +333,7 @@ main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	d.conf = &conf;
 	d.base = event_base_new();
 	if (d.base == NULL)

@@ -26,7 +26,11 @@ rundir_def_path(const struct vm *vm)
 	return xasprintf("%s/%s/%s.ini", vm->d->conf->run_dir, vm->name, vm->name);
 }
 
-/* Writes text to path atomically (temp file, fsync, rename). */
+/*
+ * Writes text to path atomically against a qvmd crash (temp file, rename). No fsync: the run
+ * directory lives in /run and describes QEMUs that do not survive a power loss either, and an fsync
+ * here would stall the event loop (and every other VM) for milliseconds.
+ */
 static int
 write_atomic(const char *path, const char *text)
 {
@@ -35,8 +39,7 @@ write_atomic(const char *path, const char *text)
 	int fd, rc = -1;
 
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd >= 0 && write(fd, text, len) == (ssize_t)len && fsync(fd) == 0 &&
-	    rename(tmp, path) == 0)
+	if (fd >= 0 && write(fd, text, len) == (ssize_t)len && rename(tmp, path) == 0)
 		rc = 0;
 	if (fd >= 0)
 		close(fd);

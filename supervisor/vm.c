@@ -291,7 +291,6 @@ vm_job_finish(struct vm *vm, struct json_object *result, const char *code, const
 		event_free(job->timer);
 	if (job->qmp_id > 0 && vm->qmp)
 		qmp_cancel(vm->qmp, job->qmp_id);
-	free(job->failed);
 	if (code != NULL) {
 		va_start(ap, fmt);
 		if (vasprintf(&msg, fmt, ap) < 0)
@@ -304,6 +303,7 @@ vm_job_finish(struct vm *vm, struct json_object *result, const char *code, const
 	else
 		json_object_put(result);
 	free(msg);
+	free(job->failed); /* may be what fmt's argument pointed to: freed only now */
 	free(job);
 }
 

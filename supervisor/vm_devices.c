@@ -247,7 +247,7 @@ vm_devs_save(struct vm *vm)
 		json_object_array_add(arr, vm_dev_json(vm->devs[i]));
 	text = json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) || fsync(fd) < 0 ||
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) ||
 	    rename(tmp, path) < 0)
 		log_error("vm %s: cannot save %s", vm->name, path);
 	if (fd >= 0)

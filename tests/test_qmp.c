@@ -929,6 +929,77 @@ test_qmp_fd_passing_under_backpressure(void **state)
 }
 
 static void
+test_qmp_large_command_partly_written(void **state)
+{
+	struct t *t = *state;
+	struct rec a = {0}, b = {0};
+	size_t n = 512 * 1024;
+	char *args = malloc(n + 32);
+
+	/* Far more than a socket buffer: written partly at once, the rest by the loop, in order. */
+	assert_non_null(args);
+	strcpy(args, "{\"data\": \"");
+	memset(args + strlen(args), 'x', n);
+	strcpy(args + strlen("{\"data\": \"") + n, "\"}");
+	run_ready(t);
+	fake_qmp_expect(t->fq, "guest-data", args, "{\"return\": {}}");
+	fake_qmp_expect(t->fq, "query-name", NULL, "{\"return\": {\"name\": \"vm\"}}");
+	exec(t, "guest-data", args, 0, &a);
+	exec(t, "query-name", NULL, 0, &b);
+	run_until(t, &b.calls);
+	assert_int_equal(a.status, QMP_OK);
+	assert_int_equal(b.status, QMP_OK);
+	assert_string_equal(b.result, "{\"name\":\"vm\"}");
+	assert_true(a.order < b.order);
+	assert_int_equal(t->closed, 0);
+	fake_qmp_assert_done(t->fq);
+	free(args);
+	rec_clear(&a);
+	rec_clear(&b);
+}
+
+static void
+test_qmp_command_name_escaped(void **state)
+{
+	struct t *t = *state;
+	struct rec a = {0}, b = {0};
+
+	/* Names are normally plain identifiers; anything else must still be valid JSON. */
+	run_ready(t);
+	fake_qmp_expect(t->fq, "we\"ird\\na\tme\xc3\xa9", NULL, "{\"return\": {}}");
+	fake_qmp_expect(t->fq, "query-status", NULL, "{\"return\": {}}");
+	exec(t, "we\"ird\\na\tme\xc3\xa9", NULL, 0, &a);
+	exec(t, "query-status", NULL, 0, &b);
+	run_until(t, &b.calls);
+	assert_int_equal(a.status, QMP_OK);
+	assert_int_equal(b.status, QMP_OK);
+	assert_int_equal(t->closed, 0);
+	fake_qmp_assert_done(t->fq);
+	rec_clear(&a);
+	rec_clear(&b);
+}
+
+static void
+test_qmp_write_error_reported_from_loop(void **state)
+{
+	struct t *t = *state;
+	struct rec a = {0};
+	int sock = t->client_fd;
+
+	run_ready(t);
+	/* Writes now fail with EPIPE: exec() checks the callback does not run inside the call. */
+	assert_int_equal(shutdown(sock, SHUT_WR), 0);
+	exec(t, "query-status", NULL, 0, &a);
+	assert_int_equal(qmp_conn_pending(t->conn), 1);
+	run_until(t, &t->closed);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.status, QMP_DISCONNECTED);
+	assert_non_null(strstr(t->closed_cause, "write error"));
+	assert_string_equal(a.error_desc, t->closed_cause);
+	rec_clear(&a);
+}
+
+static void
 close_conn(struct rec *r)
 {
 	qmp_conn_close(r->t->conn, "closed by test");
@@ -1233,6 +1304,9 @@ main(void)
 	    T(test_qmp_large_reply),
 	    T(test_qmp_fd_passing),
 	    T(test_qmp_fd_passing_under_backpressure),
+	    T(test_qmp_large_command_partly_written),
+	    T(test_qmp_write_error_reported_from_loop),
+	    T(test_qmp_command_name_escaped),
 	    T(test_qmp_close_inside_callback),
 	    T(test_qmp_cancel),
 	    T(test_qmp_sticky_error_after_close),

@@ -1,0 +1,13 @@
+# Benchmarks of qvmd as a whole (contrib/bench/lifecycle-bench.sh and hotplug-bench.sh build and run
+# them): they print figures and are not tests. Included from the top-level CMakeLists.txt.
+add_library(qvmd_bench_util STATIC ${CMAKE_SOURCE_DIR}/contrib/bench/bench_util.c
+                                   ${CMAKE_SOURCE_DIR}/tests/util/qmp_sync.c)
+target_include_directories(qvmd_bench_util PUBLIC ${CMAKE_SOURCE_DIR}/contrib/bench
+                                                  ${CMAKE_SOURCE_DIR}/tests/util)
+target_link_libraries(qvmd_bench_util PUBLIC PkgConfig::JSONC)
+
+add_executable(lifecycle_bench ${CMAKE_SOURCE_DIR}/contrib/bench/lifecycle_bench.c)
+target_link_libraries(lifecycle_bench PRIVATE qvmd_bench_util)
+
+add_executable(hotplug_bench ${CMAKE_SOURCE_DIR}/contrib/bench/hotplug_bench.c)
+target_link_libraries(hotplug_bench PRIVATE qvmd_bench_util)

@@ -1,0 +1,130 @@
+#!/bin/bash
+# Hot-plug benchmark of qvmd (prints figures; not a test). Builds qvmd, qvmctl and hotplug_bench in
+# Release without sanitizers and the Linux test guest (contrib/guest/build.sh), runs a private qvmd
+# in a temp dir with one guest VM, and an identical VM (same definition, its own directories) that
+# hotplug_bench starts by hand from qvmd --print-cmdline. Then, 50 times each, alternating:
+# "qvmctl attach-disk", "qvmctl attach-net --restrict" and "qvmctl detach" of both (timed from
+# spawn to exit) against the same raw QMP sequences (see hotplug_bench.c). Target: qvmctl <= 1.2 x
+# raw + 3 ms. The guest runs under KVM when /dev/kvm works, TCG otherwise.
+# Environment: QVMD_BENCH_DIR (build dir, default build-bench), QVMD_GUEST_DIR (default
+# BUILD/guest), HB_RUNS (50), HB_MACHINE (q35 or pc; default q35). The last line sums it up (its
+# fields are a contract):
+#   hotplug-bench: attach_disk_ms=.. raw_disk_ms=.. attach_net_ms=.. raw_net_ms=..
+set -eu
+cd "$(dirname "$0")/../.."
+BUILD=${QVMD_BENCH_DIR:-build-bench}
+RUNS=${HB_RUNS:-50}
+MACHINE=${HB_MACHINE:-q35}
+
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DQVMD_SANITIZE=OFF >/dev/null
+cmake --build "$BUILD" --target qvmd qvmctl hotplug_bench -j"$(nproc)" >/dev/null
+B=$(cd "$BUILD" && pwd)
+GUEST=${QVMD_GUEST_DIR:-$B/guest}
+sh contrib/guest/build.sh "$GUEST"
+QVMD=$B/supervisor/qvmd
+QVMCTL=$B/supervisor/qvmctl
+
+T=$(mktemp -d /tmp/qvmd-hotplug-bench.XXXXXX)
+QVMD_PID=
+HB_PID=
+
+# Kills what this script started: the daemon and the benchmark by pid, each QEMU by the pid in its
+# pidfile, after checking that its command line names this run's temp dir.
+cleanup() {
+	local f p
+	[ -n "$HB_PID" ] && kill "$HB_PID" 2>/dev/null
+	if [ -n "$QVMD_PID" ]; then
+		kill "$QVMD_PID" 2>/dev/null
+		wait "$QVMD_PID" 2>/dev/null
+	fi
+	for f in "$T"/*/run/*/qemu.pid "$T"/run/*/qemu.pid; do
+		[ -f "$f" ] || continue
+		p=$(cat "$f" 2>/dev/null) || continue
+		[ -n "$p" ] && tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "$T/" &&
+			kill -9 "$p" 2>/dev/null
+	done
+	if [ "${KEEP:-0}" = 1 ]; then echo "# kept $T"; else rm -rf "$T"; fi
+	return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ACCEL=tcg
+if [ -c /dev/kvm ]; then
+	set +e
+	timeout 2 qemu-system-x86_64 -accel kvm -machine none -nodefaults -display none -S \
+		>/dev/null 2>&1 </dev/null
+	[ $? -eq 124 ] && ACCEL=kvm
+	set -e
+fi
+
+# conf DIR: a qvmd.conf with its directories under DIR, and the guest VM h1 in DIR/vms.
+conf() {
+	mkdir -p "$1/vms" "$1/run" "$1/state" "$1/images"
+	cat >"$1/qvmd.conf" <<CONF
+[qvmd]
+vm_dir = $1/vms
+run_dir = $1/run
+state_dir = $1/state
+control_socket = $1/run/qvmd.sock
+image_dirs = $1/images
+log_level = info
+CONF
+	cat >"$1/vms/h1.ini" <<INI
+[vm]
+name = h1
+memory = 256M
+vcpus = 1
+machine = $MACHINE
+accel = $ACCEL
+kernel = $GUEST/vmlinuz
+initrd = $GUEST/initrd.img
+append = console=ttyS0 quiet panic=-1
+INI
+}
+conf "$T"
+conf "$T/raw"
+mkdir -p "$T/raw/run/h1" "$T/raw/state/h1"
+"$QVMD" --print-cmdline h1 -c "$T/raw/qvmd.conf" >"$T/raw/h1.argv"
+qemu-img create -q -f qcow2 "$T/images/disk.qcow2" 64M
+qemu-img create -q -f qcow2 "$T/raw/images/disk.qcow2" 64M
+
+echo "# machine: $(nproc) cpus, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
+	"$(awk '/^MemTotal/ {print int($2 / 1024)}' /proc/meminfo) MiB RAM, kernel $(uname -r)," \
+	"load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(qemu-system-x86_64 --version | head -n 1); guest: machine $MACHINE, accel $ACCEL, 256M"
+
+"$QVMD" -f -c "$T/qvmd.conf" >>"$T/qvmd.log" 2>&1 &
+QVMD_PID=$!
+SOCK=$T/run/qvmd.sock
+i=0
+while [ ! -S "$SOCK" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+"$QVMCTL" -s "$SOCK" start h1 >/dev/null
+
+"$B/hotplug_bench" "$QVMCTL" "$SOCK" h1 "$T/state/h1/console.log" "$T/raw/h1.argv" \
+	"$T/raw/qemu.log" "$T/raw/state/h1/console.log" "$T/images/disk.qcow2" \
+	"$T/raw/images/disk.qcow2" "$RUNS" "$MACHINE" >"$T/hb.out" &
+HB_PID=$!
+wait "$HB_PID"
+HB_PID=
+grep -v '^[a-z_]*=' "$T/hb.out"
+get() { sed -n "s/^$1=//p" "$T/hb.out"; }
+disk=$(get attach_disk_ms)
+rdisk=$(get raw_disk_ms)
+net=$(get attach_net_ms)
+rnet=$(get raw_net_ms)
+det=$(get detach_ms)
+rdet=$(get raw_detach_ms)
+verdict() {
+	awk -v q="$2" -v r="$3" -v what="$1" 'BEGIN {
+		lim = 1.2 * r + 3
+		printf "-> %s: qvmctl %.3f ms vs raw %.3f ms: %.2fx, limit 1.2x + 3 ms = %.3f ms: %s\n",
+		       what, q, r, q / r, lim, q <= lim ? "met" : "NOT met" }'
+}
+echo "-> qvmd's own share (qvmctl - raw - qvmctl version floor $(get version_ms) ms):" \
+	"disk $(awk -v a="$disk" -v b="$rdisk" -v c="$(get version_ms)" 'BEGIN {printf "%.3f", a - b - c}') ms," \
+	"NIC $(awk -v a="$net" -v b="$rnet" -v c="$(get version_ms)" 'BEGIN {printf "%.3f", a - b - c}') ms"
+verdict "attach-disk" "$disk" "$rdisk"
+verdict "attach-net" "$net" "$rnet"
+verdict "detach" "$det" "$rdet"
+echo "hotplug-bench: attach_disk_ms=$disk raw_disk_ms=$rdisk attach_net_ms=$net raw_net_ms=$rnet"
