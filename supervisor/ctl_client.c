@@ -291,8 +291,8 @@ ctl_client_request(struct ctl_client *c, const char *cmd, const char *vm, struct
 			json_object_array_add(c->queue, msg);
 			continue;
 		}
-		/* An error with a null id concerns the connection itself (e.g. the peer was denied):
-		 * it is the answer to whatever we asked. */
+		/* An error with a null id concerns the connection itself (e.g. the peer was
+		 * denied): it is the answer to whatever we asked. */
 		if ((json_object_is_type(id, json_type_int) && json_object_get_int64(id) == want) ||
 		    id == NULL) {
 			*reply = msg;
