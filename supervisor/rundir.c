@@ -31,8 +31,8 @@ rundir_def_path(const struct vm *vm)
  * directory lives in /run and describes QEMUs that do not survive a power loss either, and an fsync
  * here would stall the event loop (and every other VM) for milliseconds.
  */
-static int
-write_atomic(const char *path, const char *text)
+int
+rundir_write(const char *path, const char *text)
 {
 	char *tmp = xasprintf("%s.tmp", path);
 	size_t len = strlen(text);
@@ -63,8 +63,8 @@ rundir_save(struct vm *vm)
 	json_object_object_add(o, "restarts", json_object_new_int64(vm->restarts));
 	json_object_object_add(o, "definition", json_object_new_string(vm->live_cfg->path));
 	if (vm->live_text)
-		write_atomic(ini, vm->live_text);
-	write_atomic(path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+		rundir_write(ini, vm->live_text);
+	rundir_write(path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	free(path);
 	free(ini);

@@ -239,22 +239,13 @@ void
 vm_devs_save(struct vm *vm)
 {
 	struct json_object *arr = json_object_new_array();
-	char *path = vm_run_path(vm, "devices.json"), *tmp = vm_run_path(vm, "devices.json.tmp");
-	const char *text;
-	int fd;
+	char *path = vm_run_path(vm, "devices.json");
 
 	for (size_t i = 0; i < vm->ndevs; i++)
 		json_object_array_add(arr, vm_dev_json(vm->devs[i]));
-	text = json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) ||
-	    rename(tmp, path) < 0)
-		log_error("vm %s: cannot save %s", vm->name, path);
-	if (fd >= 0)
-		close(fd);
+	rundir_write(path, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));
 	json_object_put(arr);
 	free(path);
-	free(tmp);
 }
 
 /* After a daemon restart: the saved bookkeeping, or the definition's devices if there is none. */

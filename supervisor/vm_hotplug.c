@@ -259,22 +259,11 @@ img_done(evutil_socket_t fd, short what, void *arg)
 static void
 hp_create_image(struct hp_op *op)
 {
-	char size[32], *argv[8], *cause = NULL, *logpath = vm_state_path(op->vm, "qemu.log");
-	int logfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	char *cause = NULL;
+	long log_offset;
 
-	free(logpath);
-	snprintf(size, sizeof size, "%" PRIu64, op->create_size);
-	argv[0] = op->vm->d->conf->qemu_img;
-	argv[1] = "create";
-	argv[2] = "-q";
-	argv[3] = "-f";
-	argv[4] = (char *)cfg_format_name(op->disk.format);
-	argv[5] = op->disk.file;
-	argv[6] = size;
-	argv[7] = NULL;
-	op->img_pid = proc_spawn(argv, logfd, NULL, 0, &op->img_pidfd, &cause);
-	if (logfd >= 0)
-		close(logfd);
+	op->img_pid = vm_spawn_qemu_img(op->vm, op->disk.file, op->disk.format, op->create_size,
+	                                &log_offset, &op->img_pidfd, &cause);
 	if (op->img_pid < 0) {
 		hp_fail(op, "failed", "vm %s: %s", op->vm->name, cause);
 		free(cause);

@@ -70,6 +70,25 @@ image_child_done(evutil_socket_t fd, short what, void *arg)
 	free(b);
 }
 
+pid_t
+vm_spawn_qemu_img(struct vm *vm, const char *file, enum cfg_format format, uint64_t size,
+                  long *log_offset, int *pidfd, char **cause)
+{
+	char sz[32], *logpath = vm_state_path(vm, "qemu.log");
+	char *argv[] = {vm->d->conf->qemu_img,           "create",     "-q", "-f",
+	                (char *)cfg_format_name(format), (char *)file, sz,   NULL};
+	int logfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	pid_t pid;
+
+	free(logpath);
+	snprintf(sz, sizeof sz, "%" PRIu64, size);
+	*log_offset = logfd >= 0 ? (long)lseek(logfd, 0, SEEK_END) : 0;
+	pid = proc_spawn(argv, logfd, NULL, 0, pidfd, cause);
+	if (logfd >= 0)
+		close(logfd);
+	return pid;
+}
+
 void
 vm_create_images(struct vm *vm)
 {
@@ -83,9 +102,7 @@ vm_create_images(struct vm *vm)
 	for (size_t i = 0; i < cfg->ndisks && b->error == NULL; i++) {
 		const struct cfg_disk *disk = &cfg->disks[i];
 		struct image_child *c;
-		char size[32], *argv[8];
 		struct stat st;
-		int logfd;
 
 		if (disk->size == 0 || stat(disk->file, &st) == 0)
 			continue;
@@ -94,32 +111,20 @@ vm_create_images(struct vm *vm)
 			    xasprintf("disk %s: %s: %s", disk->id, disk->file, strerror(errno));
 			break;
 		}
-		snprintf(size, sizeof size, "%" PRIu64, disk->size);
-		argv[0] = vm->d->conf->qemu_img;
-		argv[1] = "create";
-		argv[2] = "-q";
-		argv[3] = "-f";
-		argv[4] = (char *)cfg_format_name(disk->format);
-		argv[5] = disk->file;
-		argv[6] = size;
-		argv[7] = NULL;
-		logfd = open(logpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 		c = xcalloc(1, sizeof *c);
 		c->batch = b;
 		c->file = xstrdup(disk->file);
 		c->log = xstrdup(logpath);
-		c->log_offset = logfd >= 0 ? (long)lseek(logfd, 0, SEEK_END) : 0;
-		c->pid = proc_spawn(argv, logfd, NULL, 0, &c->pidfd, &b->error);
-		if (logfd >= 0)
-			close(logfd);
+		c->pid = vm_spawn_qemu_img(vm, disk->file, disk->format, disk->size, &c->log_offset,
+		                           &c->pidfd, &b->error);
 		if (c->pid < 0) {
 			free(c->file);
 			free(c->log);
 			free(c);
 			break;
 		}
-		log_info("vm %s: creating %s image %s (%s bytes)", vm->name,
-		         cfg_format_name(disk->format), disk->file, size);
+		log_info("vm %s: creating %s image %s (%" PRIu64 " bytes)", vm->name,
+		         cfg_format_name(disk->format), disk->file, disk->size);
 		c->ev = event_new(vm->d->base, c->pidfd, EV_READ, image_child_done, c);
 		event_add(c->ev, NULL);
 		b->pending++;

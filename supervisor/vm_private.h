@@ -111,6 +111,10 @@ void vm_schedule_restart(struct vm *vm, bool crashed);
 /* vm_images.c: creates missing disk images, then calls vm_images_done (error: allocated or NULL).
  */
 void vm_create_images(struct vm *vm);
+/* Runs `qemu-img create -f FORMAT FILE SIZE`, output appended to the VM's qemu.log (its size
+ * before in *log_offset). Returns the pid (and *pidfd), or -1 with *cause. */
+pid_t vm_spawn_qemu_img(struct vm *vm, const char *file, enum cfg_format format, uint64_t size,
+                        long *log_offset, int *pidfd, char **cause);
 void vm_images_done(struct vm *vm, char *error);
 /* Copies the UEFI variable store template for a VM that has none yet. */
 int vm_prepare_firmware(struct vm *vm, char **cause);
@@ -143,5 +147,7 @@ int vm_tap_open(const char *ifname, const char *bridge, char **cause);
 /* rundir.c: what a restarted qvmd needs to re-attach. */
 void rundir_save(struct vm *vm);
 void rundir_remove(struct vm *vm);
+/* Replaces path with text atomically (temp file + rename; see rundir.c for why no fsync). */
+int rundir_write(const char *path, const char *text);
 
 #endif
