@@ -292,46 +292,41 @@ load_new(const char *path, const struct buf *b, char **cause)
 	return vm;
 }
 
-int
-cfg_write_add_disk(const char *path, const struct cfg_disk *disk, char **cause)
+/* A section to append: how to print it and how to tell that it reads back as given. */
+struct new_section {
+	const char *kind; /* "disk" or "net" */
+	const char *id;
+	const char *const *values; /* free-text values that must survive the round trip */
+	size_t nvalues;
+	const char *hint; /* appended to the "cannot be written" error */
+	const void *dev;
+	void (*render)(struct buf *b, const void *dev);
+	bool (*reads_back)(const struct vm_config *vm, const void *dev);
+};
+
+/* Appends one section, checks the result loads and reads back as given, then replaces the file. */
+static int
+add_section(const char *path, const struct new_section *ns, char **cause)
 {
-	const char *values[] = {disk->file};
-	const struct cfg_disk *got;
 	struct original o;
 	struct vm_config *vm;
 	struct buf b = {0};
-	char size[32];
 	int ret = -1;
 
-	if (check_writable(path, "disk", disk->id, values, 1, cause) < 0)
+	if (check_writable(path, ns->kind, ns->id, ns->values, ns->nvalues, cause) < 0)
 		return -1;
 	if (original_read(path, &o, cause) < 0)
 		return -1;
-	if (check_absent(path, &o, disk->id, cause) < 0)
+	if (check_absent(path, &o, ns->id, cause) < 0)
 		goto out;
 	start_appending(&b, &o);
-	buf_printf(&b, "[disk %s]\nfile = %s\nformat = %s\n", disk->id,
-	           disk->file ? disk->file : "", cfg_format_name(disk->format));
-	if (disk->size != 0) {
-		cfg_size_format(disk->size, size);
-		buf_printf(&b, "size = %s\n", size);
-	}
-	if (disk->readonly)
-		buf_printf(&b, "readonly = yes\n");
-	if (disk->cache != CFG_CACHE_NONE)
-		buf_printf(&b, "cache = %s\n", cfg_cache_name(disk->cache));
-	if (disk->boot)
-		buf_printf(&b, "boot = yes\n");
+	ns->render(&b, ns->dev);
 	vm = load_new(path, &b, cause);
 	if (vm == NULL)
 		goto out;
-	got = cfg_vm_disk(vm, disk->id);
-	if (got == NULL || !same_opt(got->file, disk->file) || got->format != disk->format ||
-	    got->size != disk->size || got->readonly != disk->readonly ||
-	    got->cache != disk->cache || got->boot != disk->boot) {
-		*cause = cfg_xprintf("%s: [disk %s] cannot be written as given (check the file "
-		                     "name for leading or trailing spaces and ' ;')",
-		                     path, disk->id);
+	if (!ns->reads_back(vm, ns->dev)) {
+		*cause = cfg_xprintf("%s: [%s %s] cannot be written as given%s", path, ns->kind,
+		                     ns->id, ns->hint);
 		cfg_vm_free(vm);
 		goto out;
 	}
@@ -343,50 +338,88 @@ out:
 	return ret;
 }
 
+static void
+render_disk(struct buf *b, const void *dev)
+{
+	const struct cfg_disk *disk = dev;
+	char size[32];
+
+	buf_printf(b, "[disk %s]\nfile = %s\nformat = %s\n", disk->id, disk->file ? disk->file : "",
+	           cfg_format_name(disk->format));
+	if (disk->size != 0) {
+		cfg_size_format(disk->size, size);
+		buf_printf(b, "size = %s\n", size);
+	}
+	if (disk->readonly)
+		buf_printf(b, "readonly = yes\n");
+	if (disk->cache != CFG_CACHE_NONE)
+		buf_printf(b, "cache = %s\n", cfg_cache_name(disk->cache));
+	if (disk->boot)
+		buf_printf(b, "boot = yes\n");
+}
+
+static bool
+disk_reads_back(const struct vm_config *vm, const void *dev)
+{
+	const struct cfg_disk *disk = dev, *got = cfg_vm_disk(vm, disk->id);
+
+	return got != NULL && same_opt(got->file, disk->file) && got->format == disk->format &&
+	       got->size == disk->size && got->readonly == disk->readonly &&
+	       got->cache == disk->cache && got->boot == disk->boot;
+}
+
+int
+cfg_write_add_disk(const char *path, const struct cfg_disk *disk, char **cause)
+{
+	const char *values[] = {disk->file};
+	const struct new_section ns = {
+	    "disk",
+	    disk->id,
+	    values,
+	    1,
+	    " (check the file name for leading or trailing spaces and ' ;')",
+	    disk,
+	    render_disk,
+	    disk_reads_back};
+
+	return add_section(path, &ns, cause);
+}
+
+static void
+render_net(struct buf *b, const void *dev)
+{
+	const struct cfg_net *net = dev;
+	char mac[18];
+
+	cfg_mac_format(net->mac, mac);
+	buf_printf(b, "[net %s]\ntype = %s\nmac = %s\n", net->id, cfg_net_type_name(net->type),
+	           mac);
+	if (net->bridge != NULL)
+		buf_printf(b, "bridge = %s\n", net->bridge);
+	if (net->ifname != NULL)
+		buf_printf(b, "ifname = %s\n", net->ifname);
+	if (net->restricted)
+		buf_printf(b, "restrict = yes\n");
+}
+
+static bool
+net_reads_back(const struct vm_config *vm, const void *dev)
+{
+	const struct cfg_net *net = dev, *got = cfg_vm_net(vm, net->id);
+
+	return got != NULL && got->type == net->type && memcmp(got->mac, net->mac, 6) == 0 &&
+	       same_opt(got->bridge, net->bridge) && same_opt(got->ifname, net->ifname) &&
+	       got->restricted == net->restricted;
+}
+
 int
 cfg_write_add_net(const char *path, const struct cfg_net *net, char **cause)
 {
 	const char *values[] = {net->bridge, net->ifname};
-	const struct cfg_net *got;
-	struct original o;
-	struct vm_config *vm;
-	struct buf b = {0};
-	char mac[18];
-	int ret = -1;
+	const struct new_section ns = {"net", net->id, values,     2,
+	                               "",    net,     render_net, net_reads_back};
 
-	if (check_writable(path, "net", net->id, values, 2, cause) < 0)
-		return -1;
-	if (original_read(path, &o, cause) < 0)
-		return -1;
-	if (check_absent(path, &o, net->id, cause) < 0)
-		goto out;
-	start_appending(&b, &o);
-	cfg_mac_format(net->mac, mac);
-	buf_printf(&b, "[net %s]\ntype = %s\nmac = %s\n", net->id, cfg_net_type_name(net->type),
-	           mac);
-	if (net->bridge != NULL)
-		buf_printf(&b, "bridge = %s\n", net->bridge);
-	if (net->ifname != NULL)
-		buf_printf(&b, "ifname = %s\n", net->ifname);
-	if (net->restricted)
-		buf_printf(&b, "restrict = yes\n");
-	vm = load_new(path, &b, cause);
-	if (vm == NULL)
-		goto out;
-	got = cfg_vm_net(vm, net->id);
-	if (got == NULL || got->type != net->type || memcmp(got->mac, net->mac, 6) != 0 ||
-	    !same_opt(got->bridge, net->bridge) || !same_opt(got->ifname, net->ifname) ||
-	    got->restricted != net->restricted) {
-		*cause = cfg_xprintf("%s: [net %s] cannot be written as given", path, net->id);
-		cfg_vm_free(vm);
-		goto out;
-	}
-	cfg_vm_free(vm);
-	ret = replace_file(path, &o, b.p, b.n, cause);
-out:
-	free(b.p);
-	original_free(&o);
-	return ret;
+	return add_section(path, &ns, cause);
 }
 
 /* One line of the original text: where it starts and how it reads. */
