@@ -22,6 +22,7 @@
 #include <sys/queue.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -126,6 +127,22 @@ client_send(struct client *cl, struct json_object *o)
 	if (evbuffer_get_length(out) > CLIENT_MAX_OUTPUT) {
 		client_drop(cl, "not reading its output");
 		return;
+	}
+	if (evbuffer_get_length(out) == 0) {
+		/* Nothing queued: write now rather than on the next loop turn; what the socket
+		 * does not take (or an error, which the bufferevent then reports) is queued. */
+		struct iovec iov[2] = {{(void *)s, len}, {"\n", 1}};
+		struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+		ssize_t n = sendmsg(bufferevent_getfd(cl->bev), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n == (ssize_t)len + 1)
+			return;
+		if (n > 0) {
+			if ((size_t)n < len)
+				evbuffer_add(out, s + n, len - (size_t)n);
+			evbuffer_add(out, "\n", 1);
+			return;
+		}
 	}
 	evbuffer_add(out, s, len);
 	evbuffer_add(out, "\n", 1);
@@ -385,6 +402,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
 		             "permission denied: not root, qvmd's user or in socket_group");
 		cl->closing = true;
 		bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
+		client_write_cb(cl->bev, cl); /* the refusal may already be written */
 		return;
 	}
 	bufferevent_enable(cl->bev, EV_READ | EV_WRITE);

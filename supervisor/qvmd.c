@@ -373,12 +373,13 @@ main(int argc, char **argv)
 	event_base_dispatch(d.base);
 
 	log_info("qvmd exiting");
-	control_free(d.control);
-	d.control = NULL;
 	for (size_t i = 0; i < sizeof signums / sizeof signums[0]; i++)
 		event_free(sigs[i]);
+	/* Jobs in flight end now, and their clients hear why before the socket goes. */
 	for (size_t i = 0; i < d.nvms; i++)
 		vm_detach(d.vms[i]);
+	control_free(d.control);
+	d.control = NULL;
 	event_base_loop(d.base, EVLOOP_NONBLOCK);
 	for (size_t i = 0; i < d.nvms; i++)
 		vm_free(d.vms[i]);

@@ -1,9 +1,14 @@
 /*
  * Hot-plug of disks (blockdev-add file + format node, device_add virtio-blk-pci) and NICs
  * (netdev_add, device_add virtio-net-pci), and their removal (device_del, DEVICE_DELETED, then the
- * backend). Each operation is a job of the VM and a small chain of QMP steps; a failing step rolls
- * back what the earlier ones added, so QEMU is left exactly as it was. On q35 a device goes into a
- * spare pcie-root-port that both the daemon's bookkeeping and QEMU's query-pci show as empty.
+ * backend). Each operation is a job of the VM. An attach is two pipelined batches of QMP commands
+ * (QEMU runs the commands of one monitor in order, so a batch costs one round trip):
+ *   prepare: [query-pci (q35)] [getfd (bridge)] netdev_add | blockdev-add file + format
+ *   plug:    device_add, query-pci (the device is there)
+ * The next batch is sent only when every reply of the previous one is in; any failure rolls back
+ * what was added, one command at a time in reverse order, so QEMU is left exactly as it was. On
+ * q35 a device goes into a spare pcie-root-port that both the daemon's bookkeeping and QEMU's
+ * query-pci show as empty; the port is chosen before device_add is sent.
  */
 #include "vm_private.h"
 
@@ -30,16 +35,8 @@
 
 #define DETACH_TIMEOUT_MS 30000
 
-enum hp_step {
-	HP_CREATE,  /* qemu-img create (attach-disk --create) */
-	HP_PORT,    /* query-pci: pick a free spare root port (q35) */
-	HP_GETFD,   /* bridge NIC: hand QEMU the tap fd */
-	HP_BACKEND, /* blockdev-add file node / netdev_add */
-	HP_FORMAT,  /* blockdev-add format node */
-	HP_DEVICE,  /* device_add */
-	HP_CONFIRM, /* query-pci shows the device */
-	HP_DONE,
-};
+/* Most commands one batch has in flight: query-pci, getfd, two blockdev-add. */
+#define HP_MAX_CALLS 4
 
 struct hp_op {
 	struct vm *vm;
@@ -49,7 +46,10 @@ struct hp_op {
 	struct cfg_net net;
 	bool persist;
 	uint64_t create_size;
-	enum hp_step step;
+	/* Ids of this batch's commands; pending: how many are unanswered. */
+	int64_t calls[HP_MAX_CALLS];
+	size_t ncalls;
+	unsigned pending;
 	char port[16];
 	bool have_port;
 	/* What has been added so far, for rollback. */
@@ -63,20 +63,29 @@ struct hp_op {
 	/* failure being rolled back */
 	char *err_code;
 	char *err_msg;
+	/* plug: device_add succeeded; where query-pci shows it, or why it does not */
+	bool plugged;
 	char *pci_addr;
+	char *confirm_err;
 	/* detach */
 	char *id;
 	uint64_t timeout_ms;
 };
 
-static void hp_next(struct hp_op *op);
 static void hp_rollback(struct hp_op *op);
+static void hp_prepare(struct hp_op *op);
+static void hp_prepared(struct hp_op *op);
+static void hp_commit(struct hp_op *op);
 
 static void
 hp_free(struct hp_op *op)
 {
 	if (op == NULL)
 		return;
+	/* No reply may reach a freed op (e.g. a detach finished by DEVICE_DELETED, the daemon
+	 * exiting mid-attach); answered ids are ignored by qmp_cancel. */
+	for (size_t i = 0; op->vm->qmp && i < op->ncalls; i++)
+		qmp_cancel(op->vm->qmp, op->calls[i]);
 	if (op->img_ev) {
 		event_free(op->img_ev);
 		kill(op->img_pid, SIGKILL);
@@ -93,6 +102,7 @@ hp_free(struct hp_op *op)
 	free(op->err_code);
 	free(op->err_msg);
 	free(op->pci_addr);
+	free(op->confirm_err);
 	free(op->id);
 	free(op);
 }
@@ -123,7 +133,31 @@ hp_finish(struct hp_op *op, struct json_object *result, const char *code, const 
 	hp_free(op);
 }
 
-/* Records why the operation failed and starts undoing it. */
+/* Records why the operation failed (the first failure is the one reported). */
+static void
+hp_verror(struct hp_op *op, const char *code, const char *fmt, va_list ap)
+{
+	if (op->err_msg != NULL)
+		return;
+	op->err_code = xstrdup(code);
+	if (vasprintf(&op->err_msg, fmt, ap) < 0)
+		fatal("out of memory");
+}
+
+static void hp_error(struct hp_op *op, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+hp_error(struct hp_op *op, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	hp_verror(op, code, fmt, ap);
+	va_end(ap);
+}
+
+/* Outside a batch: records why and starts undoing. */
 static void hp_fail(struct hp_op *op, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -132,13 +166,9 @@ hp_fail(struct hp_op *op, const char *code, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (op->err_msg == NULL) {
-		op->err_code = xstrdup(code);
-		va_start(ap, fmt);
-		if (vasprintf(&op->err_msg, fmt, ap) < 0)
-			fatal("out of memory");
-		va_end(ap);
-	}
+	va_start(ap, fmt);
+	hp_verror(op, code, fmt, ap);
+	va_end(ap);
 	hp_rollback(op);
 }
 
@@ -150,21 +180,53 @@ reply_code(const struct qmp_reply *r)
 	                                  : "failed";
 }
 
-/* Sends a command whose reply continues the chain in cb. */
+/* Starts a batch: the commands sent until the next call are answered together. */
+static void
+hp_batch(struct hp_op *op)
+{
+	op->ncalls = 0;
+	op->pending = 0;
+}
+
+/* Sends a command of the current batch (fd >= 0: passed along); cb gets its reply. */
+static bool
+hp_send_fd(struct hp_op *op, const char *cmd, struct json_object *args, int fd, qmp_reply_cb cb)
+{
+	char *cause = NULL;
+	int64_t id = -1;
+
+	if (op->vm->qmp != NULL && op->ncalls < HP_MAX_CALLS)
+		id = fd >= 0 ? qmp_execute_fd(op->vm->qmp, cmd, args, fd, 0, cb, op, &cause)
+		             : qmp_execute(op->vm->qmp, cmd, args, 0, cb, op, &cause);
+	json_object_put(args);
+	free(cause);
+	if (id <= 0)
+		return false;
+	op->calls[op->ncalls++] = id;
+	op->pending++;
+	return true;
+}
+
 static bool
 hp_send(struct hp_op *op, const char *cmd, struct json_object *args, qmp_reply_cb cb)
 {
-	char *cause = NULL;
-	int64_t id;
+	return hp_send_fd(op, cmd, args, -1, cb);
+}
 
-	if (op->vm->qmp == NULL) {
-		json_object_put(args);
-		return false;
-	}
-	id = qmp_execute(op->vm->qmp, cmd, args, 0, cb, op, &cause);
-	json_object_put(args);
-	free(cause);
-	return id > 0;
+/* One reply of the batch is in (callbacks check op->pending == 0 for the last one). */
+static void
+hp_answered(struct hp_op *op)
+{
+	op->pending--;
+}
+
+/* A command of the batch could not be sent: the batch ends when the others are answered. */
+static void
+hp_send_failed(struct hp_op *op)
+{
+	hp_error(op, "failed", "vm %s: qmp connection lost", op->vm->name);
+	if (op->pending == 0)
+		hp_rollback(op);
 }
 
 static struct json_object *
@@ -183,6 +245,7 @@ rollback_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct hp_op *op = arg;
 
+	hp_answered(op);
 	if (r->status != QMP_OK)
 		log_warn("vm %s: rollback of %s: %s failed: %s", op->vm->name,
 		         op->is_disk ? op->disk.id : op->net.id, r->command, r->error_desc);
@@ -195,6 +258,7 @@ hp_rollback(struct hp_op *op)
 	char name[64];
 	const char *id = op->is_disk ? op->disk.id : op->net.id;
 
+	hp_batch(op);
 	if (op->fmt_added) {
 		op->fmt_added = false;
 		snprintf(name, sizeof name, ARGV_NODE_FMT_FMT, id);
@@ -252,8 +316,7 @@ img_done(evutil_socket_t fd, short what, void *arg)
 	}
 	op->created = true;
 	log_info("vm %s: created image %s", op->vm->name, op->disk.file);
-	op->step = HP_PORT;
-	hp_next(op);
+	hp_prepare(op);
 }
 
 static void
@@ -321,6 +384,7 @@ pci_find_all(struct json_object *result, const char *id, char *addr, size_t addr
 	return NULL;
 }
 
+/* Batch "prepare": the spare root ports, checked against QEMU's view (q35). */
 static void
 port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
@@ -329,10 +393,11 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	bool *busy;
 	char addr[16];
 
+	hp_answered(op);
 	if (r->status != QMP_OK) {
-		hp_fail(op, reply_code(r), "vm %s: query-pci failed: %s", op->vm->name,
-		        r->error_desc);
-		return;
+		hp_error(op, reply_code(r), "vm %s: query-pci failed: %s", op->vm->name,
+		         r->error_desc);
+		goto out;
 	}
 	/* QEMU's view: a spare port with a device behind it is taken, whatever our books say. */
 	busy = xcalloc(slots + 1, sizeof *busy);
@@ -347,61 +412,64 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		    json_object_array_length(devs) > 0)
 			busy[n] = true;
 	}
-	if (vm_devs_free_port(op->vm, busy, op->port) < 0) {
-		free(busy);
-		hp_fail(
-		    op, "failed",
-		    "vm %s: no free hot-plug slot (all %u in use); raise hotplug_slots in %s and "
-		    "restart the vm",
-		    op->vm->name, slots, op->vm->cfg ? op->vm->cfg->path : "its definition");
-		return;
-	}
+	if (vm_devs_free_port(op->vm, busy, op->port) < 0)
+		hp_error(op, "failed",
+		         "vm %s: no free hot-plug slot (all %u in use); raise hotplug_slots in %s "
+		         "and restart the vm",
+		         op->vm->name, slots, op->vm->cfg ? op->vm->cfg->path : "its definition");
+	else
+		op->have_port = true;
 	free(busy);
-	op->have_port = true;
-	op->step = op->is_disk || op->net.type != CFG_NET_BRIDGE ? HP_BACKEND : HP_GETFD;
-	hp_next(op);
+out:
+	if (op->pending == 0)
+		hp_prepared(op);
 }
 
+/* Batch "prepare": getfd, netdev_add, blockdev-add (file, then format). */
 static void
-step_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+backend_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct hp_op *op = arg;
 	const char *id = op->is_disk ? op->disk.id : op->net.id;
 
+	hp_answered(op);
 	if (r->status != QMP_OK) {
-		hp_fail(op, reply_code(r), "vm %s: %s %s failed: %s", op->vm->name, r->command, id,
-		        r->error_desc);
-		return;
-	}
-	switch (op->step) {
-	case HP_GETFD:
+		hp_error(op, reply_code(r), "vm %s: %s %s failed: %s", op->vm->name, r->command, id,
+		         r->error_desc);
+	} else if (strcmp(r->command, "getfd") == 0) {
 		op->fd_sent = true;
-		close(op->tapfd);
-		op->tapfd = -1;
-		op->step = HP_BACKEND;
-		break;
-	case HP_BACKEND:
-		if (op->is_disk) {
-			op->file_added = true;
-			op->step = HP_FORMAT;
-		} else {
-			op->fd_sent = false; /* the netdev owns the fd now */
-			op->netdev_added = true;
-			op->step = HP_DEVICE;
-		}
-		break;
-	case HP_FORMAT:
+	} else if (strcmp(r->command, "netdev_add") == 0) {
+		op->fd_sent = false; /* the netdev owns the fd now */
+		op->netdev_added = true;
+	} else if (op->file_added) {
 		op->fmt_added = true;
-		op->step = HP_DEVICE;
-		break;
-	default:
-		break;
+	} else {
+		op->file_added = true;
 	}
-	hp_next(op);
+	if (op->pending == 0)
+		hp_prepared(op);
 }
 
-static void hp_commit(struct hp_op *op);
+/* Every reply of "plug" is in: report, or undo when device_add failed. */
+static void
+hp_plugged(struct hp_op *op)
+{
+	if (!op->plugged) {
+		hp_rollback(op); /* device_added recorded why */
+		return;
+	}
+	if (op->pci_addr != NULL) {
+		hp_commit(op);
+		return;
+	}
+	/* Plugged but not confirmed: the device stays tracked (detach removes it). */
+	hp_finish(op, NULL, "failed",
+	          op->confirm_err ? op->confirm_err
+	          : op->err_msg   ? op->err_msg
+	                          : "device_add succeeded but query-pci was not answered");
+}
 
+/* Batch "plug": device_add. */
 static void
 device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
@@ -409,21 +477,25 @@ device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	struct vm *vm = op->vm;
 	struct vm_dev *dev;
 
+	hp_answered(op);
 	if (r->status != QMP_OK) {
-		hp_fail(op, reply_code(r), "vm %s: device_add %s failed: %s", vm->name,
-		        op->is_disk ? op->disk.id : op->net.id, r->error_desc);
-		return;
+		hp_error(op, reply_code(r), "vm %s: device_add %s failed: %s", vm->name,
+		         op->is_disk ? op->disk.id : op->net.id, r->error_desc);
+	} else {
+		/* From here on the device is the guest's: tracked, removed only by detach. The
+		 * run directory is written while QEMU answers the query-pci behind device_add. */
+		dev = op->is_disk ? vm_dev_new_disk(&op->disk, op->have_port ? op->port : NULL)
+		                  : vm_dev_new_net(&op->net, op->have_port ? op->port : NULL);
+		vm_devs_add(vm, dev);
+		vm_devs_save(vm);
+		op->file_added = op->fmt_added = op->netdev_added = op->created = false;
+		op->plugged = true;
 	}
-	/* From here on the device is the guest's: it is tracked, and removed only by detach. */
-	dev = op->is_disk ? vm_dev_new_disk(&op->disk, op->have_port ? op->port : NULL)
-	                  : vm_dev_new_net(&op->net, op->have_port ? op->port : NULL);
-	vm_devs_add(vm, dev);
-	vm_devs_save(vm);
-	op->file_added = op->fmt_added = op->netdev_added = op->created = false;
-	op->step = HP_CONFIRM;
-	hp_next(op);
+	if (op->pending == 0)
+		hp_plugged(op);
 }
 
+/* Batch "plug": the query-pci behind device_add shows the device. */
 static void
 confirmed(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
@@ -431,15 +503,16 @@ confirmed(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	const char *id = op->is_disk ? op->disk.id : op->net.id;
 	char addr[16];
 
-	if (r->status == QMP_OK && pci_find_all(r->result, id, addr, sizeof addr) != NULL) {
+	hp_answered(op);
+	if (r->status == QMP_OK && pci_find_all(r->result, id, addr, sizeof addr) != NULL)
 		op->pci_addr = xstrdup(addr);
-		hp_commit(op);
-		return;
-	}
-	hp_finish(op, NULL, "failed",
-	          r->status == QMP_OK
-	              ? "device_add succeeded but query-pci does not show the device"
-	              : r->error_desc);
+	else
+		op->confirm_err =
+		    xstrdup(r->status == QMP_OK
+		                ? "device_add succeeded but query-pci does not show the device"
+		                : r->error_desc);
+	if (op->pending == 0)
+		hp_plugged(op);
 }
 
 /* Persists the device (when asked) and reports success. */
@@ -479,70 +552,59 @@ hp_commit(struct hp_op *op)
 	hp_finish(op, res, NULL, NULL);
 }
 
+/* Sends batch "prepare". */
 static void
-hp_next(struct hp_op *op)
+hp_prepare(struct hp_op *op)
 {
 	struct vm *vm = op->vm;
-	bool q35 = vm->live_cfg->machine == CFG_MACHINE_Q35;
-	const char *bus = op->have_port ? op->port : NULL;
-	struct json_object *args;
-	bool sent;
+	bool bridge = !op->is_disk && op->net.type == CFG_NET_BRIDGE;
+	bool sent = true;
 
-	switch (op->step) {
-	case HP_CREATE:
-		if (op->create_size > 0) {
-			hp_create_image(op);
-			return;
-		}
-		op->step = HP_PORT;
-		/* fall through */
-	case HP_PORT:
-		if (q35) {
-			if (!hp_send(op, "query-pci", NULL, port_checked))
-				hp_fail(op, "failed", "vm %s: qmp connection lost", vm->name);
-			return;
-		}
-		op->step = op->is_disk || op->net.type != CFG_NET_BRIDGE ? HP_BACKEND : HP_GETFD;
-		hp_next(op);
-		return;
-	case HP_GETFD: {
-		char *cause = NULL;
-
+	hp_batch(op);
+	if (vm->live_cfg->machine == CFG_MACHINE_Q35)
+		sent = hp_send(op, "query-pci", NULL, port_checked);
+	if (sent && bridge) {
 		snprintf(op->fdname, sizeof op->fdname, "%s.tap", op->net.id);
-		args = obj1("fdname", op->fdname);
-		sent = vm->qmp && qmp_execute_fd(vm->qmp, "getfd", args, op->tapfd, 0, step_done,
-		                                 op, &cause) > 0;
-		json_object_put(args);
-		free(cause);
-		break;
+		sent =
+		    hp_send_fd(op, "getfd", obj1("fdname", op->fdname), op->tapfd, backend_added);
 	}
-	case HP_BACKEND:
-		if (op->is_disk)
-			sent = hp_send(op, "blockdev-add", argv_blockdev_file_json(&op->disk),
-			               step_done);
-		else
-			sent = hp_send(op, "netdev_add",
-			               argv_netdev_json(&op->net, op->net.type == CFG_NET_BRIDGE
-			                                              ? op->fdname
-			                                              : NULL),
-			               step_done);
-		break;
-	case HP_FORMAT:
-		sent = hp_send(op, "blockdev-add", argv_blockdev_fmt_json(&op->disk), step_done);
-		break;
-	case HP_DEVICE:
-		args = op->is_disk ? argv_disk_device_json(&op->disk, bus)
-		                   : argv_net_device_json(&op->net, bus);
-		sent = hp_send(op, "device_add", args, device_added);
-		break;
-	case HP_CONFIRM:
-		sent = hp_send(op, "query-pci", NULL, confirmed);
-		break;
-	default:
+	if (sent && op->is_disk)
+		sent =
+		    hp_send(op, "blockdev-add", argv_blockdev_file_json(&op->disk),
+		            backend_added) &&
+		    hp_send(op, "blockdev-add", argv_blockdev_fmt_json(&op->disk), backend_added);
+	else if (sent)
+		sent =
+		    hp_send(op, "netdev_add",
+		            argv_netdev_json(&op->net, bridge ? op->fdname : NULL), backend_added);
+	if (!sent)
+		hp_send_failed(op);
+}
+
+/* Every reply of "prepare" is in: plug the device, or undo. */
+static void
+hp_prepared(struct hp_op *op)
+{
+	const char *bus = op->have_port ? op->port : NULL;
+
+	if (op->tapfd >= 0) {
+		close(op->tapfd);
+		op->tapfd = -1;
+	}
+	if (op->err_msg != NULL) {
+		hp_rollback(op);
 		return;
 	}
-	if (!sent)
-		hp_fail(op, "failed", "vm %s: qmp connection lost", vm->name);
+	hp_batch(op);
+	if (!hp_send(op, "device_add",
+	             op->is_disk ? argv_disk_device_json(&op->disk, bus)
+	                         : argv_net_device_json(&op->net, bus),
+	             device_added)) {
+		hp_send_failed(op);
+		return;
+	}
+	if (!hp_send(op, "query-pci", NULL, confirmed))
+		hp_send_failed(op);
 }
 
 /* ---- validation ---- */
@@ -724,7 +786,10 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	op->persist = persist;
 	op->create_size = create_size;
 	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
-	hp_next(op);
+	if (create_size > 0)
+		hp_create_image(op);
+	else
+		hp_prepare(op);
 }
 
 void
@@ -796,8 +861,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 		}
 	}
 	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
-	op->step = HP_PORT;
-	hp_next(op);
+	hp_prepare(op);
 }
 
 /* ---- detach ---- */
@@ -897,6 +961,7 @@ device_del_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	struct vm_dev *dev = vm_devs_find(op->vm, op->id);
 	char *msg;
 
+	hp_answered(op);
 	if (r->status != QMP_OK) {
 		msg = xasprintf("vm %s: device_del %s failed: %s", op->vm->name, op->id,
 		                r->error_desc);
@@ -969,6 +1034,7 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 	dev->persist_removal = persist;
 	vm_job_start(vm, VM_JOB_DETACH, cb, arg)->op = op;
 	vm_job_arm_timer(vm, op->timeout_ms);
+	hp_batch(op);
 	if (!hp_send(op, "device_del", obj1("id", id), device_del_sent))
 		hp_finish(op, NULL, "failed", "qmp connection lost");
 }

@@ -11,3 +11,9 @@ target_link_libraries(lifecycle_bench PRIVATE qvmd_bench_util)
 
 add_executable(hotplug_bench ${CMAKE_SOURCE_DIR}/contrib/bench/hotplug_bench.c)
 target_link_libraries(hotplug_bench PRIVATE qvmd_bench_util)
+
+# The floor under a qvmctl call: an empty program, linked the way qvmctl is (qvmctl.cmake).
+add_executable(exec_floor ${CMAKE_SOURCE_DIR}/contrib/bench/exec_floor.c)
+if(QVMD_CLI_LINKAGE STREQUAL static)
+  target_link_options(exec_floor PRIVATE -static)
+endif()

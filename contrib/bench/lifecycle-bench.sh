@@ -23,12 +23,13 @@ FAKE=${LB_FAKE:-5000}
 PAR=${LB_PAR:-32}
 
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DQVMD_SANITIZE=OFF >/dev/null
-cmake --build "$BUILD" --target qvmd qvmctl fakeqemu lifecycle_bench -j"$(nproc)" >/dev/null
+cmake --build "$BUILD" --target qvmd qvmctl fakeqemu lifecycle_bench exec_floor -j"$(nproc)" >/dev/null
 B=$(cd "$BUILD" && pwd)
 QVMD=$B/supervisor/qvmd
 QVMCTL=$B/supervisor/qvmctl
 FAKEQEMU=$B/tests/fakeqemu
 LB=$B/lifecycle_bench
+FLOOR=$B/exec_floor
 
 T=$(mktemp -d /tmp/qvmd-lifecycle-bench.XXXXXX)
 QVMD_PID=
@@ -102,8 +103,12 @@ echo "# machine: $(nproc) cpus, $(sed -n 's/^model name[[:space:]]*: //p' /proc/
 	"$(awk '/^MemTotal/ {print int($2 / 1024)}' /proc/meminfo) MiB RAM ($(mem_avail_mib) MiB available)," \
 	"kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), accel $ACCEL"
 echo "# $(qemu-system-x86_64 --version | head -n 1)"
-"$LB" cli exec_floor_ms 100 /bin/true | tee "$T/floor.out" |
+"$LB" cli exec_floor_ms 200 /bin/true | tee "$T/floor.out" |
 	grep -v '^[a-z0-9_]*='
+"$LB" cli exec_floor_cli_ms 200 "$FLOOR" | tee -a "$T/floor.out" |
+	grep -v '^[a-z0-9_]*='
+if readelf -l "$QVMCTL" | grep -q 'program interpreter'; then linkage=dynamic; else linkage=static; fi
+echo "  (exec_floor: an empty program linked like qvmctl: $linkage)"
 echo
 
 # ---- 1-3: one VM ----
@@ -143,8 +148,9 @@ fi
 status_ms=$(get status_ms "$T/status.out")
 raw_ms=$(get raw_rtt_ms "$T/qmp.out")
 ratio=$(get added_ratio "$T/qmp.out")
-floor=$(get exec_floor_ms "$T/floor.out")
-echo "-> qvmctl status: $status_ms ms (target <= 1.5 ms; exec floor of /bin/true here: $floor ms)"
+floor=$(get exec_floor_cli_ms "$T/floor.out")
+echo "-> qvmctl status: $status_ms ms (target <= 1.5 ms); under it: an empty program linked like" \
+	"qvmctl $floor ms, QEMU's own query-status round trip $raw_ms ms"
 echo "-> daemon-added latency: status $(get ctl_rtt_ms "$T/qmp.out") ms vs raw query-status $raw_ms ms:" \
 	"ratio $ratio (target <= 1.5)"
 echo

@@ -2,7 +2,8 @@
 # Faults a real QEMU does not produce on demand, played by fakeqemu (tests/fakeqemu/fakeqemu.c):
 # QEMU dying in the middle of a hot-plug or a reset, a stalled monitor, a guest ignoring ACPI with
 # a QEMU ignoring quit, a guest never releasing a device, QEMU crashing by itself, a QEMU that
-# never gets ready and one dying on the `cont` that ends a start. fakeqemu reads its misbehaviour
+# never gets ready, one dying on the `cont` that ends a start, and qvmd stopping in the middle of
+# an attach. fakeqemu reads its misbehaviour
 # from the environment, which qvmd hands on to every QEMU it spawns: each scenario restarts qvmd
 # with its own FAKEQEMU_* switches (the QEMUs of earlier scenarios keep running, are re-attached
 # and keep the switches they started with).
@@ -61,6 +62,7 @@ restart_limit = 1"
 fw_vm e2 pc "restart = no"
 fw_vm d1 q35
 fw_vm k1 pc "restart = no"
+fw_vm a1 q35 "restart = no"
 truncate -s 1M "$T/images/u1-a.raw" "$T/images/u1-b.raw" "$T/images/u1-c.raw"
 
 # A bystander started by a qvmd without faults: every later scenario must leave it alone.
@@ -271,6 +273,24 @@ le=$(st k1 .last_exit)
 check "k1's last exit says it died during start ($le)" \
 	contains "$le" "during start"
 check "no run directory left for k1" [ ! -e "$T/run/k1" ]
+
+phase "9. qvmd stops while an attach waits for a stalled device_add"
+with_faults FAKEQEMU_STALL=device_add
+check "start a1" ctl start a1
+a1pid=$(st a1 .pid)
+"$QVMCTL" attach-net a1 n1 --restrict >"$T/a1.attach" 2>&1 &
+att=$!
+check "a1 is busy with the attach" wait_field a1 .job attach 5
+sleep 0.3 # the first batch (query-pci, netdev_add) is answered at once; device_add never is
+stop_qvmd
+wait $att
+rc=$?
+check "the attach fails with exit 1: qvmd is exiting ($(cat "$T/a1.attach"))" \
+	failed_with $rc "$(cat "$T/a1.attach")" "exiting"
+with_faults
+check "a1 is adopted by the next qvmd (same pid)" [ "$(st a1 .pid)" = "$a1pid" ]
+check "a1 does not list the nic whose attach never finished" jctl_lacks '"n1"' devices a1
+check "kill a1" ctl kill a1
 
 no_qemu_left() {
 	n=0

@@ -48,6 +48,15 @@ ctl attach-disk fw x1 --file "$T/images/a.qcow2" >/dev/null &&
 check "three disks and two NICs attached to the firmware VM" [ $? -eq 0 ]
 out=$(ctl attach-net fw y3 2>&1); rc=$?
 check "sixth device: no free slot, says how to fix it ($out)" failed_with $rc "$out" hotplug_slots
+# The backend goes to QEMU together with the port check (one round trip): it must be gone again.
+netinfo=$(ctl qmp fw human-monitor-command '{"command-line":"info network"}')
+check "info network lists the attached NICs' netdevs" contains "$netinfo" y2.net
+check "... and not the refused one's (removed again)" lacks "$netinfo" y3.net
+nodes_full=$(ctl --json qmp fw query-named-block-nodes | field .return | grep -o '"node-name":"[^"]*"' | sort)
+out=$(ctl attach-disk fw x4 --file "$T/images/r.raw" --format raw 2>&1); rc=$?
+check "a disk when no slot is free: refused ($out)" failed_with $rc "$out" hotplug_slots
+check "... and its block nodes are removed again" \
+	[ "$nodes_full" = "$(ctl --json qmp fw query-named-block-nodes | field .return | grep -o '"node-name":"[^"]*"' | sort)" ]
 out=$(ctl detach fw x1 --timeout 1s 2>&1); rc=$?
 check "a guest that never releases: timeout ($out)" failed_with $rc "$out" "removal pending"
 check "devices shows removal pending" contains "$(jctl devices fw)" '"id":"x1","kind":"disk"'

@@ -147,6 +147,7 @@ wait_state() {
 qemu_pids() { pgrep -f "$T/run" 2>/dev/null | sort; }
 # contains TEXT PATTERN: grep -q for a fixed string.
 contains() { printf '%s\n' "$1" | grep -qF -- "$2"; }
+lacks() { ! contains "$1" "$2"; }
 # failed_with RC TEXT PATTERN: the command exited 1 (operation failed) and said PATTERN.
 failed_with() { [ "$1" -eq 1 ] && contains "$2" "$3"; }
 gone() { ! kill -0 "$1" 2>/dev/null; }
