@@ -70,12 +70,14 @@ struct hp_op {
 	/* detach */
 	char *id;
 	uint64_t timeout_ms;
+	bool released; /* DEVICE_DELETED came: the backend is being deleted */
 };
 
 static void hp_rollback(struct hp_op *op);
 static void hp_prepare(struct hp_op *op);
 static void hp_prepared(struct hp_op *op);
 static void hp_commit(struct hp_op *op);
+static void hp_detached(struct hp_op *op);
 
 static void
 hp_free(struct hp_op *op)
@@ -866,33 +868,57 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 
 /* ---- detach ---- */
 
+/* A backend deletion nobody waits for (a removal that completes after its detach timed out). */
 static void
 backend_del_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	char *what = arg;
 
-	/* A format node's protocol child may already be gone with it: not worth a warning. */
 	if (r->status != QMP_OK && r->status != QMP_DISCONNECTED)
-		log_debug("%s: %s", what, r->error_desc);
+		log_warn("%s failed: %s", what, r->error_desc);
 	free(what);
 }
 
-/* Deletes one backend object; nobody waits for the answer (QMP keeps the order of commands). */
+/* Detach: one backend deletion answered; the job ends with the last one. */
 static void
-backend_del(struct vm *vm, const char *cmd, const char *key, const char *name)
+backend_deleted(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+
+	hp_answered(op);
+	/* A QEMU that went away took the backend with it. */
+	if (r->status != QMP_OK && r->status != QMP_DISCONNECTED)
+		hp_error(op, reply_code(r), "vm %s: %s removed from the guest, but %s failed: %s",
+		         op->vm->name, op->id, r->command, r->error_desc);
+	if (op->pending == 0)
+		hp_detached(op);
+}
+
+/* Deletes one backend object: as part of op (detach waiting for it), or on its own. */
+static void
+backend_del(struct vm *vm, struct hp_op *op, const char *cmd, const char *key, const char *name)
 {
 	struct json_object *args = obj1(key, name);
 	char *cause = NULL;
 
+	if (op != NULL) {
+		if (!hp_send(op, cmd, args, backend_deleted))
+			hp_error(op, "failed",
+			         "vm %s: %s removed from the guest, but %s %s: qmp "
+			         "connection lost",
+			         vm->name, op->id, cmd, name);
+		return;
+	}
 	qmp_execute(vm->qmp, cmd, args, 0, backend_del_done,
 	            xasprintf("vm %s: %s %s", vm->name, cmd, name), &cause);
 	json_object_put(args);
 	free(cause);
 }
 
-/* The guest released the device: remove its backend, free its port, update the definition. */
+/* The guest released the device: remove its backend (op: the detach waiting for it), free its
+ * port, update the definition. */
 static void
-dev_released(struct vm *vm, struct vm_dev *dev)
+dev_released(struct vm *vm, struct vm_dev *dev, struct hp_op *op)
 {
 	char name[64], *cause = NULL;
 	const char *id = dev->id;
@@ -900,12 +926,12 @@ dev_released(struct vm *vm, struct vm_dev *dev)
 	if (vm->qmp) {
 		if (dev->is_disk) {
 			snprintf(name, sizeof name, ARGV_NODE_FMT_FMT, id);
-			backend_del(vm, "blockdev-del", "node-name", name);
+			backend_del(vm, op, "blockdev-del", "node-name", name);
 			snprintf(name, sizeof name, ARGV_NODE_FILE_FMT, id);
-			backend_del(vm, "blockdev-del", "node-name", name);
+			backend_del(vm, op, "blockdev-del", "node-name", name);
 		} else {
 			snprintf(name, sizeof name, ARGV_NETDEV_FMT, id);
-			backend_del(vm, "netdev_del", "id", name);
+			backend_del(vm, op, "netdev_del", "id", name);
 		}
 	}
 	if (dev->persist_removal && vm->cfg &&
@@ -924,14 +950,33 @@ dev_released(struct vm *vm, struct vm_dev *dev)
 	vm_devs_save(vm);
 }
 
+/* Detach: the guest let go and every backend deletion is answered. */
+static void
+hp_detached(struct hp_op *op)
+{
+	struct vm *vm = op->vm;
+	struct json_object *res;
+
+	if (op->err_msg != NULL) {
+		hp_finish(op, NULL, op->err_code, op->err_msg);
+		return;
+	}
+	res = json_object_new_object();
+	json_object_object_add(res, "id", json_object_new_string(op->id));
+	json_object_object_add(res, "removed", json_object_new_boolean(1));
+	json_object_object_add(
+	    res, "persistent",
+	    json_object_new_boolean(!op->persist && vm->cfg &&
+	                            (cfg_vm_disk(vm->cfg, op->id) || cfg_vm_net(vm->cfg, op->id))));
+	hp_finish(op, res, NULL, NULL);
+}
+
 void
 vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data)
 {
 	struct json_object *v;
 	struct vm_dev *dev;
 	struct hp_op *op = vm->job ? vm->job->op : NULL;
-	struct json_object *res;
-	char *id;
 
 	/* Each virtio device_del brings two DEVICE_DELETED: only the second names the device. */
 	if (strcmp(name, "DEVICE_DELETED") != 0 || !json_object_object_get_ex(data, "device", &v))
@@ -939,19 +984,15 @@ vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data)
 	dev = vm_devs_find(vm, json_object_get_string(v));
 	if (dev == NULL)
 		return;
-	id = xstrdup(dev->id);
-	dev_released(vm, dev);
-	if (op && op->detach && strcmp(op->id, id) == 0) {
-		res = json_object_new_object();
-		json_object_object_add(res, "id", json_object_new_string(id));
-		json_object_object_add(res, "removed", json_object_new_boolean(1));
-		json_object_object_add(
-		    res, "persistent",
-		    json_object_new_boolean(!op->persist && vm->cfg &&
-		                            (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id))));
-		hp_finish(op, res, NULL, NULL);
+	if (op == NULL || !op->detach || op->released || strcmp(op->id, dev->id) != 0) {
+		dev_released(vm, dev, NULL); /* e.g. a removal left pending by an earlier detach */
+		return;
 	}
-	free(id);
+	/* The deletions join device_del's batch if its reply is still to come. */
+	op->released = true;
+	dev_released(vm, dev, op);
+	if (op->pending == 0)
+		hp_detached(op);
 }
 
 static void
@@ -973,6 +1014,8 @@ device_del_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		dev->pending_removal = true;
 		vm_devs_save(op->vm);
 	}
+	if (op->released && op->pending == 0) /* DEVICE_DELETED came before this reply */
+		hp_detached(op);
 }
 
 /* The guest did not let go in time: the device stays "removal pending" until it does. */
@@ -984,6 +1027,14 @@ vm_detach_timeout(struct vm *vm)
 
 	if (op == NULL || !op->detach)
 		return;
+	if (op->released) {
+		msg = xasprintf("vm %s: %s removed from the guest, but QEMU did not confirm the "
+		                "deletion of its backend within %" PRIu64 " ms",
+		                vm->name, op->id, op->timeout_ms);
+		hp_finish(op, NULL, "timeout", msg);
+		free(msg);
+		return;
+	}
 	msg = xasprintf("vm %s: device %s: the guest did not release it within %" PRIu64
 	                " ms; removal pending (completes when the guest lets go)",
 	                vm->name, op->id, op->timeout_ms);

@@ -2,8 +2,8 @@
 # Faults a real QEMU does not produce on demand, played by fakeqemu (tests/fakeqemu/fakeqemu.c):
 # QEMU dying in the middle of a hot-plug or a reset, a stalled monitor, a guest ignoring ACPI with
 # a QEMU ignoring quit, a guest never releasing a device, QEMU crashing by itself, a QEMU that
-# never gets ready, one dying on the `cont` that ends a start, and qvmd stopping in the middle of
-# an attach. fakeqemu reads its misbehaviour
+# never gets ready, one dying on the `cont` that ends a start, qvmd stopping in the middle of an
+# attach, and a backend deletion after detach that is never confirmed. fakeqemu reads its misbehaviour
 # from the environment, which qvmd hands on to every QEMU it spawns: each scenario restarts qvmd
 # with its own FAKEQEMU_* switches (the QEMUs of earlier scenarios keep running, are re-attached
 # and keep the switches they started with).
@@ -291,6 +291,19 @@ with_faults
 check "a1 is adopted by the next qvmd (same pid)" [ "$(st a1 .pid)" = "$a1pid" ]
 check "a1 does not list the nic whose attach never finished" jctl_lacks '"n1"' devices a1
 check "kill a1" ctl kill a1
+
+phase "10. QEMU never confirms deleting a detached disk's backend"
+with_faults FAKEQEMU_STALL=blockdev-del
+check "start a1 again" ctl start a1
+check "attach disk a" ctl attach-disk a1 a --file "$T/images/u1-c.raw" --format raw
+out=$(ctl --json detach a1 a --timeout 1s 2>"$T/detach2.err")
+rc=$?
+check "detach fails with exit 1 ($(cat "$T/detach2.err"))" [ $rc -eq 1 ]
+check "... a timeout saying the guest let go but the backend deletion is unconfirmed" \
+	contains_all "$(echo "$out" | field .code) $(echo "$out" | field .message)" timeout \
+	"removed from the guest" "did not confirm"
+check "a1's devices no longer list a (the guest released it)" jctl_lacks '"id":"a"' devices a1
+check "kill a1 again" ctl kill a1
 
 no_qemu_left() {
 	n=0
