@@ -123,7 +123,7 @@ vm_read_text(const char *path)
 	} while (n > 0);
 	fclose(f);
 	buf[len] = '\0';
-	return buf;
+	return xrealloc(buf, len + 1); /* kept for the VM's lifetime: no slack */
 }
 
 struct vm *
