@@ -160,6 +160,8 @@ ctl_dev_devices(struct ctl *ctl, struct ctl_args *args)
 		row[4] = ctl_json_str(dev, "pci_addr", ctl_json_str(dev, "bus", "-"));
 		if (ctl_json_bool(dev, "pending_removal", false))
 			row[5] = "removing";
+		else if (ctl_json_bool(dev, "attaching", false))
+			row[5] = "attaching";
 		else
 			row[5] = ctl_json_bool(dev, "live", false) ? "yes" : "no";
 		row[6] = ctl_json_bool(dev, "persistent", false) ? "yes" : "no";

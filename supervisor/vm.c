@@ -203,7 +203,7 @@ vm_crashed_while_away(struct vm *vm)
 void
 vm_detach(struct vm *vm)
 {
-	vm_hotplug_abort(vm);
+	vm_hotplug_abort(vm, false);
 	if (vm->job != NULL)
 		vm_job_finish(vm, NULL, "failed", "vm %s: qvmd is exiting", vm->name);
 	vm_drop_qmp(vm);
@@ -214,7 +214,7 @@ vm_free(struct vm *vm)
 {
 	if (vm == NULL)
 		return;
-	vm_hotplug_abort(vm);
+	vm_hotplug_abort(vm, false);
 	vm_devs_clear(vm);
 	if (vm->job != NULL) {
 		if (vm->job->timer)
@@ -484,7 +484,7 @@ vm_maybe_finalize(struct vm *vm)
 	log = vm_state_path(vm, "qemu.log");
 	tail = proc_file_tail(log, vm->log_offset, 600);
 	free(log);
-	vm_hotplug_abort(vm);
+	vm_hotplug_abort(vm, true);
 	vm_drop_qmp(vm);
 	rundir_remove(vm);
 	vm_devs_clear(vm);
@@ -624,9 +624,11 @@ vm_qmp_ready(struct qmp_conn *conn, void *arg)
 		free(cause);
 		return;
 	}
-	/* Adopted after a daemon restart: learn whether the guest runs or is paused. */
+	/* Adopted after a daemon restart: learn whether the guest runs or is paused, and what
+	 * became of hot-plugs that were in flight or pending. */
 	qmp_execute(conn, "query-status", NULL, STATUS_TIMEOUT_MS, adopt_status_done, vm, &cause);
 	free(cause);
+	vm_hotplug_reconcile(vm);
 }
 
 static void

@@ -1,8 +1,9 @@
 /*
  * The daemon's bookkeeping of a running VM's disks and NICs: which are live, on which root port,
  * which are being removed. Cold-plugged devices come from the definition the QEMU started with;
- * hot-plugged ones are added by vm_hotplug.c. Saved in the run directory (devices.json) so that a
- * restarted qvmd knows what is plugged in.
+ * hot-plugged ones are added by vm_hotplug.c, flagged "attaching" from the moment their backend
+ * is sent until device_add is answered. Saved in the run directory (devices.json) so that a
+ * restarted qvmd knows what is plugged in and which hot-plug it has to finish or undo.
  */
 #include "vm_private.h"
 
@@ -176,6 +177,12 @@ vm_dev_json(const struct vm_dev *dev)
 	json_object_object_add(o, "bus", dev->port ? json_object_new_string(dev->port) : NULL);
 	json_object_object_add(o, "cold", json_object_new_boolean(dev->cold));
 	json_object_object_add(o, "pending_removal", json_object_new_boolean(dev->pending_removal));
+	if (dev->persist_removal)
+		json_object_object_add(o, "persist_removal", json_object_new_boolean(1));
+	if (dev->attaching)
+		json_object_object_add(o, "attaching", json_object_new_boolean(1));
+	if (dev->created)
+		json_object_object_add(o, "created", json_object_new_boolean(1));
 	return o;
 }
 
@@ -232,6 +239,9 @@ dev_from_json(struct json_object *o)
 	}
 	dev->cold = jbool(o, "cold");
 	dev->pending_removal = jbool(o, "pending_removal");
+	dev->persist_removal = jbool(o, "persist_removal");
+	dev->attaching = jbool(o, "attaching");
+	dev->created = jbool(o, "created");
 	return dev;
 }
 

@@ -240,6 +240,13 @@ obj1(const char *key, const char *value)
 	return o;
 }
 
+/* The bookkeeping entry of the device being attached (NULL before hp_prepare). */
+static struct vm_dev *
+hp_dev(const struct hp_op *op)
+{
+	return vm_devs_find(op->vm, op->is_disk ? op->disk.id : op->net.id);
+}
+
 /* ---- rollback: undo in reverse order, then report the original failure ---- */
 
 static void
@@ -257,6 +264,7 @@ rollback_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 static void
 hp_rollback(struct hp_op *op)
 {
+	struct vm_dev *dev;
 	char name[64];
 	const char *id = op->is_disk ? op->disk.id : op->net.id;
 
@@ -289,6 +297,10 @@ hp_rollback(struct hp_op *op)
 		if (unlink(op->disk.file) == 0)
 			log_info("vm %s: removed image %s created for the failed attach",
 			         op->vm->name, op->disk.file);
+	}
+	if (!op->detach && (dev = hp_dev(op)) != NULL && dev->attaching) {
+		vm_devs_remove(op->vm, dev);
+		vm_devs_save(op->vm);
 	}
 	hp_finish(op, NULL, op->err_code, op->err_msg);
 }
@@ -392,6 +404,7 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct hp_op *op = arg;
 	unsigned slots = op->vm->live_cfg->hotplug_slots;
+	struct vm_dev *tracked;
 	bool *busy;
 	char addr[16];
 
@@ -421,6 +434,8 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		         op->vm->name, slots, op->vm->cfg ? op->vm->cfg->path : "its definition");
 	else
 		op->have_port = true;
+	if (op->have_port && (tracked = hp_dev(op)) != NULL)
+		tracked->port = xstrdup(op->port);
 	free(busy);
 out:
 	if (op->pending == 0)
@@ -484,11 +499,10 @@ device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		hp_error(op, reply_code(r), "vm %s: device_add %s failed: %s", vm->name,
 		         op->is_disk ? op->disk.id : op->net.id, r->error_desc);
 	} else {
-		/* From here on the device is the guest's: tracked, removed only by detach. The
-		 * run directory is written while QEMU answers the query-pci behind device_add. */
-		dev = op->is_disk ? vm_dev_new_disk(&op->disk, op->have_port ? op->port : NULL)
-		                  : vm_dev_new_net(&op->net, op->have_port ? op->port : NULL);
-		vm_devs_add(vm, dev);
+		/* From here on the device is the guest's, removed only by detach. The run
+		 * directory is written while QEMU answers the query-pci behind device_add. */
+		if ((dev = hp_dev(op)) != NULL)
+			dev->attaching = dev->created = false;
 		vm_devs_save(vm);
 		op->file_added = op->fmt_added = op->netdev_added = op->created = false;
 		op->plugged = true;
@@ -561,7 +575,14 @@ hp_prepare(struct hp_op *op)
 	struct vm *vm = op->vm;
 	bool bridge = !op->is_disk && op->net.type == CFG_NET_BRIDGE;
 	bool sent = true;
+	struct vm_dev *dev;
 
+	/* Tracked from now on, as "attaching": a qvmd that goes away before the end finds it in
+	 * devices.json and finishes or undoes the attach (vm_hotplug_reconcile). */
+	dev = op->is_disk ? vm_dev_new_disk(&op->disk, NULL) : vm_dev_new_net(&op->net, NULL);
+	dev->attaching = true;
+	dev->created = op->created;
+	vm_devs_add(vm, dev);
 	hp_batch(op);
 	if (vm->live_cfg->machine == CFG_MACHINE_Q35)
 		sent = hp_send(op, "query-pci", NULL, port_checked);
@@ -579,8 +600,11 @@ hp_prepare(struct hp_op *op)
 		sent =
 		    hp_send(op, "netdev_add",
 		            argv_netdev_json(&op->net, bridge ? op->fdname : NULL), backend_added);
-	if (!sent)
+	if (!sent) {
 		hp_send_failed(op);
+		return;
+	}
+	vm_devs_save(vm); /* while QEMU works on the batch */
 }
 
 /* Every reply of "prepare" is in: plug the device, or undo. */
@@ -605,8 +629,11 @@ hp_prepared(struct hp_op *op)
 		hp_send_failed(op);
 		return;
 	}
-	if (!hp_send(op, "query-pci", NULL, confirmed))
+	if (!hp_send(op, "query-pci", NULL, confirmed)) {
 		hp_send_failed(op);
+		return;
+	}
+	vm_devs_save(op->vm); /* with its port, while QEMU runs device_add */
 }
 
 /* ---- validation ---- */
@@ -1090,18 +1117,125 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 		hp_finish(op, NULL, "failed", "qmp connection lost");
 }
 
-/* QEMU went away (or the daemon exits) in the middle of an operation. */
+/* The operation in flight ends unanswered: QEMU went away (qemu_gone: an image made for the
+ * attach is removed), or qvmd is exiting (devices.json keeps an attach as "attaching": the next
+ * qvmd finishes or undoes it). */
 void
-vm_hotplug_abort(struct vm *vm)
+vm_hotplug_abort(struct vm *vm, bool qemu_gone)
 {
 	struct hp_op *op = vm->job ? vm->job->op : NULL;
 
 	if (op == NULL)
 		return;
 	vm->job->op = NULL;
-	if (op->created && op->disk.file)
+	if (qemu_gone && op->created && op->disk.file)
 		unlink(op->disk.file);
 	hp_free(op);
+}
+
+/* ---- after a daemon restart ---- */
+
+static void
+undo_del_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	char *what = arg;
+
+	if (r->status != QMP_OK) /* expected: the attach may not have got that far */
+		log_debug("%s: %s", what, r->error_desc);
+	free(what);
+}
+
+static void
+undo_del(struct vm *vm, const char *cmd, const char *key, const char *name)
+{
+	struct json_object *args = obj1(key, name);
+	char *cause = NULL;
+
+	qmp_execute(vm->qmp, cmd, args, 0, undo_del_done,
+	            xasprintf("vm %s: undo: %s %s", vm->name, cmd, name), &cause);
+	json_object_put(args);
+	free(cause);
+}
+
+/* Deletes what an interrupted attach may have added (some of it usually is not there). */
+static void
+undo_attach(struct vm *vm, struct vm_dev *dev)
+{
+	char name[64];
+
+	log_warn("vm %s: %s %s: its attach was interrupted by qvmd going away; undoing it",
+	         vm->name, dev->is_disk ? "disk" : "nic", dev->id);
+	if (dev->is_disk) {
+		snprintf(name, sizeof name, ARGV_NODE_FMT_FMT, dev->id);
+		undo_del(vm, "blockdev-del", "node-name", name);
+		snprintf(name, sizeof name, ARGV_NODE_FILE_FMT, dev->id);
+		undo_del(vm, "blockdev-del", "node-name", name);
+		if (dev->created && unlink(dev->disk.file) == 0)
+			log_info("vm %s: removed image %s created for it", vm->name,
+			         dev->disk.file);
+	} else {
+		snprintf(name, sizeof name, ARGV_NETDEV_FMT, dev->id);
+		undo_del(vm, "netdev_del", "id", name);
+		if (dev->net.type == CFG_NET_BRIDGE) {
+			snprintf(name, sizeof name, "%s.tap", dev->id);
+			undo_del(vm, "closefd", "fdname", name);
+		}
+	}
+	vm_devs_remove(vm, dev);
+}
+
+static void
+reconcile_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct vm *vm = arg;
+	char addr[16];
+	bool changed = false;
+
+	if (r->status != QMP_OK) {
+		log_warn("vm %s: cannot check its devices after re-attach: query-pci: %s", vm->name,
+		         r->error_desc);
+		return;
+	}
+	for (size_t i = vm->ndevs; i-- > 0;) {
+		struct vm_dev *dev = vm->devs[i];
+		bool present = pci_find_all(r->result, dev->id, addr, sizeof addr) != NULL;
+
+		if (dev->cold && !dev->pending_removal)
+			continue;
+		if (dev->attaching && present) {
+			log_info("vm %s: %s %s: its attach completed while qvmd was away", vm->name,
+			         dev->is_disk ? "disk" : "nic", dev->id);
+			dev->attaching = dev->created = false;
+			changed = true;
+		} else if (dev->attaching) {
+			undo_attach(vm, dev);
+			changed = true;
+		} else if (!present) {
+			/* DEVICE_DELETED came while nobody listened: finish the removal now. */
+			log_info("vm %s: %s left the guest while qvmd was away", vm->name, dev->id);
+			dev_released(vm, dev, NULL);
+		}
+	}
+	if (changed)
+		vm_devs_save(vm);
+}
+
+/* A re-attached VM: its devices.json against QEMU's query-pci (attaches interrupted by qvmd
+ * going away, removals completed while it was away). */
+void
+vm_hotplug_reconcile(struct vm *vm)
+{
+	char *cause = NULL;
+	bool hotplugged = false;
+
+	for (size_t i = 0; i < vm->ndevs && !hotplugged; i++)
+		hotplugged = !vm->devs[i]->cold || vm->devs[i]->pending_removal;
+	if (!hotplugged || vm->qmp == NULL)
+		return;
+	if (qmp_execute(vm->qmp, "query-pci", NULL, 0, reconcile_done, vm, &cause) < 0) {
+		log_warn("vm %s: cannot check its devices after re-attach: %s", vm->name, cause);
+		free(cause);
+	}
 }
 
 /* ---- devices ---- */

@@ -36,6 +36,8 @@ struct vm_dev {
 	bool cold;            /* from the command line, not hot-plugged */
 	bool pending_removal; /* device_del sent, DEVICE_DELETED not seen yet */
 	bool persist_removal; /* remove it from the definition once it is gone */
+	bool attaching;       /* hot-plug in progress: its backend may exist, the device may not */
+	bool created;         /* attaching: its image was made by --create */
 };
 
 struct vm_job {
@@ -139,7 +141,8 @@ void vm_devs_load(struct vm *vm);
 
 /* vm_hotplug.c: DEVICE_DELETED and friends; a job's operation torn down when QEMU goes away. */
 void vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data);
-void vm_hotplug_abort(struct vm *vm);
+void vm_hotplug_abort(struct vm *vm, bool qemu_gone);
+void vm_hotplug_reconcile(struct vm *vm);
 void vm_detach_timeout(struct vm *vm);
 /* vm_taps.c: a tap device on a bridge, up; returns its fd or -1 with *cause. */
 int vm_tap_open(const char *ifname, const char *bridge, char **cause);

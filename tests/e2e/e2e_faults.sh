@@ -274,14 +274,20 @@ check "k1's last exit says it died during start ($le)" \
 	contains "$le" "during start"
 check "no run directory left for k1" [ ! -e "$T/run/k1" ]
 
-phase "9. qvmd stops while an attach waits for a stalled device_add"
+phase "9. qvmd stops while an attach waits for a stalled device_add; the next qvmd undoes it"
 with_faults FAKEQEMU_STALL=device_add
 check "start a1" ctl start a1
 a1pid=$(st a1 .pid)
-"$QVMCTL" attach-net a1 n1 --restrict >"$T/a1.attach" 2>&1 &
+"$QVMCTL" attach-disk a1 x1 --file "$T/images/a1-x1.raw" --format raw --create 1M \
+	>"$T/a1.attach" 2>&1 &
 att=$!
 check "a1 is busy with the attach" wait_field a1 .job attach 5
-sleep 0.3 # the first batch (query-pci, netdev_add) is answered at once; device_add never is
+sleep 0.3 # the first batch (query-pci, blockdev-add x2) is answered at once; device_add never is
+check "devices.json records the attach in progress" \
+	contains "$(cat "$T/run/a1/devices.json")" '"id":"x1"'
+check "... flagged attaching" contains "$(cat "$T/run/a1/devices.json")" '"attaching":true'
+check "the image was created" [ -e "$T/images/a1-x1.raw" ]
+check "... and x1's block nodes added" jctl_has '"x1.fmt"' qmp a1 query-named-block-nodes
 stop_qvmd
 wait $att
 rc=$?
@@ -289,7 +295,12 @@ check "the attach fails with exit 1: qvmd is exiting ($(cat "$T/a1.attach"))" \
 	failed_with $rc "$(cat "$T/a1.attach")" "exiting"
 with_faults
 check "a1 is adopted by the next qvmd (same pid)" [ "$(st a1 .pid)" = "$a1pid" ]
-check "a1 does not list the nic whose attach never finished" jctl_lacks '"n1"' devices a1
+undone() { jctl_lacks '"x1' qmp a1 query-named-block-nodes && jctl_lacks '"x1"' devices a1; }
+n=0
+while ! undone && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+check "the next qvmd deleted x1's block nodes and forgot x1" undone
+check "... and removed the image made for it" [ ! -e "$T/images/a1-x1.raw" ]
+check "... and said so" grep -q "x1: its attach was interrupted" "$T/qvmd.log"
 check "kill a1" ctl kill a1
 
 phase "10. QEMU never confirms deleting a detached disk's backend"

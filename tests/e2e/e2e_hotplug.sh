@@ -39,6 +39,33 @@ for vm in gq gp; do
 	check "$vm: detach it" ctl detach $vm d2
 done
 
+# A removal the guest completes while qvmd is away: the next qvmd finishes it by itself.
+qemu-img create -q -f qcow2 "$T/images/away.qcow2" 16M
+adds=$(console gq | grep -c "GUEST-EVENT add block")
+removes=$(console gq | grep -c "GUEST-EVENT remove block")
+check "gq: attach disk 'away'" ctl attach-disk gq away --file "$T/images/away.qcow2"
+check "gq: the guest sees it" wait_console gq "GUEST-EVENT add block/vd" $((adds + 1)) 20
+check "pause gq (its guest cannot release anything now)" ctl pause gq
+out=$(ctl detach gq away --timeout 1s 2>&1); rc=$?
+check "detach of the paused guest's disk: removal pending ($out)" failed_with $rc "$out" "removal pending"
+stop_qvmd
+printf '%s\n' '{"execute":"qmp_capabilities"}' '{"execute":"cont"}' |
+	"$CTLRAW" "$T/run/gq/qmp.sock" --hang 1
+check "gq resumed behind qvmd's back: the guest lets the disk go" \
+	wait_console gq "GUEST-EVENT remove block/vd" $((removes + 1)) 20
+start_qvmd || { not_ok "qvmd starts again"; finish; exit 1; }
+released() {
+	lacks "$(jctl devices gq)" '"id":"away"' &&
+		lacks "$(jctl qmp gq query-named-block-nodes)" '"away.'
+}
+n=0
+while ! released && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+check "the next qvmd finished the removal: no device 'away', no block nodes" released
+check "... and says so" grep -q "away left the guest while qvmd was away" "$T/qvmd.log"
+check "gq runs" [ "$(jctl status gq | field .state)" = running ]
+"$QVMCTL" --json events >>"$T/events.log" 2>&1 &
+EV=$!
+
 # Slot exhaustion on a firmware-only VM (5 spare ports).
 nodes0=$(ctl --json qmp fw query-named-block-nodes | field .return | grep -o '"node-name":"[^"]*"' | sort)
 ctl attach-disk fw x1 --file "$T/images/a.qcow2" >/dev/null &&
