@@ -65,6 +65,7 @@ struct hp_op {
 	char *err_msg;
 	/* plug: device_add succeeded; where query-pci shows it, or why it does not */
 	bool plugged;
+	bool port_moved; /* query-pci chose another port than the books did */
 	char *pci_addr;
 	char *confirm_err;
 	/* detach */
@@ -120,11 +121,13 @@ hp_new(struct vm *vm)
 	return op;
 }
 
-/* Ends the job with op's outcome and frees op. */
+/* Ends the job with op's outcome and frees op; an attach's final state is written to the run
+ * directory after the client has its answer. */
 static void
 hp_finish(struct hp_op *op, struct json_object *result, const char *code, const char *msg)
 {
 	struct vm *vm = op->vm;
+	bool attach = !op->detach;
 
 	if (vm->job && vm->job->op == op)
 		vm->job->op = NULL;
@@ -133,6 +136,8 @@ hp_finish(struct hp_op *op, struct json_object *result, const char *code, const 
 	else
 		vm_job_finish(vm, result, NULL, NULL);
 	hp_free(op);
+	if (attach)
+		vm_devs_save(vm);
 }
 
 /* Records why the operation failed (the first failure is the one reported). */
@@ -298,10 +303,8 @@ hp_rollback(struct hp_op *op)
 			log_info("vm %s: removed image %s created for the failed attach",
 			         op->vm->name, op->disk.file);
 	}
-	if (!op->detach && (dev = hp_dev(op)) != NULL && dev->attaching) {
+	if (!op->detach && (dev = hp_dev(op)) != NULL && dev->attaching)
 		vm_devs_remove(op->vm, dev);
-		vm_devs_save(op->vm);
-	}
 	hp_finish(op, NULL, op->err_code, op->err_msg);
 }
 
@@ -406,7 +409,7 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	unsigned slots = op->vm->live_cfg->hotplug_slots;
 	struct vm_dev *tracked;
 	bool *busy;
-	char addr[16];
+	char addr[16], chosen[16];
 
 	hp_answered(op);
 	if (r->status != QMP_OK) {
@@ -427,15 +430,25 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		    json_object_array_length(devs) > 0)
 			busy[n] = true;
 	}
-	if (vm_devs_free_port(op->vm, busy, op->port) < 0)
+	/* The port written down before asking is kept unless QEMU's view says otherwise. */
+	tracked = hp_dev(op);
+	if (tracked != NULL) {
+		free(tracked->port);
+		tracked->port = NULL;
+	}
+	if (vm_devs_free_port(op->vm, busy, chosen) < 0)
 		hp_error(op, "failed",
 		         "vm %s: no free hot-plug slot (all %u in use); raise hotplug_slots in %s "
 		         "and restart the vm",
 		         op->vm->name, slots, op->vm->cfg ? op->vm->cfg->path : "its definition");
 	else
 		op->have_port = true;
-	if (op->have_port && (tracked = hp_dev(op)) != NULL)
-		tracked->port = xstrdup(op->port);
+	if (op->have_port) {
+		op->port_moved = strcmp(chosen, op->port) != 0;
+		snprintf(op->port, sizeof op->port, "%s", chosen);
+		if (tracked != NULL)
+			tracked->port = xstrdup(chosen);
+	}
 	free(busy);
 out:
 	if (op->pending == 0)
@@ -500,10 +513,10 @@ device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		         op->is_disk ? op->disk.id : op->net.id, r->error_desc);
 	} else {
 		/* From here on the device is the guest's, removed only by detach. The run
-		 * directory is written while QEMU answers the query-pci behind device_add. */
+		 * directory says "attaching" until the client has its answer: a qvmd that dies in
+		 * between finds the device in query-pci and keeps it. */
 		if ((dev = hp_dev(op)) != NULL)
 			dev->attaching = dev->created = false;
-		vm_devs_save(vm);
 		op->file_added = op->fmt_added = op->netdev_added = op->created = false;
 		op->plugged = true;
 	}
@@ -582,6 +595,13 @@ hp_prepare(struct hp_op *op)
 	dev = op->is_disk ? vm_dev_new_disk(&op->disk, NULL) : vm_dev_new_net(&op->net, NULL);
 	dev->attaching = true;
 	dev->created = op->created;
+	/* q35: the port our books give, so that the record is complete; query-pci checks it. */
+	if (vm->live_cfg->machine == CFG_MACHINE_Q35) {
+		if (vm_devs_free_port(vm, NULL, op->port) >= 0)
+			dev->port = xstrdup(op->port);
+		else
+			op->port[0] = '\0';
+	}
 	vm_devs_add(vm, dev);
 	hp_batch(op);
 	if (vm->live_cfg->machine == CFG_MACHINE_Q35)
@@ -633,7 +653,8 @@ hp_prepared(struct hp_op *op)
 		hp_send_failed(op);
 		return;
 	}
-	vm_devs_save(op->vm); /* with its port, while QEMU runs device_add */
+	if (op->port_moved)
+		vm_devs_save(op->vm); /* while QEMU runs device_add */
 }
 
 /* ---- validation ---- */
