@@ -581,21 +581,18 @@ hp_commit(struct hp_op *op)
 	hp_finish(op, res, NULL, NULL);
 }
 
-/* Sends batch "prepare". */
+/* Tracks the device from now on, as "attaching": a qvmd that goes away before the end finds it
+ * in devices.json and finishes or undoes the attach (vm_hotplug_reconcile). On q35 it gets the
+ * port our books give, so that the record is complete; query-pci then checks it. */
 static void
-hp_prepare(struct hp_op *op)
+hp_track(struct hp_op *op)
 {
 	struct vm *vm = op->vm;
-	bool bridge = !op->is_disk && op->net.type == CFG_NET_BRIDGE;
-	bool sent = true;
 	struct vm_dev *dev;
 
-	/* Tracked from now on, as "attaching": a qvmd that goes away before the end finds it in
-	 * devices.json and finishes or undoes the attach (vm_hotplug_reconcile). */
 	dev = op->is_disk ? vm_dev_new_disk(&op->disk, NULL) : vm_dev_new_net(&op->net, NULL);
 	dev->attaching = true;
-	dev->created = op->created;
-	/* q35: the port our books give, so that the record is complete; query-pci checks it. */
+	dev->created = op->create_size > 0;
 	if (vm->live_cfg->machine == CFG_MACHINE_Q35) {
 		if (vm_devs_free_port(vm, NULL, op->port) >= 0)
 			dev->port = xstrdup(op->port);
@@ -603,9 +600,21 @@ hp_prepare(struct hp_op *op)
 			op->port[0] = '\0';
 	}
 	vm_devs_add(vm, dev);
+}
+
+/* Sends batch "prepare". */
+static void
+hp_prepare(struct hp_op *op)
+{
+	struct vm *vm = op->vm;
+	bool bridge = !op->is_disk && op->net.type == CFG_NET_BRIDGE;
+	bool sent = true;
+
 	hp_batch(op);
 	if (vm->live_cfg->machine == CFG_MACHINE_Q35)
 		sent = hp_send(op, "query-pci", NULL, port_checked);
+	/* The record goes to disk before any backend is sent (QEMU meanwhile runs query-pci). */
+	vm_devs_save(vm);
 	if (sent && bridge) {
 		snprintf(op->fdname, sizeof op->fdname, "%s.tap", op->net.id);
 		sent =
@@ -620,11 +629,8 @@ hp_prepare(struct hp_op *op)
 		sent =
 		    hp_send(op, "netdev_add",
 		            argv_netdev_json(&op->net, bridge ? op->fdname : NULL), backend_added);
-	if (!sent) {
+	if (!sent)
 		hp_send_failed(op);
-		return;
-	}
-	vm_devs_save(vm); /* while QEMU works on the batch */
 }
 
 /* Every reply of "prepare" is in: plug the device, or undo. */
@@ -836,10 +842,13 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	op->persist = persist;
 	op->create_size = create_size;
 	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
-	if (create_size > 0)
+	hp_track(op);
+	if (create_size > 0) {
+		vm_devs_save(vm); /* before the image exists */
 		hp_create_image(op);
-	else
+	} else {
 		hp_prepare(op);
+	}
 }
 
 void
@@ -911,6 +920,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 		}
 	}
 	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
+	hp_track(op);
 	hp_prepare(op);
 }
 
@@ -1205,21 +1215,36 @@ undo_attach(struct vm *vm, struct vm_dev *dev)
 	vm_devs_remove(vm, dev);
 }
 
+/* Whether a qom-list of /machine/peripheral has the device with this id. */
+static bool
+peripheral_has(struct json_object *props, const char *id)
+{
+	for (size_t i = 0; props && i < json_object_array_length(props); i++) {
+		struct json_object *p = json_object_array_get_idx(props, i), *v;
+
+		if (json_object_object_get_ex(p, "name", &v) &&
+		    strcmp(json_object_get_string(v), id) == 0 &&
+		    json_object_object_get_ex(p, "type", &v) &&
+		    strncmp(json_object_get_string(v), "child<", 6) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void
 reconcile_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct vm *vm = arg;
-	char addr[16];
 	bool changed = false;
 
 	if (r->status != QMP_OK) {
-		log_warn("vm %s: cannot check its devices after re-attach: query-pci: %s", vm->name,
+		log_warn("vm %s: cannot check its devices after re-attach: qom-list: %s", vm->name,
 		         r->error_desc);
 		return;
 	}
 	for (size_t i = vm->ndevs; i-- > 0;) {
 		struct vm_dev *dev = vm->devs[i];
-		bool present = pci_find_all(r->result, dev->id, addr, sizeof addr) != NULL;
+		bool present = peripheral_has(r->result, dev->id);
 
 		if (dev->cold && !dev->pending_removal)
 			continue;
@@ -1241,19 +1266,26 @@ reconcile_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		vm_devs_save(vm);
 }
 
-/* A re-attached VM: its devices.json against QEMU's query-pci (attaches interrupted by qvmd
- * going away, removals completed while it was away). */
+/* A re-attached VM: its devices.json against the devices QEMU has (attaches interrupted by qvmd
+ * going away, removals completed while it was away). QOM's /machine/peripheral, not query-pci:
+ * query-pci does not list the devices behind a bridge the guest has not numbered yet (firmware
+ * running after a reset), and they are there all the same. */
 void
 vm_hotplug_reconcile(struct vm *vm)
 {
+	struct json_object *args;
 	char *cause = NULL;
 	bool hotplugged = false;
+	int64_t id;
 
 	for (size_t i = 0; i < vm->ndevs && !hotplugged; i++)
 		hotplugged = !vm->devs[i]->cold || vm->devs[i]->pending_removal;
 	if (!hotplugged || vm->qmp == NULL)
 		return;
-	if (qmp_execute(vm->qmp, "query-pci", NULL, 0, reconcile_done, vm, &cause) < 0) {
+	args = obj1("path", "/machine/peripheral");
+	id = qmp_execute(vm->qmp, "qom-list", args, 0, reconcile_done, vm, &cause);
+	json_object_put(args);
+	if (id < 0) {
 		log_warn("vm %s: cannot check its devices after re-attach: %s", vm->name, cause);
 		free(cause);
 	}
