@@ -952,25 +952,32 @@ backend_deleted(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		hp_detached(op);
 }
 
+/* Sends a deletion nobody waits for; cb reports its outcome (and frees its description). */
+static void
+del_unwaited(struct vm *vm, const char *cmd, const char *key, const char *name, qmp_reply_cb cb)
+{
+	struct json_object *args = obj1(key, name);
+	char *what = xasprintf("vm %s: %s %s", vm->name, cmd, name), *cause = NULL;
+
+	if (qmp_execute(vm->qmp, cmd, args, 0, cb, what, &cause) < 0)
+		free(what);
+	json_object_put(args);
+	free(cause);
+}
+
 /* Deletes one backend object: as part of op (detach waiting for it), or on its own. */
 static void
 backend_del(struct vm *vm, struct hp_op *op, const char *cmd, const char *key, const char *name)
 {
-	struct json_object *args = obj1(key, name);
-	char *cause = NULL;
-
 	if (op != NULL) {
-		if (!hp_send(op, cmd, args, backend_deleted))
+		if (!hp_send(op, cmd, obj1(key, name), backend_deleted))
 			hp_error(op, "failed",
 			         "vm %s: %s removed from the guest, but %s %s: qmp "
 			         "connection lost",
 			         vm->name, op->id, cmd, name);
 		return;
 	}
-	qmp_execute(vm->qmp, cmd, args, 0, backend_del_done,
-	            xasprintf("vm %s: %s %s", vm->name, cmd, name), &cause);
-	json_object_put(args);
-	free(cause);
+	del_unwaited(vm, cmd, key, name, backend_del_done);
 }
 
 /* The guest released the device: remove its backend (op: the detach waiting for it), free its
@@ -1176,18 +1183,6 @@ undo_del_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	free(what);
 }
 
-static void
-undo_del(struct vm *vm, const char *cmd, const char *key, const char *name)
-{
-	struct json_object *args = obj1(key, name);
-	char *cause = NULL;
-
-	qmp_execute(vm->qmp, cmd, args, 0, undo_del_done,
-	            xasprintf("vm %s: undo: %s %s", vm->name, cmd, name), &cause);
-	json_object_put(args);
-	free(cause);
-}
-
 /* Deletes what an interrupted attach may have added (some of it usually is not there). */
 static void
 undo_attach(struct vm *vm, struct vm_dev *dev)
@@ -1198,18 +1193,18 @@ undo_attach(struct vm *vm, struct vm_dev *dev)
 	         vm->name, dev->is_disk ? "disk" : "nic", dev->id);
 	if (dev->is_disk) {
 		snprintf(name, sizeof name, ARGV_NODE_FMT_FMT, dev->id);
-		undo_del(vm, "blockdev-del", "node-name", name);
+		del_unwaited(vm, "blockdev-del", "node-name", name, undo_del_done);
 		snprintf(name, sizeof name, ARGV_NODE_FILE_FMT, dev->id);
-		undo_del(vm, "blockdev-del", "node-name", name);
+		del_unwaited(vm, "blockdev-del", "node-name", name, undo_del_done);
 		if (dev->created && unlink(dev->disk.file) == 0)
 			log_info("vm %s: removed image %s created for it", vm->name,
 			         dev->disk.file);
 	} else {
 		snprintf(name, sizeof name, ARGV_NETDEV_FMT, dev->id);
-		undo_del(vm, "netdev_del", "id", name);
+		del_unwaited(vm, "netdev_del", "id", name, undo_del_done);
 		if (dev->net.type == CFG_NET_BRIDGE) {
 			snprintf(name, sizeof name, "%s.tap", dev->id);
-			undo_del(vm, "closefd", "fdname", name);
+			del_unwaited(vm, "closefd", "fdname", name, undo_del_done);
 		}
 	}
 	vm_devs_remove(vm, dev);
