@@ -4,7 +4,7 @@ qvmd_unit_test(test_argv
   LIBS qvmd_supervisor)
 
 qvmd_unit_test(test_argv_qemu
-  SOURCES test_argv_qemu.c util/qmp_sync.c
+  SOURCES test_argv_qemu.c util/qmp_sync.c util/host.c
   LIBS qvmd_supervisor
   TIMEOUT 180
   LABELS qemu)

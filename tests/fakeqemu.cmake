@@ -17,7 +17,7 @@ if(_fakeqemu_lopts)
 endif()
 
 qvmd_unit_test(test_fakeqemu
-  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_fakeqemu.c
+  SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_fakeqemu.c ${CMAKE_CURRENT_SOURCE_DIR}/util/host.c
   LIBS PkgConfig::JSONC
   TIMEOUT 60)
 target_compile_definitions(test_fakeqemu PRIVATE FAKEQEMU_BIN="$<TARGET_FILE:fakeqemu>")

@@ -25,6 +25,7 @@
 #include <json-c/json.h>
 
 #include "argv.h"
+#include "host.h"
 #include "qmp_sync.h"
 
 #define QMP_TIMEOUT_MS 30000
@@ -59,17 +60,6 @@ now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static bool
-kvm_usable(void)
-{
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-
-	if (fd < 0)
-		return false;
-	close(fd);
-	return true;
 }
 
 static void
@@ -369,7 +359,7 @@ vm_init(struct vm_config *vm, const char *name, enum cfg_machine machine)
 	vm->memory = 128ull << 20;
 	vm->vcpus = 1;
 	vm->machine = machine;
-	vm->accel = kvm_usable() ? CFG_ACCEL_KVM : CFG_ACCEL_TCG;
+	vm->accel = host_kvm_usable() ? CFG_ACCEL_KVM : CFG_ACCEL_TCG;
 	vm->console = CFG_CONSOLE_LOG;
 }
 

@@ -3,7 +3,6 @@
  * devices), everything on one real event_base: negotiation, a large reply, events, fd passing,
  * pipelining, quit, and a stopped QEMU timing out while another keeps answering.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -24,6 +23,7 @@
 #include <event2/event.h>
 #include <json-c/json.h>
 
+#include "host.h"
 #include "qmp.h"
 
 #define MAX_QEMU   2
@@ -149,17 +149,6 @@ run_until(struct event_base *base, const int *flag, int timeout_ms)
 	return run_until_count(base, flag, 1, timeout_ms);
 }
 
-static int
-kvm_usable(void)
-{
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-
-	if (fd < 0)
-		return 0;
-	close(fd);
-	return 1;
-}
-
 /* Spawns a paused q35 QEMU with its QMP socket in a fresh temp directory and connects to it. */
 static void
 qemu_start(struct ctx *c, struct qemu *q)
@@ -186,7 +175,7 @@ qemu_start(struct ctx *c, struct qemu *q)
 	argv[n++] = "-no-user-config";
 	argv[n++] = "-display";
 	argv[n++] = "none";
-	if (kvm_usable()) {
+	if (host_kvm_usable()) {
 		argv[n++] = "-enable-kvm";
 	} else {
 		argv[n++] = "-accel";
@@ -353,32 +342,6 @@ test_qmp_qemu_reset_event(void **state)
 	                    "RESET {\"guest\":false,\"reason\":\"host-qmp-system-reset\"}");
 }
 
-/* Whether process pid holds a descriptor for the same file as fd. */
-static int
-process_has_file(pid_t pid, int fd)
-{
-	char dirpath[64];
-	struct stat want;
-	struct dirent *de;
-	DIR *dir;
-	int found = 0;
-
-	assert_int_equal(fstat(fd, &want), 0);
-	snprintf(dirpath, sizeof(dirpath), "/proc/%d/fd", (int)pid);
-	dir = opendir(dirpath);
-	assert_non_null(dir);
-	while ((de = readdir(dir)) != NULL) {
-		char p[384];
-		struct stat st;
-
-		snprintf(p, sizeof(p), "%s/%s", dirpath, de->d_name);
-		if (stat(p, &st) == 0 && st.st_ino == want.st_ino && st.st_dev == want.st_dev)
-			found = 1;
-	}
-	closedir(dir);
-	return found;
-}
-
 static void
 test_qmp_qemu_getfd_passes_descriptor(void **state)
 {
@@ -391,14 +354,14 @@ test_qmp_qemu_getfd_passes_descriptor(void **state)
 
 	qemu_start(c, q);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
-	assert_false(process_has_file(q->pid, sp[0]));
+	assert_false(host_process_has_file(q->pid, sp[0]));
 	args = json_tokener_parse("{\"fdname\":\"sock0\"}");
 	assert_true(qmp_execute_fd(q->conn, "getfd", args, sp[0], 2000, on_reply, &r, &cause) > 0);
 	json_object_put(args);
 	assert_true(run_until(c->base, &r.calls, 10000));
 	assert_int_equal(r.status, QMP_OK);
 	rec_clear(&r);
-	assert_true(process_has_file(q->pid, sp[0]));
+	assert_true(host_process_has_file(q->pid, sp[0]));
 	/* QEMU uses the named descriptor for a netdev: the name is consumed. */
 	execute(c, q, "netdev_add", "{\"type\":\"socket\",\"id\":\"s0\",\"fd\":\"sock0\"}", 2000,
 	        &r);

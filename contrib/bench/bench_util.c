@@ -66,6 +66,16 @@ bench_quantile(int64_t *v, size_t n, double q)
 	return v[i < n ? i : n - 1];
 }
 
+int64_t *
+bench_samples(size_t n)
+{
+	int64_t *v = calloc(n, sizeof(*v));
+
+	if (v == NULL)
+		abort();
+	return v;
+}
+
 void
 bench_report(const char *key, const char *what, int64_t *ns, size_t n)
 {

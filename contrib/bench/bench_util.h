@@ -18,6 +18,8 @@ void bench_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 
 
 /* Sorts v in place; the value at quantile q (0..1). */
 int64_t bench_quantile(int64_t *v, size_t n, double q);
+/* Room for n timings (nanoseconds), zeroed; aborts when out of memory. */
+int64_t *bench_samples(size_t n);
 
 /* Prints "NAME: median=X ms p10=X p90=X min=X (n=N)" and the KEY=median_ms line for scripts. */
 void bench_report(const char *key, const char *what, int64_t *ns, size_t n);

@@ -227,16 +227,6 @@ raw_detach(struct qmp_sync *q, const char *id)
 	}
 }
 
-static int64_t *
-samples(size_t n)
-{
-	int64_t *v = calloc(n, sizeof(*v));
-
-	if (v == NULL)
-		abort();
-	return v;
-}
-
 static void
 ctl_timed(char **argv, int64_t *ns)
 {
@@ -302,12 +292,12 @@ main(int argc, char **argv)
 	                       (char *)vm,     "bd", NULL};
 	char *detach_net[] = {(char *)qvmctl, "-s", (char *)sock, "detach", (char *)vm, "bn", NULL};
 
-	q_disk = samples(n);
-	q_net = samples(n);
-	q_det = samples(2 * n);
-	r_disk = samples(n);
-	r_net = samples(n);
-	r_det = samples(2 * n);
+	q_disk = bench_samples(n);
+	q_net = bench_samples(n);
+	q_det = bench_samples(2 * n);
+	r_disk = bench_samples(n);
+	r_net = bench_samples(n);
+	r_det = bench_samples(2 * n);
 	for (size_t i = 0; i < n; i++) {
 		ctl_timed(attach_disk, &q_disk[i]);
 		ctl_timed(attach_net, &q_net[i]);
@@ -330,7 +320,7 @@ main(int argc, char **argv)
 	/* What any qvmctl call costs here (exec, connect, one trivial request): the floor. */
 	{
 		char *version[] = {(char *)qvmctl, "-s", (char *)sock, "version", NULL};
-		int64_t *v = samples(n);
+		int64_t *v = bench_samples(n);
 
 		for (size_t i = 0; i < n; i++)
 			ctl_timed(version, &v[i]);

@@ -66,16 +66,6 @@ count_arg(const char *s)
 	return (size_t)n;
 }
 
-static int64_t *
-samples(size_t n)
-{
-	int64_t *v = calloc(n, sizeof(*v));
-
-	if (v == NULL)
-		abort();
-	return v;
-}
-
 static int
 cmd_cli(int argc, char **argv)
 {
@@ -86,7 +76,7 @@ cmd_cli(int argc, char **argv)
 	if (argc < 4)
 		usage();
 	n = count_arg(argv[2]);
-	ns = samples(n);
+	ns = bench_samples(n);
 	for (size_t i = 0; i < n; i++) {
 		int rc = bench_run(&argv[3], &ns[i]);
 
@@ -153,7 +143,7 @@ cmd_qmp(int argc, char **argv)
 	qmp_sync_close(q);
 
 	/* A fresh client per request, like a CLI that connects each time. */
-	one = samples(ONESHOT_RUNS);
+	one = bench_samples(ONESHOT_RUNS);
 	for (size_t i = 0; i < ONESHOT_RUNS; i++) {
 		int64_t t0 = bench_now_ns();
 
@@ -171,8 +161,8 @@ cmd_qmp(int argc, char **argv)
 	if (q == NULL)
 		bench_die("%s", cause);
 	c = bench_ctl_connect(argv[3]);
-	raw = samples(n);
-	ctl = samples(n);
+	raw = bench_samples(n);
+	ctl = bench_samples(n);
 	for (size_t r = 0; r < ROUNDS; r++) {
 		for (size_t i = 0; i < per; i++) {
 			int64_t t0 = bench_now_ns();
@@ -226,9 +216,9 @@ cmd_startcmp(int argc, char **argv)
 	n = count_arg(argv[6]);
 	qargv = bench_read_argv(argv[4]);
 	path = bench_qmp_path(qargv);
-	greet = samples(n);
-	ready = samples(n);
-	st = samples(n);
+	greet = bench_samples(n);
+	ready = bench_samples(n);
+	st = bench_samples(n);
 	for (size_t i = 0; i < n; i++) {
 		int fd, rc;
 		int64_t t0 = bench_now_ns();

@@ -39,6 +39,7 @@
 #include <event2/event.h>
 #include <json-c/json.h>
 
+#include "host.h"
 #include "qmp.h"
 
 #ifndef QMP_BENCH_QEMU
@@ -338,26 +339,16 @@ rtt_round_blocking(const char *sock, int64_t *samples, size_t n, int64_t first_i
 	close(fd);
 }
 
-static int
-kvm_usable(void)
-{
-	int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-
-	if (fd < 0)
-		return 0;
-	close(fd);
-	return 1;
-}
-
 /* Measures both clients against one paused QEMU; returns median(qmp) / median(blocking). */
 static double
 bench_rtt(struct event_base *base, const char *qemu, const char *dir, size_t calls)
 {
 	char sock[256], qmp[300];
-	char *argv[] = {
-	    (char *)qemu, "-S",   "-machine", "q35", "-nodefaults", "-no-user-config",
-	    "-display",   "none", "-m",       "64M", "-accel",      kvm_usable() ? "kvm" : "tcg",
-	    "-qmp",       qmp,    NULL};
+	char *argv[] = {(char *)qemu, "-S",          "-machine",
+	                "q35",        "-nodefaults", "-no-user-config",
+	                "-display",   "none",        "-m",
+	                "64M",        "-accel",      host_kvm_usable() ? "kvm" : "tcg",
+	                "-qmp",       qmp,           NULL};
 	size_t per = calls / ROUNDS, i;
 	int64_t *a = calloc(calls, sizeof(int64_t)), *b = calloc(calls, sizeof(int64_t));
 	int64_t ma, mb, pa, pb;
@@ -382,7 +373,7 @@ bench_rtt(struct event_base *base, const char *qemu, const char *dir, size_t cal
 	mb = quantile(b, per * ROUNDS, 0.5);
 	pb = quantile(b, per * ROUNDS, 0.99);
 	printf("rtt query-status, %zu calls each, QEMU %s:\n", per * ROUNDS,
-	       kvm_usable() ? "kvm" : "tcg");
+	       host_kvm_usable() ? "kvm" : "tcg");
 	printf("  qmp/ (libevent)   median %7.1f us  p99 %7.1f us\n", ma / 1e3, pa / 1e3);
 	printf("  blocking client   median %7.1f us  p99 %7.1f us\n", mb / 1e3, pb / 1e3);
 	printf("  ratio (median)    %.3f\n", (double)ma / (double)mb);
