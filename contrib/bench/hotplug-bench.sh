@@ -12,6 +12,7 @@
 #   hotplug-bench: attach_disk_ms=.. raw_disk_ms=.. attach_net_ms=.. raw_net_ms=..
 set -eu
 cd "$(dirname "$0")/../.."
+. contrib/bench/bench-lib.sh
 BUILD=${QVMD_BENCH_DIR:-build-bench}
 RUNS=${HB_RUNS:-50}
 MACHINE=${HB_MACHINE:-q35}
@@ -49,14 +50,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ACCEL=tcg
-if [ -c /dev/kvm ]; then
-	set +e
-	timeout 2 qemu-system-x86_64 -accel kvm -machine none -nodefaults -display none -S \
-		>/dev/null 2>&1 </dev/null
-	[ $? -eq 124 ] && ACCEL=kvm
-	set -e
-fi
+ACCEL=$(bench_accel)
 
 # conf DIR: a qvmd.conf with its directories under DIR, and the guest VM h1 in DIR/vms.
 conf() {
@@ -89,9 +83,7 @@ mkdir -p "$T/raw/run/h1" "$T/raw/state/h1"
 qemu-img create -q -f qcow2 "$T/images/disk.qcow2" 64M
 qemu-img create -q -f qcow2 "$T/raw/images/disk.qcow2" 64M
 
-echo "# machine: $(nproc) cpus, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
-	"$(awk '/^MemTotal/ {print int($2 / 1024)}' /proc/meminfo) MiB RAM, kernel $(uname -r)," \
-	"load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# machine: $(bench_machine)"
 echo "# $(qemu-system-x86_64 --version | head -n 1); guest: machine $MACHINE, accel $ACCEL, 256M"
 
 "$QVMD" -f -c "$T/qvmd.conf" >>"$T/qvmd.log" 2>&1 &

@@ -19,6 +19,7 @@
 #   lifecycle-bench: status_ms=.. added_ratio=.. start_overhead_ms=.. list200_ms=.. list5000_ms=.. rss5000_kib=..
 set -eu
 cd "$(dirname "$0")/../.."
+. contrib/bench/bench-lib.sh
 BUILD=${QVMD_BENCH_DIR:-build-bench}
 REAL=${LB_REAL:-200}
 FAKE=${LB_FAKE:-5000}
@@ -54,14 +55,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ACCEL=tcg
-if [ -c /dev/kvm ]; then
-	set +e
-	timeout 2 qemu-system-x86_64 -accel kvm -machine none -nodefaults -display none -S \
-		>/dev/null 2>&1 </dev/null
-	[ $? -eq 124 ] && ACCEL=kvm
-	set -e
-fi
+ACCEL=$(bench_accel)
 
 # setup DIR [QEMU]: a qvmd.conf for a private daemon under $T/DIR.
 setup() {
@@ -101,9 +95,7 @@ ctxt() {
 rss() { awk '/^VmRSS/ {print $2}' /proc/"$1"/status; }
 mem_avail_mib() { awk '/^MemAvailable/ {print int($2 / 1024)}' /proc/meminfo; }
 
-echo "# machine: $(nproc) cpus, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)," \
-	"$(awk '/^MemTotal/ {print int($2 / 1024)}' /proc/meminfo) MiB RAM ($(mem_avail_mib) MiB available)," \
-	"kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg), accel $ACCEL"
+echo "# machine: $(bench_machine), accel $ACCEL"
 echo "# $(qemu-system-x86_64 --version | head -n 1)"
 "$LB" cli exec_floor_ms 200 /bin/true | tee "$T/floor.out" |
 	grep -v '^[a-z0-9_]*='
