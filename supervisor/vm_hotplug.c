@@ -245,7 +245,7 @@ obj1(const char *key, const char *value)
 	return o;
 }
 
-/* The bookkeeping entry of the device being attached (NULL before hp_prepare). */
+/* The bookkeeping entry of the device being attached (NULL before hp_track). */
 static struct vm_dev *
 hp_dev(const struct hp_op *op)
 {
