@@ -14,6 +14,7 @@
 struct control_cmd {
 	const char *name;
 	bool needs_vm;
+	const char *const *args; /* the keys args may hold (NULL-terminated); NULL: none */
 	/* vm is NULL unless needs_vm; args may be NULL. */
 	void (*exec)(struct control_reply *r, struct vm *vm, const char *vm_name,
 	             struct json_object *args);
@@ -107,45 +108,6 @@ cmd_kill(struct control_reply *r, struct vm *vm, const char *n, struct json_obje
 	vm_kill(vm, control_done, r);
 }
 
-/* powerdown --all: one aggregate reply once every VM has finished. */
-struct powerdown_all {
-	struct control_reply *r;
-	struct json_object *results;
-	size_t pending;
-};
-
-struct powerdown_one {
-	struct powerdown_all *all;
-	char *name;
-};
-
-static void
-powerdown_one_done(struct json_object *result, const char *code, const char *message, void *arg)
-{
-	struct powerdown_one *one = arg;
-	struct powerdown_all *all = one->all;
-	struct json_object *o = json_object_new_object(), *v;
-
-	json_object_object_add(o, "name", json_object_new_string(one->name));
-	json_object_object_add(o, "ok", json_object_new_boolean(code == NULL));
-	if (code == NULL && json_object_object_get_ex(result, "ended_by", &v))
-		json_object_object_add(o, "ended_by", json_object_get(v));
-	if (code == NULL && json_object_object_get_ex(result, "elapsed_ms", &v))
-		json_object_object_add(o, "elapsed_ms", json_object_get(v));
-	if (code != NULL)
-		json_object_object_add(o, "error", json_object_new_string(message));
-	json_object_array_add(all->results, o);
-	json_object_put(result);
-	free(one->name);
-	free(one);
-	if (--all->pending > 0)
-		return;
-	o = json_object_new_object();
-	json_object_object_add(o, "vms", all->results);
-	control_done(o, NULL, NULL, all->r);
-	free(all);
-}
-
 static void
 cmd_powerdown(struct control_reply *r, struct vm *unused, const char *name,
               struct json_object *args)
@@ -153,7 +115,6 @@ cmd_powerdown(struct control_reply *r, struct vm *unused, const char *name,
 	struct daemon *d = control_daemon(r->c);
 	uint64_t timeout_ms = 0;
 	bool wait = true, all = false;
-	struct powerdown_all *pa;
 	struct vm *vm;
 
 	if (!arg_uint(r, args, "timeout_ms", &timeout_ms) || !arg_bool(r, args, "wait", &wait) ||
@@ -169,29 +130,7 @@ cmd_powerdown(struct control_reply *r, struct vm *unused, const char *name,
 		vm_powerdown(vm, timeout_ms, wait, control_done, r);
 		return;
 	}
-	pa = xcalloc(1, sizeof *pa);
-	pa->r = r;
-	pa->results = json_object_new_array();
-	pa->pending = 1; /* held while dispatching */
-	for (size_t i = 0; i < d->nvms; i++) {
-		struct powerdown_one *one;
-		enum vm_state s = vm_state(d->vms[i]);
-
-		if (s != VM_RUNNING && s != VM_PAUSED)
-			continue;
-		one = xcalloc(1, sizeof *one);
-		one->all = pa;
-		one->name = xstrdup(vm_name(d->vms[i]));
-		pa->pending++;
-		vm_powerdown(d->vms[i], timeout_ms, true, powerdown_one_done, one);
-	}
-	if (--pa->pending == 0) {
-		struct json_object *o = json_object_new_object();
-
-		json_object_object_add(o, "vms", pa->results);
-		control_done(o, NULL, NULL, r);
-		free(pa);
-	}
+	daemon_powerdown_all(d, timeout_ms, control_done, r);
 }
 
 static void
@@ -229,7 +168,10 @@ cmd_subscribe(struct control_reply *r, struct vm *unused, const char *vm_name,
 static void
 cmd_reload(struct control_reply *r, struct vm *unused, const char *n, struct json_object *args)
 {
-	control_done(daemon_reload(control_daemon(r->c)), NULL, NULL, r);
+	struct json_object *res = daemon_reload(control_daemon(r->c));
+
+	daemon_log_reload(res);
+	control_done(res, NULL, NULL, r);
 }
 
 static void
@@ -348,30 +290,59 @@ cmd_devices(struct control_reply *r, struct vm *vm, const char *n, struct json_o
 	vm_devices(vm, control_done, r);
 }
 
+static const char *const args_attach_disk[] = {"id",       "file",        "format",  "cache",
+                                               "readonly", "create_size", "persist", NULL};
+static const char *const args_attach_net[] = {"id",     "type",     "mac",     "bridge",
+                                              "ifname", "restrict", "persist", NULL};
+static const char *const args_detach[] = {"id", "persist", "timeout_ms", NULL};
+static const char *const args_powerdown[] = {"timeout_ms", "wait", "all", NULL};
+static const char *const args_qmp[] = {"command", "arguments", NULL};
+static const char *const args_subscribe[] = {"vm", NULL};
+
 static const struct control_cmd control_cmds[] = {
-    {"attach-disk", true, cmd_attach_disk},
-    {"attach-net", true, cmd_attach_net},
-    {"detach", true, cmd_detach},
-    {"devices", true, cmd_devices},
-    {"kill", true, cmd_kill},
-    {"list", false, cmd_list},
-    {"pause", true, cmd_pause},
-    {"powerdown", false, cmd_powerdown},
-    {"qmp", true, cmd_qmp},
-    {"reload", false, cmd_reload},
-    {"reset", true, cmd_reset},
-    {"resume", true, cmd_resume},
-    {"start", true, cmd_start},
-    {"status", true, cmd_status},
-    {"subscribe", false, cmd_subscribe},
-    {"version", false, cmd_version},
+    {"attach-disk", true, args_attach_disk, cmd_attach_disk},
+    {"attach-net", true, args_attach_net, cmd_attach_net},
+    {"detach", true, args_detach, cmd_detach},
+    {"devices", true, NULL, cmd_devices},
+    {"kill", true, NULL, cmd_kill},
+    {"list", false, NULL, cmd_list},
+    {"pause", true, NULL, cmd_pause},
+    {"powerdown", false, args_powerdown, cmd_powerdown},
+    {"qmp", true, args_qmp, cmd_qmp},
+    {"reload", false, NULL, cmd_reload},
+    {"reset", true, NULL, cmd_reset},
+    {"resume", true, NULL, cmd_resume},
+    {"start", true, NULL, cmd_start},
+    {"status", true, NULL, cmd_status},
+    {"subscribe", false, args_subscribe, cmd_subscribe},
+    {"version", false, NULL, cmd_version},
 };
+
+/* The first key of args that the command does not take, or NULL. */
+static const char *
+unknown_arg(const struct control_cmd *c, struct json_object *args)
+{
+	if (args == NULL)
+		return NULL;
+	json_object_object_foreach(args, key, val)
+	{
+		bool known = false;
+
+		(void)val;
+		for (const char *const *k = c->args; k && *k && !known; k++)
+			known = strcmp(*k, key) == 0;
+		if (!known)
+			return key;
+	}
+	return NULL;
+}
 
 void
 control_dispatch(struct control_reply *r, const char *cmd, const char *vm_name,
                  struct json_object *args)
 {
 	const struct control_cmd *c = NULL;
+	const char *bad;
 	struct vm *vm = NULL;
 
 	for (size_t i = 0; i < sizeof control_cmds / sizeof control_cmds[0]; i++) {
@@ -380,6 +351,13 @@ control_dispatch(struct control_reply *r, const char *cmd, const char *vm_name,
 	}
 	if (c == NULL)
 		return reply_error(r, "invalid", "unknown command '%s'", cmd);
+	if ((bad = unknown_arg(c, args)) != NULL) {
+		char *msg = xasprintf("%s: unknown argument args.%s", cmd, bad);
+
+		control_done(NULL, "invalid", msg, r);
+		free(msg);
+		return;
+	}
 	if (c->needs_vm) {
 		if (vm_name == NULL)
 			return reply_error(r, "invalid", "%s: \"vm\" is required", cmd);

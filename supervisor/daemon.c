@@ -5,15 +5,16 @@
 #include "control.h"
 #include "log.h"
 #include "vm.h"
-#include "vm_private.h"
 
 #include <dirent.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <json-c/json.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int64_t
 daemon_now_ms(void)
@@ -91,6 +92,15 @@ daemon_vm_gone(struct daemon *d, struct vm *vm)
 	event_base_once(d->base, -1, EV_TIMEOUT, vm_free_deferred, vm, NULL);
 }
 
+/* Adds a VM to the sorted table. */
+static void
+daemon_add_vm(struct daemon *d, struct vm *vm)
+{
+	d->vms = xrealloc(d->vms, (d->nvms + 1) * sizeof *d->vms);
+	d->vms[d->nvms++] = vm;
+	qsort(d->vms, d->nvms, sizeof *d->vms, vm_cmp);
+}
+
 static int
 name_cmp(const void *a, const void *b)
 {
@@ -119,23 +129,24 @@ daemon_reload(struct daemon *d)
 
 	if (nold > 0)
 		memcpy(old, d->vms, nold * sizeof *old);
-	if (dir == NULL) {
-		char *msg = xasprintf("%s: %s", d->conf->vm_dir, strerror(errno));
+	if (dir == NULL)
+		goto unreadable;
+	for (;;) {
+		size_t len;
 
-		log_error("%s", msg);
-		json_object_array_add(errors, json_object_new_string(msg));
-		free(msg);
-	}
-	while (dir != NULL && (de = readdir(dir)) != NULL) {
-		size_t len = strlen(de->d_name);
-
+		errno = 0;
+		if ((de = readdir(dir)) == NULL)
+			break;
+		len = strlen(de->d_name);
 		if (de->d_name[0] == '.' || len < 5 || strcmp(de->d_name + len - 4, ".ini") != 0)
 			continue;
 		names = xrealloc(names, (n + 1) * sizeof *names);
 		names[n++] = xasprintf("%s/%s", d->conf->vm_dir, de->d_name);
 	}
-	if (dir != NULL)
-		closedir(dir);
+	if (errno != 0)
+		goto unreadable;
+	closedir(dir);
+	dir = NULL;
 	if (n > 0)
 		qsort(names, n, sizeof *names, name_cmp);
 
@@ -145,14 +156,11 @@ daemon_reload(struct daemon *d)
 		struct vm *vm;
 		const char *base = strrchr(names[i], '/') + 1;
 		char *name = xasprintf("%.*s", (int)(strlen(base) - 4), base);
-		char *text;
 
 		cfg_errors_init(&errs);
 		cfg = cfg_vm_load(names[i], &errs);
-		for (size_t e = 0; e < errs.n; e++) {
-			log_error("%s", errs.msgs[e]);
+		for (size_t e = 0; e < errs.n; e++)
 			json_object_array_add(errors, json_object_new_string(errs.msgs[e]));
-		}
 		cfg_errors_free(&errs);
 		vm = daemon_find_vm(d, name);
 		if (vm != NULL) {
@@ -166,21 +174,12 @@ daemon_reload(struct daemon *d)
 			continue; /* a broken file never disturbs what runs or what loaded before */
 		if (vm == NULL) {
 			vm = vm_new(d, cfg);
-			d->vms = xrealloc(d->vms, (d->nvms + 1) * sizeof *d->vms);
-			d->vms[d->nvms++] = vm;
-			qsort(d->vms, d->nvms, sizeof *d->vms, vm_cmp);
+			daemon_add_vm(d, vm);
 			add_name(added, vm_name(vm));
 			continue;
 		}
-		text = vm_read_text(cfg->path);
-		if (vm_definition_removed(vm) || vm->disk_text == NULL || text == NULL ||
-		    strcmp(vm->disk_text, text) != 0) {
+		if (vm_update_config(vm, cfg))
 			add_name(changed, vm_name(vm));
-			vm_set_config(vm, cfg);
-		} else {
-			cfg_vm_free(cfg);
-		}
-		free(text);
 	}
 	for (size_t k = 0; k < nold; k++) {
 		struct vm *vm = old[k];
@@ -197,6 +196,19 @@ daemon_reload(struct daemon *d)
 			daemon_vm_gone(d, vm);
 		}
 	}
+	goto out;
+unreadable:
+	/* A directory that cannot be read says nothing about which VMs exist: change nothing. */
+	{
+		char *msg = xasprintf("%s: cannot read the vm directory: %s (nothing changed)",
+		                      d->conf->vm_dir, strerror(errno));
+
+		json_object_array_add(errors, json_object_new_string(msg));
+		free(msg);
+	}
+	if (dir != NULL)
+		closedir(dir);
+out:
 	for (size_t i = 0; i < n; i++)
 		free(names[i]);
 	free(names);
@@ -207,4 +219,180 @@ daemon_reload(struct daemon *d)
 	json_object_object_add(res, "changed", changed);
 	json_object_object_add(res, "errors", errors);
 	return res;
+}
+
+/* Logs what a reload found: each error on its own line, then one summary line. */
+void
+daemon_log_reload(struct json_object *res)
+{
+	struct json_object *errors, *added, *removed, *changed;
+
+	json_object_object_get_ex(res, "errors", &errors);
+	json_object_object_get_ex(res, "added", &added);
+	json_object_object_get_ex(res, "removed", &removed);
+	json_object_object_get_ex(res, "changed", &changed);
+	for (size_t i = 0; i < json_object_array_length(errors); i++)
+		log_error("%s", json_object_get_string(json_object_array_get_idx(errors, i)));
+	log_info("reload: %zu added, %zu removed, %zu changed, %zu errors",
+	         json_object_array_length(added), json_object_array_length(removed),
+	         json_object_array_length(changed), json_object_array_length(errors));
+}
+
+/*
+ * Re-attaches to the QEMUs whose run directory names a VM that has no definition any more (its file
+ * was removed while it ran, then qvmd restarted): such a VM is listed with its definition removed
+ * and stays manageable until it stops. The run directory keeps the definition it was started with.
+ */
+void
+daemon_adopt_orphans(struct daemon *d)
+{
+	DIR *dir = opendir(d->conf->run_dir);
+	struct dirent *de;
+
+	if (dir == NULL) {
+		log_error("%s: %s", d->conf->run_dir, strerror(errno));
+		return;
+	}
+	while ((de = readdir(dir)) != NULL) {
+		struct cfg_errors errs;
+		struct vm_config *cfg;
+		struct stat st;
+		struct vm *vm;
+		char *dirpath, *ini;
+
+		if (de->d_name[0] == '.' || daemon_find_vm(d, de->d_name) != NULL)
+			continue;
+		dirpath = xasprintf("%s/%s", d->conf->run_dir, de->d_name);
+		if (lstat(dirpath, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			free(dirpath);
+			continue;
+		}
+		ini = xasprintf("%s/%s.ini", dirpath, de->d_name);
+		free(dirpath);
+		cfg_errors_init(&errs);
+		cfg = cfg_vm_load(ini, &errs);
+		if (cfg == NULL) {
+			if (access(ini, F_OK) == 0)
+				log_error(
+				    "%s: cannot re-attach: its definition copy does not load: %s",
+				    ini, errs.n ? errs.msgs[0] : "unknown error");
+			cfg_errors_free(&errs);
+			free(ini);
+			continue;
+		}
+		cfg_errors_free(&errs);
+		free(ini);
+		if (strcmp(cfg->name, de->d_name) != 0) {
+			cfg_vm_free(cfg);
+			continue;
+		}
+		vm = vm_new(d, cfg);
+		vm_set_config(vm, NULL);
+		if (!vm_adopt(vm)) {
+			vm_free(vm);
+			continue;
+		}
+		log_warn("vm %s: re-attached although its definition was removed; it is managed "
+		         "until it stops",
+		         vm_name(vm));
+		daemon_add_vm(d, vm);
+	}
+	closedir(dir);
+}
+
+/* powerdown of every VM: one aggregate reply once each VM has finished. */
+struct powerdown_all {
+	struct daemon *d;
+	struct json_object *results;
+	size_t pending;
+	vm_done_cb cb;
+	void *arg;
+};
+
+struct powerdown_one {
+	struct powerdown_all *all;
+	char *name;
+};
+
+/* Every VM has answered: any that still has a QEMU is reported as a failure. */
+static void
+powerdown_all_end(struct powerdown_all *pa)
+{
+	struct json_object *res = json_object_new_object();
+	struct daemon *d = pa->d;
+	char *msg;
+
+	for (size_t i = 0; i < json_object_array_length(pa->results); i++) {
+		struct json_object *o = json_object_array_get_idx(pa->results, i), *v;
+		struct vm *vm;
+
+		json_object_object_get_ex(o, "name", &v);
+		vm = daemon_find_vm(d, json_object_get_string(v));
+		if (vm == NULL || !vm_is_active(vm) ||
+		    !json_object_get_boolean(json_object_object_get(o, "ok")))
+			continue;
+		json_object_object_add(o, "ok", json_object_new_boolean(0));
+		json_object_object_add(o, "state",
+		                       json_object_new_string(vm_state_name(vm_state(vm))));
+		msg = xasprintf("vm %s: still %s after the powerdown", vm_name(vm),
+		                vm_state_name(vm_state(vm)));
+		json_object_object_add(o, "error", json_object_new_string(msg));
+		free(msg);
+	}
+	d->restarts_held--;
+	json_object_object_add(res, "vms", pa->results);
+	pa->cb(res, NULL, NULL, pa->arg);
+	free(pa);
+}
+
+static void
+powerdown_one_done(struct json_object *result, const char *code, const char *message, void *arg)
+{
+	struct powerdown_one *one = arg;
+	struct powerdown_all *all = one->all;
+	struct json_object *o = json_object_new_object(), *v;
+
+	json_object_object_add(o, "name", json_object_new_string(one->name));
+	json_object_object_add(o, "ok", json_object_new_boolean(code == NULL));
+	if (code == NULL && json_object_object_get_ex(result, "state", &v))
+		json_object_object_add(o, "state", json_object_get(v));
+	if (code == NULL && json_object_object_get_ex(result, "ended_by", &v))
+		json_object_object_add(o, "ended_by", json_object_get(v));
+	if (code == NULL && json_object_object_get_ex(result, "elapsed_ms", &v))
+		json_object_object_add(o, "elapsed_ms", json_object_get(v));
+	if (code != NULL)
+		json_object_object_add(o, "error", json_object_new_string(message));
+	json_object_array_add(all->results, o);
+	json_object_put(result);
+	free(one->name);
+	free(one);
+	if (--all->pending == 0)
+		powerdown_all_end(all);
+}
+
+void
+daemon_powerdown_all(struct daemon *d, uint64_t timeout_ms, vm_done_cb cb, void *arg)
+{
+	struct powerdown_all *pa = xcalloc(1, sizeof *pa);
+
+	pa->d = d;
+	pa->cb = cb;
+	pa->arg = arg;
+	pa->results = json_object_new_array();
+	pa->pending = 1; /* held while dispatching */
+	d->restarts_held++;
+	for (size_t i = 0; i < d->nvms; i++) {
+		struct powerdown_one *one = xcalloc(1, sizeof *one);
+
+		one->all = pa;
+		one->name = xstrdup(vm_name(d->vms[i]));
+		pa->pending++;
+		if (!vm_bring_down(d->vms[i], timeout_ms, powerdown_one_done, one)) {
+			pa->pending--;
+			free(one->name);
+			free(one);
+		}
+	}
+	if (--pa->pending == 0)
+		powerdown_all_end(pa);
 }

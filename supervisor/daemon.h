@@ -13,6 +13,8 @@ struct event_base;
 struct json_object;
 struct vm;
 
+#include "vm.h"
+
 struct daemon {
 	struct event_base *base;
 	struct daemon_config *conf;
@@ -21,12 +23,24 @@ struct daemon {
 	size_t nvms;
 	struct control *control;
 	bool stopping;
+	unsigned restarts_held; /* powerdowns of every VM in progress: no restart policy runs */
 };
 
 struct vm *daemon_find_vm(struct daemon *d, const char *name);
 /* Loads every definition in vm_dir; adds new VMs, updates changed ones, drops removed stopped ones.
  */
 struct json_object *daemon_reload(struct daemon *d);
+/* Re-attaches to running QEMUs whose definition file is gone (at start-up, after the first
+ * reload and the adoption of the known VMs). */
+void daemon_adopt_orphans(struct daemon *d);
+/*
+ * Powers every VM down for a host shutdown (vm_bring_down on each, restarts held until all are
+ * done). cb gets {"vms":[{name, ok, state, ended_by, elapsed_ms | error}]}; a VM still running at
+ * the end is reported with ok false.
+ */
+void daemon_powerdown_all(struct daemon *d, uint64_t timeout_ms, vm_done_cb cb, void *arg);
+/* Logs a reload's result (errors and a summary). */
+void daemon_log_reload(struct json_object *res);
 /* Publishes an event to subscribers (takes ownership of ev). */
 void daemon_publish(struct daemon *d, const char *vm, struct json_object *ev);
 /* Called by a VM whose definition was removed and that just stopped. */

@@ -212,3 +212,19 @@ proc_file_tail(const char *path, long offset, size_t max)
 	free(buf);
 	return out;
 }
+
+pid_t
+proc_pidfile_owner(const char *path)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	pid_t owner = 0;
+
+	if (fd < 0)
+		return 0;
+	/* F_GETLK reports the holder of a conflicting lock (the kernel fills in its pid). */
+	if (fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK)
+		owner = fl.l_pid;
+	close(fd);
+	return owner;
+}

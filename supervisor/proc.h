@@ -18,6 +18,9 @@ bool proc_cmdline_has(pid_t pid, const char *a, const char *b);
 /* The first process (other than us) whose command line has both adjacent pairs a1 a2 and b1 b2; 0
  * if none. */
 pid_t proc_find(const char *a1, const char *a2, const char *b1, const char *b2);
+/* The pid of the process holding a POSIX lock on a pidfile (QEMU locks its -pidfile for its whole
+ * life), or 0 when none does or the file does not exist. */
+pid_t proc_pidfile_owner(const char *path);
 /* Resident set size in KiB, or -1. */
 long proc_rss_kib(pid_t pid);
 

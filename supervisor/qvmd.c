@@ -8,6 +8,7 @@
 #include "cfg.h"
 #include "control.h"
 #include "daemon.h"
+#include "lockfile.h"
 #include "log.h"
 #include "vm.h"
 
@@ -32,7 +33,9 @@ static void
 usage(FILE *f)
 {
 	fprintf(
-	    f, "usage: qvmd [-f] [-d] [-c FILE]\n"
+	    f, "usage: qvmd [-f] [-d] [-c FILE]              run in the foreground (-f: the "
+	       "default and\n"
+	       "                                         only mode); -d: debug log\n"
 	       "       qvmd -n [-c FILE]                 check every definition and exit\n"
 	       "       qvmd --print-cmdline NAME [-c FILE] print the QEMU command line of a VM\n"
 	       "       qvmd --stop [-c FILE]             ExecStop: power every VM down first when\n"
@@ -116,6 +119,48 @@ check_config(struct daemon_config *conf)
 	return n ? 1 : 0;
 }
 
+/* Prints what `powerdown --all` did, one line per VM; returns 0 when every VM stopped. */
+static int
+stop_report(struct json_object *reply)
+{
+	struct json_object *v, *res, *vms, *err;
+	int rc = 0;
+
+	if (!json_object_object_get_ex(reply, "ok", &v) || !json_object_get_boolean(v)) {
+		const char *msg = "the daemon refused the request";
+
+		if (json_object_object_get_ex(reply, "error", &err) &&
+		    json_object_object_get_ex(err, "message", &v))
+			msg = json_object_get_string(v);
+		fprintf(stderr, "qvmd: --stop: %s\n", msg);
+		return 1;
+	}
+	if (!json_object_object_get_ex(reply, "result", &res) ||
+	    !json_object_object_get_ex(res, "vms", &vms))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(vms); i++) {
+		struct json_object *o = json_object_array_get_idx(vms, i), *name, *ok, *ended, *ms;
+
+		json_object_object_get_ex(o, "name", &name);
+		if (json_object_object_get_ex(o, "ok", &ok) && json_object_get_boolean(ok)) {
+			json_object_object_get_ex(o, "ended_by", &ended);
+			json_object_object_get_ex(o, "elapsed_ms", &ms);
+			printf("vm %s: stopped (ended by %s, %lld ms)\n",
+			       json_object_get_string(name), json_object_get_string(ended),
+			       (long long)json_object_get_int64(ms));
+		} else {
+			const char *msg = "still running";
+
+			if (json_object_object_get_ex(o, "error", &err) &&
+			    json_object_object_get_ex(err, "message", &v))
+				msg = json_object_get_string(v);
+			fprintf(stderr, "qvmd: --stop: %s\n", msg);
+			rc = 1;
+		}
+	}
+	return rc;
+}
+
 /*
  * qvmd --stop (the unit's ExecStop): with on_daemon_stop = powerdown, asks the running daemon to
  * power every VM down (in parallel, escalating per VM) and waits; with leave, does nothing.
@@ -123,12 +168,14 @@ check_config(struct daemon_config *conf)
 static int
 stop_hook(struct daemon_config *conf)
 {
-	static const char req[] = "{\"id\":1,\"cmd\":\"powerdown\",\"args\":{\"all\":true}}\n";
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct json_object *req, *args, *reply;
+	struct json_tokener *tok;
+	const char *line;
 	char buf[65536];
-	size_t len = 0;
 	ssize_t n;
-	int fd;
+	size_t len;
+	int fd, rc = 1;
 
 	if (conf->on_daemon_stop != CFG_ON_STOP_POWERDOWN)
 		return 0;
@@ -136,21 +183,42 @@ stop_hook(struct daemon_config *conf)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
 		fprintf(stderr, "qvmd: --stop: %s: %s\n", conf->control_socket, strerror(errno));
+		if (fd >= 0)
+			close(fd);
 		return 1;
 	}
-	if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1)) {
+	req = json_object_new_object();
+	args = json_object_new_object();
+	json_object_object_add(args, "all", json_object_new_boolean(1));
+	json_object_object_add(req, "id", json_object_new_int(1));
+	json_object_object_add(req, "cmd", json_object_new_string("powerdown"));
+	json_object_object_add(req, "args", args);
+	line = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
+	len = strlen(line);
+	if (write(fd, line, len) != (ssize_t)len || write(fd, "\n", 1) != 1) {
+		fprintf(stderr, "qvmd: --stop: %s: %s\n", conf->control_socket, strerror(errno));
+		json_object_put(req);
 		close(fd);
 		return 1;
 	}
-	while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0) {
-		len += (size_t)n;
-		if (memchr(buf, '\n', len) != NULL)
+	json_object_put(req);
+	/* The reply is one JSON object on one line; the tokener tells when it is complete. */
+	tok = json_tokener_new();
+	reply = NULL;
+	while (reply == NULL && (n = read(fd, buf, sizeof buf)) > 0) {
+		reply = json_tokener_parse_ex(tok, buf, (int)n);
+		if (reply == NULL && json_tokener_get_error(tok) != json_tokener_continue)
 			break;
 	}
+	json_tokener_free(tok);
 	close(fd);
-	buf[len] = '\0';
-	printf("%s", buf);
-	return strstr(buf, "\"ok\":true") != NULL ? 0 : 1;
+	if (reply == NULL) {
+		fprintf(stderr, "qvmd: --stop: no reply from the daemon\n");
+		return 1;
+	}
+	rc = stop_report(reply);
+	json_object_put(reply);
+	return rc;
 }
 
 static int
@@ -195,29 +263,31 @@ static void
 shutdown_done(struct json_object *result, const char *code, const char *message, void *arg)
 {
 	struct daemon *d = arg;
-	size_t active = 0;
+	struct json_object *vms;
 
+	if (json_object_object_get_ex(result, "vms", &vms)) {
+		for (size_t i = 0; i < json_object_array_length(vms); i++) {
+			struct json_object *o = json_object_array_get_idx(vms, i), *err;
+
+			if (json_object_object_get_ex(o, "error", &err))
+				log_error("%s", json_object_get_string(err));
+		}
+	}
 	json_object_put(result);
-	if (code)
-		log_error("%s", message);
-	for (size_t i = 0; i < d->nvms; i++)
-		active += vm_is_active(d->vms[i]);
-	if (active == 0)
-		event_base_loopbreak(d->base);
+	event_base_loopbreak(d->base);
 }
 
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct daemon *d = arg;
-	size_t pending = 0;
 
 	if (sig == SIGHUP) {
 		struct json_object *res;
 
 		log_info("SIGHUP: reloading definitions");
 		res = daemon_reload(d);
-		log_info("reload: %s", json_object_to_json_string(res));
+		daemon_log_reload(res);
 		json_object_put(res);
 		return;
 	}
@@ -229,20 +299,12 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	d->stopping = true;
 	sd_notify_msg("STOPPING=1");
 	if (d->conf->on_daemon_stop == CFG_ON_STOP_POWERDOWN) {
-		log_info("stopping: powering down every running vm (on_daemon_stop = powerdown)");
-		for (size_t i = 0; i < d->nvms; i++) {
-			enum vm_state s = vm_state(d->vms[i]);
-
-			if (s == VM_RUNNING || s == VM_PAUSED) {
-				pending++;
-				vm_powerdown(d->vms[i], 0, true, shutdown_done, d);
-			}
-		}
+		log_info("stopping: powering down every vm (on_daemon_stop = powerdown)");
+		daemon_powerdown_all(d, 0, shutdown_done, d);
 	} else {
 		log_info("stopping: vms keep running (on_daemon_stop = leave)");
-	}
-	if (pending == 0)
 		event_base_loopbreak(d->base);
+	}
 }
 
 static void
@@ -270,7 +332,7 @@ main(int argc, char **argv)
 	static const int signums[] = {SIGTERM, SIGINT, SIGHUP};
 	struct json_object *res;
 	char *cause = NULL;
-	int ch, rc;
+	int ch, rc, lock_fd;
 
 	while ((ch = getopt_long(argc, argv, "c:fdnh", longopts, NULL)) != -1) {
 		switch (ch) {
@@ -344,11 +406,21 @@ main(int argc, char **argv)
 		          strerror(errno));
 		return 1;
 	}
+	/* One qvmd per run directory: a second one would re-attach to the same QEMUs and replace
+	 * the first one's control socket. */
+	lock_fd = lockfile_acquire(conf.run_dir, &cause);
+	if (lock_fd < 0) {
+		log_error("%s", cause);
+		free(cause);
+		return 1;
+	}
 	res = daemon_reload(&d);
+	daemon_log_reload(res);
 	json_object_put(res);
 	/* Re-attach first: a QEMU that still runs must never be started a second time. */
 	for (size_t i = 0; i < d.nvms; i++)
 		vm_adopt(d.vms[i]);
+	daemon_adopt_orphans(&d);
 	d.control = control_new(&d, conf.control_socket, conf.socket_group, &cause);
 	if (d.control == NULL) {
 		log_error("control socket: %s", cause);
@@ -387,5 +459,6 @@ main(int argc, char **argv)
 	free(d.vms);
 	event_base_free(d.base);
 	cfg_daemon_free(&conf);
+	close(lock_fd);
 	return 0;
 }

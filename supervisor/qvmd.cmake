@@ -1,5 +1,6 @@
 # The daemon: its pieces live in the qvmd_supervisor library so tests can link them.
 target_sources(qvmd_supervisor PRIVATE
+  lockfile.c
   log.c
   proc.c
   vm.c

@@ -150,6 +150,22 @@ vm_set_config(struct vm *vm, struct vm_config *cfg)
 	vm->disk_text = cfg ? vm_read_text(cfg->path) : NULL;
 }
 
+bool
+vm_update_config(struct vm *vm, struct vm_config *cfg)
+{
+	char *text = vm_read_text(cfg->path);
+	bool changed = vm->cfg == NULL || vm->disk_text == NULL || text == NULL ||
+	               strcmp(vm->disk_text, text) != 0;
+
+	free(text);
+	if (!changed) {
+		cfg_vm_free(cfg);
+		return false;
+	}
+	vm_set_config(vm, cfg);
+	return true;
+}
+
 void
 vm_reload_definition(struct vm *vm, bool running_matches)
 {
@@ -219,6 +235,7 @@ vm_free(struct vm *vm)
 	if (vm->job != NULL) {
 		if (vm->job->timer)
 			event_free(vm->job->timer);
+		free(vm->job->waiters);
 		free(vm->job->failed);
 		free(vm->job);
 	}
@@ -298,13 +315,29 @@ vm_job_finish(struct vm *vm, struct json_object *result, const char *code, const
 		va_end(ap);
 		log_warn("%s", msg);
 	}
+	for (size_t i = 0; i < job->nwaiters; i++)
+		job->waiters[i].cb(result ? json_object_get(result) : NULL, code, msg,
+		                   job->waiters[i].arg);
 	if (job->cb)
 		job->cb(result, code, msg, job->arg);
 	else
 		json_object_put(result);
 	free(msg);
+	free(job->waiters);
 	free(job->failed); /* may be what fmt's argument pointed to: freed only now */
 	free(job);
+}
+
+/* Adds a waiter to the VM's current job: told its outcome like the requester. */
+static void
+vm_job_join(struct vm *vm, vm_done_cb cb, void *arg)
+{
+	struct vm_job *job = vm->job;
+
+	job->waiters = xrealloc(job->waiters, (job->nwaiters + 1) * sizeof *job->waiters);
+	job->waiters[job->nwaiters].cb = cb;
+	job->waiters[job->nwaiters].arg = arg;
+	job->nwaiters++;
 }
 
 /* Refuses a request when another job runs; returns true if refused. */
@@ -521,6 +554,8 @@ vm_maybe_finalize(struct vm *vm)
 		json_object_object_add(res, "state", json_object_new_string("stopped"));
 		json_object_object_add(res, "ended_by", json_object_new_string(ended_by));
 		json_object_object_add(res, "elapsed_ms", json_object_new_int64(elapsed));
+		if (job->resumed)
+			json_object_object_add(res, "resumed", json_object_new_boolean(1));
 		vm_job_finish(vm, res, NULL, NULL);
 		goto out;
 	}
@@ -845,12 +880,93 @@ vm_images_done(struct vm *vm, char *error)
 	start_spawn(vm);
 }
 
+/*
+ * A start runs what the file says now: the definition is read again, and a file with errors is
+ * refused with them (never the last good definition, silently). Returns false (and replies) when
+ * refused.
+ */
+static bool
+vm_refresh_definition(struct vm *vm, vm_done_cb cb, void *arg)
+{
+	struct cfg_errors errs;
+	struct vm_config *cfg;
+	char *msg, *list = NULL;
+
+	if (vm->cfg == NULL)
+		return true; /* refused below */
+	cfg_errors_init(&errs);
+	cfg = cfg_vm_load(vm->cfg->path, &errs);
+	if (cfg != NULL) {
+		cfg_errors_free(&errs);
+		vm_update_config(vm, cfg);
+		return true;
+	}
+	for (size_t i = 0; i < errs.n; i++) {
+		char *l = xasprintf("%s%s%s", list ? list : "", list ? "; " : "", errs.msgs[i]);
+
+		free(list);
+		list = l;
+	}
+	msg =
+	    xasprintf("vm %s: the definition has errors: %s", vm->name, list ? list : "unreadable");
+	cb(NULL, "invalid", msg, arg);
+	free(msg);
+	free(list);
+	cfg_errors_free(&errs);
+	return false;
+}
+
+/*
+ * Whether a QEMU of this VM still runs although the books say none does (a run directory qvmd
+ * did not adopt, or books lost): QEMU holds a lock on its pidfile for its whole life. If so, qvmd
+ * re-attaches to it instead of starting a second QEMU on the same disks.
+ */
+static bool
+vm_found_running(struct vm *vm, vm_done_cb cb, void *arg)
+{
+	char *pidfile = vm_run_path(vm, "qemu.pid"), *msg;
+	pid_t owner = proc_pidfile_owner(pidfile);
+
+	free(pidfile);
+	if (owner <= 0)
+		return false;
+	if (vm_adopt(vm))
+		msg = xasprintf("vm %s: already running (qemu pid %d, re-attached)", vm->name,
+		                (int)vm->pid);
+	else
+		msg = xasprintf("vm %s: a qemu (pid %d) holds its pidfile but cannot be "
+		                "re-attached; not starting a second one",
+		                vm->name, (int)owner);
+	log_warn("%s", msg);
+	cb(NULL, "already-running", msg, arg);
+	free(msg);
+	return true;
+}
+
+static void vm_start_job(struct vm *vm, vm_done_cb cb, void *arg);
+
 void
 vm_start(struct vm *vm, vm_done_cb cb, void *arg)
+{
+	if (vm_refuse_busy(vm, cb, arg))
+		return;
+	/* An operator's start is a fresh start: the restart policy counts from zero again. */
+	if (!vm_is_active(vm))
+		vm->restart_attempts = 0;
+	vm_start_job(vm, cb, arg);
+}
+
+/* Starts the VM (an operator's start or the restart policy's). */
+static void
+vm_start_job(struct vm *vm, vm_done_cb cb, void *arg)
 {
 	char *msg, *dir;
 
 	if (vm_refuse_busy(vm, cb, arg))
+		return;
+	if (!vm_is_active(vm) && !vm_refresh_definition(vm, cb, arg))
+		return;
+	if (!vm_is_active(vm) && vm_found_running(vm, cb, arg))
 		return;
 	if (vm->cfg == NULL || vm_is_active(vm)) {
 		msg = vm->cfg == NULL
@@ -957,6 +1073,15 @@ powerdown_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	}
 }
 
+static void
+powerdown_cont_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct vm *vm = arg;
+
+	if (r->status != QMP_OK)
+		log_warn("vm %s: cont before powerdown failed: %s", vm->name, r->error_desc);
+}
+
 void
 vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void *arg)
 {
@@ -968,9 +1093,17 @@ vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void 
 	job = vm_job_start(vm, VM_JOB_POWERDOWN, cb, arg);
 	job->wait = wait;
 	job->timeout_ms = timeout_ms ? timeout_ms : vm->live_cfg->shutdown_timeout_ms;
+	/* A paused guest never sees the ACPI event: it is resumed first (one pipeline: QEMU runs
+	 * cont, then system_powerdown), and the reply says so. */
+	job->resumed = vm->state == VM_PAUSED;
 	vm_set_state(vm, VM_STOPPING);
-	log_info("vm %s: powerdown (timeout %llu ms)", vm->name,
-	         (unsigned long long)job->timeout_ms);
+	log_info("vm %s: powerdown (timeout %llu ms)%s", vm->name,
+	         (unsigned long long)job->timeout_ms, job->resumed ? ", resuming it first" : "");
+	if (job->resumed &&
+	    qmp_execute(vm->qmp, "cont", NULL, 0, powerdown_cont_done, vm, &cause) < 0) {
+		free(cause);
+		cause = NULL;
+	}
 	job->qmp_id = qmp_execute(vm->qmp, "system_powerdown", NULL, 0, powerdown_sent, vm, &cause);
 	if (job->qmp_id < 0) {
 		free(cause);
@@ -978,6 +1111,83 @@ vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void 
 		return;
 	}
 	vm_job_arm_timer(vm, job->timeout_ms);
+}
+
+/* bring_down: one VM of a host shutdown (powerdown --all), waiting for whatever it does first. */
+struct bring_down {
+	struct vm *vm;
+	uint64_t timeout_ms;
+	vm_done_cb cb;
+	void *arg;
+};
+
+static void
+bring_down_next(struct json_object *result, const char *code, const char *message, void *arg)
+{
+	struct bring_down *bd = arg;
+	struct vm *vm = bd->vm;
+	vm_done_cb cb = bd->cb;
+	void *cbarg = bd->arg;
+	uint64_t timeout_ms = bd->timeout_ms;
+
+	json_object_put(result);
+	free(bd);
+	/* The job it waited for (start, reset, hot-plug ...) is over: power down what runs now. */
+	if (!vm_bring_down(vm, timeout_ms, cb, cbarg)) {
+		struct json_object *res = json_object_new_object();
+
+		json_object_object_add(res, "state",
+		                       json_object_new_string(state_names[vm->state]));
+		json_object_object_add(res, "ended_by", NULL);
+		cb(res, NULL, NULL, cbarg);
+	}
+}
+
+bool
+vm_bring_down(struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg)
+{
+	struct vm_job *job = vm->job;
+
+	if (vm->restart_ev != NULL && evtimer_pending(vm->restart_ev, NULL) && !vm_is_active(vm)) {
+		struct json_object *res = json_object_new_object();
+
+		evtimer_del(vm->restart_ev);
+		log_info("vm %s: pending restart cancelled (powerdown of every vm)", vm->name);
+		json_object_object_add(res, "state",
+		                       json_object_new_string(state_names[vm->state]));
+		json_object_object_add(res, "ended_by",
+		                       json_object_new_string("restart-cancelled"));
+		cb(res, NULL, NULL, arg);
+		return true;
+	}
+	if (job == NULL) {
+		if (!vm_is_active(vm))
+			return false;
+		vm_powerdown(vm, timeout_ms, true, cb, arg);
+		return true;
+	}
+	if (job->kind == VM_JOB_POWERDOWN || job->kind == VM_JOB_KILL) {
+		uint64_t limit = timeout_ms ? timeout_ms : vm->live_cfg->shutdown_timeout_ms;
+		int64_t left = job->t0 + (int64_t)limit - daemon_mono_ms();
+
+		/* Join it; the shorter of the two timeouts wins. */
+		if (job->kind == VM_JOB_POWERDOWN && job->step == 0 && limit < job->timeout_ms) {
+			job->timeout_ms = limit;
+			vm_job_arm_timer(vm, left > 0 ? (uint64_t)left : 0);
+		}
+		vm_job_join(vm, cb, arg);
+		return true;
+	}
+	{
+		struct bring_down *bd = xcalloc(1, sizeof *bd);
+
+		bd->vm = vm;
+		bd->timeout_ms = timeout_ms;
+		bd->cb = cb;
+		bd->arg = arg;
+		vm_job_join(vm, bring_down_next, bd);
+	}
+	return true;
 }
 
 void
@@ -1091,8 +1301,8 @@ restart_done(struct json_object *result, const char *code, const char *message, 
 	struct vm *vm = arg;
 
 	json_object_put(result);
-	if (code == NULL)
-		return;
+	if (code == NULL || vm_is_active(vm))
+		return; /* started, or found running and re-attached */
 	log_error("vm %s: restart failed: %s", vm->name, message);
 	vm_set_state(vm, VM_CRASHED);
 	vm_schedule_restart(vm, true);
@@ -1108,7 +1318,7 @@ restart_cb(evutil_socket_t fd, short what, void *arg)
 	vm->restarts++;
 	log_info("vm %s: restarting (attempt %u of %u)", vm->name, vm->restart_attempts,
 	         vm->cfg->restart_limit);
-	vm_start(vm, restart_done, vm);
+	vm_start_job(vm, restart_done, vm);
 }
 
 void
@@ -1120,6 +1330,10 @@ vm_schedule_restart(struct vm *vm, bool crashed)
 
 	if (cfg == NULL || vm->cfg == NULL || vm->d->stopping)
 		return;
+	if (vm->d->restarts_held > 0) {
+		log_info("vm %s: no restart: every vm is being powered down", vm->name);
+		return;
+	}
 	if (vm->start_mono > 0 && daemon_mono_ms() - vm->start_mono >= RESTART_RESET_MS)
 		vm->restart_attempts = 0;
 	if (vm->restart_attempts >= cfg->restart_limit) {

@@ -38,6 +38,9 @@ const struct vm_config *vm_config(const struct vm *vm);
 /* Replaces the on-disk definition (takes ownership; NULL = the file was removed). */
 void vm_set_config(struct vm *vm, struct vm_config *cfg);
 bool vm_definition_removed(const struct vm *vm);
+/* Takes a freshly loaded definition (ownership): replaces the VM's when its file's text changed.
+ * Returns whether it did. */
+bool vm_update_config(struct vm *vm, struct vm_config *cfg);
 
 /* The list row of a VM (never waits on QEMU). */
 struct json_object *vm_list_row(const struct vm *vm);
@@ -46,6 +49,13 @@ void vm_start(struct vm *vm, vm_done_cb cb, void *arg);
 /* timeout_ms 0: the definition's shutdown_timeout. wait false: reply once QEMU accepted it. */
 void vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void *arg);
 void vm_kill(struct vm *vm, vm_done_cb cb, void *arg);
+/*
+ * Brings a VM down for a host shutdown: powers down a running or paused VM, joins a powerdown or
+ * kill in flight (the shorter timeout wins), waits for any other job (start, reset, hot-plug) to
+ * end and then powers down, and cancels a pending restart. Returns false (cb not called) when the
+ * VM has no QEMU and none is coming.
+ */
+bool vm_bring_down(struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg);
 void vm_reset(struct vm *vm, vm_done_cb cb, void *arg);
 void vm_pause(struct vm *vm, vm_done_cb cb, void *arg);
 void vm_resume(struct vm *vm, vm_done_cb cb, void *arg);

@@ -40,16 +40,25 @@ struct vm_dev {
 	bool created;         /* attaching: its image was made by --create */
 };
 
+/* Someone else waiting for a job's end (powerdown --all joining a powerdown in flight). */
+struct vm_waiter {
+	vm_done_cb cb;
+	void *arg;
+};
+
 struct vm_job {
 	enum vm_job_kind kind;
 	vm_done_cb cb; /* NULL once the requester has been answered (powerdown --no-wait) */
 	void *arg;
+	struct vm_waiter *waiters; /* told the same outcome as cb */
+	size_t nwaiters;
 	int64_t t0;          /* monotonic ms */
 	int64_t qmp_id;      /* the command this job waits for, cancelled when the job ends */
 	struct event *timer; /* start timeout, powerdown escalation */
 	int step;            /* powerdown/kill: 0 ACPI, 1 quit, 2 SIGTERM, 3 SIGKILL */
 	uint64_t timeout_ms;
 	bool wait;
+	bool resumed;     /* powerdown of a paused VM: resumed first (ACPI needs a running guest) */
 	char *failed;     /* start: why it failed, reported when QEMU is gone */
 	struct hp_op *op; /* attach/detach: the hot-plug operation in progress */
 };

@@ -51,6 +51,40 @@ vm_list_row(const struct vm *vm)
 	return o;
 }
 
+/*
+ * What status says of the definition, from the file as it is on disk now (not as of the last
+ * reload): whether it differs from what runs (or, for a stopped VM, from what was loaded), and the
+ * file:line errors that would make the next start fail.
+ */
+static void
+status_definition(const struct vm *vm, struct json_object *o)
+{
+	const char *ref = vm_is_active(vm) ? vm->live_text : vm->disk_text;
+	struct json_object *errors = json_object_new_array();
+	struct cfg_errors errs;
+	struct vm_config *cfg;
+	char *text;
+	bool changed;
+
+	if (vm->cfg == NULL) {
+		json_object_object_add(o, "definition_errors", errors);
+		return;
+	}
+	text = vm_read_text(vm->cfg->path);
+	changed = text == NULL || ref == NULL || strcmp(text, ref) != 0;
+	free(text);
+	if (changed) {
+		cfg_errors_init(&errs);
+		cfg = cfg_vm_load(vm->cfg->path, &errs);
+		for (size_t i = 0; i < errs.n; i++)
+			json_object_array_add(errors, json_object_new_string(errs.msgs[i]));
+		cfg_errors_free(&errs);
+		cfg_vm_free(cfg);
+	}
+	json_object_object_add(o, "definition_changed", json_object_new_boolean(changed));
+	json_object_object_add(o, "definition_errors", errors);
+}
+
 static struct json_object *
 status_object(const struct vm *vm, const char *qemu_status)
 {
@@ -93,6 +127,7 @@ status_object(const struct vm *vm, const char *qemu_status)
 	}
 	json_object_object_add(o, "disks", disks);
 	json_object_object_add(o, "nets", nets);
+	status_definition(vm, o);
 	return o;
 }
 

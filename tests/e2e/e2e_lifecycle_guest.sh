@@ -1,6 +1,7 @@
 #!/bin/sh
 # The real Linux test guest under TCG: start -> GUEST-READY, reset -> GUEST-INIT again, powerdown
-# ended by the guest itself (ACPI), with SHUTDOWN reason guest-shutdown and state stopped.
+# ended by the guest itself (ACPI), with SHUTDOWN reason guest-shutdown and state stopped; a paused
+# guest is resumed for its powerdown.
 . "$(dirname "$0")/lib.sh"
 
 guest_vm g1 q35
@@ -30,5 +31,14 @@ check "events stream saw SHUTDOWN with reason guest-shutdown" \
 	contains "$(grep SHUTDOWN "$T/events.log")" guest-shutdown
 check "events stream saw the state change to stopped" grep -q "stopped" "$T/events.log"
 check "run directory cleaned up" [ ! -e "$T/run/g1" ]
+
+# A paused guest never sees ACPI: powerdown resumes it first and says so.
+ctl start g1 >/dev/null
+check "guest ready after a new start" wait_console g1 GUEST-READY 3 60
+check "pause" ctl pause g1
+out=$(ctl --json powerdown g1 --timeout 60s 2>&1)
+check "powerdown of a paused vm is ended by the guest ($out)" [ "$(echo "$out" | field .ended_by)" = guest ]
+check "... and says it resumed the vm first" [ "$(echo "$out" | field .resumed)" = true ]
+check "the guest ran its power-button handler again" wait_console g1 GUEST-POWERDOWN 2 5
 kill $EVPID 2>/dev/null
 finish

@@ -1,0 +1,34 @@
+#!/bin/sh
+# Installs the build into a temporary prefix (and once with the default /usr/local prefix under a
+# DESTDIR) and checks the files and the systemd unit's paths.
+set -u
+PASSED=0
+FAILED=0
+T=$(mktemp -d /tmp/qvmd-install.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+trap 'exit 1' INT TERM HUP
+ok() { PASSED=$((PASSED + 1)); echo "ok - $*"; }
+not_ok() { FAILED=$((FAILED + 1)); echo "not ok - $*"; }
+check() {
+	d=$1; shift
+	if "$@"; then ok "$d"; else not_ok "$d"; fi
+}
+
+# A separate build tree configured with another prefix: the unit must follow it.
+cmake -S "$SRC_DIR" -B "$T/build" -DQVMD_TESTS=OFF -DCMAKE_INSTALL_PREFIX=/opt/qv >/dev/null 2>&1
+cmake --build "$T/build" -j2 >/dev/null 2>&1
+check "configure and build with prefix /opt/qv" [ -x "$T/build/supervisor/qvmd" ]
+DESTDIR="$T/root" cmake --install "$T/build" >/dev/null 2>&1
+unit="$T/root/opt/qv/lib/systemd/system/qvmd.service"
+check "the unit is installed" [ -f "$unit" ]
+check "ExecStart names the prefix's qvmd" grep -qx 'ExecStart=/opt/qv/sbin/qvmd -f' "$unit"
+check "ExecStop names the prefix's qvmd" grep -qx 'ExecStop=/opt/qv/sbin/qvmd --stop' "$unit"
+check "no path outside the prefix" sh -c "! grep -n '/usr/sbin\|/usr/share' '$unit'"
+check "no unexpanded @VAR@" sh -c "! grep -n '@' '$unit'"
+check "qvmd installed in sbin" [ -x "$T/root/opt/qv/sbin/qvmd" ]
+check "qvmctl installed in bin" [ -x "$T/root/opt/qv/bin/qvmctl" ]
+check "bash completion installed" [ -f "$T/root/opt/qv/share/bash-completion/completions/qvmctl" ]
+check "example definition installed" [ -f "$T/root/opt/qv/share/doc/qvmd/examples/web1.ini" ]
+check "the installed qvmd runs" "$T/root/opt/qv/sbin/qvmd" --version
+echo "$PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]
