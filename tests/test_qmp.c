@@ -944,8 +944,10 @@ test_qmp_large_command_partly_written(void **state)
 	run_ready(t);
 	fake_qmp_expect(t->fq, "guest-data", args, "{\"return\": {}}");
 	fake_qmp_expect(t->fq, "query-name", NULL, "{\"return\": {\"name\": \"vm\"}}");
-	exec(t, "guest-data", args, 0, &a);
-	exec(t, "query-name", NULL, 0, &b);
+	/* Generous timeouts: this is about order, and a loaded machine (ASan, two cores) may take
+	 * seconds to push 512 KiB through the fake peer. */
+	exec(t, "guest-data", args, 120000, &a);
+	exec(t, "query-name", NULL, 120000, &b);
 	run_until(t, &b.calls);
 	assert_int_equal(a.status, QMP_OK);
 	assert_int_equal(b.status, QMP_OK);
