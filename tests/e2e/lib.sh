@@ -14,7 +14,8 @@ export QVMD_SOCKET="$SOCK"
 QVMD_PID=
 
 # Firmware-only VMs use KVM where it works; this machine's /dev/kvm may be missing or unusable
-# (a QEMU that initialises KVM runs until timeout kills it: exit 124).
+# (a QEMU that initialises KVM runs until timeout kills it: exit 124). Guest VMs always use
+# accel = tcg: a software KVM (kvm_pvm) runs firmware but hangs a Linux guest.
 FW_ACCEL=tcg
 if [ -c /dev/kvm ]; then
 	timeout 2 qemu-system-x86_64 -accel kvm -machine none -nodefaults -display none -S \
@@ -35,6 +36,10 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
+# dash runs the EXIT trap only when the script exits, not when a signal kills it: exit instead.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 ok() { PASSED=$((PASSED + 1)); echo "ok - $*"; }
 not_ok() { FAILED=$((FAILED + 1)); echo "not ok - $*"; }
