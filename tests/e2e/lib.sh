@@ -155,6 +155,8 @@ contains() { printf '%s\n' "$1" | grep -qF -- "$2"; }
 lacks() { ! contains "$1" "$2"; }
 # failed_with RC TEXT PATTERN: the command exited 1 (operation failed) and said PATTERN.
 failed_with() { [ "$1" -eq 1 ] && contains "$2" "$3"; }
+# exited_with RC WANT TEXT PATTERN: the command exited WANT and said PATTERN.
+exited_with() { [ "$1" -eq "$2" ] && contains "$3" "$4"; }
 gone() { ! kill -0 "$1" 2>/dev/null; }
 # spawn CMD...: runs a command in the background and remembers it for wait_spawned.
 SPAWNED=
