@@ -333,9 +333,8 @@ check_nets(struct loader *l)
 	for (size_t i = 0; i < vm->nnets; i++) {
 		struct cfg_net *net = &vm->nets[i];
 		const int *k = l->net_lines[i].keys;
-
-		bool given[NK_COUNT];
 		struct net_rule_arg ra = {l, net, k};
+		bool given[NK_COUNT];
 
 		for (int key = 0; key < NK_COUNT; key++)
 			given[key] = k[key] != 0;
