@@ -10,10 +10,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CFG_NAME_MAX 63 /* VM names: [a-zA-Z0-9_.-]{1,63} */
-#define CFG_ID_MAX   24 /* device ids: [a-zA-Z][a-zA-Z0-9_-]{0,23} (QEMU node-names are <= 31) */
+/*
+ * VM names: [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}, not starting with "qvmd." (CFG_NAME_RESERVED): a name
+ * is a directory in run_dir beside qvmd's own qvmd.sock and qvmd.lock, and an argument of qvmctl,
+ * where a leading '-' would read as an option.
+ */
+#define CFG_NAME_MAX      63
+#define CFG_NAME_RESERVED "qvmd."
+#define CFG_ID_MAX        24 /* device ids: [a-zA-Z][a-zA-Z0-9_-]{0,23} (QEMU node-names are <= 31) */
 /* Cold-plugged devices + hotplug_slots of one VM (q35 root ports; the same as ARGV_MAX_PORTS). */
 #define CFG_PORTS_MAX 28
+/* Bounds on what one configuration file may hold (each gives a "file:line:" error). */
+#define CFG_FILE_MAX     (1024 * 1024) /* bytes in a definition or qvmd.conf */
+#define CFG_SECTIONS_MAX 64            /* sections in one file (a VM has at most 1 + 28) */
+#define CFG_KEYS_MAX     64            /* key = value lines in one section */
+#define CFG_ERRORS_MAX   100           /* errors listed for one file; the rest are counted */
+/* shutdown_timeout of a definition and every timeout of a powerdown or detach request (ms). */
+#define CFG_SHUTDOWN_TIMEOUT_MIN_MS 1000ULL
+#define CFG_SHUTDOWN_TIMEOUT_MAX_MS (3600ULL * 1000)
+/* Sizes of a [disk] image (size = and attach-disk --create). */
+#define CFG_DISK_SIZE_MIN      (1ULL << 20)
+#define CFG_DISK_SIZE_MAX      (64ULL << 40)
+#define CFG_DISK_SIZE_MULTIPLE 512
 /* qvmd.conf's usual place: cfg_daemon_load() with this path and no such file means defaults. */
 #define CFG_DAEMON_CONF_DEFAULT "/etc/qvmd/qvmd.conf"
 
@@ -94,6 +112,15 @@ struct vm_config {
 };
 
 /*
+ * Reads a whole configuration file (a definition or qvmd.conf) without ever blocking: it is opened
+ * O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_NOCTTY and then must be a regular file (a symlink to one is
+ * fine) of at most max bytes. Returns the text, NUL-terminated and owned by the caller, with its
+ * length in *len (may be NULL; the text may hold NUL bytes); or NULL with *cause, e.g.
+ * "PATH: not a regular file" or "PATH: too large (more than 1048576 bytes)".
+ */
+char *cfg_read_file(const char *path, size_t max, size_t *len, char **cause);
+
+/*
  * Loads and validates one VM definition. The VM name must match the file's base name without
  * ".ini". Every problem in the file is appended to errs; returns NULL if there was any.
  */
@@ -132,6 +159,23 @@ struct daemon_config {
 int cfg_daemon_load(const char *path, struct daemon_config *out, struct cfg_errors *errs);
 void cfg_daemon_free(struct daemon_config *conf);
 
+/*
+ * Whole-section checks of a filled [disk] / [net] (the values and the rules across keys, e.g.
+ * restrict only with type = user, tap needs ifname), the same the loader applies to a file. For
+ * devices that do not come from a file (qvmctl, the control server, cfg_write_add_*). Returns 0,
+ * or -1 with *cause, e.g. "[net lan0] restrict: only for type = user (this NIC is type = tap)".
+ * net->mac is checked only when mac_given.
+ */
+int cfg_disk_check(const struct cfg_disk *disk, char **cause);
+int cfg_net_check(const struct cfg_net *net, char **cause);
+
+/*
+ * A timeout for stopping a VM (--timeout of powerdown and detach, shutdown_timeout): a duration in
+ * cfg_parse_duration's syntax within CFG_SHUTDOWN_TIMEOUT_MIN_MS..MAX_MS. Returns 0, or -1 with
+ * *cause, e.g. "'2h' is out of range (1s..1h)".
+ */
+int cfg_parse_timeout(const char *s, uint64_t *ms, char **cause);
+
 /* Value parsers shared with the CLI. Each returns 0, or -1 if the text is not a valid value. */
 int cfg_parse_size(const char *text, uint64_t *bytes);  /* 1024, 512K, 512M, 1G, 2T */
 int cfg_parse_duration(const char *text, uint64_t *ms); /* 90, 90s, 500ms, 5m, 1h */
@@ -140,6 +184,8 @@ int cfg_parse_mac(const char *text, uint8_t mac[6]);    /* 52:54:00:89:ba:6f, un
 void cfg_mac_derive(const char *vm, const char *id, uint8_t mac[6]); /* stable, 52:54:00:xx:xx:xx */
 void cfg_mac_format(const uint8_t mac[6], char out[18]);
 bool cfg_valid_name(const char *name);
+/* Why name is not a valid VM name ("'-x' is not a valid name (...)", allocated), or NULL. */
+char *cfg_name_problem(const char *name);
 bool cfg_valid_device_id(const char *id);
 const char *cfg_format_name(enum cfg_format f);
 const char *cfg_cache_name(enum cfg_cache c);

@@ -118,7 +118,7 @@ cfg_daemon_load(const char *path, struct daemon_config *out, struct cfg_errors *
 		}
 	}
 	cfg_diag_init(&d, path);
-	if (cfg_read_file(path, &text, &len, &d) < 0) {
+	if (cfg_read_diag(path, &text, &len, &d) < 0) {
 		cfg_diag_flush(&d, errs);
 		cfg_daemon_free(out);
 		return -1;

@@ -127,6 +127,7 @@ cfg_diag_init(struct cfg_diag *d, const char *file)
 	d->v = NULL;
 	d->n = 0;
 	d->cap = 0;
+	d->dropped = 0;
 }
 
 void
@@ -135,6 +136,11 @@ cfg_diag_add(struct cfg_diag *d, int line, const char *fmt, ...)
 	va_list ap;
 	char *what;
 
+	/* A garbage file must not turn into a million log lines. */
+	if (d->n >= CFG_ERRORS_MAX) {
+		d->dropped++;
+		return;
+	}
 	va_start(ap, fmt);
 	what = cfg_vxprintf(fmt, ap);
 	va_end(ap);
@@ -154,7 +160,7 @@ cfg_diag_add(struct cfg_diag *d, int line, const char *fmt, ...)
 void
 cfg_diag_flush(struct cfg_diag *d, struct cfg_errors *errs)
 {
-	/* Insertion sort: stable, and files have few errors. */
+	/* Insertion sort: stable, and at most CFG_ERRORS_MAX messages. */
 	for (size_t i = 1; i < d->n; i++) {
 		struct cfg_diag_msg m = d->v[i];
 		size_t j = i;
@@ -167,67 +173,103 @@ cfg_diag_flush(struct cfg_diag *d, struct cfg_errors *errs)
 	}
 	for (size_t i = 0; i < d->n; i++)
 		cfg_errors_push(errs, d->v[i].msg);
+	if (d->dropped > 0)
+		cfg_errors_push(errs,
+		                cfg_xprintf("%s: %zu more errors not listed", d->file, d->dropped));
 	free(d->v);
 	d->v = NULL;
 	d->n = 0;
 	d->cap = 0;
+	d->dropped = 0;
 }
 
-int
-cfg_read_file(const char *path, char **text, size_t *len, struct cfg_diag *d)
+char *
+cfg_read_file(const char *path, size_t max, size_t *lenp, char **cause)
 {
 	struct stat st;
 	char *buf = NULL;
 	size_t n = 0, cap = 0;
-	int fd;
+	int fd, saved;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/*
+	 * O_NONBLOCK: opening a FIFO (or a device) for reading must not wait for a writer; its
+	 * type is checked on the descriptor, so nothing is swapped in between.
+	 */
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
-		cfg_diag_add(d, 0, "cannot open: %s", strerror(errno));
-		return -1;
+		*cause = cfg_xprintf("%s: cannot open: %s", path, strerror(errno));
+		return NULL;
 	}
 	if (fstat(fd, &st) < 0) {
-		cfg_diag_add(d, 0, "cannot read: %s", strerror(errno));
+		saved = errno;
 		close(fd);
-		return -1;
+		*cause = cfg_xprintf("%s: cannot read: %s", path, strerror(saved));
+		return NULL;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		cfg_diag_add(d, 0, "cannot read: %s",
-		             S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
 		close(fd);
-		return -1;
+		*cause = cfg_xprintf("%s: %s", path,
+		                     S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file");
+		return NULL;
+	}
+	if ((uint64_t)st.st_size > max) {
+		close(fd);
+		*cause = cfg_xprintf("%s: too large (%lld bytes, at most %zu)", path,
+		                     (long long)st.st_size, max);
+		return NULL;
 	}
 	for (;;) {
 		ssize_t r;
 
-		if (cap - n < 4096) {
+		if (n == cap) {
 			cap = cap ? cap * 2 : 8192;
+			if (cap > max + 1)
+				cap = max + 1; /* one byte more tells that the file grew past max */
 			buf = cfg_xrealloc(buf, cap + 1, 1);
 		}
 		r = read(fd, buf + n, cap - n);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			cfg_diag_add(d, 0, "cannot read: %s", strerror(errno));
-			goto fail;
+			saved = errno;
+			close(fd);
+			free(buf);
+			*cause = cfg_xprintf("%s: cannot read: %s", path, strerror(saved));
+			return NULL;
 		}
 		if (r == 0)
 			break;
 		n += (size_t)r;
-		if (n > CFG_FILE_MAX) {
-			cfg_diag_add(d, 0, "file too large (at most %d bytes)", CFG_FILE_MAX);
-			goto fail;
+		if (n > max) {
+			close(fd);
+			free(buf);
+			*cause = cfg_xprintf("%s: too large (more than %zu bytes)", path, max);
+			return NULL;
 		}
 	}
 	close(fd);
 	if (buf == NULL)
 		buf = cfg_xmalloc(1);
 	buf[n] = '\0';
-	*text = buf;
-	*len = n;
-	return 0;
-fail:
-	close(fd);
-	free(buf);
+	if (lenp != NULL)
+		*lenp = n;
+	return buf;
+}
+
+int
+cfg_read_diag(const char *path, char **text, size_t *len, struct cfg_diag *d)
+{
+	char *cause = NULL;
+	size_t plen = strlen(path);
+
+	*text = cfg_read_file(path, CFG_FILE_MAX, len, &cause);
+	if (*text != NULL)
+		return 0;
+	/* The diagnostic adds "PATH: " itself. */
+	if (strncmp(cause, path, plen) == 0 && strncmp(cause + plen, ": ", 2) == 0)
+		cfg_diag_add(d, 0, "%s", cause + plen + 2);
+	else
+		cfg_diag_add(d, 0, "%s", cause);
+	free(cause);
 	return -1;
 }

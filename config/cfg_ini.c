@@ -19,6 +19,12 @@ struct lexer {
 	bool expect_kv; /* the current line must produce a handler call */
 	bool got_kv;
 	long cur; /* index in doc->secs, or SEC_NONE / SEC_SINK */
+	/*
+	 * What one file may hold is bounded (CFG_SECTIONS_MAX, CFG_KEYS_MAX), which also keeps the
+	 * duplicate checks below (a scan of what came before) linear in the size of the file.
+	 */
+	bool sections_full; /* "too many sections" reported: the rest are dropped */
+	long keys_full;     /* the section whose "too many keys" was reported, or -1 */
 	struct ini_doc *doc;
 	struct cfg_diag *d;
 };
@@ -27,15 +33,6 @@ static bool
 is_blank_char(char c)
 {
 	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
-
-bool
-cfg_has_control(const char *s)
-{
-	for (; *s != '\0'; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			return true;
-	return false;
 }
 
 static char *
@@ -130,6 +127,18 @@ lexer_section(struct lexer *lx, const char *line, size_t len)
 		    lx->d, lx->lineno,
 		    "malformed section header (use [kind] or [kind id], e.g. [disk root])");
 		lx->cur = SEC_SINK;
+		return;
+	}
+	if (doc->n == CFG_SECTIONS_MAX) {
+		if (!lx->sections_full)
+			cfg_diag_add(lx->d, lx->lineno,
+			             "too many sections (at most %d in one file): this one and the "
+			             "rest are ignored",
+			             CFG_SECTIONS_MAX);
+		lx->sections_full = true;
+		lx->cur = SEC_SINK;
+		free(kind);
+		free(id);
 		return;
 	}
 	if (doc->n == doc->cap) {
@@ -270,6 +279,16 @@ lexer_handler(void *user, const char *section, const char *name, const char *val
 			return 1;
 		}
 	}
+	if (s->n == CFG_KEYS_MAX) {
+		if (lx->keys_full != lx->cur)
+			cfg_diag_add(lx->d, lx->lineno,
+			             "%s: too many keys (at most %d in one section): this one and "
+			             "the rest are ignored",
+			             label, CFG_KEYS_MAX);
+		lx->keys_full = lx->cur;
+		free(label);
+		return 1;
+	}
 	if (s->n == s->cap) {
 		s->cap = s->cap ? s->cap * 2 : 8;
 		s->entries = cfg_xrealloc(s->entries, s->cap, sizeof(*s->entries));
@@ -299,6 +318,7 @@ ini_lex(const char *text, size_t len, struct ini_doc *doc, struct cfg_diag *d)
 	    .p = text,
 	    .end = text + len,
 	    .cur = SEC_NONE,
+	    .keys_full = -1,
 	    .doc = doc,
 	    .d = d,
 	};

@@ -14,8 +14,6 @@
 
 /* The longest line accepted in any configuration file, without its line break. */
 #define CFG_LINE_MAX 4096
-/* Files larger than this are refused before parsing. */
-#define CFG_FILE_MAX (1024 * 1024)
 
 /* Out-of-memory is fatal in qvmd. */
 void *cfg_xmalloc(size_t n);
@@ -33,17 +31,21 @@ struct cfg_diag {
 	const char *file;
 	struct cfg_diag_msg *v;
 	size_t n, cap;
+	size_t dropped; /* messages past CFG_ERRORS_MAX, counted only */
 };
 
 void cfg_diag_init(struct cfg_diag *d, const char *file);
-/* Adds "FILE:LINE: message" ("FILE: message" for line 0). */
+/* Adds "FILE:LINE: message" ("FILE: message" for line 0); past CFG_ERRORS_MAX, only counts. */
 void cfg_diag_add(struct cfg_diag *d, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Moves the messages, sorted by line (stable), to errs and empties d. */
+/*
+ * Moves the messages, sorted by line (stable), to errs and empties d; a last message says how many
+ * were left out.
+ */
 void cfg_diag_flush(struct cfg_diag *d, struct cfg_errors *errs);
 
-/* Reads a whole configuration file. Returns 0, or -1 with a message in d (line 0). */
-int cfg_read_file(const char *path, char **text, size_t *len, struct cfg_diag *d);
+/* cfg_read_file for a loader: returns 0, or -1 with the message in d (line 0). */
+int cfg_read_diag(const char *path, char **text, size_t *len, struct cfg_diag *d);
 
 /* The lexed form of an INI file. */
 struct ini_entry {
@@ -117,6 +119,29 @@ struct key_spec {
  */
 int cfg_apply_section(const struct ini_section *s, const struct key_spec *specs, size_t n,
                       void *target, int *lines, struct cfg_diag *d);
+
+/*
+ * Parses a duration and checks min <= ms <= max (max 0: no limit). Returns NULL with *ms set, or
+ * why the text is not such a value (allocated): "'x' is not a duration (...)", "'2h' is out of
+ * range (1s..1h)".
+ */
+char *cfg_duration_problem(const char *text, uint64_t min, uint64_t max, uint64_t *ms);
+/* Text of a duration with the largest exact unit: 1h, 5m, 90s, 500ms. */
+void cfg_duration_format(uint64_t ms, char out[32]);
+/* Why a size is not within min..max or not a multiple (allocated), or NULL. text names it. */
+char *cfg_size_problem(const char *text, uint64_t v, uint64_t min, uint64_t max, uint64_t multiple);
+
+/* Keys of a [net] section, in the order of the schema table (cfg_vm.c). */
+enum cfg_net_key { NK_TYPE, NK_MAC, NK_BRIDGE, NK_IFNAME, NK_RESTRICT, NK_COUNT };
+/* One broken rule of a NIC: the key at fault (-1: the section as a whole) and "key: why". */
+typedef void (*cfg_net_rule_cb)(void *arg, int key, const char *why);
+/*
+ * The rules across a [net] section's keys (given[k]: key k is set; for restrict, set to yes). Calls
+ * cb for each broken rule, in key order; returns how many there were. cfg_net_check and the loader
+ * both apply them.
+ */
+int cfg_net_rules(const struct cfg_net *net, const bool given[NK_COUNT], cfg_net_rule_cb cb,
+                  void *arg);
 
 /* Text of a size with the largest exact unit: 16M, 10G, 1536K, 1000. */
 void cfg_size_format(uint64_t bytes, char out[32]);

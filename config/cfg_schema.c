@@ -9,19 +9,6 @@
 
 #include "cfg_priv.h"
 
-static void
-duration_format(uint64_t ms, char out[32])
-{
-	if (ms != 0 && ms % 3600000 == 0)
-		snprintf(out, 32, "%lluh", (unsigned long long)(ms / 3600000));
-	else if (ms != 0 && ms % 60000 == 0)
-		snprintf(out, 32, "%llum", (unsigned long long)(ms / 60000));
-	else if (ms % 1000 == 0)
-		snprintf(out, 32, "%llus", (unsigned long long)(ms / 1000));
-	else
-		snprintf(out, 32, "%llums", (unsigned long long)ms);
-}
-
 /* Edit distance, for "did you mean" on unknown keys (keys are short). */
 static size_t
 distance(const char *a, const char *b)
@@ -104,7 +91,7 @@ free_strv(char **v)
 static char *
 parse_value(const struct key_spec *spec, const char *v, void *field)
 {
-	char a[32], b[32], *why;
+	char *why;
 	uint64_t u;
 	bool bv;
 	int i;
@@ -152,10 +139,8 @@ parse_value(const struct key_spec *spec, const char *v, void *field)
 		return NULL;
 	}
 	case KEY_NAME:
-		if (!cfg_valid_name(v))
-			return cfg_xprintf("'%s' is not a valid name (1-%d letters, digits, '_', "
-			                   "'.' or '-')",
-			                   v, CFG_NAME_MAX);
+		if ((why = cfg_name_problem(v)) != NULL)
+			return why;
 		set_string(field, v);
 		return NULL;
 	case KEY_CPU:
@@ -182,26 +167,14 @@ parse_value(const struct key_spec *spec, const char *v, void *field)
 	case KEY_SIZE:
 		if (cfg_parse_size(v, &u) < 0)
 			return cfg_xprintf("'%s' is not a size (use e.g. 512M or 2G)", v);
-		cfg_size_format(spec->min, a);
-		cfg_size_format(spec->max, b);
-		if (u < spec->min)
-			return cfg_xprintf("'%s' is too small (at least %s)", v, a);
-		if (spec->max != 0 && u > spec->max)
-			return cfg_xprintf("'%s' is too large (at most %s)", v, b);
-		if (spec->multiple > 1 && u % spec->multiple != 0) {
-			cfg_size_format(spec->multiple, a);
-			return cfg_xprintf("'%s' is not a multiple of %s", v, a);
-		}
+		if ((why = cfg_size_problem(v, u, spec->min, spec->max, spec->multiple)) != NULL)
+			return why;
 		*(uint64_t *)field = u;
 		return NULL;
 	case KEY_DURATION:
-		if (cfg_parse_duration(v, &u) < 0)
-			return cfg_xprintf("'%s' is not a duration (use e.g. 90s, 500ms, 5m or 1h)",
-			                   v);
-		duration_format(spec->min, a);
-		duration_format(spec->max, b);
-		if (u < spec->min || (spec->max != 0 && u > spec->max))
-			return cfg_xprintf("'%s' is out of range (%s..%s)", v, a, b);
+		/* cfg_parse_timeout's check when the table gives its range (shutdown_timeout). */
+		if ((why = cfg_duration_problem(v, spec->min, spec->max, &u)) != NULL)
+			return why;
 		*(uint64_t *)field = u;
 		return NULL;
 	case KEY_UINT: {

@@ -1,5 +1,6 @@
 /* config/cfg_units: value parsers (sizes, durations, booleans, MACs), names and enum tables. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cfg_priv.h"
@@ -85,6 +86,69 @@ cfg_parse_duration(const char *text, uint64_t *ms)
 		return -1;
 	*ms = v * mult;
 	return 0;
+}
+
+void
+cfg_duration_format(uint64_t ms, char out[32])
+{
+	if (ms != 0 && ms % 3600000 == 0)
+		snprintf(out, 32, "%lluh", (unsigned long long)(ms / 3600000));
+	else if (ms != 0 && ms % 60000 == 0)
+		snprintf(out, 32, "%llum", (unsigned long long)(ms / 60000));
+	else if (ms % 1000 == 0)
+		snprintf(out, 32, "%llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(out, 32, "%llums", (unsigned long long)ms);
+}
+
+char *
+cfg_duration_problem(const char *text, uint64_t min, uint64_t max, uint64_t *ms)
+{
+	char a[32], b[32];
+	uint64_t v;
+
+	if (cfg_parse_duration(text, &v) < 0)
+		return cfg_xprintf("'%s' is not a duration (use e.g. 90s, 500ms, 5m or 1h)",
+		                   text != NULL ? text : "");
+	if (v < min || (max != 0 && v > max)) {
+		cfg_duration_format(min, a);
+		cfg_duration_format(max, b);
+		return cfg_xprintf("'%s' is out of range (%s..%s)", text, a, b);
+	}
+	*ms = v;
+	return NULL;
+}
+
+int
+cfg_parse_timeout(const char *s, uint64_t *ms, char **cause)
+{
+	char *why =
+	    cfg_duration_problem(s, CFG_SHUTDOWN_TIMEOUT_MIN_MS, CFG_SHUTDOWN_TIMEOUT_MAX_MS, ms);
+
+	if (why == NULL)
+		return 0;
+	*cause = why;
+	return -1;
+}
+
+char *
+cfg_size_problem(const char *text, uint64_t v, uint64_t min, uint64_t max, uint64_t multiple)
+{
+	char a[32];
+
+	if (v < min) {
+		cfg_size_format(min, a);
+		return cfg_xprintf("'%s' is too small (at least %s)", text, a);
+	}
+	if (max != 0 && v > max) {
+		cfg_size_format(max, a);
+		return cfg_xprintf("'%s' is too large (at most %s)", text, a);
+	}
+	if (multiple > 1 && v % multiple != 0) {
+		cfg_size_format(multiple, a);
+		return cfg_xprintf("'%s' is not a multiple of %s", text, a);
+	}
+	return NULL;
 }
 
 int
@@ -194,19 +258,42 @@ cfg_mac_format(const uint8_t mac[6], char out[18])
 	         mac[5]);
 }
 
+static bool
+is_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+char *
+cfg_name_problem(const char *name)
+{
+	size_t n = 0;
+	bool ok;
+
+	if (name == NULL)
+		return cfg_xstrdup("no name given");
+	/* A first letter or digit also rules out "." and "..", and names read as options. */
+	ok = is_alnum(*name);
+	for (const char *p = name; ok && *p != '\0'; p++, n++)
+		ok = is_alnum(*p) || *p == '_' || *p == '.' || *p == '-';
+	if (!ok || n > CFG_NAME_MAX)
+		return cfg_xprintf("'%s' is not a valid name (a letter or digit, then up to %d "
+		                   "letters, digits, '_', '.' or '-')",
+		                   name, CFG_NAME_MAX - 1);
+	if (strncmp(name, CFG_NAME_RESERVED, strlen(CFG_NAME_RESERVED)) == 0)
+		return cfg_xprintf("'%s' is reserved (names starting with '" CFG_NAME_RESERVED
+		                   "' are qvmd's own files in run_dir)",
+		                   name);
+	return NULL;
+}
+
 bool
 cfg_valid_name(const char *name)
 {
-	size_t n = 0;
+	char *why = cfg_name_problem(name);
 
-	if (name == NULL)
-		return false;
-	for (const char *p = name; *p != '\0'; p++, n++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-'))
-			return false;
-	/* "." and ".." would name directories, not VMs. */
-	return n >= 1 && n <= CFG_NAME_MAX && strcmp(name, ".") != 0 && strcmp(name, "..") != 0;
+	free(why);
+	return why == NULL;
 }
 
 bool
@@ -235,6 +322,15 @@ cfg_valid_ifname(const char *s)
 		    *s == ':')
 			return false;
 	return true;
+}
+
+bool
+cfg_has_control(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
 }
 
 void

@@ -75,8 +75,8 @@ static const struct key_spec vm_keys[VK_COUNT] = {
     [VK_SHUTDOWN_TIMEOUT] = {.name = "shutdown_timeout",
                              .type = KEY_DURATION,
                              .off = VM(shutdown_timeout_ms),
-                             .min = 1000,
-                             .max = 3600 * 1000},
+                             .min = CFG_SHUTDOWN_TIMEOUT_MIN_MS,
+                             .max = CFG_SHUTDOWN_TIMEOUT_MAX_MS},
     [VK_RESTART] = {.name = "restart",
                     .type = KEY_ENUM,
                     .off = VM(restart),
@@ -107,9 +107,9 @@ static const struct key_spec disk_keys[DK_COUNT] = {
     [DK_SIZE] = {.name = "size",
                  .type = KEY_SIZE,
                  .off = DISK(size),
-                 .min = MIB,
-                 .max = 64 * TIB,
-                 .multiple = 512},
+                 .min = CFG_DISK_SIZE_MIN,
+                 .max = CFG_DISK_SIZE_MAX,
+                 .multiple = CFG_DISK_SIZE_MULTIPLE},
     [DK_READONLY] = {.name = "readonly", .type = KEY_BOOL, .off = DISK(readonly)},
     [DK_CACHE] = {.name = "cache",
                   .type = KEY_ENUM,
@@ -120,7 +120,6 @@ static const struct key_spec disk_keys[DK_COUNT] = {
 };
 
 #define NET(f) offsetof(struct cfg_net, f)
-enum { NK_TYPE, NK_MAC, NK_BRIDGE, NK_IFNAME, NK_RESTRICT, NK_COUNT };
 static const struct key_spec net_keys[NK_COUNT] = {
     [NK_TYPE] = {.name = "type",
                  .type = KEY_ENUM,
@@ -310,6 +309,22 @@ check_disks(struct loader *l)
 	}
 }
 
+struct net_rule_arg {
+	struct loader *l;
+	const struct cfg_net *net;
+	const int *lines;
+};
+
+/* Reports a broken rule on the line of the key at fault, or of the section header. */
+static void
+net_rule_report(void *arg, int key, const char *why)
+{
+	struct net_rule_arg *ra = arg;
+	int line = key >= 0 && ra->lines[key] != 0 ? ra->lines[key] : ra->net->line;
+
+	cfg_diag_add(ra->l->d, line, "[net %s] %s", ra->net->id, why);
+}
+
 static void
 check_nets(struct loader *l)
 {
@@ -318,29 +333,13 @@ check_nets(struct loader *l)
 	for (size_t i = 0; i < vm->nnets; i++) {
 		struct cfg_net *net = &vm->nets[i];
 		const int *k = l->net_lines[i].keys;
-		const char *type = cfg_net_type_name(net->type);
+		struct net_rule_arg ra = {l, net, k};
+		bool given[NK_COUNT];
 
-		if (net->type != CFG_NET_BRIDGE && k[NK_BRIDGE] != 0)
-			cfg_diag_add(l->d, k[NK_BRIDGE],
-			             "[net %s] bridge: only for type = bridge (this NIC is type "
-			             "= %s)",
-			             net->id, type);
-		if (net->type == CFG_NET_BRIDGE && k[NK_BRIDGE] == 0)
-			cfg_diag_add(l->d, net->line, "[net %s] bridge: required for type = bridge",
-			             net->id);
-		if (net->type == CFG_NET_USER && k[NK_IFNAME] != 0)
-			cfg_diag_add(l->d, k[NK_IFNAME],
-			             "[net %s] ifname: only for type = tap or bridge (this NIC is "
-			             "type = user)",
-			             net->id);
-		if (net->type == CFG_NET_TAP && k[NK_IFNAME] == 0)
-			cfg_diag_add(l->d, net->line, "[net %s] ifname: required for type = tap",
-			             net->id);
-		if (net->type != CFG_NET_USER && net->restricted)
-			cfg_diag_add(l->d, k[NK_RESTRICT],
-			             "[net %s] restrict: only for type = user (this NIC is type "
-			             "= %s)",
-			             net->id, type);
+		for (int key = 0; key < NK_COUNT; key++)
+			given[key] = k[key] != 0;
+		given[NK_RESTRICT] = net->restricted; /* restrict = no is fine on any NIC */
+		cfg_net_rules(net, given, net_rule_report, &ra);
 		if (k[NK_MAC] != 0) {
 			net->mac_given = true;
 		} else if (vm->name != NULL) {
@@ -457,7 +456,7 @@ cfg_vm_load(const char *path, struct cfg_errors *errs)
 	size_t len;
 
 	cfg_diag_init(&d, path);
-	if (cfg_read_file(path, &text, &len, &d) < 0) {
+	if (cfg_read_diag(path, &text, &len, &d) < 0) {
 		cfg_diag_flush(&d, errs);
 		return NULL;
 	}

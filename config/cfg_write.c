@@ -91,7 +91,7 @@ original_read(const char *path, struct original *o, char **cause)
 		return -1;
 	}
 	cfg_diag_init(&d, path);
-	if (cfg_read_file(o->real, &o->text, &o->len, &d) < 0) {
+	if (cfg_read_diag(o->real, &o->text, &o->len, &d) < 0) {
 		cfg_diag_flush(&d, &errs);
 		errs_cause(&errs, cause, path);
 		goto fail;
@@ -170,7 +170,7 @@ replace_file(const char *path, const struct original *o, const char *text, size_
 	}
 	/* What is on disk is what gets renamed: load that, under the final name. */
 	cfg_diag_init(&d, tmp);
-	if (cfg_read_file(tmp, &back, &backlen, &d) < 0) {
+	if (cfg_read_diag(tmp, &back, &backlen, &d) < 0) {
 		cfg_diag_flush(&d, &errs);
 		errs_cause(&errs, cause, path);
 		goto unlink;
@@ -368,6 +368,15 @@ disk_reads_back(const struct vm_config *vm, const void *dev)
 	       got->cache == disk->cache && got->boot == disk->boot;
 }
 
+/* A device that fails the checks a file gets is never written: "PATH: why". */
+static int
+refuse(const char *path, char *why, char **cause)
+{
+	*cause = cfg_xprintf("%s: %s", path, why);
+	free(why);
+	return -1;
+}
+
 int
 cfg_write_add_disk(const char *path, const struct cfg_disk *disk, char **cause)
 {
@@ -382,6 +391,10 @@ cfg_write_add_disk(const char *path, const struct cfg_disk *disk, char **cause)
 	    render_disk,
 	    disk_reads_back};
 
+	char *why = NULL;
+
+	if (cfg_disk_check(disk, &why) < 0)
+		return refuse(path, why, cause);
 	return add_section(path, &ns, cause);
 }
 
@@ -419,6 +432,10 @@ cfg_write_add_net(const char *path, const struct cfg_net *net, char **cause)
 	const struct new_section ns = {"net", net->id, values,     2,
 	                               "",    net,     render_net, net_reads_back};
 
+	char *why = NULL;
+
+	if (cfg_net_check(net, &why) < 0)
+		return refuse(path, why, cause);
 	return add_section(path, &ns, cause);
 }
 

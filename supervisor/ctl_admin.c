@@ -97,21 +97,23 @@ ctl_reload(struct ctl *ctl, struct ctl_args *args)
 
 	if ((rc = ctl_call(ctl, "reload", NULL, NULL, &reply, &res)) != CTL_EXIT_OK)
 		return rc;
+	/* A definition that did not load is a failure for scripts, though the rest reloaded. */
+	errors = ctl_json_array(res, "errors");
+	n = errors != NULL ? json_object_array_length(errors) : 0;
+	rc = n > 0 ? CTL_EXIT_FAILED : CTL_EXIT_OK;
 	if (ctl->json) {
 		ctl_print_json(stdout, res);
 		json_object_put(reply);
-		return CTL_EXIT_OK;
+		return rc;
 	}
 	ctl_reload_names(res, "added");
 	ctl_reload_names(res, "removed");
 	ctl_reload_names(res, "changed");
-	errors = ctl_json_array(res, "errors");
-	n = errors != NULL ? json_object_array_length(errors) : 0;
 	printf("errors:%s\n", n == 0 ? " none" : "");
 	for (size_t i = 0; i < n; i++)
 		printf("  %s\n", json_object_get_string(json_object_array_get_idx(errors, i)));
 	json_object_put(reply);
-	return CTL_EXIT_OK;
+	return rc;
 }
 
 static int

@@ -1,4 +1,11 @@
-/* qvmctl's side of the control socket: blocking I/O on a non-blocking socket, bounded by ppoll. */
+/*
+ * qvmctl's side of the control socket: blocking I/O on a non-blocking socket, bounded by ppoll.
+ *
+ * The timeout bounds an unresponsive daemon, not an operation: when nothing arrives for that long,
+ * a "version" request goes out on the same connection as a liveness probe (the daemon serves a
+ * client's requests as they come and tags each reply with its id, so the probe is answered while a
+ * slow powerdown is still pending). The wait goes on as long as probes are answered in time.
+ */
 #include "ctl_client.h"
 
 #include <errno.h>
@@ -19,7 +26,9 @@
 
 struct ctl_client {
 	int fd;
-	int64_t deadline_ms;
+	int64_t timeout_ms; /* -1: none */
+	int64_t heard_ms;   /* when the daemon last answered (or we last asked) */
+	int64_t probe_id;   /* the liveness probe awaiting its reply, 0: none */
 	sigset_t waitmask;
 	bool have_waitmask;
 	char *buf; /* received bytes not yet consumed: buf[off] .. buf[len] */
@@ -39,7 +48,7 @@ ctl_now_ms(void)
 }
 
 struct ctl_client *
-ctl_client_connect(const char *path, int64_t deadline_ms, char **cause)
+ctl_client_connect(const char *path, int64_t timeout_ms, char **cause)
 {
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct ctl_client *c;
@@ -55,13 +64,11 @@ ctl_client_connect(const char *path, int64_t deadline_ms, char **cause)
 		*cause = xasprintf("socket: %s", strerror(errno));
 		return NULL;
 	}
-	if (deadline_ms >= 0) {
+	if (timeout_ms >= 0) {
 		/* A unix connect blocks only while the listener's backlog is full. */
-		int64_t left = deadline_ms - ctl_now_ms();
+		int64_t left = timeout_ms > 0 ? timeout_ms : 1;
 		struct timeval tv;
 
-		if (left < 1)
-			left = 1;
 		tv.tv_sec = left / 1000;
 		tv.tv_usec = (left % 1000) * 1000;
 		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -83,7 +90,8 @@ ctl_client_connect(const char *path, int64_t deadline_ms, char **cause)
 	}
 	c = xcalloc(1, sizeof *c);
 	c->fd = fd;
-	c->deadline_ms = deadline_ms;
+	c->timeout_ms = timeout_ms;
+	c->heard_ms = ctl_now_ms();
 	c->next_id = 1;
 	c->queue = json_object_new_array();
 	return c;
@@ -108,9 +116,12 @@ ctl_client_set_waitmask(struct ctl_client *c, const sigset_t *mask)
 		c->waitmask = *mask;
 }
 
-/* Waits until fd is ready for events, the deadline passes or a let-through signal arrives. */
+/*
+ * Waits until fd is ready for events, deadline (ctl_now_ms() time, -1: none) passes or a
+ * let-through signal arrives.
+ */
 static enum ctl_io
-ctl_client_wait(struct ctl_client *c, short events, char **cause)
+ctl_client_wait(struct ctl_client *c, short events, int64_t deadline, char **cause)
 {
 	struct pollfd pfd = {.fd = c->fd, .events = events};
 	struct timespec ts, *tsp = NULL;
@@ -118,8 +129,8 @@ ctl_client_wait(struct ctl_client *c, short events, char **cause)
 	int n;
 
 	for (;;) {
-		if (c->deadline_ms >= 0) {
-			left = c->deadline_ms - ctl_now_ms();
+		if (deadline >= 0) {
+			left = deadline - ctl_now_ms();
 			if (left <= 0)
 				return CTL_IO_TIMEOUT;
 			ts.tv_sec = left / 1000;
@@ -140,10 +151,11 @@ ctl_client_wait(struct ctl_client *c, short events, char **cause)
 	}
 }
 
-/* Writes all of buf, waiting as needed. */
+/* Writes all of buf, waiting as needed: a daemon that reads nothing for the timeout is gone. */
 static enum ctl_io
 ctl_client_write(struct ctl_client *c, const char *buf, size_t len, char **cause)
 {
+	int64_t deadline = c->timeout_ms >= 0 ? ctl_now_ms() + c->timeout_ms : -1;
 	enum ctl_io io;
 	ssize_t n;
 
@@ -162,10 +174,47 @@ ctl_client_write(struct ctl_client *c, const char *buf, size_t len, char **cause
 			*cause = xasprintf("send: %s", strerror(errno));
 			return CTL_IO_ERROR;
 		}
-		if ((io = ctl_client_wait(c, POLLOUT, cause)) != CTL_IO_OK)
+		if ((io = ctl_client_wait(c, POLLOUT, deadline, cause)) != CTL_IO_OK)
 			return io;
 	}
 	return CTL_IO_OK;
+}
+
+/* Sends {"id":N,"cmd":cmd,...} with a fresh id; returns the id in *id. */
+static enum ctl_io
+ctl_client_send(struct ctl_client *c, const char *cmd, const char *vm, struct json_object *args,
+                int64_t *id, char **cause)
+{
+	struct json_object *req = json_object_new_object();
+	enum ctl_io io;
+	char *line;
+
+	*id = c->next_id++;
+	json_object_object_add(req, "id", json_object_new_int64(*id));
+	json_object_object_add(req, "cmd", json_object_new_string(cmd));
+	if (vm != NULL)
+		json_object_object_add(req, "vm", json_object_new_string(vm));
+	if (args != NULL)
+		json_object_object_add(req, "args", json_object_get(args));
+	line = xasprintf("%s\n", json_object_to_json_string_ext(
+	                             req, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(req);
+	io = ctl_client_write(c, line, strlen(line), cause);
+	free(line);
+	return io;
+}
+
+/* True (and the probe settled) when msg is the reply to the outstanding liveness probe. */
+static bool
+ctl_client_probe_reply(struct ctl_client *c, struct json_object *msg)
+{
+	struct json_object *id;
+
+	if (c->probe_id == 0 || !json_object_object_get_ex(msg, "id", &id) ||
+	    !json_object_is_type(id, json_type_int) || json_object_get_int64(id) != c->probe_id)
+		return false;
+	c->probe_id = 0;
+	return true;
 }
 
 /* Parses one complete line; an empty line gives CTL_IO_OK with *msg NULL. */
@@ -220,9 +269,17 @@ ctl_client_read(struct ctl_client *c, struct json_object **msg, char **cause)
 			llen = (size_t)(nl - (c->buf + c->off));
 			io = ctl_client_parse(c->buf + c->off, llen, msg, cause);
 			c->off += llen + 1;
-			if (io != CTL_IO_OK || *msg != NULL)
+			if (io != CTL_IO_OK)
 				return io;
-			continue;
+			if (*msg == NULL)
+				continue;
+			c->heard_ms = ctl_now_ms();
+			if (ctl_client_probe_reply(c, *msg)) {
+				json_object_put(*msg);
+				*msg = NULL;
+				continue;
+			}
+			return io;
 		}
 		if (c->len - c->off > CTL_CLIENT_MAX_LINE) {
 			*cause = xasprintf("message from the daemon larger than %u MiB",
@@ -248,7 +305,20 @@ ctl_client_read(struct ctl_client *c, struct json_object **msg, char **cause)
 		} else if (errno == ECONNRESET) {
 			c->eof = true;
 		} else if (errno == EAGAIN) {
-			if ((io = ctl_client_wait(c, POLLIN, cause)) != CTL_IO_OK)
+			int64_t deadline = c->timeout_ms >= 0 ? c->heard_ms + c->timeout_ms : -1;
+			int64_t id;
+
+			io = ctl_client_wait(c, POLLIN, deadline, cause);
+			if (io == CTL_IO_TIMEOUT && c->probe_id == 0) {
+				/* Silence: ask whether the daemon is still there. */
+				io = ctl_client_send(c, "version", NULL, NULL, &id, cause);
+				if (io != CTL_IO_OK)
+					return io;
+				c->probe_id = id;
+				c->heard_ms = ctl_now_ms();
+				continue;
+			}
+			if (io != CTL_IO_OK)
 				return io;
 		} else if (errno != EINTR) {
 			*cause = xasprintf("read: %s", strerror(errno));
@@ -261,28 +331,14 @@ enum ctl_io
 ctl_client_request(struct ctl_client *c, const char *cmd, const char *vm, struct json_object *args,
                    struct json_object **reply, char **cause)
 {
-	struct json_object *req, *msg, *id;
-	const char *text;
-	int64_t want = c->next_id++;
+	struct json_object *msg, *id;
+	int64_t want;
 	enum ctl_io io;
-	char *line;
 
 	*reply = NULL;
-	req = json_object_new_object();
-	json_object_object_add(req, "id", json_object_new_int64(want));
-	json_object_object_add(req, "cmd", json_object_new_string(cmd));
-	if (vm != NULL)
-		json_object_object_add(req, "vm", json_object_new_string(vm));
-	if (args != NULL)
-		json_object_object_add(req, "args", json_object_get(args));
-	text = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN |
-	                                               JSON_C_TO_STRING_NOSLASHESCAPE);
-	line = xasprintf("%s\n", text);
-	json_object_put(req);
-	io = ctl_client_write(c, line, strlen(line), cause);
-	free(line);
-	if (io != CTL_IO_OK)
+	if ((io = ctl_client_send(c, cmd, vm, args, &want, cause)) != CTL_IO_OK)
 		return io;
+	c->heard_ms = ctl_now_ms();
 
 	for (;;) {
 		if ((io = ctl_client_read(c, &msg, cause)) != CTL_IO_OK)

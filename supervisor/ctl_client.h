@@ -1,6 +1,7 @@
 /*
  * supervisor/ctl_client: qvmctl's blocking connection to the daemon's control socket. One request,
- * one reply (matched by id); after a subscription, the event lines that follow.
+ * one reply (matched by id); after a subscription, the event lines that follow; liveness probes
+ * while a reply is slow.
  */
 #ifndef QVMD_CTL_CLIENT_H
 #define QVMD_CTL_CLIENT_H
@@ -17,7 +18,7 @@ enum ctl_io {
 	CTL_IO_OK,      /* a message arrived */
 	CTL_IO_EOF,     /* the daemon closed the connection */
 	CTL_IO_ERROR,   /* socket error or a malformed line; *cause says which */
-	CTL_IO_TIMEOUT, /* the deadline passed */
+	CTL_IO_TIMEOUT, /* the daemon did not answer a liveness probe in time */
 	CTL_IO_INTR,    /* a signal unblocked by the client's signal mask arrived */
 };
 
@@ -27,10 +28,13 @@ struct ctl_client;
 int64_t ctl_now_ms(void);
 
 /*
- * Connects to the unix socket at path. deadline_ms is an absolute ctl_now_ms() value after which
- * every call gives up with CTL_IO_TIMEOUT, or -1 for none. Returns NULL with *cause on failure.
+ * Connects to the unix socket at path. timeout_ms (-1: none) bounds the connect and an unresponsive
+ * daemon, never a running operation: after timeout_ms without a word from the daemon, a "version"
+ * request is sent as a liveness probe, and calls give up with CTL_IO_TIMEOUT only when that probe
+ * is not answered within timeout_ms either (or the daemon reads nothing for that long). Returns
+ * NULL with *cause on failure.
  */
-struct ctl_client *ctl_client_connect(const char *path, int64_t deadline_ms, char **cause);
+struct ctl_client *ctl_client_connect(const char *path, int64_t timeout_ms, char **cause);
 void ctl_client_free(struct ctl_client *c);
 
 /*

@@ -25,41 +25,59 @@ ctl_dev_send(struct ctl *ctl, struct ctl_args *args, struct json_object *req, co
 	return CTL_EXIT_OK;
 }
 
+/* Refuses a device that the daemon would refuse, with the same words: exit 2, nothing sent. */
+static int
+ctl_dev_refuse(struct ctl *ctl, char *why)
+{
+	int rc = ctl_usage_error(ctl, "%s: %s", ctl->verb->name, why);
+
+	free(why);
+	return rc;
+}
+
 static int
 ctl_dev_attach_disk(struct ctl *ctl, struct ctl_args *args)
 {
 	const char *file = ctl_args_get(args, "file"), *format = ctl_args_get(args, "format");
 	const char *cache = ctl_args_get(args, "cache"), *create = ctl_args_get(args, "create");
+	struct cfg_disk disk = {.id = args->argv[1], .format = CFG_FORMAT_QCOW2};
 	struct json_object *req;
-	enum cfg_format f;
-	enum cfg_cache c;
-	uint64_t size = 0;
+	char *why = NULL;
 
 	if (file == NULL || *file == '\0')
 		return ctl_usage_error(ctl, "attach-disk: --file PATH is required");
-	if (format != NULL && cfg_format_parse(format, &f) != 0)
+	if (format != NULL && cfg_format_parse(format, &disk.format) != 0)
 		return ctl_usage_error(ctl, "attach-disk: --format: '%s' is not qcow2 or raw",
 		                       format);
-	if (cache != NULL && cfg_cache_parse(cache, &c) != 0)
+	if (cache != NULL && cfg_cache_parse(cache, &disk.cache) != 0)
 		return ctl_usage_error(ctl,
 		                       "attach-disk: --cache: '%s' is not none, writeback, "
 		                       "writethrough, directsync or unsafe",
 		                       cache);
-	if (create != NULL && (cfg_parse_size(create, &size) != 0 || size == 0))
+	if (create != NULL && (cfg_parse_size(create, &disk.size) != 0 || disk.size == 0))
 		return ctl_usage_error(
 		    ctl, "attach-disk: --create: '%s' is not a size (use e.g. 10G)", create);
+	/* The daemon resolves nothing against qvmctl's working directory. */
+	if (file[0] != '/')
+		return ctl_usage_error(ctl, "attach-disk: --file: '%s' is not an absolute path",
+		                       file);
+	disk.file = (char *)file;
+	disk.readonly = ctl_args_has(args, "readonly");
+	if (cfg_disk_check(&disk, &why) != 0)
+		return ctl_dev_refuse(ctl, why);
 
 	req = json_object_new_object();
 	json_object_object_add(req, "id", json_object_new_string(args->argv[1]));
 	json_object_object_add(req, "file", json_object_new_string(file));
 	if (format != NULL)
-		json_object_object_add(req, "format", json_object_new_string(cfg_format_name(f)));
-	json_object_object_add(req, "readonly",
-	                       json_object_new_boolean(ctl_args_has(args, "readonly")));
+		json_object_object_add(req, "format",
+		                       json_object_new_string(cfg_format_name(disk.format)));
+	json_object_object_add(req, "readonly", json_object_new_boolean(disk.readonly));
 	if (cache != NULL)
-		json_object_object_add(req, "cache", json_object_new_string(cfg_cache_name(c)));
+		json_object_object_add(req, "cache",
+		                       json_object_new_string(cfg_cache_name(disk.cache)));
 	if (create != NULL)
-		json_object_object_add(req, "create_size", json_object_new_uint64(size));
+		json_object_object_add(req, "create_size", json_object_new_uint64(disk.size));
 	json_object_object_add(req, "persist",
 	                       json_object_new_boolean(ctl_args_has(args, "persist")));
 	return ctl_dev_send(ctl, args, req, "attached disk");
@@ -70,15 +88,14 @@ ctl_dev_attach_net(struct ctl *ctl, struct ctl_args *args)
 {
 	const char *type = ctl_args_get(args, "type"), *mac = ctl_args_get(args, "mac");
 	const char *bridge = ctl_args_get(args, "bridge"), *ifname = ctl_args_get(args, "ifname");
+	struct cfg_net net = {.id = args->argv[1], .type = CFG_NET_USER};
 	struct json_object *req;
-	enum cfg_net_type t;
-	uint8_t addr[6];
-	char text[18];
+	char text[18], *why = NULL;
 
-	if (type != NULL && cfg_net_type_parse(type, &t) != 0)
+	if (type != NULL && cfg_net_type_parse(type, &net.type) != 0)
 		return ctl_usage_error(ctl, "attach-net: --type: '%s' is not user, tap or bridge",
 		                       type);
-	if (mac != NULL && cfg_parse_mac(mac, addr) != 0)
+	if (mac != NULL && cfg_parse_mac(mac, net.mac) != 0)
 		return ctl_usage_error(ctl,
 		                       "attach-net: --mac: '%s' is not a unicast MAC address (use "
 		                       "e.g. 52:54:00:12:34:56)",
@@ -87,21 +104,28 @@ ctl_dev_attach_net(struct ctl *ctl, struct ctl_args *args)
 		return ctl_usage_error(ctl, "attach-net: --bridge: empty name");
 	if (ifname != NULL && *ifname == '\0')
 		return ctl_usage_error(ctl, "attach-net: --ifname: empty name");
+	/* The same rules as a [net] section, live or --persist alike. */
+	net.mac_given = mac != NULL;
+	net.bridge = (char *)bridge;
+	net.ifname = (char *)ifname;
+	net.restricted = ctl_args_has(args, "restrict");
+	if (cfg_net_check(&net, &why) != 0)
+		return ctl_dev_refuse(ctl, why);
 
 	req = json_object_new_object();
 	json_object_object_add(req, "id", json_object_new_string(args->argv[1]));
 	if (type != NULL)
-		json_object_object_add(req, "type", json_object_new_string(cfg_net_type_name(t)));
+		json_object_object_add(req, "type",
+		                       json_object_new_string(cfg_net_type_name(net.type)));
 	if (mac != NULL) {
-		cfg_mac_format(addr, text);
+		cfg_mac_format(net.mac, text);
 		json_object_object_add(req, "mac", json_object_new_string(text));
 	}
 	if (bridge != NULL)
 		json_object_object_add(req, "bridge", json_object_new_string(bridge));
 	if (ifname != NULL)
 		json_object_object_add(req, "ifname", json_object_new_string(ifname));
-	json_object_object_add(req, "restrict",
-	                       json_object_new_boolean(ctl_args_has(args, "restrict")));
+	json_object_object_add(req, "restrict", json_object_new_boolean(net.restricted));
 	json_object_object_add(req, "persist",
 	                       json_object_new_boolean(ctl_args_has(args, "persist")));
 	return ctl_dev_send(ctl, args, req, "attached net");
@@ -115,8 +139,14 @@ ctl_dev_detach(struct ctl *ctl, struct ctl_args *args)
 	bool has_timeout;
 	int rc;
 
-	if ((rc = ctl_args_duration(ctl, args, "timeout", &timeout_ms, &has_timeout)) != 0)
+	if ((rc = ctl_args_timeout(ctl, args, "timeout", &timeout_ms, &has_timeout)) != 0)
 		return rc;
+	if (!cfg_valid_device_id(args->argv[1]))
+		return ctl_usage_error(
+		    ctl,
+		    "detach: '%s' is not a valid device id (a letter, then up to "
+		    "%d letters, digits, '_' or '-')",
+		    args->argv[1], CFG_ID_MAX - 1);
 	req = json_object_new_object();
 	json_object_object_add(req, "id", json_object_new_string(args->argv[1]));
 	json_object_object_add(req, "persist",

@@ -18,7 +18,7 @@ main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct ctl ctl = {.deadline_ms = -1};
+	struct ctl ctl = {.timeout_ms = -1};
 	const char *env = getenv("QVMD_SOCKET");
 	struct ctl_args args;
 	uint64_t timeout_ms = 0;
@@ -73,9 +73,8 @@ main(int argc, char **argv)
 	rc = ctl_verb_parse(ctl.verb, argc - optind, argv + optind, &args);
 	if (rc != CTL_EXIT_OK)
 		return rc == -1 ? CTL_EXIT_OK : rc;
-	/* The overall timeout counts from here: option parsing never waits. */
 	if (timeout_ms > 0)
-		ctl.deadline_ms = ctl_now_ms() + (int64_t)timeout_ms;
+		ctl.timeout_ms = (int64_t)timeout_ms;
 	rc = ctl.verb->exec(&ctl, &args);
 	ctl_client_free(ctl.client);
 	if (fflush(stdout) != 0 && rc == CTL_EXIT_OK) {

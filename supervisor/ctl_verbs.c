@@ -66,7 +66,8 @@ ctl_usage(FILE *f)
 	        "usage: qvmctl [-s SOCKET] [--json] [-t SECONDS] [-h] VERB [ARGS...]\n"
 	        "  -s SOCKET   control socket (default $QVMD_SOCKET, else " CTL_DEFAULT_SOCKET ")\n"
 	        "  --json      print the daemon's reply as JSON\n"
-	        "  -t SECONDS  give up waiting for the daemon after this long (exit 3)\n"
+	        "  -t SECONDS  give up when the daemon does not answer for this long (exit 3);\n"
+	        "              a slow operation is waited for while the daemon answers\n"
 	        "verbs:\n");
 	for (size_t i = 0; ctl_verbs[i] != NULL; i++)
 		ctl_verb_usage(f, ctl_verbs[i], "  ", "  ");
@@ -150,6 +151,18 @@ ctl_verb_parse(const struct ctl_verb *verb, int argc, char **argv, struct ctl_ar
 		if (args->argv[i][0] == '\0')
 			return ctl_usage_error(&ctl, "%s: empty argument", verb->name);
 	}
+	/* A NAME that no definition can have is a usage error, not a question for the daemon. */
+	if (args->argc > 0 &&
+	    (strncmp(verb->usage, "NAME", 4) == 0 || strncmp(verb->usage, "[NAME]", 6) == 0)) {
+		char *why = cfg_name_problem(args->argv[0]);
+
+		if (why != NULL) {
+			int rc = ctl_usage_error(&ctl, "%s: %s", verb->name, why);
+
+			free(why);
+			return rc;
+		}
+	}
 	return CTL_EXIT_OK;
 }
 
@@ -166,19 +179,22 @@ ctl_args_has(const struct ctl_args *args, const char *name)
 }
 
 int
-ctl_args_duration(struct ctl *ctl, const struct ctl_args *args, const char *name, uint64_t *ms,
-                  bool *given)
+ctl_args_timeout(struct ctl *ctl, const struct ctl_args *args, const char *name, uint64_t *ms,
+                 bool *given)
 {
 	const char *text = ctl_args_get(args, name);
+	char *cause = NULL;
+	int rc;
 
 	*ms = 0;
 	*given = text != NULL;
 	if (text == NULL)
 		return CTL_EXIT_OK;
-	if (cfg_parse_duration(text, ms) != 0)
-		return ctl_usage_error(ctl, "%s: --%s: '%s' is not a duration (use e.g. 30s or 2m)",
-		                       ctl->verb->name, name, text);
-	return CTL_EXIT_OK;
+	if (cfg_parse_timeout(text, ms, &cause) == 0)
+		return CTL_EXIT_OK;
+	rc = ctl_usage_error(ctl, "%s: --%s: %s", ctl->verb->name, name, cause);
+	free(cause);
+	return rc;
 }
 
 int
@@ -188,7 +204,7 @@ ctl_connect(struct ctl *ctl)
 
 	if (ctl->client != NULL)
 		return CTL_EXIT_OK;
-	ctl->client = ctl_client_connect(ctl->socket, ctl->deadline_ms, &cause);
+	ctl->client = ctl_client_connect(ctl->socket, ctl->timeout_ms, &cause);
 	if (ctl->client == NULL) {
 		fprintf(stderr, "qvmctl: %s (is qvmd running?)\n", cause);
 		free(cause);
@@ -203,7 +219,8 @@ ctl_io_failed(struct ctl *ctl, enum ctl_io io, char *cause)
 {
 	switch (io) {
 	case CTL_IO_TIMEOUT:
-		fprintf(stderr, "qvmctl: %s: timed out waiting for the daemon\n", ctl->socket);
+		fprintf(stderr, "qvmctl: %s: timed out: the daemon stopped answering (-t)\n",
+		        ctl->socket);
 		break;
 	case CTL_IO_EOF:
 		fprintf(stderr, "qvmctl: %s: connection lost before the reply\n", ctl->socket);

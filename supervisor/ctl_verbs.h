@@ -28,7 +28,7 @@ enum ctl_exit {
 struct ctl {
 	const char *socket;
 	bool json;
-	int64_t deadline_ms; /* -1: wait for replies as long as it takes */
+	int64_t timeout_ms; /* -t: how long an unresponsive daemon is waited for; -1: forever */
 	const struct ctl_verb *verb;
 	struct ctl_client *client;
 };
@@ -81,9 +81,12 @@ bool ctl_args_has(const struct ctl_args *args, const char *name);
 
 /* Prints "qvmctl: <fmt>" and the verb's usage to stderr; returns CTL_EXIT_USAGE. */
 int ctl_usage_error(struct ctl *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Parses a duration option (cfg_parse_duration syntax) into *ms; absent: 0 and *given false. */
-int ctl_args_duration(struct ctl *ctl, const struct ctl_args *args, const char *name, uint64_t *ms,
-                      bool *given);
+/*
+ * Parses a --timeout option with cfg_parse_timeout (the range of shutdown_timeout) into *ms;
+ * absent: 0 and *given false. Returns CTL_EXIT_OK, or CTL_EXIT_USAGE after printing why.
+ */
+int ctl_args_timeout(struct ctl *ctl, const struct ctl_args *args, const char *name, uint64_t *ms,
+                     bool *given);
 
 /*
  * Sends cmd for vm (NULL: none) with args (taken over; NULL: none) and waits for the reply. Returns

@@ -214,7 +214,7 @@ ctl_vm_powerdown(struct ctl *ctl, struct ctl_args *args)
 	char ended[128];
 	int rc;
 
-	if ((rc = ctl_args_duration(ctl, args, "timeout", &timeout_ms, &has_timeout)) != 0)
+	if ((rc = ctl_args_timeout(ctl, args, "timeout", &timeout_ms, &has_timeout)) != 0)
 		return rc;
 	if (all && args->argc > 0)
 		return ctl_usage_error(ctl, "powerdown: --all takes no NAME");

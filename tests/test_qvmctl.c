@@ -45,9 +45,11 @@ struct fake {
 	const char *raw;   /* sent verbatim instead of a reply (NULL too: close at once) */
 	const char *after; /* sent verbatim after the reply (event lines) */
 	bool hold;         /* keep the connection until the client closes it */
+	int slow_ms;       /* delay the reply this long, answering "version" probes meanwhile */
 	/* what happened */
 	char *request; /* the first request line, without its newline */
 	int accepted;
+	int probes; /* "version" requests answered while slow */
 };
 
 /* The outcome of one qvmctl run. */
@@ -80,6 +82,53 @@ wait_readable(int fd, int ms)
 	return poll(&pfd, 1, ms) == 1;
 }
 
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A daemon busy with a slow operation: for slow_ms, only "version" requests get answers. */
+static void
+fake_slow(struct fake *f, int fd)
+{
+	int64_t end = now_ms() + f->slow_ms;
+	char buf[4096], *line, *nl;
+	size_t len = 0;
+	ssize_t n;
+
+	while (now_ms() < end) {
+		if (!wait_readable(fd, (int)(end - now_ms())))
+			continue;
+		n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+		if (n <= 0)
+			return;
+		len += (size_t)n;
+		buf[len] = '\0';
+		while ((nl = memchr(buf, '\n', len)) != NULL) {
+			struct json_object *req, *id = NULL;
+
+			*nl = '\0';
+			req = json_tokener_parse(buf);
+			if (req != NULL && json_object_object_get_ex(req, "id", &id) &&
+			    strstr(buf, "\"cmd\":\"version\"") != NULL &&
+			    asprintf(&line,
+			             "{\"id\":%s,\"ok\":true,\"result\":{\"version\":\"t\"}}\n",
+			             json_object_to_json_string(id)) > 0) {
+				send_all(fd, line);
+				free(line);
+				f->probes++;
+			}
+			json_object_put(req);
+			len -= (size_t)(nl + 1 - buf);
+			memmove(buf, nl + 1, len);
+		}
+	}
+}
+
 static void *
 fake_thread(void *arg)
 {
@@ -107,6 +156,8 @@ fake_thread(void *arg)
 		*nl = '\0';
 		f->request = strdup(buf);
 	}
+	if (f->slow_ms > 0 && nl != NULL)
+		fake_slow(f, fd);
 	if (f->reply != NULL && f->request != NULL) {
 		struct json_object *req = json_tokener_parse(f->request);
 		struct json_object *rep = json_tokener_parse(f->reply), *id = NULL;
@@ -773,13 +824,132 @@ test_qvmctl_reload_summary(void **state)
 	           "size\"]}}";
 	fake_serve(f);
 	run(f, &r, "reload", NULL);
-	assert_int_equal(r.status, 0);
+	assert_int_equal(r.status, 1); /* a definition did not load: the summary, then exit 1 */
 	assert_request(f, "{\"id\":1,\"cmd\":\"reload\"}");
 	assert_string_equal(r.out, "added: web3\n"
 	                           "removed: none\n"
 	                           "changed: web1, web2\n"
 	                           "errors:\n"
 	                           "  bad.ini:3: memory: 'x' is not a size\n");
+	run_free(&r);
+}
+
+/* With --json too: the result on stdout, exit 1 while a definition does not load; 0 when all do. */
+static void
+test_qvmctl_reload_errors_exit_1(void **state)
+{
+	struct fake *f = *state;
+	struct run r;
+
+	f->reply = "{\"ok\":true,\"result\":{\"added\":[],\"removed\":[],\"changed\":[],"
+	           "\"errors\":[\"x.ini: not a regular file\"]}}";
+	fake_serve(f);
+	run(f, &r, "--json", "reload", NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.out, "x.ini: not a regular file"));
+	run_free(&r);
+	free(f->request);
+	f->request = NULL;
+
+	f->reply = "{\"ok\":true,\"result\":{\"added\":[],\"removed\":[],\"changed\":[],"
+	           "\"errors\":[]}}";
+	fake_serve(f);
+	run(f, &r, "--json", "reload", NULL);
+	assert_int_equal(r.status, 0);
+	run_free(&r);
+	free(f->request);
+	f->request = NULL;
+	fake_serve(f);
+	run(f, &r, "reload", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "errors: none\n"));
+	run_free(&r);
+}
+
+/* Everything qvmctl can check itself is a usage error (exit 2) and nothing is sent. */
+static void
+test_qvmctl_local_checks_exit_2(void **state)
+{
+	static const char *const cases[][12] = {
+	    {"attach-disk", "web1", "d1", "--file", "relative.img", NULL},
+	    {"attach-disk", "web1", "d1", "--file", "/x.img", "--create", "100", NULL},
+	    {"attach-disk", "web1", "d1", "--file", "/x.img", "--create", "1048577", NULL},
+	    {"attach-disk", "web1", "1d", "--file", "/x.img", NULL},
+	    {"attach-net", "web1", "n1", "--type", "tap", "--ifname", "tap0", "--restrict", NULL},
+	    {"attach-net", "web1", "n1", "--type", "tap", NULL},
+	    {"attach-net", "web1", "n1", "--type", "bridge", NULL},
+	    {"attach-net", "web1", "n1", "--bridge", "br0", NULL},
+	    {"attach-net", "web1", "n1", "--type", "tap", "--ifname", "a/b", NULL},
+	    {"powerdown", "web1", "--timeout", "0", NULL},
+	    {"powerdown", "web1", "--timeout", "2h", NULL},
+	    {"powerdown", "--all", "--timeout", "500ms", NULL},
+	    {"detach", "web1", "d1", "--timeout", "0", NULL},
+	    {"detach", "web1", "d1", "--timeout", "90m", NULL},
+	    {"detach", "web1", "a.b", NULL},
+	    {"status", "bad name", NULL},
+	    {"start", "qvmd.sock", NULL},
+	    {"devices", "_web", NULL},
+	};
+	static const char *const why[] = {
+	    "--file: 'relative.img' is not an absolute path",
+	    "size: '100' is too small (at least 1M)",
+	    "size: '1048577' is not a multiple of 512",
+	    "'1d' is not a valid device id",
+	    "[net n1] restrict: only for type = user (this NIC is type = tap)",
+	    "[net n1] ifname: required for type = tap",
+	    "[net n1] bridge: required for type = bridge",
+	    "[net n1] bridge: only for type = bridge (this NIC is type = user)",
+	    "'a/b' is not an interface name",
+	    "--timeout: '0' is out of range (1s..1h)",
+	    "--timeout: '2h' is out of range (1s..1h)",
+	    "--timeout: '500ms' is out of range (1s..1h)",
+	    "--timeout: '0' is out of range (1s..1h)",
+	    "--timeout: '90m' is out of range (1s..1h)",
+	    "'a.b' is not a valid device id",
+	    "'bad name' is not a valid name",
+	    "'qvmd.sock' is reserved",
+	    "'_web' is not a valid name",
+	};
+	struct fake *f = *state;
+	struct run r;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const char *argv[16] = {"-s", f->sock};
+		size_t n = 2;
+
+		for (size_t j = 0; cases[i][j] != NULL; j++)
+			argv[n++] = cases[i][j];
+		argv[n] = NULL;
+		wait_ctl(f, spawn_ctl(f, NULL, argv), &r);
+		if (r.status != 2 || strstr(r.err, why[i]) == NULL)
+			fail_msg("case %zu (%s %s): exit %d, stderr: %s", i, cases[i][0],
+			         cases[i][1], r.status, r.err);
+		assert_non_null(strstr(r.err, "usage: qvmctl "));
+		run_free(&r);
+	}
+	assert_false(fake_pending(f));
+}
+
+/*
+ * -t bounds an unresponsive daemon, not an operation: a powerdown that takes 1.5 s under -t 300ms
+ * succeeds because the daemon answers the "version" probes sent meanwhile on the same connection.
+ */
+static void
+test_qvmctl_timeout_slow_operation(void **state)
+{
+	struct fake *f = *state;
+	struct run r;
+
+	f->reply = "{\"ok\":true,\"result\":{\"state\":\"stopped\",\"ended_by\":\"guest\"}}";
+	f->slow_ms = 1500;
+	fake_serve(f);
+	run(f, &r, "-t", "300ms", "powerdown", "web1", NULL);
+	if (r.status != 0)
+		fail_msg("exit %d, stderr: %s", r.status, r.err);
+	assert_string_equal(r.out, "web1: stopped (ended by guest)\n");
+	assert_true(f->probes >= 1);
+	assert_request(f, "{\"id\":1,\"cmd\":\"powerdown\",\"vm\":\"web1\",\"args\":{"
+	                  "\"wait\":true}}");
 	run_free(&r);
 }
 
@@ -863,12 +1033,12 @@ test_qvmctl_attach_net_request(void **state)
 	f->reply = "{\"ok\":true,\"result\":{}}";
 	fake_serve(f);
 	run(f, &r, "attach-net", "web1", "nic1", "--type", "bridge", "--mac", "52:54:00:AB:cd:01",
-	    "--bridge", "br0", "--ifname", "tap7", "--restrict", NULL);
+	    "--bridge", "br0", "--ifname", "tap7", NULL);
 	assert_int_equal(r.status, 0);
 	assert_request(
 	    f, "{\"id\":1,\"cmd\":\"attach-net\",\"vm\":\"web1\",\"args\":{"
 	       "\"id\":\"nic1\",\"type\":\"bridge\",\"mac\":\"52:54:00:ab:cd:01\","
-	       "\"bridge\":\"br0\",\"ifname\":\"tap7\",\"restrict\":true,\"persist\":false}}");
+	       "\"bridge\":\"br0\",\"ifname\":\"tap7\",\"restrict\":false,\"persist\":false}}");
 	assert_string_equal(r.out, "web1: attached net nic1\n");
 	run_free(&r);
 
@@ -890,10 +1060,10 @@ test_qvmctl_detach_request(void **state)
 
 	f->reply = "{\"ok\":true,\"result\":{}}";
 	fake_serve(f);
-	run(f, &r, "detach", "web1", "disk1", "--persist", "--timeout", "500ms", NULL);
+	run(f, &r, "detach", "web1", "disk1", "--persist", "--timeout", "1500ms", NULL);
 	assert_int_equal(r.status, 0);
 	assert_request(f, "{\"id\":1,\"cmd\":\"detach\",\"vm\":\"web1\",\"args\":{"
-	                  "\"id\":\"disk1\",\"persist\":true,\"timeout_ms\":500}}");
+	                  "\"id\":\"disk1\",\"persist\":true,\"timeout_ms\":1500}}");
 	assert_string_equal(r.out, "web1: detached disk1 (persisted)\n");
 	run_free(&r);
 }
@@ -1126,6 +1296,9 @@ main(void)
 	    T(test_qvmctl_closed_mid_reply_exit_3),
 	    T(test_qvmctl_closed_without_reply_exit_3),
 	    T(test_qvmctl_timeout_exit_3),
+	    T(test_qvmctl_timeout_slow_operation),
+	    T(test_qvmctl_reload_errors_exit_1),
+	    T(test_qvmctl_local_checks_exit_2),
 	    T(test_qvmctl_event_before_reply_skipped),
 	    T(test_qvmctl_env_socket),
 	    T(test_qvmctl_usage_errors_exit_2),

@@ -5,7 +5,8 @@
 # hotplug_bench starts by hand from qvmd --print-cmdline. Then, 50 times each, alternating:
 # "qvmctl attach-disk", "qvmctl attach-net --restrict" and "qvmctl detach" of both (timed from
 # spawn to exit) against the same raw QMP sequences (see hotplug_bench.c). Target: qvmctl <= 1.2 x
-# raw + 3 ms. The guest runs under KVM when /dev/kvm works, TCG otherwise.
+# raw + 3 ms. The guest runs under KVM when the test guest boots under it (bench_guest_accel), TCG
+# otherwise.
 # Environment: QVMD_BENCH_DIR (build dir, default build-bench), QVMD_GUEST_DIR (default
 # BUILD/guest), HB_RUNS (50), HB_MACHINE (q35 or pc; default q35). The last line sums it up (its
 # fields are a contract):
@@ -31,9 +32,15 @@ HB_PID=
 
 # Kills what this script started: the daemon and the benchmark by pid, each QEMU by the pid in its
 # pidfile, after checking that its command line names this run's temp dir.
+# qvmd leaves its VMs running when it stops (on_daemon_stop = leave): the QEMUs go by pidfile. Under
+# set -e a failing wait would end the trap half-way, hence set +e.
 cleanup() {
 	local f p
-	[ -n "$HB_PID" ] && kill "$HB_PID" 2>/dev/null
+	set +e
+	if [ -n "$HB_PID" ]; then
+		kill "$HB_PID" 2>/dev/null
+		wait "$HB_PID" 2>/dev/null
+	fi
 	if [ -n "$QVMD_PID" ]; then
 		kill "$QVMD_PID" 2>/dev/null
 		wait "$QVMD_PID" 2>/dev/null
@@ -47,10 +54,9 @@ cleanup() {
 	if [ "${KEEP:-0}" = 1 ]; then echo "# kept $T"; else rm -rf "$T"; fi
 	return 0
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_traps cleanup
 
-ACCEL=$(bench_accel)
+ACCEL=$(bench_guest_accel "$GUEST" "$T" "$MACHINE")
 
 # conf DIR: a qvmd.conf with its directories under DIR, and the guest VM h1 in DIR/vms.
 conf() {

@@ -48,12 +48,12 @@ stop_qvmd() {
 	QVMD_PID=
 }
 cleanup() {
+	set +e
 	stop_qvmd
 	kill_vms
 	if [ "${KEEP:-0}" = 1 ]; then echo "# kept $T"; else rm -rf "$T"; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_traps cleanup
 
 ACCEL=$(bench_accel)
 

@@ -14,7 +14,8 @@ export QVMD_SOCKET="$SOCK"
 QVMD_PID=
 
 # Firmware-only VMs use KVM where it works; this machine's /dev/kvm may be missing or unusable
-# (a QEMU that initialises KVM runs until timeout kills it: exit 124).
+# (a QEMU that initialises KVM runs until timeout kills it: exit 124). Guest VMs always use
+# accel = tcg: a software KVM (kvm_pvm) runs firmware but hangs a Linux guest.
 FW_ACCEL=tcg
 if [ -c /dev/kvm ]; then
 	timeout 2 qemu-system-x86_64 -accel kvm -machine none -nodefaults -display none -S \
@@ -35,6 +36,10 @@ cleanup() {
 	fi
 }
 trap cleanup EXIT
+# dash runs the EXIT trap only when the script exits, not when a signal kills it: exit instead.
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 ok() { PASSED=$((PASSED + 1)); echo "ok - $*"; }
 not_ok() { FAILED=$((FAILED + 1)); echo "not ok - $*"; }
@@ -150,6 +155,8 @@ contains() { printf '%s\n' "$1" | grep -qF -- "$2"; }
 lacks() { ! contains "$1" "$2"; }
 # failed_with RC TEXT PATTERN: the command exited 1 (operation failed) and said PATTERN.
 failed_with() { [ "$1" -eq 1 ] && contains "$2" "$3"; }
+# exited_with RC WANT TEXT PATTERN: the command exited WANT and said PATTERN.
+exited_with() { [ "$1" -eq "$2" ] && contains "$3" "$4"; }
 gone() { ! kill -0 "$1" 2>/dev/null; }
 # spawn CMD...: runs a command in the background and remembers it for wait_spawned.
 SPAWNED=
