@@ -45,6 +45,30 @@ arg_uint(struct control_reply *r, struct json_object *args, const char *key, uin
 	return true;
 }
 
+/* Reads an optional timeout in milliseconds, within the range definitions allow. */
+static bool
+arg_timeout(struct control_reply *r, struct json_object *args, const char *key, uint64_t *out)
+{
+	uint64_t ms = 0;
+	struct json_object *v;
+
+	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
+		return true;
+	if (!arg_uint(r, args, key, &ms))
+		return false;
+	if (ms < CFG_SHUTDOWN_TIMEOUT_MIN_MS || ms > CFG_SHUTDOWN_TIMEOUT_MAX_MS) {
+		char *msg = xasprintf("args.%s must be between %llu and %llu (ms)", key,
+		                      (unsigned long long)CFG_SHUTDOWN_TIMEOUT_MIN_MS,
+		                      (unsigned long long)CFG_SHUTDOWN_TIMEOUT_MAX_MS);
+
+		control_done(NULL, "invalid", msg, r);
+		free(msg);
+		return false;
+	}
+	*out = ms;
+	return true;
+}
+
 static bool
 arg_bool(struct control_reply *r, struct json_object *args, const char *key, bool *out)
 {
@@ -117,7 +141,7 @@ cmd_powerdown(struct control_reply *r, struct vm *unused, const char *name,
 	bool wait = true, all = false;
 	struct vm *vm;
 
-	if (!arg_uint(r, args, "timeout_ms", &timeout_ms) || !arg_bool(r, args, "wait", &wait) ||
+	if (!arg_timeout(r, args, "timeout_ms", &timeout_ms) || !arg_bool(r, args, "wait", &wait) ||
 	    !arg_bool(r, args, "all", &all))
 		return;
 	if (!all) {
@@ -212,11 +236,29 @@ arg_id(struct control_reply *r, struct json_object *args)
 	return id;
 }
 
+/* One validation for a live attach and a persisted one (cfg_disk_check / cfg_net_check): true
+ * when rc is 0; else replies invalid with the cause (freed). */
+static bool
+device_ok(struct control_reply *r, struct vm *vm, int rc, char *cause)
+{
+	char *msg;
+
+	if (rc == 0)
+		return true;
+	msg = xasprintf("vm %s: %s", vm_name(vm), cause);
+	control_done(NULL, "invalid", msg, r);
+	free(msg);
+	free(cause);
+	return false;
+}
+
 static void
 cmd_attach_disk(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
 {
 	struct cfg_disk disk = {0};
 	const char *file = NULL, *format = "qcow2", *cache = "none";
+	char *cause = NULL;
+	int rc;
 	uint64_t create = 0;
 	bool persist = false;
 
@@ -240,6 +282,9 @@ cmd_attach_disk(struct control_reply *r, struct vm *vm, const char *n, struct js
 		return reply_error(r, "invalid", "attach-disk: file '%s' must be an absolute path",
 		                   file);
 	disk.file = (char *)file;
+	rc = cfg_disk_check(&disk, &cause);
+	if (!device_ok(r, vm, rc, cause))
+		return;
 	vm_attach_disk(vm, &disk, create, persist, control_done, r);
 }
 
@@ -248,6 +293,8 @@ cmd_attach_net(struct control_reply *r, struct vm *vm, const char *n, struct jso
 {
 	struct cfg_net net = {0};
 	const char *type = "user", *mac = NULL, *bridge = NULL, *ifname = NULL;
+	char *cause = NULL;
+	int rc;
 	bool persist = false;
 
 	if ((net.id = (char *)arg_id(r, args)) == NULL)
@@ -268,6 +315,9 @@ cmd_attach_net(struct control_reply *r, struct vm *vm, const char *n, struct jso
 	net.mac_given = mac != NULL;
 	net.bridge = (char *)bridge;
 	net.ifname = (char *)ifname;
+	rc = cfg_net_check(&net, &cause);
+	if (!device_ok(r, vm, rc, cause))
+		return;
 	vm_attach_net(vm, &net, persist, control_done, r);
 }
 
@@ -279,7 +329,7 @@ cmd_detach(struct control_reply *r, struct vm *vm, const char *n, struct json_ob
 	bool persist = false;
 
 	if (id == NULL || !arg_bool(r, args, "persist", &persist) ||
-	    !arg_uint(r, args, "timeout_ms", &timeout_ms))
+	    !arg_timeout(r, args, "timeout_ms", &timeout_ms))
 		return;
 	vm_detach_device(vm, id, persist, timeout_ms, control_done, r);
 }

@@ -107,23 +107,10 @@ vm_state_path(const struct vm *vm, const char *file)
 char *
 vm_read_text(const char *path)
 {
-	FILE *f = fopen(path, "re");
-	char *buf = NULL;
-	size_t len = 0, cap = 0, n;
+	char *cause = NULL, *text = cfg_read_file(path, CFG_FILE_MAX, NULL, &cause);
 
-	if (f == NULL)
-		return NULL;
-	do {
-		if (cap - len < 4096) {
-			cap = cap ? cap * 2 : 8192;
-			buf = xrealloc(buf, cap + 1);
-		}
-		n = fread(buf + len, 1, cap - len, f);
-		len += n;
-	} while (n > 0);
-	fclose(f);
-	buf[len] = '\0';
-	return xrealloc(buf, len + 1); /* kept for the VM's lifetime: no slack */
+	free(cause);
+	return text;
 }
 
 struct vm *

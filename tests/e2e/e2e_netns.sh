@@ -50,9 +50,9 @@ check "a bridge that does not exist: clear error ($out)" failed_with $rc "$out" 
 check "... no tap left behind" [ "$(ip -o link | wc -l)" -eq "$before" ]
 check "... and no device b2" lacks "$(jctl devices gn)" '"id":"b2"'
 out=$(ctl attach-net gn b3 --type bridge 2>&1); rc=$?
-check "--type bridge without --bridge is refused ($out)" failed_with $rc "$out" "--bridge"
+check "--type bridge without --bridge is refused ($out)" exited_with $rc 2 "$out" "bridge: required for type = bridge"
 out=$(ctl attach-net gn t2 --type tap 2>&1); rc=$?
-check "--type tap without --ifname is refused ($out)" failed_with $rc "$out" "--ifname"
+check "--type tap without --ifname is refused ($out)" exited_with $rc 2 "$out" "ifname: required for type = tap"
 
 check "detach b1" ctl detach gn b1
 check "the guest saw it go" wait_console gn "GUEST-EVENT remove net/eth" 1 20

@@ -184,6 +184,13 @@ ctl kill rc1 >/dev/null
 out=$(printf '{"id":1,"cmd":"powerdown","vm":"one","args":{"timeout":1000}}\n' | "$CTLRAW" "$SOCK")
 check "an unknown args key is invalid ($out)" contains "$out" '"code":"invalid"'
 check "... naming the key" contains "$out" "args.timeout"
+out=$(printf '{"id":2,"cmd":"attach-net","vm":"one","args":{"id":"t1","type":"tap","ifname":"tap9","restrict":true}}\n' | "$CTLRAW" "$SOCK")
+check "attach-net of a tap with restrict is refused as --persist would ($out)" contains "$out" '"code":"invalid"'
+check "... saying why" contains "$out" "restrict"
+for ms in 0 999 3600001 9200000000000000000; do
+	out=$(printf '{"id":3,"cmd":"powerdown","vm":"one","args":{"timeout_ms":%s}}\n' $ms | "$CTLRAW" "$SOCK")
+	check "powerdown timeout_ms $ms is out of range ($out)" contains "$out" '"code":"invalid"'
+done
 printf '[vm]\nname = bad1\nmemory = lots\n' >"$T/vms/bad1.ini"
 out=$("$QVMD" -n -c "$T/qvmd.conf" 2>&1)
 check "qvmd -n prints each error once ($out)" [ "$(printf '%s\n' "$out" | grep -c "bad1.ini:")" -eq 1 ]
