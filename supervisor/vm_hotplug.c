@@ -135,7 +135,9 @@ hp_new(struct vm *vm)
 }
 
 /* Ends the job with op's outcome and frees op; an attach's final state is written to the run
- * directory after the client has its answer. */
+ * directory after the client has its answer. If that write fails, the record written before
+ * QEMU was touched ("attaching", on its port) stays, and a restarted qvmd resolves it the same
+ * way from QOM: kept when the device is there, undone when it is not. */
 static void
 hp_finish(struct hp_op *op, struct json_object *result, const char *code, const char *msg)
 {
@@ -530,10 +532,11 @@ hp_plugged(struct hp_op *op)
 	}
 	/* QEMU accepted device_add but its device model does not show the device where it was
 	 * put (never seen; would be a QEMU bug): it stays tracked, detach removes it. */
-	hp_finish(op, NULL, "failed",
-	          op->confirm_err ? op->confirm_err
-	          : op->err_msg   ? op->err_msg
-	                          : "device_add succeeded but qom-get was not answered");
+	if (op->confirm_err == NULL && op->err_msg == NULL)
+		op->confirm_err = xasprintf("vm %s: device_add %s succeeded but qom-get was not "
+		                            "answered",
+		                            op->vm->name, op->is_disk ? op->disk.id : op->net.id);
+	hp_finish(op, NULL, "failed", op->confirm_err ? op->confirm_err : op->err_msg);
 }
 
 /* Batch "plug": device_add. */
