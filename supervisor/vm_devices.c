@@ -11,6 +11,7 @@
 #include "cfg.h"
 #include "log.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -245,17 +246,24 @@ dev_from_json(struct json_object *o)
 	return dev;
 }
 
-void
+/* Writes devices.json; -1 with errno when it could not be written (full or read-only run_dir). */
+int
 vm_devs_save(struct vm *vm)
 {
 	struct json_object *arr = json_object_new_array();
 	char *path = vm_run_path(vm, "devices.json");
+	int rc, saved;
 
 	for (size_t i = 0; i < vm->ndevs; i++)
 		json_object_array_add(arr, vm_dev_json(vm->devs[i]));
-	rundir_write(path, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));
+	errno = 0;
+	rc = rundir_write(path, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));
+	saved = errno != 0 ? errno : EIO; /* a short write leaves errno alone */
 	json_object_put(arr);
 	free(path);
+	if (rc < 0)
+		errno = saved;
+	return rc;
 }
 
 /* After a daemon restart: the saved bookkeeping, or the definition's devices if there is none. */

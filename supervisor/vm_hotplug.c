@@ -3,12 +3,21 @@
  * (netdev_add, device_add virtio-net-pci), and their removal (device_del, DEVICE_DELETED, then the
  * backend). Each operation is a job of the VM. An attach is two pipelined batches of QMP commands
  * (QEMU runs the commands of one monitor in order, so a batch costs one round trip):
- *   prepare: [query-pci (q35)] [getfd (bridge)] netdev_add | blockdev-add file + format
- *   plug:    device_add, query-pci (the device is there)
+ *   prepare: [qom-list PORT's bus (q35)] [getfd (bridge)] netdev_add | blockdev-add file + format
+ *   plug:    device_add, qom-get ID parent_bus (the device is there), query-pci (its address)
  * The next batch is sent only when every reply of the previous one is in; any failure rolls back
  * what was added, one command at a time in reverse order, so QEMU is left exactly as it was. On
  * q35 a device goes into a spare pcie-root-port that both the daemon's bookkeeping and QEMU's
- * query-pci show as empty; the port is chosen before device_add is sent.
+ * device model show as empty; the port is chosen before device_add is sent (a port QEMU shows
+ * taken costs one more qom-list round trip for the next one).
+ *
+ * QEMU's device model (QOM), not query-pci, is the proof that a device exists and where:
+ * query-pci lists a device behind a root port only once the guest firmware has numbered that
+ * port's bus, which is not yet the case right after start or reset, nor while paused. The PCI
+ * address is extra information, null until the firmware has run.
+ *
+ * The record in devices.json is written before anything is sent to QEMU: an attach or detach
+ * whose record cannot be written is refused with QEMU untouched.
  */
 #include "vm_private.h"
 
@@ -35,7 +44,7 @@
 
 #define DETACH_TIMEOUT_MS 30000
 
-/* Most commands one batch has in flight: query-pci, getfd, two blockdev-add. */
+/* Most commands one batch has in flight: qom-list, getfd, two blockdev-add. */
 #define HP_MAX_CALLS 4
 
 struct hp_op {
@@ -51,7 +60,9 @@ struct hp_op {
 	size_t ncalls;
 	unsigned pending;
 	char port[16];
-	bool have_port;
+	unsigned port_n;                   /* port is hp.<port_n> */
+	bool have_port;                    /* QEMU showed port empty */
+	bool port_busy[CFG_PORTS_MAX + 1]; /* spare ports QEMU showed taken */
 	/* What has been added so far, for rollback. */
 	bool created, fd_sent, file_added, fmt_added, netdev_added;
 	char fdname[48];
@@ -63,9 +74,10 @@ struct hp_op {
 	/* failure being rolled back */
 	char *err_code;
 	char *err_msg;
-	/* plug: device_add succeeded; where query-pci shows it, or why it does not */
+	/* plug: device_add succeeded; QOM shows it on its bus (or why not); its PCI address if
+	 * the firmware has numbered its bus already */
 	bool plugged;
-	bool port_moved; /* query-pci chose another port than the books did */
+	bool confirmed;
 	char *pci_addr;
 	char *confirm_err;
 	/* detach */
@@ -79,6 +91,7 @@ static void hp_prepare(struct hp_op *op);
 static void hp_prepared(struct hp_op *op);
 static void hp_commit(struct hp_op *op);
 static void hp_detached(struct hp_op *op);
+static void port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg);
 
 static void
 hp_free(struct hp_op *op)
@@ -122,7 +135,9 @@ hp_new(struct vm *vm)
 }
 
 /* Ends the job with op's outcome and frees op; an attach's final state is written to the run
- * directory after the client has its answer. */
+ * directory after the client has its answer. If that write fails, the record written before
+ * QEMU was touched ("attaching", on its port) stays, and a restarted qvmd resolves it the same
+ * way from QOM: kept when the device is there, undone when it is not. */
 static void
 hp_finish(struct hp_op *op, struct json_object *result, const char *code, const char *msg)
 {
@@ -245,7 +260,7 @@ obj1(const char *key, const char *value)
 	return o;
 }
 
-/* The bookkeeping entry of the device being attached (NULL before hp_track). */
+/* The bookkeeping entry of the device being attached (NULL before hp_begin). */
 static struct vm_dev *
 hp_dev(const struct hp_op *op)
 {
@@ -401,56 +416,79 @@ pci_find_all(struct json_object *result, const char *id, char *addr, size_t addr
 	return NULL;
 }
 
-/* Batch "prepare": the spare root ports, checked against QEMU's view (q35). */
+/* Whether a qom-list of a bus shows a device on it (each child is a "child[N]" link). */
+static bool
+bus_has_child(struct json_object *props)
+{
+	for (size_t i = 0; props && i < json_object_array_length(props); i++) {
+		struct json_object *p = json_object_array_get_idx(props, i), *v;
+
+		if (json_object_object_get_ex(p, "name", &v) &&
+		    strncmp(json_object_get_string(v), "child[", 6) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* QOM path of the bus a spare port provides: /machine/peripheral/PORT/PORT. */
+static char *
+port_bus_path(const char *port)
+{
+	return xasprintf("/machine/peripheral/%s/%s", port, port);
+}
+
+/* Sends the qom-list that tells whether op->port is empty in QEMU (q35). */
+static bool
+hp_send_port_check(struct hp_op *op)
+{
+	char *path = port_bus_path(op->port);
+	bool sent = hp_send(op, "qom-list", obj1("path", path), port_checked);
+
+	free(path);
+	return sent;
+}
+
+/* Batch "prepare" (q35): the port our books chose, checked against QEMU's device model. A port
+ * with a device behind it is taken, whatever the books say and whether or not the firmware has
+ * numbered its bus yet; the next one free in both is checked before device_add. */
 static void
 port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct hp_op *op = arg;
-	unsigned slots = op->vm->live_cfg->hotplug_slots;
 	struct vm_dev *tracked;
-	bool *busy;
-	char addr[16], chosen[16];
+	char chosen[16];
+	int n;
 
 	hp_answered(op);
 	if (r->status != QMP_OK) {
-		hp_error(op, reply_code(r), "vm %s: query-pci failed: %s", op->vm->name,
+		hp_error(op, reply_code(r), "vm %s: qom-list %s failed: %s", op->vm->name, op->port,
 		         r->error_desc);
-		goto out;
-	}
-	/* QEMU's view: a spare port with a device behind it is taken, whatever our books say. */
-	busy = xcalloc(slots + 1, sizeof *busy);
-	for (unsigned n = 0; n < slots; n++) {
-		char port[16];
-		struct json_object *dev, *br, *devs;
-
-		snprintf(port, sizeof port, ARGV_SPARE_PORT_FMT, n);
-		dev = pci_find_all(r->result, port, addr, sizeof addr);
-		if (dev && json_object_object_get_ex(dev, "pci_bridge", &br) &&
-		    json_object_object_get_ex(br, "devices", &devs) &&
-		    json_object_array_length(devs) > 0)
-			busy[n] = true;
-	}
-	/* The port written down before asking is kept unless QEMU's view says otherwise. */
-	tracked = hp_dev(op);
-	if (tracked != NULL) {
-		free(tracked->port);
-		tracked->port = NULL;
-	}
-	if (vm_devs_free_port(op->vm, busy, chosen) < 0)
-		hp_error(op, "failed",
-		         "vm %s: no free hot-plug slot (all %u in use); raise hotplug_slots in %s "
-		         "and restart the vm",
-		         op->vm->name, slots, op->vm->cfg ? op->vm->cfg->path : "its definition");
-	else
+	} else if (!bus_has_child(r->result)) {
 		op->have_port = true;
-	if (op->have_port) {
-		op->port_moved = strcmp(chosen, op->port) != 0;
-		snprintf(op->port, sizeof op->port, "%s", chosen);
-		if (tracked != NULL)
-			tracked->port = xstrdup(chosen);
+	} else {
+		log_info("vm %s: port %s has a device qvmd did not put there; trying the next",
+		         op->vm->name, op->port);
+		op->port_busy[op->port_n] = true;
+		tracked = hp_dev(op);
+		if (tracked != NULL) {
+			free(tracked->port);
+			tracked->port = NULL;
+		}
+		n = vm_devs_free_port(op->vm, op->port_busy, chosen);
+		if (n < 0) {
+			hp_error(
+			    op, "failed",
+			    "vm %s: no free hot-plug slot (all %u in use); raise hotplug_slots "
+			    "in %s and restart the vm",
+			    op->vm->name, op->vm->live_cfg->hotplug_slots,
+			    op->vm->cfg ? op->vm->cfg->path : "its definition");
+		} else {
+			snprintf(op->port, sizeof op->port, "%s", chosen);
+			op->port_n = (unsigned)n;
+			if (tracked != NULL)
+				tracked->port = xstrdup(chosen);
+		}
 	}
-	free(busy);
-out:
 	if (op->pending == 0)
 		hp_prepared(op);
 }
@@ -488,15 +526,17 @@ hp_plugged(struct hp_op *op)
 		hp_rollback(op); /* device_added recorded why */
 		return;
 	}
-	if (op->pci_addr != NULL) {
+	if (op->confirmed) {
 		hp_commit(op);
 		return;
 	}
-	/* Plugged but not confirmed: the device stays tracked (detach removes it). */
-	hp_finish(op, NULL, "failed",
-	          op->confirm_err ? op->confirm_err
-	          : op->err_msg   ? op->err_msg
-	                          : "device_add succeeded but query-pci was not answered");
+	/* QEMU accepted device_add but its device model does not show the device where it was
+	 * put (never seen; would be a QEMU bug): it stays tracked, detach removes it. */
+	if (op->confirm_err == NULL && op->err_msg == NULL)
+		op->confirm_err = xasprintf("vm %s: device_add %s succeeded but qom-get was not "
+		                            "answered",
+		                            op->vm->name, op->is_disk ? op->disk.id : op->net.id);
+	hp_finish(op, NULL, "failed", op->confirm_err ? op->confirm_err : op->err_msg);
 }
 
 /* Batch "plug": device_add. */
@@ -514,7 +554,7 @@ device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	} else {
 		/* From here on the device is the guest's, removed only by detach. The run
 		 * directory says "attaching" until the client has its answer: a qvmd that dies in
-		 * between finds the device in query-pci and keeps it. */
+		 * between finds the device in QOM (vm_hotplug_reconcile) and keeps it. */
 		if ((dev = hp_dev(op)) != NULL)
 			dev->attaching = dev->created = false;
 		op->file_added = op->fmt_added = op->netdev_added = op->created = false;
@@ -524,9 +564,48 @@ device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		hp_plugged(op);
 }
 
-/* Batch "plug": the query-pci behind device_add shows the device. */
+/* qom-get arguments for the bus the device being attached sits on. */
+static struct json_object *
+qom_bus_args(const struct hp_op *op)
+{
+	char *path = xasprintf("/machine/peripheral/%s", op->is_disk ? op->disk.id : op->net.id);
+	struct json_object *args = obj1("path", path);
+
+	json_object_object_add(args, "property", json_object_new_string("parent_bus"));
+	free(path);
+	return args;
+}
+
+/* Batch "plug": QEMU's device model has the device, on the bus it was put on (q35: the chosen
+ * port's; pc: pci.0, where a device without "bus" goes). */
 static void
-confirmed(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+bus_confirmed(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+	const char *id = op->is_disk ? op->disk.id : op->net.id;
+	char *want = op->have_port ? port_bus_path(op->port) : NULL;
+	const char *bus = r->status == QMP_OK ? json_object_get_string(r->result) : NULL;
+
+	hp_answered(op);
+	if (bus != NULL && (want != NULL ? strcmp(bus, want) == 0 : *bus != '\0'))
+		op->confirmed = true;
+	else if (op->confirm_err == NULL && bus != NULL)
+		op->confirm_err = xasprintf("vm %s: device_add %s succeeded but QEMU shows it on "
+		                            "bus %s, not %s",
+		                            op->vm->name, id, bus, want ? want : "pci.0");
+	else if (op->confirm_err == NULL)
+		op->confirm_err = xasprintf("vm %s: device_add %s succeeded but qom-get of its "
+		                            "bus failed: %s",
+		                            op->vm->name, id, r->error_desc);
+	free(want);
+	if (op->pending == 0)
+		hp_plugged(op);
+}
+
+/* Batch "plug": the device's PCI address, if the guest firmware has numbered its bus yet
+ * (otherwise null: `devices` asks again each time). */
+static void
+pci_found(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct hp_op *op = arg;
 	const char *id = op->is_disk ? op->disk.id : op->net.id;
@@ -535,11 +614,6 @@ confirmed(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	hp_answered(op);
 	if (r->status == QMP_OK && pci_find_all(r->result, id, addr, sizeof addr) != NULL)
 		op->pci_addr = xstrdup(addr);
-	else
-		op->confirm_err =
-		    xstrdup(r->status == QMP_OK
-		                ? "device_add succeeded but query-pci does not show the device"
-		                : r->error_desc);
 	if (op->pending == 0)
 		hp_plugged(op);
 }
@@ -554,9 +628,13 @@ hp_commit(struct hp_op *op)
 	char *cause = NULL;
 	bool persisted = false;
 
-	if (op->persist && vm->cfg != NULL) {
-		int rc = op->is_disk ? cfg_write_add_disk(vm->cfg->path, &op->disk, &cause)
-		                     : cfg_write_add_net(vm->cfg->path, &op->net, &cause);
+	if (op->persist) {
+		int rc = vm->cfg == NULL ? -1 /* removed while the attach ran */
+		         : op->is_disk   ? cfg_write_add_disk(vm->cfg->path, &op->disk, &cause)
+		                         : cfg_write_add_net(vm->cfg->path, &op->net, &cause);
+
+		if (rc < 0 && cause == NULL)
+			cause = xstrdup("definition file was removed");
 
 		if (rc < 0) {
 			char *msg = xasprintf("vm %s: %s attached, but not persisted: %s", vm->name,
@@ -581,28 +659,41 @@ hp_commit(struct hp_op *op)
 	hp_finish(op, res, NULL, NULL);
 }
 
-/* Tracks the device from now on, as "attaching": a qvmd that goes away before the end finds it
- * in devices.json and finishes or undoes the attach (vm_hotplug_reconcile). On q35 it gets the
- * port our books give, so that the record is complete; query-pci then checks it. */
+/* Tracks the device from now on, as "attaching", and writes that down before anything is sent
+ * to QEMU: a qvmd that goes away before the end finds it in devices.json and finishes or undoes
+ * the attach (vm_hotplug_reconcile). On q35 it gets the port our books give (the caller checked
+ * that there is one), so that the record is complete; QOM then checks it. Then creates its image
+ * (--create) or sends batch "prepare"; a record that cannot be written ends the attach. */
 static void
-hp_track(struct hp_op *op)
+hp_begin(struct hp_op *op)
 {
 	struct vm *vm = op->vm;
 	struct vm_dev *dev;
+	int n;
 
 	dev = op->is_disk ? vm_dev_new_disk(&op->disk, NULL) : vm_dev_new_net(&op->net, NULL);
 	dev->attaching = true;
 	dev->created = op->create_size > 0;
-	if (vm->live_cfg->machine == CFG_MACHINE_Q35) {
-		if (vm_devs_free_port(vm, NULL, op->port) >= 0)
-			dev->port = xstrdup(op->port);
-		else
-			op->port[0] = '\0';
+	if (vm->live_cfg->machine == CFG_MACHINE_Q35 &&
+	    (n = vm_devs_free_port(vm, NULL, op->port)) >= 0) {
+		op->port_n = (unsigned)n;
+		dev->port = xstrdup(op->port);
 	}
 	vm_devs_add(vm, dev);
+	if (vm_devs_save(vm) < 0) {
+		hp_fail(
+		    op, "failed",
+		    "vm %s: cannot record %s in the run directory (%s): %s; nothing was attached",
+		    vm->name, dev->id, vm->d->conf->run_dir, strerror(errno));
+		return;
+	}
+	if (op->create_size > 0)
+		hp_create_image(op);
+	else
+		hp_prepare(op);
 }
 
-/* Sends batch "prepare". */
+/* Sends batch "prepare" (the record is on disk already). */
 static void
 hp_prepare(struct hp_op *op)
 {
@@ -612,9 +703,7 @@ hp_prepare(struct hp_op *op)
 
 	hp_batch(op);
 	if (vm->live_cfg->machine == CFG_MACHINE_Q35)
-		sent = hp_send(op, "query-pci", NULL, port_checked);
-	/* The record goes to disk before any backend is sent (QEMU meanwhile runs query-pci). */
-	vm_devs_save(vm);
+		sent = hp_send_port_check(op);
 	if (sent && bridge) {
 		snprintf(op->fdname, sizeof op->fdname, "%s.tap", op->net.id);
 		sent =
@@ -633,10 +722,12 @@ hp_prepare(struct hp_op *op)
 		hp_send_failed(op);
 }
 
-/* Every reply of "prepare" is in: plug the device, or undo. */
+/* Every reply of "prepare" is in: plug the device, or undo. On q35 a port QEMU showed taken was
+ * replaced by the next free one: that one is recorded and checked first. */
 static void
 hp_prepared(struct hp_op *op)
 {
+	bool q35 = op->vm->live_cfg->machine == CFG_MACHINE_Q35;
 	const char *bus = op->have_port ? op->port : NULL;
 
 	if (op->tapfd >= 0) {
@@ -647,6 +738,18 @@ hp_prepared(struct hp_op *op)
 		hp_rollback(op);
 		return;
 	}
+	if (q35 && !op->have_port) {
+		if (vm_devs_save(op->vm) < 0) {
+			hp_fail(op, "failed", "vm %s: cannot record %s in the run directory: %s",
+			        op->vm->name, op->is_disk ? op->disk.id : op->net.id,
+			        strerror(errno));
+			return;
+		}
+		hp_batch(op);
+		if (!hp_send_port_check(op))
+			hp_send_failed(op);
+		return;
+	}
 	hp_batch(op);
 	if (!hp_send(op, "device_add",
 	             op->is_disk ? argv_disk_device_json(&op->disk, bus)
@@ -655,12 +758,9 @@ hp_prepared(struct hp_op *op)
 		hp_send_failed(op);
 		return;
 	}
-	if (!hp_send(op, "query-pci", NULL, confirmed)) {
+	if (!hp_send(op, "qom-get", qom_bus_args(op), bus_confirmed) ||
+	    !hp_send(op, "query-pci", NULL, pci_found))
 		hp_send_failed(op);
-		return;
-	}
-	if (op->port_moved)
-		vm_devs_save(op->vm); /* while QEMU runs device_add */
 }
 
 /* ---- validation ---- */
@@ -734,24 +834,34 @@ refuse(vm_done_cb cb, void *arg, const char *code, char *msg)
 	return true;
 }
 
-/* Checks an id against the live devices and the definition. */
+/* Checks an id: on a running VM it must not be live (a device of the definition that is not
+ * live, e.g. after a detach without --persist, may be attached again under its own id), and with
+ * --persist not in the definition either; on a stopped VM not in the definition. */
 static bool
-refuse_id(struct vm *vm, const char *id, vm_done_cb cb, void *arg)
+refuse_id(struct vm *vm, const char *id, bool persist, vm_done_cb cb, void *arg)
 {
+	bool in_file = vm->cfg && (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id));
+
 	if (!cfg_valid_device_id(id))
 		return refuse(
 		    cb, arg, "invalid",
 		    xasprintf("vm %s: '%s' is not a valid device id ([a-zA-Z][a-zA-Z0-9_-], "
 		              "at most %d characters)",
 		              vm->name, id, CFG_ID_MAX));
-	if ((vm_is_active(vm) && vm_devs_find(vm, id)) ||
-	    (vm->cfg && (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id))))
+	if (vm_is_active(vm) ? vm_devs_find(vm, id) != NULL : in_file)
 		return refuse(cb, arg, "invalid",
 		              xasprintf("vm %s: device id '%s' is already in use", vm->name, id));
+	if (persist && in_file)
+		return refuse(
+		    cb, arg, "invalid",
+		    xasprintf("vm %s: device id '%s' is already in the definition (attach "
+		              "it without --persist, or detach --persist it first)",
+		              vm->name, id));
 	return false;
 }
 
-/* Stopped VM: with --persist only the definition changes; without it there is nothing to do. */
+/* Stopped VM: with --persist only the definition changes; without it there is nothing to do.
+ * --persist needs the definition file, also on a running VM: refused before QEMU is touched. */
 static bool
 refuse_stopped(struct vm *vm, bool persist, vm_done_cb cb, void *arg)
 {
@@ -764,10 +874,27 @@ refuse_stopped(struct vm *vm, bool persist, vm_done_cb cb, void *arg)
 		    cb, arg, "not-running",
 		    xasprintf("vm %s: not running; use --persist to change its definition",
 		              vm->name));
-	if (!vm_is_active(vm) && vm->cfg == NULL)
-		return refuse(cb, arg, "not-found",
-		              xasprintf("vm %s: definition was removed", vm->name));
+	if (persist && vm->cfg == NULL)
+		return refuse(
+		    cb, arg, "not-found",
+		    xasprintf("vm %s: definition file was removed; cannot persist", vm->name));
 	return false;
+}
+
+/* q35: a spare port our books show free (QOM checks it later), refused before QEMU is touched. */
+static bool
+refuse_no_port(struct vm *vm, vm_done_cb cb, void *arg)
+{
+	char port[16];
+
+	if (!vm_is_active(vm) || vm->live_cfg->machine != CFG_MACHINE_Q35 ||
+	    vm_devs_free_port(vm, NULL, port) >= 0)
+		return false;
+	return refuse(cb, arg, "failed",
+	              xasprintf("vm %s: no free hot-plug slot (all %u in use); raise "
+	                        "hotplug_slots in %s and restart the vm",
+	                        vm->name, vm->live_cfg->hotplug_slots,
+	                        vm->cfg ? vm->cfg->path : "its definition"));
 }
 
 static void
@@ -792,7 +919,8 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	if (vm->job && refuse(cb, arg, "busy",
 	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
 		return;
-	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, disk->id, cb, arg))
+	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, disk->id, persist, cb, arg) ||
+	    refuse_no_port(vm, cb, arg))
 		return;
 	if (create_size == 0 && access(disk->file, F_OK) < 0) {
 		refuse(cb, arg, "invalid",
@@ -842,13 +970,7 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	op->persist = persist;
 	op->create_size = create_size;
 	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
-	hp_track(op);
-	if (create_size > 0) {
-		vm_devs_save(vm); /* before the image exists */
-		hp_create_image(op);
-	} else {
-		hp_prepare(op);
-	}
+	hp_begin(op);
 }
 
 void
@@ -861,7 +983,8 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 	if (vm->job && refuse(cb, arg, "busy",
 	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
 		return;
-	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, net->id, cb, arg))
+	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, net->id, persist, cb, arg) ||
+	    refuse_no_port(vm, cb, arg))
 		return;
 	if (!n.mac_given)
 		cfg_mac_derive(vm->name, net->id, n.mac);
@@ -920,8 +1043,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 		}
 	}
 	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
-	hp_track(op);
-	hp_prepare(op);
+	hp_begin(op);
 }
 
 /* ---- detach ---- */
@@ -1060,24 +1182,33 @@ vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data)
 		hp_detached(op);
 }
 
+/* device_del was refused: the device stays, and so does its record (no longer "leaving"). */
+static void
+device_del_refused(struct hp_op *op, const char *code, const char *why)
+{
+	struct vm_dev *dev = vm_devs_find(op->vm, op->id);
+	char *msg;
+
+	if (dev != NULL) {
+		dev->pending_removal = dev->persist_removal = false;
+		if (vm_devs_save(op->vm) < 0)
+			log_error("vm %s: %s: its record still says removal pending: %s",
+			          op->vm->name, op->id, strerror(errno));
+	}
+	msg = xasprintf("vm %s: device_del %s failed: %s", op->vm->name, op->id, why);
+	hp_finish(op, NULL, code, msg);
+	free(msg);
+}
+
 static void
 device_del_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct hp_op *op = arg;
-	struct vm_dev *dev = vm_devs_find(op->vm, op->id);
-	char *msg;
 
 	hp_answered(op);
 	if (r->status != QMP_OK) {
-		msg = xasprintf("vm %s: device_del %s failed: %s", op->vm->name, op->id,
-		                r->error_desc);
-		hp_finish(op, NULL, reply_code(r), msg);
-		free(msg);
+		device_del_refused(op, reply_code(r), r->error_desc);
 		return;
-	}
-	if (dev != NULL && !dev->pending_removal) {
-		dev->pending_removal = true;
-		vm_devs_save(op->vm);
 	}
 	if (op->released && op->pending == 0) /* DEVICE_DELETED came before this reply */
 		hp_detached(op);
@@ -1114,12 +1245,14 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 	struct hp_op *op;
 	struct vm_dev *dev;
 	char *cause = NULL;
+	bool in_file;
 
 	if (vm->job && refuse(cb, arg, "busy",
 	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg))
 		return;
+	in_file = vm->cfg && (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id));
 	if (!vm_is_active(vm)) {
 		if (cfg_write_remove_device(vm->cfg->path, id, &cause) < 0) {
 			refuse(cb, arg, "not-found", xasprintf("vm %s: %s", vm->name, cause));
@@ -1131,8 +1264,23 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 		return;
 	}
 	dev = vm_devs_find(vm, id);
+	if (dev == NULL && in_file && persist) {
+		/* Only in the definition (e.g. detached live earlier): the file alone changes. */
+		if (cfg_write_remove_device(vm->cfg->path, id, &cause) < 0) {
+			refuse(cb, arg, "failed", xasprintf("vm %s: %s", vm->name, cause));
+			free(cause);
+			return;
+		}
+		log_info("vm %s: %s removed from the definition (it was not live)", vm->name, id);
+		persist_only_result(vm, id, false, cb, arg);
+		return;
+	}
 	if (dev == NULL) {
-		refuse(cb, arg, "not-found", xasprintf("vm %s: no device '%s'", vm->name, id));
+		refuse(cb, arg, "not-found",
+		       in_file ? xasprintf("vm %s: %s is not live, only in the definition (use "
+		                           "--persist to remove it from there)",
+		                           vm->name, id)
+		               : xasprintf("vm %s: no device '%s'", vm->name, id));
 		return;
 	}
 	if (dev->pending_removal) {
@@ -1147,12 +1295,26 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 	op->id = xstrdup(id);
 	op->persist = persist;
 	op->timeout_ms = timeout_ms ? timeout_ms : DETACH_TIMEOUT_MS;
+	/* The removal is recorded before device_del goes out: a qvmd restarted after the guest
+	 * let go must know the device is leaving (vm_hotplug_reconcile finishes the removal). */
+	dev->pending_removal = true;
 	dev->persist_removal = persist;
+	if (vm_devs_save(vm) < 0) {
+		int err = errno;
+
+		dev->pending_removal = dev->persist_removal = false;
+		hp_free(op);
+		refuse(cb, arg, "failed",
+		       xasprintf("vm %s: cannot record the removal of %s in the run directory "
+		                 "(%s): %s; nothing was changed",
+		                 vm->name, id, vm->d->conf->run_dir, strerror(err)));
+		return;
+	}
 	vm_job_start(vm, VM_JOB_DETACH, cb, arg)->op = op;
 	vm_job_arm_timer(vm, op->timeout_ms);
 	hp_batch(op);
 	if (!hp_send(op, "device_del", obj1("id", id), device_del_sent))
-		hp_finish(op, NULL, "failed", "qmp connection lost");
+		device_del_refused(op, "failed", "qmp connection lost");
 }
 
 /* The operation in flight ends unanswered: QEMU went away (qemu_gone: an image made for the
@@ -1288,14 +1450,22 @@ vm_hotplug_reconcile(struct vm *vm)
 
 /* ---- devices ---- */
 
+/* One `devices` request: query-pci (addresses) and qom-list /machine/peripheral (which devices
+ * QEMU has), pipelined; answered when both are in. */
 struct devices_query {
 	struct vm *vm;
 	vm_done_cb cb;
 	void *arg;
+	unsigned pending;
+	struct json_object *pci;  /* query-pci result, or NULL */
+	struct json_object *peri; /* qom-list result, or NULL */
 };
 
+/* Builds the reply: the tracked devices (live as QOM shows them when it answered, PCI address
+ * when query-pci knows it), then the definition's devices that are not live. */
 static void
-devices_reply(struct vm *vm, struct json_object *pci, vm_done_cb cb, void *arg)
+devices_reply(struct vm *vm, struct json_object *pci, struct json_object *peri, vm_done_cb cb,
+              void *arg)
 {
 	struct json_object *res = json_object_new_object(), *arr = json_object_new_array();
 	const struct vm_config *cfg = vm->cfg;
@@ -1305,12 +1475,13 @@ devices_reply(struct vm *vm, struct json_object *pci, vm_done_cb cb, void *arg)
 	for (size_t i = 0; active && i < vm->ndevs; i++) {
 		struct vm_dev *dev = vm->devs[i];
 		struct json_object *o = vm_dev_json(dev);
+		bool live = peri ? peripheral_has(peri, dev->id) : !dev->attaching;
 
 		json_object_object_add(o, "pci_addr",
 		                       pci && pci_find_all(pci, dev->id, addr, sizeof addr)
 		                           ? json_object_new_string(addr)
 		                           : NULL);
-		json_object_object_add(o, "live", json_object_new_boolean(1));
+		json_object_object_add(o, "live", json_object_new_boolean(live));
 		json_object_object_add(o, "persistent",
 		                       json_object_new_boolean(cfg && (cfg_vm_disk(cfg, dev->id) ||
 		                                                       cfg_vm_net(cfg, dev->id))));
@@ -1338,11 +1509,19 @@ devices_reply(struct vm *vm, struct json_object *pci, vm_done_cb cb, void *arg)
 }
 
 static void
-devices_pci_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+devices_part_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct devices_query *q = arg;
 
-	devices_reply(q->vm, r->status == QMP_OK ? r->result : NULL, q->cb, q->arg);
+	if (r->status == QMP_OK && strcmp(r->command, "query-pci") == 0)
+		q->pci = json_object_get(r->result);
+	else if (r->status == QMP_OK)
+		q->peri = json_object_get(r->result);
+	if (--q->pending > 0)
+		return;
+	devices_reply(q->vm, q->pci, q->peri, q->cb, q->arg);
+	json_object_put(q->pci);
+	json_object_put(q->peri);
 	free(q);
 }
 
@@ -1350,19 +1529,30 @@ void
 vm_devices(struct vm *vm, vm_done_cb cb, void *arg)
 {
 	struct devices_query *q;
+	struct json_object *args;
 	char *cause = NULL;
+	bool sent;
 
 	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp)) {
-		devices_reply(vm, NULL, cb, arg);
+		devices_reply(vm, NULL, NULL, cb, arg);
 		return;
 	}
 	q = xcalloc(1, sizeof *q);
 	q->vm = vm;
 	q->cb = cb;
 	q->arg = arg;
-	if (qmp_execute(vm->qmp, "query-pci", NULL, 2000, devices_pci_done, q, &cause) < 0) {
+	q->pending = 2;
+	args = obj1("path", "/machine/peripheral");
+	sent = qmp_execute(vm->qmp, "qom-list", args, 2000, devices_part_done, q, &cause) >= 0;
+	json_object_put(args);
+	if (!sent) {
 		free(cause);
 		free(q);
-		devices_reply(vm, NULL, cb, arg);
+		devices_reply(vm, NULL, NULL, cb, arg);
+		return;
+	}
+	if (qmp_execute(vm->qmp, "query-pci", NULL, 2000, devices_part_done, q, &cause) < 0) {
+		free(cause);
+		q->pending--; /* the qom-list reply answers alone */
 	}
 }

@@ -145,7 +145,8 @@ struct vm_dev *vm_devs_find(const struct vm *vm, const char *id);
 /* Picks a spare port (busy_in_qemu[n]: QEMU shows a device on hp.n); -1 if none is free. */
 int vm_devs_free_port(const struct vm *vm, const bool *busy_in_qemu, char out[16]);
 struct json_object *vm_dev_json(const struct vm_dev *dev);
-void vm_devs_save(struct vm *vm);
+/* Writes devices.json: 0, or -1 with errno. */
+int vm_devs_save(struct vm *vm);
 void vm_devs_load(struct vm *vm);
 
 /* vm_hotplug.c: DEVICE_DELETED and friends; a job's operation torn down when QEMU goes away. */
