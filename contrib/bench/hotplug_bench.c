@@ -10,9 +10,10 @@
  * alternating between the two VMs so that machine noise hits both alike:
  *   qvmd: "qvmctl attach-disk VM bd --file IMG", "qvmctl attach-net VM bn --restrict",
  *         "qvmctl detach VM bd", "qvmctl detach VM bn" (each timed from spawn to exit);
- *   raw:  disk: [q35: query-pci to pick a free root port] blockdev-add file, blockdev-add qcow2,
- *         device_add virtio-blk-pci, query-pci (the device is there); NIC: [q35: query-pci]
- *         netdev_add user restrict, device_add virtio-net-pci, query-pci; detach: device_del,
+ *   raw:  disk: [q35: qom-list of a spare root port's bus: it is empty] blockdev-add file,
+ *         blockdev-add qcow2, device_add virtio-blk-pci, qom-get parent_bus (the device is there,
+ *         on that port), query-pci (its address); NIC: [q35: qom-list] netdev_add user restrict,
+ *         device_add virtio-net-pci, qom-get parent_bus, query-pci; detach: device_del,
  *         wait for DEVICE_DELETED naming the device, blockdev-del x2 or netdev_del.
  * Then "qvmctl version" N times: what any qvmctl call costs (exec, connect, one request).
  * Figures as human lines and KEY=VALUE lines (milliseconds, medians).
@@ -84,76 +85,62 @@ jstr(struct json_object *o, const char *key)
 	return json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL;
 }
 
-/* Whether a device with qdev_id id is in a list of PciDeviceInfo (recursing into bridges). */
-static bool
-pci_has(struct json_object *devices, const char *id)
-{
-	for (size_t i = 0; devices && i < json_object_array_length(devices); i++) {
-		struct json_object *d = json_object_array_get_idx(devices, i), *br, *sub;
-		const char *qid = jstr(d, "qdev_id");
-
-		if (qid != NULL && strcmp(qid, id) == 0)
-			return true;
-		if (json_object_object_get_ex(d, "pci_bridge", &br) &&
-		    json_object_object_get_ex(br, "devices", &sub) && pci_has(sub, id))
-			return true;
-	}
-	return false;
-}
-
-static bool
-pci_result_has(struct json_object *reply, const char *id)
-{
-	struct json_object *buses = qmp_sync_return(reply), *devs;
-
-	for (size_t i = 0; i < json_object_array_length(buses); i++)
-		if (json_object_object_get_ex(json_object_array_get_idx(buses, i), "devices",
-		                              &devs) &&
-		    pci_has(devs, id))
-			return true;
-	return false;
-}
-
 /* Root ports our raw side has filled; the same bookkeeping qvmd keeps. */
 static char used_port[2][32];
 
-/* q35: a spare root port (hp.N) that query-pci shows empty and we did not fill. */
+/* Hot-plug ports per VM (hotplug_slots of the bench's definitions is at least this). */
+#define RAW_PORTS 4
+
+/*
+ * q35: a spare root port (hp.N) we did not fill, checked empty in QOM: a qom-list of its bus has
+ * one child[K] link per device behind it. query-pci would not do: it does not list a device behind
+ * a port whose bus the firmware has not numbered yet (right after start or reset).
+ */
 static void
 pick_port(struct qmp_sync *q, char *port, size_t len)
 {
-	struct json_object *r = qmp_must(q, "query-pci", NULL), *buses = qmp_sync_return(r), *devs;
+	for (int n = 0; n < RAW_PORTS; n++) {
+		struct json_object *r, *props;
+		char args[128];
+		bool busy = false;
 
-	for (size_t b = 0; b < json_object_array_length(buses); b++) {
-		if (!json_object_object_get_ex(json_object_array_get_idx(buses, b), "devices",
-		                               &devs))
+		snprintf(port, len, "hp.%d", n);
+		if (strcmp(port, used_port[0]) == 0 || strcmp(port, used_port[1]) == 0)
 			continue;
-		for (size_t i = 0; i < json_object_array_length(devs); i++) {
-			struct json_object *d = json_object_array_get_idx(devs, i), *br, *sub;
-			const char *qid = jstr(d, "qdev_id");
+		snprintf(args, sizeof args, "{\"path\":\"/machine/peripheral/%s/%s\"}", port, port);
+		r = qmp_must(q, "qom-list", args);
+		props = qmp_sync_return(r);
+		for (size_t i = 0; props && i < json_object_array_length(props); i++) {
+			const char *name = jstr(json_object_array_get_idx(props, i), "name");
 
-			if (qid == NULL || strncmp(qid, "hp.", 3) != 0 ||
-			    strcmp(qid, used_port[0]) == 0 || strcmp(qid, used_port[1]) == 0)
-				continue;
-			if (json_object_object_get_ex(d, "pci_bridge", &br) &&
-			    json_object_object_get_ex(br, "devices", &sub) &&
-			    json_object_array_length(sub) > 0)
-				continue;
-			snprintf(port, len, "%s", qid);
-			json_object_put(r);
-			return;
+			busy = busy || (name != NULL && strncmp(name, "child[", 6) == 0);
 		}
+		json_object_put(r);
+		if (!busy)
+			return;
 	}
 	bench_die("raw VM: no free root port");
 }
 
+/* The device is there, on the bus it was put on (QOM), and its address if numbered (query-pci):
+ * what qvmd's confirmation asks, in one round trip. */
 static void
-confirm(struct qmp_sync *q, const char *id)
+confirm(struct qmp_sync *q, const char *id, const char *port)
 {
-	struct json_object *r = qmp_must(q, "query-pci", NULL);
+	struct json_object *r;
+	char args[256], bus[128];
+	const char *got;
 
-	if (!pci_result_has(r, id))
-		bench_die("raw VM: query-pci does not show %s", id);
+	snprintf(args, sizeof args,
+	         "{\"path\":\"/machine/peripheral/%s\",\"property\":\"parent_bus\"}", id);
+	r = qmp_must(q, "qom-get", args);
+	got = json_object_get_string(qmp_sync_return(r));
+	if (port[0] != '\0')
+		snprintf(bus, sizeof bus, "/machine/peripheral/%s/%s", port, port);
+	if (got == NULL || (port[0] != '\0' && strcmp(got, bus) != 0))
+		bench_die("raw VM: %s is not on %s", id, port[0] ? bus : "its bus");
 	json_object_put(r);
+	json_object_put(qmp_must(q, "query-pci", NULL));
 }
 
 static void
@@ -175,7 +162,7 @@ raw_attach_disk(struct qmp_sync *q, bool q35, const char *img)
 	         "{\"driver\":\"virtio-blk-pci\",\"id\":\"bd\",\"drive\":\"bd.fmt\"%s%s%s}",
 	         q35 ? ",\"bus\":\"" : "", port, q35 ? "\"" : "");
 	qmp_run(q, "device_add", args);
-	confirm(q, "bd");
+	confirm(q, "bd", port);
 	snprintf(used_port[0], sizeof used_port[0], "%s", port);
 }
 
@@ -192,7 +179,7 @@ raw_attach_net(struct qmp_sync *q, bool q35)
 	         "\"mac\":\"52:54:00:be:4c:01\"%s%s%s}",
 	         q35 ? ",\"bus\":\"" : "", port, q35 ? "\"" : "");
 	qmp_run(q, "device_add", args);
-	confirm(q, "bn");
+	confirm(q, "bn", port);
 	snprintf(used_port[1], sizeof used_port[1], "%s", port);
 }
 

@@ -1708,6 +1708,46 @@ add_prop(struct json_object *list, const char *name, const char *type)
 	json_object_array_add(list, p);
 }
 
+/* qom-list of the bus a bridge provides (/machine/peripheral/ID/ID, as for a pcie-root-port):
+ * one "child[N]" link per device on it, whether or not the firmware has numbered the bus. */
+static int
+bus_list(struct fq *fq, const char *path, struct fq_reply *r)
+{
+	const char *pre = "/machine/peripheral/", *id, *slash;
+	struct fq_device *d;
+	size_t n;
+	int k = 0;
+
+	if (strncmp(path, pre, strlen(pre)) != 0)
+		return 0;
+	id = path + strlen(pre);
+	slash = strchr(id, '/');
+	if (slash == NULL || strncmp(slash + 1, id, (size_t)(slash - id)) != 0 ||
+	    strlen(slash + 1) != (size_t)(slash - id))
+		return 0;
+	n = (size_t)(slash - id);
+	for (d = fq->devices; d != NULL; d = d->next)
+		if (d->id != NULL && strlen(d->id) == n && strncmp(d->id, id, n) == 0)
+			break;
+	if (d == NULL)
+		return 0;
+	r->ret = json_object_new_array();
+	add_prop(r->ret, "type", "string");
+	add_prop(r->ret, "realized", "bool");
+	for (d = fq->devices; d != NULL; d = d->next) {
+		if (d->bus != NULL && strlen(d->bus) == n && strncmp(d->bus, id, n) == 0) {
+			char *name = xprintf("child[%d]", k++),
+			     *type = xprintf("link<%s>", d->driver);
+
+			add_prop(r->ret, name, type);
+			free(name);
+			free(type);
+		}
+	}
+	add_prop(r->ret, "hotplug-handler", "link<hotplug-handler>");
+	return 1;
+}
+
 static void
 cmd_qom_list(struct fq *fq, struct json_object *args, struct fq_reply *r)
 {
@@ -1742,6 +1782,8 @@ cmd_qom_list(struct fq *fq, struct json_object *args, struct fq_reply *r)
 		return;
 	}
 	d = device_by_path(fq, path);
+	if (d == NULL && bus_list(fq, path, r))
+		return;
 	if (d == NULL) {
 		reply_error(r, "DeviceNotFound", "Device '%s' not found", path);
 		return;
