@@ -9,7 +9,7 @@ function(qvmd_e2e_test name)
   cmake_parse_arguments(T "" "TIMEOUT" "" ${ARGN})
   add_test(NAME ${name} COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/e2e/${name}.sh)
   if(NOT T_TIMEOUT)
-    set(T_TIMEOUT 300)
+    set(T_TIMEOUT 900)
   endif()
   set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "e2e;qemu" FIXTURES_REQUIRED qvmd_guest
     ENVIRONMENT "BIN_DIR=${CMAKE_BINARY_DIR};GUEST_DIR=${QVMD_GUEST_DIR};SRC_DIR=${CMAKE_SOURCE_DIR};ASAN_OPTIONS=detect_leaks=1")
