@@ -38,7 +38,14 @@ start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
 # --- 100 clients pipelining `list` without reading -------------------------------------------
 ctl list >/dev/null
 rss0=$(rss_kb)
-bound=$((rss0 + 64 * 1024))
+# Bounds in kB. Before the limits, this flood took a plain qvmd from 2 MiB to 450 MiB; now it peaks
+# near 10 MiB and ends near 4 MiB. Under ASan freed heap and its shadow are not given back.
+if grep -q libasan "/proc/$QVMD_PID/maps"; then
+	peak_mib=48 after_mib=32
+else
+	peak_mib=32 after_mib=8
+fi
+bound=$((rss0 + peak_mib * 1024))
 "$FLOOD" "$SOCK" 100 262144 6 >"$T/flood.out" 2>&1 &
 FLOOD_PID=$!
 peak=$rss0
@@ -62,7 +69,7 @@ done
 wait "$FLOOD_PID" 2>/dev/null
 FLOOD_PID=
 echo "# flood: $(tail -n 2 "$T/flood.out" | tr '\n' ' ') rss ${rss0} kB -> peak ${peak} kB"
-check "qvmd's RSS stays within 64 MiB of its start while 100 clients flood it" [ "$over" = 0 ]
+check "qvmd's RSS stays within $peak_mib MiB of its start while 100 clients flood it" [ "$over" = 0 ]
 check "another client's version is answered during the flood" [ "$version_ok" = 1 ]
 stats=$(grep '^connected' "$T/flood.out")
 # connected C refused R written W dropped D stalled S
@@ -72,9 +79,10 @@ check "every flooding client was stalled or dropped" [ "$(($8 + ${10}))" = 100 ]
 check "qvmd did not take all the flooding clients' requests" [ "$6" -lt $((100 * 262144)) ]
 # The clients are gone: qvmd's memory comes back near where it started.
 i=0
-while [ "$(rss_kb)" -gt $((rss0 + 16 * 1024)) ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ "$(rss_kb)" -gt $((rss0 + after_mib * 1024)) ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 echo "# rss after the flood: $(rss_kb) kB"
-check "qvmd's RSS is back within 16 MiB of its start after the flood" [ "$(rss_kb)" -le $((rss0 + 16 * 1024)) ]
+check "qvmd's RSS is back within $after_mib MiB of its start after the flood" \
+	[ "$(rss_kb)" -le $((rss0 + after_mib * 1024)) ]
 
 # --- 1000 idle connections against a limit of 256 descriptors ------------------------------------
 "$FLOOD" "$SOCK" 1000 0 60 >"$T/idle.out" 2>&1 &
