@@ -2,11 +2,12 @@
  * ctlflood SOCKET CLIENTS BYTES HOLD: a crowd of control clients that never read. Opens CLIENTS
  * non-blocking connections (a connect the listener's backlog refuses is counted, not retried),
  * prints "ready connected C refused R", then writes BYTES of {"cmd":"list"} lines on each until
- * every connection has taken them all, was closed by the daemon, or none made progress for 3 s.
- * Then it holds the connections, still not reading, for HOLD seconds and prints
- * "connected C refused R written W dropped D stalled S": dropped = closed (or shut down) by the
- * daemon, stalled = still open with requests the daemon did not take. "last: LINE" follows with
- * the last line the first dropped connection received. With BYTES 0 the connections stay silent.
+ * every connection has taken them all, was closed by the daemon, or none made progress for 3 s,
+ * and prints "flooded" and the counts below. Then it holds the connections, still not reading, for
+ * HOLD seconds and prints "connected C refused R written W dropped D stalled S": dropped = closed
+ * (or shut down) by the daemon, stalled = still open with requests the daemon did not take. "last:
+ * LINE" follows with the last line the first dropped connection received. With BYTES 0 the
+ * connections stay silent.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -159,6 +160,15 @@ main(int argc, char **argv)
 			cn->off = (cn->off + (size_t)w) % pattern_len;
 		}
 	}
+
+	for (int i = 0; i < nclients; i++) {
+		if (conns[i].fd >= 0 && conns[i].left > 0)
+			stalled++;
+	}
+	printf("flooded connected %d refused %d written %zu dropped %d stalled %d\n", connected,
+	       refused, written, dropped, stalled);
+	fflush(stdout);
+	stalled = 0;
 
 	/* Hold, still not reading; note what the daemon closes. */
 	end = now_ms() + (long long)hold * 1000;
