@@ -187,6 +187,28 @@ client_free_deferred(evutil_socket_t fd, short what, void *arg)
 	control_listen(c);
 }
 
+/* Empties a client's output. A socket bufferevent freezes the start of its output buffer (only
+ * it may take from there): unfreeze it for the moment. */
+static void
+client_discard_output(struct client *cl, size_t keep)
+{
+	struct evbuffer *out = bufferevent_get_output(cl->bev);
+	struct evbuffer *head;
+
+	evbuffer_unfreeze(out, 1);
+	if (keep == 0) {
+		evbuffer_drain(out, evbuffer_get_length(out));
+	} else {
+		if ((head = evbuffer_new()) == NULL)
+			fatal("out of memory");
+		evbuffer_remove_buffer(out, head, keep);
+		evbuffer_drain(out, evbuffer_get_length(out));
+		evbuffer_add_buffer(out, head);
+		evbuffer_free(head);
+	}
+	evbuffer_freeze(out, 1);
+}
+
 /* Drops a client; the memory goes on the next loop turn (we may be in its callback). Its buffers
  * go at once. */
 static void
@@ -202,8 +224,7 @@ client_drop(struct client *cl, const char *why)
 	if (cl->bev != NULL) {
 		bufferevent_disable(cl->bev, EV_READ | EV_WRITE);
 		bufferevent_setcb(cl->bev, NULL, NULL, NULL, NULL);
-		evbuffer_drain(bufferevent_get_output(cl->bev),
-		               evbuffer_get_length(bufferevent_get_output(cl->bev)));
+		client_discard_output(cl, 0);
 		evbuffer_drain(bufferevent_get_input(cl->bev),
 		               evbuffer_get_length(bufferevent_get_input(cl->bev)));
 	}
@@ -307,8 +328,8 @@ client_send(struct client *cl, struct json_object *o)
 		return;
 	out = bufferevent_get_output(cl->bev);
 	queued = evbuffer_get_length(out);
-	if (queued > CLIENT_MAX_OUTPUT ||
-	    (cl->c->out_total > CONTROL_MAX_OUTPUT && queued > CLIENT_OUTPUT_LOW)) {
+	if (!cl->closing && (queued > CLIENT_MAX_OUTPUT || (cl->c->out_total > CONTROL_MAX_OUTPUT &&
+	                                                    queued > CLIENT_OUTPUT_LOW))) {
 		log_warn("control: client %llu does not read its output (%zu bytes queued): "
 		         "dropping it",
 		         (unsigned long long)cl->serial, queued);
@@ -367,18 +388,12 @@ client_close(struct client *cl, const char *code, const char *message, bool disc
 	evbuffer_drain(in, evbuffer_get_length(in));
 	if (discard) {
 		struct evbuffer_ptr nl = evbuffer_search(out, "\n", 1, NULL);
-		struct evbuffer *head = evbuffer_new();
 
-		if (head == NULL)
-			fatal("out of memory");
-		if (nl.pos >= 0)
-			evbuffer_remove_buffer(out, head, (size_t)nl.pos + 1);
-		evbuffer_drain(out, evbuffer_get_length(out));
-		evbuffer_add_buffer(out, head);
-		evbuffer_free(head);
+		client_discard_output(cl, nl.pos >= 0 ? (size_t)nl.pos + 1 : 0);
 	}
 	bufferevent_disable(cl->bev, EV_READ);
 	cl->paused = false;
+	cl->closing = true; /* no limit applies to the last line */
 	client_error(cl, NULL, code, message);
 	cl->last = true;
 	client_finish(cl);
