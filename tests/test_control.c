@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -277,6 +278,7 @@ test_control_crowd_leaves_descriptors(void **state)
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with the test, however it ends */
 		setrlimit(RLIMIT_NOFILE, &old);
 		for (int i = 0; i < 1000; i++) {
 			struct sockaddr_un sun = {.sun_family = AF_UNIX};
