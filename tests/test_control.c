@@ -303,8 +303,12 @@ test_control_crowd_leaves_descriptors(void **state)
 	/* A new client gets in: the longest idle one makes room. */
 	fd = connect_client();
 	write_all(fd, "{\"id\":1,\"cmd\":\"version\"}\n", 25);
-	run_for(50);
-	assert_int_equal(read_lines(fd, last, sizeof last, NULL), 1);
+	for (int i = 0; i < 200 && n == 64; i++) {
+		run_for(50);
+		if (read_lines(fd, last, sizeof last, NULL) == 1)
+			n = 0;
+	}
+	assert_int_equal(n, 0);
 	assert_non_null(strstr(last, "\"ok\":true"));
 	close(fd);
 	kill(pid, SIGKILL);
