@@ -36,6 +36,8 @@ for t in $TARGETS; do
 	cmake --build "$BUILD" -j"$(nproc)" --target "fuzz_$t" >/dev/null
 done
 
+# ASan's default 256 MiB quarantine makes every allocation touch fresh pages: 2-3x slower here.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-quarantine_size_mb=16}
 OUT=$BUILD/fuzz-out
 failed=0
 for t in $TARGETS; do

@@ -10,7 +10,8 @@
  * Input: byte 0 chooses the set-up, the rest is what the peer sends.
  *   bit 0    trace callback on (keeps the first bytes of each message)
  *   bit 1    max_message 512 instead of the default
- *   bits 2-4 0: everything in one write; k: writes of 2^(k-1) bytes, the loop run after each
+ *   bits 2-4 0: everything in one write; k: writes of 2^(k-1) bytes (at most 64 writes), the
+ *            loop run after each
  *   bit 5    the third command passes a file descriptor (SCM_RIGHTS), queued before the greeting
  * Events steer the harness: "X-CLOSE" closes the connection, "X-EXEC" and "X-EXECFD" send a
  * command, "X-CANCEL" cancels the oldest pending one; a reply whose "return" is an object with a
@@ -33,8 +34,9 @@
 #include "fuzz_util.h"
 #include "qmp.h"
 
-#define MAX_CMDS  32
-#define MAX_PUMPS 100000 /* loop turns after EOF before the client counts as hung */
+#define MAX_CMDS   32
+#define MAX_PUMPS  100000 /* loop turns after EOF before the client counts as hung */
+#define MAX_WRITES 64     /* writes per input: the fuzzer's time goes to the parser */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -218,8 +220,9 @@ pump(struct event_base *base, struct run *r, int client, int peer)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	/* One loop for every run, as in the daemon: what a connection leaves behind shows. */
+	static struct event_base *base;
 	struct qmp_callbacks cbs = {0};
-	struct event_base *base;
 	struct json_object *args;
 	struct run r;
 	char *cause = NULL;
@@ -234,7 +237,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size--;
 	memset(&r, 0, sizeof(r));
 	r.fd = -1;
-	base = event_base_new();
+	if (base == NULL)
+		base = event_base_new();
 	FUZZ_CHECK(base != NULL);
 	FUZZ_CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
 	cbs.ready = ready_cb;
@@ -258,8 +262,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	run_exec(&r, (flags & 0x20) ? "getfd" : "query-name", NULL, (flags & 0x20) != 0);
 	FUZZ_CHECK(qmp_conn_connect_fd(r.conn, sv[0], &cause) == 0);
 
-	chunk =
-	    ((flags >> 2) & 7) == 0 ? (size > 0 ? size : 1) : (size_t)1 << (((flags >> 2) & 7) - 1);
+	chunk = ((flags >> 2) & 7) == 0 ? size : (size_t)1 << (((flags >> 2) & 7) - 1);
+	if (chunk < (size + MAX_WRITES - 1) / MAX_WRITES)
+		chunk = (size + MAX_WRITES - 1) / MAX_WRITES;
+	if (chunk == 0)
+		chunk = 1;
 	for (off = 0; off < size && r.closed_calls == 0;) {
 		size_t n = size - off < chunk ? size - off : chunk;
 		ssize_t w = send(sv[1], data + off, n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -287,6 +294,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	qmp_conn_free(r.conn);
 	close(r.fd);
 	close(sv[1]);
-	event_base_free(base);
+	/* The bufferevent is finalized on a later loop turn; then nothing may be left. */
+	for (int turns = 0; event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) > 0; turns++) {
+		FUZZ_CHECK(turns < MAX_PUMPS);
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	FUZZ_CHECK(event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED) == 0);
 	return 0;
 }
