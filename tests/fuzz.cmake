@@ -33,6 +33,8 @@ if(QVMD_FUZZ)
               LIBS PkgConfig::INIH)
   qvmd_fuzzer(daemon SOURCES ${QVMD_FUZZ_CONFIG_SRC} INCLUDES ${CMAKE_SOURCE_DIR}/config
               LIBS PkgConfig::INIH)
+  qvmd_fuzzer(write SOURCES ${QVMD_FUZZ_CONFIG_SRC} INCLUDES ${CMAKE_SOURCE_DIR}/config
+              LIBS PkgConfig::INIH)
   qvmd_fuzzer(qmp SOURCES ${QVMD_FUZZ_QMP_SRC} INCLUDES ${CMAKE_SOURCE_DIR}/qmp
               LIBS PkgConfig::JSONC PkgConfig::LIBEVENT)
 endif()
