@@ -95,37 +95,18 @@ daemon_check(struct daemon_config *c, const int *lines, int sec_line, struct cfg
 }
 
 int
-cfg_daemon_load(const char *path, struct daemon_config *out, struct cfg_errors *errs)
+cfg_daemon_load_text(const char *path, const char *text, size_t len, struct daemon_config *out,
+                     struct cfg_errors *errs)
 {
 	struct cfg_diag d;
 	struct ini_doc doc;
 	int lines[DK_COUNT] = {0}, sec_line = 0;
-	char *text;
-	size_t len;
 	bool failed;
 
 	daemon_defaults(out);
-	if (path == NULL) {
-		daemon_derived(out);
-		return 0;
-	}
-	if (strcmp(path, CFG_DAEMON_CONF_DEFAULT) == 0) {
-		struct stat st;
-
-		if (stat(path, &st) < 0 && errno == ENOENT) {
-			daemon_derived(out);
-			return 0;
-		}
-	}
 	cfg_diag_init(&d, path);
-	if (cfg_read_diag(path, &text, &len, &d) < 0) {
-		cfg_diag_flush(&d, errs);
-		cfg_daemon_free(out);
-		return -1;
-	}
 	out->path = cfg_xstrdup(path);
 	ini_lex(text, len, &doc, &d);
-	free(text);
 	for (size_t i = 0; i < doc.n; i++) {
 		const struct ini_section *s = &doc.secs[i];
 		char *label;
@@ -151,6 +132,34 @@ cfg_daemon_load(const char *path, struct daemon_config *out, struct cfg_errors *
 		return -1;
 	}
 	return 0;
+}
+
+int
+cfg_daemon_load(const char *path, struct daemon_config *out, struct cfg_errors *errs)
+{
+	struct cfg_diag d;
+	char *text;
+	size_t len;
+	int ret;
+
+	if (path == NULL || strcmp(path, CFG_DAEMON_CONF_DEFAULT) == 0) {
+		struct stat st;
+
+		if (path == NULL || (stat(path, &st) < 0 && errno == ENOENT)) {
+			daemon_defaults(out);
+			daemon_derived(out);
+			return 0;
+		}
+	}
+	cfg_diag_init(&d, path);
+	if (cfg_read_diag(path, &text, &len, &d) < 0) {
+		memset(out, 0, sizeof(*out));
+		cfg_diag_flush(&d, errs);
+		return -1;
+	}
+	ret = cfg_daemon_load_text(path, text, len, out, errs);
+	free(text);
+	return ret;
 }
 
 void

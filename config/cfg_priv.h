@@ -160,5 +160,8 @@ bool cfg_has_control(const char *s);
  */
 struct vm_config *cfg_vm_load_text(const char *path, const char *text, size_t len,
                                    struct cfg_errors *errs);
+/* Loads qvmd.conf from text already in memory; path is used for messages. Returns 0 or -1. */
+int cfg_daemon_load_text(const char *path, const char *text, size_t len, struct daemon_config *out,
+                         struct cfg_errors *errs);
 
 #endif

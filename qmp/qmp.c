@@ -303,8 +303,16 @@ qmp_conn_greeting(const struct qmp_conn *conn)
 	/* A parsed greeting costs a few KiB of hash tables: keep the string and parse on demand. */
 	struct qmp_conn *c = (struct qmp_conn *)conn;
 
-	if (c->greeting_obj == NULL && c->greeting != NULL)
-		c->greeting_obj = json_tokener_parse(c->greeting);
+	struct json_tokener *tok;
+
+	/* With the connection's depth limit: json_tokener_parse stops at 32 and would give NULL. */
+	if (c->greeting_obj == NULL && c->greeting != NULL) {
+		tok = json_tokener_new_ex(QMP_JSON_DEPTH);
+		if (tok == NULL)
+			abort();
+		c->greeting_obj = json_tokener_parse_ex(tok, c->greeting, -1);
+		json_tokener_free(tok);
+	}
 	return c->greeting_obj;
 }
 

@@ -1278,6 +1278,34 @@ test_qmp_idle_connection_memory(void **state)
 	event_base_free(base);
 }
 
+/* Found by fuzz_qmp: a greeting nested deeper than json-c's default limit of 32 was accepted by
+ * the connection but qmp_conn_greeting() gave NULL for it. */
+static void
+test_qmp_deep_greeting_handed_out(void **state)
+{
+	struct t *t = *state;
+	struct json_object *g, *v;
+	char msg[256];
+	int n, depth = 40;
+
+	start(t);
+	n = snprintf(msg, sizeof(msg), "{\"QMP\": {\"version\": {}, \"deep\": ");
+	for (int i = 0; i < depth; i++)
+		msg[n++] = '[';
+	for (int i = 0; i < depth; i++)
+		msg[n++] = ']';
+	snprintf(msg + n, sizeof(msg) - (size_t)n, "}}\r\n");
+	fake_qmp_send(t->fq, msg);
+	fake_qmp_expect(t->fq, "qmp_capabilities", NULL, "{\"return\": {}}");
+	run_until(t, &t->ready);
+	assert_int_equal(t->ready, 1);
+	g = qmp_conn_greeting(t->conn);
+	assert_non_null(g);
+	assert_true(json_object_object_get_ex(g, "deep", &v));
+	assert_true(json_object_is_type(v, json_type_array));
+	fake_qmp_assert_done(t->fq);
+}
+
 int
 main(void)
 {
@@ -1318,6 +1346,7 @@ main(void)
 	    T(test_qmp_connect_path),
 	    T(test_qmp_trace_bounded),
 	    cmocka_unit_test(test_qmp_idle_connection_memory),
+	    T(test_qmp_deep_greeting_handed_out),
 	};
 #undef T
 
