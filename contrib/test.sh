@@ -1,6 +1,6 @@
 #!/bin/sh
-# Installs what is needed, builds qvmd with AddressSanitizer + UBSan, builds the test guest and runs
-# every test. Exits non-zero if anything fails.
+# Installs what is needed, builds qvmd with AddressSanitizer + UBSan, builds the test guest, runs
+# every fuzz harness briefly and every test. Exits non-zero if anything fails.
 set -eu
 cd "$(dirname "$0")/.."
 sh contrib/deps.sh
@@ -8,5 +8,7 @@ BUILD=${QVMD_BUILD_DIR:-build-test}
 cmake -S . -B "$BUILD" -DQVMD_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build "$BUILD" -j"$(nproc)"
 sh contrib/guest/build.sh "$BUILD/guest"
+# Every fuzz harness (libFuzzer, clang) for a short time from its seed corpus: any crash fails.
+sh contrib/fuzz.sh "${QVMD_FUZZ_SECONDS:-20}"
 cd "$BUILD"
 ctest --output-on-failure --timeout 900
