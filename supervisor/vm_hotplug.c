@@ -19,11 +19,11 @@
  * The record in devices.json is written before anything is sent to QEMU: an attach or detach
  * whose record cannot be written is refused with QEMU untouched.
  */
+#include "vm_job.h"
 #include "vm_private.h"
 
 #include "argv.h"
 #include "cfg.h"
-#include "daemon.h"
 #include "log.h"
 #include "proc.h"
 #include "qmp.h"
@@ -49,6 +49,7 @@
 
 struct hp_op {
 	struct vm *vm;
+	struct vm_job *job; /* the job carrying the operation (it owns the op) */
 	bool detach;
 	bool is_disk;
 	struct cfg_disk disk;
@@ -134,6 +135,43 @@ hp_new(struct vm *vm)
 	return op;
 }
 
+static void
+hp_job_free(void *data)
+{
+	hp_free(data);
+}
+
+/* QEMU went away during an attach: an image made for it goes too (the rest went with QEMU). When
+ * qvmd exits instead, the job just ends: devices.json keeps the attach as "attaching" and the
+ * next qvmd finishes or undoes it. */
+static bool
+attach_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
+{
+	struct hp_op *op = job->data;
+
+	if (op->created && op->disk.file != NULL && unlink(op->disk.file) == 0)
+		log_info("vm %s: removed image %s created for the attach", op->vm->name,
+		         op->disk.file);
+	op->created = false;
+	return false;
+}
+
+static void detach_timer(struct vm_job *job);
+
+static const struct vm_job_kind attach_kind = {
+    .name = "attach",
+    .op = VM_OP_ATTACH,
+    .qemu_gone = attach_qemu_gone,
+    .free = hp_job_free,
+};
+
+static const struct vm_job_kind detach_kind = {
+    .name = "detach",
+    .op = VM_OP_DETACH,
+    .timer = detach_timer,
+    .free = hp_job_free,
+};
+
 /* Ends the job with op's outcome and frees op; an attach's final state is written to the run
  * directory after the client has its answer. If that write fails, the record written before
  * QEMU was touched ("attaching", on its port) stays, and a restarted qvmd resolves it the same
@@ -144,13 +182,11 @@ hp_finish(struct hp_op *op, struct json_object *result, const char *code, const 
 	struct vm *vm = op->vm;
 	bool attach = !op->detach;
 
-	if (vm->job && vm->job->op == op)
-		vm->job->op = NULL;
+	/* The job owns op: vm_job_done frees it (after formatting msg, which may be op's). */
 	if (code)
-		vm_job_finish(vm, NULL, code, "%s", msg);
+		vm_job_done(op->job, NULL, code, "%s", msg);
 	else
-		vm_job_finish(vm, result, NULL, NULL);
-	hp_free(op);
+		vm_job_done(op->job, result, NULL, NULL);
 	if (attach)
 		vm_devs_save(vm);
 }
@@ -364,7 +400,7 @@ hp_create_image(struct hp_op *op)
 		free(cause);
 		return;
 	}
-	op->img_ev = event_new(op->vm->d->base, op->img_pidfd, EV_READ, img_done, op);
+	op->img_ev = event_new(op->vm->env.base, op->img_pidfd, EV_READ, img_done, op);
 	event_add(op->img_ev, NULL);
 }
 
@@ -684,7 +720,7 @@ hp_begin(struct hp_op *op)
 		hp_fail(
 		    op, "failed",
 		    "vm %s: cannot record %s in the run directory (%s): %s; nothing was attached",
-		    vm->name, dev->id, vm->d->conf->run_dir, strerror(errno));
+		    vm->name, dev->id, vm->env.conf->run_dir, strerror(errno));
 		return;
 	}
 	if (op->create_size > 0)
@@ -790,7 +826,7 @@ path_allowed(const struct vm *vm, const char *path, bool create)
 	} else if (realpath(path, real) == NULL) {
 		return false;
 	}
-	for (char **d = vm->d->conf->image_dirs; d && *d && !ok; d++) {
+	for (char **d = vm->env.conf->image_dirs; d && *d && !ok; d++) {
 		char rd[PATH_MAX];
 		size_t n;
 
@@ -916,8 +952,7 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	struct hp_op *op;
 	char *why;
 
-	if (vm->job && refuse(cb, arg, "busy",
-	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+	if (!vm_job_admit(vm, VM_OP_ATTACH, cb, arg))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, disk->id, persist, cb, arg) ||
 	    refuse_no_port(vm, cb, arg))
@@ -969,7 +1004,7 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	op->disk.size = 0;
 	op->persist = persist;
 	op->create_size = create_size;
-	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
+	op->job = vm_job_new(vm, &attach_kind, op, cb, arg);
 	hp_begin(op);
 }
 
@@ -980,8 +1015,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 	struct cfg_net n = *net;
 	char *cause = NULL;
 
-	if (vm->job && refuse(cb, arg, "busy",
-	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+	if (!vm_job_admit(vm, VM_OP_ATTACH, cb, arg))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, net->id, persist, cb, arg) ||
 	    refuse_no_port(vm, cb, arg))
@@ -1042,7 +1076,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 			return;
 		}
 	}
-	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
+	op->job = vm_job_new(vm, &attach_kind, op, cb, arg);
 	hp_begin(op);
 }
 
@@ -1158,15 +1192,18 @@ hp_detached(struct hp_op *op)
 	hp_finish(op, res, NULL, NULL);
 }
 
+/* DEVICE_DELETED: the guest released a device. The detach waiting for it finishes; a removal
+ * nobody waits for any more (its detach timed out) is completed all the same. */
 void
-vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data)
+vm_hotplug_device_deleted(struct vm *vm, struct json_object *data)
 {
+	struct vm_job *job = vm_job_find(vm, &detach_kind);
+	struct hp_op *op = job != NULL ? job->data : NULL;
 	struct json_object *v;
 	struct vm_dev *dev;
-	struct hp_op *op = vm->job ? vm->job->op : NULL;
 
 	/* Each virtio device_del brings two DEVICE_DELETED: only the second names the device. */
-	if (strcmp(name, "DEVICE_DELETED") != 0 || !json_object_object_get_ex(data, "device", &v))
+	if (!json_object_object_get_ex(data, "device", &v))
 		return;
 	dev = vm_devs_find(vm, json_object_get_string(v));
 	if (dev == NULL)
@@ -1215,14 +1252,13 @@ device_del_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 }
 
 /* The guest did not let go in time: the device stays "removal pending" until it does. */
-void
-vm_detach_timeout(struct vm *vm)
+static void
+detach_timer(struct vm_job *job)
 {
-	struct hp_op *op = vm->job ? vm->job->op : NULL;
+	struct hp_op *op = job->data;
+	struct vm *vm = op->vm;
 	char *msg;
 
-	if (op == NULL || !op->detach)
-		return;
 	if (op->released) {
 		msg = xasprintf("vm %s: %s removed from the guest, but QEMU did not confirm the "
 		                "deletion of its backend within %" PRIu64 " ms",
@@ -1247,8 +1283,7 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 	char *cause = NULL;
 	bool in_file;
 
-	if (vm->job && refuse(cb, arg, "busy",
-	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+	if (!vm_job_admit(vm, VM_OP_DETACH, cb, arg))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg))
 		return;
@@ -1307,30 +1342,14 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 		refuse(cb, arg, "failed",
 		       xasprintf("vm %s: cannot record the removal of %s in the run directory "
 		                 "(%s): %s; nothing was changed",
-		                 vm->name, id, vm->d->conf->run_dir, strerror(err)));
+		                 vm->name, id, vm->env.conf->run_dir, strerror(err)));
 		return;
 	}
-	vm_job_start(vm, VM_JOB_DETACH, cb, arg)->op = op;
-	vm_job_arm_timer(vm, op->timeout_ms);
+	op->job = vm_job_new(vm, &detach_kind, op, cb, arg);
+	vm_job_arm(op->job, op->timeout_ms);
 	hp_batch(op);
 	if (!hp_send(op, "device_del", obj1("id", id), device_del_sent))
 		device_del_refused(op, "failed", "qmp connection lost");
-}
-
-/* The operation in flight ends unanswered: QEMU went away (qemu_gone: an image made for the
- * attach is removed), or qvmd is exiting (devices.json keeps an attach as "attaching": the next
- * qvmd finishes or undoes it). */
-void
-vm_hotplug_abort(struct vm *vm, bool qemu_gone)
-{
-	struct hp_op *op = vm->job ? vm->job->op : NULL;
-
-	if (op == NULL)
-		return;
-	vm->job->op = NULL;
-	if (qemu_gone && op->created && op->disk.file)
-		unlink(op->disk.file);
-	hp_free(op);
 }
 
 /* ---- after a daemon restart ---- */
