@@ -86,7 +86,7 @@ void
 vm_job_done(struct vm_job *job, struct json_object *result, const char *code, const char *fmt, ...)
 {
 	struct vm *vm = job->vm;
-	char *msg = NULL;
+	char *msg = NULL, *code_copy;
 	va_list ap;
 
 	if (job->ending) {
@@ -109,16 +109,18 @@ vm_job_done(struct vm_job *job, struct json_object *result, const char *code, co
 		va_end(ap);
 		log_warn("%s", msg);
 	}
-	/* The message may quote the job's data: it is formatted before the data goes. */
+	/* The code and message may point into the job's data: both are copied before it goes. */
+	code_copy = code != NULL ? xstrdup(code) : NULL;
 	if (job->kind->free != NULL)
 		job->kind->free(job->data);
 	for (size_t i = 0; i < job->nwaiters; i++)
-		job->waiters[i].cb(result ? json_object_get(result) : NULL, code, msg,
+		job->waiters[i].cb(result ? json_object_get(result) : NULL, code_copy, msg,
 		                   job->waiters[i].arg);
 	if (job->cb != NULL)
-		job->cb(result, code, msg, job->arg);
+		job->cb(result, code_copy, msg, job->arg);
 	else
 		json_object_put(result);
+	free(code_copy);
 	free(msg);
 	free(job->waiters);
 	free(job->calls);

@@ -99,7 +99,8 @@ bool vm_job_admit(struct vm *vm, enum vm_op op, vm_done_cb cb, void *arg);
 struct vm_job *vm_job_new(struct vm *vm, const struct vm_job_kind *kind, void *data, vm_done_cb cb,
                           void *arg);
 /* Ends the job: answers its requester and waiters (result taken; code NULL on success, else the
- * error code and a message), cancels its QMP commands and timer, frees it. */
+ * error code and a message; both may point into the job's data), cancels its QMP commands and
+ * timer, frees it. */
 void vm_job_done(struct vm_job *job, struct json_object *result, const char *code, const char *fmt,
                  ...) __attribute__((format(printf, 4, 5)));
 /* Answers the requester now; the job goes on (powerdown --no-wait). Takes result. */
@@ -114,8 +115,6 @@ void vm_job_arm(struct vm_job *job, uint64_t ms);
  */
 int64_t vm_job_send(struct vm_job *job, const char *command, struct json_object *args, int fd,
                     int timeout_ms, qmp_reply_cb cb, void *arg, char **cause);
-/* A command of the job was answered: it is no longer cancelled when the job ends. */
-void vm_job_answered(struct vm_job *job, int64_t id);
 
 /* The VM's jobs: the ordinary one, the background one. */
 struct vm_job *vm_job_current(const struct vm *vm);
