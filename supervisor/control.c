@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -16,28 +17,72 @@
 #include <event2/listener.h>
 #include <grp.h>
 #include <json-c/json.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
-#define CLIENT_MAX_OUTPUT (16 * 1024 * 1024) /* a subscriber this far behind is dropped */
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+/*
+ * What one client may cost the daemon. A client is read only while it keeps up with its answers:
+ * with more than CLIENT_OUTPUT_LOW bytes written for it and not yet taken by its socket, or
+ * CLIENT_MAX_PENDING requests unanswered, its further requests stay in the kernel until it reads,
+ * so a client that pipelines requests without reading stalls itself and costs nothing. Output that
+ * does not depend on its requests (events) can still pile up: a client with more than
+ * CLIENT_MAX_OUTPUT queued is dropped, and so is any client more than CLIENT_OUTPUT_LOW behind
+ * while all clients together have more than CONTROL_MAX_OUTPUT queued. A client with no request
+ * in flight, nothing queued and no subscription is closed after CONTROL_IDLE_TIMEOUT seconds
+ * without a request (QVMD_TEST_IDLE_TIMEOUT in the environment overrides it, for tests).
+ */
+#define CLIENT_OUTPUT_LOW    (64 * 1024)
+#define CLIENT_MAX_OUTPUT    (4 * 1024 * 1024)
+#define CONTROL_MAX_OUTPUT   (32 * 1024 * 1024)
+#define CLIENT_MAX_PENDING   256
+#define CONTROL_IDLE_TIMEOUT 60
+/* A closing client gets this long to take its last lines (and to close its side). */
+#define CLIENT_LINGER 5
+/* After freeing this much queued output, memory goes back to the system. */
+#define CONTROL_TRIM_ABOVE (1024 * 1024)
+
+/*
+ * Descriptors. Starting a VM needs descriptors (QMP socket, pidfd, log, taps, qemu-img's pipes):
+ * clients may hold at most RLIMIT_NOFILE - (descriptors open when the socket was created) -
+ * CONTROL_FD_RESERVE - CONTROL_FD_PER_VM per defined VM, and never fewer than CONTROL_MIN_CLIENTS.
+ * At that limit a new connection replaces the client idle the longest (at least
+ * CONTROL_EVICT_AGE_MS without a request, as nginx reuses keepalive connections); when none is
+ * idle it is refused and accepting stops until a client goes away. EMFILE or ENFILE from accept
+ * stop accepting for a second (as tmux does).
+ */
+#define CONTROL_FD_RESERVE   64
+#define CONTROL_FD_PER_VM    8
+#define CONTROL_MIN_CLIENTS  4
+#define CONTROL_EVICT_AGE_MS 1000
 
 struct client {
-	TAILQ_ENTRY(client) entry;
+	TAILQ_ENTRY(client) entry; /* least recently active first */
 	struct control *c;
 	uint64_t serial;
-	struct bufferevent *bev;
+	struct bufferevent *bev; /* NULL once closed */
+	struct event *idle_ev;
+	int64_t active_ms; /* last request or answer */
 	bool subscribed;
 	char *sub_vm;     /* NULL: every VM */
 	unsigned pending; /* requests not answered yet */
+	bool paused;      /* not reading: too far behind */
 	bool eof;         /* the client shut down its side: close once everything is answered */
 	bool closing;     /* flush, then close */
+	bool last;        /* the last line is queued: send nothing more */
 	bool shut;        /* our side is shut down: waiting for the peer's EOF */
 	bool dead;
 };
@@ -46,16 +91,24 @@ struct control {
 	struct daemon *d;
 	struct evconnlistener *listener;
 	struct event *retry_ev;
+	bool accept_paused;
 	char *path;
 	gid_t gid;
 	bool have_gid;
 	uint64_t next_serial;
 	size_t nclients;
+	size_t nfds;      /* clients' descriptors still open (dropped ones until freed) */
+	size_t fds_base;  /* descriptors open when the socket was created */
+	size_t out_total; /* output queued for all clients */
+	bool trim;        /* much output was queued: give memory back once it is gone */
+	const struct timeval *idle_tv;
 	TAILQ_HEAD(, client) clients;
 };
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void client_write_cb(struct bufferevent *bev, void *arg);
+static void control_listen(struct control *c);
 
 struct daemon *
 control_daemon(struct control *c)
@@ -69,17 +122,95 @@ control_clients(const struct control *c)
 	return c->nclients;
 }
 
+static int64_t
+mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Gives freed buffers back to the system once a burst of queued output is gone. */
+static void
+control_trim(struct control *c)
+{
+	if (!c->trim || c->out_total > CLIENT_OUTPUT_LOW)
+		return;
+	c->trim = false;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
+/* Keeps the total of queued output across clients. */
+static void
+client_output_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct control *c = arg;
+
+	c->out_total += info->n_added;
+	c->out_total -= info->n_deleted;
+	if (c->out_total > CONTROL_TRIM_ABOVE)
+		c->trim = true;
+}
+
+/* Closes the client's socket now: libevent 2.1 would close it only on a later loop turn, and a
+ * burst of evictions must really make room. */
+static void
+client_close_bev(struct client *cl)
+{
+	evutil_socket_t fd;
+
+	if (cl->bev == NULL)
+		return;
+	fd = bufferevent_getfd(cl->bev);
+	bufferevent_setfd(cl->bev, -1);
+	bufferevent_free(cl->bev);
+	cl->bev = NULL;
+	if (fd >= 0)
+		close(fd);
+	cl->c->nfds--;
+}
+
 static void
 client_free_deferred(evutil_socket_t fd, short what, void *arg)
 {
 	struct client *cl = arg;
+	struct control *c = cl->c;
 
-	bufferevent_free(cl->bev);
+	client_close_bev(cl);
+	event_free(cl->idle_ev);
 	free(cl->sub_vm);
 	free(cl);
+	control_trim(c);
+	control_listen(c);
 }
 
-/* Drops a client; the memory goes on the next loop turn (we may be in its callback). */
+/* Empties a client's output. A socket bufferevent freezes the start of its output buffer (only
+ * it may take from there): unfreeze it for the moment. */
+static void
+client_discard_output(struct client *cl, size_t keep)
+{
+	struct evbuffer *out = bufferevent_get_output(cl->bev);
+	struct evbuffer *head;
+
+	evbuffer_unfreeze(out, 1);
+	if (keep == 0) {
+		evbuffer_drain(out, evbuffer_get_length(out));
+	} else {
+		if ((head = evbuffer_new()) == NULL)
+			fatal("out of memory");
+		evbuffer_remove_buffer(out, head, keep);
+		evbuffer_drain(out, evbuffer_get_length(out));
+		evbuffer_add_buffer(out, head);
+		evbuffer_free(head);
+	}
+	evbuffer_freeze(out, 1);
+}
+
+/* Drops a client; the memory goes on the next loop turn (we may be in its callback). Its buffers
+ * go at once. */
 static void
 client_drop(struct client *cl, const char *why)
 {
@@ -89,18 +220,88 @@ client_drop(struct client *cl, const char *why)
 	log_debug("control: client %llu gone: %s", (unsigned long long)cl->serial, why);
 	TAILQ_REMOVE(&cl->c->clients, cl, entry);
 	cl->c->nclients--;
-	bufferevent_disable(cl->bev, EV_READ | EV_WRITE);
+	evtimer_del(cl->idle_ev);
+	if (cl->bev != NULL) {
+		bufferevent_disable(cl->bev, EV_READ | EV_WRITE);
+		bufferevent_setcb(cl->bev, NULL, NULL, NULL, NULL);
+		client_discard_output(cl, 0);
+		evbuffer_drain(bufferevent_get_input(cl->bev),
+		               evbuffer_get_length(bufferevent_get_input(cl->bev)));
+	}
 	event_base_once(cl->c->d->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
+}
+
+/* Whether the client is too far behind to be given more work. */
+static bool
+client_behind(struct client *cl)
+{
+	return evbuffer_get_length(bufferevent_get_output(cl->bev)) > CLIENT_OUTPUT_LOW ||
+	       cl->pending >= CLIENT_MAX_PENDING;
+}
+
+/* Whether the client costs nothing but its descriptor: nothing asked, nothing owed. */
+static bool
+client_idle(struct client *cl)
+{
+	return !cl->dead && !cl->closing && !cl->subscribed && cl->pending == 0 &&
+	       evbuffer_get_length(bufferevent_get_output(cl->bev)) == 0;
+}
+
+/* Records activity: restarts the idle clock and moves the client to the end of the list. */
+static void
+client_touch(struct client *cl)
+{
+	if (cl->dead)
+		return;
+	cl->active_ms = mono_ms();
+	TAILQ_REMOVE(&cl->c->clients, cl, entry);
+	TAILQ_INSERT_TAIL(&cl->c->clients, cl, entry);
+	evtimer_add(cl->idle_ev, cl->c->idle_tv);
+}
+
+/* Reads requests again once the client has caught up; what is already buffered is handled on the
+ * next loop turn (not here: we may be answering one of its requests). */
+static void
+client_resume(struct client *cl)
+{
+	if (!cl->paused || cl->dead || cl->closing || client_behind(cl))
+		return;
+	cl->paused = false;
+	if (!cl->eof)
+		bufferevent_enable(cl->bev, EV_READ);
+	bufferevent_trigger(cl->bev, EV_READ,
+	                    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* Flushes what is queued (within CLIENT_LINGER), then closes. */
+static void
+client_finish(struct client *cl)
+{
+	struct timeval linger = {CLIENT_LINGER, 0};
+
+	cl->closing = true;
+	evtimer_del(cl->idle_ev);
+	bufferevent_set_timeouts(cl->bev, &linger, &linger);
+	bufferevent_enable(cl->bev, EV_WRITE);
+	client_write_cb(cl->bev, cl);
 }
 
 static void
 client_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct client *cl = arg;
+	size_t queued = evbuffer_get_length(bufferevent_get_output(bev));
 
-	struct timeval linger = {5, 0};
-
-	if (!cl->closing || cl->shut || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+	if (!cl->closing) {
+		if (queued == 0) {
+			if (cl->pending == 0)
+				client_touch(cl);
+			control_trim(cl->c);
+		}
+		client_resume(cl);
+		return;
+	}
+	if (cl->shut || queued > 0)
 		return;
 	if (cl->eof) {
 		client_drop(cl, "closed");
@@ -110,25 +311,33 @@ client_write_cb(struct bufferevent *bev, void *arg)
 	 * (ECONNRESET): say we are done, and close when the peer does (or after a while). */
 	shutdown(bufferevent_getfd(bev), SHUT_WR);
 	cl->shut = true;
-	bufferevent_set_timeouts(bev, &linger, NULL);
 	bufferevent_enable(bev, EV_READ);
 }
+
+static void client_close(struct client *cl, const char *code, const char *message, bool discard);
 
 static void
 client_send(struct client *cl, struct json_object *o)
 {
-	size_t len;
+	size_t len, queued;
 	const char *s = json_object_to_json_string_length(
 	    o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
-	struct evbuffer *out = bufferevent_get_output(cl->bev);
+	struct evbuffer *out;
 
-	if (cl->dead)
+	if (cl->dead || cl->last)
 		return;
-	if (evbuffer_get_length(out) > CLIENT_MAX_OUTPUT) {
-		client_drop(cl, "not reading its output");
+	out = bufferevent_get_output(cl->bev);
+	queued = evbuffer_get_length(out);
+	if (!cl->closing && (queued > CLIENT_MAX_OUTPUT || (cl->c->out_total > CONTROL_MAX_OUTPUT &&
+	                                                    queued > CLIENT_OUTPUT_LOW))) {
+		log_warn("control: client %llu does not read its output (%zu bytes queued): "
+		         "dropping it",
+		         (unsigned long long)cl->serial, queued);
+		client_close(cl, "too-slow",
+		             "client does not read its output: closing the connection", true);
 		return;
 	}
-	if (evbuffer_get_length(out) == 0) {
+	if (queued == 0) {
 		/* Nothing queued: write now rather than on the next loop turn; what the socket
 		 * does not take (or an error, which the bufferevent then reports) is queued. */
 		struct iovec iov[2] = {{(void *)s, len}, {"\n", 1}};
@@ -160,6 +369,34 @@ client_error(struct client *cl, struct json_object *id, const char *code, const 
 	json_object_object_add(o, "error", e);
 	client_send(cl, o);
 	json_object_put(o);
+}
+
+/*
+ * Ends a client's session with a last error line, flushed within CLIENT_LINGER. With discard, what
+ * was queued for it goes at once, except the rest of the line its socket has started to take, so
+ * that the error is still a line of its own.
+ */
+static void
+client_close(struct client *cl, const char *code, const char *message, bool discard)
+{
+	struct evbuffer *in, *out;
+
+	if (cl->dead || cl->last)
+		return;
+	in = bufferevent_get_input(cl->bev);
+	out = bufferevent_get_output(cl->bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	if (discard) {
+		struct evbuffer_ptr nl = evbuffer_search(out, "\n", 1, NULL);
+
+		client_discard_output(cl, nl.pos >= 0 ? (size_t)nl.pos + 1 : 0);
+	}
+	bufferevent_disable(cl->bev, EV_READ);
+	cl->paused = false;
+	cl->closing = true; /* no limit applies to the last line */
+	client_error(cl, NULL, code, message);
+	cl->last = true;
+	client_finish(cl);
 }
 
 static struct client *
@@ -196,9 +433,13 @@ control_done(struct json_object *result, const char *code, const char *message, 
 			client_send(cl, o);
 			json_object_put(o);
 		}
-		if (cl->eof && cl->pending == 0 && !cl->subscribed) {
-			cl->closing = true;
-			client_write_cb(cl->bev, cl);
+		if (!cl->dead && !cl->closing) {
+			if (cl->eof && cl->pending == 0 && !cl->subscribed) {
+				client_finish(cl);
+			} else {
+				client_touch(cl);
+				client_resume(cl);
+			}
 		}
 	}
 	json_object_put(result);
@@ -291,10 +532,17 @@ client_read_cb(struct bufferevent *bev, void *arg)
 		return;
 	}
 	while (!cl->dead && !cl->closing) {
-		struct evbuffer_ptr nl = evbuffer_search(in, "\n", 1, NULL);
+		struct evbuffer_ptr nl;
 		size_t len;
 		char *line;
 
+		if (client_behind(cl)) {
+			/* The rest waits, here and in the socket, until the client catches up. */
+			cl->paused = true;
+			bufferevent_disable(bev, EV_READ);
+			return;
+		}
+		nl = evbuffer_search(in, "\n", 1, NULL);
 		if (nl.pos < 0) {
 			if (evbuffer_get_length(in) > CONTROL_MAX_REQUEST)
 				goto too_large;
@@ -307,16 +555,15 @@ client_read_cb(struct bufferevent *bev, void *arg)
 			return;
 		if (len > 0 && line[len - 1] == '\r')
 			line[--len] = '\0';
-		if (len > 0)
+		if (len > 0) {
+			client_touch(cl);
 			client_request(cl, line, len);
+		}
 		free(line);
 	}
 	return;
 too_large:
-	client_error(cl, NULL, "too-large", "request larger than 1 MiB: closing the connection");
-	evbuffer_drain(in, evbuffer_get_length(in));
-	cl->closing = true;
-	client_write_cb(bev, cl);
+	client_close(cl, "too-large", "request larger than 1 MiB: closing the connection", false);
 }
 
 static void
@@ -332,10 +579,8 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !cl->subscribed) {
 		cl->eof = true;
 		bufferevent_disable(bev, EV_READ);
-		if (cl->pending == 0) {
-			cl->closing = true;
-			client_write_cb(bev, cl);
-		}
+		if (cl->pending == 0)
+			client_finish(cl);
 		return;
 	}
 	client_drop(cl, (what & BEV_EVENT_EOF) ? "eof" : "error");
@@ -380,29 +625,138 @@ peer_allowed(struct control *c, int fd, struct ucred *cred)
 	return ok;
 }
 
+/* A client with nothing in flight, after CONTROL_IDLE_TIMEOUT without a request. */
+static void
+client_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct client *cl = arg;
+
+	if (!client_idle(cl))
+		return; /* busy: the clock restarts when it is idle again */
+	log_debug("control: client %llu idle: closing it", (unsigned long long)cl->serial);
+	client_close(cl, "idle", "no request for too long: closing the connection", false);
+}
+
+/* Counts our open descriptors (not the one reading the directory). */
+static size_t
+count_fds(int fallback)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *e;
+	size_t n = 0;
+
+	if (dir == NULL)
+		return (size_t)fallback + 1;
+	while ((e = readdir(dir)) != NULL) {
+		if (e->d_name[0] != '.')
+			n++;
+	}
+	closedir(dir);
+	return n > 0 ? n - 1 : 0;
+}
+
+/* How many descriptors clients may hold (see CONTROL_FD_RESERVE). */
+static size_t
+control_fd_budget(struct control *c)
+{
+	struct rlimit rl;
+	size_t keep = c->fds_base + CONTROL_FD_RESERVE + CONTROL_FD_PER_VM * c->d->nvms;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > SIZE_MAX)
+		return SIZE_MAX;
+	if ((size_t)rl.rlim_cur < keep + CONTROL_MIN_CLIENTS)
+		return CONTROL_MIN_CLIENTS;
+	return (size_t)rl.rlim_cur - keep;
+}
+
+/* Closes the client idle the longest to make room for a new one; false if none has been idle for
+ * CONTROL_EVICT_AGE_MS. Its descriptor is closed at once. */
+static bool
+control_evict(struct control *c)
+{
+	int64_t now = mono_ms();
+	struct client *cl;
+
+	TAILQ_FOREACH(cl, &c->clients, entry)
+	{
+		if (now - cl->active_ms < CONTROL_EVICT_AGE_MS)
+			break; /* the list is in order of activity: the rest are younger */
+		if (!client_idle(cl) && !cl->shut)
+			continue;
+		if (!cl->shut)
+			client_error(cl, NULL, "idle",
+			             "too many clients: closing this idle connection");
+		client_drop(cl, "evicted: too many clients");
+		client_close_bev(cl);
+		return true;
+	}
+	return false;
+}
+
+/* Accepts again once clients have made room. */
+static void
+control_listen(struct control *c)
+{
+	if (!c->accept_paused || c->nfds >= control_fd_budget(c))
+		return;
+	c->accept_paused = false;
+	evtimer_del(c->retry_ev);
+	evconnlistener_enable(c->listener);
+}
+
+static void
+control_stop_accepting(struct control *c)
+{
+	struct timeval tv = {1, 0};
+
+	c->accept_paused = true;
+	evconnlistener_disable(c->listener);
+	evtimer_add(c->retry_ev, &tv);
+}
+
 static void
 accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int socklen, void *arg)
 {
+	static const char busy[] = "{\"id\":null,\"ok\":false,\"error\":{\"code\":\"busy\","
+	                           "\"message\":\"too many clients: try again later\"}}\n";
 	struct control *c = arg;
 	struct client *cl;
 	struct ucred cred = {0};
-	bool allowed = peer_allowed(c, fd, &cred);
+	bool allowed;
 
+	if (c->nfds >= control_fd_budget(c) && !control_evict(c)) {
+		log_warn("control: %zu clients, none idle: refusing connections for now",
+		         c->nclients);
+		if (send(fd, busy, sizeof busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+			log_debug("control: refusing a client: %s", strerror(errno));
+		close(fd);
+		control_stop_accepting(c);
+		return;
+	}
+	allowed = peer_allowed(c, fd, &cred);
 	cl = xcalloc(1, sizeof *cl);
 	cl->c = c;
 	cl->serial = ++c->next_serial;
 	cl->bev = bufferevent_socket_new(c->d->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (cl->bev == NULL)
+		fatal("out of memory");
+	c->nfds++;
+	cl->idle_ev = evtimer_new(c->d->base, client_idle_cb, cl);
+	if (cl->idle_ev == NULL)
+		fatal("out of memory");
 	bufferevent_setcb(cl->bev, client_read_cb, client_write_cb, client_event_cb, cl);
+	/* Called back when the output falls to CLIENT_OUTPUT_LOW: a paused client resumes. */
+	bufferevent_setwatermark(cl->bev, EV_WRITE, CLIENT_OUTPUT_LOW, 0);
+	evbuffer_add_cb(bufferevent_get_output(cl->bev), client_output_cb, c);
 	TAILQ_INSERT_TAIL(&c->clients, cl, entry);
 	c->nclients++;
+	client_touch(cl);
 	if (!allowed) {
 		log_warn("control: denied connection from uid %d pid %d", (int)cred.uid,
 		         (int)cred.pid);
-		client_error(cl, NULL, "denied",
-		             "permission denied: not root, qvmd's user or in socket_group");
-		cl->closing = true;
-		bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
-		client_write_cb(cl->bev, cl); /* the refusal may already be written */
+		client_close(cl, "denied",
+		             "permission denied: not root, qvmd's user or in socket_group", false);
 		return;
 	}
 	bufferevent_enable(cl->bev, EV_READ | EV_WRITE);
@@ -413,6 +767,7 @@ retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct control *c = arg;
 
+	c->accept_paused = false;
 	evconnlistener_enable(c->listener);
 }
 
@@ -421,14 +776,11 @@ static void
 accept_error_cb(struct evconnlistener *l, void *arg)
 {
 	struct control *c = arg;
-	struct timeval tv = {1, 0};
 	int err = EVUTIL_SOCKET_ERROR();
 
 	log_error("control: accept: %s", strerror(err));
-	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-		evconnlistener_disable(l);
-		evtimer_add(c->retry_ev, &tv);
-	}
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
+		control_stop_accepting(c);
 }
 
 struct control *
@@ -437,6 +789,8 @@ control_new(struct daemon *d, const char *path, const char *group, char **cause)
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct control *c;
 	struct group *gr = NULL;
+	struct timeval idle = {CONTROL_IDLE_TIMEOUT, 0};
+	const char *env;
 	mode_t old;
 	int fd;
 
@@ -487,6 +841,14 @@ control_new(struct daemon *d, const char *path, const char *group, char **cause)
 	}
 	evconnlistener_set_error_cb(c->listener, accept_error_cb);
 	c->retry_ev = evtimer_new(d->base, retry_cb, c);
+	if (c->retry_ev == NULL)
+		fatal("out of memory");
+	c->fds_base = count_fds(fd);
+	if ((env = getenv("QVMD_TEST_IDLE_TIMEOUT")) != NULL && atoi(env) > 0)
+		idle.tv_sec = atoi(env);
+	c->idle_tv = event_base_init_common_timeout(d->base, &idle);
+	if (c->idle_tv == NULL)
+		fatal("out of memory");
 	return c;
 }
 
@@ -500,6 +862,7 @@ control_free(struct control *c)
 	while ((cl = TAILQ_FIRST(&c->clients)) != NULL) {
 		TAILQ_REMOVE(&c->clients, cl, entry);
 		bufferevent_free(cl->bev);
+		event_free(cl->idle_ev);
 		free(cl->sub_vm);
 		free(cl);
 	}

@@ -40,10 +40,14 @@ check "kill ended it with quit" [ "$(echo "$out" | field .ended_by)" = quit ]
 check "fw2 qemu gone" gone $pid2
 
 check "start fw2 again" ctl start fw2
+# A long guest timeout: the powerdown is surely still in flight when reset arrives (a loaded
+# machine can take a second to start qvmctl); then the escalation is forced with a short one.
 check "powerdown --no-wait returns stopping at once" \
-	[ "$(ctl --json powerdown fw2 --timeout 1s --no-wait | field .state)" = stopping ]
+	[ "$(ctl --json powerdown fw2 --timeout 10m --no-wait | field .state)" = stopping ]
 out=$(ctl reset fw2 2>&1); rc=$?
 check "a second operation meanwhile is busy ($out)" failed_with $rc "$out" busy
+out=$(ctl --json powerdown --all --timeout 1s 2>&1)
+check "powerdown --all joins it with the shorter timeout ($out)" contains "$(echo "$out" | field .)" '"ended_by":"quit"'
 check "the escalation still stops it" wait_state fw2 stopped 15
 check "no qemu left" [ -z "$(qemu_pids)" ]
 finish

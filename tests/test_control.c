@@ -1,0 +1,332 @@
+/*
+ * supervisor/control on a real event_base with a stub command table: a client that pipelines
+ * without reading stalls itself, a subscriber that does not read is dropped with a last line, idle
+ * connections are closed (subscribers and requests in flight are not), an oversized request is
+ * refused, and a crowd of connections leaves descriptors free.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "control.h"
+#include "control_private.h"
+#include "daemon.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static struct daemon d;
+static struct control *ctl;
+static char dir[] = "/tmp/qvmd-test-control.XXXXXX";
+static char path[64];
+static unsigned dispatched;
+static struct control_reply *held;
+
+/* The stub command table: "big" answers 4 KiB, "hold" answers when the test says so,
+ * "subscribe" subscribes, anything else answers {}. */
+void
+control_dispatch(struct control_reply *r, const char *cmd, const char *vm, struct json_object *args)
+{
+	dispatched++;
+	if (strcmp(cmd, "big") == 0) {
+		char data[4096];
+		struct json_object *res = json_object_new_object();
+
+		memset(data, 'x', sizeof data - 1);
+		data[sizeof data - 1] = '\0';
+		json_object_object_add(res, "data", json_object_new_string(data));
+		control_done(res, NULL, NULL, r);
+	} else if (strcmp(cmd, "hold") == 0) {
+		held = r;
+	} else {
+		if (strcmp(cmd, "subscribe") == 0)
+			control_subscribe(r, NULL);
+		control_done(NULL, NULL, NULL, r);
+	}
+}
+
+static void
+run_for(int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	event_base_loopexit(d.base, &tv);
+	event_base_dispatch(d.base);
+}
+
+static int
+connect_client(void)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+	assert_true(fd >= 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	return fd;
+}
+
+/* Writes all of buf, running the loop while the socket is full. */
+static void
+write_all(int fd, const char *buf, size_t len)
+{
+	for (int i = 0; len > 0 && i < 10000; i++) {
+		ssize_t n = send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+		} else {
+			assert_true(n < 0 && errno == EAGAIN);
+			run_for(1);
+		}
+	}
+	assert_int_equal(len, 0);
+}
+
+/* Reads what is there (running the loop once first); returns the number of newlines, copies the
+ * last complete line to last (if not NULL) and sets *eof at end of stream. */
+static size_t
+read_lines(int fd, char *last, size_t lastsz, bool *eof)
+{
+	static char line[65536];
+	static size_t ll;
+	char buf[65536];
+	size_t lines = 0;
+	ssize_t n;
+
+	run_for(1);
+	while ((n = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] != '\n') {
+				if (ll + 1 < sizeof line)
+					line[ll++] = buf[i];
+				continue;
+			}
+			line[ll] = '\0';
+			if (last != NULL)
+				snprintf(last, lastsz, "%s", line);
+			ll = 0;
+			lines++;
+		}
+	}
+	if (eof != NULL)
+		*eof = n == 0;
+	return lines;
+}
+
+static int
+setup(void **state)
+{
+	char *cause = NULL;
+
+	signal(SIGPIPE, SIG_IGN);
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/sock", dir);
+	d.base = event_base_new();
+	ctl = control_new(&d, path, NULL, &cause);
+	assert_non_null(ctl);
+	dispatched = 0;
+	held = NULL;
+	return 0;
+}
+
+static int
+setup_idle(void **state)
+{
+	setenv("QVMD_TEST_IDLE_TIMEOUT", "1", 1);
+	setup(state);
+	unsetenv("QVMD_TEST_IDLE_TIMEOUT");
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	control_free(ctl);
+	run_for(1); /* deferred frees */
+	event_base_free(d.base);
+	rmdir(dir);
+	strcpy(dir, "/tmp/qvmd-test-control.XXXXXX");
+	return 0;
+}
+
+static void
+test_control_pipelining_client_stalls(void **state)
+{
+	const char req[] = "{\"cmd\":\"big\"}\n";
+	char *buf = malloc(2000 * (sizeof req - 1));
+	size_t got = 0;
+	int fd = connect_client();
+
+	for (int i = 0; i < 2000; i++)
+		memcpy(buf + i * (sizeof req - 1), req, sizeof req - 1);
+	write_all(fd, buf, 2000 * (sizeof req - 1));
+	run_for(200);
+	/* Its socket takes some answers, 64 KiB more wait: then qvmd stops reading it. */
+	assert_true(dispatched > 0);
+	assert_true(dispatched < 200);
+	assert_int_equal(control_clients(ctl), 1);
+	/* Reading lets it go on, to the end. */
+	for (int i = 0; i < 100000 && got < 2000; i++)
+		got += read_lines(fd, NULL, 0, NULL);
+	assert_int_equal(got, 2000);
+	assert_int_equal(dispatched, 2000);
+	close(fd);
+	free(buf);
+}
+
+static void
+test_control_subscriber_not_reading_dropped(void **state)
+{
+	char last[512] = "", *data = malloc(8192);
+	bool eof = false;
+	int fd = connect_client();
+	struct json_object *ev = json_object_new_object();
+
+	write_all(fd, "{\"cmd\":\"subscribe\"}\n", 20);
+	run_for(20);
+	assert_int_equal(read_lines(fd, NULL, 0, NULL), 1);
+	memset(data, 'e', 8191);
+	data[8191] = '\0';
+	json_object_object_add(ev, "data", json_object_new_string(data));
+	for (int i = 0; i < 1000; i++) /* 8 MiB of events */
+		control_publish(ctl, "vm1", ev);
+	json_object_put(ev);
+	free(data);
+	/* What it was sent before ends at a line; then comes why, then the end. */
+	for (int i = 0; i < 1000 && !eof; i++)
+		read_lines(fd, last, sizeof last, &eof);
+	assert_true(eof);
+	assert_non_null(strstr(last, "\"too-slow\""));
+	close(fd);
+	run_for(20);
+	assert_int_equal(control_clients(ctl), 0);
+}
+
+static void
+test_control_idle_client_closed(void **state)
+{
+	char last[512] = "";
+	bool eof = false;
+	int silent = connect_client(), sub = connect_client(), busy = connect_client();
+
+	write_all(sub, "{\"cmd\":\"subscribe\"}\n", 20);
+	write_all(busy, "{\"id\":7,\"cmd\":\"hold\"}\n", 22);
+	run_for(1500);
+	read_lines(silent, last, sizeof last, &eof);
+	assert_true(eof);
+	assert_non_null(strstr(last, "\"idle\""));
+	close(silent);
+	run_for(20);
+	assert_int_equal(control_clients(ctl), 2); /* the subscriber and the request in flight */
+	assert_non_null(held);
+	control_done(NULL, NULL, NULL, held);
+	assert_int_equal(read_lines(busy, last, sizeof last, NULL), 1);
+	assert_non_null(strstr(last, "\"id\":7"));
+	close(sub);
+	close(busy);
+}
+
+static void
+test_control_request_too_large(void **state)
+{
+	size_t len = CONTROL_MAX_REQUEST + 4096;
+	char last[512] = "", *big = malloc(len);
+	bool eof = false;
+	int fd = connect_client(), fd2;
+
+	memset(big, 'x', len);
+	write_all(fd, big, len);
+	for (int i = 0; i < 1000 && !eof; i++)
+		read_lines(fd, last, sizeof last, &eof);
+	assert_true(eof);
+	assert_non_null(strstr(last, "\"too-large\""));
+	close(fd);
+	fd2 = connect_client();
+	write_all(fd2, "{\"cmd\":\"version\"}\n", 18);
+	run_for(20);
+	assert_int_equal(read_lines(fd2, NULL, 0, NULL), 1);
+	close(fd2);
+	free(big);
+}
+
+static void
+test_control_crowd_leaves_descriptors(void **state)
+{
+	struct rlimit old, rl;
+	char last[512] = "";
+	int fds[64], fd, n = 0, status;
+	pid_t pid;
+
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	rl = old;
+	rl.rlim_cur = 256;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with the test, however it ends */
+		setrlimit(RLIMIT_NOFILE, &old);
+		for (int i = 0; i < 1000; i++) {
+			struct sockaddr_un sun = {.sun_family = AF_UNIX};
+			int c = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+
+			snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+			connect(c, (struct sockaddr *)&sun, sizeof sun);
+		}
+		pause();
+		_exit(0);
+	}
+	run_for(1500);
+	/* What a VM start needs is still there. */
+	for (n = 0; n < 64; n++) {
+		fds[n] = dup(0);
+		if (fds[n] < 0)
+			break;
+	}
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+	assert_int_equal(n, 64);
+	/* A new client gets in: the longest idle one makes room. */
+	fd = connect_client();
+	write_all(fd, "{\"id\":1,\"cmd\":\"version\"}\n", 25);
+	for (int i = 0; i < 200 && n == 64; i++) {
+		run_for(50);
+		if (read_lines(fd, last, sizeof last, NULL) == 1)
+			n = 0;
+	}
+	assert_int_equal(n, 0);
+	assert_non_null(strstr(last, "\"ok\":true"));
+	close(fd);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	setrlimit(RLIMIT_NOFILE, &old);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_control_pipelining_client_stalls, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_control_subscriber_not_reading_dropped, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_control_idle_client_closed, setup_idle, teardown),
+	    cmocka_unit_test_setup_teardown(test_control_request_too_large, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_control_crowd_leaves_descriptors, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
