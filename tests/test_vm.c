@@ -80,6 +80,7 @@ struct fx {
 	int job_frees;
 	int probe_replies;
 	bool expired;
+	char *image; /* test_disk's file */
 };
 
 /* ---- files ---- */
@@ -393,6 +394,7 @@ fx_teardown(void **state)
 	event_base_free(fx->base);
 	cfg_daemon_free(&fx->conf);
 	json_object_put(fx->events);
+	free(fx->image);
 	for (size_t i = 0; i < fx->ndones; i++)
 		done_clear(&fx->dones[i]);
 	nftw(fx->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
@@ -479,6 +481,13 @@ fx_adopt(struct fx *fx, const char *status)
 	write_text(pidfile, text);
 	free(text);
 
+	free(rundir);
+	free(sock);
+	free(pidfile);
+	free(def);
+	free(copy);
+	free(statefile);
+
 	assert_true(vm_adopt(fx->vm));
 	cfd = accept4(fx->lfd, NULL, NULL, SOCK_CLOEXEC);
 	assert_true(cfd >= 0);
@@ -489,13 +498,6 @@ fx_adopt(struct fx *fx, const char *status)
 	fake_qmp_expect(fx->fq, "query-status", NULL, reply);
 	free(reply);
 	RUN_UNTIL(fx, fake_qmp_done(fx->fq) && strcmp(fx_qemu_status(fx), status) == 0);
-
-	free(rundir);
-	free(sock);
-	free(pidfile);
-	free(def);
-	free(copy);
-	free(statefile);
 }
 
 /* ---- adoption ---- */
@@ -622,18 +624,21 @@ test_vm_clean_shutdown_is_stopped(void **state)
 
 /* ---- job conflicts ---- */
 
+/* A disk for hot-plug: a file below image_dirs that starts like a qcow2 image (the fixture owns
+ * its path). */
 static struct cfg_disk
-test_disk(struct fx *fx, const char *id, char **file)
+test_disk(struct fx *fx, const char *id)
 {
 	struct cfg_disk disk = {0};
 	static const char magic[16] = "QFI\xfb";
 	char *rel = xasprintf("images/%s.qcow2", id);
 
-	*file = fx_path(fx, rel);
+	free(fx->image);
+	fx->image = fx_path(fx, rel);
 	free(rel);
-	write_file(*file, magic, sizeof magic);
+	write_file(fx->image, magic, sizeof magic);
 	disk.id = (char *)id;
-	disk.file = *file;
+	disk.file = fx->image;
 	disk.format = CFG_FORMAT_QCOW2;
 	disk.cache = CFG_CACHE_NONE;
 	return disk;
@@ -647,11 +652,10 @@ test_vm_busy_while_reset_held(void **state)
 	struct done *st = fx_done(fx), *p2 = fx_done(fx);
 	struct json_object *row, *v;
 	struct cfg_disk disk;
-	char *file;
 	int held;
 
 	fx_adopt(fx, "running");
-	disk = test_disk(fx, "d1", &file);
+	disk = test_disk(fx, "d1");
 	held = fake_qmp_expect_later(fx->fq, "system_reset", NULL, RETURN_EMPTY);
 	vm_reset(fx->vm, done_cb, rs);
 	RUN_UNTIL(fx, fake_qmp_command(fx->fq, held) != NULL);
@@ -684,7 +688,6 @@ test_vm_busy_while_reset_held(void **state)
 	RUN_UNTIL(fx, p2->calls > 0);
 	assert_ok_state(p2, "paused");
 	fake_qmp_assert_done(fx->fq);
-	free(file);
 }
 
 /* ---- background jobs ---- */
@@ -772,11 +775,10 @@ test_vm_attach_disk_q35(void **state)
 	struct done *a = fx_done(fx);
 	struct json_object *cmd, *args, *v;
 	struct cfg_disk disk;
-	char *file;
 	int dev;
 
 	fx_adopt(fx, "running");
-	disk = test_disk(fx, "d1", &file);
+	disk = test_disk(fx, "d1");
 	fake_qmp_expect(fx->fq, "qom-list", "{\"path\": \"/machine/peripheral/hp.0/hp.0\"}",
 	                "{\"return\": [{\"name\": \"type\", \"type\": \"string\"}]}");
 	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
@@ -798,7 +800,6 @@ test_vm_attach_disk_q35(void **state)
 	assert_true(json_object_object_get_ex(args, "bus", &v));
 	assert_string_equal(json_object_get_string(v), "hp.0");
 	fake_qmp_assert_done(fx->fq);
-	free(file);
 }
 
 static void
@@ -807,11 +808,10 @@ test_vm_kill_during_attach(void **state)
 	struct fx *fx = *state;
 	struct done *a = fx_done(fx), *k = fx_done(fx);
 	struct cfg_disk disk;
-	char *file;
 	int dev, qom, pci;
 
 	fx_adopt(fx, "running");
-	disk = test_disk(fx, "d1", &file);
+	disk = test_disk(fx, "d1");
 	fake_qmp_expect(fx->fq, "qom-list", NULL, "{\"return\": []}");
 	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
 	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
@@ -843,7 +843,6 @@ test_vm_kill_during_attach(void **state)
 	assert_true(a->seq < k->seq);
 	assert_string_equal(fx_states(fx), "running stopping stopped");
 	fake_qmp_assert_done(fx->fq);
-	free(file);
 }
 
 static void
@@ -1037,8 +1036,9 @@ test_vm_bring_down_waits_for_job(void **state)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
+/* An argument runs only the cases matching it (a cmocka pattern, e.g. 'test_vm_kill*'). */
 int
-main(void)
+main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    T(test_vm_adopt_publishes_running),
@@ -1060,5 +1060,7 @@ main(void)
 	};
 
 	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
