@@ -500,6 +500,92 @@ fx_adopt(struct fx *fx, const char *status)
 	RUN_UNTIL(fx, fake_qmp_done(fx->fq) && strcmp(fx_qemu_status(fx), status) == 0);
 }
 
+/*
+ * qvmd restarts: the VM lets go of its QEMU (vm_detach, as qvmd does when it exits), is freed,
+ * and a new VM from the same definition adopts the QEMU again. The old peer is checked and
+ * freed; the new one answers the handshake and query-status.
+ */
+static void
+fx_readopt(struct fx *fx)
+{
+	struct cfg_errors errs;
+	struct vm_config *cfg;
+	char *def = fx_path(fx, "vms/t1.ini");
+	int cfd;
+
+	vm_detach(fx->vm);
+	vm_free(fx->vm);
+	fx->vm = NULL;
+	RUN_UNTIL(fx, fake_qmp_client_gone(fx->fq));
+	fake_qmp_assert_done(fx->fq);
+	fake_qmp_free(fx->fq);
+	fx->fq = NULL;
+
+	cfg_errors_init(&errs);
+	cfg = cfg_vm_load(def, &errs);
+	cfg_errors_free(&errs);
+	free(def);
+	assert_non_null(cfg);
+	fx->vm = vm_new(&fx->env, cfg);
+	assert_true(vm_adopt(fx->vm));
+	cfd = accept4(fx->lfd, NULL, NULL, SOCK_CLOEXEC);
+	assert_true(cfd >= 0);
+	fx->fq = fake_qmp_new_fd(fx->base, cfd);
+	fake_qmp_handshake(fx->fq);
+	fake_qmp_expect(fx->fq, "query-status", NULL, STATUS_RUNNING);
+}
+
+/* Script of a q35 disk attach that QEMU accepts, on port hp.N. */
+static void
+script_attach(struct fx *fx, const char *id, unsigned n)
+{
+	char *args = xasprintf("{\"path\": \"/machine/peripheral/hp.%u/hp.%u\"}", n, n);
+	char *qom =
+	    xasprintf("{\"path\": \"/machine/peripheral/%s\", \"property\": \"parent_bus\"}", id);
+	char *bus = xasprintf("{\"return\": \"/machine/peripheral/hp.%u/hp.%u\"}", n, n);
+
+	fake_qmp_expect(fx->fq, "qom-list", args, "{\"return\": []}");
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "device_add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "qom-get", qom, bus);
+	fake_qmp_expect(fx->fq, "query-pci", NULL, "{\"return\": []}");
+	free(args);
+	free(qom);
+	free(bus);
+}
+
+/* The ids of the devices the VM's books say are live (vm_devices, with QEMU's own view
+ * unavailable), space-separated (static buffer). */
+static const char *
+fx_live_devices(struct fx *fx)
+{
+	static const char err[] = "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no\"}}";
+	static char buf[256];
+	struct done *d = fx_done(fx);
+	struct json_object *arr, *v;
+	size_t len = 0;
+
+	fake_qmp_expect(fx->fq, "qom-list", NULL, err);
+	fake_qmp_expect(fx->fq, "query-pci", NULL, err);
+	vm_devices(fx->vm, done_cb, d);
+	RUN_UNTIL(fx, d->calls > 0);
+	assert_null(d->code);
+	buf[0] = '\0';
+	assert_true(json_object_object_get_ex(d->result, "devices", &arr));
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		struct json_object *o = json_object_array_get_idx(arr, i);
+
+		if (!json_object_object_get_ex(o, "live", &v) || !json_object_get_boolean(v))
+			continue;
+		json_object_object_get_ex(o, "id", &v);
+		len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", len ? " " : "",
+		                        json_object_get_string(v));
+		assert_true(len < sizeof buf);
+	}
+	return buf;
+}
+
 /* ---- adoption ---- */
 
 static void
@@ -927,6 +1013,203 @@ test_vm_kill_takes_over_powerdown(void **state)
 	fake_qmp_assert_done(fx->fq);
 }
 
+#if 0
+/*
+ * BUG (supervisor/vm_job.c vm_job_done, with supervisor/vm_hotplug.c hp_finish): a failed
+ * hot-plug ends its job with hp_finish(op, NULL, op->err_code, op->err_msg). vm_job_done formats
+ * the message before kind->free releases the job's data, but not the code: hp_job_free frees
+ * op->err_code, then the waiters and the requester get `code` pointing at freed memory.
+ * ASan: heap-use-after-free in the requester's callback (strdup of code), freed by hp_free from
+ * vm_job_done (vm_hotplug.c hp_finish <- hp_rollback <- rollback_done). Every attach that fails
+ * and rolls back (and a detach whose backend deletion fails, hp_detached) hits it. Disabled (an
+ * ASan abort stops the whole binary) until vm_job_done copies code before kind->free (or
+ * hp_finish passes a code that outlives op).
+ */
+static void
+test_vm_attach_rollback(void **state)
+{
+	struct fx *fx = *state;
+	struct done *a = fx_done(fx), *a2 = fx_done(fx);
+	struct cfg_disk disk;
+
+	fx_adopt(fx, "running");
+	disk = test_disk(fx, "d1");
+	fake_qmp_expect(fx->fq, "qom-list", NULL, "{\"return\": []}");
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL,
+	                "{\"error\": {\"class\": \"GenericError\", \"desc\": \"bad image\"}}");
+	/* What was added is removed again before the answer. */
+	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"d1.file\"}", RETURN_EMPTY);
+	vm_attach_disk(fx->vm, &disk, 0, false, done_cb, a);
+	RUN_UNTIL(fx, a->calls > 0);
+	assert_string_equal(a->code, "qemu-error");
+	if (strstr(a->message, "bad image") == NULL)
+		fail_msg("attach answered '%s'", a->message);
+	fake_qmp_assert_done(fx->fq);
+
+	/* Nothing is left tracked: the same id attaches, on the same port. */
+	script_attach(fx, "d1", 0);
+	vm_attach_disk(fx->vm, &disk, 0, false, done_cb, a2);
+	RUN_UNTIL(fx, a2->calls > 0);
+	assert_null(a2->code);
+	fake_qmp_assert_done(fx->fq);
+}
+#endif
+
+static void
+test_vm_attach_skips_port_taken_in_qemu(void **state)
+{
+	struct fx *fx = *state;
+	struct done *a = fx_done(fx);
+	struct json_object *args, *v;
+	struct cfg_disk disk;
+	int dev;
+
+	fx_adopt(fx, "running");
+	disk = test_disk(fx, "d1");
+	fake_qmp_expect(
+	    fx->fq, "qom-list", "{\"path\": \"/machine/peripheral/hp.0/hp.0\"}",
+	    "{\"return\": [{\"name\": \"child[0]\", \"type\": \"child<virtio-blk-pci>\"}]}");
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "qom-list", "{\"path\": \"/machine/peripheral/hp.1/hp.1\"}",
+	                "{\"return\": []}");
+	dev = fake_qmp_expect(fx->fq, "device_add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "qom-get", NULL, "{\"return\": \"/machine/peripheral/hp.1/hp.1\"}");
+	fake_qmp_expect(fx->fq, "query-pci", NULL, "{\"return\": []}");
+	vm_attach_disk(fx->vm, &disk, 0, false, done_cb, a);
+	RUN_UNTIL(fx, a->calls > 0);
+	if (a->code != NULL)
+		fail_msg("attach: %s: %s", a->code, a->message);
+	assert_true(json_object_object_get_ex(fake_qmp_command(fx->fq, dev), "arguments", &args));
+	assert_true(json_object_object_get_ex(args, "bus", &v));
+	assert_string_equal(json_object_get_string(v), "hp.1");
+	fake_qmp_assert_done(fx->fq);
+}
+
+static void
+test_vm_detach_disk(void **state)
+{
+	struct fx *fx = *state;
+	struct done *dt = fx_done(fx), *again = fx_done(fx);
+
+	fx_adopt(fx, "running");
+	assert_string_equal(fx_live_devices(fx), "root");
+	fake_qmp_expect(fx->fq, "device_del", "{\"id\": \"root\"}", RETURN_EMPTY);
+	/* virtio: a first DEVICE_DELETED for the virtio backend (no id), then the device's. */
+	fake_qmp_send(fx->fq, "{\"event\": \"DEVICE_DELETED\", \"data\": {\"path\": "
+	                      "\"/machine/peripheral/root/virtio-backend\"}, \"timestamp\": "
+	                      "{\"seconds\": 1, \"microseconds\": 0}}\r\n");
+	fake_qmp_send(fx->fq, "{\"event\": \"DEVICE_DELETED\", \"data\": {\"device\": \"root\", "
+	                      "\"path\": \"/machine/peripheral/root\"}, \"timestamp\": "
+	                      "{\"seconds\": 1, \"microseconds\": 0}}\r\n");
+	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"root.fmt\"}", RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"root.file\"}", RETURN_EMPTY);
+	vm_detach_device(fx->vm, "root", false, 0, done_cb, dt);
+	RUN_UNTIL(fx, dt->calls > 0);
+	if (dt->code != NULL)
+		fail_msg("detach: %s: %s", dt->code, dt->message);
+	assert_string_equal(done_str(dt, "id"), "root");
+	fake_qmp_assert_done(fx->fq);
+	/* The device is gone from the books. */
+	vm_detach_device(fx->vm, "root", false, 0, done_cb, again);
+	assert_int_equal(again->calls, 1);
+	assert_string_equal(again->code, "not-found");
+}
+
+static void
+test_vm_detach_timeout_then_released(void **state)
+{
+	struct fx *fx = *state;
+	struct done *dt = fx_done(fx), *again = fx_done(fx);
+
+	fx_adopt(fx, "running");
+	fake_qmp_expect(fx->fq, "device_del", "{\"id\": \"root\"}", RETURN_EMPTY);
+	vm_detach_device(fx->vm, "root", false, 1000, done_cb, dt);
+	RUN_UNTIL(fx, dt->calls > 0);
+	assert_string_equal(dt->code, "timeout");
+	/* Still leaving: a second detach is refused, not sent. */
+	vm_detach_device(fx->vm, "root", false, 0, done_cb, again);
+	assert_int_equal(again->calls, 1);
+	assert_string_equal(again->code, "busy");
+
+	/* The guest lets go later: the removal completes with nobody waiting. */
+	fake_qmp_send(fx->fq, "{\"event\": \"DEVICE_DELETED\", \"data\": {\"device\": \"root\", "
+	                      "\"path\": \"/machine/peripheral/root\"}, \"timestamp\": "
+	                      "{\"seconds\": 1, \"microseconds\": 0}}\r\n");
+	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"root.fmt\"}", RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"root.file\"}", RETURN_EMPTY);
+	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	assert_string_equal(fx_live_devices(fx), "");
+	fake_qmp_assert_done(fx->fq);
+}
+
+static void
+test_vm_readopt_keeps_attached_disk(void **state)
+{
+	struct fx *fx = *state;
+	struct done *a = fx_done(fx), *dt = fx_done(fx);
+	struct cfg_disk disk;
+
+	fx_adopt(fx, "running");
+	disk = test_disk(fx, "d1");
+	script_attach(fx, "d1", 0);
+	vm_attach_disk(fx->vm, &disk, 0, false, done_cb, a);
+	RUN_UNTIL(fx, a->calls > 0);
+	assert_null(a->code);
+
+	fx_readopt(fx);
+	/* The new qvmd checks its books against QEMU's device model: d1 is there. */
+	fake_qmp_expect(fx->fq, "qom-list", "{\"path\": \"/machine/peripheral\"}",
+	                "{\"return\": [{\"name\": \"d1\", \"type\": \"child<virtio-blk-pci>\"}, "
+	                "{\"name\": \"root\", \"type\": \"child<virtio-blk-pci>\"}]}");
+	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	assert_int_equal(vm_state(fx->vm), VM_RUNNING);
+	/* It is still known: detaching it sends device_del. */
+	fake_qmp_expect(fx->fq, "device_del", "{\"id\": \"d1\"}", NULL);
+	vm_detach_device(fx->vm, "d1", false, 0, done_cb, dt);
+	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	assert_int_equal(dt->calls, 0);
+	fake_qmp_assert_done(fx->fq);
+}
+
+static void
+test_vm_readopt_undoes_interrupted_attach(void **state)
+{
+	struct fx *fx = *state;
+	struct done *a = fx_done(fx), *again = fx_done(fx);
+	struct cfg_disk disk;
+	int dev;
+
+	fx_adopt(fx, "running");
+	disk = test_disk(fx, "d1");
+	fake_qmp_expect(fx->fq, "qom-list", NULL, "{\"return\": []}");
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	dev = fake_qmp_expect(fx->fq, "device_add", NULL, NULL);
+	fake_qmp_expect(fx->fq, "qom-get", NULL, NULL);
+	fake_qmp_expect(fx->fq, "query-pci", NULL, NULL);
+	vm_attach_disk(fx->vm, &disk, 0, false, done_cb, a);
+	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	assert_non_null(fake_qmp_command(fx->fq, dev));
+
+	/* qvmd exits mid-attach; the next one finds d1 recorded as attaching, not in QEMU. */
+	fx_readopt(fx);
+	assert_int_equal(a->calls, 1);
+	assert_non_null(a->code);
+	fake_qmp_expect(
+	    fx->fq, "qom-list", "{\"path\": \"/machine/peripheral\"}",
+	    "{\"return\": [{\"name\": \"root\", \"type\": \"child<virtio-blk-pci>\"}]}");
+	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"d1.fmt\"}", RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"d1.file\"}", RETURN_EMPTY);
+	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	/* Undone: d1 is unknown again. */
+	vm_detach_device(fx->vm, "d1", false, 0, done_cb, again);
+	assert_int_equal(again->calls, 1);
+	assert_string_equal(again->code, "not-found");
+	fake_qmp_assert_done(fx->fq);
+}
+
 /* ---- cancel semantics ---- */
 
 static void
@@ -1185,14 +1468,20 @@ main(int argc, char **argv)
 		T(test_vm_kill_during_attach),
 		T(test_vm_kill_during_detach),
 		T(test_vm_kill_takes_over_powerdown),
+		T(test_vm_attach_skips_port_taken_in_qemu),
+		T(test_vm_detach_disk),
+		T(test_vm_detach_timeout_then_released),
+		T(test_vm_readopt_keeps_attached_disk),
+		T(test_vm_readopt_undoes_interrupted_attach),
 		T(test_vm_job_done_cancels_commands),
 		T(test_vm_powerdown_no_wait),
 		T(test_vm_powerdown_paused_resumes_first),
 		T(test_vm_bring_down_joins_powerdown),
 		T(test_vm_bring_down_waits_for_job),
-#if 0 /* the two bugs described above the cases */
-	    T(test_vm_kill_takes_over_powerdown_no_wait),
-	    T(test_vm_bring_down_waiting_qemu_dies),
+#if 0 /* the bugs described above these cases */
+		T(test_vm_attach_rollback),
+		T(test_vm_kill_takes_over_powerdown_no_wait),
+		T(test_vm_bring_down_waiting_qemu_dies),
 #endif
 	};
 
