@@ -503,10 +503,11 @@ fx_adopt(struct fx *fx, const char *status)
 /*
  * qvmd restarts: the VM lets go of its QEMU (vm_detach, as qvmd does when it exits), is freed,
  * and a new VM from the same definition adopts the QEMU again. The old peer is checked and
- * freed; the new one answers the handshake and query-status.
+ * freed; the new one answers the handshake, query-status, and the qom-list of
+ * /machine/peripheral that checks the hot-plugged devices, with peripheral (a JSON reply).
  */
 static void
-fx_readopt(struct fx *fx)
+fx_readopt(struct fx *fx, const char *peripheral)
 {
 	struct cfg_errors errs;
 	struct vm_config *cfg;
@@ -533,6 +534,20 @@ fx_readopt(struct fx *fx)
 	fx->fq = fake_qmp_new_fd(fx->base, cfd);
 	fake_qmp_handshake(fx->fq);
 	fake_qmp_expect(fx->fq, "query-status", NULL, STATUS_RUNNING);
+	fake_qmp_expect(fx->fq, "qom-list", "{\"path\": \"/machine/peripheral\"}", peripheral);
+	RUN_UNTIL(fx, fake_qmp_done(fx->fq) && strcmp(fx_qemu_status(fx), "running") == 0);
+}
+
+/* Waits until the VM has read every reply sent so far: QEMU answers in order, so once a
+ * query-status sent now is answered, all earlier replies were handled. */
+static void
+fx_sync(struct fx *fx)
+{
+	struct done *d = fx_done(fx);
+
+	fake_qmp_expect(fx->fq, "query-status", NULL, STATUS_RUNNING);
+	vm_status(fx->vm, done_cb, d);
+	RUN_UNTIL(fx, d->calls > 0);
 }
 
 /* Script of a q35 disk attach that QEMU accepts, on port hp.N. */
@@ -1158,17 +1173,15 @@ test_vm_readopt_keeps_attached_disk(void **state)
 	RUN_UNTIL(fx, a->calls > 0);
 	assert_null(a->code);
 
-	fx_readopt(fx);
 	/* The new qvmd checks its books against QEMU's device model: d1 is there. */
-	fake_qmp_expect(fx->fq, "qom-list", "{\"path\": \"/machine/peripheral\"}",
-	                "{\"return\": [{\"name\": \"d1\", \"type\": \"child<virtio-blk-pci>\"}, "
-	                "{\"name\": \"root\", \"type\": \"child<virtio-blk-pci>\"}]}");
-	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	fx_readopt(fx, "{\"return\": [{\"name\": \"d1\", \"type\": \"child<virtio-blk-pci>\"}, "
+	               "{\"name\": \"root\", \"type\": \"child<virtio-blk-pci>\"}]}");
+	fx_sync(fx);
 	assert_int_equal(vm_state(fx->vm), VM_RUNNING);
 	/* It is still known: detaching it sends device_del. */
 	fake_qmp_expect(fx->fq, "device_del", "{\"id\": \"d1\"}", NULL);
 	vm_detach_device(fx->vm, "d1", false, 0, done_cb, dt);
-	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	fx_sync(fx);
 	assert_int_equal(dt->calls, 0);
 	fake_qmp_assert_done(fx->fq);
 }
@@ -1194,15 +1207,12 @@ test_vm_readopt_undoes_interrupted_attach(void **state)
 	assert_non_null(fake_qmp_command(fx->fq, dev));
 
 	/* qvmd exits mid-attach; the next one finds d1 recorded as attaching, not in QEMU. */
-	fx_readopt(fx);
+	fx_readopt(fx, "{\"return\": [{\"name\": \"root\", \"type\": \"child<virtio-blk-pci>\"}]}");
 	assert_int_equal(a->calls, 1);
 	assert_non_null(a->code);
-	fake_qmp_expect(
-	    fx->fq, "qom-list", "{\"path\": \"/machine/peripheral\"}",
-	    "{\"return\": [{\"name\": \"root\", \"type\": \"child<virtio-blk-pci>\"}]}");
 	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"d1.fmt\"}", RETURN_EMPTY);
 	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"d1.file\"}", RETURN_EMPTY);
-	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	fx_sync(fx);
 	/* Undone: d1 is unknown again. */
 	vm_detach_device(fx->vm, "d1", false, 0, done_cb, again);
 	assert_int_equal(again->calls, 1);
