@@ -490,8 +490,9 @@ vm_maybe_finalize(struct vm *vm)
 	vm->child = false;
 	snprintf(vm->qemu_status, sizeof vm->qemu_status, "none");
 	/* The jobs first (they may still look at the devices), then the QEMU's traces. */
-	if (!vm_jobs_qemu_gone(vm, &exit))
+	if (!vm_jobs_claim_exit(vm, &exit))
 		vm_unexpected_exit(vm, &exit);
+	vm_jobs_end_unclaimed(vm, &exit);
 	vm_drop_qmp(vm);
 	rundir_remove(vm);
 	vm_devs_clear(vm);

@@ -346,11 +346,9 @@ hp_send_step(struct hp_op *op, const char *cmd, struct json_object *args, int fd
 	memset(c, 0, sizeof *c);
 	c->op = op;
 	c->next = cb;
-	if (op->vm->qmp != NULL)
-		id = fd >= 0
-		         ? qmp_execute_fd(op->vm->qmp, cmd, args, fd, 0, hp_call_done, c, &cause)
-		         : qmp_execute(op->vm->qmp, cmd, args, 0, hp_call_done, c, &cause);
-	json_object_put(args);
+	/* The command belongs to the job: it is cancelled when the job ends (and by hp_free when
+	 * the operation ends first, as one of several in a job). */
+	id = vm_job_send(op->job, cmd, args, fd, 0, hp_call_done, c, &cause);
 	free(cause);
 	if (id <= 0)
 		return false;

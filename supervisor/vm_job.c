@@ -201,28 +201,29 @@ vm_jobs_event(struct vm *vm, const char *name, struct json_object *data)
 		job->kind->event(job, name, data);
 }
 
-/* Ends a job that did not account for QEMU going away. */
-static void
-job_qemu_gone(struct vm *vm, struct vm_job *job, const struct vm_exit *exit, bool *handled)
+bool
+vm_jobs_claim_exit(struct vm *vm, const struct vm_exit *exit)
 {
-	if (job->kind->qemu_gone != NULL && job->kind->qemu_gone(job, exit)) {
-		*handled = true;
-		return;
+	struct vm_job *jobs[2] = {vm->bg, vm->job};
+	bool claimed = false;
+
+	for (size_t i = 0; i < 2; i++) {
+		if (jobs[i] != NULL && jobs[i]->kind->qemu_gone != NULL &&
+		    jobs[i]->kind->qemu_gone(jobs[i], exit))
+			claimed = true;
 	}
-	vm_job_done(job, NULL, "failed", "vm %s: %s: qemu %s%s%s", vm->name, job->kind->name,
-	            exit->reason, *exit->tail ? ": " : "", exit->tail);
+	return claimed;
 }
 
-bool
-vm_jobs_qemu_gone(struct vm *vm, const struct vm_exit *exit)
+void
+vm_jobs_end_unclaimed(struct vm *vm, const struct vm_exit *exit)
 {
-	bool handled = false;
-
 	if (vm->bg != NULL)
-		job_qemu_gone(vm, vm->bg, exit, &handled);
+		vm_job_done(vm->bg, NULL, "failed", "vm %s: %s: qemu %s%s%s", vm->name,
+		            vm->bg->kind->name, exit->reason, *exit->tail ? ": " : "", exit->tail);
 	if (vm->job != NULL)
-		job_qemu_gone(vm, vm->job, exit, &handled);
-	return handled;
+		vm_job_done(vm->job, NULL, "failed", "vm %s: %s: qemu %s%s%s", vm->name,
+		            vm->job->kind->name, exit->reason, *exit->tail ? ": " : "", exit->tail);
 }
 
 void

@@ -122,9 +122,16 @@ struct vm_job *vm_job_background(const struct vm *vm);
 /* The job of kind running on vm, or NULL. */
 struct vm_job *vm_job_find(const struct vm *vm, const struct vm_job_kind *kind);
 
-/* Dispatch from the VM: a QMP event, QEMU gone (returns true when a job accounted for it). */
+/* Dispatch from the VM: a QMP event. */
 void vm_jobs_event(struct vm *vm, const char *name, struct json_object *data);
-bool vm_jobs_qemu_gone(struct vm *vm, const struct vm_exit *exit);
+/*
+ * QEMU is gone, in two steps so that whoever waits for a job sees the VM's final state: first
+ * each job may claim the exit (kind->qemu_gone returns true: the job asked for it, set the state
+ * and ended); if none did, the VM records a shutdown or crash; then the jobs still running end
+ * with an error.
+ */
+bool vm_jobs_claim_exit(struct vm *vm, const struct vm_exit *exit);
+void vm_jobs_end_unclaimed(struct vm *vm, const struct vm_exit *exit);
 /* Ends every job with an error (qvmd exiting, the VM being freed). */
 void vm_jobs_abort(struct vm *vm, const char *code, const char *why);
 

@@ -245,7 +245,9 @@ vm_kill(struct vm *vm, vm_done_cb cb, void *arg)
 		vm_done_cb old = job->cb;
 		void *old_arg = job->arg;
 
-		/* Waiters (powerdown --all, a waiting requester) keep waiting for the stop. */
+		/* Waiters (powerdown --all, a waiting requester) keep waiting for the stop; the
+		 * kill's requester hears when it is over, never "stopping". */
+		((struct stop_job *)job->data)->no_wait = false;
 		job->kind = &kill_kind;
 		job->cb = cb;
 		job->arg = arg;

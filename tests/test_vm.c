@@ -1028,17 +1028,9 @@ test_vm_kill_takes_over_powerdown(void **state)
 	fake_qmp_assert_done(fx->fq);
 }
 
-#if 0
 /*
- * BUG (supervisor/vm_job.c vm_job_done, with supervisor/vm_hotplug.c hp_finish): a failed
- * hot-plug ends its job with hp_finish(op, NULL, op->err_code, op->err_msg). vm_job_done formats
- * the message before kind->free releases the job's data, but not the code: hp_job_free frees
- * op->err_code, then the waiters and the requester get `code` pointing at freed memory.
- * ASan: heap-use-after-free in the requester's callback (strdup of code), freed by hp_free from
- * vm_job_done (vm_hotplug.c hp_finish <- hp_rollback <- rollback_done). Every attach that fails
- * and rolls back (and a detach whose backend deletion fails, hp_detached) hits it. Disabled (an
- * ASan abort stops the whole binary) until vm_job_done copies code before kind->free (or
- * hp_finish passes a code that outlives op).
+ * A failed hot-plug rolls back and ends its job with the operation's own error code and message
+ * (both owned by the operation, which the job frees): the requester gets them intact.
  */
 static void
 test_vm_attach_rollback(void **state)
@@ -1069,7 +1061,6 @@ test_vm_attach_rollback(void **state)
 	assert_null(a2->code);
 	fake_qmp_assert_done(fx->fq);
 }
-#endif
 
 static void
 test_vm_attach_skips_port_taken_in_qemu(void **state)
@@ -1380,15 +1371,7 @@ test_vm_bring_down_waits_for_job(void **state)
 	fake_qmp_assert_done(fx->fq);
 }
 
-#if 0
 /*
- * BUG (supervisor/vm_power.c, vm_kill): a kill that takes over a powerdown --no-wait keeps the
- * stop_job's no_wait flag. When the system_powerdown sent by the powerdown is answered after the
- * kill (its command belongs to the job, which goes on as the kill), powerdown_sent() calls
- * vm_job_reply_early() and answers the KILL's requester {"state": "stopping"}; job->cb becomes
- * NULL and the kill's requester never hears "stopped". Fails with "stopping" != "stopped".
- * Disabled until vm_kill clears sj->no_wait when it takes the job over.
- *
  * A kill that takes over a powerdown --no-wait whose system_powerdown is still unanswered: the
  * kill's requester must get one answer, when QEMU is gone.
  */
@@ -1416,16 +1399,6 @@ test_vm_kill_takes_over_powerdown_no_wait(void **state)
 }
 
 /*
- * BUG (supervisor/vm_power.c, bring_down_next, reached from vm.c vm_maybe_finalize ->
- * vm_jobs_qemu_gone -> vm_job_done): when QEMU dies while vm_bring_down waits for another job,
- * that job ends inside vm_maybe_finalize, before the VM's state says QEMU is gone (state still
- * running, pid already 0, pidfd -1). bring_down_next -> vm_bring_down sees an active VM and
- * starts a powerdown job; vm_jobs_qemu_gone never looks at the new job and the exit it waits for
- * has already been handled: it logs "sending SIGTERM to qemu pid 0", then "SIGKILL ... pid 0"
- * and stays forever. The bring-down's requester is never answered (powerdown --all hangs) and
- * the VM stays crashed with a powerdown job, every later operation refused with busy. Fails
- * with "timed out waiting for dt->calls > 0 && bd->calls > 0" after DEADLINE_S.
- *
  * vm_bring_down waiting for a job (here a detach waiting for the guest) when QEMU dies: it must
  * be answered, and no job may be left on the VM.
  */
@@ -1456,7 +1429,6 @@ test_vm_bring_down_waiting_qemu_dies(void **state)
 	assert_string_equal(p->code, "not-running");
 	fake_qmp_assert_done(fx->fq);
 }
-#endif
 
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
@@ -1465,34 +1437,32 @@ int
 main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-		T(test_vm_adopt_publishes_running),
-		T(test_vm_adopt_publishes_paused),
-		T(test_vm_pause_resume_reset),
-		T(test_vm_crash_no_restart_when_refused),
-		T(test_vm_crash_schedules_restart),
-		T(test_vm_clean_shutdown_is_stopped),
-		T(test_vm_crash_during_reset),
-		T(test_vm_busy_while_reset_held),
-		T(test_vm_background_job_masks),
-		T(test_vm_attach_disk_q35),
-		T(test_vm_kill_during_attach),
-		T(test_vm_kill_during_detach),
-		T(test_vm_kill_takes_over_powerdown),
-		T(test_vm_attach_skips_port_taken_in_qemu),
-		T(test_vm_detach_disk),
-		T(test_vm_detach_timeout_then_released),
-		T(test_vm_readopt_keeps_attached_disk),
-		T(test_vm_readopt_undoes_interrupted_attach),
-		T(test_vm_job_done_cancels_commands),
-		T(test_vm_powerdown_no_wait),
-		T(test_vm_powerdown_paused_resumes_first),
-		T(test_vm_bring_down_joins_powerdown),
-		T(test_vm_bring_down_waits_for_job),
-#if 0 /* the bugs described above these cases */
-		T(test_vm_attach_rollback),
-		T(test_vm_kill_takes_over_powerdown_no_wait),
-		T(test_vm_bring_down_waiting_qemu_dies),
-#endif
+	    T(test_vm_adopt_publishes_running),
+	    T(test_vm_adopt_publishes_paused),
+	    T(test_vm_pause_resume_reset),
+	    T(test_vm_crash_no_restart_when_refused),
+	    T(test_vm_crash_schedules_restart),
+	    T(test_vm_clean_shutdown_is_stopped),
+	    T(test_vm_crash_during_reset),
+	    T(test_vm_busy_while_reset_held),
+	    T(test_vm_background_job_masks),
+	    T(test_vm_attach_disk_q35),
+	    T(test_vm_kill_during_attach),
+	    T(test_vm_kill_during_detach),
+	    T(test_vm_kill_takes_over_powerdown),
+	    T(test_vm_attach_skips_port_taken_in_qemu),
+	    T(test_vm_detach_disk),
+	    T(test_vm_detach_timeout_then_released),
+	    T(test_vm_readopt_keeps_attached_disk),
+	    T(test_vm_readopt_undoes_interrupted_attach),
+	    T(test_vm_job_done_cancels_commands),
+	    T(test_vm_powerdown_no_wait),
+	    T(test_vm_powerdown_paused_resumes_first),
+	    T(test_vm_bring_down_joins_powerdown),
+	    T(test_vm_bring_down_waits_for_job),
+	    T(test_vm_attach_rollback),
+	    T(test_vm_kill_takes_over_powerdown_no_wait),
+	    T(test_vm_bring_down_waiting_qemu_dies),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
