@@ -2,4 +2,4 @@
 qvmd_unit_test(test_qmp
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_qmp.c ${CMAKE_CURRENT_SOURCE_DIR}/util/fake_qmp.c
   LIBS qvmd_qmp
-  TIMEOUT 120)
+  TIMEOUT 600)
