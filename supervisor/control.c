@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
@@ -471,19 +472,75 @@ control_publish(struct control *c, const char *vm, struct json_object *ev)
 	}
 }
 
+/* Request ids: a string, or an integer JSON numbers can carry exactly (|id| <= 2^53 - 1). */
+#define CONTROL_ID_MAX ((int64_t)1 << 53)
+
+/* Why a parsed request value cannot be taken as it is: a string with a NUL in it (it would be
+ * cut short: "status\u0000junk" is not "status"), or a number that is not finite. NULL if fine. */
+static const char *
+value_problem(struct json_object *v, int depth)
+{
+	const char *why = NULL;
+
+	if (depth > 64)
+		return "nested too deeply";
+	switch (json_object_get_type(v)) {
+	case json_type_string:
+		if (strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
+			return "a string contains a NUL character";
+		return NULL;
+	case json_type_double:
+		return isfinite(json_object_get_double(v)) ? NULL : "a number is not finite";
+	case json_type_object:
+		json_object_object_foreach(v, key, val)
+		{
+			(void)key;
+			if ((why = value_problem(val, depth + 1)) != NULL)
+				return why;
+		}
+		return NULL;
+	case json_type_array:
+		for (size_t i = 0; i < json_object_array_length(v) && why == NULL; i++)
+			why = value_problem(json_object_array_get_idx(v, i), depth + 1);
+		return why;
+	default:
+		return NULL;
+	}
+}
+
+/* Whether id can be echoed back as it came: absent, null, a string, or an exact integer. */
+static bool
+id_ok(struct json_object *id)
+{
+	int64_t n;
+
+	if (id == NULL || json_object_is_type(id, json_type_string))
+		return true;
+	if (!json_object_is_type(id, json_type_int))
+		return false;
+	n = json_object_get_int64(id);
+	/* json-c clamps integers beyond 64 bits: only ids well inside the range are exact. */
+	return n > -CONTROL_ID_MAX && n < CONTROL_ID_MAX;
+}
+
 /* Parses one request line and dispatches it. */
 static void
 client_request(struct client *cl, const char *line, size_t len)
 {
 	struct json_tokener *tok = json_tokener_new();
 	struct json_object *req, *id = NULL, *v, *args = NULL;
-	const char *cmd = NULL, *vm = NULL;
+	const char *cmd = NULL, *vm = NULL, *why;
 	struct control_reply *r;
 
+	/* Strict: only valid UTF-8 (a reply echoes id, cmd and vm: it must be valid too). */
+	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	req = json_tokener_parse_ex(tok, line, (int)len);
 	if (req == NULL || json_tokener_get_error(tok) != json_tokener_success ||
 	    tok->char_offset < (int)len) {
-		client_error(cl, NULL, "invalid", "malformed request: not a JSON object");
+		client_error(cl, NULL, "invalid",
+		             json_tokener_get_error(tok) == json_tokener_error_parse_utf8_string
+		                 ? "malformed request: not valid UTF-8"
+		                 : "malformed request: not a JSON object");
 		goto out;
 	}
 	if (!json_object_is_type(req, json_type_object)) {
@@ -491,6 +548,18 @@ client_request(struct client *cl, const char *line, size_t len)
 		goto out;
 	}
 	json_object_object_get_ex(req, "id", &id);
+	if (!id_ok(id)) {
+		client_error(cl, NULL, "invalid",
+		             "malformed request: \"id\" must be a string or an integer below 2^53");
+		goto out;
+	}
+	if ((why = value_problem(req, 0)) != NULL) {
+		char *msg = xasprintf("malformed request: %s", why);
+
+		client_error(cl, id, "invalid", msg);
+		free(msg);
+		goto out;
+	}
 	if (!json_object_object_get_ex(req, "cmd", &v) ||
 	    !json_object_is_type(v, json_type_string)) {
 		client_error(cl, id, "invalid", "malformed request: \"cmd\" must be a string");
@@ -566,6 +635,28 @@ too_large:
 	client_close(cl, "too-large", "request larger than 1 MiB: closing the connection", false);
 }
 
+/* At EOF: what is left in the input is a last request without its newline. */
+static void
+client_last_request(struct client *cl)
+{
+	struct evbuffer *in = bufferevent_get_input(cl->bev);
+	size_t len = evbuffer_get_length(in);
+	char *line;
+
+	if (len == 0 || len > CONTROL_MAX_REQUEST || client_behind(cl))
+		return;
+	line = xmalloc(len + 1);
+	evbuffer_remove(in, line, len);
+	line[len] = '\0';
+	if (len > 0 && line[len - 1] == '\r')
+		line[--len] = '\0';
+	if (len > 0) {
+		client_touch(cl);
+		client_request(cl, line, len);
+	}
+	free(line);
+}
+
 static void
 client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
@@ -575,8 +666,12 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 		client_drop(cl, "closed");
 		return;
 	}
-	/* A client that half-closed after its requests still gets its answers. */
+	/* A client that half-closed after its requests still gets its answers, also to a last
+	 * request that had no newline. */
 	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !cl->subscribed) {
+		client_last_request(cl);
+		if (cl->dead || cl->closing)
+			return;
 		cl->eof = true;
 		bufferevent_disable(bev, EV_READ);
 		if (cl->pending == 0)

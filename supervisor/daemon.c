@@ -16,24 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-int64_t
-daemon_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t
-daemon_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int
 vm_cmp(const void *a, const void *b)
 {
@@ -84,12 +66,48 @@ vm_free_deferred(evutil_socket_t fd, short what, void *arg)
 	vm_free(arg);
 }
 
-void
+/* A VM without a definition stopped: it goes (freed on the next loop turn, it may be in a
+ * callback of its own). */
+static void
 daemon_vm_gone(struct daemon *d, struct vm *vm)
 {
 	log_info("vm %s: definition removed and vm stopped: forgetting it", vm_name(vm));
 	daemon_remove_vm(d, vm);
 	event_base_once(d->base, -1, EV_TIMEOUT, vm_free_deferred, vm, NULL);
+}
+
+static void
+env_publish(void *arg, const char *vm, struct json_object *ev)
+{
+	daemon_publish(arg, vm, ev);
+}
+
+static void
+env_gone(void *arg, struct vm *vm)
+{
+	daemon_vm_gone(arg, vm);
+}
+
+static bool
+env_may_restart(void *arg)
+{
+	struct daemon *d = arg;
+
+	return !d->stopping && d->restarts_held == 0;
+}
+
+void
+daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *conf)
+{
+	memset(d, 0, sizeof *d);
+	d->base = base;
+	d->conf = conf;
+	d->vm_env.base = base;
+	d->vm_env.conf = conf;
+	d->vm_env.publish = env_publish;
+	d->vm_env.gone = env_gone;
+	d->vm_env.may_restart = env_may_restart;
+	d->vm_env.arg = d;
 }
 
 /* Adds a VM to the sorted table. */
@@ -173,7 +191,7 @@ daemon_reload(struct daemon *d)
 		if (cfg == NULL)
 			continue; /* a broken file never disturbs what runs or what loaded before */
 		if (vm == NULL) {
-			vm = vm_new(d, cfg);
+			vm = vm_new(&d->vm_env, cfg);
 			daemon_add_vm(d, vm);
 			add_name(added, vm_name(vm));
 			continue;
@@ -286,7 +304,7 @@ daemon_adopt_orphans(struct daemon *d)
 			cfg_vm_free(cfg);
 			continue;
 		}
-		vm = vm_new(d, cfg);
+		vm = vm_new(&d->vm_env, cfg);
 		vm_set_config(vm, NULL);
 		if (!vm_adopt(vm)) {
 			vm_free(vm);

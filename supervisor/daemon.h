@@ -17,6 +17,7 @@ struct vm;
 
 struct daemon {
 	struct event_base *base;
+	struct vm_env vm_env; /* what each VM gets from the daemon (daemon_init) */
 	struct daemon_config *conf;
 	char *conf_path;
 	struct vm **vms; /* sorted by name */
@@ -26,6 +27,8 @@ struct daemon {
 	unsigned restarts_held; /* powerdowns of every VM in progress: no restart policy runs */
 };
 
+/* Sets up an empty daemon on base with conf (both borrowed). */
+void daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *conf);
 struct vm *daemon_find_vm(struct daemon *d, const char *name);
 /* Loads every definition in vm_dir; adds new VMs, updates changed ones, drops removed stopped ones.
  */
@@ -43,11 +46,5 @@ void daemon_powerdown_all(struct daemon *d, uint64_t timeout_ms, vm_done_cb cb, 
 void daemon_log_reload(struct json_object *res);
 /* Publishes an event to subscribers (takes ownership of ev). */
 void daemon_publish(struct daemon *d, const char *vm, struct json_object *ev);
-/* Called by a VM whose definition was removed and that just stopped. */
-void daemon_vm_gone(struct daemon *d, struct vm *vm);
-
-/* Milliseconds since the epoch / on the monotonic clock. */
-int64_t daemon_now_ms(void);
-int64_t daemon_mono_ms(void);
 
 #endif

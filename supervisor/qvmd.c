@@ -98,11 +98,11 @@ raise_fd_limit(void)
 static int
 check_config(struct daemon_config *conf)
 {
-	struct daemon d = {.conf = conf};
+	struct daemon d;
 	struct json_object *res, *errors;
 	size_t n;
 
-	d.base = event_base_new();
+	daemon_init(&d, event_base_new(), conf);
 	res = daemon_reload(&d);
 	json_object_object_get_ex(res, "errors", &errors);
 	n = json_object_array_length(errors);
@@ -327,7 +327,7 @@ main(int argc, char **argv)
 	bool check = false, debug = false, stop = false;
 	struct daemon_config conf;
 	struct cfg_errors errs;
-	struct daemon d = {0};
+	struct daemon d;
 	struct event *sigs[4];
 	static const int signums[] = {SIGTERM, SIGINT, SIGHUP};
 	struct json_object *res;
@@ -396,8 +396,7 @@ main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
-	d.conf = &conf;
-	d.base = event_base_new();
+	daemon_init(&d, event_base_new(), &conf);
 	if (d.base == NULL)
 		fatal("event_base_new failed");
 	if (mkdir_mode(conf.run_dir, conf.socket_group ? 0710 : 0700, conf.socket_group) < 0 ||

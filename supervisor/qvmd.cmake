@@ -1,11 +1,15 @@
 # The daemon: its pieces live in the qvmd_supervisor library so tests can link them.
 target_sources(qvmd_supervisor PRIVATE
   lockfile.c
+  clock.c
   log.c
   proc.c
   vm.c
-  vm_images.c
-  vm_taps.c
+  vm_job.c
+  vm_start.c
+  vm_power.c
+  vm_adopt.c
+  vm_host.c
   vm_devices.c
   vm_hotplug.c
   vm_query.c

@@ -1,7 +1,9 @@
 /*
- * supervisor/vm: one state machine per VM. Every operation on a VM is a job; one job at a time per
- * VM (others get `busy`), read-only requests are always answered, and different VMs never wait on
- * each other. Results reach the requester through a vm_done_cb.
+ * supervisor/vm: one state machine per VM. Every operation that changes a VM is a job (vm_job.h):
+ * at most one ordinary job and one background job per VM (others get `busy`), queries are always
+ * answered at once, and different VMs never wait on each other. Results reach the requester
+ * through a vm_done_cb. A VM knows nothing of the daemon: it gets what it needs (the event loop,
+ * the daemon's settings, where its events go) in a struct vm_env.
  */
 #ifndef QVMD_VM_H
 #define QVMD_VM_H
@@ -10,7 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-struct daemon;
+struct daemon_config;
+struct event_base;
 struct json_object;
 struct vm;
 struct vm_config;
@@ -25,8 +28,23 @@ enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_PAUSED, VM_STOPPING, VM_
 typedef void (*vm_done_cb)(struct json_object *result, const char *code, const char *message,
                            void *arg);
 
+/* What a VM needs from its owner. Borrowed for the VM's life. */
+struct vm_env {
+	struct event_base *base;
+	const struct daemon_config *conf;
+	/* Where the VM's events go (takes ev). */
+	void (*publish)(void *arg, const char *vm, struct json_object *ev);
+	/* The VM has no QEMU, no job and no definition any more: its owner may forget it (free it
+	 * on a later loop turn, never inside this call). */
+	void (*gone)(void *arg, struct vm *vm);
+	/* Whether the restart policy may start the VM now (not while the daemon stops or powers
+	 * every VM down). */
+	bool (*may_restart)(void *arg);
+	void *arg;
+};
+
 /* Takes ownership of cfg. */
-struct vm *vm_new(struct daemon *d, struct vm_config *cfg);
+struct vm *vm_new(const struct vm_env *env, struct vm_config *cfg);
 /* Frees a VM that has no QEMU (state stopped or crashed, no job). */
 void vm_free(struct vm *vm);
 
@@ -64,9 +82,9 @@ void vm_status(struct vm *vm, vm_done_cb cb, void *arg);
 void vm_qmp(struct vm *vm, const char *command, struct json_object *args, vm_done_cb cb, void *arg);
 
 /*
- * Re-attaches to a QEMU left running by an earlier qvmd, from the VM's run directory. Cleans the
- * run directory of a QEMU that is gone (and reports it stopped or crashed). Returns true if
- * adopted.
+ * Re-attaches to a QEMU left running by an earlier qvmd, from the VM's run directory, and
+ * publishes the state it finds (running, or crashed). Cleans the run directory of a QEMU that is
+ * gone. Returns true if adopted.
  */
 bool vm_adopt(struct vm *vm);
 

@@ -19,11 +19,11 @@
  * The record in devices.json is written before anything is sent to QEMU: an attach or detach
  * whose record cannot be written is refused with QEMU untouched.
  */
+#include "vm_job.h"
 #include "vm_private.h"
 
 #include "argv.h"
 #include "cfg.h"
-#include "daemon.h"
 #include "log.h"
 #include "proc.h"
 #include "qmp.h"
@@ -47,24 +47,50 @@
 /* Most commands one batch has in flight: qom-list, getfd, two blockdev-add. */
 #define HP_MAX_CALLS 4
 
+/* One step's undo: a QMP command with one string argument (blockdev-del node-name=...,
+ * netdev_del id=..., closefd fdname=...), or, with command NULL, removing a file the step made. */
+struct hp_undo {
+	const char *command;
+	const char *key;
+	char *value;
+};
+
+struct hp_op;
+
+/* A command of the current batch; its reply pushes its undo when QEMU accepted it. */
+struct hp_call {
+	struct hp_op *op;
+	int64_t id;
+	qmp_reply_cb next;   /* the step's own handling of the reply (arg: the op) */
+	struct hp_undo undo; /* command NULL and value NULL: nothing to undo */
+	bool drops_fd;       /* netdev_add with a passed fd: the netdev owns the fd from now on */
+};
+
 struct hp_op {
 	struct vm *vm;
+	struct vm_job *job; /* the job carrying the operation (it owns the op) */
 	bool detach;
 	bool is_disk;
 	struct cfg_disk disk;
 	struct cfg_net net;
 	bool persist;
 	uint64_t create_size;
-	/* Ids of this batch's commands; pending: how many are unanswered. */
-	int64_t calls[HP_MAX_CALLS];
+	/* This batch's commands; pending: how many are unanswered. */
+	struct hp_call calls[HP_MAX_CALLS];
 	size_t ncalls;
 	unsigned pending;
+	/* What the operation added to QEMU (and the host) so far, newest last: the steps that undo
+	 * it, run in reverse order by hp_rollback. */
+	struct hp_undo *undo;
+	size_t nundo;
+	/* Told the outcome (result taken; code NULL on success) once the operation is over. */
+	void (*done)(struct hp_op *op, struct json_object *result, const char *code,
+	             const char *msg);
 	char port[16];
 	unsigned port_n;                   /* port is hp.<port_n> */
 	bool have_port;                    /* QEMU showed port empty */
 	bool port_busy[CFG_PORTS_MAX + 1]; /* spare ports QEMU showed taken */
-	/* What has been added so far, for rollback. */
-	bool created, fd_sent, file_added, fmt_added, netdev_added;
+	bool created; /* the image was made by --create (until the device owns it) */
 	char fdname[48];
 	int tapfd;
 	/* qemu-img child */
@@ -100,8 +126,14 @@ hp_free(struct hp_op *op)
 		return;
 	/* No reply may reach a freed op (e.g. a detach finished by DEVICE_DELETED, the daemon
 	 * exiting mid-attach); answered ids are ignored by qmp_cancel. */
-	for (size_t i = 0; op->vm->qmp && i < op->ncalls; i++)
-		qmp_cancel(op->vm->qmp, op->calls[i]);
+	for (size_t i = 0; i < op->ncalls; i++) {
+		if (op->vm->qmp)
+			qmp_cancel(op->vm->qmp, op->calls[i].id);
+		free(op->calls[i].undo.value);
+	}
+	for (size_t i = 0; i < op->nundo; i++)
+		free(op->undo[i].value);
+	free(op->undo);
 	if (op->img_ev) {
 		event_free(op->img_ev);
 		kill(op->img_pid, SIGKILL);
@@ -134,6 +166,43 @@ hp_new(struct vm *vm)
 	return op;
 }
 
+static void
+hp_job_free(void *data)
+{
+	hp_free(data);
+}
+
+/* QEMU went away during an attach: an image made for it goes too (the rest went with QEMU). When
+ * qvmd exits instead, the job just ends: devices.json keeps the attach as "attaching" and the
+ * next qvmd finishes or undoes it. */
+static bool
+attach_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
+{
+	struct hp_op *op = job->data;
+
+	if (op->created && op->disk.file != NULL && unlink(op->disk.file) == 0)
+		log_info("vm %s: removed image %s created for the attach", op->vm->name,
+		         op->disk.file);
+	op->created = false;
+	return false;
+}
+
+static void detach_timer(struct vm_job *job);
+
+static const struct vm_job_kind attach_kind = {
+    .name = "attach",
+    .op = VM_OP_ATTACH,
+    .qemu_gone = attach_qemu_gone,
+    .free = hp_job_free,
+};
+
+static const struct vm_job_kind detach_kind = {
+    .name = "detach",
+    .op = VM_OP_DETACH,
+    .timer = detach_timer,
+    .free = hp_job_free,
+};
+
 /* Ends the job with op's outcome and frees op; an attach's final state is written to the run
  * directory after the client has its answer. If that write fails, the record written before
  * QEMU was touched ("attaching", on its port) stays, and a restarted qvmd resolves it the same
@@ -141,16 +210,21 @@ hp_new(struct vm *vm)
 static void
 hp_finish(struct hp_op *op, struct json_object *result, const char *code, const char *msg)
 {
+	op->done(op, result, code, msg);
+}
+
+/* The done callback of an operation that is its job's only one: the job ends with it (and frees
+ * it, after formatting msg, which may be op's). */
+static void
+hp_job_op_done(struct hp_op *op, struct json_object *result, const char *code, const char *msg)
+{
 	struct vm *vm = op->vm;
 	bool attach = !op->detach;
 
-	if (vm->job && vm->job->op == op)
-		vm->job->op = NULL;
 	if (code)
-		vm_job_finish(vm, NULL, code, "%s", msg);
+		vm_job_done(op->job, NULL, code, "%s", msg);
 	else
-		vm_job_finish(vm, result, NULL, NULL);
-	hp_free(op);
+		vm_job_done(op->job, result, NULL, NULL);
 	if (attach)
 		vm_devs_save(vm);
 }
@@ -206,25 +280,85 @@ reply_code(const struct qmp_reply *r)
 static void
 hp_batch(struct hp_op *op)
 {
+	for (size_t i = 0; i < op->ncalls; i++)
+		free(op->calls[i].undo.value);
 	op->ncalls = 0;
 	op->pending = 0;
 }
 
-/* Sends a command of the current batch (fd >= 0: passed along); cb gets its reply. */
-static bool
-hp_send_fd(struct hp_op *op, const char *cmd, struct json_object *args, int fd, qmp_reply_cb cb)
+/* Pushes a step's undo (takes value). */
+static void
+hp_push_undo(struct hp_op *op, const char *command, const char *key, char *value)
 {
+	op->undo = xrealloc(op->undo, (op->nundo + 1) * sizeof *op->undo);
+	op->undo[op->nundo].command = command;
+	op->undo[op->nundo].key = key;
+	op->undo[op->nundo].value = value;
+	op->nundo++;
+}
+
+/* Forgets the undo steps: what they would remove belongs to the plugged device now. */
+static void
+hp_clear_undo(struct hp_op *op)
+{
+	for (size_t i = 0; i < op->nundo; i++)
+		free(op->undo[i].value);
+	op->nundo = 0;
+}
+
+static void
+hp_call_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_call *c = arg;
+	struct hp_op *op = c->op;
+
+	if (r->status == QMP_OK && c->drops_fd) {
+		for (size_t i = op->nundo; i-- > 0;) {
+			if (op->undo[i].command != NULL &&
+			    strcmp(op->undo[i].command, "closefd") == 0) {
+				free(op->undo[i].value);
+				memmove(&op->undo[i], &op->undo[i + 1],
+				        (op->nundo - i - 1) * sizeof *op->undo);
+				op->nundo--;
+			}
+		}
+	}
+	if (r->status == QMP_OK && (c->undo.command != NULL || c->undo.value != NULL)) {
+		hp_push_undo(op, c->undo.command, c->undo.key, c->undo.value);
+		c->undo.value = NULL;
+	}
+	c->next(conn, r, op);
+}
+
+/* Sends a command of the current batch (fd >= 0: passed along); cb gets its reply with the op.
+ * When QEMU accepts it, undo_cmd undo_key=undo_value (if undo_cmd) is pushed on the undo stack. */
+static bool
+hp_send_step(struct hp_op *op, const char *cmd, struct json_object *args, int fd, qmp_reply_cb cb,
+             const char *undo_cmd, const char *undo_key, const char *undo_value)
+{
+	struct hp_call *c;
 	char *cause = NULL;
 	int64_t id = -1;
 
-	if (op->vm->qmp != NULL && op->ncalls < HP_MAX_CALLS)
-		id = fd >= 0 ? qmp_execute_fd(op->vm->qmp, cmd, args, fd, 0, cb, op, &cause)
-		             : qmp_execute(op->vm->qmp, cmd, args, 0, cb, op, &cause);
-	json_object_put(args);
+	if (op->ncalls >= HP_MAX_CALLS)
+		fatal("vm %s: hot-plug batch over %d commands", op->vm->name, HP_MAX_CALLS);
+	c = &op->calls[op->ncalls];
+	memset(c, 0, sizeof *c);
+	c->op = op;
+	c->next = cb;
+	/* The command belongs to the job: it is cancelled when the job ends (and by hp_free when
+	 * the operation ends first, as one of several in a job). */
+	id = vm_job_send(op->job, cmd, args, fd, 0, hp_call_done, c, &cause);
 	free(cause);
 	if (id <= 0)
 		return false;
-	op->calls[op->ncalls++] = id;
+	c->id = id;
+	if (undo_cmd != NULL) {
+		c->undo.command = undo_cmd;
+		c->undo.key = undo_key;
+		c->undo.value = xstrdup(undo_value);
+	}
+	op->ncalls++;
 	op->pending++;
 	return true;
 }
@@ -232,7 +366,7 @@ hp_send_fd(struct hp_op *op, const char *cmd, struct json_object *args, int fd, 
 static bool
 hp_send(struct hp_op *op, const char *cmd, struct json_object *args, qmp_reply_cb cb)
 {
-	return hp_send_fd(op, cmd, args, -1, cb);
+	return hp_send_step(op, cmd, args, -1, cb, NULL, NULL, NULL);
 }
 
 /* One reply of the batch is in (callbacks check op->pending == 0 for the last one). */
@@ -281,42 +415,30 @@ rollback_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	hp_rollback(op);
 }
 
+/* Undoes the newest step left (one command at a time), then reports the original failure. */
 static void
 hp_rollback(struct hp_op *op)
 {
 	struct vm_dev *dev;
-	char name[64];
-	const char *id = op->is_disk ? op->disk.id : op->net.id;
 
 	hp_batch(op);
-	if (op->fmt_added) {
-		op->fmt_added = false;
-		snprintf(name, sizeof name, ARGV_NODE_FMT_FMT, id);
-		if (hp_send(op, "blockdev-del", obj1("node-name", name), rollback_done))
+	while (op->nundo > 0) {
+		struct hp_undo u = op->undo[--op->nundo];
+
+		if (u.command == NULL) {
+			if (unlink(u.value) == 0)
+				log_info("vm %s: removed image %s created for the failed attach",
+				         op->vm->name, u.value);
+			if (op->created && strcmp(u.value, op->disk.file) == 0)
+				op->created = false;
+			free(u.value);
+			continue;
+		}
+		if (hp_send(op, u.command, obj1(u.key, u.value), rollback_done)) {
+			free(u.value);
 			return;
-	}
-	if (op->file_added) {
-		op->file_added = false;
-		snprintf(name, sizeof name, ARGV_NODE_FILE_FMT, id);
-		if (hp_send(op, "blockdev-del", obj1("node-name", name), rollback_done))
-			return;
-	}
-	if (op->netdev_added) {
-		op->netdev_added = false;
-		snprintf(name, sizeof name, ARGV_NETDEV_FMT, id);
-		if (hp_send(op, "netdev_del", obj1("id", name), rollback_done))
-			return;
-	}
-	if (op->fd_sent) {
-		op->fd_sent = false;
-		if (hp_send(op, "closefd", obj1("fdname", op->fdname), rollback_done))
-			return;
-	}
-	if (op->created) {
-		op->created = false;
-		if (unlink(op->disk.file) == 0)
-			log_info("vm %s: removed image %s created for the failed attach",
-			         op->vm->name, op->disk.file);
+		}
+		free(u.value); /* no connection: QEMU took it with it */
 	}
 	if (!op->detach && (dev = hp_dev(op)) != NULL && dev->attaching)
 		vm_devs_remove(op->vm, dev);
@@ -347,6 +469,7 @@ img_done(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	op->created = true;
+	hp_push_undo(op, NULL, NULL, xstrdup(op->disk.file));
 	log_info("vm %s: created image %s", op->vm->name, op->disk.file);
 	hp_prepare(op);
 }
@@ -364,7 +487,7 @@ hp_create_image(struct hp_op *op)
 		free(cause);
 		return;
 	}
-	op->img_ev = event_new(op->vm->d->base, op->img_pidfd, EV_READ, img_done, op);
+	op->img_ev = event_new(op->vm->env.base, op->img_pidfd, EV_READ, img_done, op);
 	event_add(op->img_ev, NULL);
 }
 
@@ -501,19 +624,9 @@ backend_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	const char *id = op->is_disk ? op->disk.id : op->net.id;
 
 	hp_answered(op);
-	if (r->status != QMP_OK) {
+	if (r->status != QMP_OK)
 		hp_error(op, reply_code(r), "vm %s: %s %s failed: %s", op->vm->name, r->command, id,
 		         r->error_desc);
-	} else if (strcmp(r->command, "getfd") == 0) {
-		op->fd_sent = true;
-	} else if (strcmp(r->command, "netdev_add") == 0) {
-		op->fd_sent = false; /* the netdev owns the fd now */
-		op->netdev_added = true;
-	} else if (op->file_added) {
-		op->fmt_added = true;
-	} else {
-		op->file_added = true;
-	}
 	if (op->pending == 0)
 		hp_prepared(op);
 }
@@ -557,7 +670,8 @@ device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		 * between finds the device in QOM (vm_hotplug_reconcile) and keeps it. */
 		if ((dev = hp_dev(op)) != NULL)
 			dev->attaching = dev->created = false;
-		op->file_added = op->fmt_added = op->netdev_added = op->created = false;
+		hp_clear_undo(op);
+		op->created = false;
 		op->plugged = true;
 	}
 	if (op->pending == 0)
@@ -684,7 +798,7 @@ hp_begin(struct hp_op *op)
 		hp_fail(
 		    op, "failed",
 		    "vm %s: cannot record %s in the run directory (%s): %s; nothing was attached",
-		    vm->name, dev->id, vm->d->conf->run_dir, strerror(errno));
+		    vm->name, dev->id, vm->env.conf->run_dir, strerror(errno));
 		return;
 	}
 	if (op->create_size > 0)
@@ -699,25 +813,32 @@ hp_prepare(struct hp_op *op)
 {
 	struct vm *vm = op->vm;
 	bool bridge = !op->is_disk && op->net.type == CFG_NET_BRIDGE;
+	const char *id = op->is_disk ? op->disk.id : op->net.id;
+	char file[64], fmt[64], netdev[64];
 	bool sent = true;
 
+	snprintf(file, sizeof file, ARGV_NODE_FILE_FMT, id);
+	snprintf(fmt, sizeof fmt, ARGV_NODE_FMT_FMT, id);
+	snprintf(netdev, sizeof netdev, ARGV_NETDEV_FMT, id);
 	hp_batch(op);
 	if (vm->live_cfg->machine == CFG_MACHINE_Q35)
 		sent = hp_send_port_check(op);
 	if (sent && bridge) {
 		snprintf(op->fdname, sizeof op->fdname, "%s.tap", op->net.id);
-		sent =
-		    hp_send_fd(op, "getfd", obj1("fdname", op->fdname), op->tapfd, backend_added);
+		sent = hp_send_step(op, "getfd", obj1("fdname", op->fdname), op->tapfd,
+		                    backend_added, "closefd", "fdname", op->fdname);
 	}
 	if (sent && op->is_disk)
-		sent =
-		    hp_send(op, "blockdev-add", argv_blockdev_file_json(&op->disk),
-		            backend_added) &&
-		    hp_send(op, "blockdev-add", argv_blockdev_fmt_json(&op->disk), backend_added);
-	else if (sent)
-		sent =
-		    hp_send(op, "netdev_add",
-		            argv_netdev_json(&op->net, bridge ? op->fdname : NULL), backend_added);
+		sent = hp_send_step(op, "blockdev-add", argv_blockdev_file_json(&op->disk), -1,
+		                    backend_added, "blockdev-del", "node-name", file) &&
+		       hp_send_step(op, "blockdev-add", argv_blockdev_fmt_json(&op->disk), -1,
+		                    backend_added, "blockdev-del", "node-name", fmt);
+	else if (sent && hp_send_step(op, "netdev_add",
+	                              argv_netdev_json(&op->net, bridge ? op->fdname : NULL), -1,
+	                              backend_added, "netdev_del", "id", netdev))
+		op->calls[op->ncalls - 1].drops_fd = bridge;
+	else
+		sent = false;
 	if (!sent)
 		hp_send_failed(op);
 }
@@ -790,7 +911,7 @@ path_allowed(const struct vm *vm, const char *path, bool create)
 	} else if (realpath(path, real) == NULL) {
 		return false;
 	}
-	for (char **d = vm->d->conf->image_dirs; d && *d && !ok; d++) {
+	for (char **d = vm->env.conf->image_dirs; d && *d && !ok; d++) {
 		char rd[PATH_MAX];
 		size_t n;
 
@@ -916,8 +1037,7 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	struct hp_op *op;
 	char *why;
 
-	if (vm->job && refuse(cb, arg, "busy",
-	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+	if (!vm_job_admit(vm, VM_OP_ATTACH, cb, arg))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, disk->id, persist, cb, arg) ||
 	    refuse_no_port(vm, cb, arg))
@@ -969,7 +1089,8 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	op->disk.size = 0;
 	op->persist = persist;
 	op->create_size = create_size;
-	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
+	op->done = hp_job_op_done;
+	op->job = vm_job_new(vm, &attach_kind, op, cb, arg);
 	hp_begin(op);
 }
 
@@ -980,8 +1101,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 	struct cfg_net n = *net;
 	char *cause = NULL;
 
-	if (vm->job && refuse(cb, arg, "busy",
-	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+	if (!vm_job_admit(vm, VM_OP_ATTACH, cb, arg))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, net->id, persist, cb, arg) ||
 	    refuse_no_port(vm, cb, arg))
@@ -1042,7 +1162,8 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 			return;
 		}
 	}
-	vm_job_start(vm, VM_JOB_ATTACH, cb, arg)->op = op;
+	op->done = hp_job_op_done;
+	op->job = vm_job_new(vm, &attach_kind, op, cb, arg);
 	hp_begin(op);
 }
 
@@ -1158,15 +1279,18 @@ hp_detached(struct hp_op *op)
 	hp_finish(op, res, NULL, NULL);
 }
 
+/* DEVICE_DELETED: the guest released a device. The detach waiting for it finishes; a removal
+ * nobody waits for any more (its detach timed out) is completed all the same. */
 void
-vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data)
+vm_hotplug_device_deleted(struct vm *vm, struct json_object *data)
 {
+	struct vm_job *job = vm_job_find(vm, &detach_kind);
+	struct hp_op *op = job != NULL ? job->data : NULL;
 	struct json_object *v;
 	struct vm_dev *dev;
-	struct hp_op *op = vm->job ? vm->job->op : NULL;
 
 	/* Each virtio device_del brings two DEVICE_DELETED: only the second names the device. */
-	if (strcmp(name, "DEVICE_DELETED") != 0 || !json_object_object_get_ex(data, "device", &v))
+	if (!json_object_object_get_ex(data, "device", &v))
 		return;
 	dev = vm_devs_find(vm, json_object_get_string(v));
 	if (dev == NULL)
@@ -1215,14 +1339,13 @@ device_del_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 }
 
 /* The guest did not let go in time: the device stays "removal pending" until it does. */
-void
-vm_detach_timeout(struct vm *vm)
+static void
+detach_timer(struct vm_job *job)
 {
-	struct hp_op *op = vm->job ? vm->job->op : NULL;
+	struct hp_op *op = job->data;
+	struct vm *vm = op->vm;
 	char *msg;
 
-	if (op == NULL || !op->detach)
-		return;
 	if (op->released) {
 		msg = xasprintf("vm %s: %s removed from the guest, but QEMU did not confirm the "
 		                "deletion of its backend within %" PRIu64 " ms",
@@ -1247,8 +1370,7 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 	char *cause = NULL;
 	bool in_file;
 
-	if (vm->job && refuse(cb, arg, "busy",
-	                      xasprintf("vm %s: busy: another operation is in progress", vm->name)))
+	if (!vm_job_admit(vm, VM_OP_DETACH, cb, arg))
 		return;
 	if (refuse_stopped(vm, persist, cb, arg))
 		return;
@@ -1307,30 +1429,15 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 		refuse(cb, arg, "failed",
 		       xasprintf("vm %s: cannot record the removal of %s in the run directory "
 		                 "(%s): %s; nothing was changed",
-		                 vm->name, id, vm->d->conf->run_dir, strerror(err)));
+		                 vm->name, id, vm->env.conf->run_dir, strerror(err)));
 		return;
 	}
-	vm_job_start(vm, VM_JOB_DETACH, cb, arg)->op = op;
-	vm_job_arm_timer(vm, op->timeout_ms);
+	op->done = hp_job_op_done;
+	op->job = vm_job_new(vm, &detach_kind, op, cb, arg);
+	vm_job_arm(op->job, op->timeout_ms);
 	hp_batch(op);
 	if (!hp_send(op, "device_del", obj1("id", id), device_del_sent))
 		device_del_refused(op, "failed", "qmp connection lost");
-}
-
-/* The operation in flight ends unanswered: QEMU went away (qemu_gone: an image made for the
- * attach is removed), or qvmd is exiting (devices.json keeps an attach as "attaching": the next
- * qvmd finishes or undoes it). */
-void
-vm_hotplug_abort(struct vm *vm, bool qemu_gone)
-{
-	struct hp_op *op = vm->job ? vm->job->op : NULL;
-
-	if (op == NULL)
-		return;
-	vm->job->op = NULL;
-	if (qemu_gone && op->created && op->disk.file)
-		unlink(op->disk.file);
-	hp_free(op);
 }
 
 /* ---- after a daemon restart ---- */

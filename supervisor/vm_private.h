@@ -12,17 +12,8 @@
 
 struct event;
 struct qmp_conn;
-
-enum vm_job_kind {
-	VM_JOB_START,
-	VM_JOB_POWERDOWN,
-	VM_JOB_KILL,
-	VM_JOB_RESET,
-	VM_JOB_PAUSE,
-	VM_JOB_RESUME,
-	VM_JOB_ATTACH,
-	VM_JOB_DETACH
-};
+struct vm_images;
+struct vm_job;
 
 #include "cfg.h"
 
@@ -40,31 +31,8 @@ struct vm_dev {
 	bool created;         /* attaching: its image was made by --create */
 };
 
-/* Someone else waiting for a job's end (powerdown --all joining a powerdown in flight). */
-struct vm_waiter {
-	vm_done_cb cb;
-	void *arg;
-};
-
-struct vm_job {
-	enum vm_job_kind kind;
-	vm_done_cb cb; /* NULL once the requester has been answered (powerdown --no-wait) */
-	void *arg;
-	struct vm_waiter *waiters; /* told the same outcome as cb */
-	size_t nwaiters;
-	int64_t t0;          /* monotonic ms */
-	int64_t qmp_id;      /* the command this job waits for, cancelled when the job ends */
-	struct event *timer; /* start timeout, powerdown escalation */
-	int step;            /* powerdown/kill: 0 ACPI, 1 quit, 2 SIGTERM, 3 SIGKILL */
-	uint64_t timeout_ms;
-	bool wait;
-	bool resumed;     /* powerdown of a paused VM: resumed first (ACPI needs a running guest) */
-	char *failed;     /* start: why it failed, reported when QEMU is gone */
-	struct hp_op *op; /* attach/detach: the hot-plug operation in progress */
-};
-
 struct vm {
-	struct daemon *d;
+	struct vm_env env; /* what the VM needs from its owner */
 	char *name;
 	struct vm_config *cfg;      /* the definition on disk; NULL once its file was removed */
 	char *disk_text;            /* that file's text */
@@ -92,7 +60,8 @@ struct vm {
 	bool shutdown_guest;
 	char shutdown_reason[48];
 
-	struct vm_job *job;
+	struct vm_job *job;   /* the ordinary job (vm_job.h) */
+	struct vm_job *bg;    /* the background job */
 	struct vm_dev **devs; /* live devices */
 	size_t ndevs;
 
@@ -103,35 +72,57 @@ struct vm {
 	char *last_exit;
 };
 
-/* A whole small file as a string (caller frees), or NULL. */
+/* vm.c: the VM object, its QEMU process and QMP connection. */
+/* A definition's text (caller frees), or NULL; never blocks (cfg_read_file). */
 char *vm_read_text(const char *path);
-const char *vm_job_name(enum vm_job_kind kind);
 char *vm_run_path(const struct vm *vm, const char *file);
 char *vm_state_path(const struct vm *vm, const char *file);
 void vm_set_state(struct vm *vm, enum vm_state s);
-void vm_job_finish(struct vm *vm, struct json_object *result, const char *code, const char *fmt,
-                   ...) __attribute__((format(printf, 4, 5)));
-struct vm_job *vm_job_start(struct vm *vm, enum vm_job_kind kind, vm_done_cb cb, void *arg);
-void vm_job_arm_timer(struct vm *vm, uint64_t ms);
+void vm_set_last_exit(struct vm *vm, char *text); /* takes text */
+/* Publishes an event of this VM to the owner's sink (takes ev). */
+void vm_publish(struct vm *vm, struct json_object *ev);
 /* Re-reads the definition after qvmd edited it (running_matches: the QEMU now matches it). */
 void vm_reload_definition(struct vm *vm, bool running_matches);
+/* Watches the QEMU process (pid, pidfd set) and connects QMP (fd >= 0: a connected socket; else
+ * the run directory's socket). Returns -1 with *cause when QMP cannot be opened. */
 void vm_watch_pid(struct vm *vm);
 int vm_open_qmp(struct vm *vm, int fd, char **cause);
-void vm_schedule_restart(struct vm *vm, bool crashed);
+/* The process of a VM that has none any more is forgotten; the owner is told when the VM has
+ * neither a QEMU, a job nor a definition. */
+void vm_check_gone(struct vm *vm);
 
-/* vm_images.c: creates missing disk images, then calls vm_images_done (error: allocated or NULL).
- */
-void vm_create_images(struct vm *vm);
+/* vm_start.c: the start job and the restart policy. */
+void vm_schedule_restart(struct vm *vm, bool crashed);
+/* QMP is ready on a VM being started: sends cont (true), or the VM was adopted (false). */
+bool vm_start_qmp_ready(struct vm *vm);
+
+/* vm_adopt.c: a QEMU found running after a daemon restart. */
+void vm_adopt_qmp_ready(struct vm *vm);
+
+/* vm_host.c: what a VM uses of the host: its directories, images, firmware variables, taps and
+ * QMP socket. The one place that knows which files a VM's QEMU opens. */
+int vm_host_dirs(struct vm *vm, char **cause);
+/* Creates the definition's missing disk images (qemu-img); done(arg, error) runs when all exist
+ * or one failed (error allocated, or NULL), possibly before this returns. *batch holds the work
+ * in progress until then (set before anything else, cleared by no one but the owner);
+ * vm_host_images_free(*batch) stops it (children killed, done never called). */
+void vm_host_create_images(struct vm *vm, struct vm_images **batch,
+                           void (*done)(void *arg, char *error), void *arg);
+void vm_host_images_free(struct vm_images *b);
 /* Runs `qemu-img create -f FORMAT FILE SIZE`, output appended to the VM's qemu.log (its size
  * before in *log_offset). Returns the pid (and *pidfd), or -1 with *cause. */
 pid_t vm_spawn_qemu_img(struct vm *vm, const char *file, enum cfg_format format, uint64_t size,
                         long *log_offset, int *pidfd, char **cause);
-void vm_images_done(struct vm *vm, char *error);
 /* Copies the UEFI variable store template for a VM that has none yet. */
 int vm_prepare_firmware(struct vm *vm, char **cause);
-
-/* vm_taps.c: opens tap devices for bridge NICs (fds appended to keep[], per NIC in net_fds). */
-int vm_open_taps(struct vm *vm, int *net_fds, int *keep, size_t *nkeep, char **cause);
+/* Opens tap devices for bridge NICs (fds appended to keep[], per NIC in net_fds). */
+int vm_open_taps(struct vm *vm, int *net_fds, int *keep, size_t *nkeep, size_t keep_max,
+                 char **cause);
+/* A tap device on a bridge, up; returns its fd or -1 with *cause. */
+int vm_tap_open(const char *ifname, const char *bridge, char **cause);
+/* The listening QMP socket QEMU inherits, and a connection to it made before QEMU runs. */
+int vm_qmp_listen(const char *path, char **cause);
+int vm_qmp_dial(const char *path);
 
 /* vm_devices.c: bookkeeping of live devices. */
 struct vm_dev *vm_dev_new_disk(const struct cfg_disk *disk, const char *port);
@@ -149,15 +140,14 @@ struct json_object *vm_dev_json(const struct vm_dev *dev);
 int vm_devs_save(struct vm *vm);
 void vm_devs_load(struct vm *vm);
 
-/* vm_hotplug.c: DEVICE_DELETED and friends; a job's operation torn down when QEMU goes away. */
-void vm_hotplug_event(struct vm *vm, const char *name, struct json_object *data);
-void vm_hotplug_abort(struct vm *vm, bool qemu_gone);
+/* vm_hotplug.c: devices released by the guest without a detach waiting, and the books checked
+ * against QEMU after a re-attach. */
+void vm_hotplug_device_deleted(struct vm *vm, struct json_object *data);
 void vm_hotplug_reconcile(struct vm *vm);
-void vm_detach_timeout(struct vm *vm);
-/* vm_taps.c: a tap device on a bridge, up; returns its fd or -1 with *cause. */
-int vm_tap_open(const char *ifname, const char *bridge, char **cause);
 
 /* rundir.c: what a restarted qvmd needs to re-attach. */
+/* The copy of the definition the QEMU was started from (caller frees). */
+char *rundir_def_path(const struct vm *vm);
 void rundir_save(struct vm *vm);
 void rundir_remove(struct vm *vm);
 /* Replaces path with text atomically (temp file + rename; see rundir.c for why no fsync). */

@@ -2,7 +2,8 @@
 #include "vm_private.h"
 
 #include "cfg.h"
-#include "daemon.h"
+#include "vm_job.h"
+#include "clock.h"
 #include "log.h"
 #include "qmp.h"
 
@@ -26,7 +27,7 @@ uptime_ms(const struct vm *vm)
 {
 	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED && vm->state != VM_STOPPING)
 		return 0;
-	return vm->started_at > 0 ? daemon_now_ms() - vm->started_at : 0;
+	return vm->started_at > 0 ? clock_now_ms() - vm->started_at : 0;
 }
 
 struct json_object *
@@ -101,10 +102,10 @@ status_object(const struct vm *vm, const char *qemu_status)
 	json_object_object_add(o, "last_exit",
 	                       vm->last_exit ? json_object_new_string(vm->last_exit) : NULL);
 	json_object_object_add(o, "job",
-	                       vm->job ? json_object_new_string(vm_job_name(vm->job->kind)) : NULL);
-	if (vm->restart_ev && vm->restart_due > daemon_mono_ms() && !vm_is_active(vm))
+	                       vm->job ? json_object_new_string(vm->job->kind->name) : NULL);
+	if (vm->restart_ev && vm->restart_due > clock_mono_ms() && !vm_is_active(vm))
 		json_object_object_add(o, "restart_in_ms",
-		                       json_object_new_int64(vm->restart_due - daemon_mono_ms()));
+		                       json_object_new_int64(vm->restart_due - clock_mono_ms()));
 	disks = json_object_new_array();
 	nets = json_object_new_array();
 	if (vm_is_active(vm)) {

@@ -1,0 +1,237 @@
+/* The job model of a VM (see vm_job.h). */
+#include "vm_job.h"
+
+#include "clock.h"
+#include "log.h"
+#include "qmp.h"
+#include "vm_private.h"
+
+#include <event2/event.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct vm_job *
+vm_job_current(const struct vm *vm)
+{
+	return vm->job;
+}
+
+struct vm_job *
+vm_job_background(const struct vm *vm)
+{
+	return vm->bg;
+}
+
+struct vm_job *
+vm_job_find(const struct vm *vm, const struct vm_job_kind *kind)
+{
+	if (vm->job != NULL && vm->job->kind == kind)
+		return vm->job;
+	if (vm->bg != NULL && vm->bg->kind == kind)
+		return vm->bg;
+	return NULL;
+}
+
+static void
+refuse_busy(struct vm *vm, const struct vm_job *job, vm_done_cb cb, void *arg)
+{
+	char *msg = xasprintf("vm %s: busy: %s in progress", vm->name, job->kind->name);
+
+	cb(NULL, "busy", msg, arg);
+	free(msg);
+}
+
+bool
+vm_job_admit(struct vm *vm, enum vm_op op, vm_done_cb cb, void *arg)
+{
+	struct vm_job *bg = vm->bg;
+
+	if (vm->job != NULL) {
+		refuse_busy(vm, vm->job, cb, arg);
+		return false;
+	}
+	if (bg == NULL || (bg->kind->allows & VM_OP_BIT(op)))
+		return true;
+	if ((bg->kind->cancel_for & VM_OP_BIT(op)) && bg->kind->cancel != NULL) {
+		log_info("vm %s: cancelling %s first", vm->name, bg->kind->name);
+		bg->kind->cancel(bg, "cancelled by a powerdown or kill");
+		return true;
+	}
+	refuse_busy(vm, bg, cb, arg);
+	return false;
+}
+
+struct vm_job *
+vm_job_new(struct vm *vm, const struct vm_job_kind *kind, void *data, vm_done_cb cb, void *arg)
+{
+	struct vm_job *job = xcalloc(1, sizeof *job);
+	struct vm_job **slot = kind->background ? &vm->bg : &vm->job;
+
+	if (*slot != NULL)
+		fatal("vm %s: %s started while %s runs", vm->name, kind->name, (*slot)->kind->name);
+	job->kind = kind;
+	job->vm = vm;
+	job->data = data;
+	job->cb = cb;
+	job->arg = arg;
+	job->t0 = clock_mono_ms();
+	*slot = job;
+	return job;
+}
+
+void
+vm_job_done(struct vm_job *job, struct json_object *result, const char *code, const char *fmt, ...)
+{
+	struct vm *vm = job->vm;
+	char *msg = NULL, *code_copy;
+	va_list ap;
+
+	if (job->ending) {
+		json_object_put(result);
+		return;
+	}
+	job->ending = true;
+	if (vm->job == job)
+		vm->job = NULL;
+	if (vm->bg == job)
+		vm->bg = NULL;
+	if (job->timer != NULL)
+		event_free(job->timer);
+	for (size_t i = 0; vm->qmp != NULL && i < job->ncalls; i++)
+		qmp_cancel(vm->qmp, job->calls[i]);
+	if (code != NULL) {
+		va_start(ap, fmt);
+		if (vasprintf(&msg, fmt, ap) < 0)
+			fatal("out of memory");
+		va_end(ap);
+		log_warn("%s", msg);
+	}
+	/* The code and message may point into the job's data: both are copied before it goes. */
+	code_copy = code != NULL ? xstrdup(code) : NULL;
+	if (job->kind->free != NULL)
+		job->kind->free(job->data);
+	for (size_t i = 0; i < job->nwaiters; i++)
+		job->waiters[i].cb(result ? json_object_get(result) : NULL, code_copy, msg,
+		                   job->waiters[i].arg);
+	if (job->cb != NULL)
+		job->cb(result, code_copy, msg, job->arg);
+	else
+		json_object_put(result);
+	free(code_copy);
+	free(msg);
+	free(job->waiters);
+	free(job->calls);
+	free(job);
+}
+
+void
+vm_job_reply_early(struct vm_job *job, struct json_object *result)
+{
+	vm_done_cb cb = job->cb;
+
+	job->cb = NULL;
+	if (cb != NULL)
+		cb(result, NULL, NULL, job->arg);
+	else
+		json_object_put(result);
+}
+
+void
+vm_job_join(struct vm_job *job, vm_done_cb cb, void *arg)
+{
+	job->waiters = xrealloc(job->waiters, (job->nwaiters + 1) * sizeof *job->waiters);
+	job->waiters[job->nwaiters].cb = cb;
+	job->waiters[job->nwaiters].arg = arg;
+	job->nwaiters++;
+}
+
+static void
+job_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct vm_job *job = arg;
+
+	if (job->kind->timer != NULL)
+		job->kind->timer(job);
+}
+
+void
+vm_job_arm(struct vm_job *job, uint64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+
+	if (job->timer == NULL)
+		job->timer = evtimer_new(job->vm->env.base, job_timer_cb, job);
+	evtimer_add(job->timer, &tv);
+}
+
+int64_t
+vm_job_send(struct vm_job *job, const char *command, struct json_object *args, int fd,
+            int timeout_ms, qmp_reply_cb cb, void *arg, char **cause)
+{
+	struct qmp_conn *qmp = job->vm->qmp;
+	int64_t id;
+
+	if (qmp == NULL || job->ending) {
+		json_object_put(args);
+		*cause = xasprintf("no qmp connection");
+		return -1;
+	}
+	id = fd >= 0 ? qmp_execute_fd(qmp, command, args, fd, timeout_ms, cb, arg, cause)
+	             : qmp_execute(qmp, command, args, timeout_ms, cb, arg, cause);
+	json_object_put(args);
+	if (id < 0)
+		return -1;
+	job->calls = xrealloc(job->calls, (job->ncalls + 1) * sizeof *job->calls);
+	job->calls[job->ncalls++] = id;
+	return id;
+}
+
+void
+vm_jobs_event(struct vm *vm, const char *name, struct json_object *data)
+{
+	struct vm_job *job = vm->job;
+
+	if (job != NULL && job->kind->event != NULL)
+		job->kind->event(job, name, data);
+	job = vm->bg;
+	if (job != NULL && job->kind->event != NULL)
+		job->kind->event(job, name, data);
+}
+
+bool
+vm_jobs_claim_exit(struct vm *vm, const struct vm_exit *exit)
+{
+	struct vm_job *jobs[2] = {vm->bg, vm->job};
+	bool claimed = false;
+
+	for (size_t i = 0; i < 2; i++) {
+		if (jobs[i] != NULL && jobs[i]->kind->qemu_gone != NULL &&
+		    jobs[i]->kind->qemu_gone(jobs[i], exit))
+			claimed = true;
+	}
+	return claimed;
+}
+
+void
+vm_jobs_end_unclaimed(struct vm *vm, const struct vm_exit *exit)
+{
+	if (vm->bg != NULL)
+		vm_job_done(vm->bg, NULL, "failed", "vm %s: %s: qemu %s%s%s", vm->name,
+		            vm->bg->kind->name, exit->reason, *exit->tail ? ": " : "", exit->tail);
+	if (vm->job != NULL)
+		vm_job_done(vm->job, NULL, "failed", "vm %s: %s: qemu %s%s%s", vm->name,
+		            vm->job->kind->name, exit->reason, *exit->tail ? ": " : "", exit->tail);
+}
+
+void
+vm_jobs_abort(struct vm *vm, const char *code, const char *why)
+{
+	if (vm->bg != NULL)
+		vm_job_done(vm->bg, NULL, code, "vm %s: %s: %s", vm->name, vm->bg->kind->name, why);
+	if (vm->job != NULL)
+		vm_job_done(vm->job, NULL, code, "vm %s: %s: %s", vm->name, vm->job->kind->name,
+		            why);
+}
