@@ -34,6 +34,10 @@
 #define CFG_DISK_SIZE_MULTIPLE 512
 /* qvmd.conf's usual place: cfg_daemon_load() with this path and no such file means defaults. */
 #define CFG_DAEMON_CONF_DEFAULT "/etc/qvmd/qvmd.conf"
+#define CFG_RUN_DIR_DEFAULT     "/run/qvmd"
+/* The control socket unless qvmd.conf says otherwise: run_dir's qvmd.sock. */
+#define CFG_CONTROL_SOCKET_NAME    "qvmd.sock"
+#define CFG_CONTROL_SOCKET_DEFAULT CFG_RUN_DIR_DEFAULT "/" CFG_CONTROL_SOCKET_NAME
 
 /* A list of error messages, each already formatted as "file:line: section: key: what is wrong". */
 struct cfg_errors {

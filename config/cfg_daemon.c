@@ -58,7 +58,7 @@ daemon_defaults(struct daemon_config *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->vm_dir = cfg_xstrdup("/etc/qvmd/vms");
-	c->run_dir = cfg_xstrdup("/run/qvmd");
+	c->run_dir = cfg_xstrdup(CFG_RUN_DIR_DEFAULT);
 	c->state_dir = cfg_xstrdup("/var/lib/qvmd");
 	c->qemu = cfg_xstrdup("/usr/bin/qemu-system-x86_64");
 	c->qemu_img = cfg_xstrdup("/usr/bin/qemu-img");
@@ -73,7 +73,7 @@ static void
 daemon_derived(struct daemon_config *c)
 {
 	if (c->control_socket == NULL)
-		c->control_socket = cfg_xprintf("%s/qvmd.sock", c->run_dir);
+		c->control_socket = cfg_xprintf("%s/" CFG_CONTROL_SOCKET_NAME, c->run_dir);
 	if (c->image_dirs == NULL) {
 		c->image_dirs = cfg_xcalloc(2, sizeof(*c->image_dirs));
 		c->image_dirs[0] = cfg_xstrdup(c->state_dir);

@@ -12,9 +12,10 @@
 
 #include <json-c/json.h>
 
+#include "cfg.h"
 #include "ctl_client.h"
 
-#define CTL_DEFAULT_SOCKET "/run/qvmd/qvmd.sock"
+#define CTL_DEFAULT_SOCKET CFG_CONTROL_SOCKET_DEFAULT
 
 /* Exit codes, a contract with scripts. */
 enum ctl_exit {

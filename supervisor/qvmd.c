@@ -27,8 +27,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define DEFAULT_CONF "/etc/qvmd/qvmd.conf"
-
 static void
 usage(FILE *f)
 {
@@ -368,8 +366,8 @@ main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (conf_path == NULL && access(DEFAULT_CONF, F_OK) == 0)
-		conf_path = DEFAULT_CONF;
+	if (conf_path == NULL && access(CFG_DAEMON_CONF_DEFAULT, F_OK) == 0)
+		conf_path = CFG_DAEMON_CONF_DEFAULT;
 	cfg_errors_init(&errs);
 	rc = cfg_daemon_load(conf_path, &conf, &errs);
 	for (size_t i = 0; i < errs.n; i++)

@@ -19,8 +19,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ADOPT_STATUS_TIMEOUT_MS 2000
-
 /* Whether pid is the QEMU this VM's run directory describes. */
 static bool
 rundir_verify(struct vm *vm, pid_t pid, uint64_t starttime)
@@ -182,8 +180,8 @@ vm_adopt_qmp_ready(struct vm *vm)
 
 	/* Learn whether the guest runs or is paused, and what became of hot-plugs that were in
 	 * flight or pending. */
-	if (qmp_execute(vm->qmp, "query-status", NULL, ADOPT_STATUS_TIMEOUT_MS, adopt_status_done,
-	                vm, &cause) < 0)
+	if (qmp_execute(vm->qmp, "query-status", NULL, VM_QUERY_TIMEOUT_MS, adopt_status_done, vm,
+	                &cause) < 0)
 		free(cause);
 	vm_hotplug_reconcile(vm);
 }

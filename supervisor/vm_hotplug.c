@@ -1650,7 +1650,8 @@ vm_devices(struct vm *vm, vm_done_cb cb, void *arg)
 	q->arg = arg;
 	q->pending = 2;
 	args = obj1("path", "/machine/peripheral");
-	sent = qmp_execute(vm->qmp, "qom-list", args, 2000, devices_part_done, q, &cause) >= 0;
+	sent = qmp_execute(vm->qmp, "qom-list", args, VM_QUERY_TIMEOUT_MS, devices_part_done, q,
+	                   &cause) >= 0;
 	json_object_put(args);
 	if (!sent) {
 		free(cause);
@@ -1658,7 +1659,8 @@ vm_devices(struct vm *vm, vm_done_cb cb, void *arg)
 		devices_reply(vm, NULL, NULL, cb, arg);
 		return;
 	}
-	if (qmp_execute(vm->qmp, "query-pci", NULL, 2000, devices_part_done, q, &cause) < 0) {
+	if (qmp_execute(vm->qmp, "query-pci", NULL, VM_QUERY_TIMEOUT_MS, devices_part_done, q,
+	                &cause) < 0) {
 		free(cause);
 		q->pending--; /* the qom-list reply answers alone */
 	}

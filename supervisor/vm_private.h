@@ -10,6 +10,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* How long a query (query-status, query-pci ...) may take before it is answered without QEMU. */
+#define VM_QUERY_TIMEOUT_MS 2000
+
 struct event;
 struct qmp_conn;
 struct vm_images;

@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define STATUS_TIMEOUT_MS 2000
-
 static bool
 definition_changed(const struct vm *vm)
 {
@@ -170,8 +168,8 @@ vm_status(struct vm *vm, vm_done_cb cb, void *arg)
 	q->vm = vm;
 	q->cb = cb;
 	q->arg = arg;
-	if (qmp_execute(vm->qmp, "query-status", NULL, STATUS_TIMEOUT_MS, status_done, q, &cause) <
-	    0) {
+	if (qmp_execute(vm->qmp, "query-status", NULL, VM_QUERY_TIMEOUT_MS, status_done, q,
+	                &cause) < 0) {
 		free(cause);
 		free(q);
 		cb(status_object(vm, vm->qemu_status), NULL, NULL, arg);
