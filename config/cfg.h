@@ -132,6 +132,12 @@ struct vm_config *cfg_vm_load(const char *path, struct cfg_errors *errs);
 void cfg_vm_free(struct vm_config *vm);
 /* A deep copy (never NULL: fatal on out-of-memory). */
 struct vm_config *cfg_vm_dup(const struct vm_config *vm);
+/* Deep copies of one device's section (dst's previous contents are not freed), and freeing what a
+ * copy owns (the struct itself stays; its pointers become NULL). */
+void cfg_disk_copy(struct cfg_disk *dst, const struct cfg_disk *src);
+void cfg_disk_clear(struct cfg_disk *disk);
+void cfg_net_copy(struct cfg_net *dst, const struct cfg_net *src);
+void cfg_net_clear(struct cfg_net *net);
 const struct cfg_disk *cfg_vm_disk(const struct vm_config *vm, const char *id);
 const struct cfg_net *cfg_vm_net(const struct vm_config *vm, const char *id);
 

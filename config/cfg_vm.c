@@ -465,19 +465,44 @@ cfg_vm_load(const char *path, struct cfg_errors *errs)
 	return vm;
 }
 
-static void
-disk_clear(struct cfg_disk *disk)
+static char *
+dup_or_null(const char *s)
+{
+	return s != NULL ? cfg_xstrdup(s) : NULL;
+}
+
+void
+cfg_disk_copy(struct cfg_disk *dst, const struct cfg_disk *src)
+{
+	*dst = *src;
+	dst->id = dup_or_null(src->id);
+	dst->file = dup_or_null(src->file);
+}
+
+void
+cfg_disk_clear(struct cfg_disk *disk)
 {
 	free(disk->id);
 	free(disk->file);
+	disk->id = disk->file = NULL;
 }
 
-static void
-net_clear(struct cfg_net *net)
+void
+cfg_net_copy(struct cfg_net *dst, const struct cfg_net *src)
+{
+	*dst = *src;
+	dst->id = dup_or_null(src->id);
+	dst->bridge = dup_or_null(src->bridge);
+	dst->ifname = dup_or_null(src->ifname);
+}
+
+void
+cfg_net_clear(struct cfg_net *net)
 {
 	free(net->id);
 	free(net->bridge);
 	free(net->ifname);
+	net->id = net->bridge = net->ifname = NULL;
 }
 
 void
@@ -486,9 +511,9 @@ cfg_vm_free(struct vm_config *vm)
 	if (vm == NULL)
 		return;
 	for (size_t i = 0; i < vm->ndisks; i++)
-		disk_clear(&vm->disks[i]);
+		cfg_disk_clear(&vm->disks[i]);
 	for (size_t i = 0; i < vm->nnets; i++)
-		net_clear(&vm->nets[i]);
+		cfg_net_clear(&vm->nets[i]);
 	free(vm->disks);
 	free(vm->nets);
 	free(vm->path);
@@ -498,12 +523,6 @@ cfg_vm_free(struct vm_config *vm)
 	free(vm->initrd);
 	free(vm->append);
 	free(vm);
-}
-
-static char *
-dup_or_null(const char *s)
-{
-	return s != NULL ? cfg_xstrdup(s) : NULL;
 }
 
 struct vm_config *
@@ -519,18 +538,11 @@ cfg_vm_dup(const struct vm_config *vm)
 	c->initrd = dup_or_null(vm->initrd);
 	c->append = dup_or_null(vm->append);
 	c->disks = vm->ndisks ? cfg_xcalloc(vm->ndisks, sizeof(*c->disks)) : NULL;
-	for (size_t i = 0; i < vm->ndisks; i++) {
-		c->disks[i] = vm->disks[i];
-		c->disks[i].id = dup_or_null(vm->disks[i].id);
-		c->disks[i].file = dup_or_null(vm->disks[i].file);
-	}
+	for (size_t i = 0; i < vm->ndisks; i++)
+		cfg_disk_copy(&c->disks[i], &vm->disks[i]);
 	c->nets = vm->nnets ? cfg_xcalloc(vm->nnets, sizeof(*c->nets)) : NULL;
-	for (size_t i = 0; i < vm->nnets; i++) {
-		c->nets[i] = vm->nets[i];
-		c->nets[i].id = dup_or_null(vm->nets[i].id);
-		c->nets[i].bridge = dup_or_null(vm->nets[i].bridge);
-		c->nets[i].ifname = dup_or_null(vm->nets[i].ifname);
-	}
+	for (size_t i = 0; i < vm->nnets; i++)
+		cfg_net_copy(&c->nets[i], &vm->nets[i]);
 	return c;
 }
 

@@ -30,11 +30,8 @@ vm_dev_free(struct vm_dev *dev)
 {
 	if (dev == NULL)
 		return;
-	free(dev->disk.id);
-	free(dev->disk.file);
-	free(dev->net.id);
-	free(dev->net.bridge);
-	free(dev->net.ifname);
+	cfg_disk_clear(&dev->disk);
+	cfg_net_clear(&dev->net);
 	free(dev->port);
 	free(dev->id);
 	free(dev);
@@ -47,9 +44,7 @@ vm_dev_new_disk(const struct cfg_disk *disk, const char *port)
 
 	dev->id = xstrdup(disk->id);
 	dev->is_disk = true;
-	dev->disk = *disk;
-	dev->disk.id = xstrdup(disk->id);
-	dev->disk.file = xstrdup(disk->file);
+	cfg_disk_copy(&dev->disk, disk);
 	dev->port = dup_or_null(port);
 	return dev;
 }
@@ -60,10 +55,7 @@ vm_dev_new_net(const struct cfg_net *net, const char *port)
 	struct vm_dev *dev = xcalloc(1, sizeof *dev);
 
 	dev->id = xstrdup(net->id);
-	dev->net = *net;
-	dev->net.id = xstrdup(net->id);
-	dev->net.bridge = dup_or_null(net->bridge);
-	dev->net.ifname = dup_or_null(net->ifname);
+	cfg_net_copy(&dev->net, net);
 	dev->port = dup_or_null(port);
 	return dev;
 }

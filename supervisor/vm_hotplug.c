@@ -142,11 +142,8 @@ hp_free(struct hp_op *op)
 	}
 	if (op->tapfd >= 0)
 		close(op->tapfd);
-	free(op->disk.id);
-	free(op->disk.file);
-	free(op->net.id);
-	free(op->net.bridge);
-	free(op->net.ifname);
+	cfg_disk_clear(&op->disk);
+	cfg_net_clear(&op->net);
 	free(op->err_code);
 	free(op->err_msg);
 	free(op->pci_addr);
@@ -1082,9 +1079,7 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	}
 	op = hp_new(vm);
 	op->is_disk = true;
-	op->disk = *disk;
-	op->disk.id = xstrdup(disk->id);
-	op->disk.file = xstrdup(disk->file);
+	cfg_disk_copy(&op->disk, disk);
 	op->disk.boot = false;
 	op->disk.size = 0;
 	op->persist = persist;
@@ -1147,10 +1142,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 		return;
 	}
 	op = hp_new(vm);
-	op->net = n;
-	op->net.id = xstrdup(n.id);
-	op->net.bridge = n.bridge ? xstrdup(n.bridge) : NULL;
-	op->net.ifname = n.ifname ? xstrdup(n.ifname) : NULL;
+	cfg_net_copy(&op->net, &n);
 	op->persist = persist;
 	if (n.type == CFG_NET_BRIDGE) {
 		op->tapfd = vm_tap_open(n.ifname, n.bridge, &cause);
