@@ -12,6 +12,7 @@
 
 struct event;
 struct qmp_conn;
+struct qmp_reply;
 struct vm_images;
 struct vm_job;
 
@@ -79,6 +80,8 @@ char *vm_run_path(const struct vm *vm, const char *file);
 char *vm_state_path(const struct vm *vm, const char *file);
 void vm_set_state(struct vm *vm, enum vm_state s);
 void vm_set_last_exit(struct vm *vm, char *text); /* takes text */
+/* The error code of a failed QMP command: qemu-error (QEMU refused it), timeout, else failed. */
+enum proto_err vm_qmp_err(const struct qmp_reply *r);
 /* Publishes an event of this VM to the owner's sink (takes ev). */
 void vm_publish(struct vm *vm, struct json_object *ev);
 /* Re-reads the definition after qvmd edited it (running_matches: the QEMU now matches it). */
