@@ -138,6 +138,7 @@ void vm_devs_remove(struct vm *vm, struct vm_dev *dev);
 struct vm_dev *vm_devs_find(const struct vm *vm, const char *id);
 /* Picks a spare port (busy_in_qemu[n]: QEMU shows a device on hp.n); -1 if none is free. */
 int vm_devs_free_port(const struct vm *vm, const bool *busy_in_qemu, char out[16]);
+/* A device as replies show it (no bookkeeping of devices.json). */
 struct json_object *vm_dev_json(const struct vm_dev *dev);
 /* Writes devices.json: 0, or -1 with errno. */
 int vm_devs_save(struct vm *vm);

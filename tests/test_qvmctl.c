@@ -508,20 +508,28 @@ test_qvmctl_devices_table(void **state)
 	f->reply =
 	    "{\"ok\":true,\"result\":{\"devices\":["
 	    "{\"id\":\"root\",\"kind\":\"disk\",\"file\":\"/img/root.qcow2\",\"format\":\"qcow2\","
-	    "\"pci_addr\":\"01:00.0\",\"live\":true,\"persistent\":true,\"pending_removal\":false},"
+	    "\"bus\":\"hp.0\",\"pci_addr\":\"01:00.0\",\"live\":true,\"persistent\":true,"
+	    "\"pending_attach\":false,\"pending_removal\":false},"
 	    "{\"id\":\"nic1\",\"kind\":\"net\",\"type\":\"bridge\",\"mac\":\"52:54:00:00:00:01\","
-	    "\"bus\":\"hp1\",\"live\":true,\"persistent\":false,\"pending_removal\":true},"
+	    "\"bus\":\"hp.1\",\"pci_addr\":null,\"live\":true,\"persistent\":false,"
+	    "\"pending_attach\":false,\"pending_removal\":true},"
+	    "{\"id\":\"new\",\"kind\":\"net\",\"type\":\"user\",\"mac\":\"52:54:00:00:00:02\","
+	    "\"bus\":\"hp.2\",\"pci_addr\":null,\"live\":false,\"persistent\":false,"
+	    "\"pending_attach\":true,\"pending_removal\":false},"
 	    "{\"id\":\"data\",\"kind\":\"disk\",\"file\":\"/img/d.raw\",\"format\":\"raw\","
-	    "\"live\":false,\"persistent\":true,\"pending_removal\":false}]}}";
+	    "\"bus\":null,\"pci_addr\":null,\"live\":false,\"persistent\":true,"
+	    "\"pending_attach\":false,\"pending_removal\":false}]}}";
 	fake_serve(f);
 	run(f, &r, "devices", "web1", NULL);
 	assert_int_equal(r.status, 0);
 	assert_request(f, "{\"id\":1,\"cmd\":\"devices\",\"vm\":\"web1\"}");
 	assert_string_equal(
-	    r.out, "ID    KIND  BACKEND          MAC/FORMAT         ADDR     LIVE      PERSISTENT\n"
-	           "root  disk  /img/root.qcow2  qcow2              01:00.0  yes       yes\n"
-	           "nic1  net   bridge           52:54:00:00:00:01  hp1      removing  no\n"
-	           "data  disk  /img/d.raw       raw                -        no        yes\n");
+	    r.out,
+	    "ID    KIND  BACKEND          MAC/FORMAT         PORT  ADDR     LIVE       PERSISTENT\n"
+	    "root  disk  /img/root.qcow2  qcow2              hp.0  01:00.0  yes        yes\n"
+	    "nic1  net   bridge           52:54:00:00:00:01  hp.1  -        removing   no\n"
+	    "new   net   user             52:54:00:00:00:02  hp.2  -        attaching  no\n"
+	    "data  disk  /img/d.raw       raw                -     -        no         yes\n");
 	run_free(&r);
 }
 

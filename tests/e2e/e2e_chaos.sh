@@ -98,7 +98,7 @@ check "every vm's reported state matches /proc and its QMP" [ $bad -eq 0 ]
 attaching=0
 n=0
 while [ $n -lt 50 ]; do # re-attached vms reconcile right after qvmd starts
-	attaching=$(for i in 0 1 2 3 4 5 6 7 8 9; do jctl devices "c$i"; done | grep -c '"attaching":true')
+	attaching=$(for i in 0 1 2 3 4 5 6 7 8 9; do jctl devices "c$i"; done | grep -c '"pending_attach":true')
 	[ "$attaching" -eq 0 ] && break
 	sleep 0.1
 	n=$((n + 1))
