@@ -786,6 +786,15 @@ test_qvmctl_qmp_passthrough(void **state)
 	                  "\"query-status\",\"arguments\":{\"a\":[1,{\"b\":null}]}}}");
 	assert_string_equal(r.out, "{\n  \"status\": \"running\",\n  \"running\": true\n}\n");
 	run_free(&r);
+
+	/* --json prints the same thing: QEMU's return value, unwrapped. */
+	free(f->request);
+	f->request = NULL;
+	fake_serve(f);
+	run(f, &r, "--json", "qmp", "web1", "query-status", NULL);
+	assert_int_equal(r.status, 0);
+	assert_string_equal(r.out, "{\n  \"status\": \"running\",\n  \"running\": true\n}\n");
+	run_free(&r);
 }
 
 static void

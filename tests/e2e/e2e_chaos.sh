@@ -74,7 +74,7 @@ for i in 0 1 2 3 4 5 6 7 8 9; do
 	procs=$(pgrep -f "guest=$v -nodefaults.*$T/run/$v/" | wc -l)
 	case $state in
 	running | paused)
-		q=$(ctl --json qmp $v query-status | field .return.status)
+		q=$(ctl --json qmp $v query-status | field .status)
 		want=$state
 		if [ "$procs" -ne 1 ] || ! kill -0 "$pid" 2>/dev/null || [ "$q" != "$want" ] || [ ! -d "$T/run/$v" ]; then
 			echo "# $v: reported $state pid $pid, $procs processes, qemu says $q"
