@@ -315,7 +315,7 @@ client_write_cb(struct bufferevent *bev, void *arg)
 	bufferevent_enable(bev, EV_READ);
 }
 
-static void client_close(struct client *cl, const char *code, const char *message, bool discard);
+static void client_close(struct client *cl, enum proto_err code, const char *message, bool discard);
 
 static void
 client_send(struct client *cl, struct json_object *o)
@@ -334,7 +334,7 @@ client_send(struct client *cl, struct json_object *o)
 		log_warn("control: client %llu does not read its output (%zu bytes queued): "
 		         "dropping it",
 		         (unsigned long long)cl->serial, queued);
-		client_close(cl, "too-slow",
+		client_close(cl, PROTO_ERR_TOO_SLOW,
 		             "client does not read its output: closing the connection", true);
 		return;
 	}
@@ -359,13 +359,13 @@ client_send(struct client *cl, struct json_object *o)
 }
 
 static void
-client_error(struct client *cl, struct json_object *id, const char *code, const char *message)
+client_error(struct client *cl, struct json_object *id, enum proto_err code, const char *message)
 {
 	struct json_object *o = json_object_new_object(), *e = json_object_new_object();
 
 	json_object_object_add(o, "id", json_object_get(id));
 	json_object_object_add(o, "ok", json_object_new_boolean(0));
-	json_object_object_add(e, "code", json_object_new_string(code));
+	json_object_object_add(e, "code", json_object_new_string(proto_err_name(code)));
 	json_object_object_add(e, "message", json_object_new_string(message));
 	json_object_object_add(o, "error", e);
 	client_send(cl, o);
@@ -378,7 +378,7 @@ client_error(struct client *cl, struct json_object *id, const char *code, const 
  * that the error is still a line of its own.
  */
 static void
-client_close(struct client *cl, const char *code, const char *message, bool discard)
+client_close(struct client *cl, enum proto_err code, const char *message, bool discard)
 {
 	struct evbuffer *in, *out;
 
@@ -414,14 +414,14 @@ client_find(struct control *c, uint64_t serial)
 }
 
 void
-control_done(struct json_object *result, const char *code, const char *message, void *arg)
+control_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
 	struct control_reply *r = arg;
 	struct client *cl = client_find(r->c, r->serial);
 
 	if (cl != NULL) {
 		cl->pending--;
-		if (code != NULL) {
+		if (code != PROTO_OK) {
 			client_error(cl, r->id, code, message);
 		} else {
 			struct json_object *o = json_object_new_object();
@@ -537,38 +537,39 @@ client_request(struct client *cl, const char *line, size_t len)
 	req = json_tokener_parse_ex(tok, line, (int)len);
 	if (req == NULL || json_tokener_get_error(tok) != json_tokener_success ||
 	    tok->char_offset < (int)len) {
-		client_error(cl, NULL, "invalid",
+		client_error(cl, NULL, PROTO_ERR_INVALID,
 		             json_tokener_get_error(tok) == json_tokener_error_parse_utf8_string
 		                 ? "malformed request: not valid UTF-8"
 		                 : "malformed request: not a JSON object");
 		goto out;
 	}
 	if (!json_object_is_type(req, json_type_object)) {
-		client_error(cl, NULL, "invalid", "malformed request: not a JSON object");
+		client_error(cl, NULL, PROTO_ERR_INVALID, "malformed request: not a JSON object");
 		goto out;
 	}
 	json_object_object_get_ex(req, "id", &id);
 	if (!id_ok(id)) {
-		client_error(cl, NULL, "invalid",
+		client_error(cl, NULL, PROTO_ERR_INVALID,
 		             "malformed request: \"id\" must be a string or an integer below 2^53");
 		goto out;
 	}
 	if ((why = value_problem(req, 0)) != NULL) {
 		char *msg = xasprintf("malformed request: %s", why);
 
-		client_error(cl, id, "invalid", msg);
+		client_error(cl, id, PROTO_ERR_INVALID, msg);
 		free(msg);
 		goto out;
 	}
 	if (!json_object_object_get_ex(req, "cmd", &v) ||
 	    !json_object_is_type(v, json_type_string)) {
-		client_error(cl, id, "invalid", "malformed request: \"cmd\" must be a string");
+		client_error(cl, id, PROTO_ERR_INVALID,
+		             "malformed request: \"cmd\" must be a string");
 		goto out;
 	}
 	cmd = json_object_get_string(v);
 	if (json_object_object_get_ex(req, "vm", &v) && v != NULL) {
 		if (!json_object_is_type(v, json_type_string)) {
-			client_error(cl, id, "invalid",
+			client_error(cl, id, PROTO_ERR_INVALID,
 			             "malformed request: \"vm\" must be a string");
 			goto out;
 		}
@@ -576,7 +577,8 @@ client_request(struct client *cl, const char *line, size_t len)
 	}
 	if (json_object_object_get_ex(req, "args", &args) && args != NULL &&
 	    !json_object_is_type(args, json_type_object)) {
-		client_error(cl, id, "invalid", "malformed request: \"args\" must be an object");
+		client_error(cl, id, PROTO_ERR_INVALID,
+		             "malformed request: \"args\" must be an object");
 		goto out;
 	}
 	r = xcalloc(1, sizeof *r);
@@ -632,7 +634,8 @@ client_read_cb(struct bufferevent *bev, void *arg)
 	}
 	return;
 too_large:
-	client_close(cl, "too-large", "request larger than 1 MiB: closing the connection", false);
+	client_close(cl, PROTO_ERR_TOO_LARGE, "request larger than 1 MiB: closing the connection",
+	             false);
 }
 
 /* At EOF: what is left in the input is a last request without its newline. */
@@ -729,7 +732,7 @@ client_idle_cb(evutil_socket_t fd, short what, void *arg)
 	if (!client_idle(cl))
 		return; /* busy: the clock restarts when it is idle again */
 	log_debug("control: client %llu idle: closing it", (unsigned long long)cl->serial);
-	client_close(cl, "idle", "no request for too long: closing the connection", false);
+	client_close(cl, PROTO_ERR_IDLE, "no request for too long: closing the connection", false);
 }
 
 /* Counts our open descriptors (not the one reading the directory). */
@@ -780,7 +783,7 @@ control_evict(struct control *c)
 		if (!client_idle(cl) && !cl->shut)
 			continue;
 		if (!cl->shut)
-			client_error(cl, NULL, "idle",
+			client_error(cl, NULL, PROTO_ERR_IDLE,
 			             "too many clients: closing this idle connection");
 		client_drop(cl, "evicted: too many clients");
 		client_close_bev(cl);
@@ -850,7 +853,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
 	if (!allowed) {
 		log_warn("control: denied connection from uid %d pid %d", (int)cred.uid,
 		         (int)cred.pid);
-		client_close(cl, "denied",
+		client_close(cl, PROTO_ERR_DENIED,
 		             "permission denied: not root, qvmd's user or in socket_group", false);
 		return;
 	}

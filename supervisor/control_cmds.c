@@ -21,7 +21,7 @@ struct control_cmd {
 };
 
 static void
-reply_error(struct control_reply *r, const char *code, const char *fmt, const char *arg)
+reply_error(struct control_reply *r, enum proto_err code, const char *fmt, const char *arg)
 {
 	char *msg = xasprintf(fmt, arg);
 
@@ -38,7 +38,7 @@ arg_uint(struct control_reply *r, struct json_object *args, const char *key, uin
 	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
 		return true;
 	if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
-		reply_error(r, "invalid", "args.%s must be a non-negative integer", key);
+		reply_error(r, PROTO_ERR_INVALID, "args.%s must be a non-negative integer", key);
 		return false;
 	}
 	*out = (uint64_t)json_object_get_int64(v);
@@ -61,7 +61,7 @@ arg_timeout(struct control_reply *r, struct json_object *args, const char *key, 
 		                      (unsigned long long)CFG_SHUTDOWN_TIMEOUT_MIN_MS,
 		                      (unsigned long long)CFG_SHUTDOWN_TIMEOUT_MAX_MS);
 
-		control_done(NULL, "invalid", msg, r);
+		control_done(NULL, PROTO_ERR_INVALID, msg, r);
 		free(msg);
 		return false;
 	}
@@ -77,7 +77,7 @@ arg_bool(struct control_reply *r, struct json_object *args, const char *key, boo
 	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
 		return true;
 	if (!json_object_is_type(v, json_type_boolean)) {
-		reply_error(r, "invalid", "args.%s must be true or false", key);
+		reply_error(r, PROTO_ERR_INVALID, "args.%s must be true or false", key);
 		return false;
 	}
 	*out = json_object_get_boolean(v);
@@ -93,7 +93,7 @@ cmd_list(struct control_reply *r, struct vm *unused, const char *vm_name, struct
 	for (size_t i = 0; i < d->nvms; i++)
 		json_object_array_add(arr, vm_list_row(d->vms[i]));
 	json_object_object_add(res, "vms", arr);
-	control_done(res, NULL, NULL, r);
+	control_done(res, PROTO_OK, NULL, r);
 }
 
 static void
@@ -146,11 +146,11 @@ cmd_powerdown(struct control_reply *r, struct vm *unused, const char *name,
 		return;
 	if (!all) {
 		if (name == NULL)
-			return reply_error(r, "invalid",
+			return reply_error(r, PROTO_ERR_INVALID,
 			                   "powerdown: a vm name or args.all is required%s", "");
 		vm = daemon_find_vm(d, name);
 		if (vm == NULL)
-			return reply_error(r, "not-found", "vm %s: no such vm", name);
+			return reply_error(r, PROTO_ERR_NOT_FOUND, "vm %s: no such vm", name);
 		vm_powerdown(vm, timeout_ms, wait, control_done, r);
 		return;
 	}
@@ -164,10 +164,12 @@ cmd_qmp(struct control_reply *r, struct vm *vm, const char *n, struct json_objec
 
 	if (args == NULL || !json_object_object_get_ex(args, "command", &command) ||
 	    !json_object_is_type(command, json_type_string))
-		return reply_error(r, "invalid", "qmp: args.command must be a string%s", "");
+		return reply_error(r, PROTO_ERR_INVALID, "qmp: args.command must be a string%s",
+		                   "");
 	if (json_object_object_get_ex(args, "arguments", &arguments) && arguments != NULL &&
 	    !json_object_is_type(arguments, json_type_object))
-		return reply_error(r, "invalid", "qmp: args.arguments must be an object%s", "");
+		return reply_error(r, PROTO_ERR_INVALID, "qmp: args.arguments must be an object%s",
+		                   "");
 	vm_qmp(vm, json_object_get_string(command), arguments, control_done, r);
 }
 
@@ -182,11 +184,11 @@ cmd_subscribe(struct control_reply *r, struct vm *unused, const char *vm_name,
 	    json_object_is_type(v, json_type_string))
 		vm_name = json_object_get_string(v);
 	if (vm_name != NULL && daemon_find_vm(d, vm_name) == NULL)
-		return reply_error(r, "not-found", "vm %s: no such vm", vm_name);
+		return reply_error(r, PROTO_ERR_NOT_FOUND, "vm %s: no such vm", vm_name);
 	control_subscribe(r, vm_name);
 	res = json_object_new_object();
 	json_object_object_add(res, "subscribed", json_object_new_boolean(1));
-	control_done(res, NULL, NULL, r);
+	control_done(res, PROTO_OK, NULL, r);
 }
 
 static void
@@ -195,7 +197,7 @@ cmd_reload(struct control_reply *r, struct vm *unused, const char *n, struct jso
 	struct json_object *res = daemon_reload(control_daemon(r->c));
 
 	daemon_log_reload(res);
-	control_done(res, NULL, NULL, r);
+	control_done(res, PROTO_OK, NULL, r);
 }
 
 static void
@@ -204,7 +206,7 @@ cmd_version(struct control_reply *r, struct vm *unused, const char *n, struct js
 	struct json_object *res = json_object_new_object();
 
 	json_object_object_add(res, "version", json_object_new_string(QVMD_VERSION));
-	control_done(res, NULL, NULL, r);
+	control_done(res, PROTO_OK, NULL, r);
 }
 
 /* Reads an optional string argument; false (and a reply) when it is not a string. */
@@ -216,7 +218,7 @@ arg_str(struct control_reply *r, struct json_object *args, const char *key, cons
 	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
 		return true;
 	if (!json_object_is_type(v, json_type_string)) {
-		reply_error(r, "invalid", "args.%s must be a string", key);
+		reply_error(r, PROTO_ERR_INVALID, "args.%s must be a string", key);
 		return false;
 	}
 	*out = json_object_get_string(v);
@@ -232,7 +234,7 @@ arg_id(struct control_reply *r, struct json_object *args)
 	if (!arg_str(r, args, "id", &id))
 		return NULL;
 	if (id == NULL)
-		reply_error(r, "invalid", "args.id (the device id) is required%s", "");
+		reply_error(r, PROTO_ERR_INVALID, "args.id (the device id) is required%s", "");
 	return id;
 }
 
@@ -246,7 +248,7 @@ device_ok(struct control_reply *r, struct vm *vm, int rc, char *cause)
 	if (rc == 0)
 		return true;
 	msg = xasprintf("vm %s: %s", vm_name(vm), cause);
-	control_done(NULL, "invalid", msg, r);
+	control_done(NULL, PROTO_ERR_INVALID, msg, r);
 	free(msg);
 	free(cause);
 	return false;
@@ -269,18 +271,19 @@ cmd_attach_disk(struct control_reply *r, struct vm *vm, const char *n, struct js
 	    !arg_bool(r, args, "persist", &persist) || !arg_uint(r, args, "create_size", &create))
 		return;
 	if (file == NULL)
-		return reply_error(r, "invalid", "attach-disk: args.file is required%s", "");
+		return reply_error(r, PROTO_ERR_INVALID, "attach-disk: args.file is required%s",
+		                   "");
 	if (cfg_format_parse(format, &disk.format) < 0)
-		return reply_error(r, "invalid", "attach-disk: format '%s' (use qcow2 or raw)",
-		                   format);
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "attach-disk: format '%s' (use qcow2 or raw)", format);
 	if (cfg_cache_parse(cache, &disk.cache) < 0)
-		return reply_error(r, "invalid",
+		return reply_error(r, PROTO_ERR_INVALID,
 		                   "attach-disk: cache '%s' (use none, writeback, writethrough, "
 		                   "directsync or unsafe)",
 		                   cache);
 	if (strchr(file, '\n') || file[0] != '/')
-		return reply_error(r, "invalid", "attach-disk: file '%s' must be an absolute path",
-		                   file);
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "attach-disk: file '%s' must be an absolute path", file);
 	disk.file = (char *)file;
 	rc = cfg_disk_check(&disk, &cause);
 	if (!device_ok(r, vm, rc, cause))
@@ -305,10 +308,10 @@ cmd_attach_net(struct control_reply *r, struct vm *vm, const char *n, struct jso
 	    !arg_bool(r, args, "persist", &persist))
 		return;
 	if (cfg_net_type_parse(type, &net.type) < 0)
-		return reply_error(r, "invalid", "attach-net: type '%s' (use user, tap or bridge)",
-		                   type);
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "attach-net: type '%s' (use user, tap or bridge)", type);
 	if (mac != NULL && cfg_parse_mac(mac, net.mac) < 0)
-		return reply_error(r, "invalid",
+		return reply_error(r, PROTO_ERR_INVALID,
 		                   "attach-net: mac '%s' is not a unicast MAC address (e.g. "
 		                   "52:54:00:12:34:56)",
 		                   mac);
@@ -400,20 +403,20 @@ control_dispatch(struct control_reply *r, const char *cmd, const char *vm_name,
 			c = &control_cmds[i];
 	}
 	if (c == NULL)
-		return reply_error(r, "invalid", "unknown command '%s'", cmd);
+		return reply_error(r, PROTO_ERR_INVALID, "unknown command '%s'", cmd);
 	if ((bad = unknown_arg(c, args)) != NULL) {
 		char *msg = xasprintf("%s: unknown argument args.%s", cmd, bad);
 
-		control_done(NULL, "invalid", msg, r);
+		control_done(NULL, PROTO_ERR_INVALID, msg, r);
 		free(msg);
 		return;
 	}
 	if (c->needs_vm) {
 		if (vm_name == NULL)
-			return reply_error(r, "invalid", "%s: \"vm\" is required", cmd);
+			return reply_error(r, PROTO_ERR_INVALID, "%s: \"vm\" is required", cmd);
 		vm = daemon_find_vm(control_daemon(r->c), vm_name);
 		if (vm == NULL)
-			return reply_error(r, "not-found", "vm %s: no such vm", vm_name);
+			return reply_error(r, PROTO_ERR_NOT_FOUND, "vm %s: no such vm", vm_name);
 	}
 	c->exec(r, vm, vm_name, args);
 }

@@ -3,6 +3,7 @@
 #define QVMD_CONTROL_PRIVATE_H
 
 #include "control.h"
+#include "protocol.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,7 +19,7 @@ struct control_reply {
 };
 
 /* A vm_done_cb: writes the reply and frees the control_reply. */
-void control_done(struct json_object *result, const char *code, const char *message, void *arg);
+void control_done(struct json_object *result, enum proto_err code, const char *message, void *arg);
 /* Marks the requesting client as a subscriber (vm NULL: all VMs). */
 void control_subscribe(struct control_reply *r, const char *vm);
 struct daemon *control_daemon(struct control *c);

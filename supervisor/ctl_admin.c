@@ -64,9 +64,10 @@ ctl_qmp(struct ctl *ctl, struct ctl_args *args)
 		json_object_object_add(req, "arguments", arguments);
 	if ((rc = ctl_call(ctl, "qmp", args->argv[0], req, &reply, &res)) != CTL_EXIT_OK)
 		return rc;
-	if (ctl->json)
-		ctl_print_json(stdout, res);
-	else if (json_object_object_get_ex(res, "return", &ret))
+	/* QEMU's return value, unwrapped, with or without --json: the daemon's {"return": ...}
+	 * wrapper adds nothing (a failure is the {code, message} object) and the plain output is
+	 * already JSON. */
+	if (json_object_object_get_ex(res, "return", &ret))
 		ctl_print_json(stdout, ret);
 	else
 		ctl_print_json(stdout, res);

@@ -162,10 +162,10 @@ ctl_dev_detach(struct ctl *ctl, struct ctl_args *args)
 static int
 ctl_dev_devices(struct ctl *ctl, struct ctl_args *args)
 {
-	static const char *const headers[] = {"ID",   "KIND", "BACKEND",   "MAC/FORMAT",
-	                                      "ADDR", "LIVE", "PERSISTENT"};
+	static const char *const headers[] = {"ID",   "KIND", "BACKEND", "MAC/FORMAT",
+	                                      "PORT", "ADDR", "LIVE",    "PERSISTENT"};
 	struct json_object *reply, *res, *list, *dev;
-	const char *row[7], *kind;
+	const char *row[8], *kind;
 	struct ctl_table *t;
 	int rc;
 
@@ -176,7 +176,7 @@ ctl_dev_devices(struct ctl *ctl, struct ctl_args *args)
 		json_object_put(reply);
 		return CTL_EXIT_OK;
 	}
-	t = ctl_table_new(7, headers);
+	t = ctl_table_new(8, headers);
 	list = ctl_json_array(res, "devices");
 	for (size_t i = 0; list != NULL && i < json_object_array_length(list); i++) {
 		dev = json_object_array_get_idx(list, i);
@@ -190,14 +190,16 @@ ctl_dev_devices(struct ctl *ctl, struct ctl_args *args)
 			row[2] = ctl_json_str(dev, "file", "-");
 			row[3] = ctl_json_str(dev, "format", "-");
 		}
-		row[4] = ctl_json_str(dev, "pci_addr", ctl_json_str(dev, "bus", "-"));
+		/* The port qvmd chose, and the PCI address once the firmware numbered its bus. */
+		row[4] = ctl_json_str(dev, "bus", "-");
+		row[5] = ctl_json_str(dev, "pci_addr", "-");
 		if (ctl_json_bool(dev, "pending_removal", false))
-			row[5] = "removing";
-		else if (ctl_json_bool(dev, "attaching", false))
-			row[5] = "attaching";
+			row[6] = "removing";
+		else if (ctl_json_bool(dev, "pending_attach", false))
+			row[6] = "attaching";
 		else
-			row[5] = ctl_json_bool(dev, "live", false) ? "yes" : "no";
-		row[6] = ctl_json_bool(dev, "persistent", false) ? "yes" : "no";
+			row[6] = ctl_json_bool(dev, "live", false) ? "yes" : "no";
+		row[7] = ctl_json_bool(dev, "persistent", false) ? "yes" : "no";
 		ctl_table_add(t, row);
 	}
 	ctl_table_print(t, stdout);

@@ -112,13 +112,14 @@ ctl_events(struct ctl *ctl, struct ctl_args *args)
 		json_object_put(ev);
 	}
 	if (io == CTL_IO_TIMEOUT)
-		fprintf(stderr, "qvmctl: %s: timed out\n", ctl->socket);
+		rc = ctl_fail(ctl, PROTO_ERR_UNREACHABLE, "%s: timed out", ctl->socket);
 	else if (io == CTL_IO_EOF)
-		fprintf(stderr, "qvmctl: %s: connection to the daemon lost\n", ctl->socket);
+		rc = ctl_fail(ctl, PROTO_ERR_UNREACHABLE, "%s: connection to the daemon lost",
+		              ctl->socket);
 	else
-		fprintf(stderr, "qvmctl: %s: %s\n", ctl->socket, cause);
+		rc = ctl_fail(ctl, PROTO_ERR_UNREACHABLE, "%s: %s", ctl->socket, cause);
 	free(cause);
-	return CTL_EXIT_UNREACHABLE;
+	return rc;
 }
 
 const struct ctl_verb ctl_verb_events = {"events", "[NAME]", 0, 1, NULL, ctl_events};

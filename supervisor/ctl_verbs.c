@@ -1,5 +1,6 @@
 /* The verb table, per-verb option parsing and the request/reply step every verb shares. */
 #include "ctl_verbs.h"
+#include "protocol.h"
 
 #include <getopt.h>
 #include <stdarg.h>
@@ -73,17 +74,48 @@ ctl_usage(FILE *f)
 		ctl_verb_usage(f, ctl_verbs[i], "  ", "  ");
 }
 
+/* Prints a failure: {code, message} on one line of stdout with --json (a line of its own in the
+ * event stream too), else the message on stderr. */
+static void
+ctl_vfail(const struct ctl *ctl, enum proto_err code, const char *fmt, va_list ap)
+{
+	struct json_object *err;
+	char *msg;
+
+	if (vasprintf(&msg, fmt, ap) < 0)
+		fatal("out of memory");
+	if (ctl->json) {
+		err = json_object_new_object();
+		json_object_object_add(err, "code", json_object_new_string(proto_err_name(code)));
+		json_object_object_add(err, "message", json_object_new_string(msg));
+		printf("%s\n", ctl_json_compact(err));
+		json_object_put(err);
+	} else {
+		fprintf(stderr, "qvmctl: %s\n", msg);
+	}
+	free(msg);
+}
+
+int
+ctl_fail(const struct ctl *ctl, enum proto_err code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	ctl_vfail(ctl, code, fmt, ap);
+	va_end(ap);
+	return proto_err_exit(code);
+}
+
 int
 ctl_usage_error(struct ctl *ctl, const char *fmt, ...)
 {
 	va_list ap;
 
-	fputs("qvmctl: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	ctl_vfail(ctl, PROTO_ERR_INVALID, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
-	if (ctl->verb != NULL)
+	if (ctl->verb != NULL && !ctl->json)
 		ctl_verb_usage(stderr, ctl->verb, "usage: ", "       ");
 	return CTL_EXIT_USAGE;
 }
@@ -206,7 +238,7 @@ ctl_connect(struct ctl *ctl)
 		return CTL_EXIT_OK;
 	ctl->client = ctl_client_connect(ctl->socket, ctl->timeout_ms, &cause);
 	if (ctl->client == NULL) {
-		fprintf(stderr, "qvmctl: %s (is qvmd running?)\n", cause);
+		ctl_fail(ctl, PROTO_ERR_UNREACHABLE, "%s (is qvmd running?)", cause);
 		free(cause);
 		return CTL_EXIT_UNREACHABLE;
 	}
@@ -219,14 +251,16 @@ ctl_io_failed(struct ctl *ctl, enum ctl_io io, char *cause)
 {
 	switch (io) {
 	case CTL_IO_TIMEOUT:
-		fprintf(stderr, "qvmctl: %s: timed out: the daemon stopped answering (-t)\n",
-		        ctl->socket);
+		ctl_fail(ctl, PROTO_ERR_UNREACHABLE,
+		         "%s: timed out: the daemon stopped answering (-t)", ctl->socket);
 		break;
 	case CTL_IO_EOF:
-		fprintf(stderr, "qvmctl: %s: connection lost before the reply\n", ctl->socket);
+		ctl_fail(ctl, PROTO_ERR_UNREACHABLE, "%s: connection lost before the reply",
+		         ctl->socket);
 		break;
 	default:
-		fprintf(stderr, "qvmctl: %s: %s\n", ctl->socket, cause != NULL ? cause : "error");
+		ctl_fail(ctl, PROTO_ERR_UNREACHABLE, "%s: %s", ctl->socket,
+		         cause != NULL ? cause : "error");
 		break;
 	}
 	free(cause);
@@ -238,6 +272,7 @@ ctl_call(struct ctl *ctl, const char *cmd, const char *vm, struct json_object *a
          struct json_object **reply, struct json_object **result)
 {
 	struct json_object *ok, *err, *res;
+	enum proto_err code;
 	char *cause = NULL;
 	enum ctl_io io;
 	int rc;
@@ -261,22 +296,21 @@ ctl_call(struct ctl *ctl, const char *cmd, const char *vm, struct json_object *a
 	}
 	if (!json_object_get_boolean(ok)) {
 		if (!json_object_object_get_ex(*reply, "error", &err) ||
-		    !json_object_is_type(err, json_type_object)) {
-			err = json_object_new_object();
-			json_object_object_add(err, "code", json_object_new_string("failed"));
-			json_object_object_add(err, "message",
-			                       json_object_new_string("request failed"));
-			json_object_object_add(*reply, "error", err);
-		}
-		/* With --json the error object goes to stdout for scripts, the message to stderr.
-		 */
-		if (ctl->json)
-			ctl_print_json(stdout, err);
-		fprintf(stderr, "qvmctl: %s\n",
-		        ctl_json_str(err, "message", ctl_json_str(err, "code", "failed")));
+		    !json_object_is_type(err, json_type_object))
+			err = NULL;
+		/* The daemon's code is passed on as it came (even one this qvmctl does not know);
+		 * the exit status comes from the table. */
+		code = proto_err_parse(ctl_json_str(err, "code", NULL));
+		if (code == PROTO_OK || code == PROTO_ERR_UNREACHABLE)
+			code = PROTO_ERR_FAILED;
+		if (ctl->json && err != NULL && ctl_json_str(err, "code", NULL) != NULL &&
+		    ctl_json_str(err, "message", NULL) != NULL)
+			printf("%s\n", ctl_json_compact(err));
+		else
+			ctl_fail(ctl, code, "%s", ctl_json_str(err, "message", "request failed"));
 		json_object_put(*reply);
 		*reply = NULL;
-		return CTL_EXIT_FAILED;
+		return proto_err_exit(code);
 	}
 	if (!json_object_object_get_ex(*reply, "result", &res) ||
 	    !json_object_is_type(res, json_type_object)) {

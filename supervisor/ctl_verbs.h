@@ -14,6 +14,7 @@
 
 #include "cfg.h"
 #include "ctl_client.h"
+#include "protocol.h"
 
 #define CTL_DEFAULT_SOCKET CFG_CONTROL_SOCKET_DEFAULT
 
@@ -80,7 +81,14 @@ int ctl_verb_parse(const struct ctl_verb *verb, int argc, char **argv, struct ct
 const char *ctl_args_get(const struct ctl_args *args, const char *name);
 bool ctl_args_has(const struct ctl_args *args, const char *name);
 
-/* Prints "qvmctl: <fmt>" and the verb's usage to stderr; returns CTL_EXIT_USAGE. */
+/*
+ * Prints a failure the one way qvmctl does: with --json one {"code","message"} object on stdout,
+ * else "qvmctl: <message>" on stderr. Returns the exit status for code (proto_err_exit).
+ */
+int ctl_fail(const struct ctl *ctl, enum proto_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Prints "qvmctl: <fmt>" and the verb's usage to stderr (with --json: an "invalid" error object on
+ * stdout); returns CTL_EXIT_USAGE. */
 int ctl_usage_error(struct ctl *ctl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /*
  * Parses a --timeout option with cfg_parse_timeout (the range of shutdown_timeout) into *ms;

@@ -172,7 +172,7 @@ ctl_vm_simple(struct ctl *ctl, struct ctl_args *args)
 static int
 ctl_vm_powerdown_all(struct ctl *ctl, struct json_object *req, uint64_t timeout_ms)
 {
-	struct json_object *reply, *res, *vms, *vm;
+	struct json_object *reply, *res, *vms, *vm, *err;
 	size_t failed = 0, n;
 	char ended[128];
 	int rc;
@@ -180,15 +180,17 @@ ctl_vm_powerdown_all(struct ctl *ctl, struct json_object *req, uint64_t timeout_
 	json_object_object_add(req, "all", json_object_new_boolean(1));
 	if ((rc = ctl_call(ctl, "powerdown", NULL, req, &reply, &res)) != CTL_EXIT_OK)
 		return rc;
-	vms = ctl_json_array(res, "vms");
+	vms = ctl_json_array(res, "results");
 	n = vms != NULL ? json_object_array_length(vms) : 0;
 	for (size_t i = 0; i < n; i++) {
 		vm = json_object_array_get_idx(vms, i);
 		if (!ctl_json_bool(vm, "ok", false)) {
 			failed++;
+			if (!json_object_object_get_ex(vm, "error", &err))
+				err = NULL;
 			if (!ctl->json)
 				printf("%s: failed: %s\n", ctl_json_str(vm, "name", "?"),
-				       ctl_json_str(vm, "error", "unknown error"));
+				       ctl_json_str(err, "message", "unknown error"));
 			continue;
 		}
 		if (!ctl->json) {

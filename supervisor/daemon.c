@@ -332,6 +332,17 @@ struct powerdown_one {
 	char *name;
 };
 
+/* The {code, message} object of a failure. */
+static struct json_object *
+error_object(enum proto_err code, const char *message)
+{
+	struct json_object *e = json_object_new_object();
+
+	json_object_object_add(e, "code", json_object_new_string(proto_err_name(code)));
+	json_object_object_add(e, "message", json_object_new_string(message));
+	return e;
+}
+
 /* Every VM has answered: any that still has a QEMU is reported as a failure. */
 static void
 powerdown_all_end(struct powerdown_all *pa)
@@ -354,32 +365,39 @@ powerdown_all_end(struct powerdown_all *pa)
 		                       json_object_new_string(vm_state_name(vm_state(vm))));
 		msg = xasprintf("vm %s: still %s after the powerdown", vm_name(vm),
 		                vm_state_name(vm_state(vm)));
-		json_object_object_add(o, "error", json_object_new_string(msg));
+		json_object_object_add(o, "error", error_object(PROTO_ERR_FAILED, msg));
 		free(msg);
 	}
 	d->restarts_held--;
-	json_object_object_add(res, "vms", pa->results);
-	pa->cb(res, NULL, NULL, pa->arg);
+	json_object_object_add(res, "results", pa->results);
+	pa->cb(res, PROTO_OK, NULL, pa->arg);
 	free(pa);
 }
 
 static void
-powerdown_one_done(struct json_object *result, const char *code, const char *message, void *arg)
+powerdown_one_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
 	struct powerdown_one *one = arg;
 	struct powerdown_all *all = one->all;
 	struct json_object *o = json_object_new_object(), *v;
 
+	/* One shape for every entry: absent values are null. */
 	json_object_object_add(o, "name", json_object_new_string(one->name));
-	json_object_object_add(o, "ok", json_object_new_boolean(code == NULL));
-	if (code == NULL && json_object_object_get_ex(result, "state", &v))
-		json_object_object_add(o, "state", json_object_get(v));
-	if (code == NULL && json_object_object_get_ex(result, "ended_by", &v))
-		json_object_object_add(o, "ended_by", json_object_get(v));
-	if (code == NULL && json_object_object_get_ex(result, "elapsed_ms", &v))
-		json_object_object_add(o, "elapsed_ms", json_object_get(v));
-	if (code != NULL)
-		json_object_object_add(o, "error", json_object_new_string(message));
+	json_object_object_add(o, "ok", json_object_new_boolean(code == PROTO_OK));
+	json_object_object_add(o, "state",
+	                       code == PROTO_OK && json_object_object_get_ex(result, "state", &v)
+	                           ? json_object_get(v)
+	                           : NULL);
+	json_object_object_add(o, "ended_by",
+	                       code == PROTO_OK && json_object_object_get_ex(result, "ended_by", &v)
+	                           ? json_object_get(v)
+	                           : NULL);
+	json_object_object_add(o, "elapsed_ms",
+	                       code == PROTO_OK &&
+	                               json_object_object_get_ex(result, "elapsed_ms", &v)
+	                           ? json_object_get(v)
+	                           : NULL);
+	json_object_object_add(o, "error", code == PROTO_OK ? NULL : error_object(code, message));
 	json_object_array_add(all->results, o);
 	json_object_put(result);
 	free(one->name);

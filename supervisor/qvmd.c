@@ -134,7 +134,7 @@ stop_report(struct json_object *reply)
 		return 1;
 	}
 	if (!json_object_object_get_ex(reply, "result", &res) ||
-	    !json_object_object_get_ex(res, "vms", &vms))
+	    !json_object_object_get_ex(res, "results", &vms))
 		return 0;
 	for (size_t i = 0; i < json_object_array_length(vms); i++) {
 		struct json_object *o = json_object_array_get_idx(vms, i), *name, *ok, *ended, *ms;
@@ -258,17 +258,18 @@ print_cmdline(struct daemon_config *conf, const char *name)
 }
 
 static void
-shutdown_done(struct json_object *result, const char *code, const char *message, void *arg)
+shutdown_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
 	struct daemon *d = arg;
 	struct json_object *vms;
 
-	if (json_object_object_get_ex(result, "vms", &vms)) {
+	if (json_object_object_get_ex(result, "results", &vms)) {
 		for (size_t i = 0; i < json_object_array_length(vms); i++) {
-			struct json_object *o = json_object_array_get_idx(vms, i), *err;
+			struct json_object *o = json_object_array_get_idx(vms, i), *err, *msg;
 
-			if (json_object_object_get_ex(o, "error", &err))
-				log_error("%s", json_object_get_string(err));
+			if (json_object_object_get_ex(o, "error", &err) &&
+			    json_object_object_get_ex(err, "message", &msg))
+				log_error("%s", json_object_get_string(msg));
 		}
 	}
 	json_object_put(result);
@@ -306,10 +307,10 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 }
 
 static void
-start_done(struct json_object *result, const char *code, const char *message, void *arg)
+start_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
 	json_object_put(result);
-	if (code)
+	if (code != PROTO_OK)
 		log_error("autostart: %s", message);
 }
 

@@ -1,6 +1,7 @@
 # The daemon: its pieces live in the qvmd_supervisor library so tests can link them.
 target_sources(qvmd_supervisor PRIVATE
   lockfile.c
+  protocol.c
   clock.c
   log.c
   proc.c

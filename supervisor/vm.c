@@ -68,6 +68,21 @@ vm_definition_removed(const struct vm *vm)
 	return vm->cfg == NULL;
 }
 
+enum proto_err
+vm_qmp_err(const struct qmp_reply *r)
+{
+	switch (r->status) {
+	case QMP_OK:
+		return PROTO_OK;
+	case QMP_ERROR:
+		return PROTO_ERR_QEMU;
+	case QMP_TIMEOUT:
+		return PROTO_ERR_TIMEOUT;
+	default:
+		return PROTO_ERR_FAILED;
+	}
+}
+
 /* Path of a file in this VM's run directory (caller frees). */
 char *
 vm_run_path(const struct vm *vm, const char *file)
@@ -217,7 +232,7 @@ void
 vm_detach(struct vm *vm)
 {
 	/* Jobs end first: their QMP commands are cancelled before the connection goes. */
-	vm_jobs_abort(vm, "failed", "qvmd is exiting");
+	vm_jobs_abort(vm, PROTO_ERR_FAILED, "qvmd is exiting");
 	vm_drop_qmp(vm);
 }
 
@@ -226,7 +241,7 @@ vm_free(struct vm *vm)
 {
 	if (vm == NULL)
 		return;
-	vm_jobs_abort(vm, "failed", "the vm is being removed");
+	vm_jobs_abort(vm, PROTO_ERR_FAILED, "the vm is being removed");
 	vm_devs_clear(vm);
 	if (vm->restart_ev)
 		event_free(vm->restart_ev);

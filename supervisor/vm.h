@@ -8,6 +8,8 @@
 #ifndef QVMD_VM_H
 #define QVMD_VM_H
 
+#include "protocol.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -21,11 +23,11 @@ struct vm_config;
 enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_PAUSED, VM_STOPPING, VM_CRASHED };
 
 /*
- * The result of an operation: on success code is NULL and result a new json object the callee owns
- * (it must json_object_put it); on failure code is an error code ("busy", "qemu-error", ...),
- * message says what went wrong and result is NULL.
+ * The result of an operation: on success code is PROTO_OK, message NULL and result a new json
+ * object the callee owns (it must json_object_put it); on failure code is an error code
+ * (PROTO_ERR_BUSY, PROTO_ERR_QEMU, ...), message says what went wrong and result is NULL.
  */
-typedef void (*vm_done_cb)(struct json_object *result, const char *code, const char *message,
+typedef void (*vm_done_cb)(struct json_object *result, enum proto_err code, const char *message,
                            void *arg);
 
 /* What a VM needs from its owner. Borrowed for the VM's life. */

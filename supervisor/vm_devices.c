@@ -159,17 +159,26 @@ vm_dev_json(const struct vm_dev *dev)
 		json_object_object_add(o, "type",
 		                       json_object_new_string(cfg_net_type_name(dev->net.type)));
 		json_object_object_add(o, "mac", json_object_new_string(mac));
-		if (dev->net.bridge)
-			json_object_object_add(o, "bridge",
-			                       json_object_new_string(dev->net.bridge));
-		if (dev->net.ifname)
-			json_object_object_add(o, "ifname",
-			                       json_object_new_string(dev->net.ifname));
+		json_object_object_add(
+		    o, "bridge", dev->net.bridge ? json_object_new_string(dev->net.bridge) : NULL);
+		json_object_object_add(
+		    o, "ifname", dev->net.ifname ? json_object_new_string(dev->net.ifname) : NULL);
 		json_object_object_add(o, "restrict", json_object_new_boolean(dev->net.restricted));
 	}
 	json_object_object_add(o, "bus", dev->port ? json_object_new_string(dev->port) : NULL);
-	json_object_object_add(o, "cold", json_object_new_boolean(dev->cold));
+	json_object_object_add(o, "pending_attach", json_object_new_boolean(dev->attaching));
 	json_object_object_add(o, "pending_removal", json_object_new_boolean(dev->pending_removal));
+	return o;
+}
+
+/* A device's record in devices.json: what replies show plus the daemon's own bookkeeping, which
+ * never appears in a reply. */
+static struct json_object *
+dev_record(const struct vm_dev *dev)
+{
+	struct json_object *o = vm_dev_json(dev);
+
+	json_object_object_add(o, "cold", json_object_new_boolean(dev->cold));
 	if (dev->persist_removal)
 		json_object_object_add(o, "persist_removal", json_object_new_boolean(1));
 	if (dev->attaching)
@@ -247,7 +256,7 @@ vm_devs_save(struct vm *vm)
 	int rc, saved;
 
 	for (size_t i = 0; i < vm->ndevs; i++)
-		json_object_array_add(arr, vm_dev_json(vm->devs[i]));
+		json_object_array_add(arr, dev_record(vm->devs[i]));
 	errno = 0;
 	rc = rundir_write(path, json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN));
 	saved = errno != 0 ? errno : EIO; /* a short write leaves errno alone */

@@ -83,8 +83,8 @@ struct hp_op {
 	 * it, run in reverse order by hp_rollback. */
 	struct hp_undo *undo;
 	size_t nundo;
-	/* Told the outcome (result taken; code NULL on success) once the operation is over. */
-	void (*done)(struct hp_op *op, struct json_object *result, const char *code,
+	/* Told the outcome (result taken; code PROTO_OK on success) once the operation is over. */
+	void (*done)(struct hp_op *op, struct json_object *result, enum proto_err code,
 	             const char *msg);
 	char port[16];
 	unsigned port_n;                   /* port is hp.<port_n> */
@@ -98,7 +98,7 @@ struct hp_op {
 	int img_pidfd;
 	struct event *img_ev;
 	/* failure being rolled back */
-	char *err_code;
+	enum proto_err err_code;
 	char *err_msg;
 	/* plug: device_add succeeded; QOM shows it on its bus (or why not); its PCI address if
 	 * the firmware has numbered its bus already */
@@ -144,7 +144,6 @@ hp_free(struct hp_op *op)
 		close(op->tapfd);
 	cfg_disk_clear(&op->disk);
 	cfg_net_clear(&op->net);
-	free(op->err_code);
 	free(op->err_msg);
 	free(op->pci_addr);
 	free(op->confirm_err);
@@ -205,7 +204,7 @@ static const struct vm_job_kind detach_kind = {
  * QEMU was touched ("attaching", on its port) stays, and a restarted qvmd resolves it the same
  * way from QOM: kept when the device is there, undone when it is not. */
 static void
-hp_finish(struct hp_op *op, struct json_object *result, const char *code, const char *msg)
+hp_finish(struct hp_op *op, struct json_object *result, enum proto_err code, const char *msg)
 {
 	op->done(op, result, code, msg);
 }
@@ -213,35 +212,35 @@ hp_finish(struct hp_op *op, struct json_object *result, const char *code, const 
 /* The done callback of an operation that is its job's only one: the job ends with it (and frees
  * it, after formatting msg, which may be op's). */
 static void
-hp_job_op_done(struct hp_op *op, struct json_object *result, const char *code, const char *msg)
+hp_job_op_done(struct hp_op *op, struct json_object *result, enum proto_err code, const char *msg)
 {
 	struct vm *vm = op->vm;
 	bool attach = !op->detach;
 
-	if (code)
+	if (code != PROTO_OK)
 		vm_job_done(op->job, NULL, code, "%s", msg);
 	else
-		vm_job_done(op->job, result, NULL, NULL);
+		vm_job_done(op->job, result, PROTO_OK, NULL);
 	if (attach)
 		vm_devs_save(vm);
 }
 
 /* Records why the operation failed (the first failure is the one reported). */
 static void
-hp_verror(struct hp_op *op, const char *code, const char *fmt, va_list ap)
+hp_verror(struct hp_op *op, enum proto_err code, const char *fmt, va_list ap)
 {
 	if (op->err_msg != NULL)
 		return;
-	op->err_code = xstrdup(code);
+	op->err_code = code;
 	if (vasprintf(&op->err_msg, fmt, ap) < 0)
 		fatal("out of memory");
 }
 
-static void hp_error(struct hp_op *op, const char *code, const char *fmt, ...)
+static void hp_error(struct hp_op *op, enum proto_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void
-hp_error(struct hp_op *op, const char *code, const char *fmt, ...)
+hp_error(struct hp_op *op, enum proto_err code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -251,11 +250,11 @@ hp_error(struct hp_op *op, const char *code, const char *fmt, ...)
 }
 
 /* Outside a batch: records why and starts undoing. */
-static void hp_fail(struct hp_op *op, const char *code, const char *fmt, ...)
+static void hp_fail(struct hp_op *op, enum proto_err code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static void
-hp_fail(struct hp_op *op, const char *code, const char *fmt, ...)
+hp_fail(struct hp_op *op, enum proto_err code, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -263,14 +262,6 @@ hp_fail(struct hp_op *op, const char *code, const char *fmt, ...)
 	hp_verror(op, code, fmt, ap);
 	va_end(ap);
 	hp_rollback(op);
-}
-
-static const char *
-reply_code(const struct qmp_reply *r)
-{
-	return r->status == QMP_ERROR     ? "qemu-error"
-	       : r->status == QMP_TIMEOUT ? "timeout"
-	                                  : "failed";
 }
 
 /* Starts a batch: the commands sent until the next call are answered together. */
@@ -377,7 +368,7 @@ hp_answered(struct hp_op *op)
 static void
 hp_send_failed(struct hp_op *op)
 {
-	hp_error(op, "failed", "vm %s: qmp connection lost", op->vm->name);
+	hp_error(op, PROTO_ERR_FAILED, "vm %s: qmp connection lost", op->vm->name);
 	if (op->pending == 0)
 		hp_rollback(op);
 }
@@ -459,7 +450,7 @@ img_done(evutil_socket_t fd, short what, void *arg)
 		char *log = vm_state_path(op->vm, "qemu.log"), *tail = proc_file_tail(log, 0, 300);
 
 		unlink(op->disk.file);
-		hp_fail(op, "failed", "vm %s: qemu-img create %s failed: %s", op->vm->name,
+		hp_fail(op, PROTO_ERR_FAILED, "vm %s: qemu-img create %s failed: %s", op->vm->name,
 		        op->disk.file, tail);
 		free(log);
 		free(tail);
@@ -480,7 +471,7 @@ hp_create_image(struct hp_op *op)
 	op->img_pid = vm_spawn_qemu_img(op->vm, op->disk.file, op->disk.format, op->create_size,
 	                                &log_offset, &op->img_pidfd, &cause);
 	if (op->img_pid < 0) {
-		hp_fail(op, "failed", "vm %s: %s", op->vm->name, cause);
+		hp_fail(op, PROTO_ERR_FAILED, "vm %s: %s", op->vm->name, cause);
 		free(cause);
 		return;
 	}
@@ -581,7 +572,7 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 	hp_answered(op);
 	if (r->status != QMP_OK) {
-		hp_error(op, reply_code(r), "vm %s: qom-list %s failed: %s", op->vm->name, op->port,
+		hp_error(op, vm_qmp_err(r), "vm %s: qom-list %s failed: %s", op->vm->name, op->port,
 		         r->error_desc);
 	} else if (!bus_has_child(r->result)) {
 		op->have_port = true;
@@ -597,7 +588,7 @@ port_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		n = vm_devs_free_port(op->vm, op->port_busy, chosen);
 		if (n < 0) {
 			hp_error(
-			    op, "failed",
+			    op, PROTO_ERR_FAILED,
 			    "vm %s: no free hot-plug slot (all %u in use); raise hotplug_slots "
 			    "in %s and restart the vm",
 			    op->vm->name, op->vm->live_cfg->hotplug_slots,
@@ -622,7 +613,7 @@ backend_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 	hp_answered(op);
 	if (r->status != QMP_OK)
-		hp_error(op, reply_code(r), "vm %s: %s %s failed: %s", op->vm->name, r->command, id,
+		hp_error(op, vm_qmp_err(r), "vm %s: %s %s failed: %s", op->vm->name, r->command, id,
 		         r->error_desc);
 	if (op->pending == 0)
 		hp_prepared(op);
@@ -646,7 +637,7 @@ hp_plugged(struct hp_op *op)
 		op->confirm_err = xasprintf("vm %s: device_add %s succeeded but qom-get was not "
 		                            "answered",
 		                            op->vm->name, op->is_disk ? op->disk.id : op->net.id);
-	hp_finish(op, NULL, "failed", op->confirm_err ? op->confirm_err : op->err_msg);
+	hp_finish(op, NULL, PROTO_ERR_FAILED, op->confirm_err ? op->confirm_err : op->err_msg);
 }
 
 /* Batch "plug": device_add. */
@@ -659,7 +650,7 @@ device_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 	hp_answered(op);
 	if (r->status != QMP_OK) {
-		hp_error(op, reply_code(r), "vm %s: device_add %s failed: %s", vm->name,
+		hp_error(op, vm_qmp_err(r), "vm %s: device_add %s failed: %s", vm->name,
 		         op->is_disk ? op->disk.id : op->net.id, r->error_desc);
 	} else {
 		/* From here on the device is the guest's, removed only by detach. The run
@@ -752,7 +743,7 @@ hp_commit(struct hp_op *op)
 			                      op->is_disk ? op->disk.id : op->net.id, cause);
 
 			free(cause);
-			hp_finish(op, NULL, "failed", msg);
+			hp_finish(op, NULL, PROTO_ERR_FAILED, msg);
 			free(msg);
 			return;
 		}
@@ -767,7 +758,7 @@ hp_commit(struct hp_op *op)
 	                       op->pci_addr ? json_object_new_string(op->pci_addr) : NULL);
 	json_object_object_add(res, "live", json_object_new_boolean(1));
 	json_object_object_add(res, "persistent", json_object_new_boolean(persisted));
-	hp_finish(op, res, NULL, NULL);
+	hp_finish(op, res, PROTO_OK, NULL);
 }
 
 /* Tracks the device from now on, as "attaching", and writes that down before anything is sent
@@ -793,7 +784,7 @@ hp_begin(struct hp_op *op)
 	vm_devs_add(vm, dev);
 	if (vm_devs_save(vm) < 0) {
 		hp_fail(
-		    op, "failed",
+		    op, PROTO_ERR_FAILED,
 		    "vm %s: cannot record %s in the run directory (%s): %s; nothing was attached",
 		    vm->name, dev->id, vm->env.conf->run_dir, strerror(errno));
 		return;
@@ -858,9 +849,9 @@ hp_prepared(struct hp_op *op)
 	}
 	if (q35 && !op->have_port) {
 		if (vm_devs_save(op->vm) < 0) {
-			hp_fail(op, "failed", "vm %s: cannot record %s in the run directory: %s",
-			        op->vm->name, op->is_disk ? op->disk.id : op->net.id,
-			        strerror(errno));
+			hp_fail(op, PROTO_ERR_FAILED,
+			        "vm %s: cannot record %s in the run directory: %s", op->vm->name,
+			        op->is_disk ? op->disk.id : op->net.id, strerror(errno));
 			return;
 		}
 		hp_batch(op);
@@ -945,7 +936,7 @@ check_image(const char *file, enum cfg_format format)
 }
 
 static bool
-refuse(vm_done_cb cb, void *arg, const char *code, char *msg)
+refuse(vm_done_cb cb, void *arg, enum proto_err code, char *msg)
 {
 	cb(NULL, code, msg, arg);
 	free(msg);
@@ -962,16 +953,16 @@ refuse_id(struct vm *vm, const char *id, bool persist, vm_done_cb cb, void *arg)
 
 	if (!cfg_valid_device_id(id))
 		return refuse(
-		    cb, arg, "invalid",
+		    cb, arg, PROTO_ERR_INVALID,
 		    xasprintf("vm %s: '%s' is not a valid device id ([a-zA-Z][a-zA-Z0-9_-], "
 		              "at most %d characters)",
 		              vm->name, id, CFG_ID_MAX));
 	if (vm_is_active(vm) ? vm_devs_find(vm, id) != NULL : in_file)
-		return refuse(cb, arg, "invalid",
+		return refuse(cb, arg, PROTO_ERR_INVALID,
 		              xasprintf("vm %s: device id '%s' is already in use", vm->name, id));
 	if (persist && in_file)
 		return refuse(
-		    cb, arg, "invalid",
+		    cb, arg, PROTO_ERR_INVALID,
 		    xasprintf("vm %s: device id '%s' is already in the definition (attach "
 		              "it without --persist, or detach --persist it first)",
 		              vm->name, id));
@@ -983,18 +974,18 @@ refuse_id(struct vm *vm, const char *id, bool persist, vm_done_cb cb, void *arg)
 static bool
 refuse_stopped(struct vm *vm, bool persist, vm_done_cb cb, void *arg)
 {
-	if (vm_is_active(vm) && vm->state != VM_RUNNING && vm->state != VM_PAUSED)
-		return refuse(
-		    cb, arg, "busy",
-		    xasprintf("vm %s: busy: it is %s", vm->name, vm_state_name(vm->state)));
+	if (vm_is_active(vm) && vm->state != VM_RUNNING && vm->state != VM_PAUSED) {
+		vm_job_refuse_busy(vm, cb, arg);
+		return true;
+	}
 	if (!vm_is_active(vm) && !persist)
 		return refuse(
-		    cb, arg, "not-running",
+		    cb, arg, PROTO_ERR_NOT_RUNNING,
 		    xasprintf("vm %s: not running; use --persist to change its definition",
 		              vm->name));
 	if (persist && vm->cfg == NULL)
 		return refuse(
-		    cb, arg, "not-found",
+		    cb, arg, PROTO_ERR_NOT_FOUND,
 		    xasprintf("vm %s: definition file was removed; cannot persist", vm->name));
 	return false;
 }
@@ -1008,7 +999,7 @@ refuse_no_port(struct vm *vm, vm_done_cb cb, void *arg)
 	if (!vm_is_active(vm) || vm->live_cfg->machine != CFG_MACHINE_Q35 ||
 	    vm_devs_free_port(vm, NULL, port) >= 0)
 		return false;
-	return refuse(cb, arg, "failed",
+	return refuse(cb, arg, PROTO_ERR_FAILED,
 	              xasprintf("vm %s: no free hot-plug slot (all %u in use); raise "
 	                        "hotplug_slots in %s and restart the vm",
 	                        vm->name, vm->live_cfg->hotplug_slots,
@@ -1024,7 +1015,7 @@ persist_only_result(struct vm *vm, const char *id, bool attached, vm_done_cb cb,
 	json_object_object_add(res, "id", json_object_new_string(id));
 	json_object_object_add(res, "live", json_object_new_boolean(0));
 	json_object_object_add(res, "persistent", json_object_new_boolean(attached));
-	cb(res, NULL, NULL, arg);
+	cb(res, PROTO_OK, NULL, arg);
 }
 
 void
@@ -1040,26 +1031,26 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 	    refuse_no_port(vm, cb, arg))
 		return;
 	if (create_size == 0 && access(disk->file, F_OK) < 0) {
-		refuse(cb, arg, "invalid",
+		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: %s: %s", vm->name, disk->file, strerror(errno)));
 		return;
 	}
 	if (disk->file[0] != '/' || !path_allowed(vm, disk->file, create_size > 0)) {
 		refuse(
-		    cb, arg, "denied",
+		    cb, arg, PROTO_ERR_DENIED,
 		    xasprintf("vm %s: %s is not below an image directory qvmd may use (image_dirs "
 		              "in qvmd.conf)",
 		              vm->name, disk->file));
 		return;
 	}
 	if (create_size > 0 && access(disk->file, F_OK) == 0) {
-		refuse(cb, arg, "invalid",
+		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: %s already exists (drop --create to attach it)", vm->name,
 		                 disk->file));
 		return;
 	}
 	if (create_size == 0 && (why = check_image(disk->file, disk->format)) != NULL) {
-		refuse(cb, arg, "invalid", xasprintf("vm %s: %s", vm->name, why));
+		refuse(cb, arg, PROTO_ERR_INVALID, xasprintf("vm %s: %s", vm->name, why));
 		free(why);
 		return;
 	}
@@ -1069,7 +1060,7 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 
 		d.size = create_size;
 		if (cfg_write_add_disk(vm->cfg->path, &d, &cause) < 0) {
-			refuse(cb, arg, "invalid", xasprintf("vm %s: %s", vm->name, cause));
+			refuse(cb, arg, PROTO_ERR_INVALID, xasprintf("vm %s: %s", vm->name, cause));
 			free(cause);
 			return;
 		}
@@ -1108,24 +1099,24 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 			char mac[18];
 
 			cfg_mac_format(n.mac, mac);
-			refuse(cb, arg, "invalid",
+			refuse(cb, arg, PROTO_ERR_INVALID,
 			       xasprintf("vm %s: mac %s is already used by nic %s", vm->name, mac,
 			                 vm->devs[i]->id));
 			return;
 		}
 	}
 	if (n.type == CFG_NET_TAP && (n.ifname == NULL || n.bridge != NULL)) {
-		refuse(cb, arg, "invalid",
+		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: a tap nic needs --ifname (and no --bridge)", vm->name));
 		return;
 	}
 	if (n.type == CFG_NET_BRIDGE && n.bridge == NULL) {
-		refuse(cb, arg, "invalid",
+		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: a bridge nic needs --bridge", vm->name));
 		return;
 	}
 	if (n.type == CFG_NET_USER && (n.bridge || n.ifname)) {
-		refuse(cb, arg, "invalid",
+		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: --bridge and --ifname are for tap and bridge nics",
 		                 vm->name));
 		return;
@@ -1133,7 +1124,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 	n.mac_given = true; /* keep the MAC it got, also when persisted */
 	if (!vm_is_active(vm)) {
 		if (cfg_write_add_net(vm->cfg->path, &n, &cause) < 0) {
-			refuse(cb, arg, "invalid", xasprintf("vm %s: %s", vm->name, cause));
+			refuse(cb, arg, PROTO_ERR_INVALID, xasprintf("vm %s: %s", vm->name, cause));
 			free(cause);
 			return;
 		}
@@ -1147,7 +1138,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 	if (n.type == CFG_NET_BRIDGE) {
 		op->tapfd = vm_tap_open(n.ifname, n.bridge, &cause);
 		if (op->tapfd < 0) {
-			refuse(cb, arg, "failed",
+			refuse(cb, arg, PROTO_ERR_FAILED,
 			       xasprintf("vm %s: nic %s: %s", vm->name, n.id, cause));
 			free(cause);
 			hp_free(op);
@@ -1181,7 +1172,7 @@ backend_deleted(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	hp_answered(op);
 	/* A QEMU that went away took the backend with it. */
 	if (r->status != QMP_OK && r->status != QMP_DISCONNECTED)
-		hp_error(op, reply_code(r), "vm %s: %s removed from the guest, but %s failed: %s",
+		hp_error(op, vm_qmp_err(r), "vm %s: %s removed from the guest, but %s failed: %s",
 		         op->vm->name, op->id, r->command, r->error_desc);
 	if (op->pending == 0)
 		hp_detached(op);
@@ -1206,7 +1197,7 @@ backend_del(struct vm *vm, struct hp_op *op, const char *cmd, const char *key, c
 {
 	if (op != NULL) {
 		if (!hp_send(op, cmd, obj1(key, name), backend_deleted))
-			hp_error(op, "failed",
+			hp_error(op, PROTO_ERR_FAILED,
 			         "vm %s: %s removed from the guest, but %s %s: qmp "
 			         "connection lost",
 			         vm->name, op->id, cmd, name);
@@ -1268,7 +1259,7 @@ hp_detached(struct hp_op *op)
 	    res, "persistent",
 	    json_object_new_boolean(!op->persist && vm->cfg &&
 	                            (cfg_vm_disk(vm->cfg, op->id) || cfg_vm_net(vm->cfg, op->id))));
-	hp_finish(op, res, NULL, NULL);
+	hp_finish(op, res, PROTO_OK, NULL);
 }
 
 /* DEVICE_DELETED: the guest released a device. The detach waiting for it finishes; a removal
@@ -1300,7 +1291,7 @@ vm_hotplug_device_deleted(struct vm *vm, struct json_object *data)
 
 /* device_del was refused: the device stays, and so does its record (no longer "leaving"). */
 static void
-device_del_refused(struct hp_op *op, const char *code, const char *why)
+device_del_refused(struct hp_op *op, enum proto_err code, const char *why)
 {
 	struct vm_dev *dev = vm_devs_find(op->vm, op->id);
 	char *msg;
@@ -1323,7 +1314,7 @@ device_del_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 	hp_answered(op);
 	if (r->status != QMP_OK) {
-		device_del_refused(op, reply_code(r), r->error_desc);
+		device_del_refused(op, vm_qmp_err(r), r->error_desc);
 		return;
 	}
 	if (op->released && op->pending == 0) /* DEVICE_DELETED came before this reply */
@@ -1342,14 +1333,14 @@ detach_timer(struct vm_job *job)
 		msg = xasprintf("vm %s: %s removed from the guest, but QEMU did not confirm the "
 		                "deletion of its backend within %" PRIu64 " ms",
 		                vm->name, op->id, op->timeout_ms);
-		hp_finish(op, NULL, "timeout", msg);
+		hp_finish(op, NULL, PROTO_ERR_TIMEOUT, msg);
 		free(msg);
 		return;
 	}
 	msg = xasprintf("vm %s: device %s: the guest did not release it within %" PRIu64
 	                " ms; removal pending (completes when the guest lets go)",
 	                vm->name, op->id, op->timeout_ms);
-	hp_finish(op, NULL, "timeout", msg);
+	hp_finish(op, NULL, PROTO_ERR_TIMEOUT, msg);
 	free(msg);
 }
 
@@ -1369,7 +1360,8 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 	in_file = vm->cfg && (cfg_vm_disk(vm->cfg, id) || cfg_vm_net(vm->cfg, id));
 	if (!vm_is_active(vm)) {
 		if (cfg_write_remove_device(vm->cfg->path, id, &cause) < 0) {
-			refuse(cb, arg, "not-found", xasprintf("vm %s: %s", vm->name, cause));
+			refuse(cb, arg, PROTO_ERR_NOT_FOUND,
+			       xasprintf("vm %s: %s", vm->name, cause));
 			free(cause);
 			return;
 		}
@@ -1381,7 +1373,7 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 	if (dev == NULL && in_file && persist) {
 		/* Only in the definition (e.g. detached live earlier): the file alone changes. */
 		if (cfg_write_remove_device(vm->cfg->path, id, &cause) < 0) {
-			refuse(cb, arg, "failed", xasprintf("vm %s: %s", vm->name, cause));
+			refuse(cb, arg, PROTO_ERR_FAILED, xasprintf("vm %s: %s", vm->name, cause));
 			free(cause);
 			return;
 		}
@@ -1390,7 +1382,7 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 		return;
 	}
 	if (dev == NULL) {
-		refuse(cb, arg, "not-found",
+		refuse(cb, arg, PROTO_ERR_NOT_FOUND,
 		       in_file ? xasprintf("vm %s: %s is not live, only in the definition (use "
 		                           "--persist to remove it from there)",
 		                           vm->name, id)
@@ -1398,10 +1390,9 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 		return;
 	}
 	if (dev->pending_removal) {
-		refuse(
-		    cb, arg, "busy",
-		    xasprintf("vm %s: device %s: removal already pending (waiting for the guest)",
-		              vm->name, id));
+		refuse(cb, arg, PROTO_ERR_BUSY,
+		       xasprintf("vm %s: busy: removal of %s in progress (waiting for the guest)",
+		                 vm->name, id));
 		return;
 	}
 	op = hp_new(vm);
@@ -1418,7 +1409,7 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 
 		dev->pending_removal = dev->persist_removal = false;
 		hp_free(op);
-		refuse(cb, arg, "failed",
+		refuse(cb, arg, PROTO_ERR_FAILED,
 		       xasprintf("vm %s: cannot record the removal of %s in the run directory "
 		                 "(%s): %s; nothing was changed",
 		                 vm->name, id, vm->env.conf->run_dir, strerror(err)));
@@ -1429,7 +1420,7 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 	vm_job_arm(op->job, op->timeout_ms);
 	hp_batch(op);
 	if (!hp_send(op, "device_del", obj1("id", id), device_del_sent))
-		device_del_refused(op, "failed", "qmp connection lost");
+		device_del_refused(op, PROTO_ERR_FAILED, "qmp connection lost");
 }
 
 /* ---- after a daemon restart ---- */
@@ -1604,7 +1595,7 @@ devices_reply(struct vm *vm, struct json_object *pci, struct json_object *peri, 
 		json_object_array_add(arr, o);
 	}
 	json_object_object_add(res, "devices", arr);
-	cb(res, NULL, NULL, arg);
+	cb(res, PROTO_OK, NULL, arg);
 }
 
 static void

@@ -36,12 +36,28 @@ vm_job_find(const struct vm *vm, const struct vm_job_kind *kind)
 }
 
 static void
-refuse_busy(struct vm *vm, const struct vm_job *job, vm_done_cb cb, void *arg)
+refuse_busy(struct vm *vm, const char *what, vm_done_cb cb, void *arg)
 {
-	char *msg = xasprintf("vm %s: busy: %s in progress", vm->name, job->kind->name);
+	char *msg = xasprintf("vm %s: busy: %s in progress", vm->name, what);
 
-	cb(NULL, "busy", msg, arg);
+	cb(NULL, PROTO_ERR_BUSY, msg, arg);
 	free(msg);
+}
+
+void
+vm_job_refuse_busy(struct vm *vm, vm_done_cb cb, void *arg)
+{
+	const char *what = vm_state_name(vm->state);
+
+	if (vm->job != NULL)
+		what = vm->job->kind->name;
+	else if (vm->bg != NULL)
+		what = vm->bg->kind->name;
+	else if (vm->state == VM_STARTING)
+		what = "start";
+	else if (vm->state == VM_STOPPING)
+		what = "shutdown";
+	refuse_busy(vm, what, cb, arg);
 }
 
 bool
@@ -50,7 +66,7 @@ vm_job_admit(struct vm *vm, enum vm_op op, vm_done_cb cb, void *arg)
 	struct vm_job *bg = vm->bg;
 
 	if (vm->job != NULL) {
-		refuse_busy(vm, vm->job, cb, arg);
+		refuse_busy(vm, vm->job->kind->name, cb, arg);
 		return false;
 	}
 	if (bg == NULL || (bg->kind->allows & VM_OP_BIT(op)))
@@ -60,7 +76,7 @@ vm_job_admit(struct vm *vm, enum vm_op op, vm_done_cb cb, void *arg)
 		bg->kind->cancel(bg, "cancelled by a powerdown or kill");
 		return true;
 	}
-	refuse_busy(vm, bg, cb, arg);
+	refuse_busy(vm, bg->kind->name, cb, arg);
 	return false;
 }
 
@@ -83,10 +99,11 @@ vm_job_new(struct vm *vm, const struct vm_job_kind *kind, void *data, vm_done_cb
 }
 
 void
-vm_job_done(struct vm_job *job, struct json_object *result, const char *code, const char *fmt, ...)
+vm_job_done(struct vm_job *job, struct json_object *result, enum proto_err code, const char *fmt,
+            ...)
 {
 	struct vm *vm = job->vm;
-	char *msg = NULL, *code_copy;
+	char *msg = NULL;
 	va_list ap;
 
 	if (job->ending) {
@@ -102,25 +119,23 @@ vm_job_done(struct vm_job *job, struct json_object *result, const char *code, co
 		event_free(job->timer);
 	for (size_t i = 0; vm->qmp != NULL && i < job->ncalls; i++)
 		qmp_cancel(vm->qmp, job->calls[i]);
-	if (code != NULL) {
+	if (code != PROTO_OK) {
 		va_start(ap, fmt);
 		if (vasprintf(&msg, fmt, ap) < 0)
 			fatal("out of memory");
 		va_end(ap);
 		log_warn("%s", msg);
 	}
-	/* The code and message may point into the job's data: both are copied before it goes. */
-	code_copy = code != NULL ? xstrdup(code) : NULL;
+	/* The message may point into the job's data: it is formatted before the data goes. */
 	if (job->kind->free != NULL)
 		job->kind->free(job->data);
 	for (size_t i = 0; i < job->nwaiters; i++)
-		job->waiters[i].cb(result ? json_object_get(result) : NULL, code_copy, msg,
+		job->waiters[i].cb(result ? json_object_get(result) : NULL, code, msg,
 		                   job->waiters[i].arg);
 	if (job->cb != NULL)
-		job->cb(result, code_copy, msg, job->arg);
+		job->cb(result, code, msg, job->arg);
 	else
 		json_object_put(result);
-	free(code_copy);
 	free(msg);
 	free(job->waiters);
 	free(job->calls);
@@ -134,7 +149,7 @@ vm_job_reply_early(struct vm_job *job, struct json_object *result)
 
 	job->cb = NULL;
 	if (cb != NULL)
-		cb(result, NULL, NULL, job->arg);
+		cb(result, PROTO_OK, NULL, job->arg);
 	else
 		json_object_put(result);
 }
@@ -219,15 +234,15 @@ void
 vm_jobs_end_unclaimed(struct vm *vm, const struct vm_exit *exit)
 {
 	if (vm->bg != NULL)
-		vm_job_done(vm->bg, NULL, "failed", "vm %s: %s: qemu %s%s%s", vm->name,
+		vm_job_done(vm->bg, NULL, PROTO_ERR_FAILED, "vm %s: %s: qemu %s%s%s", vm->name,
 		            vm->bg->kind->name, exit->reason, *exit->tail ? ": " : "", exit->tail);
 	if (vm->job != NULL)
-		vm_job_done(vm->job, NULL, "failed", "vm %s: %s: qemu %s%s%s", vm->name,
+		vm_job_done(vm->job, NULL, PROTO_ERR_FAILED, "vm %s: %s: qemu %s%s%s", vm->name,
 		            vm->job->kind->name, exit->reason, *exit->tail ? ": " : "", exit->tail);
 }
 
 void
-vm_jobs_abort(struct vm *vm, const char *code, const char *why)
+vm_jobs_abort(struct vm *vm, enum proto_err code, const char *why)
 {
 	if (vm->bg != NULL)
 		vm_job_done(vm->bg, NULL, code, "vm %s: %s: %s", vm->name, vm->bg->kind->name, why);

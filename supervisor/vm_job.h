@@ -95,14 +95,18 @@ struct vm_job {
  */
 bool vm_job_admit(struct vm *vm, enum vm_op op, vm_done_cb cb, void *arg);
 
+/* Answers cb with `busy`, worded the one way: "vm NAME: busy: JOB in progress" (the ordinary job,
+ * else the background one, else what the VM's state says it is doing). */
+void vm_job_refuse_busy(struct vm *vm, vm_done_cb cb, void *arg);
+
 /* Starts a job of kind (takes ownership of data: kind->free releases it). */
 struct vm_job *vm_job_new(struct vm *vm, const struct vm_job_kind *kind, void *data, vm_done_cb cb,
                           void *arg);
-/* Ends the job: answers its requester and waiters (result taken; code NULL on success, else the
- * error code and a message; both may point into the job's data), cancels its QMP commands and
+/* Ends the job: answers its requester and waiters (result taken; code PROTO_OK on success, else
+ * the error code and a message, which may point into the job's data), cancels its QMP commands and
  * timer, frees it. */
-void vm_job_done(struct vm_job *job, struct json_object *result, const char *code, const char *fmt,
-                 ...) __attribute__((format(printf, 4, 5)));
+void vm_job_done(struct vm_job *job, struct json_object *result, enum proto_err code,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Answers the requester now; the job goes on (powerdown --no-wait). Takes result. */
 void vm_job_reply_early(struct vm_job *job, struct json_object *result);
 /* Adds a waiter told the job's outcome like the requester. */
@@ -133,6 +137,6 @@ void vm_jobs_event(struct vm *vm, const char *name, struct json_object *data);
 bool vm_jobs_claim_exit(struct vm *vm, const struct vm_exit *exit);
 void vm_jobs_end_unclaimed(struct vm *vm, const struct vm_exit *exit);
 /* Ends every job with an error (qvmd exiting, the VM being freed). */
-void vm_jobs_abort(struct vm *vm, const char *code, const char *why);
+void vm_jobs_abort(struct vm *vm, enum proto_err code, const char *why);
 
 #endif

@@ -61,7 +61,7 @@ refuse_not_running(struct vm *vm, vm_done_cb cb, void *arg)
 	if ((vm->state == VM_RUNNING || vm->state == VM_PAUSED) && vm->qmp != NULL)
 		return false;
 	msg = xasprintf("vm %s: not running (state %s)", vm->name, vm_state_name(vm->state));
-	cb(NULL, "not-running", msg, arg);
+	cb(NULL, PROTO_ERR_NOT_RUNNING, msg, arg);
 	free(msg);
 	return true;
 }
@@ -141,7 +141,7 @@ stop_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 	json_object_object_add(res, "elapsed_ms", json_object_new_int64(elapsed));
 	if (sj->resumed)
 		json_object_object_add(res, "resumed", json_object_new_boolean(1));
-	vm_job_done(job, res, NULL, NULL);
+	vm_job_done(job, res, PROTO_OK, NULL);
 	return true;
 }
 
@@ -224,17 +224,19 @@ vm_kill(struct vm *vm, vm_done_cb cb, void *arg)
 	struct vm_job *job = vm->job;
 	char *msg;
 
+	if ((vm->pid <= 0 || vm->exited) && job != NULL) {
+		vm_job_refuse_busy(vm, cb, arg);
+		return;
+	}
 	if (vm->pid <= 0 || vm->exited) {
 		msg =
 		    xasprintf("vm %s: not running (state %s)", vm->name, vm_state_name(vm->state));
-		cb(NULL, job != NULL ? "busy" : "not-running", msg, arg);
+		cb(NULL, PROTO_ERR_NOT_RUNNING, msg, arg);
 		free(msg);
 		return;
 	}
 	if (job != NULL && job->kind == &kill_kind) {
-		msg = xasprintf("vm %s: busy: kill in progress", vm->name);
-		cb(NULL, "busy", msg, arg);
-		free(msg);
+		vm_job_refuse_busy(vm, cb, arg);
 		return;
 	}
 	/* kill is the operator's way out of anything stuck: a background job is cancelled, and it
@@ -253,14 +255,14 @@ vm_kill(struct vm *vm, vm_done_cb cb, void *arg)
 		job->arg = arg;
 		if (old != NULL) {
 			msg = xasprintf("vm %s: powerdown interrupted by kill", vm->name);
-			old(NULL, "failed", msg, old_arg);
+			old(NULL, PROTO_ERR_FAILED, msg, old_arg);
 			free(msg);
 		}
 		stop_escalate(job);
 		return;
 	}
 	if (job != NULL)
-		vm_job_done(job, NULL, "failed", "vm %s: %s interrupted by kill", vm->name,
+		vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: %s interrupted by kill", vm->name,
 		            job->kind->name);
 	kill_start(vm, cb, arg);
 }
@@ -279,12 +281,13 @@ simple_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	struct json_object *res;
 
 	if (r->status == QMP_TIMEOUT) {
-		vm_job_done(job, NULL, "timeout", "vm %s: %s timed out", vm->name, r->command);
+		vm_job_done(job, NULL, PROTO_ERR_TIMEOUT, "vm %s: %s timed out", vm->name,
+		            r->command);
 		return;
 	}
 	if (r->status != QMP_OK) {
-		vm_job_done(job, NULL, r->status == QMP_ERROR ? "qemu-error" : "failed",
-		            "vm %s: %s failed: %s", vm->name, r->command, r->error_desc);
+		vm_job_done(job, NULL, vm_qmp_err(r), "vm %s: %s failed: %s", vm->name, r->command,
+		            r->error_desc);
 		return;
 	}
 	if (job->kind == &pause_kind) {
@@ -296,7 +299,7 @@ simple_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	}
 	res = json_object_new_object();
 	json_object_object_add(res, "state", json_object_new_string(vm_state_name(vm->state)));
-	vm_job_done(job, res, NULL, NULL);
+	vm_job_done(job, res, PROTO_OK, NULL);
 }
 
 static void
@@ -311,7 +314,7 @@ simple_job(struct vm *vm, const struct vm_job_kind *kind, const char *command, v
 	job = vm_job_new(vm, kind, NULL, cb, arg);
 	log_info("vm %s: %s", vm->name, kind->name);
 	if (vm_job_send(job, command, NULL, -1, 0, simple_done, job, &cause) < 0) {
-		vm_job_done(job, NULL, "failed", "vm %s: %s: %s", vm->name, command, cause);
+		vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: %s: %s", vm->name, command, cause);
 		free(cause);
 	}
 }
@@ -344,7 +347,7 @@ struct bring_down {
 };
 
 static void
-bring_down_next(struct json_object *result, const char *code, const char *message, void *arg)
+bring_down_next(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
 	struct bring_down *bd = arg;
 	struct vm *vm = bd->vm;
@@ -361,7 +364,7 @@ bring_down_next(struct json_object *result, const char *code, const char *messag
 		json_object_object_add(res, "state",
 		                       json_object_new_string(vm_state_name(vm->state)));
 		json_object_object_add(res, "ended_by", NULL);
-		cb(res, NULL, NULL, cbarg);
+		cb(res, PROTO_OK, NULL, cbarg);
 	}
 }
 
@@ -379,7 +382,7 @@ vm_bring_down(struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg)
 		                       json_object_new_string(vm_state_name(vm->state)));
 		json_object_object_add(res, "ended_by",
 		                       json_object_new_string("restart-cancelled"));
-		cb(res, NULL, NULL, arg);
+		cb(res, PROTO_OK, NULL, arg);
 		return true;
 	}
 	if (job == NULL) {

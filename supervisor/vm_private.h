@@ -15,6 +15,7 @@
 
 struct event;
 struct qmp_conn;
+struct qmp_reply;
 struct vm_images;
 struct vm_job;
 
@@ -82,6 +83,8 @@ char *vm_run_path(const struct vm *vm, const char *file);
 char *vm_state_path(const struct vm *vm, const char *file);
 void vm_set_state(struct vm *vm, enum vm_state s);
 void vm_set_last_exit(struct vm *vm, char *text); /* takes text */
+/* The error code of a failed QMP command: qemu-error (QEMU refused it), timeout, else failed. */
+enum proto_err vm_qmp_err(const struct qmp_reply *r);
 /* Publishes an event of this VM to the owner's sink (takes ev). */
 void vm_publish(struct vm *vm, struct json_object *ev);
 /* Re-reads the definition after qvmd edited it (running_matches: the QEMU now matches it). */
@@ -138,6 +141,7 @@ void vm_devs_remove(struct vm *vm, struct vm_dev *dev);
 struct vm_dev *vm_devs_find(const struct vm *vm, const char *id);
 /* Picks a spare port (busy_in_qemu[n]: QEMU shows a device on hp.n); -1 if none is free. */
 int vm_devs_free_port(const struct vm *vm, const bool *busy_in_qemu, char out[16]);
+/* A device as replies show it (no bookkeeping of devices.json). */
 struct json_object *vm_dev_json(const struct vm_dev *dev);
 /* Writes devices.json: 0, or -1 with errno. */
 int vm_devs_save(struct vm *vm);

@@ -150,7 +150,7 @@ status_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		qs = "timeout";
 	if (r->status == QMP_OK)
 		snprintf(q->vm->qemu_status, sizeof q->vm->qemu_status, "%s", qs);
-	q->cb(status_object(q->vm, qs), NULL, NULL, q->arg);
+	q->cb(status_object(q->vm, qs), PROTO_OK, NULL, q->arg);
 	free(q);
 }
 
@@ -161,7 +161,7 @@ vm_status(struct vm *vm, vm_done_cb cb, void *arg)
 	char *cause = NULL;
 
 	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp)) {
-		cb(status_object(vm, vm->qemu_status), NULL, NULL, arg);
+		cb(status_object(vm, vm->qemu_status), PROTO_OK, NULL, arg);
 		return;
 	}
 	q = xcalloc(1, sizeof *q);
@@ -172,7 +172,7 @@ vm_status(struct vm *vm, vm_done_cb cb, void *arg)
 	                &cause) < 0) {
 		free(cause);
 		free(q);
-		cb(status_object(vm, vm->qemu_status), NULL, NULL, arg);
+		cb(status_object(vm, vm->qemu_status), PROTO_OK, NULL, arg);
 	}
 }
 
@@ -183,28 +183,21 @@ passthrough_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	struct json_object *res;
 	char *msg;
 
-	switch (r->status) {
-	case QMP_OK:
+	if (r->status == QMP_OK) {
 		res = json_object_new_object();
 		json_object_object_add(res, "return", json_object_get(r->result));
-		q->cb(res, NULL, NULL, q->arg);
-		break;
-	case QMP_ERROR:
-		msg = xasprintf("vm %s: %s: %s", q->vm->name, r->error_class, r->error_desc);
-		q->cb(NULL, "qemu-error", msg, q->arg);
-		free(msg);
-		break;
-	case QMP_TIMEOUT:
-		msg = xasprintf("vm %s: %s timed out", q->vm->name, r->command);
-		q->cb(NULL, "timeout", msg, q->arg);
-		free(msg);
-		break;
-	default:
-		msg = xasprintf("vm %s: %s", q->vm->name, r->error_desc);
-		q->cb(NULL, "failed", msg, q->arg);
-		free(msg);
-		break;
+		q->cb(res, PROTO_OK, NULL, q->arg);
+		free(q);
+		return;
 	}
+	if (r->status == QMP_ERROR)
+		msg = xasprintf("vm %s: %s: %s", q->vm->name, r->error_class, r->error_desc);
+	else if (r->status == QMP_TIMEOUT)
+		msg = xasprintf("vm %s: %s timed out", q->vm->name, r->command);
+	else
+		msg = xasprintf("vm %s: %s", q->vm->name, r->error_desc);
+	q->cb(NULL, vm_qmp_err(r), msg, q->arg);
+	free(msg);
 	free(q);
 }
 
@@ -217,7 +210,7 @@ vm_qmp(struct vm *vm, const char *command, struct json_object *args, vm_done_cb 
 	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp)) {
 		msg =
 		    xasprintf("vm %s: not running (state %s)", vm->name, vm_state_name(vm->state));
-		cb(NULL, "not-running", msg, arg);
+		cb(NULL, PROTO_ERR_NOT_RUNNING, msg, arg);
 		free(msg);
 		return;
 	}
@@ -227,7 +220,7 @@ vm_qmp(struct vm *vm, const char *command, struct json_object *args, vm_done_cb 
 	q->arg = arg;
 	if (qmp_execute(vm->qmp, command, args, 0, passthrough_done, q, &cause) < 0) {
 		msg = xasprintf("vm %s: %s", vm->name, cause);
-		cb(NULL, "failed", msg, arg);
+		cb(NULL, PROTO_ERR_FAILED, msg, arg);
 		free(msg);
 		free(cause);
 		free(q);

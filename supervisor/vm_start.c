@@ -75,10 +75,10 @@ start_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 	vm_set_state(vm, VM_STOPPED);
 	vm_set_last_exit(vm, xasprintf("qemu %s during start", exit->reason));
 	if (sj->failed != NULL)
-		vm_job_done(job, NULL, "failed", "%s", sj->failed);
+		vm_job_done(job, NULL, PROTO_ERR_FAILED, "%s", sj->failed);
 	else
-		vm_job_done(job, NULL, "failed", "vm %s: qemu %s during start%s%s", vm->name,
-		            exit->reason, *exit->tail ? ": " : "", exit->tail);
+		vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: qemu %s during start%s%s",
+		            vm->name, exit->reason, *exit->tail ? ": " : "", exit->tail);
 	return true;
 }
 
@@ -98,7 +98,7 @@ start_fail(struct vm_job *job, char *msg)
 
 	vm_set_state(vm, VM_STOPPED);
 	vm_set_last_exit(vm, xasprintf("start failed: %s", msg));
-	vm_job_done(job, NULL, "failed", "vm %s: %s", vm->name, msg);
+	vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: %s", vm->name, msg);
 	free(msg);
 	vm_check_gone(vm);
 }
@@ -214,7 +214,7 @@ cont_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	res = json_object_new_object();
 	json_object_object_add(res, "state", json_object_new_string("running"));
 	json_object_object_add(res, "pid", json_object_new_int(vm->pid));
-	vm_job_done(job, res, NULL, NULL);
+	vm_job_done(job, res, PROTO_OK, NULL);
 }
 
 bool
@@ -260,7 +260,7 @@ vm_refresh_definition(struct vm *vm, vm_done_cb cb, void *arg)
 	}
 	msg =
 	    xasprintf("vm %s: the definition has errors: %s", vm->name, list ? list : "unreadable");
-	cb(NULL, "invalid", msg, arg);
+	cb(NULL, PROTO_ERR_INVALID, msg, arg);
 	free(msg);
 	free(list);
 	cfg_errors_free(&errs);
@@ -289,7 +289,7 @@ vm_found_running(struct vm *vm, vm_done_cb cb, void *arg)
 		                "re-attached; not starting a second one",
 		                vm->name, (int)owner);
 	log_warn("%s", msg);
-	cb(NULL, "already-running", msg, arg);
+	cb(NULL, PROTO_ERR_ALREADY_RUNNING, msg, arg);
 	free(msg);
 	return true;
 }
@@ -312,7 +312,8 @@ vm_start_job(struct vm *vm, vm_done_cb cb, void *arg)
 		msg = vm->cfg == NULL
 		          ? xasprintf("vm %s: definition was removed", vm->name)
 		          : xasprintf("vm %s: already %s", vm->name, vm_state_name(vm->state));
-		cb(NULL, vm->cfg == NULL ? "not-found" : "already-running", msg, arg);
+		cb(NULL, vm->cfg == NULL ? PROTO_ERR_NOT_FOUND : PROTO_ERR_ALREADY_RUNNING, msg,
+		   arg);
 		free(msg);
 		return;
 	}
@@ -348,12 +349,12 @@ vm_start(struct vm *vm, vm_done_cb cb, void *arg)
 /* ---- restart policy ---- */
 
 static void
-restart_done(struct json_object *result, const char *code, const char *message, void *arg)
+restart_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
 	struct vm *vm = arg;
 
 	json_object_put(result);
-	if (code == NULL || vm_is_active(vm))
+	if (code == PROTO_OK || vm_is_active(vm))
 		return; /* started, or found running and re-attached */
 	log_error("vm %s: restart failed: %s", vm->name, message);
 	vm_set_state(vm, VM_CRASHED);

@@ -47,13 +47,13 @@ control_dispatch(struct control_reply *r, const char *cmd, const char *vm, struc
 		memset(data, 'x', sizeof data - 1);
 		data[sizeof data - 1] = '\0';
 		json_object_object_add(res, "data", json_object_new_string(data));
-		control_done(res, NULL, NULL, r);
+		control_done(res, PROTO_OK, NULL, r);
 	} else if (strcmp(cmd, "hold") == 0) {
 		held = r;
 	} else {
 		if (strcmp(cmd, "subscribe") == 0)
 			control_subscribe(r, NULL);
-		control_done(NULL, NULL, NULL, r);
+		control_done(NULL, PROTO_OK, NULL, r);
 	}
 }
 
@@ -233,7 +233,7 @@ test_control_idle_client_closed(void **state)
 	run_for(20);
 	assert_int_equal(control_clients(ctl), 2); /* the subscriber and the request in flight */
 	assert_non_null(held);
-	control_done(NULL, NULL, NULL, held);
+	control_done(NULL, PROTO_OK, NULL, held);
 	assert_int_equal(read_lines(busy, last, sizeof last, NULL), 1);
 	assert_non_null(strstr(last, "\"id\":7"));
 	close(sub);

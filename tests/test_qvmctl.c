@@ -508,20 +508,28 @@ test_qvmctl_devices_table(void **state)
 	f->reply =
 	    "{\"ok\":true,\"result\":{\"devices\":["
 	    "{\"id\":\"root\",\"kind\":\"disk\",\"file\":\"/img/root.qcow2\",\"format\":\"qcow2\","
-	    "\"pci_addr\":\"01:00.0\",\"live\":true,\"persistent\":true,\"pending_removal\":false},"
+	    "\"bus\":\"hp.0\",\"pci_addr\":\"01:00.0\",\"live\":true,\"persistent\":true,"
+	    "\"pending_attach\":false,\"pending_removal\":false},"
 	    "{\"id\":\"nic1\",\"kind\":\"net\",\"type\":\"bridge\",\"mac\":\"52:54:00:00:00:01\","
-	    "\"bus\":\"hp1\",\"live\":true,\"persistent\":false,\"pending_removal\":true},"
+	    "\"bus\":\"hp.1\",\"pci_addr\":null,\"live\":true,\"persistent\":false,"
+	    "\"pending_attach\":false,\"pending_removal\":true},"
+	    "{\"id\":\"new\",\"kind\":\"net\",\"type\":\"user\",\"mac\":\"52:54:00:00:00:02\","
+	    "\"bus\":\"hp.2\",\"pci_addr\":null,\"live\":false,\"persistent\":false,"
+	    "\"pending_attach\":true,\"pending_removal\":false},"
 	    "{\"id\":\"data\",\"kind\":\"disk\",\"file\":\"/img/d.raw\",\"format\":\"raw\","
-	    "\"live\":false,\"persistent\":true,\"pending_removal\":false}]}}";
+	    "\"bus\":null,\"pci_addr\":null,\"live\":false,\"persistent\":true,"
+	    "\"pending_attach\":false,\"pending_removal\":false}]}}";
 	fake_serve(f);
 	run(f, &r, "devices", "web1", NULL);
 	assert_int_equal(r.status, 0);
 	assert_request(f, "{\"id\":1,\"cmd\":\"devices\",\"vm\":\"web1\"}");
 	assert_string_equal(
-	    r.out, "ID    KIND  BACKEND          MAC/FORMAT         ADDR     LIVE      PERSISTENT\n"
-	           "root  disk  /img/root.qcow2  qcow2              01:00.0  yes       yes\n"
-	           "nic1  net   bridge           52:54:00:00:00:01  hp1      removing  no\n"
-	           "data  disk  /img/d.raw       raw                -        no        yes\n");
+	    r.out,
+	    "ID    KIND  BACKEND          MAC/FORMAT         PORT  ADDR     LIVE       PERSISTENT\n"
+	    "root  disk  /img/root.qcow2  qcow2              hp.0  01:00.0  yes        yes\n"
+	    "nic1  net   bridge           52:54:00:00:00:01  hp.1  -        removing   no\n"
+	    "new   net   user             52:54:00:00:00:02  hp.2  -        attaching  no\n"
+	    "data  disk  /img/d.raw       raw                -     -        no         yes\n");
 	run_free(&r);
 }
 
@@ -623,10 +631,14 @@ test_qvmctl_powerdown_all(void **state)
 	struct fake *f = *state;
 	struct run r;
 
-	f->reply = "{\"ok\":true,\"result\":{\"vms\":["
-	           "{\"name\":\"a\",\"ok\":true,\"ended_by\":\"guest\"},"
-	           "{\"name\":\"b\",\"ok\":false,\"error\":\"vm b: busy: start in progress\"},"
-	           "{\"name\":\"c\",\"ok\":true,\"ended_by\":\"sigterm\"}]}}";
+	f->reply = "{\"ok\":true,\"result\":{\"results\":["
+	           "{\"name\":\"a\",\"ok\":true,\"state\":\"stopped\",\"ended_by\":\"guest\","
+	           "\"elapsed_ms\":5,\"error\":null},"
+	           "{\"name\":\"b\",\"ok\":false,\"state\":null,\"ended_by\":null,"
+	           "\"elapsed_ms\":null,\"error\":{\"code\":\"busy\",\"message\":"
+	           "\"vm b: busy: start in progress\"}},"
+	           "{\"name\":\"c\",\"ok\":true,\"state\":\"stopped\",\"ended_by\":\"sigterm\","
+	           "\"elapsed_ms\":60000,\"error\":null}]}}";
 	fake_serve(f);
 	run(f, &r, "powerdown", "--all", "--timeout", "1m", NULL);
 	assert_int_equal(r.status, 1);
@@ -638,8 +650,9 @@ test_qvmctl_powerdown_all(void **state)
 	assert_non_null(strstr(r.err, "1 of 3"));
 	run_free(&r);
 
-	f->reply = "{\"ok\":true,\"result\":{\"vms\":[{\"name\":\"a\",\"ok\":true,\"ended_by\":"
-	           "\"guest\"}]}}";
+	f->reply =
+	    "{\"ok\":true,\"result\":{\"results\":[{\"name\":\"a\",\"ok\":true,"
+	    "\"state\":\"stopped\",\"ended_by\":\"guest\",\"elapsed_ms\":5,\"error\":null}]}}";
 	free(f->request);
 	f->request = NULL;
 	fake_serve(f);
@@ -710,6 +723,7 @@ static void
 test_qvmctl_events_json_lines(void **state)
 {
 	struct fake *f = *state;
+	const char *tail;
 	struct run r;
 
 	f->reply = "{\"ok\":true,\"result\":{\"subscribed\":true}}";
@@ -718,7 +732,13 @@ test_qvmctl_events_json_lines(void **state)
 	run(f, &r, "--json", "events", NULL);
 	assert_int_equal(r.status, 3);
 	assert_request(f, "{\"id\":1,\"cmd\":\"subscribe\"}");
-	assert_string_equal(r.out, events_after);
+	/* The events, then the failure as one more JSON line, and nothing on stderr. */
+	tail = r.out + strlen(events_after);
+	assert_memory_equal(r.out, events_after, strlen(events_after));
+	assert_true(strncmp(tail, "{\"code\":\"unreachable\",\"message\":",
+	                    strlen("{\"code\":\"unreachable\",\"message\":")) == 0);
+	assert_ptr_equal(strchr(tail, '\n'), tail + strlen(tail) - 1);
+	assert_string_equal(r.err, "");
 	run_free(&r);
 }
 
@@ -764,6 +784,15 @@ test_qvmctl_qmp_passthrough(void **state)
 	assert_int_equal(r.status, 0);
 	assert_request(f, "{\"id\":1,\"cmd\":\"qmp\",\"vm\":\"web1\",\"args\":{\"command\":"
 	                  "\"query-status\",\"arguments\":{\"a\":[1,{\"b\":null}]}}}");
+	assert_string_equal(r.out, "{\n  \"status\": \"running\",\n  \"running\": true\n}\n");
+	run_free(&r);
+
+	/* --json prints the same thing: QEMU's return value, unwrapped. */
+	free(f->request);
+	f->request = NULL;
+	fake_serve(f);
+	run(f, &r, "--json", "qmp", "web1", "query-status", NULL);
+	assert_int_equal(r.status, 0);
 	assert_string_equal(r.out, "{\n  \"status\": \"running\",\n  \"running\": true\n}\n");
 	run_free(&r);
 }
@@ -1096,6 +1125,7 @@ test_qvmctl_failure_json(void **state)
 	run(f, &r, "--json", "status", "nope", NULL);
 	assert_int_equal(r.status, 1);
 	assert_json_equal(r.out, "{\"code\":\"not-found\",\"message\":\"vm nope: not found\"}");
+	assert_string_equal(r.err, ""); /* the message once: on stdout only */
 	run_free(&r);
 }
 
@@ -1126,6 +1156,25 @@ test_qvmctl_unreachable_exit_3(void **state)
 	wait_ctl(f, spawn_ctl(f, NULL, argv), &r);
 	assert_int_equal(r.status, 3);
 	assert_non_null(strstr(r.err, path));
+	run_free(&r);
+}
+
+/* --json: an unreachable daemon is one {code, message} object on stdout, like any failure. */
+static void
+test_qvmctl_unreachable_json(void **state)
+{
+	struct fake *f = *state;
+	char path[200];
+	struct run r;
+	const char *argv[] = {"-s", path, "--json", "status", "web1", NULL};
+
+	snprintf(path, sizeof path, "%s/absent.sock", f->dir);
+	wait_ctl(f, spawn_ctl(f, NULL, argv), &r);
+	assert_int_equal(r.status, 3);
+	assert_true(strncmp(r.out, "{\"code\":\"unreachable\",\"message\":",
+	                    strlen("{\"code\":\"unreachable\",\"message\":")) == 0);
+	assert_non_null(strstr(r.out, path));
+	assert_string_equal(r.err, "");
 	run_free(&r);
 }
 
@@ -1293,6 +1342,7 @@ main(void)
 	    T(test_qvmctl_failure_json),
 	    T(test_qvmctl_json_result),
 	    T(test_qvmctl_unreachable_exit_3),
+	    T(test_qvmctl_unreachable_json),
 	    T(test_qvmctl_closed_mid_reply_exit_3),
 	    T(test_qvmctl_closed_without_reply_exit_3),
 	    T(test_qvmctl_timeout_exit_3),

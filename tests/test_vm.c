@@ -35,6 +35,7 @@
 #include "log.h"
 #include "proc.h"
 #include "vm.h"
+#include "protocol.h"
 #include "vm_job.h"
 
 extern char **environ;
@@ -187,7 +188,7 @@ fx_done(struct fx *fx)
 static struct fx *current_fx;
 
 static void
-done_cb(struct json_object *result, const char *code, const char *message, void *arg)
+done_cb(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
 	struct done *d = arg;
 
@@ -197,8 +198,9 @@ done_cb(struct json_object *result, const char *code, const char *message, void 
 		json_object_put(result);
 		return;
 	}
-	assert_true(code != NULL || result != NULL);
-	d->code = code ? strdup(code) : NULL;
+	assert_true(code != PROTO_OK || result != NULL);
+	/* Kept as the wire name: the assertions read like the replies clients get. */
+	d->code = code != PROTO_OK ? strdup(proto_err_name(code)) : NULL;
 	d->message = message ? strdup(message) : NULL;
 	d->result = result;
 }
@@ -822,7 +824,7 @@ test_bg_cancel(struct vm_job *job, const char *why)
 	struct fx *fx = job->data;
 
 	fx->bg_cancels++;
-	vm_job_done(job, NULL, "cancelled", "vm %s: test-bg: %s", vm_name(job->vm), why);
+	vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: test-bg: %s", vm_name(job->vm), why);
 }
 
 static void
@@ -877,7 +879,7 @@ test_vm_background_job_masks(void **state)
 	assert_int_equal(fx->bg_cancels, 1);
 	assert_int_equal(fx->job_frees, 1);
 	assert_int_equal(bg->calls, 1);
-	assert_string_equal(bg->code, "cancelled");
+	assert_string_equal(bg->code, "failed");
 	assert_int_equal(pd->calls, 0);
 	fake_qmp_send(fx->fq, SHUTDOWN_EVENT);
 	script_exit(fx, true);
@@ -1249,7 +1251,7 @@ test_vm_job_done_cancels_commands(void **state)
 	held = fake_qmp_expect_later(fx->fq, "query-uuid", NULL, RETURN_EMPTY);
 	assert_true(vm_job_send(job, "query-uuid", NULL, -1, 0, test_probe_reply, fx, &cause) > 0);
 	RUN_UNTIL(fx, fake_qmp_command(fx->fq, held) != NULL);
-	vm_job_done(job, json_object_new_object(), NULL, NULL);
+	vm_job_done(job, json_object_new_object(), PROTO_OK, NULL);
 	assert_int_equal(d->calls, 1);
 	assert_null(d->code);
 	assert_int_equal(fx->job_frees, 1);

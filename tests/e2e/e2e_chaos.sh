@@ -74,7 +74,7 @@ for i in 0 1 2 3 4 5 6 7 8 9; do
 	procs=$(pgrep -f "guest=$v -nodefaults.*$T/run/$v/" | wc -l)
 	case $state in
 	running | paused)
-		q=$(ctl --json qmp $v query-status | field .return.status)
+		q=$(ctl --json qmp $v query-status | field .status)
 		want=$state
 		if [ "$procs" -ne 1 ] || ! kill -0 "$pid" 2>/dev/null || [ "$q" != "$want" ] || [ ! -d "$T/run/$v" ]; then
 			echo "# $v: reported $state pid $pid, $procs processes, qemu says $q"
@@ -98,7 +98,7 @@ check "every vm's reported state matches /proc and its QMP" [ $bad -eq 0 ]
 attaching=0
 n=0
 while [ $n -lt 50 ]; do # re-attached vms reconcile right after qvmd starts
-	attaching=$(for i in 0 1 2 3 4 5 6 7 8 9; do jctl devices "c$i"; done | grep -c '"attaching":true')
+	attaching=$(for i in 0 1 2 3 4 5 6 7 8 9; do jctl devices "c$i"; done | grep -c '"pending_attach":true')
 	[ "$attaching" -eq 0 ] && break
 	sleep 0.1
 	n=$((n + 1))

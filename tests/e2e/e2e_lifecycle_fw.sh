@@ -26,10 +26,10 @@ check "powerdown of a stopped vm fails with exit 1 ($out)" [ $rc -eq 1 ]
 
 check "pause fw2" ctl pause fw2
 check "status shows paused" [ "$(ctl --json status fw2 | field .state)" = paused ]
-check "qemu agrees: paused" [ "$(ctl --json qmp fw2 query-status | field .return.status)" = paused ]
+check "qemu agrees: paused" [ "$(ctl --json qmp fw2 query-status | field .status)" = paused ]
 check "resume fw2" ctl resume fw2
 check "status shows running" [ "$(ctl --json status fw2 | field .state)" = running ]
-check "qemu agrees: running" [ "$(ctl --json qmp fw2 query-status | field .return.running)" = true ]
+check "qemu agrees: running" [ "$(ctl --json qmp fw2 query-status | field .running)" = true ]
 out=$(ctl qmp fw2 no-such-command 2>&1); rc=$?
 check "unknown qmp command: exit 1 with QEMU's error ($out)" failed_with $rc "$out" CommandNotFound
 

@@ -53,7 +53,7 @@ for a in $ACCELS; do
 	check "$v: still listed after the restart" contains "$(ctl list)" $v
 	check "$v: running with the same pid" [ "$(ctl --json status $v | field .pid)" = "$pid" ]
 	check "$v: status says its definition was removed" [ "$(ctl --json status $v | field .definition_removed)" = true ]
-	check "$v: qmp works on it" [ "$(ctl --json qmp $v query-status | field .return.status)" = running ]
+	check "$v: qmp works on it" [ "$(ctl --json qmp $v query-status | field .status)" = running ]
 	check "$v: devices answers" ctl devices $v
 	mv "$T/$v.ini.away" "$T/vms/$v.ini"
 	ctl reload >/dev/null

@@ -27,7 +27,7 @@ check "list shows all 5 running" [ "$(ctl list | grep -c ' running ')" -eq 5 ]
 check "no duplicate qemus" [ "$(qemu_pids | wc -l)" -eq 5 ]
 n=0
 for v in g1 a1 a2 a3 a4; do
-	[ "$(ctl --json qmp $v query-status | field .return.running)" = true ] && n=$((n + 1))
+	[ "$(ctl --json qmp $v query-status | field .running)" = true ] && n=$((n + 1))
 done
 check "qmp works on all 5 after re-attach" [ $n -eq 5 ]
 check "the guest kept running (one GUEST-INIT)" [ "$(console g1 | grep -c GUEST-INIT)" -eq 1 ]
