@@ -6,6 +6,8 @@
 #include "control.h"
 #include "control_private.h"
 
+#include "clock.h"
+
 #include "daemon.h"
 #include "log.h"
 
@@ -121,15 +123,6 @@ size_t
 control_clients(const struct control *c)
 {
 	return c->nclients;
-}
-
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Gives freed buffers back to the system once a burst of queued output is gone. */
@@ -254,7 +247,7 @@ client_touch(struct client *cl)
 {
 	if (cl->dead)
 		return;
-	cl->active_ms = mono_ms();
+	cl->active_ms = clock_mono_ms();
 	TAILQ_REMOVE(&cl->c->clients, cl, entry);
 	TAILQ_INSERT_TAIL(&cl->c->clients, cl, entry);
 	evtimer_add(cl->idle_ev, cl->c->idle_tv);
@@ -592,6 +585,20 @@ out:
 	json_tokener_free(tok);
 }
 
+/* One request line (its newline removed; takes line): a trailing CR goes, an empty line is
+ * ignored. */
+static void
+client_line(struct client *cl, char *line, size_t len)
+{
+	if (len > 0 && line[len - 1] == '\r')
+		line[--len] = '\0';
+	if (len > 0) {
+		client_touch(cl);
+		client_request(cl, line, len);
+	}
+	free(line);
+}
+
 static void
 client_read_cb(struct bufferevent *bev, void *arg)
 {
@@ -624,13 +631,7 @@ client_read_cb(struct bufferevent *bev, void *arg)
 		line = evbuffer_readln(in, &len, EVBUFFER_EOL_LF);
 		if (line == NULL)
 			return;
-		if (len > 0 && line[len - 1] == '\r')
-			line[--len] = '\0';
-		if (len > 0) {
-			client_touch(cl);
-			client_request(cl, line, len);
-		}
-		free(line);
+		client_line(cl, line, len);
 	}
 	return;
 too_large:
@@ -651,13 +652,7 @@ client_last_request(struct client *cl)
 	line = xmalloc(len + 1);
 	evbuffer_remove(in, line, len);
 	line[len] = '\0';
-	if (len > 0 && line[len - 1] == '\r')
-		line[--len] = '\0';
-	if (len > 0) {
-		client_touch(cl);
-		client_request(cl, line, len);
-	}
-	free(line);
+	client_line(cl, line, len);
 }
 
 static void
@@ -773,7 +768,7 @@ control_fd_budget(struct control *c)
 static bool
 control_evict(struct control *c)
 {
-	int64_t now = mono_ms();
+	int64_t now = clock_mono_ms();
 	struct client *cl;
 
 	TAILQ_FOREACH(cl, &c->clients, entry)

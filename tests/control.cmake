@@ -6,5 +6,6 @@ add_executable(ctlflood util/ctlflood.c)
 qvmd_unit_test(test_control
   SOURCES test_control.c ${PROJECT_SOURCE_DIR}/supervisor/control.c ${PROJECT_SOURCE_DIR}/supervisor/log.c
     ${PROJECT_SOURCE_DIR}/supervisor/protocol.c
+    ${PROJECT_SOURCE_DIR}/supervisor/clock.c
   LIBS qvmd_config PkgConfig::JSONC PkgConfig::LIBEVENT)
 target_include_directories(test_control PRIVATE ${PROJECT_SOURCE_DIR}/supervisor)
