@@ -1,9 +1,9 @@
 #!/bin/sh
-# Installs the Debian 12 packages qvmd needs to build, run and test. Idempotent: apt runs only when
-# something is missing.
+# Installs the Debian 12 packages qvmd needs to build, run and test, plus any packages named as
+# arguments (contrib/fuzz.sh adds clang). Idempotent: apt runs only when something is missing.
 set -eu
 PKGS="build-essential cmake pkg-config libjson-c-dev libevent-dev libinih-dev libcmocka-dev
-qemu-system-x86 qemu-utils ovmf busybox-static cpio iproute2 procps"
+qemu-system-x86 qemu-utils ovmf busybox-static cpio iproute2 procps $*"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

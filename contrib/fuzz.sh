@@ -16,18 +16,7 @@ case $SECONDS_EACH in
 	exit 2
 	;;
 esac
-sh contrib/deps.sh
-missing=""
-for p in clang libclang-rt-14-dev; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-	echo "qvmd: installing:$missing" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	# shellcheck disable=SC2086
-	apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
+sh contrib/deps.sh clang libclang-rt-14-dev
 
 BUILD=${QVMD_FUZZ_BUILD_DIR:-build-fuzz}
 TARGETS=${QVMD_FUZZ_TARGETS:-$(cd tests/fuzz && ls fuzz_*.c | sed 's/^fuzz_//; s/\.c$//')}
