@@ -200,7 +200,7 @@ check "devices shows a pending" \
 	jctl_has '"id":"a"[^}]*"pending_removal":true' devices u1
 out=$(ctl detach u1 a --timeout 1s 2>&1)
 rc=$?
-check "a second detach is refused ($out)" failed_with $rc "$out" "removal already pending"
+check "a second detach is refused ($out)" failed_with $rc "$out" "busy: removal of a in progress"
 check "attach disk b" ctl attach-disk u1 b --file "$T/images/u1-b.raw" --format raw
 portb=$(jctl devices u1 | grep -o '"id":"b"[^}]*' | grep -o '"bus":"[^"]*"')
 check "b did not get a's port ($porta, $portb)" [ -n "$portb" -a "$portb" != "$porta" ]
