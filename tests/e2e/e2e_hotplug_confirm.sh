@@ -82,7 +82,7 @@ ctl qmp fq device_add '{"driver":"virtio-rng-pci","id":"rng","bus":"hp.0"}' >/de
 out=$(ctl attach-disk fq d1 --file "$T/images/d1.qcow2" 2>&1)
 check "fq: attach with hp.0 taken behind qvmd's back ($out)" [ $? -eq 0 ]
 bus=$(jctl qmp fq qom-get '{"path":"/machine/peripheral/d1","property":"parent_bus"}')
-port=$(printf '%s\n' "$bus" | sed -n 's|.*"/machine/peripheral/\(hp\.[0-9]*\)/hp\.[0-9]*".*|\1|p')
+port=$(printf '%s\n' "$bus" | sed -n 's|.*/machine/peripheral/\(hp\.[0-9]*\)/hp\.[0-9]*.*|\1|p')
 check "... it went onto another port than hp.0 ($bus)" [ -n "$port" -a "$port" != hp.0 ]
 check "... and devices says which ($port)" devices_has fq d1 bus "$port\""
 ctl kill fq >/dev/null
