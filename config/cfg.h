@@ -132,6 +132,11 @@ struct vm_config *cfg_vm_load(const char *path, struct cfg_errors *errs);
 void cfg_vm_free(struct vm_config *vm);
 /* A deep copy (never NULL: fatal on out-of-memory). */
 struct vm_config *cfg_vm_dup(const struct vm_config *vm);
+/* Whether two definitions (or device sections) mean the same: comments, key order, the spelling
+ * of values, line numbers and the file's path do not count (cfg_compare.c). */
+bool cfg_vm_equal(const struct vm_config *a, const struct vm_config *b);
+bool cfg_disk_equal(const struct cfg_disk *a, const struct cfg_disk *b);
+bool cfg_net_equal(const struct cfg_net *a, const struct cfg_net *b);
 /* Deep copies of one device's section (dst's previous contents are not freed), and freeing what a
  * copy owns (the struct itself stays; its pointers become NULL). */
 void cfg_disk_copy(struct cfg_disk *dst, const struct cfg_disk *src);

@@ -18,7 +18,8 @@ ctl_dev_send(struct ctl *ctl, struct ctl_args *args, struct json_object *req, co
 		return rc;
 	if (ctl->json)
 		ctl_print_json(stdout, res);
-	else if (ctl_args_has(args, "persist") && !ctl_json_bool(res, "live", true))
+	else if (ctl_args_has(args, "persist") && !ctl_json_bool(res, "live", true) &&
+	         !ctl_json_bool(res, "was_live", true))
 		printf("%s: %s %s in the definition only (it is not live)\n", args->argv[0], what,
 		       args->argv[1]);
 	else

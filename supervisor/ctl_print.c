@@ -120,14 +120,27 @@ ctl_json_bool(struct json_object *obj, const char *key, bool dflt)
 	return json_object_get_boolean(v);
 }
 
-struct json_object *
-ctl_json_array(struct json_object *obj, const char *key)
+/* The member key of obj when it has type t, else NULL. */
+static struct json_object *
+ctl_json_typed(struct json_object *obj, const char *key, enum json_type t)
 {
 	struct json_object *v;
 
-	if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, json_type_array))
+	if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, t))
 		return NULL;
 	return v;
+}
+
+struct json_object *
+ctl_json_array(struct json_object *obj, const char *key)
+{
+	return ctl_json_typed(obj, key, json_type_array);
+}
+
+struct json_object *
+ctl_json_obj(struct json_object *obj, const char *key)
+{
+	return ctl_json_typed(obj, key, json_type_object);
 }
 
 struct ctl_table {

@@ -32,6 +32,8 @@ int64_t ctl_json_int(struct json_object *obj, const char *key, int64_t dflt);
 bool ctl_json_bool(struct json_object *obj, const char *key, bool dflt);
 /* Member key of obj if it is an array, else NULL. */
 struct json_object *ctl_json_array(struct json_object *obj, const char *key);
+/* An object member, or NULL (absent, null or another type). */
+struct json_object *ctl_json_obj(struct json_object *obj, const char *key);
 
 /* A table printed with columns padded to their widest cell. */
 struct ctl_table;

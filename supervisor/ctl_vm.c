@@ -57,7 +57,7 @@ ctl_vm_list(struct ctl *ctl, struct ctl_args *args)
 		p = ctl_json_int(vm, "pid", 0);
 		snprintf(pid, sizeof pid, "%" PRId64, p);
 		snprintf(vcpus, sizeof vcpus, "%" PRId64, ctl_json_int(vm, "vcpus", 0));
-		ctl_fmt_size((uint64_t)ctl_json_int(vm, "memory", 0), mem, sizeof mem);
+		ctl_fmt_size((uint64_t)ctl_json_int(vm, "memory_bytes", 0), mem, sizeof mem);
 		ctl_fmt_uptime((uint64_t)ctl_json_int(vm, "uptime_ms", 0), up, sizeof up);
 		row[0] = ctl_json_str(vm, "name", "?");
 		row[1] = ctl_json_str(vm, "state", "?");
@@ -106,13 +106,13 @@ ctl_vm_status(struct ctl *ctl, struct ctl_args *args)
 	ctl_vm_field("uptime", pid > 0 ? buf : NULL);
 	snprintf(buf, sizeof buf, "%" PRId64, ctl_json_int(res, "vcpus", 0));
 	ctl_vm_field("vcpus", buf);
-	ctl_fmt_size((uint64_t)ctl_json_int(res, "memory", 0), buf, sizeof buf);
+	ctl_fmt_size((uint64_t)ctl_json_int(res, "memory_bytes", 0), buf, sizeof buf);
 	ctl_vm_field("memory", buf);
 	ctl_vm_field("machine", ctl_json_str(res, "machine", NULL));
 	ctl_vm_field("accel", ctl_json_str(res, "accel", NULL));
 	snprintf(buf, sizeof buf, "%" PRId64, ctl_json_int(res, "restarts", 0));
 	ctl_vm_field("restarts", buf);
-	ctl_vm_field("last exit", ctl_json_str(res, "last_exit", NULL));
+	ctl_vm_field("last exit", ctl_json_str(ctl_json_obj(res, "last_exit"), "text", NULL));
 	ctl_vm_field("definition changed",
 	             ctl_json_bool(res, "definition_changed", false) ? "yes" : "no");
 	ctl_vm_field("job", ctl_json_str(res, "job", NULL));

@@ -132,11 +132,10 @@ vm_set_config(struct vm *vm, struct vm_config *cfg)
 bool
 vm_update_config(struct vm *vm, struct vm_config *cfg)
 {
-	char *text = vm_read_text(cfg->path);
-	bool changed = vm->cfg == NULL || vm->disk_text == NULL || text == NULL ||
-	               strcmp(vm->disk_text, text) != 0;
+	/* What the definition means, not its text: a comment is no change. */
+	bool changed =
+	    vm->cfg == NULL || !cfg_vm_equal(vm->cfg, cfg) || strcmp(vm->cfg->path, cfg->path) != 0;
 
-	free(text);
 	if (!changed) {
 		cfg_vm_free(cfg);
 		return false;
@@ -163,8 +162,16 @@ vm_reload_definition(struct vm *vm, bool running_matches)
 	vm_set_config(vm, cfg);
 	/* A persisted hot-plug makes the definition match the running QEMU again. */
 	if (running_matches && vm_is_active(vm) && vm->disk_text) {
+		char *path = vm->live_cfg ? xstrdup(vm->live_cfg->path) : NULL;
+
 		free(vm->live_text);
 		vm->live_text = xstrdup(vm->disk_text);
+		cfg_vm_free(vm->live_cfg);
+		vm->live_cfg = cfg_vm_dup(vm->cfg);
+		if (path != NULL) {
+			free(vm->live_cfg->path);
+			vm->live_cfg->path = path;
+		}
 		rundir_save(vm);
 	}
 }
@@ -195,10 +202,33 @@ vm_set_state(struct vm *vm, enum vm_state s)
 }
 
 void
-vm_set_last_exit(struct vm *vm, char *text)
+vm_set_last_exit(struct vm *vm, const struct vm_exit *exit, const char *cause, char *text)
 {
-	free(vm->last_exit);
-	vm->last_exit = text;
+	free(vm->last_exit.text);
+	vm->last_exit.kind = exit != NULL ? exit->kind : VM_EXIT_NONE;
+	vm->last_exit.value = exit != NULL ? exit->value : 0;
+	vm->last_exit.cause = cause;
+	vm->last_exit.text = text;
+}
+
+struct json_object *
+vm_last_exit_json(const struct vm *vm)
+{
+	static const char *const kinds[] = {"none", "exit", "signal", "unknown"};
+	const struct vm_last_exit *le = &vm->last_exit;
+	struct json_object *o;
+
+	if (le->text == NULL)
+		return NULL;
+	o = json_object_new_object();
+	json_object_object_add(o, "kind", json_object_new_string(kinds[le->kind]));
+	if (le->kind == VM_EXIT_STATUS)
+		json_object_object_add(o, "code", json_object_new_int(le->value));
+	if (le->kind == VM_EXIT_SIGNAL)
+		json_object_object_add(o, "signal", json_object_new_int(le->value));
+	json_object_object_add(o, "cause", json_object_new_string(le->cause));
+	json_object_object_add(o, "text", json_object_new_string(le->text));
+	return o;
 }
 
 void
@@ -256,7 +286,7 @@ vm_free(struct vm *vm)
 	cfg_vm_free(vm->live_cfg);
 	free(vm->disk_text);
 	free(vm->live_text);
-	free(vm->last_exit);
+	free(vm->last_exit.text);
 	free(vm->name);
 	free(vm);
 }
@@ -433,7 +463,7 @@ vm_watch_pid(struct vm *vm)
 
 /* Describes how the process ended, and whether that was a clean exit. */
 static char *
-exit_reason(struct vm *vm, bool *clean)
+exit_reason(struct vm *vm, struct vm_exit *exit)
 {
 	char *pidfile;
 	bool left;
@@ -442,17 +472,23 @@ exit_reason(struct vm *vm, bool *clean)
 		int st = vm->wstatus;
 
 		if (WIFEXITED(st)) {
-			*clean = WEXITSTATUS(st) == 0;
-			return xasprintf("exited with status %d", WEXITSTATUS(st));
+			exit->kind = VM_EXIT_STATUS;
+			exit->value = WEXITSTATUS(st);
+			exit->clean = exit->value == 0;
+			return xasprintf("exited with status %d", exit->value);
 		}
-		*clean = false;
-		return xasprintf("killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
+		exit->kind = VM_EXIT_SIGNAL;
+		exit->value = WTERMSIG(st);
+		exit->clean = false;
+		return xasprintf("killed by signal %d (%s)", exit->value, strsignal(exit->value));
 	}
 	/* Not our child (adopted): QEMU deletes its pidfile only when it exits cleanly. */
 	pidfile = vm_run_path(vm, "qemu.pid");
 	left = access(pidfile, F_OK) == 0;
 	free(pidfile);
-	*clean = !left;
+	exit->kind = VM_EXIT_UNKNOWN;
+	exit->value = 0;
+	exit->clean = !left;
 	return xstrdup(left ? "died (pidfile left behind)" : "exited cleanly");
 }
 
@@ -465,13 +501,14 @@ vm_unexpected_exit(struct vm *vm, const struct vm_exit *exit)
 
 	if (vm->shutdown_seen && exit->clean) {
 		vm_set_last_exit(
-		    vm, xasprintf("shut down (%s), %s", vm->shutdown_reason, exit->reason));
+		    vm, exit, "shutdown",
+		    xasprintf("shut down (%s), %s", vm->shutdown_reason, exit->reason));
 		vm_set_state(vm, VM_STOPPED);
 		if (vm->shutdown_guest && policy == CFG_RESTART_ALWAYS)
 			vm_schedule_restart(vm, false);
 		return;
 	}
-	vm_set_last_exit(vm,
+	vm_set_last_exit(vm, exit, "crash",
 	                 *tail ? xasprintf("%s: %s", exit->reason, tail) : xstrdup(exit->reason));
 	log_error("vm %s: qemu %s%s%s", vm->name, exit->reason, *tail ? ": " : "", tail);
 	vm_set_state(vm, VM_CRASHED);
@@ -483,9 +520,8 @@ vm_unexpected_exit(struct vm *vm, const struct vm_exit *exit)
 static void
 vm_maybe_finalize(struct vm *vm)
 {
-	struct vm_exit exit;
+	struct vm_exit exit = {0};
 	char *reason, *tail, *log;
-	bool clean;
 
 	if (!vm->exited || (vm->qmp != NULL && !vm->qmp_closed))
 		return;
@@ -494,13 +530,12 @@ vm_maybe_finalize(struct vm *vm)
 		event_free(vm->eof_timer);
 		vm->eof_timer = NULL;
 	}
-	reason = exit_reason(vm, &clean);
+	reason = exit_reason(vm, &exit);
 	log = vm_state_path(vm, "qemu.log");
 	tail = proc_file_tail(log, vm->log_offset, 600);
 	free(log);
 	exit.reason = reason;
 	exit.tail = tail;
-	exit.clean = clean;
 	vm->pid = 0;
 	vm->child = false;
 	snprintf(vm->qemu_status, sizeof vm->qemu_status, "none");

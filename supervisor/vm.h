@@ -58,8 +58,8 @@ const struct vm_config *vm_config(const struct vm *vm);
 /* Replaces the on-disk definition (takes ownership; NULL = the file was removed). */
 void vm_set_config(struct vm *vm, struct vm_config *cfg);
 bool vm_definition_removed(const struct vm *vm);
-/* Takes a freshly loaded definition (ownership): replaces the VM's when its file's text changed.
- * Returns whether it did. */
+/* Takes a freshly loaded definition (ownership): replaces the VM's when it means something else
+ * (cfg_vm_equal: a comment-only edit is no change). Returns whether it did. */
 bool vm_update_config(struct vm *vm, struct vm_config *cfg);
 
 /* The list row of a VM (never waits on QEMU). */

@@ -92,13 +92,16 @@ vm_adopt(struct vm *vm)
 	}
 	if (pid == 0) {
 		/* QEMU deletes its pidfile on a clean exit, not when it is killed. */
-		free(vm->last_exit);
+		struct vm_exit away = {.kind = VM_EXIT_UNKNOWN};
+
 		if (had_state && pidfile_left) {
-			vm->last_exit = xstrdup("qemu died while qvmd was not running");
+			vm_set_last_exit(vm, &away, "crash",
+			                 xstrdup("qemu died while qvmd was not running"));
 			vm_set_state(vm, VM_CRASHED);
 			log_warn("vm %s: its qemu died while qvmd was down", vm->name);
 		} else {
-			vm->last_exit = xstrdup("qemu exited while qvmd was not running");
+			vm_set_last_exit(vm, &away, "exit",
+			                 xstrdup("qemu exited while qvmd was not running"));
 			log_info("vm %s: qemu exited while qvmd was down", vm->name);
 		}
 		rundir_remove(vm);

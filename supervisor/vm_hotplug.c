@@ -1006,15 +1006,45 @@ refuse_no_port(struct vm *vm, vm_done_cb cb, void *arg)
 	                        vm->cfg ? vm->cfg->path : "its definition"));
 }
 
-static void
-persist_only_result(struct vm *vm, const char *id, bool attached, vm_done_cb cb, void *arg)
+/* What a detach answers, whether the device was live or only in the file: it is not live now,
+ * and whether the definition still has it. */
+static struct json_object *
+detach_result(struct vm *vm, const char *id, bool was_live)
 {
 	struct json_object *res = json_object_new_object();
 
-	vm_reload_definition(vm, false);
 	json_object_object_add(res, "id", json_object_new_string(id));
+	json_object_object_add(res, "was_live", json_object_new_boolean(was_live));
 	json_object_object_add(res, "live", json_object_new_boolean(0));
-	json_object_object_add(res, "persistent", json_object_new_boolean(attached));
+	json_object_object_add(res, "persistent",
+	                       json_object_new_boolean(vm->cfg && (cfg_vm_disk(vm->cfg, id) ||
+	                                                           cfg_vm_net(vm->cfg, id))));
+	return res;
+}
+
+static void
+persist_only_result(struct vm *vm, const char *id, bool attached, vm_done_cb cb, void *arg)
+{
+	struct json_object *res;
+	const struct cfg_disk *disk;
+	const struct cfg_net *net;
+	struct vm_dev *dev = NULL;
+
+	vm_reload_definition(vm, false);
+	if (!attached) {
+		cb(detach_result(vm, id, false), PROTO_OK, NULL, arg);
+		return;
+	}
+	/* The same device object a live attach answers with, not live. */
+	if ((disk = cfg_vm_disk(vm->cfg, id)) != NULL)
+		dev = vm_dev_new_disk(disk, NULL);
+	else if ((net = cfg_vm_net(vm->cfg, id)) != NULL)
+		dev = vm_dev_new_net(net, NULL);
+	res = dev != NULL ? vm_dev_json(dev) : json_object_new_object();
+	vm_dev_free(dev);
+	json_object_object_add(res, "pci_addr", NULL);
+	json_object_object_add(res, "live", json_object_new_boolean(0));
+	json_object_object_add(res, "persistent", json_object_new_boolean(dev != NULL));
 	cb(res, PROTO_OK, NULL, arg);
 }
 
@@ -1252,13 +1282,7 @@ hp_detached(struct hp_op *op)
 		hp_finish(op, NULL, op->err_code, op->err_msg);
 		return;
 	}
-	res = json_object_new_object();
-	json_object_object_add(res, "id", json_object_new_string(op->id));
-	json_object_object_add(res, "removed", json_object_new_boolean(1));
-	json_object_object_add(
-	    res, "persistent",
-	    json_object_new_boolean(!op->persist && vm->cfg &&
-	                            (cfg_vm_disk(vm->cfg, op->id) || cfg_vm_net(vm->cfg, op->id))));
+	res = detach_result(vm, op->id, true);
 	hp_finish(op, res, PROTO_OK, NULL);
 }
 

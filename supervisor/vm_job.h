@@ -39,11 +39,18 @@ enum vm_op {
 };
 #define VM_OP_BIT(op) (1u << (op))
 
+/* How a QEMU ended: its exit status, the signal that killed it, or unknown (an adopted QEMU is
+ * not our child: only whether it removed its pidfile tells a clean exit); NONE: no QEMU ran
+ * (a start that failed before spawning, or never started). */
+enum vm_exit_kind { VM_EXIT_NONE, VM_EXIT_STATUS, VM_EXIT_SIGNAL, VM_EXIT_UNKNOWN };
+
 /* How QEMU went away, for a job that must end with it. */
 struct vm_exit {
-	const char *reason; /* "exited with status 0", "killed by signal 9 (Killed)" ... */
-	const char *tail;   /* the end of this run's qemu.log, "" if none */
-	bool clean;         /* exit status 0, or an adopted QEMU that removed its pidfile */
+	enum vm_exit_kind kind; /* how the process ended, as far as qvmd could see */
+	int value;              /* VM_EXIT_STATUS: the status; VM_EXIT_SIGNAL: the signal */
+	const char *reason;     /* "exited with status 0", "killed by signal 9 (Killed)" ... */
+	const char *tail;       /* the end of this run's qemu.log, "" if none */
+	bool clean;             /* exit status 0, or an adopted QEMU that removed its pidfile */
 };
 
 struct vm_job_kind {

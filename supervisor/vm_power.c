@@ -131,7 +131,8 @@ stop_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 		ended_by = "crash";
 	else
 		ended_by = step_names[sj->step];
-	vm_set_last_exit(vm, xasprintf("%s (ended by %s)", exit->reason, ended_by));
+	vm_set_last_exit(vm, exit, job->kind == &kill_kind ? "kill" : "powerdown",
+	                 xasprintf("%s (ended by %s)", exit->reason, ended_by));
 	vm_set_state(vm, VM_STOPPED);
 	log_info("vm %s: stopped after %lld ms, ended by %s", vm->name, (long long)elapsed,
 	         ended_by);

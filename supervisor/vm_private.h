@@ -4,6 +4,7 @@
 #define QVMD_VM_PRIVATE_H
 
 #include "vm.h"
+#include "vm_job.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -12,6 +13,15 @@
 
 /* How long a query (query-status, query-pci ...) may take before it is answered without QEMU. */
 #define VM_QUERY_TIMEOUT_MS 2000
+
+/* The last exit of a VM as status reports it. */
+struct vm_last_exit {
+	enum vm_exit_kind kind;
+	int value; /* the status or the signal */
+	const char
+	    *cause; /* static: "shutdown", "crash", "powerdown", "kill", "start failed" ... */
+	char *text; /* for people: "killed by signal 9 (Killed) (ended by sigkill)" */
+};
 
 struct event;
 struct qmp_conn;
@@ -73,7 +83,7 @@ struct vm {
 	unsigned restart_attempts; /* since the VM last ran for a minute */
 	struct event *restart_ev;
 	int64_t restart_due;
-	char *last_exit;
+	struct vm_last_exit last_exit; /* how the QEMU last ended (kind VM_EXIT_NONE: never) */
 };
 
 /* vm.c: the VM object, its QEMU process and QMP connection. */
@@ -82,7 +92,10 @@ char *vm_read_text(const char *path);
 char *vm_run_path(const struct vm *vm, const char *file);
 char *vm_state_path(const struct vm *vm, const char *file);
 void vm_set_state(struct vm *vm, enum vm_state s);
-void vm_set_last_exit(struct vm *vm, char *text); /* takes text */
+/* Records how the QEMU ended (exit may be NULL: no QEMU ran); takes text. */
+void vm_set_last_exit(struct vm *vm, const struct vm_exit *exit, const char *cause, char *text);
+/* The last exit as a reply's object, or NULL when the VM never ran. */
+struct json_object *vm_last_exit_json(const struct vm *vm);
 /* The error code of a failed QMP command: qemu-error (QEMU refused it), timeout, else failed. */
 enum proto_err vm_qmp_err(const struct qmp_reply *r);
 /* Publishes an event of this VM to the owner's sink (takes ev). */

@@ -15,17 +15,20 @@
 static bool
 definition_changed(const struct vm *vm)
 {
-	if (!vm_is_active(vm) || vm->live_text == NULL)
+	/* What the definitions mean, not their text: a comment is no change. */
+	if (!vm_is_active(vm) || vm->live_cfg == NULL || vm->cfg == NULL)
 		return false;
-	return vm->disk_text == NULL || strcmp(vm->disk_text, vm->live_text) != 0;
+	return !cfg_vm_equal(vm->cfg, vm->live_cfg);
 }
 
-static int64_t
+/* Since when the guest runs, or null when it does not. */
+static struct json_object *
 uptime_ms(const struct vm *vm)
 {
-	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED && vm->state != VM_STOPPING)
-		return 0;
-	return vm->started_at > 0 ? clock_now_ms() - vm->started_at : 0;
+	if ((vm->state != VM_RUNNING && vm->state != VM_PAUSED && vm->state != VM_STOPPING) ||
+	    vm->started_at <= 0)
+		return NULL;
+	return json_object_new_int64(clock_now_ms() - vm->started_at);
 }
 
 struct json_object *
@@ -38,10 +41,10 @@ vm_list_row(const struct vm *vm)
 		cfg = vm->live_cfg;
 	json_object_object_add(o, "name", json_object_new_string(vm->name));
 	json_object_object_add(o, "state", json_object_new_string(vm_state_name(vm->state)));
-	json_object_object_add(o, "pid", json_object_new_int(vm->pid));
-	json_object_object_add(o, "vcpus", json_object_new_int(cfg ? (int)cfg->vcpus : 0));
-	json_object_object_add(o, "memory", json_object_new_uint64(cfg ? cfg->memory : 0));
-	json_object_object_add(o, "uptime_ms", json_object_new_int64(uptime_ms(vm)));
+	json_object_object_add(o, "pid", vm->pid > 0 ? json_object_new_int(vm->pid) : NULL);
+	json_object_object_add(o, "vcpus", cfg ? json_object_new_int((int)cfg->vcpus) : NULL);
+	json_object_object_add(o, "memory_bytes", cfg ? json_object_new_uint64(cfg->memory) : NULL);
+	json_object_object_add(o, "uptime_ms", uptime_ms(vm));
 	json_object_object_add(o, "qemu_status", json_object_new_string(vm->qemu_status));
 	json_object_object_add(o, "restarts", json_object_new_int64(vm->restarts));
 	json_object_object_add(o, "definition_changed",
@@ -58,28 +61,23 @@ vm_list_row(const struct vm *vm)
 static void
 status_definition(const struct vm *vm, struct json_object *o)
 {
-	const char *ref = vm_is_active(vm) ? vm->live_text : vm->disk_text;
+	const struct vm_config *ref = vm_is_active(vm) && vm->live_cfg ? vm->live_cfg : vm->cfg;
 	struct json_object *errors = json_object_new_array();
 	struct cfg_errors errs;
 	struct vm_config *cfg;
-	char *text;
 	bool changed;
 
 	if (vm->cfg == NULL) {
 		json_object_object_add(o, "definition_errors", errors);
 		return;
 	}
-	text = vm_read_text(vm->cfg->path);
-	changed = text == NULL || ref == NULL || strcmp(text, ref) != 0;
-	free(text);
-	if (changed) {
-		cfg_errors_init(&errs);
-		cfg = cfg_vm_load(vm->cfg->path, &errs);
-		for (size_t i = 0; i < errs.n; i++)
-			json_object_array_add(errors, json_object_new_string(errs.msgs[i]));
-		cfg_errors_free(&errs);
-		cfg_vm_free(cfg);
-	}
+	cfg_errors_init(&errs);
+	cfg = cfg_vm_load(vm->cfg->path, &errs);
+	for (size_t i = 0; i < errs.n; i++)
+		json_object_array_add(errors, json_object_new_string(errs.msgs[i]));
+	cfg_errors_free(&errs);
+	changed = cfg == NULL || !cfg_vm_equal(cfg, ref);
+	cfg_vm_free(cfg);
 	json_object_object_add(o, "definition_changed", json_object_new_boolean(changed));
 	json_object_object_add(o, "definition_errors", errors);
 }
@@ -97,8 +95,7 @@ status_object(const struct vm *vm, const char *qemu_status)
 	    json_object_new_string(cfg && cfg->machine == CFG_MACHINE_PC ? "pc" : "q35"));
 	json_object_object_add(
 	    o, "accel", json_object_new_string(cfg && cfg->accel == CFG_ACCEL_TCG ? "tcg" : "kvm"));
-	json_object_object_add(o, "last_exit",
-	                       vm->last_exit ? json_object_new_string(vm->last_exit) : NULL);
+	json_object_object_add(o, "last_exit", vm_last_exit_json(vm));
 	json_object_object_add(o, "job",
 	                       vm->job ? json_object_new_string(vm->job->kind->name) : NULL);
 	if (vm->restart_ev && vm->restart_due > clock_mono_ms() && !vm_is_active(vm))

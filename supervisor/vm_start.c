@@ -73,7 +73,7 @@ start_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 	struct vm *vm = job->vm;
 
 	vm_set_state(vm, VM_STOPPED);
-	vm_set_last_exit(vm, xasprintf("qemu %s during start", exit->reason));
+	vm_set_last_exit(vm, exit, "start failed", xasprintf("qemu %s during start", exit->reason));
 	if (sj->failed != NULL)
 		vm_job_done(job, NULL, PROTO_ERR_FAILED, "%s", sj->failed);
 	else
@@ -97,7 +97,7 @@ start_fail(struct vm_job *job, char *msg)
 	struct vm *vm = job->vm;
 
 	vm_set_state(vm, VM_STOPPED);
-	vm_set_last_exit(vm, xasprintf("start failed: %s", msg));
+	vm_set_last_exit(vm, NULL, "start failed", xasprintf("start failed: %s", msg));
 	vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: %s", vm->name, msg);
 	free(msg);
 	vm_check_gone(vm);
@@ -390,10 +390,10 @@ vm_schedule_restart(struct vm *vm, bool crashed)
 	if (vm->start_mono > 0 && clock_mono_ms() - vm->start_mono >= RESTART_RESET_MS)
 		vm->restart_attempts = 0;
 	if (vm->restart_attempts >= cfg->restart_limit) {
-		char *old = vm->last_exit;
+		char *old = vm->last_exit.text;
 
-		vm->last_exit = xasprintf("%s; restart limit (%u) reached", old ? old : "crashed",
-		                          cfg->restart_limit);
+		vm->last_exit.text = xasprintf("%s; restart limit (%u) reached",
+		                               old ? old : "crashed", cfg->restart_limit);
 		free(old);
 		log_error("vm %s: restart limit (%u) reached, staying %s", vm->name,
 		          cfg->restart_limit, vm_state_name(vm->state));

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "cfg_priv.h" /* cfg_vm_load_text */
 
 #define CFG_DATA     QVMD_TEST_DATA "/cfg"
 #define GOOD_DATA    QVMD_TEST_DATA "/good"
@@ -1345,6 +1346,57 @@ test_config_many_sections(void **state)
 	rm_tmpdir(dir);
 }
 
+/* Loads a definition from text (path only names it). */
+static struct vm_config *
+load_text(const char *path, const char *text)
+{
+	struct cfg_errors errs;
+	struct vm_config *vm;
+
+	cfg_errors_init(&errs);
+	vm = cfg_vm_load_text(path, text, strlen(text), &errs);
+	if (vm == NULL)
+		fail_msg("%s", errs.n ? errs.msgs[0] : "no error given");
+	cfg_errors_free(&errs);
+	return vm;
+}
+
+static void
+test_config_equal_means_the_same(void **state)
+{
+	const char *a = "[vm]\nname = web1\nmemory = 1G\nvcpus = 2\n\n[disk root]\n"
+	                "file = /var/lib/qvmd/r.qcow2\n\n[net lan0]\ntype = user\n";
+	/* Comments, blank lines, key order and 1G spelled 1024M: the same definition. */
+	const char *same = "; the web server\n[vm]\nvcpus = 2\nmemory = 1024M\n# one gig\n"
+	                   "name = web1\n[disk root]\nfile = /var/lib/qvmd/r.qcow2\n"
+	                   "[net lan0]\n; user networking\ntype = user\n";
+	const char *other[] = {
+	    "[vm]\nname = web1\nmemory = 2G\nvcpus = 2\n[disk root]\n"
+	    "file = /var/lib/qvmd/r.qcow2\n[net lan0]\ntype = user\n",
+	    "[vm]\nname = web1\nmemory = 1G\nvcpus = 2\n[disk root]\n"
+	    "file = /var/lib/qvmd/r.qcow2\nreadonly = yes\n[net lan0]\ntype = user\n",
+	    "[vm]\nname = web1\nmemory = 1G\nvcpus = 2\n[disk root]\n"
+	    "file = /var/lib/qvmd/r.qcow2\n[net lan0]\ntype = user\nrestrict = yes\n",
+	    "[vm]\nname = web1\nmemory = 1G\nvcpus = 2\n[disk root]\n"
+	    "file = /var/lib/qvmd/r.qcow2\n",
+	};
+	struct vm_config *va = load_text("/etc/qvmd/vms/web1.ini", a);
+	struct vm_config *vs = load_text("/elsewhere/web1.ini", same);
+
+	assert_true(cfg_vm_equal(va, va));
+	assert_true(cfg_vm_equal(va, vs));
+	for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+		struct vm_config *vo = load_text("/etc/qvmd/vms/web1.ini", other[i]);
+
+		if (cfg_vm_equal(va, vo))
+			fail_msg("definition %zu reads as unchanged", i);
+		cfg_vm_free(vo);
+	}
+	assert_false(cfg_vm_equal(va, NULL));
+	cfg_vm_free(va);
+	cfg_vm_free(vs);
+}
+
 int
 main(void)
 {
@@ -1379,6 +1431,7 @@ main(void)
 	    cmocka_unit_test(test_config_read_never_blocks),
 	    cmocka_unit_test(test_config_file_size_bound),
 	    cmocka_unit_test(test_config_many_sections),
+	    cmocka_unit_test(test_config_equal_means_the_same),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

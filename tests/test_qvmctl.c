@@ -388,14 +388,14 @@ assert_json_equal(const char *text, const char *want)
 
 static const char list_reply[] =
     "{\"ok\":true,\"result\":{\"vms\":["
-    "{\"name\":\"db\",\"state\":\"stopped\",\"pid\":0,\"vcpus\":1,\"memory\":536870912,"
+    "{\"name\":\"db\",\"state\":\"stopped\",\"pid\":null,\"vcpus\":1,\"memory_bytes\":536870912,"
     "\"uptime_ms\":0,\"qemu_status\":\"\",\"restarts\":0,\"definition_changed\":false},"
-    "{\"name\":\"mail\",\"state\":\"paused\",\"pid\":77,\"vcpus\":4,\"memory\":2684354560,"
+    "{\"name\":\"mail\",\"state\":\"paused\",\"pid\":77,\"vcpus\":4,\"memory_bytes\":2684354560,"
     "\"uptime_ms\":273642000,\"qemu_status\":\"paused\",\"restarts\":1,\"definition_changed\":"
     "false},"
-    "{\"name\":\"web1\",\"state\":\"running\",\"pid\":4242,\"vcpus\":2,\"memory\":1073741824,"
+    "{\"name\":\"web1\",\"state\":\"running\",\"pid\":4242,\"vcpus\":2,\"memory_bytes\":1073741824,"
     "\"uptime_ms\":7530000,\"qemu_status\":\"running\",\"restarts\":0,\"definition_changed\":true},"
-    "{\"name\":\"x\",\"state\":\"starting\",\"pid\":5,\"vcpus\":1,\"memory\":17179869184,"
+    "{\"name\":\"x\",\"state\":\"starting\",\"pid\":5,\"vcpus\":1,\"memory_bytes\":17179869184,"
     "\"uptime_ms\":42900,\"qemu_status\":\"prelaunch\",\"restarts\":0,\"definition_changed\":false}"
     "]}}";
 
@@ -448,8 +448,9 @@ test_qvmctl_status_human(void **state)
 	f->reply =
 	    "{\"ok\":true,\"result\":{\"name\":\"web1\",\"state\":\"running\","
 	    "\"qemu_status\":\"running\",\"pid\":4242,\"uptime_ms\":125000,\"vcpus\":2,"
-	    "\"memory\":1073741824,\"machine\":\"q35\",\"accel\":\"kvm\",\"restarts\":3,"
-	    "\"last_exit\":\"killed by SIGKILL\",\"definition_changed\":true,\"job\":null,"
+	    "\"memory_bytes\":1073741824,\"machine\":\"q35\",\"accel\":\"kvm\",\"restarts\":3,"
+	    "\"last_exit\":{\"kind\":\"signal\",\"signal\":9,\"cause\":\"crash\",\"text\":\"killed "
+	    "by SIGKILL\"},\"definition_changed\":true,\"job\":null,"
 	    "\"disks\":[{\"id\":\"root\",\"file\":\"/var/lib/qvmd/web1.qcow2\","
 	    "\"format\":\"qcow2\",\"readonly\":false},{\"id\":\"iso\",\"file\":\"/srv/a.iso\","
 	    "\"format\":\"raw\",\"readonly\":true}],"
@@ -483,8 +484,8 @@ test_qvmctl_status_stopped_dashes(void **state)
 	struct run r;
 
 	f->reply = "{\"ok\":true,\"result\":{\"name\":\"db\",\"state\":\"stopped\","
-	           "\"qemu_status\":\"unknown\",\"pid\":0,\"uptime_ms\":0,\"vcpus\":1,"
-	           "\"memory\":536870912,\"machine\":\"pc\",\"accel\":\"tcg\",\"restarts\":0,"
+	           "\"qemu_status\":\"unknown\",\"pid\":null,\"uptime_ms\":null,\"vcpus\":1,"
+	           "\"memory_bytes\":536870912,\"machine\":\"pc\",\"accel\":\"tcg\",\"restarts\":0,"
 	           "\"last_exit\":null,\"definition_changed\":false,\"job\":\"start\","
 	           "\"disks\":[],\"nets\":[]}}";
 	fake_serve(f);

@@ -31,7 +31,7 @@ kill -HUP "$QVMD_PID"
 sleep 0.5
 check "SIGHUP: the new definition appears" contains "$(ctl list)" new1
 check "changed definition of a running vm is flagged" [ "$(ctl --json status auto1 | field .definition_changed)" = true ]
-check "... and it keeps what it was started with" [ "$(ctl --json status auto1 | field .memory)" = 67108864 ]
+check "... and it keeps what it was started with" [ "$(ctl --json status auto1 | field .memory_bytes)" = 67108864 ]
 
 printf 'this line is broken\n' >>"$T/vms/man1.ini"
 out=$(ctl --json reload)

@@ -87,7 +87,7 @@ check "attach-disk fails with exit 1 naming the failed step ($out)" \
 	failed_with $rc "$out" "device_add d1 failed"
 check "c1 is reported crashed" wait_state c1 crashed 5
 check "c1's qemu is gone" gone "$c1pid"
-le=$(st c1 .last_exit)
+le=$(st c1 .last_exit.text)
 check "last exit names SIGABRT ($le)" \
 	contains "$le" "signal 6"
 check "the daemon keeps serving" qvmd_alive
@@ -113,7 +113,7 @@ check "reset fails with exit 1 ($out)" failed_with $rc "$out" "system_reset fail
 check "c2's qemu is gone" gone "$c2pid"
 check "the policy restarts c2: status shows restarts 1" wait_field c2 .restarts 1 6
 check "c2 runs again" wait_state c2 running 5
-le=$(st c2 .last_exit)
+le=$(st c2 .last_exit.text)
 check "status shows the last exit with the signal ($le)" \
 	contains "$le" "killed by signal 6"
 newpid=$(st c2 .pid)
@@ -123,7 +123,7 @@ check "a second crash ($out) leaves c2 crashed" wait_state c2 crashed 5
 sleep 1.5 # no restart may come any more
 check "after the limit it stays crashed" [ "$(st c2 .state)" = crashed ]
 check "restarts is still 1" [ "$(st c2 .restarts)" = 1 ]
-le=$(st c2 .last_exit)
+le=$(st c2 .last_exit.text)
 check "last exit says the restart limit was reached ($le)" \
 	contains "$le" "restart limit (1) reached"
 check "the bystander is unaffected" bystander_ok
@@ -178,7 +178,7 @@ check "powerdown escalates to sigterm ($out)" [ "$(echo "$out" | field .ended_by
 check "after the timeout and quit's grace (${ms} ms)" [ "$ms" -ge 5500 -a "$ms" -lt 10000 ]
 check "p2 is stopped" [ "$(st p2 .state)" = stopped ]
 check "p2's qemu is gone" gone "$p2pid"
-le=$(st p2 .last_exit)
+le=$(st p2 .last_exit.text)
 check "last exit says sigterm ended it ($le)" \
 	contains "$le" "ended by sigterm"
 
@@ -222,7 +222,7 @@ e1pid=$(st e1 .pid)
 check "e2 is reported crashed" wait_state e2 crashed 5
 sleep 1.5 # longer than any restart back-off
 check "e2 stays crashed" [ "$(st e2 .state)" = crashed ]
-le=$(st e2 .last_exit)
+le=$(st e2 .last_exit.text)
 check "e2's last exit names the signal ($le)" \
 	contains "$le" "killed by signal 6 (Aborted)"
 check "e2 was not restarted" [ "$(st e2 .restarts)" = 0 ]
@@ -235,7 +235,7 @@ seq=$(grep -o '"state":"[a-z]*"' "$T/e1.events" | cut -d'"' -f4 | tr '\n' ' ')
 check "e1 went crashed, starting, running, crashed ($seq)" \
 	contains "$seq" "crashed starting running crashed"
 check "e1's first qemu is gone" gone "$e1pid"
-le=$(st e1 .last_exit)
+le=$(st e1 .last_exit.text)
 check "e1's last exit names the signal and the limit ($le)" \
 	contains_all "$le" "signal 6" "restart limit (1) reached"
 
@@ -269,7 +269,7 @@ rc=$?
 check "the start fails with exit 1 saying cont failed ($out)" failed_with $rc "$out" "cont failed"
 check "the daemon keeps serving" qvmd_alive
 check "k1 is stopped" [ "$(st k1 .state)" = stopped ]
-le=$(st k1 .last_exit)
+le=$(st k1 .last_exit.text)
 check "k1's last exit says it died during start ($le)" \
 	contains "$le" "during start"
 check "no run directory left for k1" [ ! -e "$T/run/k1" ]

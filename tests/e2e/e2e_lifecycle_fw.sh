@@ -19,7 +19,7 @@ check "powerdown of a guest ignoring ACPI escalates to quit ($out)" \
 check "escalation waited for the 2 s timeout" [ $(((t1 - t0) / 1000000)) -ge 1900 ]
 check "fw1 stopped" [ "$(ctl --json status fw1 | field .state)" = stopped ]
 check "fw1 qemu gone" gone $pid1
-check "last exit says how it ended" contains "$(ctl --json status fw1 | field .last_exit)" "ended by quit"
+check "last exit says how it ended" contains "$(ctl --json status fw1 | field .last_exit.text)" "ended by quit"
 
 out=$(ctl powerdown fw1 --timeout 2s --no-wait 2>&1); rc=$?
 check "powerdown of a stopped vm fails with exit 1 ($out)" [ $rc -eq 1 ]

@@ -148,7 +148,17 @@ check "... with the file:line error ($out)" contains "$out" "s1.ini:"
 check "... and starts no qemu" [ "$(pgrep -f "$T/run/s1/" | wc -l)" -eq 0 ]
 sed -i '/^vcpus = two/d' "$T/vms/s1.ini"
 check "the fixed file starts without a reload" ctl start s1
-check "... with the edited memory" [ "$(ctl --json status s1 | field .memory)" = 83886080 ]
+check "... with the edited memory" [ "$(ctl --json status s1 | field .memory_bytes)" = 83886080 ]
+ctl kill s1 >/dev/null
+
+# A comment-only edit of a running VM's file is no change (the parsed definitions are compared).
+ctl start s1 >/dev/null
+printf '; maintained by config management\n' >>"$T/vms/s1.ini"
+out=$(jctl reload)
+check "a comment-only edit is not reported changed by reload ($out)" contains "$out" '"changed":[]'
+check "... nor by status" [ "$(ctl --json status s1 | field .definition_changed)" = false ]
+sed -i 's/^memory = 80M/memory = 96M/' "$T/vms/s1.ini"
+check "a real edit is" [ "$(ctl --json status s1 | field .definition_changed)" = true ]
 ctl kill s1 >/dev/null
 
 # ---- 5. a vm_dir that cannot be read changes nothing ----
@@ -175,6 +185,10 @@ check "rc1: restarted once by policy" wait_state rc1 running 10
 kill -9 "$(ctl --json status rc1 | field .pid)"
 sleep 2
 check "rc1: limit reached, stays crashed" [ "$(ctl --json status rc1 | field .state)" = crashed ]
+st=$(jctl status rc1)
+check "rc1: last_exit is structured: killed by signal 9, a crash ($st)" contains "$st" '"last_exit":{"kind":"signal","signal":9,"cause":"crash","text":"killed by signal 9'
+check "rc1: a VM without a QEMU has pid null" contains "$st" '"pid":null'
+check "rc1: ... and uptime null" contains "$st" '"uptime_ms":null'
 check "rc1: a manual start" ctl start rc1
 kill -9 "$(ctl --json status rc1 | field .pid)"
 check "rc1: the policy restarts it again after a manual start" wait_state rc1 running 10
