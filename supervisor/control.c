@@ -491,7 +491,9 @@ value_problem(struct json_object *v, int depth)
 		return NULL;
 	case json_type_double:
 		return isfinite(json_object_get_double(v)) ? NULL : "a number is not finite";
-	case json_type_object:
+	case json_type_object: {
+		/* A block: the macro declares variables, which C11 allows after a label only in
+		 * one. */
 		json_object_object_foreach(v, key, val)
 		{
 			(void)key;
@@ -499,6 +501,7 @@ value_problem(struct json_object *v, int depth)
 				return why;
 		}
 		return NULL;
+	}
 	case json_type_array:
 		for (size_t i = 0; i < json_object_array_length(v) && why == NULL; i++)
 			why = value_problem(json_object_array_get_idx(v, i), depth + 1);
