@@ -41,13 +41,12 @@ if(QVMD_FUZZ)
           vm_devices vm_host vm_hotplug vm_job vm_power vm_query vm_start)
     list(APPEND QVMD_FUZZ_SUPERVISOR_SRC ${CMAKE_SOURCE_DIR}/supervisor/${f}.c)
   endforeach()
+  # control: requests through a real daemon's socket; rundir: a restarted daemon's run directory.
   foreach(t control rundir)
-    if(EXISTS ${QVMD_FUZZ_DIR}/fuzz_${t}.c)
-      qvmd_fuzzer(${t} SOURCES ${QVMD_FUZZ_SUPERVISOR_SRC} ${QVMD_FUZZ_CONFIG_SRC} ${QVMD_FUZZ_QMP_SRC}
-                  INCLUDES ${CMAKE_SOURCE_DIR}/supervisor ${CMAKE_SOURCE_DIR}/config
-                           ${CMAKE_SOURCE_DIR}/qmp
-                  LIBS PkgConfig::INIH PkgConfig::JSONC PkgConfig::LIBEVENT)
-    endif()
+    qvmd_fuzzer(${t} SOURCES ${QVMD_FUZZ_SUPERVISOR_SRC} ${QVMD_FUZZ_CONFIG_SRC} ${QVMD_FUZZ_QMP_SRC}
+                INCLUDES ${CMAKE_SOURCE_DIR}/supervisor ${CMAKE_SOURCE_DIR}/config
+                         ${CMAKE_SOURCE_DIR}/qmp
+                LIBS PkgConfig::INIH PkgConfig::JSONC PkgConfig::LIBEVENT)
   endforeach()
   qvmd_fuzzer(qmp SOURCES ${QVMD_FUZZ_QMP_SRC} INCLUDES ${CMAKE_SOURCE_DIR}/qmp
               LIBS PkgConfig::JSONC PkgConfig::LIBEVENT)
