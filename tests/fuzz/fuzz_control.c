@@ -14,9 +14,10 @@
  * Checked: each reply line is valid UTF-8 and JSON, {"id","ok":true,"result":{...}} or
  * {"id","ok":false,"error":{"code": one of the documented codes,"message": a string}}; every
  * non-empty request line gets exactly one reply, in order (a subscriber's unterminated last line
- * may go unanswered); a reply's id is null or exactly its request's (a string or an integer);
- * afterwards no client is left, no VM is active, both VMs are still defined, and a new connection
- * is answered `version`. FUZZ_CONTROL_TRACE=1 in the environment prints the replies.
+ * may go unanswered), never ok to a line escaping a NUL (\u0000); a reply's id is null or exactly
+ * its request's (a string or an integer); afterwards no client is left, no VM is active, both VMs
+ * are still defined, and a new connection is answered `version`. FUZZ_CONTROL_TRACE=1 in the
+ * environment prints the replies.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -132,7 +133,22 @@ struct line {
 	size_t len;
 	bool terminated;
 	struct json_object *id; /* what the harness parsed as its id, or NULL */
+	bool nul;               /* escapes a NUL (\u0000): must be refused */
 };
+
+/* Whether a request line escapes a NUL anywhere (in a value or a key). */
+static bool
+escapes_nul(const char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] != '\\')
+			continue;
+		if (len - i >= 6 && memcmp(p + i + 1, "u0000", 5) == 0)
+			return true;
+		i++;
+	}
+	return false;
+}
 
 /* Splits the input as the daemon frames it; false if the input is one the harness skips. */
 static bool
@@ -163,6 +179,7 @@ split(const char *buf, size_t size, struct line *lines, size_t *nlines)
 			break;
 		}
 		(*nlines)++;
+		l->nul = escapes_nul(l->p, l->len);
 		json_tokener_reset(tok);
 		req = json_tokener_parse_ex(tok, l->p, (int)l->len);
 		if (req == NULL || !json_object_is_type(req, json_type_object)) {
@@ -336,6 +353,12 @@ check_output(const char *out, size_t len, struct line *lines, size_t nlines)
 				        want ? json_object_to_json_string(want) : "(none)");
 				FUZZ_CHECK(!"a reply's id is not its request's");
 			}
+		}
+		/* A NUL cut short would change the request's meaning. */
+		if (lines[nreplies].nul && json_object_object_get_ex(o, "ok", &v) &&
+		    json_object_get_boolean(v)) {
+			fprintf(stderr, "request %zu escapes a NUL and was accepted\n", nreplies);
+			FUZZ_CHECK(!"a request with a NUL escape was accepted");
 		}
 		if (json_object_object_get_ex(o, "result", &res) &&
 		    json_object_object_get_ex(res, "subscribed", &v) && json_object_get_boolean(v))
