@@ -484,7 +484,9 @@ value_problem(struct json_object *v, int depth)
 		return NULL;
 	case json_type_double:
 		return isfinite(json_object_get_double(v)) ? NULL : "a number is not finite";
-	case json_type_object:
+	case json_type_object: {
+		/* A block: the macro declares variables, which C11 allows after a label only in
+		 * one. */
 		json_object_object_foreach(v, key, val)
 		{
 			(void)key;
@@ -492,6 +494,7 @@ value_problem(struct json_object *v, int depth)
 				return why;
 		}
 		return NULL;
+	}
 	case json_type_array:
 		for (size_t i = 0; i < json_object_array_length(v) && why == NULL; i++)
 			why = value_problem(json_object_array_get_idx(v, i), depth + 1);
@@ -499,6 +502,63 @@ value_problem(struct json_object *v, int depth)
 	default:
 		return NULL;
 	}
+}
+
+/* Whether the request text escapes a NUL (\u0000) anywhere: json-c cuts object keys short at a
+ * NUL ("wait\u0000junk" would be taken for "wait"), so keys cannot be checked after parsing. */
+static bool
+has_nul_escape(const char *line, size_t len)
+{
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (line[i] != '\\')
+			continue;
+		if (line[i + 1] == 'u' && i + 5 < len && memcmp(line + i + 2, "0000", 4) == 0)
+			return true;
+		i++; /* the escaped character: "\\u0000" is a backslash, then text */
+	}
+	return false;
+}
+
+/* Whether s is valid UTF-8 (RFC 3629: no overlong forms, surrogates or code points past
+ * U+10FFFF). json-c's JSON_TOKENER_VALIDATE_UTF8 lets lead bytes F5-F7 through, and a reply
+ * echoes what the request held. */
+static bool
+utf8_valid(const unsigned char *s, size_t len)
+{
+	for (size_t i = 0; i < len;) {
+		unsigned char c = s[i];
+		unsigned char lo = 0x80, hi = 0xbf;
+		size_t n;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			n = 1;
+		else if (c >= 0xe0 && c <= 0xef)
+			n = 2;
+		else if (c >= 0xf0 && c <= 0xf4)
+			n = 3;
+		else
+			return false;
+		if (c == 0xe0)
+			lo = 0xa0;
+		else if (c == 0xed)
+			hi = 0x9f;
+		else if (c == 0xf0)
+			lo = 0x90;
+		else if (c == 0xf4)
+			hi = 0x8f;
+		if (len - i <= n || s[i + 1] < lo || s[i + 1] > hi)
+			return false;
+		for (size_t k = 2; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+		}
+		i += n + 1;
+	}
+	return true;
 }
 
 /* Whether id can be echoed back as it came: absent, null, a string, or an exact integer. */
@@ -527,6 +587,10 @@ client_request(struct client *cl, const char *line, size_t len)
 
 	/* Strict: only valid UTF-8 (a reply echoes id, cmd and vm: it must be valid too). */
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+	if (!utf8_valid((const unsigned char *)line, len)) {
+		client_error(cl, NULL, "invalid", "malformed request: not valid UTF-8");
+		goto out_tok;
+	}
 	req = json_tokener_parse_ex(tok, line, (int)len);
 	if (req == NULL || json_tokener_get_error(tok) != json_tokener_success ||
 	    tok->char_offset < (int)len) {
@@ -546,7 +610,10 @@ client_request(struct client *cl, const char *line, size_t len)
 		             "malformed request: \"id\" must be a string or an integer below 2^53");
 		goto out;
 	}
-	if ((why = value_problem(req, 0)) != NULL) {
+	why = value_problem(req, 0);
+	if (why == NULL && has_nul_escape(line, len))
+		why = "a string contains a NUL character";
+	if (why != NULL) {
 		char *msg = xasprintf("malformed request: %s", why);
 
 		client_error(cl, id, PROTO_ERR_INVALID, msg);
@@ -582,6 +649,7 @@ client_request(struct client *cl, const char *line, size_t len)
 	control_dispatch(r, cmd, vm, args);
 out:
 	json_object_put(req);
+out_tok:
 	json_tokener_free(tok);
 }
 

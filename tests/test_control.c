@@ -316,6 +316,41 @@ test_control_crowd_leaves_descriptors(void **state)
 	setrlimit(RLIMIT_NOFILE, &old);
 }
 
+/* Requests json-c would take differently from their text are refused before dispatch: a key
+ * escaping a NUL (json-c cuts keys short there: "all\u0000x" would be "all"), and bytes that are
+ * not UTF-8 although json-c's own check lets them through (lead byte F7). */
+static void
+test_control_refuses_nul_keys_and_bad_utf8(void **state)
+{
+	static const char *const reqs[] = {
+	    "{\"id\":1,\"cmd\":\"x\",\"args\":{\"all\\u0000x\":true}}\n",
+	    "{\"id\":2,\"cmd\":\"st\xf7\x9e\x8b\x86t\"}\n",
+	    "{\"id\":3,\"cmd\":\"\xed\xa0\x80\"}\n",
+	};
+	static const char *const want[] = {"a string contains a NUL character", "not valid UTF-8",
+	                                   "not valid UTF-8"};
+	static const char escaped[] = "{\"id\":4,\"cmd\":\"x\\\\u0000\"}\n";
+	char last[512];
+	int fd = connect_client();
+
+	for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+		last[0] = '\0';
+		write_all(fd, reqs[i], strlen(reqs[i]));
+		for (int k = 0; k < 100 && last[0] == '\0'; k++)
+			read_lines(fd, last, sizeof last, NULL);
+		assert_non_null(strstr(last, "\"invalid\""));
+		assert_non_null(strstr(last, want[i]));
+	}
+	assert_int_equal(dispatched, 0);
+	/* An escaped backslash before "u0000" is text, not a NUL. */
+	last[0] = '\0';
+	write_all(fd, escaped, sizeof escaped - 1);
+	for (int k = 0; k < 100 && last[0] == '\0'; k++)
+		read_lines(fd, last, sizeof last, NULL);
+	assert_int_equal(dispatched, 1);
+	close(fd);
+}
+
 int
 main(void)
 {
@@ -326,6 +361,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_control_idle_client_closed, setup_idle, teardown),
 	    cmocka_unit_test_setup_teardown(test_control_request_too_large, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_control_crowd_leaves_descriptors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_control_refuses_nul_keys_and_bad_utf8, setup,
+	                                    teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
