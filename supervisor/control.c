@@ -588,7 +588,7 @@ client_request(struct client *cl, const char *line, size_t len)
 	/* Strict: only valid UTF-8 (a reply echoes id, cmd and vm: it must be valid too). */
 	json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
 	if (!utf8_valid((const unsigned char *)line, len)) {
-		client_error(cl, NULL, "invalid", "malformed request: not valid UTF-8");
+		client_error(cl, NULL, PROTO_ERR_INVALID, "malformed request: not valid UTF-8");
 		goto out_tok;
 	}
 	req = json_tokener_parse_ex(tok, line, (int)len);

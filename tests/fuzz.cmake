@@ -37,7 +37,7 @@ if(QVMD_FUZZ)
               LIBS PkgConfig::INIH)
   # The daemon's pieces (everything qvmd links but its main and the CLI).
   set(QVMD_FUZZ_SUPERVISOR_SRC)
-  foreach(f argv clock lockfile log proc rundir control control_cmds daemon vm vm_adopt
+  foreach(f argv clock lockfile log proc protocol rundir control control_cmds daemon vm vm_adopt
           vm_devices vm_host vm_hotplug vm_job vm_power vm_query vm_start)
     list(APPEND QVMD_FUZZ_SUPERVISOR_SRC ${CMAKE_SOURCE_DIR}/supervisor/${f}.c)
   endforeach()

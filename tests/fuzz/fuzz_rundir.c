@@ -236,7 +236,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(!adopted);
 		FUZZ_CHECK(vm->pid == 0 && vm->pidfd < 0 && vm->live_cfg == NULL);
 		FUZZ_CHECK(vm->ndevs == 0 && vm->qmp == NULL);
-		FUZZ_CHECK(vm->last_exit != NULL);
+		FUZZ_CHECK(vm->last_exit.text != NULL);
 		if (state != NULL && pidfile)
 			FUZZ_CHECK(vm->state == VM_CRASHED);
 		else
