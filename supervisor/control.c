@@ -106,6 +106,10 @@ struct control {
 	bool trim;        /* much output was queued: give memory back once it is gone */
 	const struct timeval *idle_tv;
 	TAILQ_HEAD(, client) clients;
+	/* Dropped clients, freed by reap_ev on the next loop turn (one may be in its own callback);
+	 * an event of the control's own, so that control_free can cancel it and free them. */
+	TAILQ_HEAD(, client) dropped;
+	struct event *reap_ev;
 };
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
@@ -168,15 +172,25 @@ client_close_bev(struct client *cl)
 }
 
 static void
-client_free_deferred(evutil_socket_t fd, short what, void *arg)
+client_free(struct client *cl)
 {
-	struct client *cl = arg;
-	struct control *c = cl->c;
-
 	client_close_bev(cl);
 	event_free(cl->idle_ev);
 	free(cl->sub_vm);
 	free(cl);
+}
+
+/* Frees the clients dropped since the last loop turn. */
+static void
+control_reap(evutil_socket_t fd, short what, void *arg)
+{
+	struct control *c = arg;
+	struct client *cl;
+
+	while ((cl = TAILQ_FIRST(&c->dropped)) != NULL) {
+		TAILQ_REMOVE(&c->dropped, cl, entry);
+		client_free(cl);
+	}
 	control_trim(c);
 	control_listen(c);
 }
@@ -222,7 +236,8 @@ client_drop(struct client *cl, const char *why)
 		evbuffer_drain(bufferevent_get_input(cl->bev),
 		               evbuffer_get_length(bufferevent_get_input(cl->bev)));
 	}
-	event_base_once(cl->c->d->base, -1, EV_TIMEOUT, client_free_deferred, cl, NULL);
+	TAILQ_INSERT_TAIL(&cl->c->dropped, cl, entry);
+	event_active(cl->c->reap_ev, EV_TIMEOUT, 0);
 }
 
 /* Whether the client is too far behind to be given more work. */
@@ -987,6 +1002,7 @@ control_new(struct daemon *d, const char *path, const char *group, char **cause)
 	c->d = d;
 	c->path = xstrdup(path);
 	TAILQ_INIT(&c->clients);
+	TAILQ_INIT(&c->dropped);
 	if (gr != NULL) {
 		c->gid = gr->gr_gid;
 		c->have_gid = true;
@@ -1002,7 +1018,8 @@ control_new(struct daemon *d, const char *path, const char *group, char **cause)
 	}
 	evconnlistener_set_error_cb(c->listener, accept_error_cb);
 	c->retry_ev = evtimer_new(d->base, retry_cb, c);
-	if (c->retry_ev == NULL)
+	c->reap_ev = evtimer_new(d->base, control_reap, c);
+	if (c->retry_ev == NULL || c->reap_ev == NULL)
 		fatal("out of memory");
 	c->fds_base = count_fds(fd);
 	if ((env = getenv("QVMD_TEST_IDLE_TIMEOUT")) != NULL && atoi(env) > 0)
@@ -1022,11 +1039,13 @@ control_free(struct control *c)
 		return;
 	while ((cl = TAILQ_FIRST(&c->clients)) != NULL) {
 		TAILQ_REMOVE(&c->clients, cl, entry);
-		bufferevent_free(cl->bev);
-		event_free(cl->idle_ev);
-		free(cl->sub_vm);
-		free(cl);
+		client_free(cl);
 	}
+	while ((cl = TAILQ_FIRST(&c->dropped)) != NULL) {
+		TAILQ_REMOVE(&c->dropped, cl, entry);
+		client_free(cl);
+	}
+	event_free(c->reap_ev);
 	evconnlistener_free(c->listener);
 	event_free(c->retry_ev);
 	unlink(c->path);

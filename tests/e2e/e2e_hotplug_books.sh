@@ -47,8 +47,13 @@ check "gb: the guest sees it again" wait_console gb "GUEST-EVENT add net/eth" 2 
 check "gb: devices: lan0 live and persistent" in_devices gb lan0 '"live":true,"persistent":true'
 out=$(ctl attach-net gb lan0 --restrict 2>&1); rc=$?
 check "gb: a second attach of the live lan0 is refused ($out)" failed_with $rc "$out" "already in use"
-out=$(ctl attach-net gb lan9 --restrict --persist 2>&1 && ctl detach gb lan9 2>&1)
-check "gb: attach-net --persist, then detach live only ($out)" [ $? -eq 0 ]
+out=$(ctl attach-net gb lan9 --restrict --persist 2>&1)
+check "gb: attach-net --persist ($out)" [ $? -eq 0 ]
+# The guest polls its devices: let it see lan9 come before it goes, or it sees neither.
+check "gb: the guest sees lan9" wait_console gb "GUEST-EVENT add net/eth" 3 20
+out=$(ctl detach gb lan9 2>&1)
+check "gb: ... then detach live only ($out)" [ $? -eq 0 ]
+check "gb: the guest saw lan9 go" wait_console gb "GUEST-EVENT remove net/eth" 2 20
 out=$(ctl attach-net gb lan9 --restrict --persist 2>&1); rc=$?
 check "gb: --persist of an id already in the file is refused up front ($out)" \
 	failed_with $rc "$out" "already in the definition"
