@@ -7,6 +7,7 @@
  * slow powerdown is still pending). The wait goes on as long as probes are answered in time.
  */
 #include "ctl_client.h"
+#include "clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,15 +38,6 @@ struct ctl_client {
 	int64_t next_id;
 	struct json_object *queue; /* events received while waiting for a reply */
 };
-
-int64_t
-ctl_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 struct ctl_client *
 ctl_client_connect(const char *path, int64_t timeout_ms, char **cause)
@@ -91,7 +83,7 @@ ctl_client_connect(const char *path, int64_t timeout_ms, char **cause)
 	c = xcalloc(1, sizeof *c);
 	c->fd = fd;
 	c->timeout_ms = timeout_ms;
-	c->heard_ms = ctl_now_ms();
+	c->heard_ms = clock_mono_ms();
 	c->next_id = 1;
 	c->queue = json_object_new_array();
 	return c;
@@ -117,7 +109,7 @@ ctl_client_set_waitmask(struct ctl_client *c, const sigset_t *mask)
 }
 
 /*
- * Waits until fd is ready for events, deadline (ctl_now_ms() time, -1: none) passes or a
+ * Waits until fd is ready for events, deadline (clock_mono_ms() time, -1: none) passes or a
  * let-through signal arrives.
  */
 static enum ctl_io
@@ -130,7 +122,7 @@ ctl_client_wait(struct ctl_client *c, short events, int64_t deadline, char **cau
 
 	for (;;) {
 		if (deadline >= 0) {
-			left = deadline - ctl_now_ms();
+			left = deadline - clock_mono_ms();
 			if (left <= 0)
 				return CTL_IO_TIMEOUT;
 			ts.tv_sec = left / 1000;
@@ -155,7 +147,7 @@ ctl_client_wait(struct ctl_client *c, short events, int64_t deadline, char **cau
 static enum ctl_io
 ctl_client_write(struct ctl_client *c, const char *buf, size_t len, char **cause)
 {
-	int64_t deadline = c->timeout_ms >= 0 ? ctl_now_ms() + c->timeout_ms : -1;
+	int64_t deadline = c->timeout_ms >= 0 ? clock_mono_ms() + c->timeout_ms : -1;
 	enum ctl_io io;
 	ssize_t n;
 
@@ -273,7 +265,7 @@ ctl_client_read(struct ctl_client *c, struct json_object **msg, char **cause)
 				return io;
 			if (*msg == NULL)
 				continue;
-			c->heard_ms = ctl_now_ms();
+			c->heard_ms = clock_mono_ms();
 			if (ctl_client_probe_reply(c, *msg)) {
 				json_object_put(*msg);
 				*msg = NULL;
@@ -315,7 +307,7 @@ ctl_client_read(struct ctl_client *c, struct json_object **msg, char **cause)
 				if (io != CTL_IO_OK)
 					return io;
 				c->probe_id = id;
-				c->heard_ms = ctl_now_ms();
+				c->heard_ms = clock_mono_ms();
 				continue;
 			}
 			if (io != CTL_IO_OK)
@@ -338,7 +330,7 @@ ctl_client_request(struct ctl_client *c, const char *cmd, const char *vm, struct
 	*reply = NULL;
 	if ((io = ctl_client_send(c, cmd, vm, args, &want, cause)) != CTL_IO_OK)
 		return io;
-	c->heard_ms = ctl_now_ms();
+	c->heard_ms = clock_mono_ms();
 
 	for (;;) {
 		if ((io = ctl_client_read(c, &msg, cause)) != CTL_IO_OK)

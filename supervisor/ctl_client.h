@@ -24,9 +24,6 @@ enum ctl_io {
 
 struct ctl_client;
 
-/* Milliseconds on the monotonic clock, the base of every deadline. */
-int64_t ctl_now_ms(void);
-
 /*
  * Connects to the unix socket at path. timeout_ms (-1: none) bounds the connect and an unresponsive
  * daemon, never a running operation: after timeout_ms without a word from the daemon, a "version"

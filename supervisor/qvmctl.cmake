@@ -10,6 +10,7 @@ add_executable(qvmctl
   ${CMAKE_CURRENT_LIST_DIR}/ctl_dev.c
   ${CMAKE_CURRENT_LIST_DIR}/ctl_print.c
   ${CMAKE_CURRENT_LIST_DIR}/log.c
+  ${CMAKE_CURRENT_LIST_DIR}/clock.c
   ${CMAKE_CURRENT_LIST_DIR}/protocol.c
 )
 target_include_directories(qvmctl PRIVATE ${CMAKE_CURRENT_LIST_DIR})

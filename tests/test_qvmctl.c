@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "clock.h"
 #include <json-c/json.h>
 
 #ifndef QVMCTL_BIN
@@ -82,26 +84,17 @@ wait_readable(int fd, int ms)
 	return poll(&pfd, 1, ms) == 1;
 }
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A daemon busy with a slow operation: for slow_ms, only "version" requests get answers. */
 static void
 fake_slow(struct fake *f, int fd)
 {
-	int64_t end = now_ms() + f->slow_ms;
+	int64_t end = clock_mono_ms() + f->slow_ms;
 	char buf[4096], *line, *nl;
 	size_t len = 0;
 	ssize_t n;
 
-	while (now_ms() < end) {
-		if (!wait_readable(fd, (int)(end - now_ms())))
+	while (clock_mono_ms() < end) {
+		if (!wait_readable(fd, (int)(end - clock_mono_ms())))
 			continue;
 		n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
 		if (n <= 0)
