@@ -8,8 +8,8 @@ sh contrib/deps.sh
 BUILD=${QVMD_BUILD_DIR:-build}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQVMD_TESTS=OFF >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" >/dev/null
-QVMD="$BUILD/supervisor/qvmd"
-QVMCTL="$BUILD/supervisor/qvmctl"
+QVMD="$BUILD/bin/qvmd"
+QVMCTL="$BUILD/bin/qvmctl"
 
 T=$(mktemp -d /tmp/qvmd-demo.XXXXXX)
 cleanup() {

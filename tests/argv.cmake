@@ -1,10 +1,10 @@
-# supervisor/argv: golden files and unit tests, then the same vectors against the real QEMU.
+# supervisor/qvmd/argv: golden files and unit tests, then the same vectors against the real QEMU.
 qvmd_unit_test(test_argv
   SOURCES test_argv.c
-  LIBS qvmd_supervisor)
+  LIBS qvmd_daemon)
 
 qvmd_unit_test(test_argv_qemu
   SOURCES test_argv_qemu.c util/qmp_sync.c util/host.c
-  LIBS qvmd_supervisor
+  LIBS qvmd_daemon
   TIMEOUT 180
   LABELS qemu)

@@ -1,7 +1,9 @@
 # fakeqemu: a stand-in for qemu-system-x86_64 (tests/fakeqemu/fakeqemu.c documents it) for scale
 # tests and faults on demand; other tests run it as $<TARGET_FILE:fakeqemu>. It is built without
 # sanitizers even in sanitized builds: thousands of instances must stay small.
-add_executable(fakeqemu ${CMAKE_CURRENT_SOURCE_DIR}/fakeqemu/fakeqemu.c)
+add_executable(fakeqemu ${CMAKE_CURRENT_SOURCE_DIR}/fakeqemu/fakeqemu.c
+  ${PROJECT_SOURCE_DIR}/supervisor/xalloc.c)
+target_include_directories(fakeqemu PRIVATE ${PROJECT_SOURCE_DIR}/supervisor)
 target_link_libraries(fakeqemu PRIVATE PkgConfig::JSONC)
 # Bind symbols at startup, not during the first QMP exchange (see warm_up() in fakeqemu.c).
 target_link_options(fakeqemu PRIVATE -Wl,-z,now)

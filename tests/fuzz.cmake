@@ -37,14 +37,18 @@ if(QVMD_FUZZ)
               LIBS PkgConfig::INIH)
   # The daemon's pieces (everything qvmd links but its main and the CLI).
   set(QVMD_FUZZ_SUPERVISOR_SRC)
-  foreach(f argv clock lockfile log proc protocol rundir control control_cmds daemon vm vm_adopt
-          vm_devices vm_host vm_hotplug vm_job vm_power vm_query vm_start)
+  foreach(f clock protocol xalloc)
     list(APPEND QVMD_FUZZ_SUPERVISOR_SRC ${CMAKE_SOURCE_DIR}/supervisor/${f}.c)
+  endforeach()
+  foreach(f argv lockfile log proc rundir control control_cmds daemon vm vm_adopt vm_devices
+          vm_host vm_hotplug vm_job vm_power vm_query vm_start)
+    list(APPEND QVMD_FUZZ_SUPERVISOR_SRC ${CMAKE_SOURCE_DIR}/supervisor/qvmd/${f}.c)
   endforeach()
   # control: requests through a real daemon's socket; rundir: a restarted daemon's run directory.
   foreach(t control rundir)
     qvmd_fuzzer(${t} SOURCES ${QVMD_FUZZ_SUPERVISOR_SRC} ${QVMD_FUZZ_CONFIG_SRC} ${QVMD_FUZZ_QMP_SRC}
-                INCLUDES ${CMAKE_SOURCE_DIR}/supervisor ${CMAKE_SOURCE_DIR}/config
+                INCLUDES ${CMAKE_SOURCE_DIR}/supervisor ${CMAKE_SOURCE_DIR}/supervisor/qvmd
+                         ${CMAKE_SOURCE_DIR}/config
                          ${CMAKE_SOURCE_DIR}/qmp
                 LIBS PkgConfig::INIH PkgConfig::JSONC PkgConfig::LIBEVENT)
   endforeach()

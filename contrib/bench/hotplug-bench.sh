@@ -23,8 +23,8 @@ cmake --build "$BUILD" --target qvmd qvmctl hotplug_bench -j"$(nproc)" >/dev/nul
 B=$(cd "$BUILD" && pwd)
 GUEST=${QVMD_GUEST_DIR:-$B/guest}
 sh contrib/guest/build.sh "$GUEST"
-QVMD=$B/supervisor/qvmd
-QVMCTL=$B/supervisor/qvmctl
+QVMD=$B/bin/qvmd
+QVMCTL=$B/bin/qvmctl
 
 T=$(mktemp -d /tmp/qvmd-hotplug-bench.XXXXXX)
 QVMD_PID=

@@ -28,8 +28,8 @@ PAR=${LB_PAR:-32}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DQVMD_SANITIZE=OFF >/dev/null
 cmake --build "$BUILD" --target qvmd qvmctl fakeqemu lifecycle_bench exec_floor -j"$(nproc)" >/dev/null
 B=$(cd "$BUILD" && pwd)
-QVMD=$B/supervisor/qvmd
-QVMCTL=$B/supervisor/qvmctl
+QVMD=$B/bin/qvmd
+QVMCTL=$B/bin/qvmctl
 FAKEQEMU=$B/tests/fakeqemu
 LB=$B/lifecycle_bench
 FLOOR=$B/exec_floor

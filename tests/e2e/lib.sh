@@ -3,8 +3,8 @@
 # (build dir), GUEST_DIR (test guest) and SRC_DIR in the environment (set by CTest).
 set -u
 
-QVMD="$BIN_DIR/supervisor/qvmd"
-QVMCTL="$BIN_DIR/supervisor/qvmctl"
+QVMD="$BIN_DIR/bin/qvmd"
+QVMCTL="$BIN_DIR/bin/qvmctl"
 CTLRAW="$BIN_DIR/tests/ctlraw"
 PASSED=0
 FAILED=0

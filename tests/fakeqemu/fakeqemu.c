@@ -60,6 +60,8 @@
 
 #include <json-c/json.h>
 
+#include "xalloc.h"
+
 #define FQ_QEMU_MAJOR   7
 #define FQ_QEMU_MINOR   2
 #define FQ_QEMU_MICRO   22
@@ -166,49 +168,6 @@ struct fq_reply {
 	char *desc;
 };
 
-static void
-die_oom(void)
-{
-	fputs("fakeqemu: out of memory\n", stderr);
-	abort();
-}
-
-static void *
-xcalloc(size_t n, size_t size)
-{
-	void *p = calloc(n, size);
-
-	if (p == NULL)
-		die_oom();
-	return p;
-}
-
-static char *
-xstrdup(const char *s)
-{
-	char *p;
-
-	if (s == NULL)
-		return NULL;
-	p = strdup(s);
-	if (p == NULL)
-		die_oom();
-	return p;
-}
-
-static char *
-xprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		die_oom();
-	va_end(ap);
-	return s;
-}
-
 static int64_t
 now_ms(void)
 {
@@ -274,7 +233,7 @@ reply_error(struct fq_reply *r, const char *cls, const char *fmt, ...)
 	free(r->desc);
 	va_start(ap, fmt);
 	if (vasprintf(&r->desc, fmt, ap) < 0)
-		die_oom();
+		fatal("out of memory");
 	va_end(ap);
 }
 
@@ -335,7 +294,7 @@ out_json(struct fq *fq, struct json_object *msg)
 			cap *= 2;
 		p = realloc(fq->out, cap);
 		if (p == NULL)
-			die_oom();
+			fatal("out of memory");
 		fq->out = p;
 		fq->out_cap = cap;
 	}
@@ -575,7 +534,7 @@ static char *
 prop_owner(const char *driver)
 {
 	if (strncmp(driver, "virtio-", 7) == 0 && ends_with(driver, "-pci"))
-		return xprintf("%.*s-device", (int)(strlen(driver) - 4), driver);
+		return xasprintf("%.*s-device", (int)(strlen(driver) - 4), driver);
 	return xstrdup(driver);
 }
 
@@ -600,8 +559,8 @@ static char *
 device_path(const struct fq_device *d)
 {
 	if (d->id != NULL)
-		return xprintf("/machine/peripheral/%s", d->id);
-	return xprintf("/machine/peripheral-anon/device[%d]", d->anon);
+		return xasprintf("/machine/peripheral/%s", d->id);
+	return xasprintf("/machine/peripheral-anon/device[%d]", d->anon);
 }
 
 static struct fq_device *
@@ -663,7 +622,7 @@ pci_place(struct fq *fq, const char *driver, const char *bus, struct json_object
 			struct fq_device *owner = NULL;
 
 			if (dot != NULL) {
-				char *base = xprintf("%.*s", (int)(dot - bus), bus);
+				char *base = xasprintf("%.*s", (int)(dot - bus), bus);
 
 				owner = device_find(fq, base);
 				free(base);
@@ -786,7 +745,7 @@ device_create(struct fq *fq, struct json_object *props, int hotplug, struct fq_r
 		struct fq_device *owner = NULL;
 
 		if (dot != NULL && dot[1] >= '0' && dot[1] <= '9') {
-			char *base = xprintf("%.*s", (int)(dot - bus), bus);
+			char *base = xasprintf("%.*s", (int)(dot - bus), bus);
 
 			owner = device_find(fq, base);
 			free(base);
@@ -810,9 +769,9 @@ device_create(struct fq *fq, struct json_object *props, int hotplug, struct fq_r
 		holder = device_holding_drive(fq, drive);
 		if (holder != NULL) {
 			char *a = device_path(holder);
-			char *b = id != NULL ? xprintf("/machine/peripheral/%s", id)
-			                     : xprintf("/machine/peripheral-anon/device[%d]",
-			                               fq->anon_next);
+			char *b = id != NULL ? xasprintf("/machine/peripheral/%s", id)
+			                     : xasprintf("/machine/peripheral-anon/device[%d]",
+			                                 fq->anon_next);
 
 			reply_error(
 			    r, "GenericError",
@@ -911,7 +870,7 @@ device_remove(struct fq *fq, struct fq_device *d)
 		;
 	*pp = d->next;
 	if (strncmp(d->driver, "virtio-", 7) == 0 && d->pci) {
-		char *backend = xprintf("%s/virtio-backend", path);
+		char *backend = xasprintf("%s/virtio-backend", path);
 
 		data = json_object_new_object();
 		json_object_object_add(data, "path", json_object_new_string(backend));
@@ -1053,7 +1012,7 @@ node_create(struct fq *fq, struct json_object *props, int root, struct fq_reply 
 		return -1;
 	}
 	n = xcalloc(1, sizeof(*n));
-	n->name = name != NULL ? xstrdup(name) : xprintf("#block%03u", implicit_seq++);
+	n->name = name != NULL ? xstrdup(name) : xasprintf("#block%03u", implicit_seq++);
 	n->driver = xstrdup(driver);
 	n->filename = xstrdup(filename);
 	n->file = file_name;
@@ -1308,7 +1267,7 @@ cmd_query_cpus_fast(struct fq *fq, struct json_object *args, struct fq_reply *r)
 	for (i = 0; i < fq->cpus; i++) {
 		struct json_object *cpu = json_object_new_object(),
 		                   *props = json_object_new_object();
-		char *path = xprintf("/machine/unattached/device[%d]", i);
+		char *path = xasprintf("/machine/unattached/device[%d]", i);
 
 		json_object_object_add(props, "core-id", json_object_new_int(0));
 		json_object_object_add(props, "thread-id", json_object_new_int(0));
@@ -1736,8 +1695,8 @@ bus_list(struct fq *fq, const char *path, struct fq_reply *r)
 	add_prop(r->ret, "realized", "bool");
 	for (d = fq->devices; d != NULL; d = d->next) {
 		if (d->bus != NULL && strlen(d->bus) == n && strncmp(d->bus, id, n) == 0) {
-			char *name = xprintf("child[%d]", k++),
-			     *type = xprintf("link<%s>", d->driver);
+			char *name = xasprintf("child[%d]", k++),
+			     *type = xasprintf("link<%s>", d->driver);
 
 			add_prop(r->ret, name, type);
 			free(name);
@@ -1759,10 +1718,10 @@ cmd_qom_list(struct fq *fq, struct json_object *args, struct fq_reply *r)
 		r->ret = json_object_new_array();
 		add_prop(r->ret, "type", "string");
 		for (d = fq->devices; d != NULL; d = d->next) {
-			char *type = xprintf("child<%s>", d->driver);
+			char *type = xasprintf("child<%s>", d->driver);
 
 			if (anon && d->id == NULL) {
-				char *name = xprintf("device[%d]", d->anon);
+				char *name = xasprintf("device[%d]", d->anon);
 
 				add_prop(r->ret, name, type);
 				free(name);
@@ -1822,12 +1781,12 @@ cmd_qom_get(struct fq *fq, struct json_object *args, struct fq_reply *r)
 		if (d->bus == NULL)
 			bus = xstrdup("");
 		else if (strcmp(d->bus, root_bus(fq)) == 0)
-			bus = xprintf("/machine/%s/%s", fq->q35 ? "q35" : "i440fx", d->bus);
+			bus = xasprintf("/machine/%s/%s", fq->q35 ? "q35" : "i440fx", d->bus);
 		else if (d->pci)
-			bus = xprintf("/machine/peripheral/%s/%s", d->bus, d->bus);
+			bus = xasprintf("/machine/peripheral/%s/%s", d->bus, d->bus);
 		else
-			bus = xprintf("/machine/peripheral/%.*s/%s",
-			              (int)(strrchr(d->bus, '.') - d->bus), d->bus, d->bus);
+			bus = xasprintf("/machine/peripheral/%.*s/%s",
+			                (int)(strrchr(d->bus, '.') - d->bus), d->bus, d->bus);
 		r->ret = json_object_new_string(bus);
 		free(bus);
 	} else {
@@ -1849,16 +1808,16 @@ cmd_hmp(struct fq *fq, struct json_object *args, struct fq_reply *r)
 		else if (fq->status == FQ_PAUSED)
 			out = xstrdup("VM status: paused\r\n");
 		else
-			out = xprintf("VM status: paused (%s)\r\n", status_name(fq->status));
+			out = xasprintf("VM status: paused (%s)\r\n", status_name(fq->status));
 	} else if (strcmp(line, "info version") == 0) {
-		out = xprintf("%d.%d.%d%s\r\n", FQ_QEMU_MAJOR, FQ_QEMU_MINOR, FQ_QEMU_MICRO,
-		              FQ_QEMU_PACKAGE);
+		out = xasprintf("%d.%d.%d%s\r\n", FQ_QEMU_MAJOR, FQ_QEMU_MINOR, FQ_QEMU_MICRO,
+		                FQ_QEMU_PACKAGE);
 	} else if (strcmp(line, "info name") == 0) {
-		out = fq->name != NULL ? xprintf("%s\r\n", fq->name) : xstrdup("");
+		out = fq->name != NULL ? xasprintf("%s\r\n", fq->name) : xstrdup("");
 	} else if (*line == '\0') {
 		out = xstrdup("");
 	} else {
-		out = xprintf("unknown command: '%.*s'\r\n", (int)strcspn(line, " "), line);
+		out = xasprintf("unknown command: '%.*s'\r\n", (int)strcspn(line, " "), line);
 	}
 	r->ret = json_object_new_string(out);
 	free(out);
@@ -2148,18 +2107,18 @@ listen_path(const char *path, char **err)
 	int fd;
 
 	if (strlen(path) >= sizeof(sun.sun_path)) {
-		*err = xprintf("UNIX socket path '%s' is too long", path);
+		*err = xasprintf("UNIX socket path '%s' is too long", path);
 		return -1;
 	}
 	strcpy(sun.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		*err = xprintf("Failed to create socket: %s", strerror(errno));
+		*err = xasprintf("Failed to create socket: %s", strerror(errno));
 		return -1;
 	}
 	unlink(path);
 	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 || listen(fd, 8) < 0) {
-		*err = xprintf("Failed to bind socket to %s: %s", path, strerror(errno));
+		*err = xasprintf("Failed to bind socket to %s: %s", path, strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -2652,7 +2611,7 @@ fq_init(struct fq *fq, const char *progname)
 	};
 	fq->tok = json_tokener_new();
 	if (fq->tok == NULL)
-		die_oom();
+		fatal("out of memory");
 	fq->ignore_powerdown = env_int("FAKEQEMU_IGNORE_POWERDOWN", 0) != 0;
 	fq->no_unplug = env_int("FAKEQEMU_NO_UNPLUG", 0) != 0;
 	fq->powerdown_delay_ms = env_int("FAKEQEMU_POWERDOWN_DELAY_MS", 50);
@@ -2851,7 +2810,7 @@ serve_main(const char *progname, const char *dir, int count, int argc, char **ar
 		if (fq->status == FQ_RUNNING)
 			fq->has_run = 1;
 		fq->serve = 1;
-		fq->qmp_path = xprintf("%s/%d.sock", dir, i);
+		fq->qmp_path = xasprintf("%s/%d.sock", dir, i);
 		if (i > 0) { /* the process has one pidfile, written once, removed by serve_exit */
 			free(fq->pidfile);
 			fq->pidfile = s.vms[0].pidfile;

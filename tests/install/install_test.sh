@@ -17,7 +17,7 @@ check() {
 # A separate build tree configured with another prefix: the unit must follow it.
 cmake -S "$SRC_DIR" -B "$T/build" -DQVMD_TESTS=OFF -DCMAKE_INSTALL_PREFIX=/opt/qv >/dev/null 2>&1
 cmake --build "$T/build" -j2 >/dev/null 2>&1
-check "configure and build with prefix /opt/qv" [ -x "$T/build/supervisor/qvmd" ]
+check "configure and build with prefix /opt/qv" [ -x "$T/build/bin/qvmd" ]
 DESTDIR="$T/root" cmake --install "$T/build" >/dev/null 2>&1
 unit="$T/root/opt/qv/lib/systemd/system/qvmd.service"
 check "the unit is installed" [ -f "$unit" ]

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
+#include "xalloc.h"
 
 #define CTL_CLIENT_READ_CHUNK (64 * 1024)
 #define CTL_CLIENT_JSON_DEPTH 128 /* QMP replies can nest deeper than json-c's default of 32 */

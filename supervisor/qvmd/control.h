@@ -1,5 +1,5 @@
 /*
- * supervisor/control: the daemon side of the control socket. Newline-delimited JSON requests
+ * supervisor/qvmd/control: the daemon side of the control socket. Newline-delimited JSON requests
  * {"id","cmd","vm","args"} get one reply each, {"id","ok":true,"result"} or
  * {"id","ok":false,"error":{"code","message"}}; subscribers get event lines.
  */

@@ -1,5 +1,5 @@
 /*
- * supervisor/vm_job: the job model of a VM (private to the VM layer).
+ * supervisor/qvmd/vm_job: the job model of a VM (private to the VM layer).
  *
  * Every operation that changes a VM is a job. A VM runs at most one ordinary job (start,
  * powerdown, kill, reset, pause, resume, attach, detach ...) and at most one background job (long

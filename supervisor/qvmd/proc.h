@@ -1,4 +1,4 @@
-/* supervisor/proc: facts about processes from /proc, pidfds and spawning without a shell. */
+/* supervisor/qvmd/proc: facts about processes from /proc, pidfds and spawning without a shell. */
 #ifndef QVMD_PROC_H
 #define QVMD_PROC_H
 

@@ -9,7 +9,7 @@
 
 #include "cfg.h"
 #include "ctl_print.h"
-#include "log.h"
+#include "xalloc.h"
 
 const struct ctl_verb *const ctl_verbs[] = {
     &ctl_verb_list,

@@ -1,8 +1,9 @@
-/* supervisor/log: leveled log lines to stderr (journald adds its own timestamps). */
+/* supervisor/qvmd/log: leveled log lines to stderr (journald adds its own timestamps). */
 #ifndef QVMD_LOG_H
 #define QVMD_LOG_H
 
 #include "cfg.h"
+#include "xalloc.h"
 
 void log_set_level(enum cfg_log_level level);
 int log_enabled(enum cfg_log_level level);
@@ -12,13 +13,5 @@ void log_msg(enum cfg_log_level level, const char *fmt, ...) __attribute__((form
 #define log_warn(...)  log_msg(CFG_LOG_WARNING, __VA_ARGS__)
 #define log_info(...)  log_msg(CFG_LOG_INFO, __VA_ARGS__)
 #define log_debug(...) log_msg(CFG_LOG_DEBUG, __VA_ARGS__)
-
-/* Out-of-memory and broken invariants only. */
-void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-void *xmalloc(size_t n);
-void *xcalloc(size_t n, size_t size);
-void *xrealloc(void *p, size_t n);
-char *xstrdup(const char *s);
-char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * supervisor/lockfile: one qvmd per run directory. The lock is an flock(2) on <run_dir>/qvmd.lock
+ * supervisor/qvmd/lockfile: one qvmd per run directory. The lock is an flock(2) on <run_dir>/qvmd.lock
  * held for the daemon's whole life; the kernel drops it when the daemon dies, however it dies, so a
  * stale file never blocks. The file holds the owner's pid so that a refusal can name it.
  */

@@ -5,7 +5,7 @@
 
 #include "ctl_print.h"
 #include "ctl_verbs.h"
-#include "log.h"
+#include "xalloc.h"
 
 /* " (ended by quit after 2.0s timeout)", or " (ended by guest)"; timeout_ms 0 when not given. */
 static void

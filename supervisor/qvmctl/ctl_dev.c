@@ -5,7 +5,7 @@
 #include "cfg.h"
 #include "ctl_print.h"
 #include "ctl_verbs.h"
-#include "log.h"
+#include "xalloc.h"
 
 /* Sends cmd with req for args->argv[0] and prints "VM: <what> ID" (or the result with --json). */
 static int

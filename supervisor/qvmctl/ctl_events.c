@@ -7,7 +7,7 @@
 
 #include "ctl_print.h"
 #include "ctl_verbs.h"
-#include "log.h"
+#include "xalloc.h"
 
 static volatile sig_atomic_t ctl_events_stop;
 

@@ -1,4 +1,4 @@
-/* supervisor/daemon: the daemon's state: its settings, its VMs, its control socket, one event loop.
+/* supervisor/qvmd/daemon: the daemon's state: its settings, its VMs, its control socket, one event loop.
  */
 #ifndef QVMD_DAEMON_H
 #define QVMD_DAEMON_H

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "log.h"
+#include "xalloc.h"
 
 void
 ctl_fmt_size(uint64_t bytes, char *out, size_t len)

@@ -1,5 +1,5 @@
 /*
- * supervisor/argv: a pure function from a VM definition to the QEMU argument vector. No I/O.
+ * supervisor/qvmd/argv: a pure function from a VM definition to the QEMU argument vector. No I/O.
  * Devices, drives and netdevs are passed in QEMU's JSON syntax built with json-c, so no config
  * value can inject options.
  */

@@ -1,11 +1,10 @@
 /*
- * supervisor/argv: turns a validated VM definition into QEMU's argument vector. Everything a config
- * value can reach is either a JSON string built with json-c (devices, block nodes, netdevs) or an
- * option QEMU does not split on commas (-kernel, -append, -pidfile); the remaining option strings
- * only embed the run and state directories, which are refused when they contain a comma.
+ * supervisor/qvmd/argv: turns a validated VM definition into QEMU's argument vector. Everything a
+ * config value can reach is either a JSON string built with json-c (devices, block nodes, netdevs)
+ * or an option QEMU does not split on commas (-kernel, -append, -pidfile); the remaining option
+ * strings only embed the run and state directories, which are refused when they contain a comma.
  */
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include <json-c/json.h>
 
 #include "argv.h"
+#include "xalloc.h"
 
 /* pc: slot 0 is the host bridge and slot 1 the PIIX3; the rest of pci.0 is ours. */
 #define ARGV_PC_MAX_DEVICES 30
@@ -29,49 +29,13 @@ struct argv_vec {
 	size_t cap;
 };
 
-static void
-argv_oom(void)
-{
-	fputs("qvmd: out of memory\n", stderr);
-	abort();
-}
-
-static char *
-argv_xstrdup(const char *s)
-{
-	char *p = strdup(s);
-
-	if (p == NULL)
-		argv_oom();
-	return p;
-}
-
-static char *argv_xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *
-argv_xprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) < 0)
-		argv_oom();
-	va_end(ap);
-	return s;
-}
-
 /* Appends s, taking ownership. */
 static void
 argv_push_owned(struct argv_vec *a, char *s)
 {
 	if (a->n + 2 > a->cap) {
 		size_t cap = a->cap == 0 ? 64 : a->cap * 2;
-		char **v = realloc(a->v, cap * sizeof(*v));
-
-		if (v == NULL)
-			argv_oom();
-		a->v = v;
+		a->v = xrealloc(a->v, cap * sizeof(*a->v));
 		a->cap = cap;
 	}
 	a->v[a->n++] = s;
@@ -81,7 +45,7 @@ argv_push_owned(struct argv_vec *a, char *s)
 static void
 argv_push(struct argv_vec *a, const char *s)
 {
-	argv_push_owned(a, argv_xstrdup(s));
+	argv_push_owned(a, xstrdup(s));
 }
 
 static void
@@ -100,7 +64,7 @@ argv_push_json(struct argv_vec *a, const char *opt, struct json_object *obj)
 	text = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
 	                                               JSON_C_TO_STRING_NOSLASHESCAPE);
 	if (text == NULL)
-		argv_oom();
+		fatal("out of memory");
 	argv_push2(a, opt, text);
 	json_object_put(obj);
 }
@@ -121,7 +85,7 @@ argv_jnew(void)
 	struct json_object *o = json_object_new_object();
 
 	if (o == NULL)
-		argv_oom();
+		fatal("out of memory");
 	return o;
 }
 
@@ -129,7 +93,7 @@ static void
 argv_jadd(struct json_object *o, const char *key, struct json_object *value)
 {
 	if (value == NULL || json_object_object_add(o, key, value) != 0)
-		argv_oom();
+		fatal("out of memory");
 }
 
 static void
@@ -159,7 +123,7 @@ argv_jid(struct json_object *o, const char *key, const char *fmt, const char *id
 {
 	char *name;
 
-	name = argv_xprintf(fmt, id);
+	name = xasprintf(fmt, id);
 	argv_jstr(o, key, name);
 	free(name);
 }
@@ -278,46 +242,45 @@ argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
 	size_t n;
 
 	if (!cfg_valid_name(vm->name)) {
-		*cause = argv_xprintf("vm %s: invalid name", vm->name);
+		*cause = xasprintf("vm %s: invalid name", vm->name);
 		return -1;
 	}
 	if (env->qemu == NULL || env->run_dir == NULL || env->state_dir == NULL) {
-		*cause =
-		    argv_xprintf("vm %s: qemu, run and state directories are required", vm->name);
+		*cause = xasprintf("vm %s: qemu, run and state directories are required", vm->name);
 		return -1;
 	}
 	if (strchr(env->run_dir, ',') != NULL) {
-		*cause = argv_xprintf("vm %s: run directory '%s' contains a comma", vm->name,
-		                      env->run_dir);
+		*cause =
+		    xasprintf("vm %s: run directory '%s' contains a comma", vm->name, env->run_dir);
 		return -1;
 	}
 	if (strchr(env->state_dir, ',') != NULL) {
-		*cause = argv_xprintf("vm %s: state directory '%s' contains a comma", vm->name,
-		                      env->state_dir);
+		*cause = xasprintf("vm %s: state directory '%s' contains a comma", vm->name,
+		                   env->state_dir);
 		return -1;
 	}
 	n = strlen(env->run_dir) + 1 + strlen(vm->name) + strlen("/qmp.sock");
 	if (env->qmp_fd < 0 && n >= sizeof(sun.sun_path)) {
-		*cause = argv_xprintf("vm %s: qmp socket path is longer than %zu bytes", vm->name,
-		                      sizeof(sun.sun_path) - 1);
+		*cause = xasprintf("vm %s: qmp socket path is longer than %zu bytes", vm->name,
+		                   sizeof(sun.sun_path) - 1);
 		return -1;
 	}
 	if (vm->memory == 0 || vm->memory % (1024 * 1024) != 0) {
-		*cause = argv_xprintf("vm %s: memory must be a non-zero multiple of 1M", vm->name);
+		*cause = xasprintf("vm %s: memory must be a non-zero multiple of 1M", vm->name);
 		return -1;
 	}
 	if (vm->vcpus == 0) {
-		*cause = argv_xprintf("vm %s: vcpus must be at least 1", vm->name);
+		*cause = xasprintf("vm %s: vcpus must be at least 1", vm->name);
 		return -1;
 	}
 	if (vm->firmware == CFG_FIRMWARE_UEFI && env->ovmf_code == NULL) {
-		*cause = argv_xprintf("vm %s: uefi firmware needs an OVMF code file", vm->name);
+		*cause = xasprintf("vm %s: uefi firmware needs an OVMF code file", vm->name);
 		return -1;
 	}
 	for (size_t i = 0; i < vm->ndisks; i++) {
 		if (!cfg_valid_device_id(vm->disks[i].id)) {
 			*cause =
-			    argv_xprintf("vm %s: invalid disk id '%s'", vm->name, vm->disks[i].id);
+			    xasprintf("vm %s: invalid disk id '%s'", vm->name, vm->disks[i].id);
 			return -1;
 		}
 	}
@@ -326,15 +289,15 @@ argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
 		int fd = env->net_fds != NULL ? env->net_fds[i] : -1;
 
 		if (!cfg_valid_device_id(net->id)) {
-			*cause = argv_xprintf("vm %s: invalid net id '%s'", vm->name, net->id);
+			*cause = xasprintf("vm %s: invalid net id '%s'", vm->name, net->id);
 			return -1;
 		}
 		if (net->type == CFG_NET_BRIDGE && fd < 0) {
-			*cause = argv_xprintf("net %s: bridge NIC needs a tap fd", net->id);
+			*cause = xasprintf("net %s: bridge NIC needs a tap fd", net->id);
 			return -1;
 		}
 		if (net->type == CFG_NET_TAP && fd < 0 && net->ifname == NULL) {
-			*cause = argv_xprintf("net %s: tap NIC needs an interface name", net->id);
+			*cause = xasprintf("net %s: tap NIC needs an interface name", net->id);
 			return -1;
 		}
 	}
@@ -342,17 +305,16 @@ argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
 		size_t ports = vm->ndisks + vm->nnets + vm->hotplug_slots;
 
 		if (ports > ARGV_MAX_PORTS) {
-			*cause =
-			    argv_xprintf("vm %s: %zu disks, %zu NICs and %u hot-plug slots need "
-			                 "%zu PCIe root ports, at most %d fit",
-			                 vm->name, vm->ndisks, vm->nnets, vm->hotplug_slots, ports,
-			                 ARGV_MAX_PORTS);
+			*cause = xasprintf("vm %s: %zu disks, %zu NICs and %u hot-plug slots need "
+			                   "%zu PCIe root ports, at most %d fit",
+			                   vm->name, vm->ndisks, vm->nnets, vm->hotplug_slots,
+			                   ports, ARGV_MAX_PORTS);
 			return -1;
 		}
 	} else if (vm->ndisks + vm->nnets > ARGV_PC_MAX_DEVICES) {
-		*cause = argv_xprintf("vm %s: %zu disks and %zu NICs do not fit on pc's PCI bus "
-		                      "(at most %d devices)",
-		                      vm->name, vm->ndisks, vm->nnets, ARGV_PC_MAX_DEVICES);
+		*cause = xasprintf("vm %s: %zu disks and %zu NICs do not fit on pc's PCI bus "
+		                   "(at most %d devices)",
+		                   vm->name, vm->ndisks, vm->nnets, ARGV_PC_MAX_DEVICES);
 		return -1;
 	}
 	return 0;
@@ -371,8 +333,7 @@ argv_push_machine(struct argv_vec *a, const struct vm_config *vm, const struct a
 		return;
 	}
 	argv_push(a, "-machine");
-	argv_push_owned(a,
-	                argv_xprintf("%s,pflash0=%s,pflash1=%s", type, ARGV_FW_CODE, ARGV_FW_VARS));
+	argv_push_owned(a, xasprintf("%s,pflash0=%s,pflash1=%s", type, ARGV_FW_CODE, ARGV_FW_VARS));
 
 	o = argv_jnew();
 	argv_jstr(o, "driver", "file");
@@ -381,7 +342,7 @@ argv_push_machine(struct argv_vec *a, const struct vm_config *vm, const struct a
 	argv_jbool(o, "read-only", true);
 	argv_push_json(a, "-blockdev", o);
 
-	vars = argv_xprintf("%s/%s/OVMF_VARS.fd", env->state_dir, vm->name);
+	vars = xasprintf("%s/%s/OVMF_VARS.fd", env->state_dir, vm->name);
 	o = argv_jnew();
 	argv_jstr(o, "driver", "file");
 	argv_jstr(o, "filename", vars);
@@ -397,13 +358,13 @@ argv_push_qmp(struct argv_vec *a, const struct vm_config *vm, const struct argv_
 	if (env->qmp_fd >= 0) {
 		argv_push(a, "-chardev");
 		argv_push_owned(
-		    a, argv_xprintf("socket,id=qvmd.qmp,fd=%d,server=on,wait=off", env->qmp_fd));
+		    a, xasprintf("socket,id=qvmd.qmp,fd=%d,server=on,wait=off", env->qmp_fd));
 		argv_push2(a, "-mon", "chardev=qvmd.qmp,mode=control");
 		return;
 	}
 	argv_push(a, "-qmp");
 	argv_push_owned(
-	    a, argv_xprintf("unix:%s/%s/qmp.sock,server=on,wait=off", env->run_dir, vm->name));
+	    a, xasprintf("unix:%s/%s/qmp.sock,server=on,wait=off", env->run_dir, vm->name));
 }
 
 static void
@@ -414,8 +375,8 @@ argv_push_console(struct argv_vec *a, const struct vm_config *vm, const struct a
 	if (vm->console != CFG_CONSOLE_LOG)
 		return;
 	argv_push(a, "-chardev");
-	argv_push_owned(a, argv_xprintf("file,id=qvmd.console,path=%s/%s/console.log,append=on",
-	                                env->state_dir, vm->name));
+	argv_push_owned(a, xasprintf("file,id=qvmd.console,path=%s/%s/console.log,append=on",
+	                             env->state_dir, vm->name));
 	o = argv_jnew();
 	argv_jstr(o, "driver", "isa-serial");
 	argv_jstr(o, "chardev", "qvmd.console");
@@ -428,7 +389,7 @@ argv_cold_port(const struct vm_config *vm, const char *id)
 {
 	if (vm->machine != CFG_MACHINE_Q35)
 		return NULL;
-	return argv_xprintf(ARGV_COLD_PORT_FMT, id);
+	return xasprintf(ARGV_COLD_PORT_FMT, id);
 }
 
 /*
@@ -454,7 +415,7 @@ argv_push_ports(struct argv_vec *a, const struct vm_config *vm)
 		free(id);
 	}
 	for (unsigned i = 0; i < vm->hotplug_slots; i++) {
-		id = argv_xprintf(ARGV_SPARE_PORT_FMT, i);
+		id = xasprintf(ARGV_SPARE_PORT_FMT, i);
 		argv_push_port(a, id, chassis++);
 		free(id);
 	}
@@ -489,7 +450,7 @@ argv_push_nets(struct argv_vec *a, const struct vm_config *vm, const struct argv
 		char *fd_name = NULL, *bus = argv_cold_port(vm, net->id);
 
 		if (net->type != CFG_NET_USER && fd >= 0)
-			fd_name = argv_xprintf("%d", fd);
+			fd_name = xasprintf("%d", fd);
 		argv_push_json(a, "-netdev", argv_netdev_json(net, fd_name));
 		argv_push_json(a, "-device", argv_net_device_json(net, bus));
 		free(fd_name);
@@ -508,14 +469,14 @@ argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause)
 
 	argv_push(&a, env->qemu);
 	argv_push(&a, "-name");
-	argv_push_owned(&a, argv_xprintf("guest=%s", vm->name));
+	argv_push_owned(&a, xasprintf("guest=%s", vm->name));
 	argv_push(&a, "-nodefaults");
 	argv_push(&a, "-no-user-config");
 	argv_push(&a, "-S");
 	argv_push2(&a, "-display", "none");
 	argv_push2(&a, "-sandbox", ARGV_SANDBOX);
 	argv_push(&a, "-pidfile");
-	argv_push_owned(&a, argv_xprintf("%s/%s/qemu.pid", env->run_dir, vm->name));
+	argv_push_owned(&a, xasprintf("%s/%s/qemu.pid", env->run_dir, vm->name));
 	argv_push_machine(&a, vm, env);
 	if (vm->accel == CFG_ACCEL_KVM)
 		argv_push(&a, "-enable-kvm");
@@ -523,10 +484,10 @@ argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause)
 		argv_push2(&a, "-accel", "tcg");
 	if (vm->cpu != NULL)
 		argv_push2(&a, "-cpu", vm->cpu);
-	s = argv_xprintf("%" PRIu64 "M", vm->memory / (1024 * 1024));
+	s = xasprintf("%" PRIu64 "M", vm->memory / (1024 * 1024));
 	argv_push2(&a, "-m", s);
 	free(s);
-	s = argv_xprintf("%u", vm->vcpus);
+	s = xasprintf("%u", vm->vcpus);
 	argv_push2(&a, "-smp", s);
 	free(s);
 	/* QEMU stores these three verbatim (no option splitting), so any text is safe here. */

@@ -4,7 +4,7 @@
 
 #include "ctl_print.h"
 #include "ctl_verbs.h"
-#include "log.h"
+#include "xalloc.h"
 
 #define CTL_QMP_JSON_DEPTH 128
 

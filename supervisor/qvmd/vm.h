@@ -1,5 +1,5 @@
 /*
- * supervisor/vm: one state machine per VM. Every operation that changes a VM is a job (vm_job.h):
+ * supervisor/qvmd/vm: one state machine per VM. Every operation that changes a VM is a job (vm_job.h):
  * at most one ordinary job and one background job per VM (others get `busy`), queries are always
  * answered at once, and different VMs never wait on each other. Results reach the requester
  * through a vm_done_cb. A VM knows nothing of the daemon: it gets what it needs (the event loop,
