@@ -1,5 +1,5 @@
 /*
- * supervisor/qvmd/qvmctl/ctl_client: qvmctl's blocking connection to the daemon's control socket. One request,
+ * supervisor/qvmctl/ctl_client: qvmctl's blocking connection to the daemon's control socket. One request,
  * one reply (matched by id); after a subscription, the event lines that follow; liveness probes
  * while a reply is slow.
  */

@@ -1,5 +1,5 @@
 /*
- * supervisor/qvmd/qvmctl/ctl_print: qvmctl's human output: sizes, durations, times, aligned tables, and typed
+ * supervisor/qvmctl/ctl_print: qvmctl's human output: sizes, durations, times, aligned tables, and typed
  * reads of reply fields that tolerate absent or mistyped members.
  */
 #ifndef QVMD_CTL_PRINT_H

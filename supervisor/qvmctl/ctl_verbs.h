@@ -1,5 +1,5 @@
 /*
- * supervisor/qvmd/qvmctl/ctl_verbs: qvmctl's verb table. Each verb declares its usage, how many positional
+ * supervisor/qvmctl/ctl_verbs: qvmctl's verb table. Each verb declares its usage, how many positional
  * arguments it takes and which long options it accepts; the dispatcher parses those and the verb's
  * exec builds one request, sends it and prints the reply.
  */
