@@ -343,6 +343,132 @@ cmd_devices(struct control_reply *r, struct vm *vm, const char *n, struct json_o
 	vm_devices(vm, control_done, r);
 }
 
+/* Reads the required snapshot tag. */
+static const char *
+arg_tag(struct control_reply *r, struct vm *vm, struct json_object *args)
+{
+	const char *tag = NULL;
+
+	if (!arg_str(r, args, "tag", &tag))
+		return NULL;
+	if (tag == NULL)
+		reply_error(r, PROTO_ERR_INVALID,
+		            "vm %s: args.tag (the snapshot's name) is required", vm_name(vm));
+	return tag;
+}
+
+static void
+cmd_snapshot(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	struct vm_snapshot_args a = {0};
+	const char *excl[64];
+	struct json_object *v;
+	bool wait = true;
+
+	if ((a.tag = arg_tag(r, vm, args)) == NULL || !arg_str(r, args, "note", &a.note) ||
+	    !arg_bool(r, args, "disk_only", &a.disk_only) || !arg_bool(r, args, "wait", &wait))
+		return;
+	if (a.note != NULL && strlen(a.note) > 1024)
+		return reply_error(r, PROTO_ERR_INVALID, "vm %s: args.note: at most 1024 bytes",
+		                   vm_name(vm));
+	if (json_object_object_get_ex(args, "exclude", &v) && v != NULL) {
+		size_t len =
+		    json_object_is_type(v, json_type_array) ? json_object_array_length(v) : 0;
+
+		if (!json_object_is_type(v, json_type_array) || len > 64)
+			return reply_error(
+			    r, PROTO_ERR_INVALID,
+			    "vm %s: args.exclude must be an array of at most 64 disk ids",
+			    vm_name(vm));
+		for (size_t i = 0; i < len; i++) {
+			struct json_object *e = json_object_array_get_idx(v, i);
+
+			if (!json_object_is_type(e, json_type_string))
+				return reply_error(
+				    r, PROTO_ERR_INVALID,
+				    "vm %s: args.exclude must hold disk ids (strings)",
+				    vm_name(vm));
+			excl[a.nexclude++] = json_object_get_string(e);
+		}
+	}
+	a.exclude = excl;
+	a.no_wait = !wait;
+	vm_snapshot_create(vm, &a, control_done, r);
+}
+
+static void
+cmd_snapshots(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_snapshots(vm, control_done, r);
+}
+
+static void
+cmd_revert(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	const char *tag;
+	bool wait = true;
+
+	if ((tag = arg_tag(r, vm, args)) == NULL || !arg_bool(r, args, "wait", &wait))
+		return;
+	vm_snapshot_revert(vm, tag, !wait, control_done, r);
+}
+
+static void
+cmd_snapshot_delete(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	const char *tag;
+	bool wait = true;
+
+	if ((tag = arg_tag(r, vm, args)) == NULL || !arg_bool(r, args, "wait", &wait))
+		return;
+	vm_snapshot_delete(vm, tag, !wait, control_done, r);
+}
+
+/* Background jobs of one VM or of all, running and recently ended. */
+static void
+cmd_jobs(struct control_reply *r, struct vm *unused, const char *vm_name, struct json_object *args)
+{
+	struct daemon *d = control_daemon(r->c);
+	struct json_object *res = json_object_new_object(), *all = json_object_new_array();
+	struct vm *one = NULL;
+
+	if (vm_name != NULL && (one = daemon_find_vm(d, vm_name)) == NULL) {
+		json_object_put(res);
+		json_object_put(all);
+		return reply_error(r, PROTO_ERR_NOT_FOUND, "vm %s: no such vm", vm_name);
+	}
+	for (size_t i = 0; i < d->nvms; i++) {
+		struct json_object *jobs;
+
+		if (one != NULL && d->vms[i] != one)
+			continue;
+		jobs = vm_jobs_json(d->vms[i]);
+		for (size_t k = 0; k < json_object_array_length(jobs); k++)
+			json_object_array_add(all,
+			                      json_object_get(json_object_array_get_idx(jobs, k)));
+		json_object_put(jobs);
+	}
+	json_object_object_add(res, "jobs", all);
+	control_done(res, PROTO_OK, NULL, r);
+}
+
+static void
+cmd_job_cancel(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	const char *job = NULL;
+
+	if (!arg_str(r, args, "job", &job))
+		return;
+	if (job == NULL)
+		return reply_error(r, PROTO_ERR_INVALID, "vm %s: args.job (the job id) is required",
+		                   vm_name(vm));
+	vm_job_cancel(vm, job, control_done, r);
+}
+
+static const char *const args_snapshot[] = {"tag", "note", "disk_only", "exclude", "wait", NULL};
+static const char *const args_tag[] = {"tag", "wait", NULL};
+static const char *const args_job_cancel[] = {"job", NULL};
+
 static const char *const args_attach_disk[] = {"id",       "file",        "format",  "cache",
                                                "readonly", "create_size", "persist", NULL};
 static const char *const args_attach_net[] = {"id",     "type",     "mac",     "bridge",
@@ -357,6 +483,8 @@ static const struct control_cmd control_cmds[] = {
     {"attach-net", true, args_attach_net, cmd_attach_net},
     {"detach", true, args_detach, cmd_detach},
     {"devices", true, NULL, cmd_devices},
+    {"job-cancel", true, args_job_cancel, cmd_job_cancel},
+    {"jobs", false, NULL, cmd_jobs},
     {"kill", true, NULL, cmd_kill},
     {"list", false, NULL, cmd_list},
     {"pause", true, NULL, cmd_pause},
@@ -365,6 +493,10 @@ static const struct control_cmd control_cmds[] = {
     {"reload", false, NULL, cmd_reload},
     {"reset", true, NULL, cmd_reset},
     {"resume", true, NULL, cmd_resume},
+    {"revert", true, args_tag, cmd_revert},
+    {"snapshot", true, args_snapshot, cmd_snapshot},
+    {"snapshot-delete", true, args_tag, cmd_snapshot_delete},
+    {"snapshots", true, NULL, cmd_snapshots},
     {"start", true, NULL, cmd_start},
     {"status", true, NULL, cmd_status},
     {"subscribe", false, args_subscribe, cmd_subscribe},

@@ -72,7 +72,8 @@ void
 rundir_remove(struct vm *vm)
 {
 	static const char *const files[] = {"state.json",     "qmp.sock",     "qemu.pid",
-	                                    "state.json.tmp", "devices.json", "devices.json.tmp"};
+	                                    "state.json.tmp", "devices.json", "devices.json.tmp",
+	                                    "jobs.json",      "jobs.json.tmp"};
 	char *dir = vm_run_path(vm, ""), *def = rundir_def_path(vm),
 	     *deftmp = xasprintf("%s.tmp", def);
 

@@ -273,6 +273,7 @@ vm_free(struct vm *vm)
 		return;
 	vm_jobs_abort(vm, PROTO_ERR_FAILED, "the vm is being removed");
 	vm_devs_clear(vm);
+	vm_jobrecs_free(vm);
 	if (vm->restart_ev)
 		event_free(vm->restart_ev);
 	if (vm->eof_timer)
@@ -349,6 +350,7 @@ struct vm_event_handler {
 /* Sorted by name (bsearch). */
 static const struct vm_event_handler event_table[] = {
     {"DEVICE_DELETED", vm_hotplug_device_deleted},
+    {"JOB_STATUS_CHANGE", vm_jobrec_status_change},
     {"RESUME", on_resume},
     {"SHUTDOWN", on_shutdown},
     {"STOP", on_stop},

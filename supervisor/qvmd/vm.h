@@ -1,9 +1,9 @@
 /*
- * supervisor/qvmd/vm: one state machine per VM. Every operation that changes a VM is a job (vm_job.h):
- * at most one ordinary job and one background job per VM (others get `busy`), queries are always
- * answered at once, and different VMs never wait on each other. Results reach the requester
- * through a vm_done_cb. A VM knows nothing of the daemon: it gets what it needs (the event loop,
- * the daemon's settings, where its events go) in a struct vm_env.
+ * supervisor/qvmd/vm: one state machine per VM. Every operation that changes a VM is a job
+ * (vm_job.h): at most one ordinary job and one background job per VM (others get `busy`), queries
+ * are always answered at once, and different VMs never wait on each other. Results reach the
+ * requester through a vm_done_cb. A VM knows nothing of the daemon: it gets what it needs (the
+ * event loop, the daemon's settings, where its events go) in a struct vm_env.
  */
 #ifndef QVMD_VM_H
 #define QVMD_VM_H
@@ -102,6 +102,26 @@ void vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t time
                       vm_done_cb cb, void *arg);
 /* Live and persistent disks and NICs, with PCI addresses. */
 void vm_devices(struct vm *vm, vm_done_cb cb, void *arg);
+
+/* Snapshots (internal qcow2 snapshots of every writable disk), as the VM's background job. */
+struct vm_snapshot_args {
+	const char *tag; /* 1-63 of [A-Za-z0-9_.-] */
+	const char *note;
+	bool disk_only;             /* running VM: no RAM/device state */
+	const char *const *exclude; /* disk ids left out */
+	size_t nexclude;
+	bool no_wait; /* reply once the job runs */
+};
+bool vm_snapshot_tag_valid(const char *tag);
+void vm_snapshot_create(struct vm *vm, const struct vm_snapshot_args *a, vm_done_cb cb, void *arg);
+void vm_snapshot_revert(struct vm *vm, const char *tag, bool no_wait, vm_done_cb cb, void *arg);
+void vm_snapshot_delete(struct vm *vm, const char *tag, bool no_wait, vm_done_cb cb, void *arg);
+/* The snapshots on the VM's disks, one row per tag. */
+void vm_snapshots(struct vm *vm, vm_done_cb cb, void *arg);
+/* The VM's background jobs (running, and the last few ended), as an array (never waits). */
+struct json_object *vm_jobs_json(const struct vm *vm);
+/* Cancels the running background job id. */
+void vm_job_cancel(struct vm *vm, const char *id, vm_done_cb cb, void *arg);
 
 /* Applies the restart policy to a VM found crashed when qvmd started. */
 void vm_crashed_while_away(struct vm *vm);

@@ -74,6 +74,12 @@ vm_adopt(struct vm *vm)
 	free(dir);
 	if (!has_dir)
 		return false; /* never started, or cleanly gone */
+	vm_jobrecs_load(vm);
+	if (!had_state && !pidfile_left && vm->njobrecs > 0) {
+		/* Only the records of jobs on a stopped VM's images (qemu-img): no QEMU ran. */
+		vm_jobrecs_orphaned(vm, "interrupted by a restart of qvmd");
+		return false;
+	}
 	if (!had_state || !rundir_verify(vm, pid, starttime)) {
 		/* No usable state.json (qvmd died between spawning QEMU and writing it, or the file
 		 * is stale): QEMU's own command line still names this VM's pidfile. */
@@ -105,6 +111,7 @@ vm_adopt(struct vm *vm)
 			log_info("vm %s: qemu exited while qvmd was down", vm->name);
 		}
 		rundir_remove(vm);
+		vm_jobrecs_orphaned(vm, "its qemu ended while qvmd was not running");
 		return false;
 	}
 
@@ -187,6 +194,7 @@ vm_adopt_qmp_ready(struct vm *vm)
 	                &cause) < 0)
 		free(cause);
 	vm_hotplug_reconcile(vm);
+	vm_jobrecs_reattach(vm);
 }
 
 void

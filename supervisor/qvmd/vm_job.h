@@ -24,6 +24,7 @@ struct event;
 struct json_object;
 struct vm;
 struct vm_job;
+struct vm_jobrec;
 
 /* The operations a client can ask of a VM, as far as jobs are concerned. */
 enum vm_op {
@@ -35,6 +36,9 @@ enum vm_op {
 	VM_OP_RESUME,
 	VM_OP_ATTACH,
 	VM_OP_DETACH,
+	VM_OP_SNAPSHOT,
+	VM_OP_REVERT,
+	VM_OP_SNAPSHOT_DELETE,
 	VM_OP_COUNT
 };
 #define VM_OP_BIT(op) (1u << (op))
@@ -73,6 +77,15 @@ struct vm_job_kind {
 	void (*cancel)(struct vm_job *job, const char *why);
 	/* Releases data; called once, when the job has ended (answered or not). */
 	void (*free)(void *data);
+
+	/* Background kinds, whose record (vm_jobrec.c) is the job's persisted form. */
+	/* The QEMU job carrying it concluded (error NULL: it succeeded) and was dismissed. */
+	void (*concluded)(struct vm_job *job, const char *error);
+	/* Restore after a restart of qvmd: a record of this kind was still running. running: QEMU
+	 * still runs the job (take it up again: start a background job following rec); else
+	 * settle what it left (error NULL: it succeeded while qvmd was away). A record the kind
+	 * leaves running without a job following it is ended by the caller. */
+	void (*restore)(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error);
 };
 
 /* Someone waiting for a job's end besides its requester (powerdown --all joining it). */
@@ -93,7 +106,8 @@ struct vm_job {
 	struct event *timer;
 	int64_t *calls; /* QMP commands in flight, cancelled when the job ends */
 	size_t ncalls;
-	bool ending; /* vm_job_done runs: no new commands, no second end */
+	bool ending;           /* vm_job_done runs: no new commands, no second end */
+	struct vm_jobrec *rec; /* background: its record, once it has one (owned by the VM) */
 };
 
 /*

@@ -84,6 +84,12 @@ struct vm {
 	struct event *restart_ev;
 	int64_t restart_due;
 	struct vm_last_exit last_exit; /* how the QEMU last ended (kind VM_EXIT_NONE: never) */
+
+	struct vm_jobrec **jobrecs; /* background jobs: running and the last few ended */
+	size_t njobrecs;
+	unsigned jobrec_seq;
+	struct event *jobrec_poll; /* progress of a running QEMU job */
+	bool jobrec_polling;
 };
 
 /* vm.c: the VM object, its QEMU process and QMP connection. */
@@ -172,5 +178,50 @@ void rundir_save(struct vm *vm);
 void rundir_remove(struct vm *vm);
 /* Replaces path with text atomically (temp file + rename; see rundir.c for why no fsync). */
 int rundir_write(const char *path, const char *text);
+
+/* vm_jobrec.c: the records of background jobs (jobs.json), following QEMU's jobs. */
+enum vm_jobrec_state { VM_JOBREC_RUNNING, VM_JOBREC_DONE, VM_JOBREC_FAILED, VM_JOBREC_CANCELLED };
+struct vm_jobrec {
+	char *id;     /* "snapshot-3": unique per VM, also the QEMU job's id when qemu_job */
+	char *kind;   /* the job kind's name */
+	char *target; /* what it acts on (a snapshot tag) */
+	bool qemu_job;
+	enum vm_jobrec_state state;
+	char qemu_status[16];   /* the QEMU job's status as last seen */
+	uint64_t cur, total;    /* progress */
+	int64_t started, ended; /* epoch ms; ended 0 while running */
+	char *error;
+};
+const char *vm_jobrec_state_name(enum vm_jobrec_state s);
+/* A new running record (saved, published); the VM owns it. */
+struct vm_jobrec *vm_jobrec_new(struct vm *vm, const char *kind, const char *target, bool qemu_job);
+/* Ends a running record (no-op once ended): saved, published, history trimmed. */
+void vm_jobrec_end(struct vm *vm, struct vm_jobrec *rec, enum vm_jobrec_state state,
+                   const char *error);
+struct vm_jobrec *vm_jobrec_find(const struct vm *vm, const char *id);
+struct json_object *vm_jobrec_json(const struct vm *vm, const struct vm_jobrec *rec);
+/* QEMU's JOB_STATUS_CHANGE event. */
+void vm_jobrec_status_change(struct vm *vm, struct json_object *data);
+/* After a restart of qvmd: read jobs.json (vm_adopt), then, with QMP up, ask QEMU about the
+ * records still running (reattach), or settle them when the VM has no QEMU (orphaned). */
+void vm_jobrecs_load(struct vm *vm);
+void vm_jobrecs_reattach(struct vm *vm);
+void vm_jobrecs_orphaned(struct vm *vm, const char *why);
+void vm_jobrecs_free(struct vm *vm);
+
+/* vm_snapshot.c: the background job kinds of snapshots. */
+extern const struct vm_job_kind vm_snapshot_kind;
+extern const struct vm_job_kind vm_revert_kind;
+extern const struct vm_job_kind vm_snapshot_delete_kind;
+
+/* vm_qemu_img.c: one qemu-img child with its output captured. */
+struct vm_qemu_img;
+/* ok: exit status 0; out: stdout and stderr (borrowed, trailing newlines cut). */
+typedef void (*vm_qemu_img_cb)(bool ok, char *out, void *arg);
+/* Runs qemu-img with args (NULL-terminated, at most 14); NULL with *cause if it cannot start. */
+struct vm_qemu_img *vm_qemu_img_run(struct vm *vm, const char *const *args, vm_qemu_img_cb cb,
+                                    void *arg, char **cause);
+/* Kills and forgets the child (cb never runs). NULL is a no-op. */
+void vm_qemu_img_free(struct vm_qemu_img *q);
 
 #endif

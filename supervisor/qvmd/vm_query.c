@@ -157,7 +157,9 @@ vm_status(struct vm *vm, vm_done_cb cb, void *arg)
 	struct query *q;
 	char *cause = NULL;
 
-	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp)) {
+	/* A background job may hold QEMU's monitor for a long time (snapshot-save writes all RAM
+	 * before QEMU reads another command): status then comes from what qvmd knows. */
+	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp) || vm->bg != NULL) {
 		cb(status_object(vm, vm->qemu_status), PROTO_OK, NULL, arg);
 		return;
 	}
