@@ -38,6 +38,16 @@ ctl_events_print(struct json_object *ev)
 			text = xasprintf("%s -> %s", old, ctl_json_str(ev, "state", "?"));
 		else
 			text = xstrdup(ctl_json_str(ev, "state", "?"));
+	} else if (strcmp(kind, "job") == 0 && (data = ctl_json_obj(ev, "job")) != NULL) {
+		/* "job snapshot-3 snapshot pre-upgrade running 0/1" */
+		name = "job";
+		text = xasprintf("%s %s %s %s %lld/%lld%s%s", ctl_json_str(data, "id", "?"),
+		                 ctl_json_str(data, "kind", "?"), ctl_json_str(data, "target", "-"),
+		                 ctl_json_str(data, "state", "?"),
+		                 (long long)ctl_json_int(data, "progress_current", 0),
+		                 (long long)ctl_json_int(data, "progress_total", 0),
+		                 ctl_json_str(data, "error", NULL) ? ": " : "",
+		                 ctl_json_str(data, "error", ""));
 	} else if (strcmp(kind, "qmp") == 0) {
 		name = ctl_json_str(ev, "name", "?");
 		if (json_object_object_get_ex(ev, "data", &data) && data != NULL &&

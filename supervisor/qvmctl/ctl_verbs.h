@@ -1,7 +1,7 @@
 /*
- * supervisor/qvmctl/ctl_verbs: qvmctl's verb table. Each verb declares its usage, how many positional
- * arguments it takes and which long options it accepts; the dispatcher parses those and the verb's
- * exec builds one request, sends it and prints the reply.
+ * supervisor/qvmctl/ctl_verbs: qvmctl's verb table. Each verb declares its usage, how many
+ * positional arguments it takes and which long options it accepts; the dispatcher parses those and
+ * the verb's exec builds one request, sends it and prints the reply.
  */
 #ifndef QVMD_CTL_VERBS_H
 #define QVMD_CTL_VERBS_H
@@ -64,6 +64,8 @@ extern const struct ctl_verb ctl_verb_list, ctl_verb_status, ctl_verb_start, ctl
 extern const struct ctl_verb ctl_verb_events, ctl_verb_qmp, ctl_verb_reload, ctl_verb_version;
 extern const struct ctl_verb ctl_verb_attach_disk, ctl_verb_attach_net, ctl_verb_detach,
     ctl_verb_devices;
+extern const struct ctl_verb ctl_verb_snapshot, ctl_verb_snapshots, ctl_verb_revert,
+    ctl_verb_snapshot_delete, ctl_verb_jobs, ctl_verb_job_cancel;
 
 /* The table, NULL-terminated, in the order usage lists it. */
 extern const struct ctl_verb *const ctl_verbs[];

@@ -651,8 +651,7 @@ offline_next(struct snap *s)
 		return snap_succeed(s);
 	}
 	{
-		const char *args[] = {
-		    "snapshot", flag, s->tag, "-f", "qcow2", s->disks[s->next].file, NULL};
+		const char *args[] = {"snapshot", "-q", flag, s->tag, s->disks[s->next].file, NULL};
 
 		s->img = vm_qemu_img_run(s->vm, args, offline_img_done, s, &cause);
 	}
