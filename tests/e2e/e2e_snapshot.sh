@@ -93,6 +93,20 @@ check "deleting it again: not found ($out)" failed_with $rc "$out" "no snapshot 
 # The other VM was never in the way.
 check "other VM untouched" [ "$(ctl --json status other | field .state)" = running ]
 
+# qvmd killed while a snapshot runs: the next qvmd learns the outcome from QEMU (which keeps the
+# concluded job until it is dismissed) and the books agree with the disks.
+out=$(ctl snapshot s1 t5 --exclude r --no-wait 2>&1); rc=$?
+kill -9 "$QVMD_PID"; wait "$QVMD_PID" 2>/dev/null; QVMD_PID=
+check "snapshot --no-wait prints its job ($out)" sh -c '[ $0 -eq 0 ] && echo "$1" | grep -q "job snapshot-"' $rc "$out"
+check "qvmd starts again" start_qvmd
+n=0
+while [ $n -lt 100 ] && ! contains "$(jctl jobs s1)" '"target":"t5","state":"done"'; do sleep 0.1; n=$((n + 1)); done
+check "the restarted qvmd reports the job done ($(jctl jobs s1))" contains "$(jctl jobs s1)" '"target":"t5","state":"done"'
+check "qemu holds no job any more" contains "$(jctl qmp s1 query-jobs)" '[]'
+check "t5 is on both disks" sh -c 'echo "$0$1" | grep -q "t5.*t5"' "$(tags "$T/images/a.qcow2")" "$(tags "$T/images/b.qcow2")"
+check "snapshots lists t5 complete" contains "$(jctl snapshots s1)" '"tag":"t5"'
+check "job ids go on after the restart" sh -c '"$0" snapshot-delete s1 t5 | grep -q "snapshot-delete-"' "$QVMCTL"
+
 # Stopped VM: qemu-img.
 check "kill s1" ctl kill s1
 out=$(ctl snapshot s1 t4 --exclude r 2>&1); rc=$?
