@@ -149,6 +149,8 @@ const struct cfg_net *cfg_vm_net(const struct vm_config *vm, const char *id);
 /* The daemon's own settings, section [qvmd] of qvmd.conf. */
 enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARNING, CFG_LOG_INFO, CFG_LOG_DEBUG };
 enum cfg_on_stop { CFG_ON_STOP_LEAVE, CFG_ON_STOP_POWERDOWN };
+/* Who may send raw QMP (the qmp command): root and qvmd's user only, or socket_group too. */
+enum cfg_qmp_passthrough { CFG_QMP_PASSTHROUGH_ROOT, CFG_QMP_PASSTHROUGH_GROUP };
 
 struct daemon_config {
 	char *path;           /* NULL when only defaults are used */
@@ -165,6 +167,7 @@ struct daemon_config {
 	                         state_dir */
 	enum cfg_log_level log_level;
 	enum cfg_on_stop on_daemon_stop;
+	enum cfg_qmp_passthrough qmp_passthrough; /* root */
 };
 
 /*

@@ -10,6 +10,7 @@
 
 static const char *const log_level_names[] = {"error", "warning", "info", "debug", NULL};
 static const char *const on_stop_names[] = {"leave", "powerdown", NULL};
+static const char *const qmp_passthrough_names[] = {"root", "group", NULL};
 
 #define DC(f) offsetof(struct daemon_config, f)
 enum {
@@ -25,6 +26,7 @@ enum {
 	DK_IMAGE_DIRS,
 	DK_LOG_LEVEL,
 	DK_ON_DAEMON_STOP,
+	DK_QMP_PASSTHROUGH,
 	DK_COUNT
 };
 static const struct key_spec daemon_keys[DK_COUNT] = {
@@ -51,6 +53,11 @@ static const struct key_spec daemon_keys[DK_COUNT] = {
                            .off = DC(on_daemon_stop),
                            .names = on_stop_names,
                            .hint = "leave or powerdown"},
+    [DK_QMP_PASSTHROUGH] = {.name = "qmp_passthrough",
+                            .type = KEY_ENUM,
+                            .off = DC(qmp_passthrough),
+                            .names = qmp_passthrough_names,
+                            .hint = "root or group"},
 };
 
 static void
@@ -66,6 +73,7 @@ daemon_defaults(struct daemon_config *c)
 	c->ovmf_vars = cfg_xstrdup("/usr/share/OVMF/OVMF_VARS_4M.fd");
 	c->log_level = CFG_LOG_INFO;
 	c->on_daemon_stop = CFG_ON_STOP_LEAVE;
+	c->qmp_passthrough = CFG_QMP_PASSTHROUGH_ROOT;
 }
 
 /* Fills in the values that default to other values. */

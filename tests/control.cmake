@@ -8,3 +8,12 @@ qvmd_unit_test(test_control
     ${PROJECT_SOURCE_DIR}/supervisor/qvmd/log.c
   LIBS qvmd_common qvmd_config PkgConfig::JSONC PkgConfig::LIBEVENT)
 target_include_directories(test_control PRIVATE ${PROJECT_SOURCE_DIR}/supervisor/qvmd)
+
+# The control server with the real command table and a real daemon (stopped VMs; fakeqemu where a
+# running one is needed).
+qvmd_unit_test(test_control_cmds
+  SOURCES test_control_cmds.c
+  LIBS qvmd_daemon
+  TIMEOUT 120)
+target_compile_definitions(test_control_cmds PRIVATE FAKEQEMU_BIN="$<TARGET_FILE:fakeqemu>")
+add_dependencies(test_control_cmds fakeqemu)

@@ -779,6 +779,41 @@ test_config_daemon_errors(void **state)
 	rm_tmpdir(dir);
 }
 
+/* qmp_passthrough: root by default, group when asked, anything else a file:line error. */
+static void
+test_config_daemon_qmp_passthrough(void **state)
+{
+	char *dir = make_tmpdir(), path[4200], *got;
+	struct daemon_config c;
+	struct cfg_errors errs;
+
+	(void)state;
+	cfg_errors_init(&errs);
+	snprintf(path, sizeof(path), "%s/qvmd.conf", dir);
+	write_all(path, "[qvmd]\n");
+	assert_int_equal(cfg_daemon_load(path, &c, &errs), 0);
+	assert_int_equal(c.qmp_passthrough, CFG_QMP_PASSTHROUGH_ROOT);
+	cfg_daemon_free(&c);
+	write_all(path, "[qvmd]\nqmp_passthrough = group\n");
+	assert_int_equal(cfg_daemon_load(path, &c, &errs), 0);
+	assert_int_equal(c.qmp_passthrough, CFG_QMP_PASSTHROUGH_GROUP);
+	cfg_daemon_free(&c);
+	write_all(path, "[qvmd]\nqmp_passthrough = root\n");
+	assert_int_equal(cfg_daemon_load(path, &c, &errs), 0);
+	assert_int_equal(c.qmp_passthrough, CFG_QMP_PASSTHROUGH_ROOT);
+	cfg_daemon_free(&c);
+	assert_int_equal(chdir(dir), 0);
+	write_all(path, "[qvmd]\nlog_level = info\nqmp_passthrough = everyone\n");
+	assert_int_equal(cfg_daemon_load("qvmd.conf", &c, &errs), -1);
+	got = join_errors(&errs);
+	assert_string_equal(got, "qvmd.conf:3: [qvmd] qmp_passthrough: 'everyone' is not valid "
+	                         "(use root or group)\n");
+	free(got);
+	cfg_errors_free(&errs);
+	assert_int_equal(chdir("/"), 0);
+	rm_tmpdir(dir);
+}
+
 /* --- writer --- */
 
 static const char writer_base[] = "; web server\n"
@@ -1418,6 +1453,7 @@ main(void)
 	    cmocka_unit_test(test_config_daemon_defaults),
 	    cmocka_unit_test(test_config_daemon_file),
 	    cmocka_unit_test(test_config_daemon_errors),
+	    cmocka_unit_test(test_config_daemon_qmp_passthrough),
 	    cmocka_unit_test(test_config_write_round_trip),
 	    cmocka_unit_test(test_config_write_remove_keeps_layout),
 	    cmocka_unit_test(test_config_write_refuses),

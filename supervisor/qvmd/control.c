@@ -88,6 +88,7 @@ struct client {
 	bool last;        /* the last line is queued: send nothing more */
 	bool shut;        /* our side is shut down: waiting for the peer's EOF */
 	bool dead;
+	struct ucred cred; /* the peer, when it connected */
 };
 
 struct control {
@@ -421,6 +422,16 @@ client_find(struct control *c, uint64_t serial)
 	return NULL;
 }
 
+/* Whether message starts with "vm NAME:". */
+static bool
+names_vm(const char *message, const char *vm)
+{
+	size_t n = strlen(vm);
+
+	return strncmp(message, "vm ", 3) == 0 && strncmp(message + 3, vm, n) == 0 &&
+	       message[3 + n] == ':';
+}
+
 void
 control_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
@@ -429,7 +440,12 @@ control_done(struct json_object *result, enum proto_err code, const char *messag
 
 	if (cl != NULL) {
 		cl->pending--;
-		if (code != PROTO_OK) {
+		if (code != PROTO_OK && r->vm != NULL && !names_vm(message, r->vm)) {
+			char *msg = xasprintf("vm %s: %s", r->vm, message);
+
+			client_error(cl, r->id, code, msg);
+			free(msg);
+		} else if (code != PROTO_OK) {
 			client_error(cl, r->id, code, message);
 		} else {
 			struct json_object *o = json_object_new_object();
@@ -453,6 +469,7 @@ control_done(struct json_object *result, enum proto_err code, const char *messag
 	}
 	json_object_put(result);
 	json_object_put(r->id);
+	free(r->vm);
 	free(r);
 }
 
@@ -660,6 +677,9 @@ client_request(struct client *cl, const char *line, size_t len)
 	r->c = cl->c;
 	r->serial = cl->serial;
 	r->id = json_object_get(id);
+	r->uid = cl->cred.uid;
+	r->gid = cl->cred.gid;
+	r->pid = cl->cred.pid;
 	cl->pending++;
 	control_dispatch(r, cmd, vm, args);
 out:
@@ -898,7 +918,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
 	                           "\"message\":\"too many clients: try again later\"}}\n";
 	struct control *c = arg;
 	struct client *cl;
-	struct ucred cred = {0};
+	struct ucred cred = {.uid = (uid_t)-1, .gid = (gid_t)-1};
 	bool allowed;
 
 	if (c->nfds >= control_fd_budget(c) && !control_evict(c)) {
@@ -914,6 +934,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int
 	cl = xcalloc(1, sizeof *cl);
 	cl->c = c;
 	cl->serial = ++c->next_serial;
+	cl->cred = cred;
 	cl->bev = bufferevent_socket_new(c->d->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (cl->bev == NULL)
 		fatal("out of memory");

@@ -1,4 +1,7 @@
-/* The daemon's command table: one entry per control command, each answering through control_done.
+/*
+ * The daemon's command table: one entry per control command, each answering through control_done.
+ * A request that names a VM has it in r->vm, and control_done starts each of its error messages
+ * with "vm NAME: ": the messages written here leave it out.
  */
 #include "control_private.h"
 
@@ -8,23 +11,37 @@
 #include "vm.h"
 
 #include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Whether a command acts on one VM named by the request's "vm". */
+enum control_cmd_vm { CMD_VM_NONE, CMD_VM_REQUIRED, CMD_VM_OPTIONAL };
 
 struct control_cmd {
 	const char *name;
-	bool needs_vm;
+	enum control_cmd_vm vm;
 	const char *const *args; /* the keys args may hold (NULL-terminated); NULL: none */
-	/* vm is NULL unless needs_vm; args may be NULL. */
+	/* vm is NULL unless CMD_VM_REQUIRED; args may be NULL. */
 	void (*exec)(struct control_reply *r, struct vm *vm, const char *vm_name,
 	             struct json_object *args);
 };
 
-static void
-reply_error(struct control_reply *r, enum proto_err code, const char *fmt, const char *arg)
-{
-	char *msg = xasprintf(fmt, arg);
+static void reply_error(struct control_reply *r, enum proto_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
+static void
+reply_error(struct control_reply *r, enum proto_err code, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		fatal("out of memory");
+	va_end(ap);
 	control_done(NULL, code, msg, r);
 	free(msg);
 }
@@ -57,12 +74,9 @@ arg_timeout(struct control_reply *r, struct json_object *args, const char *key, 
 	if (!arg_uint(r, args, key, &ms))
 		return false;
 	if (ms < CFG_SHUTDOWN_TIMEOUT_MIN_MS || ms > CFG_SHUTDOWN_TIMEOUT_MAX_MS) {
-		char *msg = xasprintf("args.%s must be between %llu and %llu (ms)", key,
-		                      (unsigned long long)CFG_SHUTDOWN_TIMEOUT_MIN_MS,
-		                      (unsigned long long)CFG_SHUTDOWN_TIMEOUT_MAX_MS);
-
-		control_done(NULL, PROTO_ERR_INVALID, msg, r);
-		free(msg);
+		reply_error(r, PROTO_ERR_INVALID, "args.%s must be between %llu and %llu (ms)", key,
+		            (unsigned long long)CFG_SHUTDOWN_TIMEOUT_MIN_MS,
+		            (unsigned long long)CFG_SHUTDOWN_TIMEOUT_MAX_MS);
 		return false;
 	}
 	*out = ms;
@@ -147,29 +161,45 @@ cmd_powerdown(struct control_reply *r, struct vm *unused, const char *name,
 	if (!all) {
 		if (name == NULL)
 			return reply_error(r, PROTO_ERR_INVALID,
-			                   "powerdown: a vm name or args.all is required%s", "");
+			                   "powerdown: a vm name or args.all is required");
 		vm = daemon_find_vm(d, name);
 		if (vm == NULL)
-			return reply_error(r, PROTO_ERR_NOT_FOUND, "vm %s: no such vm", name);
+			return reply_error(r, PROTO_ERR_NOT_FOUND, "no such vm");
 		vm_powerdown(vm, timeout_ms, wait, control_done, r);
 		return;
 	}
 	daemon_powerdown_all(d, timeout_ms, control_done, r);
 }
 
+bool
+control_may_passthrough(const struct daemon_config *conf, uid_t uid)
+{
+	return uid == 0 || uid == getuid() || conf->qmp_passthrough == CFG_QMP_PASSTHROUGH_GROUP;
+}
+
+/*
+ * Raw QMP can do anything QEMU can (open any file as QEMU's user, write it with HMP qemu-io, dump
+ * guest memory to a path): unless qvmd.conf says otherwise, only root and qvmd's own user may use
+ * it, not every member of socket_group.
+ */
 static void
 cmd_qmp(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
 {
 	struct json_object *command, *arguments = NULL;
 
+	if (!control_may_passthrough(control_daemon(r->c)->conf, r->uid)) {
+		log_warn("vm %s: raw qmp denied to uid %d pid %d", n, (int)r->uid, (int)r->pid);
+		return reply_error(r, PROTO_ERR_DENIED,
+		                   "raw qmp is for root and qvmd's user only, not uid %d "
+		                   "(qmp_passthrough = root in qvmd.conf)",
+		                   (int)r->uid);
+	}
 	if (args == NULL || !json_object_object_get_ex(args, "command", &command) ||
 	    !json_object_is_type(command, json_type_string))
-		return reply_error(r, PROTO_ERR_INVALID, "qmp: args.command must be a string%s",
-		                   "");
+		return reply_error(r, PROTO_ERR_INVALID, "qmp: args.command must be a string");
 	if (json_object_object_get_ex(args, "arguments", &arguments) && arguments != NULL &&
 	    !json_object_is_type(arguments, json_type_object))
-		return reply_error(r, PROTO_ERR_INVALID, "qmp: args.arguments must be an object%s",
-		                   "");
+		return reply_error(r, PROTO_ERR_INVALID, "qmp: args.arguments must be an object");
 	vm_qmp(vm, json_object_get_string(command), arguments, control_done, r);
 }
 
@@ -181,10 +211,13 @@ cmd_subscribe(struct control_reply *r, struct vm *unused, const char *vm_name,
 	struct json_object *v, *res;
 
 	if (vm_name == NULL && args != NULL && json_object_object_get_ex(args, "vm", &v) &&
-	    json_object_is_type(v, json_type_string))
+	    json_object_is_type(v, json_type_string)) {
 		vm_name = json_object_get_string(v);
+		free(r->vm);
+		r->vm = xstrdup(vm_name);
+	}
 	if (vm_name != NULL && daemon_find_vm(d, vm_name) == NULL)
-		return reply_error(r, PROTO_ERR_NOT_FOUND, "vm %s: no such vm", vm_name);
+		return reply_error(r, PROTO_ERR_NOT_FOUND, "no such vm");
 	control_subscribe(r, vm_name);
 	res = json_object_new_object();
 	json_object_object_add(res, "subscribed", json_object_new_boolean(1));
@@ -234,22 +267,18 @@ arg_id(struct control_reply *r, struct json_object *args)
 	if (!arg_str(r, args, "id", &id))
 		return NULL;
 	if (id == NULL)
-		reply_error(r, PROTO_ERR_INVALID, "args.id (the device id) is required%s", "");
+		reply_error(r, PROTO_ERR_INVALID, "args.id (the device id) is required");
 	return id;
 }
 
 /* One validation for a live attach and a persisted one (cfg_disk_check / cfg_net_check): true
  * when rc is 0; else replies invalid with the cause (freed). */
 static bool
-device_ok(struct control_reply *r, struct vm *vm, int rc, char *cause)
+device_ok(struct control_reply *r, int rc, char *cause)
 {
-	char *msg;
-
 	if (rc == 0)
 		return true;
-	msg = xasprintf("vm %s: %s", vm_name(vm), cause);
-	control_done(NULL, PROTO_ERR_INVALID, msg, r);
-	free(msg);
+	reply_error(r, PROTO_ERR_INVALID, "%s", cause);
 	free(cause);
 	return false;
 }
@@ -271,8 +300,7 @@ cmd_attach_disk(struct control_reply *r, struct vm *vm, const char *n, struct js
 	    !arg_bool(r, args, "persist", &persist) || !arg_uint(r, args, "create_size", &create))
 		return;
 	if (file == NULL)
-		return reply_error(r, PROTO_ERR_INVALID, "attach-disk: args.file is required%s",
-		                   "");
+		return reply_error(r, PROTO_ERR_INVALID, "attach-disk: args.file is required");
 	if (cfg_format_parse(format, &disk.format) < 0)
 		return reply_error(r, PROTO_ERR_INVALID,
 		                   "attach-disk: format '%s' (use qcow2 or raw)", format);
@@ -286,7 +314,7 @@ cmd_attach_disk(struct control_reply *r, struct vm *vm, const char *n, struct js
 		                   "attach-disk: file '%s' must be an absolute path", file);
 	disk.file = (char *)file;
 	rc = cfg_disk_check(&disk, &cause);
-	if (!device_ok(r, vm, rc, cause))
+	if (!device_ok(r, rc, cause))
 		return;
 	vm_attach_disk(vm, &disk, create, persist, control_done, r);
 }
@@ -319,7 +347,7 @@ cmd_attach_net(struct control_reply *r, struct vm *vm, const char *n, struct jso
 	net.bridge = (char *)bridge;
 	net.ifname = (char *)ifname;
 	rc = cfg_net_check(&net, &cause);
-	if (!device_ok(r, vm, rc, cause))
+	if (!device_ok(r, rc, cause))
 		return;
 	vm_attach_net(vm, &net, persist, control_done, r);
 }
@@ -479,28 +507,28 @@ static const char *const args_qmp[] = {"command", "arguments", NULL};
 static const char *const args_subscribe[] = {"vm", NULL};
 
 static const struct control_cmd control_cmds[] = {
-    {"attach-disk", true, args_attach_disk, cmd_attach_disk},
-    {"attach-net", true, args_attach_net, cmd_attach_net},
-    {"detach", true, args_detach, cmd_detach},
-    {"devices", true, NULL, cmd_devices},
-    {"job-cancel", true, args_job_cancel, cmd_job_cancel},
-    {"jobs", false, NULL, cmd_jobs},
-    {"kill", true, NULL, cmd_kill},
-    {"list", false, NULL, cmd_list},
-    {"pause", true, NULL, cmd_pause},
-    {"powerdown", false, args_powerdown, cmd_powerdown},
-    {"qmp", true, args_qmp, cmd_qmp},
-    {"reload", false, NULL, cmd_reload},
-    {"reset", true, NULL, cmd_reset},
-    {"resume", true, NULL, cmd_resume},
-    {"revert", true, args_tag, cmd_revert},
-    {"snapshot", true, args_snapshot, cmd_snapshot},
-    {"snapshot-delete", true, args_tag, cmd_snapshot_delete},
-    {"snapshots", true, NULL, cmd_snapshots},
-    {"start", true, NULL, cmd_start},
-    {"status", true, NULL, cmd_status},
-    {"subscribe", false, args_subscribe, cmd_subscribe},
-    {"version", false, NULL, cmd_version},
+    {"attach-disk", CMD_VM_REQUIRED, args_attach_disk, cmd_attach_disk},
+    {"attach-net", CMD_VM_REQUIRED, args_attach_net, cmd_attach_net},
+    {"detach", CMD_VM_REQUIRED, args_detach, cmd_detach},
+    {"devices", CMD_VM_REQUIRED, NULL, cmd_devices},
+    {"job-cancel", CMD_VM_REQUIRED, args_job_cancel, cmd_job_cancel},
+    {"jobs", CMD_VM_OPTIONAL, NULL, cmd_jobs},
+    {"kill", CMD_VM_REQUIRED, NULL, cmd_kill},
+    {"list", CMD_VM_NONE, NULL, cmd_list},
+    {"pause", CMD_VM_REQUIRED, NULL, cmd_pause},
+    {"powerdown", CMD_VM_OPTIONAL, args_powerdown, cmd_powerdown},
+    {"qmp", CMD_VM_REQUIRED, args_qmp, cmd_qmp},
+    {"reload", CMD_VM_NONE, NULL, cmd_reload},
+    {"reset", CMD_VM_REQUIRED, NULL, cmd_reset},
+    {"resume", CMD_VM_REQUIRED, NULL, cmd_resume},
+    {"revert", CMD_VM_REQUIRED, args_tag, cmd_revert},
+    {"snapshot", CMD_VM_REQUIRED, args_snapshot, cmd_snapshot},
+    {"snapshot-delete", CMD_VM_REQUIRED, args_tag, cmd_snapshot_delete},
+    {"snapshots", CMD_VM_REQUIRED, NULL, cmd_snapshots},
+    {"start", CMD_VM_REQUIRED, NULL, cmd_start},
+    {"status", CMD_VM_REQUIRED, NULL, cmd_status},
+    {"subscribe", CMD_VM_OPTIONAL, args_subscribe, cmd_subscribe},
+    {"version", CMD_VM_NONE, NULL, cmd_version},
 };
 
 /* The first key of args that the command does not take, or NULL. */
@@ -536,19 +564,16 @@ control_dispatch(struct control_reply *r, const char *cmd, const char *vm_name,
 	}
 	if (c == NULL)
 		return reply_error(r, PROTO_ERR_INVALID, "unknown command '%s'", cmd);
-	if ((bad = unknown_arg(c, args)) != NULL) {
-		char *msg = xasprintf("%s: unknown argument args.%s", cmd, bad);
-
-		control_done(NULL, PROTO_ERR_INVALID, msg, r);
-		free(msg);
-		return;
-	}
-	if (c->needs_vm) {
+	if (c->vm != CMD_VM_NONE && vm_name != NULL)
+		r->vm = xstrdup(vm_name);
+	if ((bad = unknown_arg(c, args)) != NULL)
+		return reply_error(r, PROTO_ERR_INVALID, "%s: unknown argument args.%s", cmd, bad);
+	if (c->vm == CMD_VM_REQUIRED) {
 		if (vm_name == NULL)
 			return reply_error(r, PROTO_ERR_INVALID, "%s: \"vm\" is required", cmd);
 		vm = daemon_find_vm(control_daemon(r->c), vm_name);
 		if (vm == NULL)
-			return reply_error(r, PROTO_ERR_NOT_FOUND, "vm %s: no such vm", vm_name);
+			return reply_error(r, PROTO_ERR_NOT_FOUND, "no such vm");
 	}
 	c->exec(r, vm, vm_name, args);
 }

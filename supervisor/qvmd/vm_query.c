@@ -45,7 +45,10 @@ vm_list_row(const struct vm *vm)
 	json_object_object_add(o, "vcpus", cfg ? json_object_new_int((int)cfg->vcpus) : NULL);
 	json_object_object_add(o, "memory_bytes", cfg ? json_object_new_uint64(cfg->memory) : NULL);
 	json_object_object_add(o, "uptime_ms", uptime_ms(vm));
-	json_object_object_add(o, "qemu_status", json_object_new_string(vm->qemu_status));
+	json_object_object_add(o, "qemu_status",
+	                       vm_is_active(vm) && strcmp(vm->qemu_status, "none") != 0
+	                           ? json_object_new_string(vm->qemu_status)
+	                           : NULL);
 	json_object_object_add(o, "restarts", json_object_new_int64(vm->restarts));
 	json_object_object_add(o, "definition_changed",
 	                       json_object_new_boolean(definition_changed(vm)));
@@ -89,7 +92,10 @@ status_object(const struct vm *vm, const char *qemu_status)
 	struct json_object *o = vm_list_row(vm), *disks, *nets;
 	if (cfg == NULL)
 		cfg = vm->live_cfg;
-	json_object_object_add(o, "qemu_status", json_object_new_string(qemu_status));
+	json_object_object_add(o, "qemu_status",
+	                       vm_is_active(vm) && strcmp(qemu_status, "none") != 0
+	                           ? json_object_new_string(qemu_status)
+	                           : NULL);
 	json_object_object_add(
 	    o, "machine",
 	    json_object_new_string(cfg && cfg->machine == CFG_MACHINE_PC ? "pc" : "q35"));

@@ -44,7 +44,7 @@ out=$(ctl revert g live 2>&1); rc=$?
 check "revert ($out)" [ $rc -eq 0 ]
 check "the guest ticks after the revert" wait_console g "GUEST-TICK" $((n + 2)) 60
 # The first line after the revert is the first whose counter is not above the one before it.
-first=$(console g | grep "GUEST-TICK" | awk '$2 <= prev { print; exit } { prev = $2 }')
+first=$(console g | tr -d '\r' | grep "GUEST-TICK" | awk '$2 <= prev { print; exit } { prev = $2 }')
 t=$(echo "$first" | awk '{ print $2 }')
 disk=$(echo "$first" | awk '{ print $4 }')
 check "RAM went back: the counter resumed from the snapshot ($before..$after), not from $reached ($first)" \
