@@ -149,6 +149,9 @@ const struct cfg_net *cfg_vm_net(const struct vm_config *vm, const char *id);
 /* The daemon's own settings, section [qvmd] of qvmd.conf. */
 enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARNING, CFG_LOG_INFO, CFG_LOG_DEBUG };
 enum cfg_on_stop { CFG_ON_STOP_LEAVE, CFG_ON_STOP_POWERDOWN };
+#define CFG_QEMU_UID_FIRST 200000u /* qemu_uid_range's default */
+#define CFG_QEMU_UID_LAST  299999u
+#define CFG_QEMU_UID_MAX   4294967294u /* (uid_t)-1 means "no change" to the kernel */
 
 struct daemon_config {
 	char *path;           /* NULL when only defaults are used */
@@ -165,6 +168,11 @@ struct daemon_config {
 	                         state_dir */
 	enum cfg_log_level log_level;
 	enum cfg_on_stop on_daemon_stop;
+	/* Whom each QEMU runs as: per-VM uids (gid = uid) from qemu_uid_first..qemu_uid_last
+	 * (200000-299999), or qemu_user (NULL: the range) for every QEMU. */
+	char *qemu_uid_range; /* the text as written; the numbers below are derived from it */
+	unsigned qemu_uid_first, qemu_uid_last;
+	char *qemu_user;
 };
 
 /*
