@@ -5,6 +5,7 @@
 #include "control.h"
 #include "log.h"
 #include "vm.h"
+#include "vm_uid.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -72,6 +73,7 @@ static void
 daemon_vm_gone(struct daemon *d, struct vm *vm)
 {
 	log_info("vm %s: definition removed and vm stopped: forgetting it", vm_name(vm));
+	vm_uid_release(d->conf, vm_name(vm));
 	daemon_remove_vm(d, vm);
 	event_base_once(d->base, -1, EV_TIMEOUT, vm_free_deferred, vm, NULL);
 }
@@ -316,6 +318,45 @@ daemon_adopt_orphans(struct daemon *d)
 		daemon_add_vm(d, vm);
 	}
 	closedir(dir);
+}
+
+static int
+record_uid_cmp(const void *a, const void *b)
+{
+	uid_t x = ((const struct vm_uid_record *)a)->ids.uid,
+	      y = ((const struct vm_uid_record *)b)->ids.uid;
+
+	return x < y ? -1 : x > y;
+}
+
+void
+daemon_check_uids(struct daemon *d)
+{
+	size_t n, kept = 0;
+	struct vm_uid_record *r = vm_uid_records(d->conf, &n);
+
+	for (size_t i = 0; i < n; i++) {
+		/* Known VMs include every QEMU adopted without a definition. */
+		if (daemon_find_vm(d, r[i].name) == NULL) {
+			vm_uid_release(d->conf, r[i].name);
+			free(r[i].name);
+			continue;
+		}
+		r[kept++] = r[i];
+	}
+	/* With qemu_user every record holds the same uid; a range hands each out once. */
+	if (d->conf->qemu_user == NULL && kept > 1) {
+		qsort(r, kept, sizeof *r, record_uid_cmp);
+		for (size_t i = 1; i < kept; i++) {
+			if (r[i].ids.uid == r[i - 1].ids.uid)
+				log_error(
+				    "vm %s and vm %s: both record qemu uid %u (%s/NAME/qemu-uid): "
+				    "neither starts until the wrong record is removed",
+				    r[i - 1].name, r[i].name, (unsigned)r[i].ids.uid,
+				    d->conf->state_dir);
+		}
+	}
+	vm_uid_records_free(r, kept);
 }
 
 /* powerdown of every VM: one aggregate reply once each VM has finished. */

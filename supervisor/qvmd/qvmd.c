@@ -11,6 +11,7 @@
 #include "lockfile.h"
 #include "log.h"
 #include "vm.h"
+#include "vm_uid.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -90,6 +91,28 @@ raise_fd_limit(void)
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			log_warn("cannot raise the open-file limit: %s", strerror(errno));
 	}
+}
+
+/*
+ * Whom QEMUs will run as, checked against the system before anything starts: never root, never
+ * an existing account's id. A qvmd that is not root has nothing to drop: its QEMUs run as itself.
+ */
+static int
+check_qemu_ids(const struct daemon_config *conf)
+{
+	char *cause = NULL;
+
+	if (geteuid() != 0) {
+		log_info("qvmd runs as uid %u, not root: every qemu runs as uid %u too",
+		         (unsigned)geteuid(), (unsigned)geteuid());
+		return 0;
+	}
+	if (vm_uid_check_system(conf, &cause) < 0) {
+		log_error("%s%s%s", conf->path ? conf->path : "", conf->path ? ": " : "", cause);
+		free(cause);
+		return -1;
+	}
+	return 0;
 }
 
 /* qvmd -n: every definition checked, every error printed. */
@@ -377,6 +400,10 @@ main(int argc, char **argv)
 	if (rc < 0)
 		return 1;
 	log_set_level(debug ? CFG_LOG_DEBUG : conf.log_level);
+	if (!stop && print_name == NULL && check_qemu_ids(&conf) < 0) {
+		cfg_daemon_free(&conf);
+		return 1;
+	}
 	if (check) {
 		rc = check_config(&conf);
 		cfg_daemon_free(&conf);
@@ -398,8 +425,10 @@ main(int argc, char **argv)
 	daemon_init(&d, event_base_new(), &conf);
 	if (d.base == NULL)
 		fatal("event_base_new failed");
-	if (mkdir_mode(conf.run_dir, conf.socket_group ? 0710 : 0700, conf.socket_group) < 0 ||
-	    mkdir_mode(conf.state_dir, 0750, NULL) < 0) {
+	/* Every QEMU traverses both to reach its own directories below (vm_start.c); neither can be
+	 * listed by anyone but root. */
+	if (mkdir_mode(conf.run_dir, 0711, conf.socket_group) < 0 ||
+	    mkdir_mode(conf.state_dir, 0711, NULL) < 0) {
 		log_error("cannot create %s or %s: %s", conf.run_dir, conf.state_dir,
 		          strerror(errno));
 		return 1;
@@ -419,6 +448,7 @@ main(int argc, char **argv)
 	for (size_t i = 0; i < d.nvms; i++)
 		vm_adopt(d.vms[i]);
 	daemon_adopt_orphans(&d);
+	daemon_check_uids(&d);
 	d.control = control_new(&d, conf.control_socket, conf.socket_group, &cause);
 	if (d.control == NULL) {
 		log_error("control socket: %s", cause);
