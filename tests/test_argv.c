@@ -151,7 +151,7 @@ test_argv_fixed_prefix(void **state)
 	    argv[i + 1], "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
 	i = argv_find(argv, "-pidfile", 0);
 	assert_true(i > 0);
-	assert_string_equal(argv[i + 1], "/run/qvmd/t1/qemu.pid");
+	assert_string_equal(argv[i + 1], "/run/qvmd/t1/qemu/qemu.pid");
 	i = argv_find(argv, "-m", 0);
 	assert_true(i > 0);
 	assert_string_equal(argv[i + 1], "256M");

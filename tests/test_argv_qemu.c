@@ -255,7 +255,7 @@ qom_get_str(struct fixture *f, const char *path, const char *prop)
 static void
 check_pidfile(struct fixture *f, const char *name)
 {
-	char *path = xprintf("%s/%s/qemu.pid", f->run_dir, name);
+	char *path = xprintf("%s/%s/qemu/qemu.pid", f->run_dir, name);
 	FILE *pf = fopen(path, "r");
 	long pid = -1;
 
@@ -337,7 +337,7 @@ static void
 quit_qemu(struct fixture *f, const char *name)
 {
 	struct json_object *reply;
-	char *pidfile = xprintf("%s/%s/qemu.pid", f->run_dir, name);
+	char *pidfile = xprintf("%s/%s/qemu/qemu.pid", f->run_dir, name);
 	int status;
 
 	qmp_ok(f, "quit", NULL, &reply);

@@ -361,7 +361,7 @@ static void
 fx_end_child(struct fx *fx, bool clean)
 {
 	if (clean) {
-		char *pidfile = fx_path(fx, "run/t1/qemu.pid");
+		char *pidfile = fx_path(fx, "run/t1/qemu/qemu.pid");
 
 		unlink(pidfile);
 		free(pidfile);
@@ -444,7 +444,7 @@ static void
 fx_adopt(struct fx *fx, const char *status)
 {
 	char *rundir = fx_path(fx, "run/t1"), *sock = fx_path(fx, "run/t1/qmp.sock");
-	char *pidfile = fx_path(fx, "run/t1/qemu.pid"), *def = fx_path(fx, "vms/t1.ini");
+	char *pidfile = fx_path(fx, "run/t1/qemu/qemu.pid"), *def = fx_path(fx, "vms/t1.ini");
 	char *copy = fx_path(fx, "run/t1/t1.ini"), *statefile = fx_path(fx, "run/t1/state.json");
 	char *argv[] = {"/bin/sh", "-c",    "read x",   "sh", "-pidfile",
 	                pidfile,   "-name", "guest=t1", NULL};

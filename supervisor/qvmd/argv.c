@@ -476,7 +476,9 @@ argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause)
 	argv_push2(&a, "-display", "none");
 	argv_push2(&a, "-sandbox", ARGV_SANDBOX);
 	argv_push(&a, "-pidfile");
-	argv_push_owned(&a, xasprintf("%s/%s/qemu.pid", env->run_dir, vm->name));
+	/* QEMU creates its pidfile in a directory of its own: it runs as the VM's uid, which may
+	 * write nowhere else (see vm_start.c). */
+	argv_push_owned(&a, xasprintf("%s/%s/qemu/qemu.pid", env->run_dir, vm->name));
 	argv_push_machine(&a, vm, env);
 	if (vm->accel == CFG_ACCEL_KVM)
 		argv_push(&a, "-enable-kvm");

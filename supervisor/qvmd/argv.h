@@ -11,7 +11,7 @@
 /* Where things live for one VM, and descriptors the daemon opened for it. */
 struct argv_env {
 	const char *qemu;      /* argv[0] */
-	const char *run_dir;   /* <run_dir>/<name>/qmp.sock, qemu.pid */
+	const char *run_dir;   /* <run_dir>/<name>/qmp.sock, qemu/qemu.pid */
 	const char *state_dir; /* <state_dir>/<name>/console.log, OVMF_VARS.fd */
 	const char *ovmf_code; /* firmware = uefi */
 	int qmp_fd;            /* >= 0: a listening socket QEMU inherits; < 0: -qmp unix:PATH */

@@ -9,6 +9,8 @@ CTLRAW="$BIN_DIR/tests/ctlraw"
 PASSED=0
 FAILED=0
 T=$(mktemp -d /tmp/qvmd-e2e.XXXXXX)
+# QEMU runs as an unprivileged uid per VM and must traverse the test dir to its run directory.
+chmod 0711 "$T"
 SOCK="$T/run/qvmd.sock"
 export QVMD_SOCKET="$SOCK"
 QVMD_PID=
