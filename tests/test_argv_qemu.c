@@ -151,6 +151,9 @@ make_vm_dirs(struct fixture *f, const char *name)
 
 	xmkdir(p);
 	free(p);
+	p = xprintf("%s/%s/qemu", f->run_dir, name); /* the pidfile's */
+	xmkdir(p);
+	free(p);
 	p = xprintf("%s/%s", f->state_dir, name);
 	xmkdir(p);
 	free(p);

@@ -446,15 +446,21 @@ fx_adopt(struct fx *fx, const char *status)
 	char *rundir = fx_path(fx, "run/t1"), *sock = fx_path(fx, "run/t1/qmp.sock");
 	char *pidfile = fx_path(fx, "run/t1/qemu/qemu.pid"), *def = fx_path(fx, "vms/t1.ini");
 	char *copy = fx_path(fx, "run/t1/t1.ini"), *statefile = fx_path(fx, "run/t1/state.json");
-	char *argv[] = {"/bin/sh", "-c",    "read x",   "sh", "-pidfile",
+	char *qemudir = fx_path(fx, "run/t1/qemu"), *statedir = fx_path(fx, "state/t1");
+	char *record = fx_path(fx, "state/t1/qemu-uid"), script[32];
+	char *argv[] = {"/bin/sh", "-c",    script,     "sh", "-pidfile",
 	                pidfile,   "-name", "guest=t1", NULL};
-	posix_spawn_file_actions_t fa;
+	/* As root, qvmd re-attaches only to a QEMU under the uid recorded for the VM. */
+	struct proc_creds creds = {.uid = 270123, .gid = 270123, .extra_gid = (gid_t)-1};
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	uint64_t starttime;
-	char *text, *reply;
-	int pipefd[2], cfd;
+	char *text, *reply, *cause = NULL;
+	int pipefd[2], cfd, pidfd;
 
 	assert_int_equal(mkdir(rundir, 0700), 0);
+	assert_int_equal(mkdir(qemudir, 0700), 0);
+	assert_true(mkdir(statedir, 0700) == 0 || errno == EEXIST);
+	write_text(record, "270123 270123\n");
 	assert_true(strlen(sock) < sizeof sun.sun_path);
 	strcpy(sun.sun_path, sock);
 	fx->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -463,11 +469,12 @@ fx_adopt(struct fx *fx, const char *status)
 	assert_int_equal(listen(fx->lfd, 4), 0);
 
 	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[0], 0);
-	/* posix_spawn returns after the exec: the command line is the shell's from then on. */
-	assert_int_equal(posix_spawn(&fx->child, "/bin/sh", &fa, NULL, argv, environ), 0);
-	posix_spawn_file_actions_destroy(&fa);
+	snprintf(script, sizeof script, "read x <&%d", pipefd[0]);
+	/* proc_spawn_as returns after the exec: the command line is the shell's from then on. */
+	fx->child =
+	    proc_spawn_as(argv, -1, &pipefd[0], 1, geteuid() == 0 ? &creds : NULL, &pidfd, &cause);
+	assert_true(fx->child > 0);
+	close(pidfd);
 	close(pipefd[0]);
 	fx->child_in = pipefd[1];
 	assert_int_equal(proc_starttime(fx->child, &starttime), 0);
@@ -484,6 +491,9 @@ fx_adopt(struct fx *fx, const char *status)
 	free(text);
 
 	free(rundir);
+	free(qemudir);
+	free(statedir);
+	free(record);
 	free(sock);
 	free(pidfile);
 	free(def);

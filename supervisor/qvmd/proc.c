@@ -161,23 +161,26 @@ spawn_path_problem(const struct proc_path *p, const struct proc_creds *c, char *
 		return 0;
 	err = errno;
 	for (const char *s = strchr(p->path + 1, '/'); s != NULL; s = strchr(s + 1, '/')) {
-		if ((size_t)(s - p->path) >= sizeof dir)
+		int len = (int)(s - p->path); /* the directory is printed from p->path */
+
+		if ((size_t)len >= sizeof dir)
 			break;
-		memcpy(dir, p->path, (size_t)(s - p->path));
-		dir[s - p->path] = '\0';
+		memcpy(dir, p->path, (size_t)len);
+		dir[len] = '\0';
 		if (access(dir, X_OK) == 0)
 			continue;
 		if (stat(dir, &st) == 0)
 			snprintf(
 			    buf, size,
-			    "%s %s: directory %s (mode %04o, owner %u:%u) is not traversable by "
+			    "%s %s: directory %.*s (mode %04o, owner %u:%u) is not traversable by "
 			    "uid %u gid %u",
-			    p->what, p->path, dir, (unsigned)(st.st_mode & 07777),
+			    p->what, p->path, len, p->path, (unsigned)(st.st_mode & 07777),
 			    (unsigned)st.st_uid, (unsigned)st.st_gid, (unsigned)c->uid,
 			    (unsigned)c->gid);
 		else
-			snprintf(buf, size, "%s %s: directory %s: %s (as uid %u gid %u)", p->what,
-			         p->path, dir, strerror(errno), (unsigned)c->uid, (unsigned)c->gid);
+			snprintf(buf, size, "%s %s: directory %.*s: %s (as uid %u gid %u)", p->what,
+			         p->path, len, p->path, strerror(errno), (unsigned)c->uid,
+			         (unsigned)c->gid);
 		return -1;
 	}
 	if (err != EACCES || stat(p->path, &st) < 0)
