@@ -98,6 +98,22 @@ env_may_restart(void *arg)
 	return !d->stopping && d->restarts_held == 0;
 }
 
+/* One image is never given to two VMs unless both only read it: the VM (not self) whose QEMU
+ * holds dev/ino in a way that forbids this use. */
+static const struct vm *
+env_image_holder(void *arg, const struct vm *self, dev_t dev, ino_t ino, bool writable)
+{
+	struct daemon *d = arg;
+	bool held_writable;
+
+	for (size_t i = 0; i < d->nvms; i++) {
+		if (d->vms[i] != self && vm_holds_image(d->vms[i], dev, ino, &held_writable) &&
+		    (writable || held_writable))
+			return d->vms[i];
+	}
+	return NULL;
+}
+
 void
 daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *conf)
 {
@@ -109,6 +125,7 @@ daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *con
 	d->vm_env.publish = env_publish;
 	d->vm_env.gone = env_gone;
 	d->vm_env.may_restart = env_may_restart;
+	d->vm_env.image_holder = env_image_holder;
 	d->vm_env.arg = d;
 }
 

@@ -248,8 +248,13 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	struct cfg_errors errs;
 	char *path = xasprintf("%s/%s.ini", conf->vm_dir, name), *cause = NULL, **argv;
 	struct vm_config *cfg;
-	struct argv_env env = {conf->qemu, conf->run_dir, conf->state_dir, conf->ovmf_code,
-	                       -1,         NULL};
+	struct argv_env env = {.qemu = conf->qemu,
+	                       .run_dir = conf->run_dir,
+	                       .state_dir = conf->state_dir,
+	                       .ovmf_code = conf->ovmf_code,
+	                       .qmp_fd = -1};
+	struct argv_image vars = {.set = 0, .fd_rw = 200, .fd_ro = 201}, *images;
+	struct argv_chain *chains;
 	int *fds, rc = 1;
 
 	cfg_errors_init(&errs);
@@ -265,6 +270,20 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	for (size_t i = 0; i < cfg->nnets; i++)
 		fds[i] = cfg->nets[i].type == CFG_NET_BRIDGE ? 100 + (int)i : -1;
 	env.net_fds = fds;
+	/* Images reach QEMU as fdsets of descriptors qvmd opens at start (backing files too, which
+	 * are not shown here): placeholders show where they go. */
+	images = xcalloc(cfg->ndisks + 1, sizeof *images);
+	chains = xcalloc(cfg->ndisks + 1, sizeof *chains);
+	for (size_t i = 0; i < cfg->ndisks; i++) {
+		images[i].set = 1 + (long long)i;
+		images[i].fd_rw = cfg->disks[i].readonly ? -1 : 202 + 2 * (int)i;
+		images[i].fd_ro = 203 + 2 * (int)i;
+		images[i].format = cfg->disks[i].format;
+		chains[i].images = &images[i];
+		chains[i].n = 1;
+	}
+	env.disks = chains;
+	env.fw_vars = &vars;
 	argv = argv_build(cfg, &env, &cause);
 	if (argv == NULL) {
 		fprintf(stderr, "qvmd: vm %s: %s\n", name, cause);
@@ -276,6 +295,8 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	}
 	argv_free(argv);
 	free(fds);
+	free(images);
+	free(chains);
 	cfg_vm_free(cfg);
 	return rc;
 }

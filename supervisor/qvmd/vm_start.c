@@ -30,7 +30,7 @@
 #define START_TIMEOUT_MS     60000 /* QEMU exec -> QMP ready */
 #define RESTART_RESET_MS     60000 /* a VM that ran this long gets its back-off reset */
 #define RESTART_MAX_DELAY_MS 60000
-#define SPAWN_FDS_MAX        64 /* descriptors a QEMU inherits: the QMP socket and taps */
+#define SPAWN_FDS_MAX        256 /* descriptors a QEMU inherits: QMP socket, taps, images */
 
 struct start_job {
 	struct vm_images *images; /* while missing images are created */
@@ -205,8 +205,11 @@ start_spawn(struct vm_job *job)
 {
 	struct vm *vm = job->vm;
 	const struct daemon_config *conf = vm->env.conf;
-	struct argv_env env = {conf->qemu, conf->run_dir, conf->state_dir, conf->ovmf_code,
-	                       -1,         NULL};
+	struct argv_env env = {.qemu = conf->qemu,
+	                       .run_dir = conf->run_dir,
+	                       .state_dir = conf->state_dir,
+	                       .ovmf_code = conf->ovmf_code,
+	                       .qmp_fd = -1};
 	char *sock = vm_run_path(vm, "qmp.sock"), *pidfile = vm_run_path(vm, "qemu/qemu.pid");
 	char *qemu_dir = vm_run_path(vm, "qemu");
 	char *logpath = vm_state_path(vm, "qemu.log");
@@ -218,6 +221,7 @@ start_spawn(struct vm_job *job)
 	struct proc_creds creds;
 	struct proc_path paths[8];
 	bool use_creds;
+	struct vm_disk_fds disk_fds = {0};
 
 	if (vm_prepare_firmware(vm, &cause) < 0)
 		goto fail;
@@ -232,6 +236,11 @@ start_spawn(struct vm_job *job)
 	if (vm_open_taps(vm, net_fds, keep, &nkeep, SPAWN_FDS_MAX, &cause) < 0)
 		goto fail;
 	env.net_fds = net_fds;
+	/* QEMU opens no image by name: qvmd opens them, QEMU inherits them as fdsets. */
+	if (vm_disks_open(vm, &disk_fds, keep, &nkeep, SPAWN_FDS_MAX, &cause) < 0)
+		goto fail;
+	env.disks = disk_fds.argv_chains;
+	env.fw_vars = disk_fds.argv_vars;
 	argv = argv_build(vm->live_cfg, &env, &cause);
 	if (argv == NULL)
 		goto fail;
@@ -261,6 +270,7 @@ start_spawn(struct vm_job *job)
 		log_info("vm %s: qemu started, pid %d", vm->name, (int)vm->pid);
 	vm_watch_pid(vm);
 	vm_devs_init(vm);
+	vm_disks_record(vm, &disk_fds);
 	rundir_save(vm);
 	vm_devs_save(vm);
 	/* Connect while we still hold the listening socket: the connection waits in its backlog
@@ -283,6 +293,7 @@ out:
 		close(keep[i]);
 	if (logfd >= 0)
 		close(logfd);
+	vm_disks_close(&disk_fds);
 	argv_free(argv);
 	free(net_fds);
 	free(sock);
