@@ -365,7 +365,11 @@ daemon_check_uids(struct daemon *d)
 	if (d->conf->qemu_user == NULL && kept > 1) {
 		qsort(r, kept, sizeof *r, record_uid_cmp);
 		for (size_t i = 1; i < kept; i++) {
-			if (r[i].ids.uid == r[i - 1].ids.uid)
+			/* Records from an earlier qemu_user or range are replaced at the next
+			 * start. */
+			if (r[i].ids.uid == r[i - 1].ids.uid &&
+			    r[i].ids.uid >= d->conf->qemu_uid_first &&
+			    r[i].ids.uid <= d->conf->qemu_uid_last)
 				log_error(
 				    "vm %s and vm %s: both record qemu uid %u (%s/NAME/qemu-uid): "
 				    "neither starts until the wrong record is removed",
