@@ -4,6 +4,7 @@
 #include "cfg.h"
 #include "control.h"
 #include "log.h"
+#include "proc.h"
 #include "vm.h"
 #include "vm_uid.h"
 
@@ -353,11 +354,24 @@ daemon_check_uids(struct daemon *d)
 	struct vm_uid_record *r = vm_uid_records(d->conf, &n);
 
 	for (size_t i = 0; i < n; i++) {
-		/* Known VMs include every QEMU adopted without a definition. */
+		/* Known VMs include every QEMU adopted without a definition; a QEMU that could not
+		 * be adopted (books lost) still holds its pidfile's lock, and its uid. */
 		if (daemon_find_vm(d, r[i].name) == NULL) {
-			vm_uid_release(d->conf, r[i].name);
-			free(r[i].name);
-			continue;
+			char *pidfile =
+			    xasprintf("%s/%s/qemu/qemu.pid", d->conf->run_dir, r[i].name);
+			pid_t owner = proc_pidfile_owner(pidfile);
+
+			free(pidfile);
+			if (owner > 0) {
+				log_warn(
+				    "vm %s: no definition, but its qemu (pid %d) runs: it keeps "
+				    "qemu uid %u",
+				    r[i].name, (int)owner, (unsigned)r[i].ids.uid);
+			} else {
+				vm_uid_release(d->conf, r[i].name);
+				free(r[i].name);
+				continue;
+			}
 		}
 		r[kept++] = r[i];
 	}
