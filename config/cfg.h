@@ -151,6 +151,9 @@ enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARNING, CFG_LOG_INFO, CFG_LOG_DEBUG
 enum cfg_on_stop { CFG_ON_STOP_LEAVE, CFG_ON_STOP_POWERDOWN };
 /* Who may send raw QMP (the qmp command): root and qvmd's user only, or socket_group too. */
 enum cfg_qmp_passthrough { CFG_QMP_PASSTHROUGH_ROOT, CFG_QMP_PASSTHROUGH_GROUP };
+#define CFG_QEMU_UID_FIRST 200000u /* qemu_uid_range's default */
+#define CFG_QEMU_UID_LAST  299999u
+#define CFG_QEMU_UID_MAX   4294967294u /* (uid_t)-1 means "no change" to the kernel */
 
 struct daemon_config {
 	char *path;           /* NULL when only defaults are used */
@@ -168,6 +171,11 @@ struct daemon_config {
 	enum cfg_log_level log_level;
 	enum cfg_on_stop on_daemon_stop;
 	enum cfg_qmp_passthrough qmp_passthrough; /* root */
+	/* Whom each QEMU runs as: per-VM uids (gid = uid) from qemu_uid_first..qemu_uid_last
+	 * (200000-299999), or qemu_user (NULL: the range) for every QEMU. */
+	char *qemu_uid_range; /* the text as written; the numbers below are derived from it */
+	unsigned qemu_uid_first, qemu_uid_last;
+	char *qemu_user;
 };
 
 /*

@@ -27,6 +27,8 @@ enum {
 	DK_LOG_LEVEL,
 	DK_ON_DAEMON_STOP,
 	DK_QMP_PASSTHROUGH,
+	DK_QEMU_UID_RANGE,
+	DK_QEMU_USER,
 	DK_COUNT
 };
 static const struct key_spec daemon_keys[DK_COUNT] = {
@@ -58,6 +60,8 @@ static const struct key_spec daemon_keys[DK_COUNT] = {
                             .off = DC(qmp_passthrough),
                             .names = qmp_passthrough_names,
                             .hint = "root or group"},
+    [DK_QEMU_UID_RANGE] = {.name = "qemu_uid_range", .type = KEY_STRING, .off = DC(qemu_uid_range)},
+    [DK_QEMU_USER] = {.name = "qemu_user", .type = KEY_STRING, .off = DC(qemu_user)},
 };
 
 static void
@@ -74,6 +78,8 @@ daemon_defaults(struct daemon_config *c)
 	c->log_level = CFG_LOG_INFO;
 	c->on_daemon_stop = CFG_ON_STOP_LEAVE;
 	c->qmp_passthrough = CFG_QMP_PASSTHROUGH_ROOT;
+	c->qemu_uid_first = CFG_QEMU_UID_FIRST;
+	c->qemu_uid_last = CFG_QEMU_UID_LAST;
 }
 
 /* Fills in the values that default to other values. */
@@ -88,6 +94,85 @@ daemon_derived(struct daemon_config *c)
 	}
 }
 
+/* A user name: the rule of a group name (KEY_GROUP); useradd's default is stricter still. */
+static bool
+valid_user(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 32 || *s == '-')
+		return false;
+	for (; *s != '\0'; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
+			return false;
+	return true;
+}
+
+/* Parses "FIRST-LAST" (plain decimal uids); returns why it is bad (allocated), or NULL. */
+static char *
+uid_range_problem(const char *v, unsigned *first, unsigned *last)
+{
+	unsigned long long n[2] = {0, 0};
+	const char *p = v;
+
+	for (int i = 0; i < 2; i++) {
+		const char *start = p;
+
+		/* Past the largest uid the value only has to stay above it. */
+		for (; *p >= '0' && *p <= '9'; p++)
+			if (n[i] <= CFG_QEMU_UID_MAX)
+				n[i] = n[i] * 10 + (unsigned)(*p - '0');
+		if (p == start)
+			break;
+		if (i == 0 && *p++ != '-')
+			break;
+		if (i == 1 && *p == '\0') {
+			if (n[0] == 0)
+				return cfg_xprintf(
+				    "'%s' includes 0 (root): qemu never runs as root", v);
+			if (n[1] > CFG_QEMU_UID_MAX)
+				return cfg_xprintf("'%s': uids go up to %u", v, CFG_QEMU_UID_MAX);
+			if (n[0] > n[1])
+				return cfg_xprintf("'%s': the first uid is above the last", v);
+			*first = (unsigned)n[0];
+			*last = (unsigned)n[1];
+			return NULL;
+		}
+	}
+	return cfg_xprintf("'%s' is not a uid range (use FIRST-LAST, e.g. %u-%u)", v,
+	                   CFG_QEMU_UID_FIRST, CFG_QEMU_UID_LAST);
+}
+
+/* Checks qemu_uid_range and qemu_user (their values and that at most one is given). */
+static void
+daemon_check_qemu_ids(struct daemon_config *c, const int *lines, struct cfg_diag *d)
+{
+	char *why;
+
+	if (c->qemu_uid_range != NULL &&
+	    (why = uid_range_problem(c->qemu_uid_range, &c->qemu_uid_first, &c->qemu_uid_last)) !=
+	        NULL) {
+		cfg_diag_add(d, lines[DK_QEMU_UID_RANGE], "[qvmd] qemu_uid_range: %s", why);
+		free(why);
+	}
+	if (c->qemu_user == NULL)
+		return;
+	if (*c->qemu_user == '\0')
+		cfg_diag_add(d, lines[DK_QEMU_USER],
+		             "[qvmd] qemu_user: empty value (remove the line for a uid per vm)");
+	else if (!valid_user(c->qemu_user))
+		cfg_diag_add(d, lines[DK_QEMU_USER],
+		             "[qvmd] qemu_user: '%s' is not a user name (up to 32 letters, digits, "
+		             "'_', '.' or '-')",
+		             c->qemu_user);
+	else if (c->qemu_uid_range != NULL)
+		cfg_diag_add(d, lines[DK_QEMU_USER],
+		             "[qvmd] qemu_user: cannot be combined with qemu_uid_range (line %d): "
+		             "every qemu runs as one user, or each vm as a uid of its own",
+		             lines[DK_QEMU_UID_RANGE]);
+}
+
 static void
 daemon_check(struct daemon_config *c, const int *lines, int sec_line, struct cfg_diag *d)
 {
@@ -100,6 +185,7 @@ daemon_check(struct daemon_config *c, const int *lines, int sec_line, struct cfg
 		             "[qvmd] control_socket: '%s' is too long for a unix socket (at most "
 		             "%zu bytes)",
 		             c->control_socket, sizeof(sun.sun_path) - 1);
+	daemon_check_qemu_ids(c, lines, d);
 }
 
 int
@@ -185,6 +271,8 @@ cfg_daemon_free(struct daemon_config *conf)
 	free(conf->qemu_img);
 	free(conf->ovmf_code);
 	free(conf->ovmf_vars);
+	free(conf->qemu_uid_range);
+	free(conf->qemu_user);
 	for (size_t i = 0; conf->image_dirs != NULL && conf->image_dirs[i] != NULL; i++)
 		free(conf->image_dirs[i]);
 	free(conf->image_dirs);

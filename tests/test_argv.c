@@ -29,6 +29,47 @@ static const struct argv_env test_env = {
     .net_fds = NULL,
 };
 
+/*
+ * The descriptors the daemon would pass for a definition: the variable store in fdset 0 (uefi),
+ * then one fdset per disk image (an O_RDWR and an O_RDONLY descriptor for a writable disk, O_RDONLY
+ * for a read-only one), fake descriptor numbers counting from *next_fd (argv_build only prints
+ * them).
+ */
+struct fake_fds {
+	struct argv_env env;
+	struct argv_image vars;
+	struct argv_image images[64];
+	struct argv_chain chains[32];
+};
+
+static const struct argv_env *
+fake_env(struct fake_fds *f, const struct argv_env *base, const struct vm_config *vm, int *next_fd)
+{
+	long long set = 0;
+
+	assert_true(vm->ndisks <= 32);
+	memset(f, 0, sizeof(*f));
+	f->env = *base;
+	if (vm->firmware == CFG_FIRMWARE_UEFI) {
+		f->vars.set = set++;
+		f->vars.fd_rw = (*next_fd)++;
+		f->vars.fd_ro = (*next_fd)++;
+		f->env.fw_vars = &f->vars;
+	}
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		struct argv_image *im = &f->images[i];
+
+		im->set = set++;
+		im->fd_rw = vm->disks[i].readonly ? -1 : (*next_fd)++;
+		im->fd_ro = (*next_fd)++;
+		im->format = vm->disks[i].format;
+		f->chains[i].images = im;
+		f->chains[i].n = 1;
+	}
+	f->env.disks = f->chains;
+	return &f->env;
+}
+
 static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static char *
@@ -151,7 +192,7 @@ test_argv_fixed_prefix(void **state)
 	    argv[i + 1], "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
 	i = argv_find(argv, "-pidfile", 0);
 	assert_true(i > 0);
-	assert_string_equal(argv[i + 1], "/run/qvmd/t1/qemu.pid");
+	assert_string_equal(argv[i + 1], "/run/qvmd/t1/qemu/qemu.pid");
 	i = argv_find(argv, "-m", 0);
 	assert_true(i > 0);
 	assert_string_equal(argv[i + 1], "256M");
@@ -276,27 +317,166 @@ test_argv_comma_in_dirs(void **state)
 	free(cause);
 }
 
+/* An image's name never reaches QEMU, whatever it holds: QEMU gets its fdset. */
 static void
-test_argv_json_verbatim(void **state)
+test_argv_image_path_never_passed(void **state)
 {
 	const char *path = "/srv/a, \"b\",format=raw\\c d.img";
+	struct fake_fds f;
 	struct cfg_disk disk;
 	struct vm_config vm;
 	struct json_object *o;
 	char *cause = NULL;
 	char **argv;
+	int fd = 10;
 
 	vm_init(&vm);
 	disk_init(&disk, "root", path);
 	vm.disks = &disk;
 	vm.ndisks = 1;
-	argv = argv_build(&vm, &test_env, &cause);
+	argv = argv_build(&vm, fake_env(&f, &test_env, &vm, &fd), &cause);
 	assert_non_null(argv);
 	o = argv_json_with(argv, "-blockdev", "node-name", "root.file", NULL);
 	assert_non_null(o);
-	assert_string_equal(jstr(o, "filename"), path);
+	assert_string_equal(jstr(o, "filename"), "/dev/fdset/0");
+	json_object_put(o);
+	for (char **p = argv; *p != NULL; p++)
+		assert_null(strstr(*p, "/srv/a"));
+	argv_free(argv);
+}
+
+/* -add-fd: both descriptors of a writable image in its set, opaque its file node; the UEFI
+ * variable store likewise; a read-only disk gets only its O_RDONLY descriptor. */
+static void
+test_argv_add_fd(void **state)
+{
+	struct fake_fds f;
+	struct cfg_disk disks[2];
+	struct vm_config vm;
+	struct json_object *o;
+	char *cause = NULL;
+	char **argv;
+	int fd = 10, i;
+
+	vm_init(&vm);
+	vm.firmware = CFG_FIRMWARE_UEFI;
+	disk_init(&disks[0], "root", "/root.qcow2");
+	disk_init(&disks[1], "iso", "/x.iso");
+	disks[1].format = CFG_FORMAT_RAW;
+	disks[1].readonly = true;
+	vm.disks = disks;
+	vm.ndisks = 2;
+	argv = argv_build(&vm, fake_env(&f, &test_env, &vm, &fd), &cause);
+	assert_non_null(argv);
+	i = argv_find(argv, "fd=10,set=0,opaque=qvmd.fw-vars", 0);
+	assert_true(i > 0);
+	assert_string_equal(argv[i - 1], "-add-fd");
+	assert_string_equal(argv[i + 2], "fd=11,set=0,opaque=qvmd.fw-vars");
+	o = argv_json_with(argv, "-blockdev", "node-name", "qvmd.fw-vars", NULL);
+	assert_string_equal(jstr(o, "filename"), "/dev/fdset/0");
+	json_object_put(o);
+	assert_true(argv_find(argv, "fd=12,set=1,opaque=root.file", 0) > 0);
+	assert_true(argv_find(argv, "fd=13,set=1,opaque=root.file", 0) > 0);
+	assert_true(argv_find(argv, "fd=14,set=2,opaque=iso.file", 0) > 0);
+	assert_int_equal(argv_find(argv, "fd=15,set=2,opaque=iso.file", 0), -1);
+	o = argv_json_with(argv, "-blockdev", "node-name", "iso.file", NULL);
+	assert_string_equal(jstr(o, "filename"), "/dev/fdset/2");
+	assert_string_equal(jstr(o, "read-only"), "true");
 	json_object_put(o);
 	argv_free(argv);
+}
+
+/* A backing chain is spelled out: one fdset and two nodes per image, read-only below the top,
+ * each qcow2 naming the next as its backing and the last one none (null), bottom nodes first. */
+static void
+test_argv_backing_chain(void **state)
+{
+	struct argv_image images[3] = {
+	    {.set = 4, .fd_rw = 20, .fd_ro = 21, .format = CFG_FORMAT_QCOW2},
+	    {.set = 5, .fd_rw = -1, .fd_ro = 22, .format = CFG_FORMAT_QCOW2},
+	    {.set = 6, .fd_rw = -1, .fd_ro = 23, .format = CFG_FORMAT_RAW},
+	};
+	struct argv_chain chain = {images, 3};
+	struct argv_env env = test_env;
+	struct cfg_disk disk;
+	struct vm_config vm;
+	struct json_object *o, *v;
+	char *cause = NULL;
+	char **argv;
+	int top, mid, bottom;
+
+	vm_init(&vm);
+	disk_init(&disk, "root", "/top.qcow2");
+	vm.disks = &disk;
+	vm.ndisks = 1;
+	env.disks = &chain;
+	argv = argv_build(&vm, &env, &cause);
+	assert_non_null(argv);
+	assert_true(argv_find(argv, "fd=22,set=5,opaque=root.file1", 0) > 0);
+	assert_true(argv_find(argv, "fd=23,set=6,opaque=root.file2", 0) > 0);
+
+	o = argv_json_with(argv, "-blockdev", "node-name", "root.fmt", &top);
+	assert_string_equal(jstr(o, "backing"), "root.fmt1");
+	assert_string_equal(jstr(o, "read-only"), "false");
+	json_object_put(o);
+	o = argv_json_with(argv, "-blockdev", "node-name", "root.fmt1", &mid);
+	assert_string_equal(jstr(o, "driver"), "qcow2");
+	assert_string_equal(jstr(o, "file"), "root.file1");
+	assert_string_equal(jstr(o, "backing"), "root.fmt2");
+	assert_string_equal(jstr(o, "read-only"), "true");
+	json_object_put(o);
+	o = argv_json_with(argv, "-blockdev", "node-name", "root.fmt2", &bottom);
+	assert_string_equal(jstr(o, "driver"), "raw");
+	assert_false(json_object_object_get_ex(o, "backing", &v));
+	json_object_put(o);
+	o = argv_json_with(argv, "-blockdev", "node-name", "root.file2", NULL);
+	assert_string_equal(jstr(o, "filename"), "/dev/fdset/6");
+	assert_string_equal(jstr(o, "read-only"), "true");
+	json_object_put(o);
+	assert_true(bottom < mid && mid < top);
+	argv_free(argv);
+
+	/* A qcow2 at the end of the chain has no backing: null, so QEMU opens none by name. */
+	chain.n = 1;
+	argv = argv_build(&vm, &env, &cause);
+	assert_non_null(argv);
+	o = argv_json_with(argv, "-blockdev", "node-name", "root.fmt", NULL);
+	assert_true(json_object_object_get_ex(o, "backing", &v));
+	assert_null(v);
+	json_object_put(o);
+	argv_free(argv);
+}
+
+/* A disk (or the variable store) without descriptors is refused: argv never names an image. */
+static void
+test_argv_images_need_fds(void **state)
+{
+	struct argv_image im = {.set = 1, .fd_rw = -1, .fd_ro = 9, .format = CFG_FORMAT_QCOW2};
+	struct argv_chain chain = {&im, 1};
+	struct argv_env env = test_env;
+	struct cfg_disk disk;
+	struct vm_config vm;
+	char *cause = NULL;
+
+	vm_init(&vm);
+	disk_init(&disk, "root", "/top.qcow2");
+	vm.disks = &disk;
+	vm.ndisks = 1;
+	assert_null(argv_build(&vm, &env, &cause));
+	assert_string_equal(cause, "vm t1: disk root: no descriptors for its images");
+	free(cause);
+	cause = NULL;
+	env.disks = &chain; /* writable, but no O_RDWR descriptor */
+	assert_null(argv_build(&vm, &env, &cause));
+	assert_string_equal(cause, "vm t1: disk root: no descriptors for its images");
+	free(cause);
+	cause = NULL;
+
+	vm.ndisks = 0;
+	vm.firmware = CFG_FIRMWARE_UEFI;
+	assert_null(argv_build(&vm, &env, &cause));
+	assert_string_equal(cause, "vm t1: uefi firmware needs descriptors of its variable store");
+	free(cause);
 }
 
 /* Every device names an existing root port declared before it; chassis numbers are unique. */
@@ -307,6 +487,8 @@ test_argv_ports_before_devices(void **state)
 	struct cfg_net nets[1];
 	const char *ids[] = {"d0", "d1", "n0"};
 	bool chassis_seen[ARGV_MAX_PORTS + 1] = {false};
+	struct fake_fds f;
+	int fd = 10;
 	struct vm_config vm;
 	char *cause = NULL;
 	char **argv;
@@ -321,7 +503,7 @@ test_argv_ports_before_devices(void **state)
 	vm.nets = nets;
 	vm.nnets = 1;
 	vm.hotplug_slots = 3;
-	argv = argv_build(&vm, &test_env, &cause);
+	argv = argv_build(&vm, fake_env(&f, &test_env, &vm, &fd), &cause);
 	assert_non_null(argv);
 
 	for (size_t k = 0; k < 3; k++) {
@@ -391,8 +573,10 @@ test_argv_builders_match_cold_plug(void **state)
 	struct cfg_net net;
 	struct vm_config vm;
 	struct json_object *a, *b;
+	struct fake_fds f;
 	char *cause = NULL;
 	char **argv;
+	int fd = 10;
 
 	vm_init(&vm);
 	vm.machine = CFG_MACHINE_PC;
@@ -404,7 +588,7 @@ test_argv_builders_match_cold_plug(void **state)
 	vm.ndisks = 1;
 	vm.nets = &net;
 	vm.nnets = 1;
-	argv = argv_build(&vm, &test_env, &cause);
+	argv = argv_build(&vm, fake_env(&f, &test_env, &vm, &fd), &cause);
 	assert_non_null(argv);
 
 	a = argv_json_with(argv, "-device", "id", "data", NULL);
@@ -414,9 +598,14 @@ test_argv_builders_match_cold_plug(void **state)
 	json_object_put(a);
 	json_object_put(b);
 	a = argv_json_with(argv, "-blockdev", "node-name", "data.fmt", NULL);
-	b = argv_blockdev_fmt_json(&disk);
+	b = argv_blockdev_fmt_json(&disk, &f.chains[0], 0);
 	assert_true(json_object_equal(a, b));
 	assert_string_equal(jstr(b, "driver"), "raw");
+	json_object_put(a);
+	json_object_put(b);
+	a = argv_json_with(argv, "-blockdev", "node-name", "data.file", NULL);
+	b = argv_blockdev_file_json(&disk, &f.chains[0], 0);
+	assert_true(json_object_equal(a, b));
 	json_object_put(a);
 	json_object_put(b);
 	a = argv_json_with(argv, "-netdev", "id", "nic.net", NULL);
@@ -447,6 +636,8 @@ test_argv_cache_modes(void **state)
 	    {CFG_CACHE_DIRECTSYNC, true, false, true},
 	    {CFG_CACHE_UNSAFE, false, true, false},
 	};
+	struct argv_image im = {.set = 3, .fd_rw = 10, .fd_ro = 11, .format = CFG_FORMAT_QCOW2};
+	struct argv_chain chain = {&im, 1};
 	struct cfg_disk disk;
 
 	disk_init(&disk, "d", "/d.qcow2");
@@ -454,7 +645,7 @@ test_argv_cache_modes(void **state)
 		struct json_object *file, *dev, *cache, *v;
 
 		disk.cache = cases[i].cache;
-		file = argv_blockdev_file_json(&disk);
+		file = argv_blockdev_file_json(&disk, &chain, 0);
 		dev = argv_disk_device_json(&disk, "rp.d");
 		assert_true(json_object_object_get_ex(file, "cache", &cache));
 		assert_true(json_object_object_get_ex(cache, "direct", &v));
@@ -528,7 +719,8 @@ golden_output(const char *ini, bool *refused)
 {
 	struct cfg_errors errs;
 	struct vm_config *vm;
-	struct argv_env env = test_env;
+	struct fake_fds f;
+	const struct argv_env *env;
 	int *fds;
 	char *cause = NULL, *out = NULL;
 	size_t len = 0;
@@ -555,9 +747,10 @@ golden_output(const char *ini, bool *refused)
 	assert_non_null(fds);
 	for (size_t i = 0; i < vm->nnets; i++)
 		fds[i] = vm->nets[i].type == CFG_NET_BRIDGE ? next_fd++ : -1;
-	env.net_fds = fds;
+	env = fake_env(&f, &test_env, vm, &next_fd);
+	f.env.net_fds = fds;
 
-	argv = argv_build(vm, &env, &cause);
+	argv = argv_build(vm, env, &cause);
 	if (argv == NULL) {
 		*refused = true;
 		fprintf(m, "%s\n", cause);
@@ -644,7 +837,10 @@ main(void)
 	    cmocka_unit_test(test_argv_bridge_without_fd),
 	    cmocka_unit_test(test_argv_bridge_fd),
 	    cmocka_unit_test(test_argv_comma_in_dirs),
-	    cmocka_unit_test(test_argv_json_verbatim),
+	    cmocka_unit_test(test_argv_image_path_never_passed),
+	    cmocka_unit_test(test_argv_add_fd),
+	    cmocka_unit_test(test_argv_backing_chain),
+	    cmocka_unit_test(test_argv_images_need_fds),
 	    cmocka_unit_test(test_argv_ports_before_devices),
 	    cmocka_unit_test(test_argv_port_limit),
 	    cmocka_unit_test(test_argv_builders_match_cold_plug),

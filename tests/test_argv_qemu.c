@@ -25,6 +25,7 @@
 #include <json-c/json.h>
 
 #include "argv.h"
+#include "imgchain.h"
 #include "host.h"
 #include "qmp_sync.h"
 
@@ -37,6 +38,10 @@ struct fixture {
 	pid_t pid;
 	struct qmp_sync *qmp;
 	double ready_ms; /* exec → qmp_capabilities answered */
+	/* The disks' images as qvmd opens them (imgchain), handed to QEMU as fdsets. */
+	struct imgchain chains[4];
+	struct argv_image images[4][IMGCHAIN_DEPTH_MAX + 1];
+	struct argv_chain argv_chains[4];
 };
 
 static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -106,6 +111,8 @@ teardown(void **state)
 		kill(f->pid, SIGKILL);
 		waitpid(f->pid, NULL, 0);
 	}
+	for (size_t i = 0; i < 4; i++)
+		imgchain_close(&f->chains[i]);
 	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	free(f->run_dir);
 	free(f->state_dir);
@@ -149,6 +156,9 @@ make_vm_dirs(struct fixture *f, const char *name)
 {
 	char *p = xprintf("%s/%s", f->run_dir, name);
 
+	xmkdir(p);
+	free(p);
+	p = xprintf("%s/%s/qemu", f->run_dir, name); /* the pidfile's */
 	xmkdir(p);
 	free(p);
 	p = xprintf("%s/%s", f->state_dir, name);
@@ -255,7 +265,7 @@ qom_get_str(struct fixture *f, const char *path, const char *prop)
 static void
 check_pidfile(struct fixture *f, const char *name)
 {
-	char *path = xprintf("%s/%s/qemu.pid", f->run_dir, name);
+	char *path = xprintf("%s/%s/qemu/qemu.pid", f->run_dir, name);
 	FILE *pf = fopen(path, "r");
 	long pid = -1;
 
@@ -299,7 +309,8 @@ check_block_nodes(struct fixture *f, const struct vm_config *vm)
 
 			if (strcmp(nn, want_file) == 0) {
 				assert_string_equal(jstr(node, "drv"), "file");
-				assert_string_equal(jstr(node, "file"), d->file);
+				/* QEMU got the image as an fdset, never its name. */
+				assert_true(strncmp(jstr(node, "file"), "/dev/fdset/", 11) == 0);
 				found++;
 			} else if (strcmp(nn, want_fmt) == 0) {
 				assert_string_equal(jstr(node, "drv"), cfg_format_name(d->format));
@@ -337,7 +348,7 @@ static void
 quit_qemu(struct fixture *f, const char *name)
 {
 	struct json_object *reply;
-	char *pidfile = xprintf("%s/%s/qemu.pid", f->run_dir, name);
+	char *pidfile = xprintf("%s/%s/qemu/qemu.pid", f->run_dir, name);
 	int status;
 
 	qmp_ok(f, "quit", NULL, &reply);
@@ -392,9 +403,35 @@ build(struct fixture *f, const struct vm_config *vm, int qmp_fd)
 	    .state_dir = f->state_dir,
 	    .ovmf_code = "/usr/share/OVMF/OVMF_CODE_4M.fd",
 	    .qmp_fd = qmp_fd,
+	    .disks = f->argv_chains,
 	};
 	char *cause = NULL;
-	char **argv = argv_build(vm, &env, &cause);
+	char **argv;
+	long long set = 0;
+
+	/* As qvmd does (vm_start.c): the images opened, their descriptors inherited by QEMU. */
+	assert_true(vm->ndisks <= 4);
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		const struct cfg_disk *d = &vm->disks[i];
+		struct imgchain *c = &f->chains[i];
+
+		if (imgchain_open(c, d->file, d->format, !d->readonly, &cause) < 0)
+			fail_msg("imgchain_open: %s", cause);
+		for (size_t j = 0; j < c->n; j++) {
+			struct argv_image *im = &f->images[i][j];
+
+			im->set = set++;
+			im->fd_ro = c->v[j].fd_ro;
+			im->fd_rw = c->v[j].fd_rw;
+			im->format = c->v[j].format;
+			fcntl(im->fd_ro, F_SETFD, 0);
+			if (im->fd_rw >= 0)
+				fcntl(im->fd_rw, F_SETFD, 0);
+		}
+		f->argv_chains[i].images = f->images[i];
+		f->argv_chains[i].n = c->n;
+	}
+	argv = argv_build(vm, &env, &cause);
 
 	if (argv == NULL)
 		fprintf(stderr, "argv_build: %s\n", cause);

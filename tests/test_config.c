@@ -654,6 +654,10 @@ test_config_daemon_defaults(void **state)
 	assert_null(c.image_dirs[1]);
 	assert_int_equal(c.log_level, CFG_LOG_INFO);
 	assert_int_equal(c.on_daemon_stop, CFG_ON_STOP_LEAVE);
+	assert_null(c.qemu_uid_range);
+	assert_int_equal(c.qemu_uid_first, 200000);
+	assert_int_equal(c.qemu_uid_last, 299999);
+	assert_null(c.qemu_user);
 	cfg_daemon_free(&c);
 	cfg_daemon_free(&c); /* cleared: a second free is harmless */
 
@@ -713,6 +717,101 @@ test_config_daemon_file(void **state)
 	assert_int_equal(cfg_daemon_load(path, &c, &errs), 0);
 	assert_string_equal(c.vm_dir, "/etc/qvmd/vms");
 	cfg_daemon_free(&c);
+	rm_tmpdir(dir);
+}
+
+/* qemu_uid_range and qemu_user: values, bounds, and never both. */
+static void
+test_config_daemon_qemu_ids(void **state)
+{
+	static const struct {
+		const char *text, *err; /* err NULL: loads */
+		unsigned first, last;
+	} cases[] = {
+	    {"qemu_uid_range = 300000-300009\n", NULL, 300000, 300009},
+	    {"qemu_uid_range = 7-7\n", NULL, 7, 7},
+	    {"qemu_uid_range = 1-4294967294\n", NULL, 1, 4294967294u},
+	    {"qemu_user = libvirt-qemu\n", NULL, 200000, 299999},
+	    {"qemu_uid_range = 0-10\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '0-10' includes 0 "
+	     "(root): qemu never runs as root",
+	     0, 0},
+	    {"qemu_uid_range = 20-10\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '20-10': the first uid is above the last", 0, 0},
+	    {"qemu_uid_range = 1-4294967295\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '1-4294967295': uids go up to 4294967294", 0, 0},
+	    {"qemu_uid_range = 1-99999999999999999999999\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '1-99999999999999999999999': uids go up to "
+	     "4294967294",
+	     0, 0},
+	    {"qemu_uid_range = 200000\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '200000' is not a uid "
+	     "range (use FIRST-LAST, e.g. 200000-299999)",
+	     0, 0},
+	    {"qemu_uid_range = 1 - 5\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '1 - 5' is not a uid "
+	     "range (use FIRST-LAST, e.g. 200000-299999)",
+	     0, 0},
+	    {"qemu_uid_range = -5\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '-5' is not a uid range "
+	     "(use FIRST-LAST, e.g. 200000-299999)",
+	     0, 0},
+	    {"qemu_uid_range = 5-\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '5-' is not a uid range "
+	     "(use FIRST-LAST, e.g. 200000-299999)",
+	     0, 0},
+	    {"qemu_uid_range = 5-6x\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '5-6x' is not a uid "
+	     "range (use FIRST-LAST, e.g. 200000-299999)",
+	     0, 0},
+	    {"qemu_uid_range =\n",
+	     "qvmd.conf:2: [qvmd] qemu_uid_range: '' is not a uid range (use "
+	     "FIRST-LAST, e.g. 200000-299999)",
+	     0, 0},
+	    {"qemu_user =\n",
+	     "qvmd.conf:2: [qvmd] qemu_user: empty value (remove the line for a uid per vm)", 0, 0},
+	    {"qemu_user = a b\n",
+	     "qvmd.conf:2: [qvmd] qemu_user: 'a b' is not a user name (up to "
+	     "32 letters, digits, '_', '.' or '-')",
+	     0, 0},
+	    {"qemu_user = -x\n",
+	     "qvmd.conf:2: [qvmd] qemu_user: '-x' is not a user name (up to 32 "
+	     "letters, digits, '_', '.' or '-')",
+	     0, 0},
+	    {"qemu_uid_range = 300000-300009\nqemu_user = qemu\n",
+	     "qvmd.conf:3: [qvmd] qemu_user: cannot be combined with qemu_uid_range (line 2): "
+	     "every "
+	     "qemu runs as one user, or each vm as a uid of its own",
+	     0, 0},
+	};
+	char *dir = make_tmpdir(), path[4200], text[256];
+	struct daemon_config c;
+	struct cfg_errors errs;
+
+	(void)state;
+	cfg_errors_init(&errs);
+	assert_int_equal(chdir(dir), 0);
+	snprintf(path, sizeof(path), "%s/qvmd.conf", dir);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), "[qvmd]\n%s", cases[i].text);
+		write_all(path, text);
+		if (cases[i].err == NULL) {
+			assert_int_equal(cfg_daemon_load("qvmd.conf", &c, &errs), 0);
+			assert_int_equal(c.qemu_uid_first, cases[i].first);
+			assert_int_equal(c.qemu_uid_last, cases[i].last);
+			if (strstr(cases[i].text, "qemu_user") != NULL)
+				assert_string_equal(c.qemu_user, "libvirt-qemu");
+			else
+				assert_null(c.qemu_user);
+			cfg_daemon_free(&c);
+			continue;
+		}
+		assert_int_equal(cfg_daemon_load("qvmd.conf", &c, &errs), -1);
+		assert_int_equal(errs.n, 1);
+		assert_string_equal(errs.msgs[0], cases[i].err);
+		cfg_errors_free(&errs);
+	}
+	assert_int_equal(chdir("/"), 0);
 	rm_tmpdir(dir);
 }
 
@@ -1454,6 +1553,7 @@ main(void)
 	    cmocka_unit_test(test_config_daemon_file),
 	    cmocka_unit_test(test_config_daemon_errors),
 	    cmocka_unit_test(test_config_daemon_qmp_passthrough),
+	    cmocka_unit_test(test_config_daemon_qemu_ids),
 	    cmocka_unit_test(test_config_write_round_trip),
 	    cmocka_unit_test(test_config_write_remove_keeps_layout),
 	    cmocka_unit_test(test_config_write_refuses),

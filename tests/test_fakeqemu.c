@@ -972,7 +972,11 @@ test_fakeqemu_accepts_golden_argv(void **state)
 		assert_true(sock[0] != '\0');
 		/* The run directory qvmd would have made, and the tap fds it would pass. */
 		assert_true(pidfile[0] != '\0');
+		/* <run>/NAME/qemu/qemu.pid: NAME's directory, then QEMU's own below it. */
 		*strrchr(pidfile, '/') = '\0';
+		*strrchr(pidfile, '/') = '\0';
+		assert_int_equal(mkdir(pidfile, 0700), 0);
+		strcat(pidfile, "/qemu");
 		assert_int_equal(mkdir(pidfile, 0700), 0);
 		assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM, 0, sp), 0);
 		pid = fork();

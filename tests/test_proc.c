@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -116,7 +117,8 @@ test_proc_spawn_passes_only_kept_fds(void **state)
 	pid_t pid;
 
 	assert_int_equal(pipe2(keep, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(other, O_CLOEXEC), 0);
+	/* A descriptor qvmd left inheritable by mistake does not reach the child either. */
+	assert_int_equal(pipe(other), 0);
 	/* The child checks that the kept fd is open and the other one is not. */
 	snprintf(script, sizeof script, "[ -e /proc/self/fd/%d ] && [ ! -e /proc/self/fd/%d ]",
 	         keep[1], other[1]);
@@ -163,6 +165,144 @@ test_proc_spawn_missing_program_fails(void **state)
 	free(cause);
 }
 
+/* Runs argv under creds with stdout to a temp file; returns the output (caller frees) or NULL
+ * with *cause when the spawn failed. */
+static char *
+spawn_output(char *const *argv, const struct proc_creds *creds, char **cause)
+{
+	char path[] = "/tmp/qvmd-spawn-XXXXXX", *out = calloc(1, 65536);
+	int fd = mkstemp(path), pidfd, status;
+	pid_t pid;
+
+	assert_true(fd >= 0);
+	unlink(path);
+	pid = proc_spawn_as(argv, fd, NULL, 0, creds, &pidfd, cause);
+	if (pid < 0) {
+		close(fd);
+		free(out);
+		return NULL;
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	close(pidfd);
+	assert_true(pread(fd, out, 65535, 0) >= 0);
+	close(fd);
+	return out;
+}
+
+/* The value after "Key:" in a /proc/PID/status text, spaces squeezed, e.g. "200123 200123 ..." */
+static void
+status_field(const char *status, const char *key, char *out, size_t size)
+{
+	const char *p = strstr(status, key);
+	size_t n = 0;
+
+	assert_non_null(p);
+	for (p += strlen(key); *p == ':' || *p == '\t' || *p == ' '; p++)
+		;
+	for (; *p != '\n' && *p != '\0' && n + 1 < size; p++)
+		if (*p != '\t' || (n > 0 && out[n - 1] != ' '))
+			out[n++] = *p == '\t' ? ' ' : *p;
+	out[n] = '\0';
+}
+
+static void
+test_proc_spawn_as_drops_every_privilege(void **state)
+{
+	struct proc_creds c = {.uid = 200123, .gid = 200124, .extra_gid = 200125};
+	char *argv[] = {"/bin/cat", "/proc/self/status", NULL};
+	char *cause = NULL, *out, v[128];
+
+	if (geteuid() != 0)
+		skip();
+	out = spawn_output(argv, &c, &cause);
+	assert_non_null(out);
+	status_field(out, "\nUid", v, sizeof v);
+	assert_string_equal(v, "200123 200123 200123 200123");
+	status_field(out, "\nGid", v, sizeof v);
+	assert_string_equal(v, "200124 200124 200124 200124");
+	status_field(out, "\nGroups", v, sizeof v);
+	assert_string_equal(v, "200124 200125 ");
+	status_field(out, "\nCapInh", v, sizeof v);
+	assert_string_equal(v, "0000000000000000");
+	status_field(out, "\nCapPrm", v, sizeof v);
+	assert_string_equal(v, "0000000000000000");
+	status_field(out, "\nCapEff", v, sizeof v);
+	assert_string_equal(v, "0000000000000000");
+	status_field(out, "\nCapBnd", v, sizeof v);
+	assert_string_equal(v, "0000000000000000");
+	status_field(out, "\nCapAmb", v, sizeof v);
+	assert_string_equal(v, "0000000000000000");
+	status_field(out, "\nNoNewPrivs", v, sizeof v);
+	assert_string_equal(v, "1");
+	free(out);
+
+	/* Never root, whatever the caller asks. */
+	c.uid = 0;
+	assert_null(spawn_output(argv, &c, &cause));
+	assert_string_equal(cause, "refusing to run as uid 0 gid 200124");
+	free(cause);
+}
+
+static void
+test_proc_spawn_as_names_the_untraversable_directory(void **state)
+{
+	char dir[] = "/tmp/qvmd-paths-XXXXXX", sub[128], file[160], want[512];
+	struct proc_path paths[] = {{"kernel", file, R_OK}};
+	struct proc_creds c = {
+	    .uid = 200123, .gid = 200123, .extra_gid = (gid_t)-1, .paths = paths, .npaths = 1};
+	char *argv[] = {"/bin/true", NULL};
+	char *cause = NULL, *out;
+	int fd;
+
+	if (geteuid() != 0)
+		skip();
+	assert_non_null(mkdtemp(dir));
+	snprintf(sub, sizeof sub, "%s/boot", dir);
+	snprintf(file, sizeof file, "%s/vmlinuz", sub);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	fd = open(file, O_WRONLY | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+
+	/* mkdtemp made dir 0700: the kernel below it cannot be reached. */
+	assert_null(spawn_output(argv, &c, &cause));
+	snprintf(want, sizeof want,
+	         "kernel %s: directory %s (mode 0700, owner 0:0) is not traversable "
+	         "by uid 200123 gid 200123",
+	         file, dir);
+	assert_string_equal(cause, want);
+	free(cause);
+
+	/* Traversable, but the file is root's alone. */
+	assert_int_equal(chmod(dir, 0711), 0);
+	assert_int_equal(chmod(file, 0600), 0);
+	assert_null(spawn_output(argv, &c, &cause));
+	snprintf(want, sizeof want,
+	         "kernel %s (mode 0600, owner 0:0) is not readable by uid 200123 gid 200123", file);
+	assert_string_equal(cause, want);
+	free(cause);
+
+	/* Readable: the program runs. */
+	assert_int_equal(chmod(file, 0644), 0);
+	out = spawn_output(argv, &c, &cause);
+	assert_non_null(out);
+	free(out);
+	unlink(file);
+	rmdir(sub);
+	rmdir(dir);
+}
+
+static void
+test_proc_uids_reads_status(void **state)
+{
+	uid_t r = 1, e = 1;
+
+	assert_int_equal(proc_uids(getpid(), &r, &e), 0);
+	assert_int_equal(r, getuid());
+	assert_int_equal(e, geteuid());
+	assert_int_equal(proc_uids(0x7ffffff0, &r, &e), -1);
+}
+
 static void
 test_proc_file_tail_joins_last_lines(void **state)
 {
@@ -194,6 +334,9 @@ main(void)
 	    cmocka_unit_test(test_proc_spawn_passes_only_kept_fds),
 	    cmocka_unit_test(test_proc_spawn_pidfd_reports_exit),
 	    cmocka_unit_test(test_proc_spawn_missing_program_fails),
+	    cmocka_unit_test(test_proc_spawn_as_drops_every_privilege),
+	    cmocka_unit_test(test_proc_spawn_as_names_the_untraversable_directory),
+	    cmocka_unit_test(test_proc_uids_reads_status),
 	    cmocka_unit_test(test_proc_file_tail_joins_last_lines),
 	};
 

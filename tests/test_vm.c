@@ -48,6 +48,8 @@ extern char **environ;
 	"\"timestamp\": {\"seconds\": 1700000000, \"microseconds\": 0}}\r\n"
 #define STATUS_RUNNING "{\"return\": {\"status\": \"running\", \"running\": true}}"
 #define RETURN_EMPTY   "{\"return\": {}}"
+/* add-fd: QEMU put the descriptor in fdset 3. */
+#define RETURN_FDSET "{\"return\": {\"fdset-id\": 3, \"fd\": 30}}"
 
 /* What one requester was told (the first answer is kept; calls counts them all). */
 struct done {
@@ -361,7 +363,7 @@ static void
 fx_end_child(struct fx *fx, bool clean)
 {
 	if (clean) {
-		char *pidfile = fx_path(fx, "run/t1/qemu.pid");
+		char *pidfile = fx_path(fx, "run/t1/qemu/qemu.pid");
 
 		unlink(pidfile);
 		free(pidfile);
@@ -444,17 +446,23 @@ static void
 fx_adopt(struct fx *fx, const char *status)
 {
 	char *rundir = fx_path(fx, "run/t1"), *sock = fx_path(fx, "run/t1/qmp.sock");
-	char *pidfile = fx_path(fx, "run/t1/qemu.pid"), *def = fx_path(fx, "vms/t1.ini");
+	char *pidfile = fx_path(fx, "run/t1/qemu/qemu.pid"), *def = fx_path(fx, "vms/t1.ini");
 	char *copy = fx_path(fx, "run/t1/t1.ini"), *statefile = fx_path(fx, "run/t1/state.json");
-	char *argv[] = {"/bin/sh", "-c",    "read x",   "sh", "-pidfile",
+	char *qemudir = fx_path(fx, "run/t1/qemu"), *statedir = fx_path(fx, "state/t1");
+	char *record = fx_path(fx, "state/t1/qemu-uid"), script[32];
+	char *argv[] = {"/bin/sh", "-c",    script,     "sh", "-pidfile",
 	                pidfile,   "-name", "guest=t1", NULL};
-	posix_spawn_file_actions_t fa;
+	/* As root, qvmd re-attaches only to a QEMU under the uid recorded for the VM. */
+	struct proc_creds creds = {.uid = 270123, .gid = 270123, .extra_gid = (gid_t)-1};
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	uint64_t starttime;
-	char *text, *reply;
-	int pipefd[2], cfd;
+	char *text, *reply, *cause = NULL;
+	int pipefd[2], cfd, pidfd;
 
 	assert_int_equal(mkdir(rundir, 0700), 0);
+	assert_int_equal(mkdir(qemudir, 0700), 0);
+	assert_true(mkdir(statedir, 0700) == 0 || errno == EEXIST);
+	write_text(record, "270123 270123\n");
 	assert_true(strlen(sock) < sizeof sun.sun_path);
 	strcpy(sun.sun_path, sock);
 	fx->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -463,11 +471,12 @@ fx_adopt(struct fx *fx, const char *status)
 	assert_int_equal(listen(fx->lfd, 4), 0);
 
 	assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[0], 0);
-	/* posix_spawn returns after the exec: the command line is the shell's from then on. */
-	assert_int_equal(posix_spawn(&fx->child, "/bin/sh", &fa, NULL, argv, environ), 0);
-	posix_spawn_file_actions_destroy(&fa);
+	snprintf(script, sizeof script, "read x <&%d", pipefd[0]);
+	/* proc_spawn_as returns after the exec: the command line is the shell's from then on. */
+	fx->child =
+	    proc_spawn_as(argv, -1, &pipefd[0], 1, geteuid() == 0 ? &creds : NULL, &pidfd, &cause);
+	assert_true(fx->child > 0);
+	close(pidfd);
 	close(pipefd[0]);
 	fx->child_in = pipefd[1];
 	assert_int_equal(proc_starttime(fx->child, &starttime), 0);
@@ -484,6 +493,9 @@ fx_adopt(struct fx *fx, const char *status)
 	free(text);
 
 	free(rundir);
+	free(qemudir);
+	free(statedir);
+	free(record);
 	free(sock);
 	free(pidfile);
 	free(def);
@@ -552,6 +564,54 @@ fx_sync(struct fx *fx)
 	RUN_UNTIL(fx, d->calls > 0);
 }
 
+/* Script of a disk's backend that QEMU accepts: its image's descriptors (add-fd: O_RDWR makes
+ * fdset 3, O_RDONLY joins it), then its file and format nodes. */
+static void
+script_disk_backend(struct fx *fx)
+{
+	int fd = open(fx->image, O_RDONLY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	fake_qmp_expect_fd(fx->fq, "add-fd", "{\"opaque\": \"d1.file\"}", RETURN_FDSET, fd);
+	fake_qmp_expect_fd(fx->fq, "add-fd", "{\"opaque\": \"d1.file\", \"fdset-id\": 3}",
+	                   RETURN_FDSET, fd);
+	close(fd);
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+}
+
+/* The same, but QEMU refuses the format node. */
+static void
+script_disk_backend_failing(struct fx *fx)
+{
+	int fd = open(fx->image, O_RDONLY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	fake_qmp_expect_fd(fx->fq, "add-fd", "{\"opaque\": \"d1.file\"}", RETURN_FDSET, fd);
+	fake_qmp_expect_fd(fx->fq, "add-fd", "{\"opaque\": \"d1.file\", \"fdset-id\": 3}",
+	                   RETURN_FDSET, fd);
+	close(fd);
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "blockdev-add", NULL,
+	                "{\"error\": {\"class\": \"GenericError\", \"desc\": \"bad image\"}}");
+}
+
+/* Script of the release of a disk's images once its nodes are deleted: QEMU lists its fdset (2)
+ * among another disk's (9), qvmd removes it. */
+static void
+script_release_fdsets(struct fx *fx, const char *id)
+{
+	char *sets =
+	    xasprintf("{\"return\": [{\"fdset-id\": 9, \"fds\": [{\"fd\": 40, \"opaque\": "
+	              "\"other.file\"}]}, {\"fdset-id\": 2, \"fds\": [{\"fd\": 20, "
+	              "\"opaque\": \"%s.file\"}, {\"fd\": 21, \"opaque\": \"%s.file\"}]}]}",
+	              id, id);
+
+	fake_qmp_expect(fx->fq, "query-fdsets", NULL, sets);
+	fake_qmp_expect(fx->fq, "remove-fd", "{\"fdset-id\": 2}", RETURN_EMPTY);
+	free(sets);
+}
+
 /* Script of a q35 disk attach that QEMU accepts, on port hp.N. */
 static void
 script_attach(struct fx *fx, const char *id, unsigned n)
@@ -562,8 +622,7 @@ script_attach(struct fx *fx, const char *id, unsigned n)
 	char *bus = xasprintf("{\"return\": \"/machine/peripheral/hp.%u/hp.%u\"}", n, n);
 
 	fake_qmp_expect(fx->fq, "qom-list", args, "{\"return\": []}");
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	script_disk_backend(fx);
 	fake_qmp_expect(fx->fq, "device_add", NULL, RETURN_EMPTY);
 	fake_qmp_expect(fx->fq, "qom-get", qom, bus);
 	fake_qmp_expect(fx->fq, "query-pci", NULL, "{\"return\": []}");
@@ -750,19 +809,21 @@ test_vm_crash_during_reset(void **state)
 
 /* ---- job conflicts ---- */
 
-/* A disk for hot-plug: a file below image_dirs that starts like a qcow2 image (the fixture owns
- * its path). */
+/* A disk for hot-plug: a file below image_dirs with a qcow2 (v3) header and no backing file (the
+ * fixture owns its path). */
 static struct cfg_disk
 test_disk(struct fx *fx, const char *id)
 {
 	struct cfg_disk disk = {0};
-	static const char magic[16] = "QFI\xfb";
+	unsigned char header[112] = {'Q', 'F', 'I', 0xfb, 0, 0, 0, 3};
 	char *rel = xasprintf("images/%s.qcow2", id);
 
+	header[23] = 16;   /* cluster_bits */
+	header[103] = 104; /* header_length; header extensions end at once */
 	free(fx->image);
 	fx->image = fx_path(fx, rel);
 	free(rel);
-	write_file(fx->image, magic, sizeof magic);
+	write_file(fx->image, header, sizeof header);
 	disk.id = (char *)id;
 	disk.file = fx->image;
 	disk.format = CFG_FORMAT_QCOW2;
@@ -907,8 +968,7 @@ test_vm_attach_disk_q35(void **state)
 	disk = test_disk(fx, "d1");
 	fake_qmp_expect(fx->fq, "qom-list", "{\"path\": \"/machine/peripheral/hp.0/hp.0\"}",
 	                "{\"return\": [{\"name\": \"type\", \"type\": \"string\"}]}");
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	script_disk_backend(fx);
 	dev = fake_qmp_expect(fx->fq, "device_add", NULL, RETURN_EMPTY);
 	fake_qmp_expect(fx->fq, "qom-get",
 	                "{\"path\": \"/machine/peripheral/d1\", \"property\": \"parent_bus\"}",
@@ -939,8 +999,7 @@ test_vm_kill_during_attach(void **state)
 	fx_adopt(fx, "running");
 	disk = test_disk(fx, "d1");
 	fake_qmp_expect(fx->fq, "qom-list", NULL, "{\"return\": []}");
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	script_disk_backend(fx);
 	/* The guest never finishes the plug before the kill; the answers come after it. */
 	dev = fake_qmp_expect_later(fx->fq, "device_add", NULL, RETURN_EMPTY);
 	qom = fake_qmp_expect_later(fx->fq, "qom-get", NULL,
@@ -1044,11 +1103,10 @@ test_vm_attach_rollback(void **state)
 	fx_adopt(fx, "running");
 	disk = test_disk(fx, "d1");
 	fake_qmp_expect(fx->fq, "qom-list", NULL, "{\"return\": []}");
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL,
-	                "{\"error\": {\"class\": \"GenericError\", \"desc\": \"bad image\"}}");
-	/* What was added is removed again before the answer. */
+	script_disk_backend_failing(fx);
+	/* What was added is removed again before the answer: the file node, the image's fdset. */
 	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"d1.file\"}", RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "remove-fd", "{\"fdset-id\": 3}", RETURN_EMPTY);
 	vm_attach_disk(fx->vm, &disk, 0, false, done_cb, a);
 	RUN_UNTIL(fx, a->calls > 0);
 	assert_string_equal(a->code, "qemu-error");
@@ -1078,8 +1136,7 @@ test_vm_attach_skips_port_taken_in_qemu(void **state)
 	fake_qmp_expect(
 	    fx->fq, "qom-list", "{\"path\": \"/machine/peripheral/hp.0/hp.0\"}",
 	    "{\"return\": [{\"name\": \"child[0]\", \"type\": \"child<virtio-blk-pci>\"}]}");
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	script_disk_backend(fx);
 	fake_qmp_expect(fx->fq, "qom-list", "{\"path\": \"/machine/peripheral/hp.1/hp.1\"}",
 	                "{\"return\": []}");
 	dev = fake_qmp_expect(fx->fq, "device_add", NULL, RETURN_EMPTY);
@@ -1113,6 +1170,7 @@ test_vm_detach_disk(void **state)
 	                      "{\"seconds\": 1, \"microseconds\": 0}}\r\n");
 	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"root.fmt\"}", RETURN_EMPTY);
 	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"root.file\"}", RETURN_EMPTY);
+	script_release_fdsets(fx, "root");
 	vm_detach_device(fx->vm, "root", false, 0, done_cb, dt);
 	RUN_UNTIL(fx, dt->calls > 0);
 	if (dt->code != NULL)
@@ -1147,6 +1205,7 @@ test_vm_detach_timeout_then_released(void **state)
 	                      "{\"seconds\": 1, \"microseconds\": 0}}\r\n");
 	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"root.fmt\"}", RETURN_EMPTY);
 	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"root.file\"}", RETURN_EMPTY);
+	script_release_fdsets(fx, "root");
 	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
 	assert_string_equal(fx_live_devices(fx), "");
 	fake_qmp_assert_done(fx->fq);
@@ -1190,8 +1249,7 @@ test_vm_readopt_undoes_interrupted_attach(void **state)
 	fx_adopt(fx, "running");
 	disk = test_disk(fx, "d1");
 	fake_qmp_expect(fx->fq, "qom-list", NULL, "{\"return\": []}");
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
-	fake_qmp_expect(fx->fq, "blockdev-add", NULL, RETURN_EMPTY);
+	script_disk_backend(fx);
 	dev = fake_qmp_expect(fx->fq, "device_add", NULL, NULL);
 	fake_qmp_expect(fx->fq, "qom-get", NULL, NULL);
 	fake_qmp_expect(fx->fq, "query-pci", NULL, NULL);
@@ -1205,7 +1263,8 @@ test_vm_readopt_undoes_interrupted_attach(void **state)
 	assert_non_null(a->code);
 	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"d1.fmt\"}", RETURN_EMPTY);
 	fake_qmp_expect(fx->fq, "blockdev-del", "{\"node-name\": \"d1.file\"}", RETURN_EMPTY);
-	fx_sync(fx);
+	script_release_fdsets(fx, "d1");
+	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
 	/* Undone: d1 is unknown again. */
 	vm_detach_device(fx->vm, "d1", false, 0, done_cb, again);
 	assert_int_equal(again->calls, 1);

@@ -2,7 +2,10 @@
  * supervisor/qvmd/argv: turns a validated VM definition into QEMU's argument vector. Everything a
  * config value can reach is either a JSON string built with json-c (devices, block nodes, netdevs)
  * or an option QEMU does not split on commas (-kernel, -append, -pidfile); the remaining option
- * strings only embed the run and state directories, which are refused when they contain a comma.
+ * strings only embed the run and state directories, which are refused when they contain a comma,
+ * and (-add-fd) descriptor numbers and block node names made of validated device ids. Disk images
+ * and the UEFI variable store are never named: QEMU gets them as fdsets of descriptors the daemon
+ * opened (env->disks, env->fw_vars), backing chains included.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -20,7 +23,6 @@
 
 #define ARGV_SANDBOX "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 #define ARGV_FW_CODE "qvmd.fw-code"
-#define ARGV_FW_VARS "qvmd.fw-vars"
 
 /* A growing NULL-terminated vector. */
 struct argv_vec {
@@ -128,16 +130,42 @@ argv_jid(struct json_object *o, const char *key, const char *fmt, const char *id
 	free(name);
 }
 
+char *
+argv_node_file(const char *id, size_t i)
+{
+	return i == 0 ? xasprintf(ARGV_NODE_FILE_FMT, id) : xasprintf("%s.file%zu", id, i);
+}
+
+char *
+argv_node_fmt(const char *id, size_t i)
+{
+	return i == 0 ? xasprintf(ARGV_NODE_FMT_FMT, id) : xasprintf("%s.fmt%zu", id, i);
+}
+
+static void
+argv_jown(struct json_object *o, const char *key, char *value)
+{
+	argv_jstr(o, key, value);
+	free(value);
+}
+
+/* The "filename" of an image QEMU gets as an fdset. */
+static char *
+argv_fdset_path(long long set)
+{
+	return xasprintf("/dev/fdset/%lld", set);
+}
+
 struct json_object *
-argv_blockdev_file_json(const struct cfg_disk *disk)
+argv_blockdev_file_json(const struct cfg_disk *disk, const struct argv_chain *chain, size_t i)
 {
 	struct json_object *o = argv_jnew(), *cache = argv_jnew();
 	bool direct = disk->cache == CFG_CACHE_NONE || disk->cache == CFG_CACHE_DIRECTSYNC;
 
 	argv_jstr(o, "driver", "file");
-	argv_jstr(o, "filename", disk->file);
-	argv_jid(o, "node-name", ARGV_NODE_FILE_FMT, disk->id);
-	argv_jbool(o, "read-only", disk->readonly);
+	argv_jown(o, "filename", argv_fdset_path(chain->images[i].set));
+	argv_jown(o, "node-name", argv_node_file(disk->id, i));
+	argv_jbool(o, "read-only", disk->readonly || i > 0);
 	argv_jbool(cache, "direct", direct);
 	argv_jbool(cache, "no-flush", disk->cache == CFG_CACHE_UNSAFE);
 	argv_jadd(o, "cache", cache);
@@ -145,14 +173,19 @@ argv_blockdev_file_json(const struct cfg_disk *disk)
 }
 
 struct json_object *
-argv_blockdev_fmt_json(const struct cfg_disk *disk)
+argv_blockdev_fmt_json(const struct cfg_disk *disk, const struct argv_chain *chain, size_t i)
 {
 	struct json_object *o = argv_jnew();
+	bool qcow2 = chain->images[i].format == CFG_FORMAT_QCOW2;
 
-	argv_jstr(o, "driver", disk->format == CFG_FORMAT_RAW ? "raw" : "qcow2");
-	argv_jid(o, "file", ARGV_NODE_FILE_FMT, disk->id);
-	argv_jid(o, "node-name", ARGV_NODE_FMT_FMT, disk->id);
-	argv_jbool(o, "read-only", disk->readonly);
+	argv_jstr(o, "driver", qcow2 ? "qcow2" : "raw");
+	argv_jown(o, "file", argv_node_file(disk->id, i));
+	argv_jown(o, "node-name", argv_node_fmt(disk->id, i));
+	argv_jbool(o, "read-only", disk->readonly || i > 0);
+	if (qcow2 && i + 1 < chain->n)
+		argv_jown(o, "backing", argv_node_fmt(disk->id, i + 1));
+	else if (qcow2 && json_object_object_add(o, "backing", NULL) != 0)
+		fatal("out of memory"); /* null: no backing file, whatever the header says */
 	return o;
 }
 
@@ -234,6 +267,13 @@ argv_push_port(struct argv_vec *a, const char *id, unsigned chassis)
 	argv_push_json(a, "-device", o);
 }
 
+/* Whether an image has the descriptors -add-fd needs (numbers above stderr's). */
+static bool
+argv_image_ok(const struct argv_image *im, bool writable)
+{
+	return im->set >= 0 && im->fd_ro > 2 && (!writable || im->fd_rw > 2);
+}
+
 /* Checks what the JSON builders cannot: values that end up in comma-separated option strings. */
 static int
 argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
@@ -277,10 +317,27 @@ argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
 		*cause = xasprintf("vm %s: uefi firmware needs an OVMF code file", vm->name);
 		return -1;
 	}
+	if (vm->firmware == CFG_FIRMWARE_UEFI &&
+	    (env->fw_vars == NULL || !argv_image_ok(env->fw_vars, true))) {
+		*cause = xasprintf("vm %s: uefi firmware needs descriptors of its variable store",
+		                   vm->name);
+		return -1;
+	}
 	for (size_t i = 0; i < vm->ndisks; i++) {
-		if (!cfg_valid_device_id(vm->disks[i].id)) {
-			*cause =
-			    xasprintf("vm %s: invalid disk id '%s'", vm->name, vm->disks[i].id);
+		const struct cfg_disk *disk = &vm->disks[i];
+		const struct argv_chain *chain = env->disks != NULL ? &env->disks[i] : NULL;
+		bool ok = chain != NULL && chain->n > 0 && chain->images[0].format == disk->format;
+
+		if (!cfg_valid_device_id(disk->id)) {
+			*cause = xasprintf("vm %s: invalid disk id '%s'", vm->name, disk->id);
+			return -1;
+		}
+		for (size_t j = 0; ok && j < chain->n; j++)
+			ok = argv_image_ok(&chain->images[j], j == 0 && !disk->readonly) &&
+			     (j + 1 == chain->n || chain->images[j].format == CFG_FORMAT_QCOW2);
+		if (!ok) {
+			*cause = xasprintf("vm %s: disk %s: no descriptors for its images",
+			                   vm->name, disk->id);
 			return -1;
 		}
 	}
@@ -320,13 +377,26 @@ argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
 	return 0;
 }
 
-/* -machine, and the two firmware block nodes the machine's pflash properties refer to. */
+/* -add-fd for an image's descriptors (O_RDWR first); opaque is a node name, never a comma. */
+static void
+argv_push_add_fd(struct argv_vec *a, const struct argv_image *im, const char *opaque)
+{
+	if (im->fd_rw >= 0) {
+		argv_push(a, "-add-fd");
+		argv_push_owned(a,
+		                xasprintf("fd=%d,set=%lld,opaque=%s", im->fd_rw, im->set, opaque));
+	}
+	argv_push(a, "-add-fd");
+	argv_push_owned(a, xasprintf("fd=%d,set=%lld,opaque=%s", im->fd_ro, im->set, opaque));
+}
+
+/* -machine, and the two firmware block nodes the machine's pflash properties refer to: the code
+ * (read-only system data) by name, the VM's variable store as an fdset. */
 static void
 argv_push_machine(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env)
 {
 	const char *type = vm->machine == CFG_MACHINE_Q35 ? "q35" : "pc";
 	struct json_object *o;
-	char *vars;
 
 	if (vm->firmware != CFG_FIRMWARE_UEFI) {
 		argv_push2(a, "-machine", type);
@@ -342,14 +412,13 @@ argv_push_machine(struct argv_vec *a, const struct vm_config *vm, const struct a
 	argv_jbool(o, "read-only", true);
 	argv_push_json(a, "-blockdev", o);
 
-	vars = xasprintf("%s/%s/OVMF_VARS.fd", env->state_dir, vm->name);
+	argv_push_add_fd(a, env->fw_vars, ARGV_FW_VARS);
 	o = argv_jnew();
 	argv_jstr(o, "driver", "file");
-	argv_jstr(o, "filename", vars);
+	argv_jown(o, "filename", argv_fdset_path(env->fw_vars->set));
 	argv_jstr(o, "node-name", ARGV_FW_VARS);
 	argv_jbool(o, "read-only", false);
 	argv_push_json(a, "-blockdev", o);
-	free(vars);
 }
 
 static void
@@ -421,18 +490,29 @@ argv_push_ports(struct argv_vec *a, const struct vm_config *vm)
 	}
 }
 
+/* Each disk: its images' descriptors, then its chain's block nodes from the bottom up (a node's
+ * backing must exist before it), then the device. */
 static void
-argv_push_disks(struct argv_vec *a, const struct vm_config *vm)
+argv_push_disks(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env)
 {
 	unsigned bootindex = 1;
 
 	for (size_t i = 0; i < vm->ndisks; i++) {
 		const struct cfg_disk *disk = &vm->disks[i];
+		const struct argv_chain *chain = &env->disks[i];
 		struct json_object *dev;
 		char *bus = argv_cold_port(vm, disk->id);
 
-		argv_push_json(a, "-blockdev", argv_blockdev_file_json(disk));
-		argv_push_json(a, "-blockdev", argv_blockdev_fmt_json(disk));
+		for (size_t j = 0; j < chain->n; j++) {
+			char *opaque = argv_node_file(disk->id, j);
+
+			argv_push_add_fd(a, &chain->images[j], opaque);
+			free(opaque);
+		}
+		for (size_t j = chain->n; j-- > 0;) {
+			argv_push_json(a, "-blockdev", argv_blockdev_file_json(disk, chain, j));
+			argv_push_json(a, "-blockdev", argv_blockdev_fmt_json(disk, chain, j));
+		}
 		dev = argv_disk_device_json(disk, bus);
 		if (disk->boot)
 			argv_jint(dev, "bootindex", bootindex++);
@@ -476,7 +556,9 @@ argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause)
 	argv_push2(&a, "-display", "none");
 	argv_push2(&a, "-sandbox", ARGV_SANDBOX);
 	argv_push(&a, "-pidfile");
-	argv_push_owned(&a, xasprintf("%s/%s/qemu.pid", env->run_dir, vm->name));
+	/* QEMU creates its pidfile in a directory of its own: it runs as the VM's uid, which may
+	 * write nowhere else (see vm_start.c). */
+	argv_push_owned(&a, xasprintf("%s/%s/qemu/qemu.pid", env->run_dir, vm->name));
 	argv_push_machine(&a, vm, env);
 	if (vm->accel == CFG_ACCEL_KVM)
 		argv_push(&a, "-enable-kvm");
@@ -500,7 +582,7 @@ argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause)
 	argv_push_qmp(&a, vm, env);
 	argv_push_console(&a, vm, env);
 	argv_push_ports(&a, vm);
-	argv_push_disks(&a, vm);
+	argv_push_disks(&a, vm, env);
 	argv_push_nets(&a, vm, env);
 	return a.v;
 }

@@ -8,14 +8,35 @@
 
 #include "cfg.h"
 
+/*
+ * One disk image as QEMU gets it: an fdset (QEMU's "file" driver opens "/dev/fdset/SET" by taking
+ * a duplicate of the set's descriptor whose access mode it needs). A writable image's set holds an
+ * O_RDWR and an O_RDONLY descriptor (QEMU reopens images read-only, e.g. for block jobs), a
+ * read-only image's only an O_RDONLY one.
+ */
+struct argv_image {
+	long long set;          /* fdset id */
+	int fd_rw;              /* at spawn: the O_RDWR descriptor, -1 when used read-only */
+	int fd_ro;              /* at spawn: the O_RDONLY descriptor */
+	enum cfg_format format; /* [0]: the disk's own format */
+};
+
+/* A disk's images: [0] its own, [1..n-1] its backing chain, nearest first. */
+struct argv_chain {
+	const struct argv_image *images;
+	size_t n;
+};
+
 /* Where things live for one VM, and descriptors the daemon opened for it. */
 struct argv_env {
 	const char *qemu;      /* argv[0] */
-	const char *run_dir;   /* <run_dir>/<name>/qmp.sock, qemu.pid */
+	const char *run_dir;   /* <run_dir>/<name>/qmp.sock, qemu/qemu.pid */
 	const char *state_dir; /* <state_dir>/<name>/console.log, OVMF_VARS.fd */
 	const char *ovmf_code; /* firmware = uefi */
 	int qmp_fd;            /* >= 0: a listening socket QEMU inherits; < 0: -qmp unix:PATH */
 	const int *net_fds; /* per cfg net index: tap fd for type = bridge (or -1); may be NULL */
+	const struct argv_chain *disks;   /* per cfg disk index (required for every disk) */
+	const struct argv_image *fw_vars; /* firmware = uefi: the variable store (required) */
 };
 
 /*
@@ -29,21 +50,31 @@ void argv_free(char **argv);
  * Names qvmd gives QEMU objects (a contract between argv and the hot-plug code). Device ids never
  * contain '.', so these cannot clash with operator ids.
  *   root port of a cold-plugged device ID: "rp.ID"     spare hot-plug root port N: "hp.N"
- *   block nodes of disk ID: "ID.file" (protocol) and "ID.fmt" (format)
+ *   block nodes of disk ID: "ID.file" (protocol) and "ID.fmt" (format); of its Nth backing file
+ *   (N from 1): "ID.fileN" and "ID.fmtN" (at most 31 characters with a 24-character ID)
+ *   the opaque string of an image's fdset: the name of its "file" node
  *   netdev of NIC ID: "ID.net"
  */
 #define ARGV_SPARE_PORT_FMT "hp.%u"
 #define ARGV_COLD_PORT_FMT  "rp.%s"
 #define ARGV_NODE_FILE_FMT  "%s.file"
 #define ARGV_NODE_FMT_FMT   "%s.fmt"
+#define ARGV_FW_VARS        "qvmd.fw-vars"
 #define ARGV_NETDEV_FMT     "%s.net"
 /* Maximum root ports (cold + spare) on q35's pcie.0. */
 #define ARGV_MAX_PORTS 28
 
 /* JSON builders shared with hot-plug (return new json_object references; caller puts them). */
 struct json_object;
-struct json_object *argv_blockdev_file_json(const struct cfg_disk *disk);
-struct json_object *argv_blockdev_fmt_json(const struct cfg_disk *disk);
+/* Block node names of image i of disk id's chain (caller frees). */
+char *argv_node_file(const char *id, size_t i);
+char *argv_node_fmt(const char *id, size_t i);
+/* The "file" and format nodes of image i of a disk's chain; the format node of a qcow2 names
+ * the next image's format node as its backing, or null (QEMU opens no backing file by name). */
+struct json_object *argv_blockdev_file_json(const struct cfg_disk *disk,
+                                            const struct argv_chain *chain, size_t i);
+struct json_object *argv_blockdev_fmt_json(const struct cfg_disk *disk,
+                                           const struct argv_chain *chain, size_t i);
 /* bus: the root port id on q35, NULL on pc (pci.0). */
 struct json_object *argv_disk_device_json(const struct cfg_disk *disk, const char *bus);
 /* fd_name: for tap/bridge NICs handed over by fd ("fd" as a number string or a getfd name). */

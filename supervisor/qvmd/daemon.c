@@ -4,7 +4,9 @@
 #include "cfg.h"
 #include "control.h"
 #include "log.h"
+#include "proc.h"
 #include "vm.h"
+#include "vm_uid.h"
 
 #include <dirent.h>
 #include <sys/stat.h>
@@ -72,6 +74,7 @@ static void
 daemon_vm_gone(struct daemon *d, struct vm *vm)
 {
 	log_info("vm %s: definition removed and vm stopped: forgetting it", vm_name(vm));
+	vm_uid_release(d->conf, vm_name(vm));
 	daemon_remove_vm(d, vm);
 	event_base_once(d->base, -1, EV_TIMEOUT, vm_free_deferred, vm, NULL);
 }
@@ -96,6 +99,22 @@ env_may_restart(void *arg)
 	return !d->stopping && d->restarts_held == 0;
 }
 
+/* One image is never given to two VMs unless both only read it: the VM (not self) whose QEMU
+ * holds dev/ino in a way that forbids this use. */
+static const struct vm *
+env_image_holder(void *arg, const struct vm *self, dev_t dev, ino_t ino, bool writable)
+{
+	struct daemon *d = arg;
+	bool held_writable;
+
+	for (size_t i = 0; i < d->nvms; i++) {
+		if (d->vms[i] != self && vm_holds_image(d->vms[i], dev, ino, &held_writable) &&
+		    (writable || held_writable))
+			return d->vms[i];
+	}
+	return NULL;
+}
+
 void
 daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *conf)
 {
@@ -107,6 +126,7 @@ daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *con
 	d->vm_env.publish = env_publish;
 	d->vm_env.gone = env_gone;
 	d->vm_env.may_restart = env_may_restart;
+	d->vm_env.image_holder = env_image_holder;
 	d->vm_env.arg = d;
 }
 
@@ -316,6 +336,62 @@ daemon_adopt_orphans(struct daemon *d)
 		daemon_add_vm(d, vm);
 	}
 	closedir(dir);
+}
+
+static int
+record_uid_cmp(const void *a, const void *b)
+{
+	uid_t x = ((const struct vm_uid_record *)a)->ids.uid,
+	      y = ((const struct vm_uid_record *)b)->ids.uid;
+
+	return x < y ? -1 : x > y;
+}
+
+void
+daemon_check_uids(struct daemon *d)
+{
+	size_t n, kept = 0;
+	struct vm_uid_record *r = vm_uid_records(d->conf, &n);
+
+	for (size_t i = 0; i < n; i++) {
+		/* Known VMs include every QEMU adopted without a definition; a QEMU that could not
+		 * be adopted (books lost) still holds its pidfile's lock, and its uid. */
+		if (daemon_find_vm(d, r[i].name) == NULL) {
+			char *pidfile =
+			    xasprintf("%s/%s/qemu/qemu.pid", d->conf->run_dir, r[i].name);
+			pid_t owner = proc_pidfile_owner(pidfile);
+
+			free(pidfile);
+			if (owner > 0) {
+				log_warn(
+				    "vm %s: no definition, but its qemu (pid %d) runs: it keeps "
+				    "qemu uid %u",
+				    r[i].name, (int)owner, (unsigned)r[i].ids.uid);
+			} else {
+				vm_uid_release(d->conf, r[i].name);
+				free(r[i].name);
+				continue;
+			}
+		}
+		r[kept++] = r[i];
+	}
+	/* With qemu_user every record holds the same uid; a range hands each out once. */
+	if (d->conf->qemu_user == NULL && kept > 1) {
+		qsort(r, kept, sizeof *r, record_uid_cmp);
+		for (size_t i = 1; i < kept; i++) {
+			/* Records from an earlier qemu_user or range are replaced at the next
+			 * start. */
+			if (r[i].ids.uid == r[i - 1].ids.uid &&
+			    r[i].ids.uid >= d->conf->qemu_uid_first &&
+			    r[i].ids.uid <= d->conf->qemu_uid_last)
+				log_error(
+				    "vm %s and vm %s: both record qemu uid %u (%s/NAME/qemu-uid): "
+				    "neither starts until the wrong record is removed",
+				    r[i - 1].name, r[i].name, (unsigned)r[i].ids.uid,
+				    d->conf->state_dir);
+		}
+	}
+	vm_uid_records_free(r, kept);
 }
 
 /* powerdown of every VM: one aggregate reply once each VM has finished. */

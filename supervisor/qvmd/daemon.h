@@ -1,4 +1,5 @@
-/* supervisor/qvmd/daemon: the daemon's state: its settings, its VMs, its control socket, one event loop.
+/* supervisor/qvmd/daemon: the daemon's state: its settings, its VMs, its control socket, one event
+ * loop.
  */
 #ifndef QVMD_DAEMON_H
 #define QVMD_DAEMON_H
@@ -36,6 +37,9 @@ struct json_object *daemon_reload(struct daemon *d);
 /* Re-attaches to running QEMUs whose definition file is gone (at start-up, after the first
  * reload and the adoption of the known VMs). */
 void daemon_adopt_orphans(struct daemon *d);
+/* At start-up, after the adoptions: releases the qemu uid records of VMs that are gone (their
+ * definition was removed while qvmd was down) and logs uids recorded for two VMs. */
+void daemon_check_uids(struct daemon *d);
 /*
  * Powers every VM down for a host shutdown (vm_bring_down on each, restarts held until all are
  * done). cb gets {"vms":[{name, ok, state, ended_by, elapsed_ms | error}]}; a VM still running at

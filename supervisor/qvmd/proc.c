@@ -1,4 +1,4 @@
-/* Process facts from /proc and spawning with posix_spawn (never a shell). */
+/* Process facts from /proc, and spawning (fork and exec, never a shell) under given ids. */
 #include "proc.h"
 #include "log.h"
 
@@ -6,7 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/close_range.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,51 +130,231 @@ proc_rss_kib(pid_t pid)
 	return p ? strtol(p + 6, NULL, 10) : -1;
 }
 
-pid_t
-proc_spawn(char *const *argv, int out_fd, const int *keep, size_t nkeep, int *pidfd, char **cause)
+int
+proc_uids(pid_t pid, uid_t *ruid, uid_t *euid)
 {
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t none, all;
+	char path[64], buf[4096], *p;
+	unsigned long r, e;
+
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	if (read_proc(path, buf, sizeof buf) <= 0 || (p = strstr(buf, "\nUid:")) == NULL ||
+	    sscanf(p + 5, "%lu %lu", &r, &e) != 2)
+		return -1;
+	*ruid = (uid_t)r;
+	*euid = (uid_t)e;
+	return 0;
+}
+
+/*
+ * Why ids cannot reach a path (the child runs this with its final ids, where access(2) checks
+ * exactly them): the first directory on the way that is not traversable, or the file itself.
+ * Returns 0 when the path is reachable.
+ */
+static int
+spawn_path_problem(const struct proc_path *p, const struct proc_creds *c, char *buf, size_t size)
+{
+	char dir[4096];
+	struct stat st;
+	int err;
+
+	if (access(p->path, p->mode) == 0)
+		return 0;
+	err = errno;
+	for (const char *s = strchr(p->path + 1, '/'); s != NULL; s = strchr(s + 1, '/')) {
+		int len = (int)(s - p->path); /* the directory is printed from p->path */
+
+		if ((size_t)len >= sizeof dir)
+			break;
+		memcpy(dir, p->path, (size_t)len);
+		dir[len] = '\0';
+		if (access(dir, X_OK) == 0)
+			continue;
+		if (stat(dir, &st) == 0)
+			snprintf(
+			    buf, size,
+			    "%s %s: directory %.*s (mode %04o, owner %u:%u) is not traversable by "
+			    "uid %u gid %u",
+			    p->what, p->path, len, p->path, (unsigned)(st.st_mode & 07777),
+			    (unsigned)st.st_uid, (unsigned)st.st_gid, (unsigned)c->uid,
+			    (unsigned)c->gid);
+		else
+			snprintf(buf, size, "%s %s: directory %.*s: %s (as uid %u gid %u)", p->what,
+			         p->path, len, p->path, strerror(errno), (unsigned)c->uid,
+			         (unsigned)c->gid);
+		return -1;
+	}
+	if (err != EACCES || stat(p->path, &st) < 0)
+		snprintf(buf, size, "%s %s: %s (as uid %u gid %u)", p->what, p->path, strerror(err),
+		         (unsigned)c->uid, (unsigned)c->gid);
+	else
+		snprintf(buf, size, "%s %s (mode %04o, owner %u:%u) is not %s by uid %u gid %u",
+		         p->what, p->path, (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid,
+		         (unsigned)st.st_gid,
+		         p->mode & W_OK   ? "writable"
+		         : p->mode & X_OK ? "traversable"
+		                          : "readable",
+		         (unsigned)c->uid, (unsigned)c->gid);
+	return -1;
+}
+
+/* Gives up every capability and becomes uid/gid for good. 0, or -1 with the reason in buf. */
+static int
+spawn_drop(const struct proc_creds *c, char *buf, size_t size)
+{
+	struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+	struct __user_cap_data_struct data[2];
+	gid_t groups[2] = {c->gid, c->extra_gid};
+	uid_t r, e, s;
+	const char *step;
+
+	if (c->uid == 0 || c->gid == 0) {
+		snprintf(buf, size, "refusing to run as uid %u gid %u", (unsigned)c->uid,
+		         (unsigned)c->gid);
+		return -1;
+	}
+	/* The bounding set limits what any later exec could gain; only root may shrink it. */
+	step = "drop the capability bounding set";
+	for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+			goto fail;
+	step = "setgroups";
+	if (setgroups(c->extra_gid != (gid_t)-1 && c->extra_gid != c->gid ? 2 : 1, groups) < 0)
+		goto fail;
+	step = "setresgid";
+	if (setresgid(c->gid, c->gid, c->gid) < 0)
+		goto fail;
+	/* With every uid non-zero the kernel clears the permitted and effective sets. */
+	step = "setresuid";
+	if (setresuid(c->uid, c->uid, c->uid) < 0)
+		goto fail;
+	step = "clear the ambient capabilities";
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		goto fail;
+	step = "clear the capabilities";
+	memset(data, 0, sizeof data);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		goto fail;
+	if (getresuid(&r, &e, &s) < 0 || r != c->uid || e != c->uid || s != c->uid ||
+	    setuid(0) == 0) {
+		snprintf(buf, size, "still privileged after dropping to uid %u", (unsigned)c->uid);
+		return -1;
+	}
+	return 0;
+fail:
+	snprintf(buf, size, "cannot run as uid %u gid %u: %s: %s", (unsigned)c->uid,
+	         (unsigned)c->gid, step, strerror(errno));
+	return -1;
+}
+
+/* The child between fork and exec; reports a failure on errfd and exits. */
+static void __attribute__((noreturn))
+spawn_child(char *const *argv, int devnull, int out_fd, const int *keep, size_t nkeep,
+            const struct proc_creds *c, int errfd)
+{
+	char msg[1024];
+	sigset_t none;
+	size_t len;
+
+	setsid();
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (dup2(devnull, 0) < 0 || dup2(out_fd >= 0 ? out_fd : devnull, 1) < 0 ||
+	    dup2(out_fd >= 0 ? out_fd : devnull, 2) < 0) {
+		snprintf(msg, sizeof msg, "dup2: %s", strerror(errno));
+		goto fail;
+	}
+	/* Exactly the descriptors QEMU is told about survive exec, whatever else qvmd has open
+	 * without O_CLOEXEC. */
+	if (syscall(SYS_close_range, 3, ~0u, CLOSE_RANGE_CLOEXEC) < 0) {
+		snprintf(msg, sizeof msg, "close_range: %s", strerror(errno));
+		goto fail;
+	}
+	for (size_t i = 0; i < nkeep; i++) {
+		if (fcntl(keep[i], F_SETFD, 0) < 0) {
+			snprintf(msg, sizeof msg, "descriptor %d: %s", keep[i], strerror(errno));
+			goto fail;
+		}
+	}
+	umask(077);
+	if (c != NULL && spawn_drop(c, msg, sizeof msg) < 0)
+		goto fail;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		snprintf(msg, sizeof msg, "no_new_privs: %s", strerror(errno));
+		goto fail;
+	}
+	for (size_t i = 0; c != NULL && i < c->npaths; i++)
+		if (spawn_path_problem(&c->paths[i], c, msg, sizeof msg) < 0)
+			goto fail;
+	execve(argv[0], argv, environ);
+	snprintf(msg, sizeof msg, "cannot run %s: %s", argv[0], strerror(errno));
+fail:
+	len = strlen(msg);
+	if (write(errfd, msg, len) != (ssize_t)len)
+		_exit(126);
+	_exit(127);
+}
+
+pid_t
+proc_spawn_as(char *const *argv, int out_fd, const int *keep, size_t nkeep,
+              const struct proc_creds *creds, int *pidfd, char **cause)
+{
+	char msg[1024];
+	size_t len = 0;
+	ssize_t n;
 	pid_t pid;
-	int err, devnull;
+	int devnull, errpipe[2], err;
 
 	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0) {
 		*cause = xasprintf("open /dev/null: %s", strerror(errno));
 		return -1;
 	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawnattr_init(&attr);
-	posix_spawn_file_actions_adddup2(&fa, devnull, 0);
-	posix_spawn_file_actions_adddup2(&fa, out_fd >= 0 ? out_fd : devnull, 1);
-	posix_spawn_file_actions_adddup2(&fa, out_fd >= 0 ? out_fd : devnull, 2);
-	/* dup2 onto itself clears FD_CLOEXEC: exactly the descriptors QEMU is told about survive.
-	 */
-	for (size_t i = 0; i < nkeep; i++)
-		posix_spawn_file_actions_adddup2(&fa, keep[i], keep[i]);
-	sigemptyset(&none);
-	sigfillset(&all);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-	                                    POSIX_SPAWN_SETSIGDEF);
-	err = posix_spawn(&pid, argv[0], &fa, &attr, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
+	/* The child reports what failed before exec here; exec closes it (O_CLOEXEC), so EOF
+	 * without a message means the program runs. */
+	if (pipe2(errpipe, O_CLOEXEC) < 0) {
+		*cause = xasprintf("pipe: %s", strerror(errno));
+		close(devnull);
+		return -1;
+	}
+	pid = fork();
+	if (pid == 0)
+		spawn_child(argv, devnull, out_fd, keep, nkeep, creds, errpipe[1]);
+	err = errno;
+	close(errpipe[1]);
 	close(devnull);
-	if (err != 0) {
-		*cause = xasprintf("cannot run %s: %s", argv[0], strerror(err));
+	if (pid < 0) {
+		close(errpipe[0]);
+		*cause = xasprintf("fork: %s", strerror(err));
+		return -1;
+	}
+	while (len < sizeof msg - 1 &&
+	       ((n = read(errpipe[0], msg + len, sizeof msg - 1 - len)) > 0 ||
+	        (n < 0 && errno == EINTR)))
+		len += n > 0 ? (size_t)n : 0;
+	close(errpipe[0]);
+	if (len > 0) {
+		msg[len] = '\0';
+		waitpid(pid, NULL, 0);
+		*cause = xstrdup(msg);
 		return -1;
 	}
 	*pidfd = proc_pidfd_open(pid);
 	if (*pidfd < 0) {
 		err = errno;
 		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
 		*cause = xasprintf("pidfd_open: %s", strerror(err));
 		return -1;
 	}
 	return pid;
+}
+
+pid_t
+proc_spawn(char *const *argv, int out_fd, const int *keep, size_t nkeep, int *pidfd, char **cause)
+{
+	return proc_spawn_as(argv, out_fd, keep, nkeep, NULL, pidfd, cause);
 }
 
 char *

@@ -24,13 +24,42 @@ pid_t proc_pidfile_owner(const char *path);
 /* Resident set size in KiB, or -1. */
 long proc_rss_kib(pid_t pid);
 
+/* A path a spawned process must be able to reach with its own ids (checked before exec). */
+struct proc_path {
+	const char *what; /* for messages: "kernel", "pidfile directory" */
+	const char *path;
+	int mode; /* access(2) mode: R_OK, W_OK | X_OK ... */
+};
+
+/*
+ * Whom a spawned process runs as: uid and gid (the only groups, plus extra_gid when it is not
+ * (gid_t)-1, e.g. kvm for /dev/kvm), with no capabilities left (permitted, effective, inheritable,
+ * ambient and bounding sets empty). Each of paths[] is checked with these ids before exec.
+ */
+struct proc_creds {
+	uid_t uid;
+	gid_t gid;
+	gid_t extra_gid;
+	const struct proc_path *paths;
+	size_t npaths;
+};
+
 /*
  * Spawns argv[0] (absolute path, no shell) in a new session with stdin on /dev/null, stdout and
- * stderr on out_fd (or /dev/null when < 0), and only the descriptors in keep[] inherited (at their
- * numbers). Returns the pid and sets *pidfd (or -1 with *cause).
+ * stderr on out_fd (or /dev/null when < 0), only the descriptors in keep[] inherited (at their
+ * numbers), default signal handling, umask 077 and no_new_privs. With creds (may be NULL: as
+ * qvmd), it runs under those ids. Anything that fails before exec (dropping privileges, a path the
+ * ids cannot reach, exec itself) fails the spawn with the reason. Returns the pid and sets *pidfd
+ * (or -1 with *cause).
  */
+pid_t proc_spawn_as(char *const *argv, int out_fd, const int *keep, size_t nkeep,
+                    const struct proc_creds *creds, int *pidfd, char **cause);
+/* proc_spawn_as without creds. */
 pid_t proc_spawn(char *const *argv, int out_fd, const int *keep, size_t nkeep, int *pidfd,
                  char **cause);
+
+/* The real and effective uids of a process (the Uid: line of /proc/PID/status); 0 or -1. */
+int proc_uids(pid_t pid, uid_t *ruid, uid_t *euid);
 
 /* The last lines (at most max bytes) of a file from offset on, single-line-joined with " | ". */
 char *proc_file_tail(const char *path, long offset, size_t max);

@@ -11,6 +11,7 @@
 #include "lockfile.h"
 #include "log.h"
 #include "vm.h"
+#include "vm_uid.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -90,6 +91,28 @@ raise_fd_limit(void)
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
 			log_warn("cannot raise the open-file limit: %s", strerror(errno));
 	}
+}
+
+/*
+ * Whom QEMUs will run as, checked against the system before anything starts: never root, never
+ * an existing account's id. A qvmd that is not root has nothing to drop: its QEMUs run as itself.
+ */
+static int
+check_qemu_ids(const struct daemon_config *conf)
+{
+	char *cause = NULL;
+
+	if (geteuid() != 0) {
+		log_info("qvmd runs as uid %u, not root: every qemu runs as uid %u too",
+		         (unsigned)geteuid(), (unsigned)geteuid());
+		return 0;
+	}
+	if (vm_uid_check_system(conf, &cause) < 0) {
+		log_error("%s%s%s", conf->path ? conf->path : "", conf->path ? ": " : "", cause);
+		free(cause);
+		return -1;
+	}
+	return 0;
 }
 
 /* qvmd -n: every definition checked, every error printed. */
@@ -225,8 +248,13 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	struct cfg_errors errs;
 	char *path = xasprintf("%s/%s.ini", conf->vm_dir, name), *cause = NULL, **argv;
 	struct vm_config *cfg;
-	struct argv_env env = {conf->qemu, conf->run_dir, conf->state_dir, conf->ovmf_code,
-	                       -1,         NULL};
+	struct argv_env env = {.qemu = conf->qemu,
+	                       .run_dir = conf->run_dir,
+	                       .state_dir = conf->state_dir,
+	                       .ovmf_code = conf->ovmf_code,
+	                       .qmp_fd = -1};
+	struct argv_image vars = {.set = 0, .fd_rw = 200, .fd_ro = 201}, *images;
+	struct argv_chain *chains;
 	int *fds, rc = 1;
 
 	cfg_errors_init(&errs);
@@ -242,6 +270,20 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	for (size_t i = 0; i < cfg->nnets; i++)
 		fds[i] = cfg->nets[i].type == CFG_NET_BRIDGE ? 100 + (int)i : -1;
 	env.net_fds = fds;
+	/* Images reach QEMU as fdsets of descriptors qvmd opens at start (backing files too, which
+	 * are not shown here): placeholders show where they go. */
+	images = xcalloc(cfg->ndisks + 1, sizeof *images);
+	chains = xcalloc(cfg->ndisks + 1, sizeof *chains);
+	for (size_t i = 0; i < cfg->ndisks; i++) {
+		images[i].set = 1 + (long long)i;
+		images[i].fd_rw = cfg->disks[i].readonly ? -1 : 202 + 2 * (int)i;
+		images[i].fd_ro = 203 + 2 * (int)i;
+		images[i].format = cfg->disks[i].format;
+		chains[i].images = &images[i];
+		chains[i].n = 1;
+	}
+	env.disks = chains;
+	env.fw_vars = &vars;
 	argv = argv_build(cfg, &env, &cause);
 	if (argv == NULL) {
 		fprintf(stderr, "qvmd: vm %s: %s\n", name, cause);
@@ -253,6 +295,8 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	}
 	argv_free(argv);
 	free(fds);
+	free(images);
+	free(chains);
 	cfg_vm_free(cfg);
 	return rc;
 }
@@ -377,6 +421,10 @@ main(int argc, char **argv)
 	if (rc < 0)
 		return 1;
 	log_set_level(debug ? CFG_LOG_DEBUG : conf.log_level);
+	if (!stop && print_name == NULL && check_qemu_ids(&conf) < 0) {
+		cfg_daemon_free(&conf);
+		return 1;
+	}
 	if (check) {
 		rc = check_config(&conf);
 		cfg_daemon_free(&conf);
@@ -398,8 +446,10 @@ main(int argc, char **argv)
 	daemon_init(&d, event_base_new(), &conf);
 	if (d.base == NULL)
 		fatal("event_base_new failed");
-	if (mkdir_mode(conf.run_dir, conf.socket_group ? 0710 : 0700, conf.socket_group) < 0 ||
-	    mkdir_mode(conf.state_dir, 0750, NULL) < 0) {
+	/* Every QEMU traverses both to reach its own directories below (vm_start.c); neither can be
+	 * listed by anyone but root. */
+	if (mkdir_mode(conf.run_dir, 0711, conf.socket_group) < 0 ||
+	    mkdir_mode(conf.state_dir, 0711, NULL) < 0) {
 		log_error("cannot create %s or %s: %s", conf.run_dir, conf.state_dir,
 		          strerror(errno));
 		return 1;
@@ -419,6 +469,7 @@ main(int argc, char **argv)
 	for (size_t i = 0; i < d.nvms; i++)
 		vm_adopt(d.vms[i]);
 	daemon_adopt_orphans(&d);
+	daemon_check_uids(&d);
 	d.control = control_new(&d, conf.control_socket, conf.socket_group, &cause);
 	if (d.control == NULL) {
 		log_error("control socket: %s", cause);

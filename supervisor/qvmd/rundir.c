@@ -1,7 +1,8 @@
 /*
- * The per-VM run directory (<run_dir>/<name>/): QEMU's QMP socket and pidfile, plus what a
- * restarted qvmd needs to re-attach (vm_adopt.c): state.json (pid, process start time, start time)
- * and NAME.ini (the definition the QEMU was started from).
+ * The per-VM run directory (<run_dir>/<name>/, root's, traversable by the VM's QEMU): QEMU's QMP
+ * socket, plus what a restarted qvmd needs to re-attach (vm_adopt.c): state.json (pid, process
+ * start time, start time) and NAME.ini (the definition the QEMU was started from), which QEMU can
+ * neither read nor replace; and qemu/, the one directory QEMU owns, for its pidfile.
  */
 #include "vm_private.h"
 
@@ -9,6 +10,7 @@
 #include "log.h"
 #include "proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
@@ -68,12 +70,40 @@ rundir_save(struct vm *vm)
 	free(ini);
 }
 
+/*
+ * Empties and removes QEMU's own directory. QEMU chose what is in it: nothing in it is followed
+ * (unlinkat never follows a symlink; the directory itself is opened O_NOFOLLOW).
+ */
+static void
+rundir_remove_qemu_dir(struct vm *vm)
+{
+	char *path = vm_run_path(vm, "qemu");
+	struct dirent *de;
+	DIR *dir = NULL;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0 && (dir = fdopendir(fd)) == NULL)
+		close(fd);
+	while (dir != NULL && (de = readdir(dir)) != NULL) {
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0 &&
+		    unlinkat(dirfd(dir), de->d_name, 0) < 0)
+			log_warn("vm %s: cannot remove %s/%s: %s", vm->name, path, de->d_name,
+			         strerror(errno));
+	}
+	if (dir != NULL)
+		closedir(dir);
+	if (rmdir(path) < 0 && errno != ENOENT)
+		log_warn("vm %s: cannot remove %s: %s", vm->name, path, strerror(errno));
+	free(path);
+}
+
 void
 rundir_remove(struct vm *vm)
 {
-	static const char *const files[] = {"state.json",     "qmp.sock",     "qemu.pid",
-	                                    "state.json.tmp", "devices.json", "devices.json.tmp",
-	                                    "jobs.json",      "jobs.json.tmp"};
+	static const char *const files[] = {"state.json",   "qmp.sock",         "state.json.tmp",
+	                                    "devices.json", "devices.json.tmp", "jobs.json",
+	                                    "jobs.json.tmp"};
 	char *dir = vm_run_path(vm, ""), *def = rundir_def_path(vm),
 	     *deftmp = xasprintf("%s.tmp", def);
 
@@ -88,6 +118,7 @@ rundir_remove(struct vm *vm)
 		unlink(p);
 		free(p);
 	}
+	rundir_remove_qemu_dir(vm);
 	if (rmdir(dir) < 0 && errno != ENOENT)
 		log_warn("vm %s: cannot remove %s: %s", vm->name, dir, strerror(errno));
 	free(dir);

@@ -485,7 +485,7 @@ exit_reason(struct vm *vm, struct vm_exit *exit)
 		return xasprintf("killed by signal %d (%s)", exit->value, strsignal(exit->value));
 	}
 	/* Not our child (adopted): QEMU deletes its pidfile only when it exits cleanly. */
-	pidfile = vm_run_path(vm, "qemu.pid");
+	pidfile = vm_run_path(vm, "qemu/qemu.pid");
 	left = access(pidfile, F_OK) == 0;
 	free(pidfile);
 	exit->kind = VM_EXIT_UNKNOWN;

@@ -42,6 +42,10 @@ struct vm_env {
 	/* Whether the restart policy may start the VM now (not while the daemon stops or powers
 	 * every VM down). */
 	bool (*may_restart)(void *arg);
+	/* Another VM (not self) whose QEMU holds the image dev/ino in a way that forbids this use:
+	 * read-write, or at all when this use is writable; NULL when none does. May be NULL. */
+	const struct vm *(*image_holder)(void *arg, const struct vm *self, dev_t dev, ino_t ino,
+	                                 bool writable);
 	void *arg;
 };
 
@@ -61,6 +65,10 @@ bool vm_definition_removed(const struct vm *vm);
 /* Takes a freshly loaded definition (ownership): replaces the VM's when it means something else
  * (cfg_vm_equal: a comment-only edit is no change). Returns whether it did. */
 bool vm_update_config(struct vm *vm, struct vm_config *cfg);
+
+/* Whether the VM's QEMU holds the image dev/ino (a disk's, a backing file's, the UEFI variable
+ * store); *writable: read-write. */
+bool vm_holds_image(const struct vm *vm, dev_t dev, ino_t ino, bool *writable);
 
 /* The list row of a VM (never waits on QEMU). */
 struct json_object *vm_list_row(const struct vm *vm);

@@ -1,8 +1,8 @@
 /*
  * Re-attaching to a QEMU left running by an earlier qvmd. The run directory says which process it
  * was; a pid alone never identifies a QEMU (pids are reused): the process start time and the
- * command line (its -pidfile and -name) must match too. An adopted VM publishes the state it is
- * found in, like any other state change.
+ * command line (its -pidfile and -name) must match too, and it must run as the uid recorded for
+ * the VM (vm_uid.h). An adopted VM publishes the state it is found in, like any other state change.
  */
 #include "vm.h"
 #include "vm_private.h"
@@ -12,6 +12,7 @@
 #include "log.h"
 #include "proc.h"
 #include "qmp.h"
+#include "vm_uid.h"
 
 #include <json-c/json.h>
 #include <stdio.h>
@@ -29,7 +30,7 @@ rundir_verify(struct vm *vm, pid_t pid, uint64_t starttime)
 
 	if (pid <= 0 || proc_starttime(pid, &now) < 0 || now != starttime)
 		return false;
-	pidfile = vm_run_path(vm, "qemu.pid");
+	pidfile = vm_run_path(vm, "qemu/qemu.pid");
 	ok = proc_cmdline_has(pid, "-pidfile", pidfile);
 	/* The -name argument must name this VM too. */
 	if (ok) {
@@ -40,6 +41,39 @@ rundir_verify(struct vm *vm, pid_t pid, uint64_t starttime)
 	}
 	free(pidfile);
 	return ok;
+}
+
+/*
+ * Whether a QEMU found running runs as the uid recorded for the VM. One that does not (another
+ * VM's uid, root from an older qvmd, a record lost) is not adopted and not killed: the operator
+ * decides. A qvmd that is not root runs every QEMU as itself and has no record to compare.
+ */
+static bool
+adopt_uid_matches(struct vm *vm, pid_t pid)
+{
+	struct vm_ids ids;
+	uid_t ruid, euid;
+
+	if (geteuid() != 0)
+		return true;
+	if (proc_uids(pid, &ruid, &euid) < 0) {
+		log_error("vm %s: cannot read the uid of qemu pid %d: not re-attaching", vm->name,
+		          (int)pid);
+		return false;
+	}
+	if (vm_uid_recorded(vm->env.conf, vm->name, &ids) < 0) {
+		log_error("vm %s: qemu pid %d runs as uid %u but the vm has no recorded qemu uid: "
+		          "not re-attaching; it keeps running (stop it by hand)",
+		          vm->name, (int)pid, (unsigned)euid);
+		return false;
+	}
+	if (ruid != ids.uid || euid != ids.uid) {
+		log_error("vm %s: qemu pid %d runs as uid %u but the vm's recorded qemu uid is %u: "
+		          "not re-attaching; it keeps running (stop it by hand)",
+		          vm->name, (int)pid, (unsigned)euid, (unsigned)ids.uid);
+		return false;
+	}
+	return true;
 }
 
 bool
@@ -54,7 +88,7 @@ vm_adopt(struct vm *vm)
 	char *dir;
 
 	free(path);
-	pidfile = vm_run_path(vm, "qemu.pid");
+	pidfile = vm_run_path(vm, "qemu/qemu.pid");
 	pidfile_left = access(pidfile, F_OK) == 0;
 	free(pidfile);
 	if (o != NULL) {
@@ -83,7 +117,8 @@ vm_adopt(struct vm *vm)
 	if (!had_state || !rundir_verify(vm, pid, starttime)) {
 		/* No usable state.json (qvmd died between spawning QEMU and writing it, or the file
 		 * is stale): QEMU's own command line still names this VM's pidfile. */
-		char *pf = vm_run_path(vm, "qemu.pid"), *gname = xasprintf("guest=%s", vm->name);
+		char *pf = vm_run_path(vm, "qemu/qemu.pid"),
+		     *gname = xasprintf("guest=%s", vm->name);
 
 		pid = proc_find("-pidfile", pf, "-name", gname);
 		free(pf);
@@ -115,6 +150,8 @@ vm_adopt(struct vm *vm)
 		return false;
 	}
 
+	if (!adopt_uid_matches(vm, pid))
+		return false;
 	vm->pidfd = proc_pidfd_open(pid);
 	if (vm->pidfd < 0) {
 		log_warn("vm %s: pid %d vanished during re-attach", vm->name, (int)pid);

@@ -32,6 +32,7 @@ vm_dev_free(struct vm_dev *dev)
 		return;
 	cfg_disk_clear(&dev->disk);
 	cfg_net_clear(&dev->net);
+	free(dev->imgs);
 	free(dev->port);
 	free(dev->id);
 	free(dev);
@@ -267,7 +268,8 @@ vm_devs_save(struct vm *vm)
 	return rc;
 }
 
-/* After a daemon restart: the saved bookkeeping, or the definition's devices if there is none. */
+/* After a daemon restart: the saved bookkeeping, or the definition's devices if there is none, and
+ * the images they hold (for the checks of other VMs' starts and attaches). */
 void
 vm_devs_load(struct vm *vm)
 {
@@ -279,6 +281,7 @@ vm_devs_load(struct vm *vm)
 		json_object_put(arr);
 		if (vm->live_cfg)
 			vm_devs_init(vm);
+		vm_disks_identify(vm);
 		return;
 	}
 	vm_devs_clear(vm);
@@ -289,4 +292,5 @@ vm_devs_load(struct vm *vm)
 			vm_devs_add(vm, dev);
 	}
 	json_object_put(arr);
+	vm_disks_identify(vm);
 }

@@ -1,10 +1,17 @@
 /*
- * Hot-plug of disks (blockdev-add file + format node, device_add virtio-blk-pci) and NICs
+ * Hot-plug of disks (add-fd, blockdev-add file + format node, device_add virtio-blk-pci) and NICs
  * (netdev_add, device_add virtio-net-pci), and their removal (device_del, DEVICE_DELETED, then the
- * backend). Each operation is a job of the VM. An attach is two pipelined batches of QMP commands
+ * backend). Each operation is a job of the VM. An attach is pipelined batches of QMP commands
  * (QEMU runs the commands of one monitor in order, so a batch costs one round trip):
- *   prepare: [qom-list PORT's bus (q35)] [getfd (bridge)] netdev_add | blockdev-add file + format
+ *   prepare: [qom-list PORT's bus (q35)] [getfd (bridge)] netdev_add | add-fd per image
+ *   nodes:   (disk) add-fd of the O_RDONLY descriptor of a writable image, blockdev-add file +
+ *            format node per image of its chain, backing files first
  *   plug:    device_add, qom-get ID parent_bus (the device is there), query-pci (its address)
+ * QEMU opens no image by name: qvmd opens the disk's image and its backing chain (vm_disks.c) and
+ * sends the descriptors with add-fd, one fdset per image, QEMU choosing the set's id (so no id
+ * qvmd chose can collide with one, also after a daemon restart); each set's opaque string is its
+ * file node's name, which is how a detach (or a restarted qvmd) finds the sets of a disk in
+ * query-fdsets and removes them (remove-fd) once its nodes are deleted.
  * The next batch is sent only when every reply of the previous one is in; any failure rolls back
  * what was added, one command at a time in reverse order, so QEMU is left exactly as it was. On
  * q35 a device goes into a spare pcie-root-port that both the daemon's bookkeeping and QEMU's
@@ -24,6 +31,7 @@
 
 #include "argv.h"
 #include "cfg.h"
+#include "imgchain.h"
 #include "log.h"
 #include "proc.h"
 #include "qmp.h"
@@ -44,15 +52,20 @@
 
 #define DETACH_TIMEOUT_MS 30000
 
-/* Most commands one batch has in flight: qom-list, getfd, two blockdev-add. */
-#define HP_MAX_CALLS 4
+/* Images of one disk: its own and its backing files. */
+#define HP_MAX_IMAGES (IMGCHAIN_DEPTH_MAX + 1)
+/* Most commands one batch has in flight: a detach's device_del, then per image two blockdev-del
+ * and a remove-fd, and query-fdsets. */
+#define HP_MAX_CALLS (4 + 4 * HP_MAX_IMAGES)
 
-/* One step's undo: a QMP command with one string argument (blockdev-del node-name=...,
- * netdev_del id=..., closefd fdname=...), or, with command NULL, removing a file the step made. */
+/* One step's undo: a QMP command with one argument (blockdev-del node-name=..., netdev_del
+ * id=..., closefd fdname=..., remove-fd fdset-id=N (numeric)), or, with command NULL, removing a
+ * file the step made. */
 struct hp_undo {
 	const char *command;
 	const char *key;
 	char *value;
+	bool numeric; /* value is an integer */
 };
 
 struct hp_op;
@@ -64,6 +77,7 @@ struct hp_call {
 	qmp_reply_cb next;   /* the step's own handling of the reply (arg: the op) */
 	struct hp_undo undo; /* command NULL and value NULL: nothing to undo */
 	bool drops_fd;       /* netdev_add with a passed fd: the netdev owns the fd from now on */
+	size_t image;        /* add-fd: the image of the chain it passes */
 };
 
 struct hp_op {
@@ -78,6 +92,7 @@ struct hp_op {
 	/* This batch's commands; pending: how many are unanswered. */
 	struct hp_call calls[HP_MAX_CALLS];
 	size_t ncalls;
+	const struct hp_call *current; /* the call whose reply is being handled */
 	unsigned pending;
 	/* What the operation added to QEMU (and the host) so far, newest last: the steps that undo
 	 * it, run in reverse order by hp_rollback. */
@@ -91,6 +106,10 @@ struct hp_op {
 	bool have_port;                    /* QEMU showed port empty */
 	bool port_busy[CFG_PORTS_MAX + 1]; /* spare ports QEMU showed taken */
 	bool created; /* the image was made by --create (until the device owns it) */
+	/* disk: its images as qvmd opened them, and their fdsets once QEMU has them */
+	struct imgchain chain;
+	struct argv_image images[HP_MAX_IMAGES];
+	bool nodes_sent; /* batch "nodes" went out */
 	char fdname[48];
 	int tapfd;
 	/* qemu-img child */
@@ -113,6 +132,7 @@ struct hp_op {
 };
 
 static void hp_rollback(struct hp_op *op);
+static void hp_open_images(struct hp_op *op);
 static void hp_prepare(struct hp_op *op);
 static void hp_prepared(struct hp_op *op);
 static void hp_commit(struct hp_op *op);
@@ -142,6 +162,7 @@ hp_free(struct hp_op *op)
 	}
 	if (op->tapfd >= 0)
 		close(op->tapfd);
+	imgchain_close(&op->chain);
 	cfg_disk_clear(&op->disk);
 	cfg_net_clear(&op->net);
 	free(op->err_msg);
@@ -282,6 +303,7 @@ hp_push_undo(struct hp_op *op, const char *command, const char *key, char *value
 	op->undo[op->nundo].command = command;
 	op->undo[op->nundo].key = key;
 	op->undo[op->nundo].value = value;
+	op->undo[op->nundo].numeric = false;
 	op->nundo++;
 }
 
@@ -315,6 +337,7 @@ hp_call_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		hp_push_undo(op, c->undo.command, c->undo.key, c->undo.value);
 		c->undo.value = NULL;
 	}
+	op->current = c;
 	c->next(conn, r, op);
 }
 
@@ -382,6 +405,15 @@ obj1(const char *key, const char *value)
 	return o;
 }
 
+static struct json_object *
+obj1_int(const char *key, long long value)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, key, json_object_new_int64(value));
+	return o;
+}
+
 /* The bookkeeping entry of the device being attached (NULL before hp_begin). */
 static struct vm_dev *
 hp_dev(const struct hp_op *op)
@@ -422,7 +454,10 @@ hp_rollback(struct hp_op *op)
 			free(u.value);
 			continue;
 		}
-		if (hp_send(op, u.command, obj1(u.key, u.value), rollback_done)) {
+		if (hp_send(op, u.command,
+		            u.numeric ? obj1_int(u.key, strtoll(u.value, NULL, 10))
+		                      : obj1(u.key, u.value),
+		            rollback_done)) {
 			free(u.value);
 			return;
 		}
@@ -459,7 +494,7 @@ img_done(evutil_socket_t fd, short what, void *arg)
 	op->created = true;
 	hp_push_undo(op, NULL, NULL, xstrdup(op->disk.file));
 	log_info("vm %s: created image %s", op->vm->name, op->disk.file);
-	hp_prepare(op);
+	hp_open_images(op);
 }
 
 static void
@@ -791,8 +826,112 @@ hp_begin(struct hp_op *op)
 	}
 	if (op->create_size > 0)
 		hp_create_image(op);
+	else if (op->is_disk)
+		hp_open_images(op);
 	else
 		hp_prepare(op);
+}
+
+/* Opens the disk's image and its backing chain (refused when another VM, or another disk of
+ * this one, holds one of them), records them on its device, then sends batch "prepare". */
+static void
+hp_open_images(struct hp_op *op)
+{
+	struct vm_dev *dev = hp_dev(op);
+	char *cause = NULL;
+
+	if (vm_disk_open(op->vm, &op->disk, dev, &op->chain, &cause) < 0) {
+		hp_fail(op, PROTO_ERR_INVALID, "vm %s: %s", op->vm->name, cause);
+		free(cause);
+		return;
+	}
+	for (size_t j = 0; j < op->chain.n; j++) {
+		op->images[j].set = -1;
+		op->images[j].fd_ro = op->images[j].fd_rw = -1;
+		op->images[j].format = op->chain.v[j].format;
+	}
+	if (dev != NULL)
+		vm_dev_set_images(dev, &op->chain, !op->disk.readonly);
+	hp_prepare(op);
+}
+
+/* Batch "prepare": add-fd of an image's first descriptor made a new fdset (QEMU chose its id):
+ * removing the set undoes it. */
+static void
+fd_added(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+	struct json_object *v;
+
+	hp_answered(op);
+	if (r->status != QMP_OK) {
+		hp_error(op, vm_qmp_err(r), "vm %s: add-fd %s failed: %s", op->vm->name,
+		         op->disk.id, r->error_desc);
+	} else if (!json_object_object_get_ex(r->result, "fdset-id", &v)) {
+		hp_error(op, PROTO_ERR_QEMU, "vm %s: add-fd %s: no fdset-id in the reply",
+		         op->vm->name, op->disk.id);
+	} else {
+		op->images[op->current->image].set = json_object_get_int64(v);
+		hp_push_undo(op, "remove-fd", "fdset-id",
+		             xasprintf("%" PRId64, json_object_get_int64(v)));
+		op->undo[op->nundo - 1].numeric = true;
+	}
+	if (op->pending == 0)
+		hp_prepared(op);
+}
+
+/* Sends the add-fd of each image's first descriptor (O_RDWR for a writable disk's own image):
+ * each makes a new fdset whose opaque string is the image's file node. */
+static bool
+hp_send_add_fds(struct hp_op *op)
+{
+	for (size_t j = 0; j < op->chain.n; j++) {
+		const struct imgchain_image *im = &op->chain.v[j];
+		char *opaque = argv_node_file(op->disk.id, j);
+		bool sent = hp_send_step(op, "add-fd", obj1("opaque", opaque),
+		                         im->fd_rw >= 0 ? im->fd_rw : im->fd_ro, fd_added, NULL,
+		                         NULL, NULL);
+
+		free(opaque);
+		if (!sent)
+			return false;
+		op->calls[op->ncalls - 1].image = j;
+	}
+	return true;
+}
+
+/* Batch "nodes": the O_RDONLY descriptor of a writable image joins its set (QEMU reopens
+ * images read-only, e.g. for block jobs), then the block nodes, backing files first. */
+static bool
+hp_send_nodes(struct hp_op *op)
+{
+	struct argv_chain chain = {op->images, op->chain.n};
+	const struct imgchain_image *top = &op->chain.v[0];
+
+	if (top->fd_rw >= 0) {
+		struct json_object *args = obj1("opaque", "");
+		char *opaque = argv_node_file(op->disk.id, 0);
+
+		json_object_object_add(args, "opaque", json_object_new_string(opaque));
+		json_object_object_add(args, "fdset-id", json_object_new_int64(op->images[0].set));
+		free(opaque);
+		if (!hp_send_step(op, "add-fd", args, top->fd_ro, backend_added, NULL, NULL, NULL))
+			return false;
+	}
+	for (size_t j = chain.n; j-- > 0;) {
+		char *file = argv_node_file(op->disk.id, j), *fmt = argv_node_fmt(op->disk.id, j);
+		bool sent =
+		    hp_send_step(op, "blockdev-add", argv_blockdev_file_json(&op->disk, &chain, j),
+		                 -1, backend_added, "blockdev-del", "node-name", file) &&
+		    hp_send_step(op, "blockdev-add", argv_blockdev_fmt_json(&op->disk, &chain, j),
+		                 -1, backend_added, "blockdev-del", "node-name", fmt);
+
+		free(file);
+		free(fmt);
+		if (!sent)
+			return false;
+	}
+	return true;
 }
 
 /* Sends batch "prepare" (the record is on disk already). */
@@ -802,11 +941,9 @@ hp_prepare(struct hp_op *op)
 	struct vm *vm = op->vm;
 	bool bridge = !op->is_disk && op->net.type == CFG_NET_BRIDGE;
 	const char *id = op->is_disk ? op->disk.id : op->net.id;
-	char file[64], fmt[64], netdev[64];
+	char netdev[64];
 	bool sent = true;
 
-	snprintf(file, sizeof file, ARGV_NODE_FILE_FMT, id);
-	snprintf(fmt, sizeof fmt, ARGV_NODE_FMT_FMT, id);
 	snprintf(netdev, sizeof netdev, ARGV_NETDEV_FMT, id);
 	hp_batch(op);
 	if (vm->live_cfg->machine == CFG_MACHINE_Q35)
@@ -817,10 +954,7 @@ hp_prepare(struct hp_op *op)
 		                    backend_added, "closefd", "fdname", op->fdname);
 	}
 	if (sent && op->is_disk)
-		sent = hp_send_step(op, "blockdev-add", argv_blockdev_file_json(&op->disk), -1,
-		                    backend_added, "blockdev-del", "node-name", file) &&
-		       hp_send_step(op, "blockdev-add", argv_blockdev_fmt_json(&op->disk), -1,
-		                    backend_added, "blockdev-del", "node-name", fmt);
+		sent = hp_send_add_fds(op);
 	else if (sent && hp_send_step(op, "netdev_add",
 	                              argv_netdev_json(&op->net, bridge ? op->fdname : NULL), -1,
 	                              backend_added, "netdev_del", "id", netdev))
@@ -845,6 +979,13 @@ hp_prepared(struct hp_op *op)
 	}
 	if (op->err_msg != NULL) {
 		hp_rollback(op);
+		return;
+	}
+	if (op->is_disk && !op->nodes_sent) {
+		op->nodes_sent = true;
+		hp_batch(op);
+		if (!hp_send_nodes(op))
+			hp_send_failed(op);
 		return;
 	}
 	if (q35 && !op->have_port) {
@@ -1208,11 +1349,12 @@ backend_deleted(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		hp_detached(op);
 }
 
-/* Sends a deletion nobody waits for; cb reports its outcome (and frees its description). */
+/* Sends a deletion of name nobody waits for (args taken); cb reports its outcome (and frees its
+ * description). */
 static void
-del_unwaited(struct vm *vm, const char *cmd, const char *key, const char *name, qmp_reply_cb cb)
+del_unwaited_args(struct vm *vm, const char *cmd, struct json_object *args, const char *name,
+                  qmp_reply_cb cb)
 {
-	struct json_object *args = obj1(key, name);
 	char *what = xasprintf("vm %s: %s %s", vm->name, cmd, name), *cause = NULL;
 
 	if (qmp_execute(vm->qmp, cmd, args, 0, cb, what, &cause) < 0)
@@ -1221,19 +1363,149 @@ del_unwaited(struct vm *vm, const char *cmd, const char *key, const char *name, 
 	free(cause);
 }
 
-/* Deletes one backend object: as part of op (detach waiting for it), or on its own. */
 static void
-backend_del(struct vm *vm, struct hp_op *op, const char *cmd, const char *key, const char *name)
+del_unwaited(struct vm *vm, const char *cmd, const char *key, const char *name, qmp_reply_cb cb)
+{
+	del_unwaited_args(vm, cmd, obj1(key, name), name, cb);
+}
+
+/* Deletes one backend object (args taken): as part of op (detach waiting for it), or on its
+ * own. */
+static void
+backend_del_args(struct vm *vm, struct hp_op *op, const char *cmd, struct json_object *args,
+                 const char *name)
 {
 	if (op != NULL) {
-		if (!hp_send(op, cmd, obj1(key, name), backend_deleted))
+		if (!hp_send(op, cmd, args, backend_deleted))
 			hp_error(op, PROTO_ERR_FAILED,
 			         "vm %s: %s removed from the guest, but %s %s: qmp "
 			         "connection lost",
 			         vm->name, op->id, cmd, name);
 		return;
 	}
-	del_unwaited(vm, cmd, key, name, backend_del_done);
+	del_unwaited_args(vm, cmd, args, name, backend_del_done);
+}
+
+static void
+backend_del(struct vm *vm, struct hp_op *op, const char *cmd, const char *key, const char *name)
+{
+	backend_del_args(vm, op, cmd, obj1(key, name), name);
+}
+
+/* The fdsets of disk id in a query-fdsets result (their opaque string names its file nodes):
+ * their ids and the image of its chain each one serves; returns how many. */
+static size_t
+disk_fdsets(struct json_object *result, const char *id, long long *sets, size_t *images, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; result && i < json_object_array_length(result) && n < max; i++) {
+		struct json_object *set = json_object_array_get_idx(result, i), *fds, *v;
+
+		if (!json_object_object_get_ex(set, "fdset-id", &v) ||
+		    !json_object_object_get_ex(set, "fds", &fds))
+			continue;
+		for (size_t k = 0; k < json_object_array_length(fds); k++) {
+			struct json_object *fd = json_object_array_get_idx(fds, k), *o;
+
+			if (json_object_object_get_ex(fd, "opaque", &o) &&
+			    vm_disk_fdset_of(json_object_get_string(o), id, &images[n]) &&
+			    images[n] < HP_MAX_IMAGES) {
+				sets[n++] = json_object_get_int64(v);
+				break;
+			}
+		}
+	}
+	return n;
+}
+
+/* The disk's own nodes are deleted (sent before): deletes the nodes of its backing files, nearest
+ * first (each has lost its last parent by then), and removes every fdset of the disk, so that
+ * QEMU closes its descriptors. As part of op, or on its own. */
+static void
+fdsets_release(struct vm *vm, struct hp_op *op, const char *id, struct json_object *result)
+{
+	long long sets[HP_MAX_IMAGES];
+	size_t images[HP_MAX_IMAGES], n = disk_fdsets(result, id, sets, images, HP_MAX_IMAGES);
+	size_t deepest = 0;
+
+	for (size_t k = 0; k < n; k++)
+		deepest = images[k] > deepest ? images[k] : deepest;
+	for (size_t j = 1; j <= deepest; j++) {
+		char *fmt = argv_node_fmt(id, j), *file = argv_node_file(id, j);
+
+		backend_del(vm, op, "blockdev-del", "node-name", fmt);
+		backend_del(vm, op, "blockdev-del", "node-name", file);
+		free(fmt);
+		free(file);
+	}
+	for (size_t k = 0; k < n; k++) {
+		char *name = xasprintf("fdset %lld", sets[k]);
+
+		backend_del_args(vm, op, "remove-fd", obj1_int("fdset-id", sets[k]), name);
+		free(name);
+	}
+}
+
+/* Detach: query-fdsets is answered; the detach ends when what it sends is answered too. */
+static void
+fdsets_listed(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct hp_op *op = arg;
+
+	hp_answered(op);
+	if (r->status == QMP_OK)
+		fdsets_release(op->vm, op, op->id, r->result);
+	else if (r->status != QMP_DISCONNECTED)
+		log_warn("vm %s: %s: query-fdsets failed: %s; its images stay open in qemu",
+		         op->vm->name, op->id, r->error_desc);
+	if (op->pending == 0)
+		hp_detached(op);
+}
+
+/* The disk whose fdsets a query-fdsets nobody waits for is about. */
+struct fdsets_unwaited {
+	struct vm *vm;
+	char *id;
+};
+
+static void
+fdsets_listed_unwaited(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct fdsets_unwaited *u = arg;
+
+	if (r->status == QMP_OK)
+		fdsets_release(u->vm, NULL, u->id, r->result);
+	else if (r->status != QMP_DISCONNECTED)
+		log_warn("vm %s: %s: query-fdsets failed: %s; its images stay open in qemu",
+		         u->vm->name, u->id, r->error_desc);
+	free(u->id);
+	free(u);
+}
+
+/* Lists the fdsets to find those of disk id (after its own nodes' deletion was sent). */
+static void
+disk_images_release(struct vm *vm, struct hp_op *op, const char *id)
+{
+	struct fdsets_unwaited *u;
+	char *cause = NULL;
+
+	if (op != NULL) {
+		if (!hp_send(op, "query-fdsets", NULL, fdsets_listed))
+			hp_error(op, PROTO_ERR_FAILED,
+			         "vm %s: %s removed from the guest, but query-fdsets: qmp "
+			         "connection lost",
+			         vm->name, id);
+		return;
+	}
+	u = xcalloc(1, sizeof *u);
+	u->vm = vm;
+	u->id = xstrdup(id);
+	if (qmp_execute(vm->qmp, "query-fdsets", NULL, 0, fdsets_listed_unwaited, u, &cause) < 0) {
+		free(u->id);
+		free(u);
+	}
+	free(cause);
 }
 
 /* The guest released the device: remove its backend (op: the detach waiting for it), free its
@@ -1250,6 +1522,7 @@ dev_released(struct vm *vm, struct vm_dev *dev, struct hp_op *op)
 			backend_del(vm, op, "blockdev-del", "node-name", name);
 			snprintf(name, sizeof name, ARGV_NODE_FILE_FMT, id);
 			backend_del(vm, op, "blockdev-del", "node-name", name);
+			disk_images_release(vm, op, id);
 		} else {
 			snprintf(name, sizeof name, ARGV_NETDEV_FMT, id);
 			backend_del(vm, op, "netdev_del", "id", name);
@@ -1472,6 +1745,7 @@ undo_attach(struct vm *vm, struct vm_dev *dev)
 		del_unwaited(vm, "blockdev-del", "node-name", name, undo_del_done);
 		snprintf(name, sizeof name, ARGV_NODE_FILE_FMT, dev->id);
 		del_unwaited(vm, "blockdev-del", "node-name", name, undo_del_done);
+		disk_images_release(vm, NULL, dev->id);
 		if (dev->created && unlink(dev->disk.file) == 0)
 			log_info("vm %s: removed image %s created for it", vm->name,
 			         dev->disk.file);

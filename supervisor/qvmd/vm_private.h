@@ -31,6 +31,14 @@ struct vm_job;
 
 #include "cfg.h"
 
+/* An image a VM's QEMU holds (a disk's, one of its backing files', the UEFI variable store). */
+struct vm_image_id {
+	dev_t dev;
+	ino_t ino;
+	bool writable;
+	bool top; /* the disk's own image, not a backing file */
+};
+
 /* A disk or NIC of a running VM, as the daemon tracks it. */
 struct vm_dev {
 	char *id;
@@ -43,6 +51,8 @@ struct vm_dev {
 	bool persist_removal; /* remove it from the definition once it is gone */
 	bool attaching;       /* hot-plug in progress: its backend may exist, the device may not */
 	bool created;         /* attaching: its image was made by --create */
+	struct vm_image_id *imgs; /* disk: its images, own first (not in devices.json) */
+	size_t nimgs;
 };
 
 struct vm {
@@ -78,6 +88,7 @@ struct vm {
 	struct vm_job *bg;    /* the background job */
 	struct vm_dev **devs; /* live devices */
 	size_t ndevs;
+	struct vm_image_id fw_vars; /* the UEFI variable store its QEMU holds (ino 0: none) */
 
 	unsigned restarts;         /* restarts done by the policy */
 	unsigned restart_attempts; /* since the VM last ran for a minute */
@@ -148,6 +159,39 @@ int vm_tap_open(const char *ifname, const char *bridge, char **cause);
 /* The listening QMP socket QEMU inherits, and a connection to it made before QEMU runs. */
 int vm_qmp_listen(const char *path, char **cause);
 int vm_qmp_dial(const char *path);
+
+/* vm_disks.c: the images of a VM's disks, opened by qvmd and handed to QEMU as fdsets. */
+struct argv_chain;
+struct argv_image;
+struct imgchain;
+/* Everything a start passes: per disk its chain, and the UEFI variable store. */
+struct vm_disk_fds {
+	struct imgchain *chains; /* per live_cfg disk */
+	size_t n;
+	struct imgchain *vars; /* firmware = uefi, else NULL */
+	struct argv_chain *argv_chains;
+	struct argv_image *argv_images;
+	struct argv_image *argv_vars;
+};
+/* Opens every image a start needs and checks that no other VM holds one of them (and that this
+ * VM does not name one twice); the descriptors QEMU inherits go to keep[]. Returns 0, or -1 with
+ * *cause ("disk ID: ...") and nothing left open. */
+int vm_disks_open(struct vm *vm, struct vm_disk_fds *fds, int *keep, size_t *nkeep, size_t keep_max,
+                  char **cause);
+/* Records the images of a started QEMU on its devices (after vm_devs_init). */
+void vm_disks_record(struct vm *vm, const struct vm_disk_fds *fds);
+void vm_disks_close(struct vm_disk_fds *fds);
+/* Opens the chain of a disk being attached (c zeroed) and checks it like a start does, against
+ * every image of this VM but self's and of the other VMs. 0, or -1 with *cause. */
+int vm_disk_open(struct vm *vm, const struct cfg_disk *disk, const struct vm_dev *self,
+                 struct imgchain *c, char **cause);
+/* Records a disk's images (opened as chain c) on its device. */
+void vm_dev_set_images(struct vm_dev *dev, const struct imgchain *c, bool writable);
+/* After a re-attach: the images of the live disks and of the variable store, from their names. */
+void vm_disks_identify(struct vm *vm);
+/* Whether an fdset's opaque string (its file node's name) belongs to disk id; *image: which image
+ * of its chain (0 its own, N its Nth backing file). */
+bool vm_disk_fdset_of(const char *opaque, const char *id, size_t *image);
 
 /* vm_devices.c: bookkeeping of live devices. */
 struct vm_dev *vm_dev_new_disk(const struct cfg_disk *disk, const char *port);

@@ -14,10 +14,12 @@
 #include "clock.h"
 #include "log.h"
 #include "proc.h"
+#include "vm_uid.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <json-c/json.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -28,7 +30,7 @@
 #define START_TIMEOUT_MS     60000 /* QEMU exec -> QMP ready */
 #define RESTART_RESET_MS     60000 /* a VM that ran this long gets its back-off reset */
 #define RESTART_MAX_DELAY_MS 60000
-#define SPAWN_FDS_MAX        64 /* descriptors a QEMU inherits: the QMP socket and taps */
+#define SPAWN_FDS_MAX        256 /* descriptors a QEMU inherits: QMP socket, taps, images */
 
 struct start_job {
 	struct vm_images *images; /* while missing images are created */
@@ -103,23 +105,127 @@ start_fail(struct vm_job *job, char *msg)
 	vm_check_gone(vm);
 }
 
+/*
+ * Makes a directory root's (or, qemu_dir, the QEMU's own) with gid's group and mode, refusing a
+ * symlink in its place. 0, or -1 with *cause.
+ */
+static int
+start_own_dir(const char *path, bool qemu_dir, const struct vm_ids *ids, mode_t mode, char **cause)
+{
+	int fd;
+
+	if (mkdir(path, mode) < 0 && errno != EEXIST) {
+		*cause = xasprintf("cannot create %s: %s", path, strerror(errno));
+		return -1;
+	}
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fchown(fd, qemu_dir ? ids->uid : 0, ids->gid) < 0 || fchmod(fd, mode) < 0) {
+		*cause = xasprintf("%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/*
+ * Who the VM's QEMU runs as, and what it needs of the file system under those ids. Its run and
+ * state directories stay root's but become traversable (not listable, not writable) by its gid;
+ * it creates files only in <run_dir>/<name>/qemu/ (its pidfile), a directory of its own. Its
+ * console log is handed over to it. Everything else it opens by name is checked as its ids right
+ * before exec: the kernel, initrd and firmware, /dev/kvm. With qvmd not root, QEMU runs as qvmd
+ * (*use_creds false). Returns 0, or -1 with *cause.
+ */
+static int
+start_creds(struct vm *vm, const char *qemu_dir, struct proc_creds *creds, struct proc_path *paths,
+            bool *use_creds, char **cause)
+{
+	const struct vm_config *cfg = vm->live_cfg;
+	const struct daemon_config *conf = vm->env.conf;
+	char *run = vm_run_path(vm, ""), *state = vm_state_path(vm, "");
+	char *console = vm_state_path(vm, "console.log");
+	struct vm_ids ids;
+	struct group *kvm;
+	size_t n = 0;
+	int rc = -1, fd;
+
+	*use_creds = geteuid() == 0;
+	if (!*use_creds) {
+		if (mkdir(qemu_dir, 0700) < 0 && errno != EEXIST) {
+			*cause = xasprintf("cannot create %s: %s", qemu_dir, strerror(errno));
+			goto out;
+		}
+		rc = 0;
+		goto out;
+	}
+	if (vm_uid_assign(conf, vm->name, &ids, cause) < 0 ||
+	    start_own_dir(run, false, &ids, 0710, cause) < 0 ||
+	    start_own_dir(qemu_dir, true, &ids, 0700, cause) < 0 ||
+	    start_own_dir(state, false, &ids, 0710, cause) < 0)
+		goto out;
+	if (cfg->console == CFG_CONSOLE_LOG) {
+		fd =
+		    open(console,
+		         O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+		if (fd < 0 || fchown(fd, ids.uid, ids.gid) < 0) {
+			*cause = xasprintf("%s: %s", console, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			goto out;
+		}
+		close(fd);
+	}
+	paths[n++] = (struct proc_path){"pidfile directory", qemu_dir, W_OK | X_OK};
+	if (cfg->kernel != NULL)
+		paths[n++] = (struct proc_path){"kernel", cfg->kernel, R_OK};
+	if (cfg->initrd != NULL)
+		paths[n++] = (struct proc_path){"initrd", cfg->initrd, R_OK};
+	if (cfg->firmware == CFG_FIRMWARE_UEFI)
+		paths[n++] = (struct proc_path){"uefi firmware", conf->ovmf_code, R_OK};
+	if (cfg->accel == CFG_ACCEL_KVM && access("/dev/kvm", F_OK) == 0)
+		paths[n++] = (struct proc_path){"kvm device", "/dev/kvm", R_OK | W_OK};
+	kvm = getgrnam("kvm");
+	*creds = (struct proc_creds){.uid = ids.uid,
+	                             .gid = ids.gid,
+	                             .extra_gid = kvm != NULL ? kvm->gr_gid : (gid_t)-1,
+	                             .paths = paths,
+	                             .npaths = n};
+	rc = 0;
+out:
+	free(run);
+	free(state);
+	free(console);
+	return rc;
+}
+
 /* Spawns QEMU once the disk images exist. */
 static void
 start_spawn(struct vm_job *job)
 {
 	struct vm *vm = job->vm;
 	const struct daemon_config *conf = vm->env.conf;
-	struct argv_env env = {conf->qemu, conf->run_dir, conf->state_dir, conf->ovmf_code,
-	                       -1,         NULL};
-	char *sock = vm_run_path(vm, "qmp.sock"), *pidfile = vm_run_path(vm, "qemu.pid");
+	struct argv_env env = {.qemu = conf->qemu,
+	                       .run_dir = conf->run_dir,
+	                       .state_dir = conf->state_dir,
+	                       .ovmf_code = conf->ovmf_code,
+	                       .qmp_fd = -1};
+	char *sock = vm_run_path(vm, "qmp.sock"), *pidfile = vm_run_path(vm, "qemu/qemu.pid");
+	char *qemu_dir = vm_run_path(vm, "qemu");
 	char *logpath = vm_state_path(vm, "qemu.log");
 	char *cause = NULL, **argv = NULL;
 	int lfd = -1, logfd = -1, cfd = -1, *net_fds = NULL;
 	int keep[SPAWN_FDS_MAX];
 	size_t nkeep = 0;
 	struct stat st;
+	struct proc_creds creds;
+	struct proc_path paths[8];
+	bool use_creds;
+	struct vm_disk_fds disk_fds = {0};
 
 	if (vm_prepare_firmware(vm, &cause) < 0)
+		goto fail;
+	if (start_creds(vm, qemu_dir, &creds, paths, &use_creds, &cause) < 0)
 		goto fail;
 	lfd = vm_qmp_listen(sock, &cause);
 	if (lfd < 0)
@@ -130,6 +236,11 @@ start_spawn(struct vm_job *job)
 	if (vm_open_taps(vm, net_fds, keep, &nkeep, SPAWN_FDS_MAX, &cause) < 0)
 		goto fail;
 	env.net_fds = net_fds;
+	/* QEMU opens no image by name: qvmd opens them, QEMU inherits them as fdsets. */
+	if (vm_disks_open(vm, &disk_fds, keep, &nkeep, SPAWN_FDS_MAX, &cause) < 0)
+		goto fail;
+	env.disks = disk_fds.argv_chains;
+	env.fw_vars = disk_fds.argv_vars;
 	argv = argv_build(vm->live_cfg, &env, &cause);
 	if (argv == NULL)
 		goto fail;
@@ -140,7 +251,8 @@ start_spawn(struct vm_job *job)
 	}
 	vm->log_offset = fstat(logfd, &st) == 0 ? (long)st.st_size : 0;
 	unlink(pidfile);
-	vm->pid = proc_spawn(argv, logfd, keep, nkeep, &vm->pidfd, &cause);
+	vm->pid =
+	    proc_spawn_as(argv, logfd, keep, nkeep, use_creds ? &creds : NULL, &vm->pidfd, &cause);
 	if (vm->pid < 0) {
 		vm->pid = 0;
 		goto fail;
@@ -151,9 +263,14 @@ start_spawn(struct vm_job *job)
 	vm->started_at = clock_now_ms();
 	vm->start_mono = clock_mono_ms();
 	proc_starttime(vm->pid, &vm->starttime);
-	log_info("vm %s: qemu started, pid %d", vm->name, (int)vm->pid);
+	if (use_creds)
+		log_info("vm %s: qemu started, pid %d, uid %u", vm->name, (int)vm->pid,
+		         (unsigned)creds.uid);
+	else
+		log_info("vm %s: qemu started, pid %d", vm->name, (int)vm->pid);
 	vm_watch_pid(vm);
 	vm_devs_init(vm);
+	vm_disks_record(vm, &disk_fds);
 	rundir_save(vm);
 	vm_devs_save(vm);
 	/* Connect while we still hold the listening socket: the connection waits in its backlog
@@ -176,10 +293,12 @@ out:
 		close(keep[i]);
 	if (logfd >= 0)
 		close(logfd);
+	vm_disks_close(&disk_fds);
 	argv_free(argv);
 	free(net_fds);
 	free(sock);
 	free(pidfile);
+	free(qemu_dir);
 	free(logpath);
 }
 
@@ -275,7 +394,7 @@ vm_refresh_definition(struct vm *vm, vm_done_cb cb, void *arg)
 static bool
 vm_found_running(struct vm *vm, vm_done_cb cb, void *arg)
 {
-	char *pidfile = vm_run_path(vm, "qemu.pid"), *msg;
+	char *pidfile = vm_run_path(vm, "qemu/qemu.pid"), *msg;
 	pid_t owner = proc_pidfile_owner(pidfile);
 
 	free(pidfile);

@@ -47,7 +47,7 @@ sleep 300 &
 IMPOSTOR=$!
 st=$(awk '{print $22}' /proc/$IMPOSTOR/stat)
 printf '{"pid":%d,"starttime":%s,"started_at_ms":0}' "$IMPOSTOR" "$st" >"$T/run/a4/state.json"
-echo "$IMPOSTOR" >"$T/run/a4/qemu.pid"
+echo "$IMPOSTOR" >"$T/run/a4/qemu/qemu.pid"
 start_qvmd
 check "a1 (killed while qvmd was down) is reported crashed" \
 	contains "$(ctl --json status a1)" "died while qvmd was not running"

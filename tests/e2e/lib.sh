@@ -9,6 +9,8 @@ CTLRAW="$BIN_DIR/tests/ctlraw"
 PASSED=0
 FAILED=0
 T=$(mktemp -d /tmp/qvmd-e2e.XXXXXX)
+# QEMU runs as an unprivileged uid per VM and must traverse the test dir to its run directory.
+chmod 0711 "$T"
 SOCK="$T/run/qvmd.sock"
 export QVMD_SOCKET="$SOCK"
 QVMD_PID=
@@ -16,9 +18,19 @@ QVMD_PID=
 # Firmware-only VMs use KVM where it works; this machine's /dev/kvm may be missing or unusable
 # (a QEMU that initialises KVM runs until timeout kills it: exit 124). Guest VMs always use
 # accel = tcg: a software KVM (kvm_pvm) runs firmware but hangs a Linux guest.
+# As root, qvmd runs QEMU under an unprivileged uid (in group kvm when there is one): probe as such.
 FW_ACCEL=tcg
 if [ -c /dev/kvm ]; then
-	timeout 2 qemu-system-x86_64 -accel kvm -machine none -nodefaults -display none -S \
+	AS=
+	if [ "$(id -u)" -eq 0 ]; then
+		g=$(getent group kvm | cut -d: -f3)
+		if [ -n "$g" ]; then
+			AS="setpriv --reuid=299999 --regid=299999 --groups=$g"
+		else
+			AS="setpriv --reuid=299999 --regid=299999 --clear-groups"
+		fi
+	fi
+	timeout 2 $AS qemu-system-x86_64 -accel kvm -machine none -nodefaults -display none -S \
 		>/dev/null 2>&1 </dev/null
 	[ $? -eq 124 ] && FW_ACCEL=kvm
 fi
