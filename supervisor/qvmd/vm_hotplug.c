@@ -909,10 +909,9 @@ hp_send_nodes(struct hp_op *op)
 	const struct imgchain_image *top = &op->chain.v[0];
 
 	if (top->fd_rw >= 0) {
-		struct json_object *args = obj1("opaque", "");
 		char *opaque = argv_node_file(op->disk.id, 0);
+		struct json_object *args = obj1("opaque", opaque);
 
-		json_object_object_add(args, "opaque", json_object_new_string(opaque));
 		json_object_object_add(args, "fdset-id", json_object_new_int64(op->images[0].set));
 		free(opaque);
 		if (!hp_send_step(op, "add-fd", args, top->fd_ro, backend_added, NULL, NULL, NULL))
