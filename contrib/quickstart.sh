@@ -12,6 +12,7 @@ QVMD="$BUILD/bin/qvmd"
 QVMCTL="$BUILD/bin/qvmctl"
 
 T=$(mktemp -d /tmp/qvmd-demo.XXXXXX)
+chmod 0711 "$T" # QEMU runs as an unprivileged uid per VM and must traverse it
 cleanup() {
 	[ -n "${QVMD_PID:-}" ] && kill "$QVMD_PID" 2>/dev/null
 	for p in $(pgrep -f "$T/run" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done

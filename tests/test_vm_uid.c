@@ -181,6 +181,16 @@ test_vm_uid_bad_or_foreign_record_is_replaced(void **state)
 	write_record(fx, "a", "1000 1000\n");
 	assert_int_equal(assign(fx, "a"), 270100);
 	assert_string_equal(record(fx, "a"), "270100 270100\n");
+	/* An image beside the VM directories is no VM. */
+	{
+		char path[128];
+		FILE *f;
+
+		snprintf(path, sizeof path, "%s/disk.qcow2", fx->dir);
+		f = fopen(path, "w");
+		assert_non_null(f);
+		fclose(f);
+	}
 	/* Not a record: left out of the books, replaced at the next start. */
 	write_record(fx, "b", "270101\n");
 	write_record(fx, "c", "0 0\n");

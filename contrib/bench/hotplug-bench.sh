@@ -27,6 +27,7 @@ QVMD=$B/bin/qvmd
 QVMCTL=$B/bin/qvmctl
 
 T=$(mktemp -d /tmp/qvmd-hotplug-bench.XXXXXX)
+chmod 0711 "$T" # QEMU runs as an unprivileged uid per VM and must traverse it
 QVMD_PID=
 HB_PID=
 

@@ -35,6 +35,7 @@ LB=$B/lifecycle_bench
 FLOOR=$B/exec_floor
 
 T=$(mktemp -d /tmp/qvmd-lifecycle-bench.XXXXXX)
+chmod 0711 "$T" # QEMU runs as an unprivileged uid per VM and must traverse it
 QVMD_PID=
 
 # Kills what this script started: the daemon by its pid, every QEMU/fakeqemu by the pid in its

@@ -265,10 +265,10 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	free(path);
 	if (cfg == NULL)
 		return 1;
-	/* Bridge NICs get their tap descriptor at start; show where it will go. */
+	/* Tap and bridge NICs get their tap descriptor at start; show where it will go. */
 	fds = xcalloc(cfg->nnets + 1, sizeof *fds);
 	for (size_t i = 0; i < cfg->nnets; i++)
-		fds[i] = cfg->nets[i].type == CFG_NET_BRIDGE ? 100 + (int)i : -1;
+		fds[i] = cfg->nets[i].type != CFG_NET_USER ? 100 + (int)i : -1;
 	env.net_fds = fds;
 	/* Images reach QEMU as fdsets of descriptors qvmd opens at start (backing files too, which
 	 * are not shown here): placeholders show where they go. */

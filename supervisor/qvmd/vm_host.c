@@ -329,7 +329,8 @@ out:
 
 /* ---- taps ---- */
 
-/* Opens a tap device named ifname (or a kernel-chosen name) and adds it to bridge, up. */
+/* Opens a tap device named ifname (or a kernel-chosen name), up, and adds it to bridge (if not
+ * NULL). */
 int
 vm_tap_open(const char *ifname, const char *bridge, char **cause)
 {
@@ -358,7 +359,7 @@ vm_tap_open(const char *ifname, const char *bridge, char **cause)
 		*cause = xasprintf("tap %s up: %s", ifr.ifr_name, strerror(errno));
 		goto fail;
 	}
-	{
+	if (bridge != NULL) {
 		struct ifreq br;
 		unsigned idx = if_nametoindex(ifr.ifr_name);
 
@@ -391,7 +392,8 @@ vm_open_taps(struct vm *vm, int *net_fds, int *keep, size_t *nkeep, size_t keep_
 		int fd;
 
 		net_fds[i] = -1;
-		if (net->type != CFG_NET_BRIDGE)
+		/* A tap NIC too: QEMU, unprivileged, could not open /dev/net/tun itself. */
+		if (net->type == CFG_NET_USER)
 			continue;
 		if (*nkeep >= keep_max) {
 			*cause = xasprintf("net %s: too many bridge NICs", net->id);

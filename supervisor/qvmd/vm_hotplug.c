@@ -909,10 +909,9 @@ hp_send_nodes(struct hp_op *op)
 	const struct imgchain_image *top = &op->chain.v[0];
 
 	if (top->fd_rw >= 0) {
-		struct json_object *args = obj1("opaque", "");
 		char *opaque = argv_node_file(op->disk.id, 0);
+		struct json_object *args = obj1("opaque", opaque);
 
-		json_object_object_add(args, "opaque", json_object_new_string(opaque));
 		json_object_object_add(args, "fdset-id", json_object_new_int64(op->images[0].set));
 		free(opaque);
 		if (!hp_send_step(op, "add-fd", args, top->fd_ro, backend_added, NULL, NULL, NULL))
@@ -939,7 +938,8 @@ static void
 hp_prepare(struct hp_op *op)
 {
 	struct vm *vm = op->vm;
-	bool bridge = !op->is_disk && op->net.type == CFG_NET_BRIDGE;
+	/* Tap and bridge NICs: qvmd opens the tap (QEMU runs unprivileged) and passes it. */
+	bool bridge = !op->is_disk && op->net.type != CFG_NET_USER;
 	const char *id = op->is_disk ? op->disk.id : op->net.id;
 	char netdev[64];
 	bool sent = true;
@@ -1306,7 +1306,7 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 	op = hp_new(vm);
 	cfg_net_copy(&op->net, &n);
 	op->persist = persist;
-	if (n.type == CFG_NET_BRIDGE) {
+	if (n.type != CFG_NET_USER) {
 		op->tapfd = vm_tap_open(n.ifname, n.bridge, &cause);
 		if (op->tapfd < 0) {
 			refuse(cb, arg, PROTO_ERR_FAILED,
@@ -1752,7 +1752,7 @@ undo_attach(struct vm *vm, struct vm_dev *dev)
 	} else {
 		snprintf(name, sizeof name, ARGV_NETDEV_FMT, dev->id);
 		del_unwaited(vm, "netdev_del", "id", name, undo_del_done);
-		if (dev->net.type == CFG_NET_BRIDGE) {
+		if (dev->net.type != CFG_NET_USER) {
 			snprintf(name, sizeof name, "%s.tap", dev->id);
 			del_unwaited(vm, "closefd", "fdname", name, undo_del_done);
 		}

@@ -91,7 +91,8 @@ record_read(const struct daemon_config *conf, const char *name, struct vm_ids *i
 	int fd, rc = -1;
 
 	fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0 && errno == ENOENT) {
+	/* ENOTDIR: state_dir holds images too, not only VM directories. */
+	if (fd < 0 && (errno == ENOENT || errno == ENOTDIR)) {
 		free(path);
 		return 1;
 	}

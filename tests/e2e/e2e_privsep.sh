@@ -85,6 +85,14 @@ check "a's qemu owns its pidfile directory, nothing else" \
 	[ "$(stat -c %u "$T/run/a/qemu")" = "$ua" -a "$(stat -c %u:%a "$T/run/a")" = 0:710 ]
 check "a's uid can list its pidfile" as_uid "$ua" test -r "$T/run/a/qemu/qemu.pid"
 
+# --- hot-plug with --create: qemu-img runs as root, the image stays root's, QEMU gets descriptors ---
+out=$(ctl attach-disk a x1 --file "$T/images/a-x1.qcow2" --format qcow2 --create 16M 2>&1)
+check "attach-disk --create works on an unprivileged qemu ($out)" [ $? -eq 0 ]
+check "the created image is root's, mode 0600" [ "$(stat -c %u:%a "$T/images/a-x1.qcow2")" = 0:600 ]
+check "b's uid cannot read it" cannot "$ub" "cat '$T/images/a-x1.qcow2'"
+check "qemu has it open through an fdset" \
+	contains "$(ctl --json qmp a query-fdsets | field .)" '"opaque":"x1.file"'
+
 # --- the uid survives a qvmd restart (re-attach) and a VM restart ---
 kill -9 "$QVMD_PID"; wait "$QVMD_PID" 2>/dev/null; QVMD_PID=
 start_qvmd
