@@ -107,6 +107,14 @@ struct fq_fd {
 	int fd;
 };
 
+/* A descriptor of an fdset (add-fd), as QEMU keeps them. */
+struct fq_setfd {
+	struct fq_setfd *next;
+	int64_t set;
+	int fd;
+	char *opaque;
+};
+
 enum fq_timer_kind { FQ_T_STARTUP, FQ_T_POWERDOWN, FQ_T_UNPLUG, FQ_T_EXIT };
 
 struct fq_timer {
@@ -151,6 +159,7 @@ struct fq {
 	struct fq_node *nodes;
 	struct fq_netdev *netdevs;
 	struct fq_fd *fds;
+	struct fq_setfd *setfds;
 	struct fq_timer *timers;
 
 	int ignore_powerdown;
@@ -235,6 +244,16 @@ reply_error(struct fq_reply *r, const char *cls, const char *fmt, ...)
 	if (vasprintf(&r->desc, fmt, ap) < 0)
 		fatal("out of memory");
 	va_end(ap);
+}
+
+/* Whether fdset set holds a descriptor (add-fd or -add-fd). */
+static int
+fdset_exists(const struct fq *fq, long long set)
+{
+	for (const struct fq_setfd *f = fq->setfds; f != NULL; f = f->next)
+		if (f->set == set)
+			return 1;
+	return 0;
 }
 
 static const char *
@@ -995,7 +1014,13 @@ node_create(struct fq *fq, struct json_object *props, int root, struct fq_reply 
 			reply_error(r, "GenericError", "Parameter 'filename' is missing");
 			return -1;
 		}
-		if (access(filename, F_OK) != 0) {
+		if (strncmp(filename, "/dev/fdset/", 11) == 0) {
+			if (!fdset_exists(fq, strtoll(filename + 11, NULL, 10))) {
+				reply_error(r, "GenericError", "Could not open '%s': %s", filename,
+				            strerror(EACCES));
+				return -1;
+			}
+		} else if (access(filename, F_OK) != 0) {
 			reply_error(r, "GenericError", "Could not open '%s': %s", filename,
 			            strerror(errno));
 			return -1;
@@ -1640,6 +1665,95 @@ cmd_closefd(struct fq *fq, struct json_object *args, struct fq_reply *r)
 	reply_error(r, "GenericError", "File descriptor named '%s' not found", name);
 }
 
+/* add-fd: the descriptor that came with the command joins fdset-id (or a new set). */
+static void
+cmd_add_fd(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	struct json_object *v;
+	struct fq_setfd *f;
+	int64_t set = -1;
+
+	if (fq->pending_fd < 0) {
+		reply_error(r, "GenericError", "No file descriptor supplied via SCM_RIGHTS");
+		return;
+	}
+	if (args != NULL && json_object_object_get_ex(args, "fdset-id", &v))
+		set = json_object_get_int64(v);
+	if (set < 0) {
+		set = 0;
+		for (f = fq->setfds; f != NULL; f = f->next)
+			if (f->set >= set)
+				set = f->set + 1;
+	}
+	f = xcalloc(1, sizeof(*f));
+	f->set = set;
+	f->fd = fq->pending_fd;
+	fq->pending_fd = -1;
+	f->opaque = xstrdup(args ? jstr(args, "opaque") : NULL);
+	f->next = fq->setfds;
+	fq->setfds = f;
+	r->ret = json_object_new_object();
+	json_object_object_add(r->ret, "fdset-id", json_object_new_int64(set));
+	json_object_object_add(r->ret, "fd", json_object_new_int(f->fd));
+}
+
+/* remove-fd: a whole fdset, or one descriptor of it. */
+static void
+cmd_remove_fd(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	struct json_object *v;
+	struct fq_setfd **pp, *f;
+	int64_t set =
+	    json_object_object_get_ex(args, "fdset-id", &v) ? json_object_get_int64(v) : -1;
+	int fd = json_object_object_get_ex(args, "fd", &v) ? json_object_get_int(v) : -1;
+	int found = 0;
+
+	for (pp = &fq->setfds; *pp != NULL;) {
+		f = *pp;
+		if (f->set == set && (fd < 0 || f->fd == fd)) {
+			*pp = f->next;
+			close(f->fd);
+			free(f->opaque);
+			free(f);
+			found = 1;
+			continue;
+		}
+		pp = &f->next;
+	}
+	if (!found)
+		reply_error(r, "GenericError", "File descriptor named 'fdset-id:%lld' not found",
+		            (long long)set);
+}
+
+static void
+cmd_query_fdsets(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	r->ret = json_object_new_array();
+	for (struct fq_setfd *f = fq->setfds; f != NULL; f = f->next) {
+		struct json_object *set = NULL, *fds, *e;
+
+		for (size_t i = 0; i < json_object_array_length(r->ret) && set == NULL; i++) {
+			struct json_object *s = json_object_array_get_idx(r->ret, i), *id;
+
+			if (json_object_object_get_ex(s, "fdset-id", &id) &&
+			    json_object_get_int64(id) == f->set)
+				set = s;
+		}
+		if (set == NULL) {
+			set = json_object_new_object();
+			json_object_object_add(set, "fdset-id", json_object_new_int64(f->set));
+			json_object_object_add(set, "fds", json_object_new_array());
+			json_object_array_add(r->ret, set);
+		}
+		json_object_object_get_ex(set, "fds", &fds);
+		e = json_object_new_object();
+		json_object_object_add(e, "fd", json_object_new_int(f->fd));
+		if (f->opaque != NULL)
+			json_object_object_add(e, "opaque", json_object_new_string(f->opaque));
+		json_object_array_add(fds, e);
+	}
+}
+
 /* Finds the device a QOM path names (/machine/peripheral/ID or .../peripheral-anon/device[N]). */
 static struct fq_device *
 device_by_path(struct fq *fq, const char *path)
@@ -1832,6 +1946,9 @@ static const char *const fq_req_driver[] = {"driver", NULL};
 static const char *const fq_req_netdev[] = {"type", "id", NULL};
 static const char *const fq_req_node[] = {"node-name", NULL};
 static const char *const fq_req_fdname[] = {"fdname", NULL};
+static const char *const fq_opt_add_fd[] = {"fdset-id", "opaque", NULL};
+static const char *const fq_req_fdset[] = {"fdset-id", NULL};
+static const char *const fq_opt_fd[] = {"fd", NULL};
 static const char *const fq_req_path[] = {"path", NULL};
 static const char *const fq_req_qom_get[] = {"path", "property", NULL};
 static const char *const fq_req_hmp[] = {"command-line", NULL};
@@ -1864,6 +1981,9 @@ static const struct fq_cmd {
     {"query-named-block-nodes", cmd_query_named_block_nodes, fq_no_args, fq_opt_flat},
     {"getfd", cmd_getfd, fq_req_fdname, fq_no_args},
     {"closefd", cmd_closefd, fq_req_fdname, fq_no_args},
+    {"add-fd", cmd_add_fd, fq_no_args, fq_opt_add_fd},
+    {"remove-fd", cmd_remove_fd, fq_req_fdset, fq_opt_fd},
+    {"query-fdsets", cmd_query_fdsets, fq_no_args, fq_no_args},
     {"qom-list", cmd_qom_list, fq_req_path, fq_no_args},
     {"qom-get", cmd_qom_get, fq_req_qom_get, fq_no_args},
     {"human-monitor-command", cmd_hmp, fq_req_hmp, fq_opt_hmp},
@@ -2507,6 +2627,28 @@ parse_args(struct fq *fq, int argc, char **argv)
 				startup_error(fq, opt, val, r.desc);
 			free(name);
 			json_object_put(o);
+		} else if (strcmp(opt, "-add-fd") == 0) {
+			/* fd=N,set=S[,opaque=TEXT]: an inherited descriptor joins fdset S. */
+			struct fq_setfd *f = xcalloc(1, sizeof(*f));
+			char *copy = xstrdup(val), *save = NULL;
+
+			f->fd = -1;
+			f->set = -1;
+			for (char *kv = strtok_r(copy, ",", &save); kv;
+			     kv = strtok_r(NULL, ",", &save)) {
+				if (strncmp(kv, "fd=", 3) == 0)
+					f->fd = atoi(kv + 3);
+				else if (strncmp(kv, "set=", 4) == 0)
+					f->set = atoll(kv + 4);
+				else if (strncmp(kv, "opaque=", 7) == 0)
+					f->opaque = xstrdup(kv + 7);
+			}
+			free(copy);
+			if (f->fd < 0 || f->set < 0 || fcntl(f->fd, F_GETFD) < 0)
+				startup_error(fq, opt, val,
+				              "fd and set are required, fd must be open");
+			f->next = fq->setfds;
+			fq->setfds = f;
 		} else if (strcmp(opt, "-netdev") == 0) {
 			o = parse_option_value(val, "type");
 			if (o == NULL)
