@@ -15,3 +15,9 @@ if [ -n "$missing" ]; then
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
+# What udev does on a normal Debian host (none runs here): /dev/kvm for group kvm, so that the
+# unprivileged QEMUs (in group kvm) can use it. qvmd never falls back to running QEMU as root.
+if [ -c /dev/kvm ] && [ "$(id -u)" -eq 0 ]; then
+	getent group kvm >/dev/null || groupadd -r kvm
+	chgrp kvm /dev/kvm && chmod 0660 /dev/kvm
+fi
