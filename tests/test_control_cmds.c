@@ -300,7 +300,7 @@ setup(void **state)
 	assert_int_equal(chmod(dir, 0711), 0); /* the unprivileged client reaches the socket */
 	for (size_t i = 0; i < sizeof subdirs / sizeof subdirs[0]; i++) {
 		snprintf(path, sizeof path, "%s/%s", dir, subdirs[i]);
-		assert_int_equal(mkdir(path, 0700), 0);
+		assert_int_equal(mkdir(path, 0711), 0); /* QEMU uids traverse run_dir */
 	}
 	assert_true(
 	    asprintf(&text,
