@@ -29,6 +29,9 @@ check "qvmd installed in sbin" [ -x "$T/root/opt/qv/sbin/qvmd" ]
 check "qvmctl installed in bin" [ -x "$T/root/opt/qv/bin/qvmctl" ]
 check "bash completion installed" [ -f "$T/root/opt/qv/share/bash-completion/completions/qvmctl" ]
 check "example definition installed" [ -f "$T/root/opt/qv/share/doc/qvmd/examples/web1.ini" ]
+for page in man1/qvmctl.1 man5/qvmd.conf.5 man5/qvmd.ini.5 man8/qvmd.8; do
+	check "manual page $page installed" [ -f "$T/root/opt/qv/share/man/$page" ]
+done
 check "the installed qvmd runs" "$T/root/opt/qv/sbin/qvmd" --version
 echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
