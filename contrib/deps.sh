@@ -3,7 +3,7 @@
 # arguments (contrib/fuzz.sh adds clang). Idempotent: apt runs only when something is missing.
 set -eu
 PKGS="build-essential cmake pkg-config libjson-c-dev libevent-dev libinih-dev libcmocka-dev
-qemu-system-x86 qemu-utils ovmf busybox-static cpio iproute2 procps $*"
+qemu-system-x86 qemu-utils ovmf busybox-static cpio iproute2 procps libxxhash-dev $*"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
