@@ -199,6 +199,20 @@ state_save(struct bk *b)
 	free(path);
 }
 
+/* A failed backup whose manifest cannot say so (a full file system) is removed altogether. */
+static void
+bk_drop(struct vm *vm, const char *dir, const char *why)
+{
+	char *m = xasprintf("%s/manifest.json", dir);
+
+	log_error("vm %s: %s: removing the failed backup %s", vm->name, why, dir);
+	bk_remove_files(dir);
+	unlink(m);
+	if (rmdir(dir) < 0)
+		log_error("vm %s: cannot remove %s: %s", vm->name, dir, strerror(errno));
+	free(m);
+}
+
 /* ---- cleaning up what is in QEMU ---- */
 
 /* Sends a command that must outlive the job (cleanup after it ends); errors are only logged. */
@@ -279,7 +293,7 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 			                       json_object_new_string("failed"));
 			json_object_object_add(b->manifest, "error", json_object_new_string(msg));
 			if (bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
-				log_error("vm %s: %s", vm->name, cause);
+				bk_drop(vm, b->dir, cause);
 				free(cause);
 			}
 		}
@@ -1289,7 +1303,7 @@ bk_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 		json_object_object_add(b->manifest, "status", json_object_new_string("failed"));
 		json_object_object_add(b->manifest, "error", json_object_new_string(why));
 		if (bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
-			log_error("vm %s: %s", b->vm->name, cause);
+			bk_drop(b->vm, b->dir, cause);
 			free(cause);
 		}
 		if (job->rec != NULL)

@@ -98,19 +98,22 @@ check "... is full" [ "$(jf p5 .type)" = full ]
 check "... because the bitmap is inconsistent ($(jf p5 .reason))" contains "$(jf p5 .reason)" "inconsistent"
 
 # job-cancel: the failed backup is marked failed, its files gone, the next incremental has all.
+# (A small backup may complete before the cancel arrives; either way nothing may be lost.)
 check "write F" wr d1 0x0f 5M 1M
 ctl pause b >/dev/null
-ctl qmp b human-monitor-command '{"command-line":"info status"}' >/dev/null
 out=$(ctl --json backup b --no-wait 2>&1)
 job=$(printf '%s' "$out" | field .job)
 cid=$(printf '%s' "$out" | field .id)
 check "a backup started without waiting ($job)" [ -n "$job" ]
-ctl job-cancel b "$job" >/dev/null 2>&1
+cout=$(ctl job-cancel b "$job" 2>&1)
 n=0
-while [ $n -lt 100 ] && [ "$(ctl --json backups b | field .backups | grep -c running)" -gt 0 ]; do sleep 0.1; n=$((n + 1)); done
+while [ $n -lt 100 ] && grep -q '"running"' "$T/state/backups/b/$cid/manifest.json"; do sleep 0.1; n=$((n + 1)); done
 ctl resume b >/dev/null
-st=$(ctl --json backups b | "$BIN_DIR/tests/jget" .backups | tr -d ' \n' | grep -o "\"id\":\"$cid\"[^}]*" ; true)
-check "the cancelled backup is failed (or it was too quick to cancel)" sh -c 'ls "$0" | grep -qv manifest && exit 1; exit 0' "$T/state/backups/b/$cid" || true
+if grep -q '"failed"' "$T/state/backups/b/$cid/manifest.json"; then
+	check "the cancelled backup is failed and left no image ($cout)" sh -c '! ls "$0"/*.qcow2 2>/dev/null | grep -q .' "$T/state/backups/b/$cid"
+else
+	check "the backup ended before the cancel ($cout)" grep -q '"complete"' "$T/state/backups/b/$cid/manifest.json"
+fi
 check "write G" wr d1 0x77 6M 64k
 check "backup after the cancel" bk p6
 check "... is incremental" [ "$(jf p6 .type)" = incremental ]
@@ -125,7 +128,7 @@ if mount -t tmpfs -o size=2M tmpfs "$T/images/small" 2>/dev/null; then
 	ctl resume b >/dev/null
 	check "a backup to a full file system fails ($out)" [ $rc -ne 0 ]
 	check "... and leaves no image behind" sh -c '! ls "$0"/*/*.qcow2 2>/dev/null | grep -q .' "$T/images/small"
-	check "... its manifest says failed" sh -c 'grep -q "\"failed\"" "$0"/*/manifest.json' "$T/images/small"
+	check "... it is failed or removed" sh -c '! grep -q "\"running\"\|\"complete\"" "$0"/*/manifest.json 2>/dev/null' "$T/images/small"
 	umount "$T/images/small"
 	check "backup after the failed one" bk p7
 	check "... is incremental on p6" sh -c '[ "$0" = incremental ] && [ "$1" = "$2" ]' "$(jf p7 .type)" "$(jf p7 .parent)" "$(jf p6 .id)"
@@ -140,9 +143,11 @@ done
 
 # backups --json and the table
 ctl --json backups b >"$T/list.json"
-check "backups --json lists them with the contract's fields" sh -c \
-	'[ "$(field .backups.0.type <"$0")" = full ] && [ "$(field .backups.1.parent <"$0")" = "$1" ] && [ -n "$(field .backups.0.disks.0.size <"$0")" ] && [ -n "$(field .backups.0.created <"$0")" ]' \
-	"$T/list.json" "$(jf p1 .id)"
+J() { "$BIN_DIR/tests/jget" "$1" <"$T/list.json"; }
+check "backups --json: the first is full, complete, with created and disks' sizes" \
+	sh -c '[ "$0" = full ] && [ "$1" = complete ] && [ -n "$2" ] && [ "$3" -gt 0 ]' \
+	"$(J ".backups[0].type")" "$(J ".backups[0].status")" "$(J ".backups[0].created")" "$(J ".backups[0].disks[0].size")"
+check "backups --json: the second's parent is the first" [ "$(J ".backups[1].parent")" = "$(jf p1 .id)" ]
 check "backups table" sh -c '"$0" backups b | head -n 1 | grep -q "ID *TYPE *PARENT *CREATED *SIZE *STATUS"' "$QVMCTL"
 
 # backup-verify, and a flipped byte
