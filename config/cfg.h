@@ -168,6 +168,7 @@ struct daemon_config {
 	char *ovmf_vars;      /* /usr/share/OVMF/OVMF_VARS_4M.fd (template, copied per VM) */
 	char **image_dirs;    /* NULL-terminated; hot-plugged images must be below one; default
 	                         state_dir */
+	char *backup_dir;     /* <state_dir>/backups: where backups go (NAME/ID/) by default */
 	enum cfg_log_level log_level;
 	enum cfg_on_stop on_daemon_stop;
 	enum cfg_qmp_passthrough qmp_passthrough; /* root */

@@ -24,6 +24,7 @@ enum {
 	DK_OVMF_CODE,
 	DK_OVMF_VARS,
 	DK_IMAGE_DIRS,
+	DK_BACKUP_DIR,
 	DK_LOG_LEVEL,
 	DK_ON_DAEMON_STOP,
 	DK_QMP_PASSTHROUGH,
@@ -45,6 +46,7 @@ static const struct key_spec daemon_keys[DK_COUNT] = {
     [DK_OVMF_CODE] = {.name = "ovmf_code", .type = KEY_PATH, .off = DC(ovmf_code)},
     [DK_OVMF_VARS] = {.name = "ovmf_vars", .type = KEY_PATH, .off = DC(ovmf_vars)},
     [DK_IMAGE_DIRS] = {.name = "image_dirs", .type = KEY_PATHS, .off = DC(image_dirs)},
+    [DK_BACKUP_DIR] = {.name = "backup_dir", .type = KEY_PATH, .off = DC(backup_dir)},
     [DK_LOG_LEVEL] = {.name = "log_level",
                       .type = KEY_ENUM,
                       .off = DC(log_level),
@@ -92,6 +94,8 @@ daemon_derived(struct daemon_config *c)
 		c->image_dirs = cfg_xcalloc(2, sizeof(*c->image_dirs));
 		c->image_dirs[0] = cfg_xstrdup(c->state_dir);
 	}
+	if (c->backup_dir == NULL)
+		c->backup_dir = cfg_xprintf("%s/backups", c->state_dir);
 }
 
 /* A user name: the rule of a group name (KEY_GROUP); useradd's default is stricter still. */
@@ -273,6 +277,7 @@ cfg_daemon_free(struct daemon_config *conf)
 	free(conf->ovmf_vars);
 	free(conf->qemu_uid_range);
 	free(conf->qemu_user);
+	free(conf->backup_dir);
 	for (size_t i = 0; conf->image_dirs != NULL && conf->image_dirs[i] != NULL; i++)
 		free(conf->image_dirs[i]);
 	free(conf->image_dirs);

@@ -3,7 +3,7 @@
 # arguments (contrib/fuzz.sh adds clang). Idempotent: apt runs only when something is missing.
 set -eu
 PKGS="build-essential cmake pkg-config libjson-c-dev libevent-dev libinih-dev libcmocka-dev
-qemu-system-x86 qemu-utils ovmf busybox-static cpio iproute2 procps
+qemu-system-x86 qemu-utils ovmf busybox-static cpio iproute2 procps libxxhash-dev
 mandoc dpkg-dev debhelper lintian $*"
 missing=""
 for p in $PKGS; do

@@ -34,6 +34,10 @@ const struct ctl_verb *const ctl_verbs[] = {
     &ctl_verb_snapshot_delete,
     &ctl_verb_jobs,
     &ctl_verb_job_cancel,
+    &ctl_verb_backup,
+    &ctl_verb_backups,
+    &ctl_verb_restore,
+    &ctl_verb_backup_verify,
     NULL,
 };
 

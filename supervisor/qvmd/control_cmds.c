@@ -493,9 +493,87 @@ cmd_job_cancel(struct control_reply *r, struct vm *vm, const char *n, struct jso
 	vm_job_cancel(vm, job, control_done, r);
 }
 
+/* backup: args.mode "auto" (default) | "full" | "incremental", args.to, args.wait. */
+static void
+cmd_backup(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	struct vm_backup_args a = {0};
+	const char *mode = NULL;
+	bool wait = true;
+
+	if (!arg_str(r, args, "mode", &mode) || !arg_str(r, args, "to", &a.to) ||
+	    !arg_bool(r, args, "wait", &wait))
+		return;
+	if (mode == NULL || strcmp(mode, "auto") == 0)
+		a.mode = VM_BACKUP_AUTO;
+	else if (strcmp(mode, "full") == 0)
+		a.mode = VM_BACKUP_FULL;
+	else if (strcmp(mode, "incremental") == 0)
+		a.mode = VM_BACKUP_INCREMENTAL;
+	else
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "vm %s: args.mode must be auto, full or incremental",
+		                   vm_name(vm));
+	if (a.to != NULL && a.to[0] != '/')
+		return reply_error(r, PROTO_ERR_INVALID, "vm %s: args.to must be an absolute path",
+		                   vm_name(vm));
+	a.no_wait = !wait;
+	vm_backup(vm, &a, control_done, r);
+}
+
+static void
+cmd_backups(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_backups(vm, control_done, r);
+}
+
+/* Reads the required backup id. */
+static const char *
+arg_backup(struct control_reply *r, struct vm *vm, struct json_object *args)
+{
+	const char *id = NULL;
+
+	if (!arg_str(r, args, "backup", &id))
+		return NULL;
+	if (id == NULL)
+		reply_error(r, PROTO_ERR_INVALID,
+		            "vm %s: args.backup (the backup's id) is required", vm_name(vm));
+	return id;
+}
+
+static void
+cmd_restore(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	const char *id, *to = NULL;
+	bool wait = true;
+
+	if ((id = arg_backup(r, vm, args)) == NULL || !arg_str(r, args, "to", &to) ||
+	    !arg_bool(r, args, "wait", &wait))
+		return;
+	if (to == NULL || to[0] != '/')
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "vm %s: args.to (an absolute directory) is required",
+		                   vm_name(vm));
+	vm_backup_restore(vm, id, to, !wait, control_done, r);
+}
+
+static void
+cmd_backup_verify(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	const char *id;
+	bool wait = true;
+
+	if ((id = arg_backup(r, vm, args)) == NULL || !arg_bool(r, args, "wait", &wait))
+		return;
+	vm_backup_verify(vm, id, !wait, control_done, r);
+}
+
 static const char *const args_snapshot[] = {"tag", "note", "disk_only", "exclude", "wait", NULL};
 static const char *const args_tag[] = {"tag", "wait", NULL};
 static const char *const args_job_cancel[] = {"job", NULL};
+static const char *const args_backup[] = {"mode", "to", "wait", NULL};
+static const char *const args_restore[] = {"backup", "to", "wait", NULL};
+static const char *const args_backup_verify[] = {"backup", "wait", NULL};
 
 static const char *const args_attach_disk[] = {"id",       "file",        "format",  "cache",
                                                "readonly", "create_size", "persist", NULL};
@@ -509,6 +587,9 @@ static const char *const args_subscribe[] = {"vm", NULL};
 static const struct control_cmd control_cmds[] = {
     {"attach-disk", CMD_VM_REQUIRED, args_attach_disk, cmd_attach_disk},
     {"attach-net", CMD_VM_REQUIRED, args_attach_net, cmd_attach_net},
+    {"backup", CMD_VM_REQUIRED, args_backup, cmd_backup},
+    {"backup-verify", CMD_VM_REQUIRED, args_backup_verify, cmd_backup_verify},
+    {"backups", CMD_VM_REQUIRED, NULL, cmd_backups},
     {"detach", CMD_VM_REQUIRED, args_detach, cmd_detach},
     {"devices", CMD_VM_REQUIRED, NULL, cmd_devices},
     {"job-cancel", CMD_VM_REQUIRED, args_job_cancel, cmd_job_cancel},
@@ -520,6 +601,7 @@ static const struct control_cmd control_cmds[] = {
     {"qmp", CMD_VM_REQUIRED, args_qmp, cmd_qmp},
     {"reload", CMD_VM_NONE, NULL, cmd_reload},
     {"reset", CMD_VM_REQUIRED, NULL, cmd_reset},
+    {"restore", CMD_VM_REQUIRED, args_restore, cmd_restore},
     {"resume", CMD_VM_REQUIRED, NULL, cmd_resume},
     {"revert", CMD_VM_REQUIRED, args_tag, cmd_revert},
     {"snapshot", CMD_VM_REQUIRED, args_snapshot, cmd_snapshot},

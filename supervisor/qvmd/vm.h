@@ -131,6 +131,22 @@ struct json_object *vm_jobs_json(const struct vm *vm);
 /* Cancels the running background job id. */
 void vm_job_cancel(struct vm *vm, const char *id, vm_done_cb cb, void *arg);
 
+/* Backups (vm_backup.c): full and incremental, of every writable disk at one point in time. */
+enum vm_backup_mode { VM_BACKUP_AUTO, VM_BACKUP_FULL, VM_BACKUP_INCREMENTAL };
+struct vm_backup_args {
+	enum vm_backup_mode mode; /* AUTO: incremental when the chain allows, else full */
+	const char *to;           /* the store directory (NULL: backup_dir/NAME) */
+	bool no_wait;             /* reply once the job runs */
+};
+void vm_backup(struct vm *vm, const struct vm_backup_args *a, vm_done_cb cb, void *arg);
+/* The VM's backups, oldest first (never waits on QEMU). */
+void vm_backups(struct vm *vm, vm_done_cb cb, void *arg);
+/* Writes each disk as it was at backup id into to/<disk>.qcow2 (standalone images). */
+void vm_backup_restore(struct vm *vm, const char *id, const char *to, bool no_wait, vm_done_cb cb,
+                       void *arg);
+/* Checks every file of backup id's chain: present, qemu-img check clean, checksum as recorded. */
+void vm_backup_verify(struct vm *vm, const char *id, bool no_wait, vm_done_cb cb, void *arg);
+
 /* Applies the restart policy to a VM found crashed when qvmd started. */
 void vm_crashed_while_away(struct vm *vm);
 /* Lets go of the QEMU without stopping it (qvmd is exiting): pending requests fail. */

@@ -258,6 +258,11 @@ extern const struct vm_job_kind vm_snapshot_kind;
 extern const struct vm_job_kind vm_revert_kind;
 extern const struct vm_job_kind vm_snapshot_delete_kind;
 
+/* vm_backup.c, vm_backup_restore.c: the background job kinds of backups. */
+extern const struct vm_job_kind vm_backup_kind;
+extern const struct vm_job_kind vm_backup_restore_kind;
+extern const struct vm_job_kind vm_backup_verify_kind;
+
 /* vm_qemu_img.c: one qemu-img child with its output captured. */
 struct vm_qemu_img;
 /* ok: exit status 0; out: stdout and stderr (borrowed, trailing newlines cut). */

@@ -1,0 +1,1457 @@
+/*
+ * Backups of a running VM's disks: full and incremental, one point in time across every disk,
+ * as the VM's background job (kind "backup"), and the restore and verify jobs that read them.
+ *
+ * A backup is, over QMP:
+ *   clean:  query-jobs, query-named-block-nodes, query-fdsets, query-block; what an interrupted
+ *           backup left in QEMU (concluded "bk-*" jobs, target nodes "bk-*", their fdsets) is
+ *           dismissed and removed, so a leftover never blocks the next backup
+ *   plan:   per disk: full or incremental (its persistent dirty bitmap BK_BITMAP present,
+ *           recording, not inconsistent, not busy, and the disk in the last complete backup,
+ *           which is the one the bitmaps count from); an inconsistent bitmap (QEMU was killed)
+ *           is removed, a missing one added (block-dirty-bitmap-add persistent)
+ *   files:  qvmd makes each target qcow2 (qemu-img create, an incremental's with its parent's
+ *           file as backing file by relative name), opens it and hands QEMU the descriptors
+ *           (add-fd), then blockdev-add of a "file" node on /dev/fdset/N and a qcow2 node
+ *           "bk-<disk>" (no backing node: a backup job only writes whole clusters to it)
+ *   copy:   one `transaction` of every disk's blockdev-backup (job "bk-<disk>", sync full or
+ *           incremental, the bitmap with bitmap-mode on-success, auto-dismiss false), completion
+ *           mode grouped: one disk failing cancels them all. With on-success a bitmap is cleared
+ *           only when its job succeeds; a failed or cancelled job merges the changes it had
+ *           frozen back, so the dirty information of a failed backup is never lost.
+ *   end:    every job concluded: errors from query-jobs, job-dismiss, blockdev-del, remove-fd;
+ *           then each file is hashed (xxh3, a piece per loop turn) and fsynced, and only then
+ *           does the manifest say complete.
+ * A failed backup's files are removed and its manifest says failed (and why). The backup the
+ * bitmaps count from is recorded only when a backup completed; when a full backup adds a bitmap
+ * to a disk the last backup had, that record is cleared first, so a failure can never let an
+ * incremental build on a point its bitmaps do not count from.
+ */
+#include "vm_backup.h"
+#include "vm_private.h"
+
+#include "clock.h"
+#include "log.h"
+#include "qmp.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BK_QMP_TIMEOUT_MS (60 * 1000)
+#define BK_POLL_MS        1000
+/* Bytes hashed per loop turn. */
+#define BK_HASH_SLICE (16 * 1024 * 1024)
+#define BK_PREFIX     "bk-"
+
+enum bk_step { BK_CLEAN, BK_PLAN, BK_BITMAPS, BK_FDS, BK_NODES, BK_COPY, BK_END, BK_DETACH };
+
+struct bk_disk {
+	char *id;
+	char node[80]; /* the disk's format node */
+	bool qcow2;
+	uint64_t vsize;
+	bool bitmap;      /* BK_BITMAP exists on the disk */
+	bool bitmap_bad;  /* ... and is inconsistent: removed first */
+	char *bitmap_why; /* why it cannot serve an incremental (NULL: it can) */
+	bool incremental; /* sync incremental (else full) */
+	char *file;       /* the target's path */
+	char *backing;    /* its backing file (relative), or NULL */
+	int fd_rw, fd_ro;
+	int64_t set;  /* its fdset in QEMU, -1: none yet */
+	bool nodes;   /* target nodes added */
+	bool started; /* its QEMU job exists */
+	bool concluded;
+	char *checksum;
+	uint64_t cur, total;
+};
+
+struct bk;
+typedef void (*bk_reply_cb)(struct bk *b, const struct qmp_reply *r, size_t disk);
+
+struct bk_call {
+	struct bk *b;
+	bk_reply_cb cb;
+	size_t disk;
+	struct bk_call *prev, *next; /* the backup's calls in flight (freed with it) */
+};
+
+struct bk {
+	struct vm *vm;
+	struct vm_job *job;
+	enum vm_backup_mode mode;
+	bool no_wait;
+	char *to;
+	enum bk_step step;
+	int pending; /* commands of the current batch still in flight */
+	char *error; /* the first failure of a batch, or of the copy */
+	bool cancelled;
+	struct json_object *q_jobs, *q_nodes, *q_fdsets, *q_block;
+	char id[BK_ID_LEN + 1];
+	char *store;
+	char *dir;
+	bool incremental;
+	char *reason;
+	char *parent;
+	struct bk_disk *disks;
+	size_t ndisks;
+	size_t next;
+	struct vm_qemu_img *img;
+	struct bk_hash *hash;
+	struct json_object *manifest;
+	struct bk_state st;
+	bool polling;
+	struct bk_call *calls;
+};
+
+static void bk_advance(struct bk *b);
+
+static char *
+state_path(struct vm *vm)
+{
+	return vm_state_path(vm, "backups.json");
+}
+
+static void
+bk_free(void *data)
+{
+	struct bk *b = data;
+
+	if (b == NULL)
+		return;
+	vm_qemu_img_free(b->img);
+	bk_hash_free(b->hash);
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+
+		free(d->id);
+		free(d->bitmap_why);
+		free(d->file);
+		free(d->backing);
+		free(d->checksum);
+		if (d->fd_rw >= 0)
+			close(d->fd_rw);
+		if (d->fd_ro >= 0)
+			close(d->fd_ro);
+	}
+	free(b->disks);
+	while (b->calls != NULL) {
+		struct bk_call *c = b->calls;
+
+		b->calls = c->next;
+		free(c);
+	}
+	json_object_put(b->q_jobs);
+	json_object_put(b->q_nodes);
+	json_object_put(b->q_fdsets);
+	json_object_put(b->q_block);
+	json_object_put(b->manifest);
+	bk_state_free(&b->st);
+	free(b->to);
+	free(b->store);
+	free(b->dir);
+	free(b->reason);
+	free(b->parent);
+	free(b->error);
+	free(b);
+}
+
+/* Publishes the record's new progress the way vm_jobrec.c does. */
+static void
+bk_publish(struct vm *vm, struct vm_jobrec *rec)
+{
+	struct json_object *ev = json_object_new_object();
+
+	json_object_object_add(ev, "event", json_object_new_string("job"));
+	json_object_object_add(ev, "vm", json_object_new_string(vm->name));
+	json_object_object_add(ev, "job", vm_jobrec_json(vm, rec));
+	json_object_object_add(ev, "ts", json_object_new_int64(clock_now_ms()));
+	vm_publish(vm, ev);
+}
+
+static void
+created_text(int64_t ms, char *out, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Saves the backup state; a failure is logged (the backup goes on: the state is a hint). */
+static void
+state_save(struct bk *b)
+{
+	char *path = state_path(b->vm), *cause = NULL;
+
+	if (bk_state_save(&b->st, path, &cause) < 0) {
+		log_error("vm %s: %s", b->vm->name, cause);
+		free(cause);
+	}
+	free(path);
+}
+
+/* A failed backup whose manifest cannot say so (a full file system) is removed altogether. */
+static void
+bk_drop(struct vm *vm, const char *dir, const char *why)
+{
+	char *m = xasprintf("%s/manifest.json", dir);
+
+	log_error("vm %s: %s: removing the failed backup %s", vm->name, why, dir);
+	bk_remove_files(dir);
+	unlink(m);
+	if (rmdir(dir) < 0)
+		log_error("vm %s: cannot remove %s: %s", vm->name, dir, strerror(errno));
+	free(m);
+}
+
+/* ---- cleaning up what is in QEMU ---- */
+
+/* Sends a command that must outlive the job (cleanup after it ends); errors are only logged. */
+static void
+fire(struct vm *vm, const char *command, struct json_object *args)
+{
+	char *cause = NULL;
+
+	if (vm->qmp != NULL && !vm->qmp_closed &&
+	    qmp_execute(vm->qmp, command, args, VM_QUERY_TIMEOUT_MS, NULL, NULL, &cause) < 0)
+		free(cause);
+	json_object_put(args);
+}
+
+static struct json_object *
+obj1(const char *key, const char *value)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, key, json_object_new_string(value));
+	return o;
+}
+
+static struct json_object *
+obj1_int(const char *key, int64_t value)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, key, json_object_new_int64(value));
+	return o;
+}
+
+/* The failed backup: what it left in QEMU goes (what cannot go yet is left to the next
+ * backup's clean step), its files are removed, its manifest says why. */
+static void bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
+{
+	struct vm *vm = b->vm;
+	char *msg, *cause = NULL;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		fatal("out of memory");
+	va_end(ap);
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		char job[96];
+
+		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
+		if (d->started && !d->concluded)
+			fire(vm, "job-cancel", obj1("id", job));
+		else if (d->started)
+			fire(vm, "job-dismiss", obj1("id", job));
+	}
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		char node[96];
+
+		if (d->started && !d->concluded)
+			continue; /* still in use: the next backup removes it */
+		if (d->nodes) {
+			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
+			fire(vm, "blockdev-del", obj1("node-name", node));
+			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
+			fire(vm, "blockdev-del", obj1("node-name", node));
+		}
+		if (d->set >= 0)
+			fire(vm, "remove-fd", obj1_int("fdset-id", d->set));
+	}
+	if (b->dir != NULL) {
+		bk_remove_files(b->dir);
+		if (b->manifest != NULL) {
+			json_object_object_add(b->manifest, "status",
+			                       json_object_new_string("failed"));
+			json_object_object_add(b->manifest, "error", json_object_new_string(msg));
+			if (bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
+				bk_drop(vm, b->dir, cause);
+				free(cause);
+			}
+		}
+		bk_state_set(&b->st.running_id, NULL);
+		bk_state_set(&b->st.running_dir, NULL);
+		state_save(b);
+	}
+	if (b->job->rec != NULL)
+		vm_jobrec_end(vm, b->job->rec,
+		              b->cancelled ? VM_JOBREC_CANCELLED : VM_JOBREC_FAILED, msg);
+	vm_job_done(b->job, NULL, code, "%s", msg);
+	free(msg);
+}
+
+/* ---- batches of QMP commands ---- */
+
+static void
+call_unlink(struct bk_call *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		c->b->calls = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+}
+
+static void
+call_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct bk_call *c = arg;
+	struct bk *b = c->b;
+	bk_reply_cb cb = c->cb;
+	size_t disk = c->disk;
+
+	call_unlink(c);
+	free(c);
+	if (r->status == QMP_DISCONNECTED)
+		return; /* the job ends with the QEMU */
+	b->pending--;
+	if (cb != NULL)
+		cb(b, r, disk);
+	else if (r->status != QMP_OK && b->error == NULL)
+		b->error =
+		    xasprintf("%s: %s", r->command, r->error_desc ? r->error_desc : "failed");
+	if (b->pending == 0)
+		bk_advance(b);
+}
+
+/* Sends a command of the current batch (args taken); false when it could not be sent (the
+ * backup has failed then). */
+static bool
+bk_send(struct bk *b, const char *command, struct json_object *args, int fd, bk_reply_cb cb,
+        size_t disk)
+{
+	struct bk_call *c = xcalloc(1, sizeof *c);
+	char *cause = NULL;
+
+	c->b = b;
+	c->cb = cb;
+	c->disk = disk;
+	if (vm_job_send(b->job, command, args, fd, BK_QMP_TIMEOUT_MS, call_done, c, &cause) < 0) {
+		free(c);
+		bk_fail(b, PROTO_ERR_NOT_RUNNING, "vm %s: backup: %s: %s", b->vm->name, command,
+		        cause);
+		free(cause);
+		return false;
+	}
+	c->next = b->calls;
+	if (b->calls != NULL)
+		b->calls->prev = c;
+	b->calls = c;
+	b->pending++;
+	return true;
+}
+
+/* ---- clean ---- */
+
+static void
+keep_result(struct bk *b, const struct qmp_reply *r, size_t which)
+{
+	struct json_object **slot = which == 0   ? &b->q_jobs
+	                            : which == 1 ? &b->q_nodes
+	                            : which == 2 ? &b->q_fdsets
+	                                         : &b->q_block;
+
+	if (r->status != QMP_OK) {
+		if (b->error == NULL)
+			b->error = xasprintf("%s: %s", r->command,
+			                     r->error_desc ? r->error_desc : "failed");
+		return;
+	}
+	*slot = json_object_get(r->result);
+}
+
+static void
+clean_query(struct bk *b)
+{
+	struct json_object *flat = json_object_new_object();
+
+	json_object_object_add(flat, "flat", json_object_new_boolean(true));
+	b->step = BK_CLEAN;
+	if (bk_send(b, "query-jobs", NULL, -1, keep_result, 0) &&
+	    bk_send(b, "query-named-block-nodes", flat, -1, keep_result, 1) &&
+	    bk_send(b, "query-fdsets", NULL, -1, keep_result, 2))
+		bk_send(b, "query-block", NULL, -1, keep_result, 3);
+}
+
+static const char *
+jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (o == NULL || !json_object_object_get_ex(o, key, &v) || v == NULL)
+		return "";
+	return json_object_get_string(v);
+}
+
+static bool
+has_prefix(const char *s, const char *p)
+{
+	return strncmp(s, p, strlen(p)) == 0;
+}
+
+static void
+ignore_reply(struct bk *b, const struct qmp_reply *r, size_t disk)
+{
+	if (r->status != QMP_OK)
+		log_warn("vm %s: backup: cleaning up: %s: %s", b->vm->name, r->command,
+		         r->error_desc ? r->error_desc : "failed");
+}
+
+/* Removes what an interrupted backup left in QEMU. Returns false when the backup cannot start
+ * (it has failed then). */
+static bool
+clean_send(struct bk *b)
+{
+	size_t n;
+
+	n = b->q_jobs ? json_object_array_length(b->q_jobs) : 0;
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *j = json_object_array_get_idx(b->q_jobs, i);
+		const char *id = jstr(j, "id"), *status = jstr(j, "status");
+
+		if (!has_prefix(id, BK_PREFIX))
+			continue;
+		if (strcmp(status, "concluded") != 0) {
+			fire(b->vm, "job-cancel", obj1("id", id));
+			bk_fail(b, PROTO_ERR_BUSY,
+			        "vm %s: busy: the qemu job %s of an interrupted backup is still "
+			        "ending (%s); try again in a moment",
+			        b->vm->name, id, status);
+			return false;
+		}
+		if (!bk_send(b, "job-dismiss", obj1("id", id), -1, ignore_reply, 0))
+			return false;
+	}
+	n = b->q_nodes ? json_object_array_length(b->q_nodes) : 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < n; i++) {
+			const char *node =
+			    jstr(json_object_array_get_idx(b->q_nodes, i), "node-name");
+			size_t len = strlen(node);
+			bool file = len > 2 && strcmp(node + len - 2, "-f") == 0;
+
+			if (!has_prefix(node, BK_PREFIX) || file != (pass == 1))
+				continue;
+			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, ignore_reply,
+			             0))
+				return false;
+		}
+	}
+	n = b->q_fdsets ? json_object_array_length(b->q_fdsets) : 0;
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *s = json_object_array_get_idx(b->q_fdsets, i), *fds, *id;
+		bool ours = false;
+
+		if (json_object_object_get_ex(s, "fds", &fds))
+			for (size_t k = 0; k < json_object_array_length(fds); k++)
+				ours |= has_prefix(
+				    jstr(json_object_array_get_idx(fds, k), "opaque"), BK_PREFIX);
+		if (ours && json_object_object_get_ex(s, "fdset-id", &id) &&
+		    !bk_send(b, "remove-fd", obj1_int("fdset-id", json_object_get_int64(id)), -1,
+		             ignore_reply, 0))
+			return false;
+	}
+	return true;
+}
+
+/* ---- plan ---- */
+
+static struct bk_disk *
+disk_add(struct bk *b, const char *id)
+{
+	struct bk_disk *d;
+
+	b->disks = xrealloc(b->disks, (b->ndisks + 1) * sizeof *b->disks);
+	d = &b->disks[b->ndisks++];
+	memset(d, 0, sizeof *d);
+	d->id = xstrdup(id);
+	d->fd_rw = d->fd_ro = -1;
+	d->set = -1;
+	return d;
+}
+
+/* Reads the writable disks and their bitmaps from query-block. */
+static void
+plan_disks(struct bk *b)
+{
+	size_t n = b->q_block ? json_object_array_length(b->q_block) : 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct json_object *blk = json_object_array_get_idx(b->q_block, i), *ins, *img,
+		                   *bms, *v;
+		const char *node;
+		struct vm_dev *dev;
+		struct bk_disk *d;
+		char id[80];
+		size_t len;
+
+		if (!json_object_object_get_ex(blk, "inserted", &ins))
+			continue;
+		node = jstr(ins, "node-name");
+		len = strlen(node);
+		if (len < 5 || len - 4 >= sizeof id || strcmp(node + len - 4, ".fmt") != 0)
+			continue;
+		memcpy(id, node, len - 4);
+		id[len - 4] = '\0';
+		if ((dev = vm_devs_find(b->vm, id)) == NULL || !dev->is_disk || dev->attaching ||
+		    dev->disk.readonly)
+			continue;
+		d = disk_add(b, id);
+		snprintf(d->node, sizeof d->node, "%s", node);
+		if (json_object_object_get_ex(ins, "image", &img)) {
+			d->qcow2 = strcmp(jstr(img, "format"), "qcow2") == 0;
+			if (json_object_object_get_ex(img, "virtual-size", &v))
+				d->vsize = (uint64_t)json_object_get_int64(v);
+		}
+		if (!d->qcow2) {
+			d->bitmap_why = xasprintf("disk %s is raw: a raw disk has no dirty bitmap "
+			                          "and takes full copies only",
+			                          id);
+			continue;
+		}
+		d->bitmap_why = xasprintf("disk %s has no bitmap " BK_BITMAP, id);
+		if (!json_object_object_get_ex(ins, "dirty-bitmaps", &bms) &&
+		    !json_object_object_get_ex(blk, "dirty-bitmaps", &bms))
+			continue;
+		for (size_t k = 0; bms != NULL && k < json_object_array_length(bms); k++) {
+			struct json_object *bm = json_object_array_get_idx(bms, k), *f;
+			bool recording = true, busy = false, bad = false;
+
+			if (strcmp(jstr(bm, "name"), BK_BITMAP) != 0)
+				continue;
+			d->bitmap = true;
+			if (json_object_object_get_ex(bm, "recording", &f))
+				recording = json_object_get_boolean(f);
+			if (json_object_object_get_ex(bm, "busy", &f))
+				busy = json_object_get_boolean(f);
+			if (json_object_object_get_ex(bm, "inconsistent", &f))
+				bad = json_object_get_boolean(f);
+			free(d->bitmap_why);
+			d->bitmap_why = NULL;
+			if (bad) {
+				d->bitmap_bad = true;
+				d->bitmap_why = xasprintf("disk %s: bitmap " BK_BITMAP
+				                          " is inconsistent (qemu was killed or "
+				                          "crashed since the last backup)",
+				                          id);
+			} else if (busy) {
+				d->bitmap_why =
+				    xasprintf("disk %s: bitmap " BK_BITMAP " is busy", id);
+			} else if (!recording) {
+				d->bitmap_why =
+				    xasprintf("disk %s: bitmap " BK_BITMAP " is not recording", id);
+			}
+		}
+	}
+}
+
+/* Why the last backup cannot be built on (allocated), or NULL with *parent its manifest. */
+static char *
+chain_problem(struct bk *b, struct json_object **parent)
+{
+	struct json_object *m;
+	char *why = NULL;
+
+	*parent = NULL;
+	if (b->mode == VM_BACKUP_FULL)
+		return xstrdup("a full backup was asked for (--full)");
+	if (b->st.next_full != NULL)
+		return xstrdup(b->st.next_full);
+	if (b->st.last_id == NULL || b->st.last_dir == NULL)
+		return xstrdup("no complete backup to build on");
+	if (strncmp(b->st.last_dir, b->store, strlen(b->store)) != 0 ||
+	    b->st.last_dir[strlen(b->store)] != '/')
+		return xasprintf("the last backup %s is in another directory (%s)", b->st.last_id,
+		                 b->st.last_dir);
+	m = bk_manifest_read(b->st.last_dir);
+	if (m == NULL || strcmp(jstr(m, "status"), "complete") != 0) {
+		json_object_put(m);
+		return xasprintf("the last backup %s is not complete", b->st.last_id);
+	}
+	for (size_t i = 0; i < b->ndisks && why == NULL; i++) {
+		struct json_object *pd = bk_manifest_disk(m, b->disks[i].id);
+		char *f;
+		struct stat sb;
+
+		if (pd == NULL)
+			continue;
+		f = xasprintf("%s/%s", b->st.last_dir, jstr(pd, "file"));
+		if (stat(f, &sb) < 0)
+			why = xasprintf("the last backup %s lacks %s", b->st.last_id, f);
+		free(f);
+	}
+	if (why != NULL) {
+		json_object_put(m);
+		return why;
+	}
+	*parent = m;
+	return NULL;
+}
+
+/* Decides full or incremental for every disk; false (and failed) when it cannot be done as
+ * asked. */
+static bool
+plan(struct bk *b)
+{
+	struct json_object *parent = NULL;
+	char *why = chain_problem(b, &parent), *notes = NULL;
+	bool any_incremental = false;
+
+	if (b->ndisks == 0) {
+		free(why);
+		bk_fail(b, PROTO_ERR_INVALID, "vm %s: no writable disk to back up", b->vm->name);
+		return false;
+	}
+	/* A disk of the last backup whose bitmap cannot serve makes the whole backup full. */
+	for (size_t i = 0; why == NULL && i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		struct json_object *pd = bk_manifest_disk(parent, d->id), *v;
+
+		if (pd == NULL || !d->qcow2)
+			continue;
+		if (d->bitmap_why != NULL)
+			why = xstrdup(d->bitmap_why);
+		else if (json_object_object_get_ex(pd, "virtual_size", &v) &&
+		         (uint64_t)json_object_get_int64(v) != d->vsize)
+			why = xasprintf("disk %s changed size since the last backup", d->id);
+	}
+	for (size_t i = 0; why == NULL && i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		struct json_object *pd = bk_manifest_disk(parent, d->id);
+		char *note, *n;
+
+		if (pd != NULL && d->qcow2) {
+			d->incremental = true;
+			d->backing = xasprintf("../%s/%s", b->st.last_id, jstr(pd, "file"));
+			any_incremental = true;
+			continue;
+		}
+		note = pd == NULL ? xasprintf("disk %s is new since the last backup: a full copy "
+		                              "of it",
+		                              d->id)
+		                  : xstrdup(d->bitmap_why);
+		n = xasprintf("%s%s%s", notes ? notes : "", notes ? "; " : "", note);
+		free(note);
+		free(notes);
+		notes = n;
+	}
+	if (why == NULL && !any_incremental)
+		why = xstrdup(notes ? notes : "no disk can take an incremental backup");
+	if (why != NULL && b->mode == VM_BACKUP_INCREMENTAL) {
+		bk_fail(b, PROTO_ERR_INVALID, "vm %s: no incremental backup possible: %s",
+		        b->vm->name, why);
+		free(why);
+		free(notes);
+		json_object_put(parent);
+		return false;
+	}
+	b->incremental = why == NULL;
+	b->reason = why != NULL ? why : notes;
+	if (why != NULL)
+		free(notes);
+	if (b->incremental)
+		b->parent = xstrdup(b->st.last_id);
+	json_object_put(parent);
+	return true;
+}
+
+static struct json_object *
+manifest_new(struct bk *b)
+{
+	struct json_object *m = json_object_new_object(), *disks = json_object_new_array();
+	char created[32];
+
+	created_text(clock_now_ms(), created, sizeof created);
+	json_object_object_add(m, "format", json_object_new_int(1));
+	json_object_object_add(m, "vm", json_object_new_string(b->vm->name));
+	json_object_object_add(m, "id", json_object_new_string(b->id));
+	json_object_object_add(m, "type",
+	                       json_object_new_string(b->incremental ? "incremental" : "full"));
+	json_object_object_add(m, "parent", b->parent ? json_object_new_string(b->parent) : NULL);
+	json_object_object_add(m, "created", json_object_new_string(created));
+	json_object_object_add(m, "status", json_object_new_string("running"));
+	json_object_object_add(m, "reason", b->reason ? json_object_new_string(b->reason) : NULL);
+	json_object_object_add(m, "definition",
+	                       b->vm->live_text ? json_object_new_string(b->vm->live_text) : NULL);
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		struct json_object *o = json_object_new_object();
+		char *file = xasprintf("%s.qcow2", d->id);
+
+		json_object_object_add(o, "id", json_object_new_string(d->id));
+		json_object_object_add(o, "file", json_object_new_string(file));
+		json_object_object_add(o, "format",
+		                       json_object_new_string(d->qcow2 ? "qcow2" : "raw"));
+		json_object_object_add(o, "virtual_size", json_object_new_uint64(d->vsize));
+		json_object_object_add(
+		    o, "sync", json_object_new_string(d->incremental ? "incremental" : "full"));
+		json_object_object_add(o, "backing",
+		                       d->backing ? json_object_new_string(d->backing) : NULL);
+		json_object_object_add(o, "bitmap",
+		                       d->qcow2 ? json_object_new_string(BK_BITMAP) : NULL);
+		json_object_array_add(disks, o);
+		free(file);
+	}
+	json_object_object_add(m, "disks", disks);
+	return m;
+}
+
+static struct json_object *
+result_json(struct bk *b)
+{
+	struct json_object *e = bk_manifest_entry(b->manifest);
+
+	json_object_object_add(e, "vm", json_object_new_string(b->vm->name));
+	json_object_object_add(e, "dir", json_object_new_string(b->dir));
+	json_object_object_add(e, "job",
+	                       b->job->rec ? json_object_new_string(b->job->rec->id) : NULL);
+	return e;
+}
+
+/* Makes the backup's directory and manifest, then sends the bitmap changes. */
+static void
+plan_send(struct bk *b)
+{
+	int64_t now = clock_now_ms();
+	char *cause = NULL;
+	bool clear_last = false;
+
+	for (;;) {
+		bk_id_make(now, b->id);
+		free(b->dir);
+		b->dir = xasprintf("%s/%s", b->store, b->id);
+		if (access(b->dir, F_OK) != 0)
+			break;
+		now++;
+	}
+	plan_disks(b);
+	if (!plan(b))
+		return;
+	if (mkdir(b->store, 0700) < 0 && errno != EEXIST) {
+		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup: %s: %s", b->vm->name, b->store,
+		        strerror(errno));
+		return;
+	}
+	if (mkdir(b->dir, 0700) < 0) {
+		char *d = b->dir;
+
+		b->dir = NULL;
+		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup: %s: %s", b->vm->name, d,
+		        strerror(errno));
+		free(d);
+		return;
+	}
+	for (size_t i = 0; i < b->ndisks; i++) {
+		b->disks[i].file = xasprintf("%s/%s.qcow2", b->dir, b->disks[i].id);
+		/* A bitmap made now counts from now: the last backup is no base for it. */
+		clear_last |= b->disks[i].qcow2 && (!b->disks[i].bitmap || b->disks[i].bitmap_bad);
+	}
+	b->manifest = manifest_new(b);
+	if (bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
+		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup: %s", b->vm->name, cause);
+		free(cause);
+		return;
+	}
+	bk_state_add_store(&b->st, b->store);
+	bk_state_set(&b->st.running_id, b->id);
+	bk_state_set(&b->st.running_dir, b->dir);
+	if (clear_last && !b->incremental) {
+		bk_state_set(&b->st.last_id, NULL);
+		bk_state_set(&b->st.last_dir, NULL);
+	}
+	state_save(b);
+	b->job->rec = vm_jobrec_new(b->vm, "backup", b->id, false);
+	log_info("vm %s: backup %s: %s%s%s", b->vm->name, b->id,
+	         b->incremental ? "incremental" : "full", b->reason ? ": " : "",
+	         b->reason ? b->reason : "");
+	if (b->no_wait)
+		vm_job_reply_early(b->job, result_json(b));
+	b->step = BK_BITMAPS;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		struct json_object *a;
+
+		if (!d->qcow2)
+			continue;
+		if (d->bitmap_bad) {
+			a = obj1("node", d->node);
+			json_object_object_add(a, "name", json_object_new_string(BK_BITMAP));
+			if (!bk_send(b, "block-dirty-bitmap-remove", a, -1, NULL, i))
+				return;
+		}
+		if (!d->bitmap || d->bitmap_bad) {
+			a = obj1("node", d->node);
+			json_object_object_add(a, "name", json_object_new_string(BK_BITMAP));
+			json_object_object_add(a, "persistent", json_object_new_boolean(true));
+			if (!bk_send(b, "block-dirty-bitmap-add", a, -1, NULL, i))
+				return;
+		}
+	}
+	if (b->pending == 0)
+		bk_advance(b);
+}
+
+/* ---- files ---- */
+
+static void create_next(struct bk *b);
+static void fd_added(struct bk *b, const struct qmp_reply *r, size_t disk);
+
+static void
+create_done(bool ok, char *out, void *arg)
+{
+	struct bk *b = arg;
+	struct bk_disk *d = &b->disks[b->next];
+
+	b->img = NULL;
+	if (!ok)
+		return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: qemu-img create %s: %s",
+		               b->vm->name, b->id, d->file, *out ? out : "failed");
+	d->fd_rw = open(d->file, O_RDWR | O_CLOEXEC);
+	d->fd_ro = open(d->file, O_RDONLY | O_CLOEXEC);
+	if (d->fd_rw < 0 || d->fd_ro < 0)
+		return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s: %s", b->vm->name, b->id,
+		               d->file, strerror(errno));
+	b->next++;
+	create_next(b);
+}
+
+/* Makes the target files, one qemu-img at a time, then hands them to QEMU. */
+static void
+create_next(struct bk *b)
+{
+	struct bk_disk *d;
+	char size[32], *cause = NULL;
+
+	if (b->next >= b->ndisks) {
+		b->step = BK_FDS;
+		for (size_t i = 0; i < b->ndisks; i++) {
+			char opaque[96];
+
+			snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", b->disks[i].id);
+			if (!bk_send(b, "add-fd", obj1("opaque", opaque), b->disks[i].fd_rw,
+			             fd_added, i))
+				return;
+		}
+		return;
+	}
+	d = &b->disks[b->next];
+	snprintf(size, sizeof size, "%" PRIu64, d->vsize);
+	if (d->backing != NULL) {
+		const char *args[] = {"create", "-q",       "-f",    "qcow2", "-F", "qcow2",
+		                      "-b",     d->backing, d->file, size,    NULL};
+
+		b->img = vm_qemu_img_run(b->vm, args, create_done, b, &cause);
+	} else {
+		const char *args[] = {"create", "-q", "-f", "qcow2", d->file, size, NULL};
+
+		b->img = vm_qemu_img_run(b->vm, args, create_done, b, &cause);
+	}
+	if (b->img == NULL) {
+		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s", b->vm->name, b->id, cause);
+		free(cause);
+	}
+}
+
+static void
+fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
+{
+	struct json_object *v;
+
+	if (r->status == QMP_OK && json_object_object_get_ex(r->result, "fdset-id", &v)) {
+		b->disks[disk].set = json_object_get_int64(v);
+		return;
+	}
+	b->disks[disk].set = -1;
+	if (b->error == NULL)
+		b->error = xasprintf("add-fd: %s", r->error_desc ? r->error_desc : "no fdset-id");
+}
+
+static void
+nodes_send(struct bk *b)
+{
+	b->step = BK_NODES;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		struct json_object *a, *cache;
+		char opaque[96], node[96], path[64];
+
+		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
+		a = obj1("opaque", opaque);
+		json_object_object_add(a, "fdset-id", json_object_new_int64(d->set));
+		if (!bk_send(b, "add-fd", a, d->fd_ro, NULL, i))
+			return;
+		snprintf(path, sizeof path, "/dev/fdset/%" PRId64, d->set);
+		a = obj1("driver", "file");
+		json_object_object_add(a, "node-name", json_object_new_string(opaque));
+		json_object_object_add(a, "filename", json_object_new_string(path));
+		cache = json_object_new_object();
+		json_object_object_add(cache, "direct", json_object_new_boolean(false));
+		json_object_object_add(cache, "no-flush", json_object_new_boolean(false));
+		json_object_object_add(a, "cache", cache);
+		if (!bk_send(b, "blockdev-add", a, -1, NULL, i))
+			return;
+		snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
+		a = obj1("driver", "qcow2");
+		json_object_object_add(a, "node-name", json_object_new_string(node));
+		json_object_object_add(a, "file", json_object_new_string(opaque));
+		/* null: QEMU opens no backing file by name; a backup job never reads it */
+		json_object_object_add(a, "backing", NULL);
+		if (!bk_send(b, "blockdev-add", a, -1, NULL, i))
+			return;
+		d->nodes = true;
+	}
+}
+
+/* ---- the copy ---- */
+
+static void
+transaction_done(struct bk *b, const struct qmp_reply *r, size_t unused)
+{
+	if (r->status != QMP_OK) {
+		if (b->error == NULL)
+			b->error =
+			    xasprintf("transaction: %s", r->error_desc ? r->error_desc : "failed");
+		return;
+	}
+	for (size_t i = 0; i < b->ndisks; i++)
+		b->disks[i].started = true;
+}
+
+static void
+copy_send(struct bk *b)
+{
+	struct json_object *args = json_object_new_object(), *actions = json_object_new_array(),
+	                   *props = json_object_new_object();
+
+	b->step = BK_COPY;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		struct json_object *a = json_object_new_object(), *data = json_object_new_object();
+		char job[96];
+
+		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
+		json_object_object_add(data, "job-id", json_object_new_string(job));
+		json_object_object_add(data, "device", json_object_new_string(d->node));
+		json_object_object_add(data, "target", json_object_new_string(job));
+		json_object_object_add(
+		    data, "sync", json_object_new_string(d->incremental ? "incremental" : "full"));
+		if (d->qcow2) {
+			json_object_object_add(data, "bitmap", json_object_new_string(BK_BITMAP));
+			json_object_object_add(data, "bitmap-mode",
+			                       json_object_new_string("on-success"));
+		}
+		json_object_object_add(data, "auto-dismiss", json_object_new_boolean(false));
+		json_object_object_add(a, "type", json_object_new_string("blockdev-backup"));
+		json_object_object_add(a, "data", data);
+		json_object_array_add(actions, a);
+	}
+	json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
+	json_object_object_add(args, "actions", actions);
+	json_object_object_add(args, "properties", props);
+	if (bk_send(b, "transaction", args, -1, transaction_done, 0))
+		vm_job_arm(b->job, BK_POLL_MS);
+}
+
+static struct bk_disk *
+disk_of_job(struct bk *b, const char *job)
+{
+	if (!has_prefix(job, BK_PREFIX))
+		return NULL;
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (strcmp(b->disks[i].id, job + strlen(BK_PREFIX)) == 0)
+			return &b->disks[i];
+	return NULL;
+}
+
+static bool
+all_concluded(struct bk *b)
+{
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (!b->disks[i].concluded)
+			return false;
+	return true;
+}
+
+static void
+end_jobs(struct bk *b, const struct qmp_reply *r, size_t unused)
+{
+	if (r->status != QMP_OK)
+		return;
+	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
+		struct json_object *j = json_object_array_get_idx(r->result, i), *v;
+		struct bk_disk *d = disk_of_job(b, jstr(j, "id"));
+
+		if (d == NULL)
+			continue;
+		if (json_object_object_get_ex(j, "current-progress", &v))
+			d->cur = (uint64_t)json_object_get_int64(v);
+		if (json_object_object_get_ex(j, "error", &v) && b->error == NULL)
+			b->error = xasprintf("disk %s: %s", d->id, json_object_get_string(v));
+	}
+}
+
+/* Every job concluded: their errors, then dismissed. */
+static void
+end_send(struct bk *b)
+{
+	b->step = BK_END;
+	if (!bk_send(b, "query-jobs", NULL, -1, end_jobs, 0))
+		return;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		char job[96];
+
+		snprintf(job, sizeof job, BK_PREFIX "%s", b->disks[i].id);
+		if (!bk_send(b, "job-dismiss", obj1("id", job), -1, NULL, i))
+			return;
+		b->disks[i].started = false;
+	}
+}
+
+static void
+bk_event(struct vm_job *job, const char *name, struct json_object *data)
+{
+	struct bk *b = job->data;
+	struct bk_disk *d;
+
+	if (strcmp(name, "JOB_STATUS_CHANGE") != 0 || b->step != BK_COPY)
+		return;
+	if ((d = disk_of_job(b, jstr(data, "id"))) == NULL ||
+	    strcmp(jstr(data, "status"), "concluded") != 0)
+		return;
+	d->concluded = true;
+	if (all_concluded(b) && b->pending == 0)
+		end_send(b);
+}
+
+static void
+poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
+{
+	uint64_t cur = 0, total = 0;
+
+	b->polling = false;
+	if (r->status != QMP_OK || b->step != BK_COPY)
+		return;
+	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
+		struct json_object *j = json_object_array_get_idx(r->result, i), *v;
+		struct bk_disk *d = disk_of_job(b, jstr(j, "id"));
+
+		if (d == NULL)
+			continue;
+		if (json_object_object_get_ex(j, "current-progress", &v))
+			d->cur = (uint64_t)json_object_get_int64(v);
+		if (json_object_object_get_ex(j, "total-progress", &v))
+			d->total = (uint64_t)json_object_get_int64(v);
+		if (strcmp(jstr(j, "status"), "concluded") == 0)
+			d->concluded = true; /* an event missed */
+	}
+	for (size_t i = 0; i < b->ndisks; i++) {
+		cur += b->disks[i].cur;
+		total += b->disks[i].total;
+	}
+	if (b->job->rec != NULL && total > 0 &&
+	    (cur != b->job->rec->cur || total != b->job->rec->total)) {
+		b->job->rec->cur = cur;
+		b->job->rec->total = total;
+		bk_publish(b->vm, b->job->rec);
+	}
+}
+
+/* ---- detaching the targets, then checksums ---- */
+
+static void
+detach_send(struct bk *b)
+{
+	b->step = BK_DETACH;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		char node[96];
+
+		if (d->nodes) {
+			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
+			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
+				return;
+			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
+			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
+				return;
+			d->nodes = false;
+		}
+		if (d->set >= 0) {
+			if (!bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, NULL, i))
+				return;
+			d->set = -1;
+		}
+	}
+}
+
+/* Every file is durable and hashed: the manifest says complete. */
+static void
+bk_complete(struct bk *b)
+{
+	struct json_object *disks;
+	char *cause = NULL;
+	struct vm_jobrec *rec = b->job->rec;
+
+	json_object_object_get_ex(b->manifest, "disks", &disks);
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct json_object *o = json_object_array_get_idx(disks, i);
+		struct stat sb;
+
+		json_object_object_add(o, "checksum", json_object_new_string(b->disks[i].checksum));
+		json_object_object_add(o, "size",
+		                       json_object_new_uint64(stat(b->disks[i].file, &sb) == 0
+		                                                  ? (uint64_t)sb.st_size
+		                                                  : 0));
+		json_object_object_add(o, "bytes_written", json_object_new_uint64(b->disks[i].cur));
+	}
+	json_object_object_add(b->manifest, "status", json_object_new_string("complete"));
+	if (bk_sync_dir(b->dir) < 0 || bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
+		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s", b->vm->name, b->id,
+		        cause ? cause : strerror(errno));
+		free(cause);
+		return;
+	}
+	bk_state_set(&b->st.last_id, b->id);
+	bk_state_set(&b->st.last_dir, b->dir);
+	bk_state_set(&b->st.running_id, NULL);
+	bk_state_set(&b->st.running_dir, NULL);
+	bk_state_set(&b->st.next_full, NULL);
+	state_save(b);
+	if (rec != NULL)
+		vm_jobrec_end(b->vm, rec, VM_JOBREC_DONE, NULL);
+	vm_job_done(b->job, result_json(b), PROTO_OK, NULL);
+}
+
+/* Hashes a slice of the current file; the job's timer brings the next. */
+static void
+hash_step(struct bk *b)
+{
+	char *cause = NULL, *hex = NULL;
+	int rc;
+
+	for (;;) {
+		struct bk_disk *d;
+
+		if (b->next >= b->ndisks)
+			return bk_complete(b);
+		d = &b->disks[b->next];
+		if (b->hash == NULL && (b->hash = bk_hash_open(d->file, &cause)) == NULL)
+			break;
+		if ((rc = bk_hash_step(b->hash, BK_HASH_SLICE, &hex, &cause)) < 0)
+			break;
+		if (rc == 0) {
+			vm_job_arm(b->job, 0);
+			return;
+		}
+		d->checksum = hex;
+		if (bk_hash_sync(b->hash, &cause) < 0)
+			break;
+		bk_hash_free(b->hash);
+		b->hash = NULL;
+		b->next++;
+	}
+	bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s", b->vm->name, b->id, cause);
+	free(cause);
+}
+
+static void
+bk_timer(struct vm_job *job)
+{
+	struct bk *b = job->data;
+
+	if (b->step == BK_DETACH)
+		return hash_step(b);
+	if (b->step != BK_COPY)
+		return;
+	if (!b->polling && b->pending == 0) {
+		b->polling = true;
+		if (!bk_send(b, "query-jobs", NULL, -1, poll_done, 0))
+			return;
+	}
+	vm_job_arm(job, BK_POLL_MS);
+}
+
+/* The current batch is answered: the next step. */
+static void
+bk_advance(struct bk *b)
+{
+	if (b->error != NULL && b->step != BK_COPY && b->step != BK_END && b->step != BK_DETACH) {
+		char *e = b->error;
+
+		b->error = NULL;
+		bk_fail(b, PROTO_ERR_QEMU, "vm %s: backup%s%s: %s", b->vm->name,
+		        b->id[0] ? " " : "", b->id, e);
+		free(e);
+		return;
+	}
+	switch (b->step) {
+	case BK_CLEAN:
+		b->step = BK_PLAN;
+		if (clean_send(b) && b->pending == 0)
+			plan_send(b);
+		return;
+	case BK_PLAN:
+		return plan_send(b);
+	case BK_BITMAPS:
+		b->next = 0;
+		return create_next(b);
+	case BK_FDS:
+		return nodes_send(b);
+	case BK_NODES:
+		for (size_t i = 0; i < b->ndisks; i++) {
+			close(b->disks[i].fd_rw);
+			close(b->disks[i].fd_ro);
+			b->disks[i].fd_rw = b->disks[i].fd_ro = -1;
+		}
+		return copy_send(b);
+	case BK_COPY:
+		if (b->error != NULL) { /* the transaction was refused: no job exists */
+			char *e = b->error;
+
+			b->error = NULL;
+			bk_fail(b, PROTO_ERR_QEMU, "vm %s: backup %s: %s", b->vm->name, b->id, e);
+			free(e);
+			return;
+		}
+		if (all_concluded(b))
+			end_send(b);
+		return;
+	case BK_END:
+		return detach_send(b);
+	case BK_DETACH:
+		if (b->error != NULL) {
+			char *e = b->error;
+
+			b->error = NULL;
+			bk_fail(b, b->cancelled ? PROTO_ERR_FAILED : PROTO_ERR_QEMU,
+			        "vm %s: backup %s: %s", b->vm->name, b->id,
+			        b->cancelled ? "cancelled" : e);
+			free(e);
+			return;
+		}
+		b->next = 0;
+		return hash_step(b);
+	}
+}
+
+/* ---- the job kind ---- */
+
+static void
+bk_cancel(struct vm_job *job, const char *why)
+{
+	struct bk *b = job->data;
+	bool running = false;
+
+	b->cancelled = true;
+	for (size_t i = 0; i < b->ndisks; i++)
+		running |= b->disks[i].started && !b->disks[i].concluded;
+	if (b->step == BK_COPY && running) {
+		/* The jobs end cancelled, their bitmaps merged back; the end is the usual one. */
+		for (size_t i = 0; i < b->ndisks; i++) {
+			char id[96];
+
+			snprintf(id, sizeof id, BK_PREFIX "%s", b->disks[i].id);
+			if (b->disks[i].started && !b->disks[i].concluded &&
+			    !bk_send(b, "job-cancel", obj1("id", id), -1, ignore_reply, i))
+				return;
+		}
+		return;
+	}
+	bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup: %s", b->vm->name, why);
+}
+
+static bool
+bk_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
+{
+	struct bk *b = job->data;
+	char *cause = NULL;
+
+	if (b->dir == NULL)
+		return false;
+	bk_remove_files(b->dir);
+	if (b->manifest != NULL) {
+		char *why = xasprintf("qemu %s during the backup", exit->reason);
+
+		json_object_object_add(b->manifest, "status", json_object_new_string("failed"));
+		json_object_object_add(b->manifest, "error", json_object_new_string(why));
+		if (bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
+			bk_drop(b->vm, b->dir, cause);
+			free(cause);
+		}
+		if (job->rec != NULL)
+			vm_jobrec_end(b->vm, job->rec, VM_JOBREC_FAILED, why);
+		free(why);
+	}
+	bk_state_set(&b->st.running_id, NULL);
+	bk_state_set(&b->st.running_dir, NULL);
+	state_save(b);
+	return false;
+}
+
+static void
+restore_cancel_jobs(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct vm *vm = arg;
+
+	if (r->status != QMP_OK)
+		return;
+	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
+		struct json_object *j = json_object_array_get_idx(r->result, i);
+
+		if (has_prefix(jstr(j, "id"), BK_PREFIX) &&
+		    strcmp(jstr(j, "status"), "concluded") != 0)
+			fire(vm, "job-cancel", obj1("id", jstr(j, "id")));
+	}
+}
+
+/* After a restart of qvmd, a backup that was running: it failed (its QEMU jobs are cancelled,
+ * which merges their bitmaps back; the next backup removes what they leave). */
+static void
+bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error)
+{
+	char *path = state_path(vm), *cause = NULL;
+	struct bk_state st;
+
+	bk_state_load(&st, path);
+	if (st.running_dir != NULL && rec->target != NULL && st.running_id != NULL &&
+	    strcmp(st.running_id, rec->target) == 0) {
+		struct json_object *m = bk_manifest_read(st.running_dir);
+
+		bk_remove_files(st.running_dir);
+		if (m != NULL) {
+			json_object_object_add(m, "status", json_object_new_string("failed"));
+			json_object_object_add(
+			    m, "error",
+			    json_object_new_string(error ? error
+			                                 : "interrupted by a restart of qvmd"));
+			if (bk_manifest_write(st.running_dir, m, &cause) < 0) {
+				log_error("vm %s: %s", vm->name, cause);
+				free(cause);
+				cause = NULL;
+			}
+			json_object_put(m);
+		}
+		bk_state_set(&st.running_id, NULL);
+		bk_state_set(&st.running_dir, NULL);
+		if (bk_state_save(&st, path, &cause) < 0) {
+			log_error("vm %s: %s", vm->name, cause);
+			free(cause);
+			cause = NULL;
+		}
+	}
+	if (vm->qmp != NULL && !vm->qmp_closed &&
+	    qmp_execute(vm->qmp, "query-jobs", NULL, VM_QUERY_TIMEOUT_MS, restore_cancel_jobs, vm,
+	                &cause) < 0)
+		free(cause);
+	bk_state_free(&st);
+	free(path);
+}
+
+#define BK_ALLOWS                                                                                  \
+	(VM_OP_BIT(VM_OP_PAUSE) | VM_OP_BIT(VM_OP_RESUME) | VM_OP_BIT(VM_OP_ATTACH) |              \
+	 VM_OP_BIT(VM_OP_DETACH) | VM_OP_BIT(VM_OP_RESET))
+
+const struct vm_job_kind vm_backup_kind = {
+    .name = "backup",
+    .op = VM_OP_SNAPSHOT, /* a background job on the VM's disks, like a snapshot */
+    .background = true,
+    .allows = BK_ALLOWS,
+    .cancel_for = VM_OP_BIT(VM_OP_POWERDOWN) | VM_OP_BIT(VM_OP_KILL),
+    .event = bk_event,
+    .timer = bk_timer,
+    .qemu_gone = bk_qemu_gone,
+    .cancel = bk_cancel,
+    .free = bk_free,
+    .restore = bk_restore,
+};
+
+void
+vm_backup(struct vm *vm, const struct vm_backup_args *a, vm_done_cb cb, void *arg)
+{
+	struct bk *b;
+	char *msg, *cause = NULL, *store;
+
+	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED) {
+		if (vm->state == VM_STOPPED || vm->state == VM_CRASHED)
+			msg = xasprintf("vm %s: not running (backups of a stopped vm are not "
+			                "supported yet)",
+			                vm->name);
+		else
+			msg = xasprintf("vm %s: busy: %s in progress", vm->name,
+			                vm->state == VM_STARTING ? "start" : "shutdown");
+		cb(NULL,
+		   vm->state == VM_STOPPED || vm->state == VM_CRASHED ? PROTO_ERR_NOT_RUNNING
+		                                                      : PROTO_ERR_BUSY,
+		   msg, arg);
+		free(msg);
+		return;
+	}
+	if (vm->qmp == NULL || vm->qmp_closed) {
+		vm_job_refuse_busy(vm, cb, arg);
+		return;
+	}
+	if (a->to != NULL) {
+		if ((store = bk_dir_allowed(vm->env.conf, a->to, &cause)) == NULL) {
+			msg = xasprintf("vm %s: --to %s", vm->name, cause);
+			cb(NULL, PROTO_ERR_INVALID, msg, arg);
+			free(msg);
+			free(cause);
+			return;
+		}
+	} else {
+		store = xasprintf("%s/%s", vm->env.conf->backup_dir, vm->name);
+		if (mkdir(vm->env.conf->backup_dir, 0700) < 0 && errno != EEXIST) {
+			msg = xasprintf("vm %s: backup_dir %s: %s", vm->name,
+			                vm->env.conf->backup_dir, strerror(errno));
+			cb(NULL, PROTO_ERR_FAILED, msg, arg);
+			free(msg);
+			free(store);
+			return;
+		}
+	}
+	if (!vm_job_admit(vm, vm_backup_kind.op, cb, arg)) {
+		free(store);
+		return;
+	}
+	b = xcalloc(1, sizeof *b);
+	b->vm = vm;
+	b->mode = a->mode;
+	b->no_wait = a->no_wait;
+	b->store = store;
+	{
+		char *path = state_path(vm);
+
+		bk_state_load(&b->st, path);
+		free(path);
+	}
+	b->job = vm_job_new(vm, &vm_backup_kind, b, cb, arg);
+	clean_query(b);
+}
