@@ -299,8 +299,6 @@ ctl_backup_restore(struct ctl *ctl, struct ctl_args *args)
 	if (!ctl_backup_id_ok(id))
 		return ctl_usage_error(
 		    ctl, "restore: '%s' is not a backup id (see qvmctl backups %s)", id, vm);
-	if (ctl_args_has(args, "in-place"))
-		return ctl_fail(ctl, PROTO_ERR_INVALID, "restore --in-place is not supported yet");
 	if (to == NULL || to[0] != '/')
 		return ctl_usage_error(ctl,
 		                       "restore: --to DIR (an absolute directory) is required");
@@ -355,7 +353,6 @@ static const struct ctl_opt ctl_backup_opts[] = {
 };
 static const struct ctl_opt ctl_restore_opts[] = {
     {"to", true},
-    {"in-place", false},
     {NULL, false},
 };
 
