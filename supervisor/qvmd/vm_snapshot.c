@@ -951,8 +951,17 @@ snap_orphan_cleanup(struct json_object *result, enum proto_err code, const char 
 	free(o->rec_id);
 	if (rec == NULL || rec->state != VM_JOBREC_RUNNING || vm->bg != NULL || vm->cfg == NULL ||
 	    !(vm->state == VM_STOPPED || vm->state == VM_CRASHED)) {
-		if (rec != NULL)
-			vm_jobrec_end(vm, rec, VM_JOBREC_FAILED, s->error);
+		if (rec != NULL && rec->state == VM_JOBREC_RUNNING) {
+			char *why = xasprintf(
+			    "vm %s: snapshot %s: %s; not cleaned up (the vm is %s): "
+			    "see `qvmctl snapshots %s`",
+			    vm->name, s->tag, s->error,
+			    vm->cfg == NULL ? "no longer defined" : vm_state_name(vm->state),
+			    vm->name);
+
+			vm_jobrec_end(vm, rec, VM_JOBREC_FAILED, why);
+			free(why);
+		}
 		snap_free(s);
 		free(o);
 		return;
