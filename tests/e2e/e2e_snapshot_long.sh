@@ -69,7 +69,7 @@ on_both() { contains "$(tags "$T/images/a.qcow2")" "$1" && contains "$(tags "$T/
 on_neither() { lacks "$(tags "$T/images/a.qcow2")$(tags "$T/images/b.qcow2")" "$1"; }
 # done_on_both_or_failed_on_neither STATE TAG: the job's outcome and the disks agree.
 done_on_both_or_failed_on_neither() {
-	{ [ "$1" = done ] && on_both "$2"; } || { [ "$1" = failed ] && on_neither "$2"; }
+	{ [ "$1" = "done" ] && on_both "$2"; } || { [ "$1" = failed ] && on_neither "$2"; }
 }
 
 qemu-img create -q -f qcow2 "$T/images/a.qcow2" 64M
@@ -105,7 +105,8 @@ st=$(ctl --json status big 2>&1); rc1=$?
 ls=$(ctl list 2>&1); rc2=$?
 so=$(ctl --json status other 2>&1); rc3=$?
 running=$(job_field big s1 state)
-check "status of big answered while $job runs ($st)" sh -c '[ $0 -eq 0 ] && [ "$1" = running ]' $rc1 "$running"
+check "status of big answered while $job runs ($(echo "$st" | field .state))" \
+	sh -c '[ $0 -eq 0 ] && [ "$1" = running ]' $rc1 "$running"
 check "list answered while $job runs" sh -c '[ $0 -eq 0 ] && echo "$1" | grep -q "^big " && echo "$1" | grep -q "^other "' $rc2 "$ls"
 check "status of other answered while $job runs" sh -c '[ $0 -eq 0 ] && [ "$1" = running ]' $rc3 "$(echo "$so" | field .state)"
 out=$(ctl snapshot big s2 2>&1); rc=$?
@@ -113,7 +114,7 @@ check "a second snapshot is busy, naming the job ($out)" failed_with $rc "$out" 
 out=$(ctl detach big b 2>&1); rc=$?
 check "detach of a disk is busy ($out)" failed_with $rc "$out" "busy: snapshot in progress"
 check "... and all of that while $job still ran" [ "$(job_field big s1 state)" = running ]
-check "$job completes" wait_job big s1 done 600
+check "$job completes" wait_job big s1 "done" 600
 check "s1 is on both disks" on_both s1
 check "no s2 anywhere" on_neither s2
 check "b is still attached" contains "$(jctl devices big)" '"id":"b"'
@@ -138,7 +139,7 @@ if command -v tmux >/dev/null 2>&1; then
 	check "... saying the job goes on and how to cancel it ($p)" \
 		sh -c 'echo "$0" | grep -q "goes on in qvmd" && echo "$0" | grep -q "qvmctl job-cancel big snapshot-"' "$p"
 	check "... while the job still runs" [ "$(job_field big t1 state)" = running ]
-	check "the job completes anyway" wait_job big t1 done 600
+	check "the job completes anyway" wait_job big t1 "done" 600
 	check "t1 is on both disks" on_both t1
 	tmux -S "$TMUX_SOCK" kill-server 2>/dev/null
 else
