@@ -1,4 +1,4 @@
-# Benchmarks of qvmd as a whole (contrib/bench/lifecycle-bench.sh and hotplug-bench.sh build and run
+# Benchmarks of qvmd as a whole (contrib/bench/lifecycle-, hotplug- and snapshot-bench.sh build and run
 # them): they print figures and are not tests. Included from the top-level CMakeLists.txt.
 add_library(qvmd_bench_util STATIC ${CMAKE_SOURCE_DIR}/contrib/bench/bench_util.c
                                    ${CMAKE_SOURCE_DIR}/tests/util/qmp_sync.c)
@@ -17,3 +17,6 @@ add_executable(exec_floor ${CMAKE_SOURCE_DIR}/contrib/bench/exec_floor.c)
 if(QVMD_CLI_LINKAGE STREQUAL static)
   target_link_options(exec_floor PRIVATE -static)
 endif()
+
+add_executable(snapshot_bench ${CMAKE_SOURCE_DIR}/contrib/bench/snapshot_bench.c)
+target_link_libraries(snapshot_bench PRIVATE qvmd_bench_util)

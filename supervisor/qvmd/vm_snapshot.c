@@ -75,6 +75,7 @@ struct snap {
 };
 
 static void snap_step(struct snap *s);
+static struct snap *snap_new(struct vm *vm, enum snap_op op, const char *tag);
 
 static void
 disks_clear(struct snap *s)
@@ -598,6 +599,44 @@ transaction_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 static void offline_next(struct snap *s);
 
+/*
+ * A rollback has removed the tag from every disk it could: the job fails with why it was rolled
+ * back and which disks held a piece of the snapshot (those it was removed from, and any it could
+ * not be removed from).
+ */
+static void
+rollback_end(struct snap *s, enum proto_err code)
+{
+	char *removed = xstrdup(""), *left = xstrdup(""), *n;
+
+	for (size_t i = 0; i < s->ndisks; i++) {
+		const struct snap_disk *d = &s->disks[i];
+		char **list = d->done ? &removed : &left;
+
+		if (!disk_in(d) || disk_tag(d, s->tag) == NULL)
+			continue;
+		n = xasprintf("%s%s%s", *list, **list ? ", " : "", d->id);
+		free(*list);
+		*list = n;
+	}
+	if (*left == '\0')
+		meta_set(s->vm, s->tag, NULL, false, false);
+	if (s->op == SNAP_DELETE)
+		n = *removed ? xasprintf("the delete was finished on disk %s", removed)
+		             : xstrdup("no disk holds it any more");
+	else
+		n = *removed ? xasprintf("the half-made snapshot was removed from disk %s", removed)
+		             : xstrdup("no disk held any of it");
+	if (*left != '\0')
+		snap_fail(s, code, "vm %s: snapshot %s: %s; %s, but disk %s still holds it",
+		          s->vm->name, s->tag, s->error, n, left);
+	else
+		snap_fail(s, code, "vm %s: snapshot %s: %s; %s", s->vm->name, s->tag, s->error, n);
+	free(n);
+	free(removed);
+	free(left);
+}
+
 static void
 offline_img_done(bool ok, char *out, void *arg)
 {
@@ -609,7 +648,15 @@ offline_img_done(bool ok, char *out, void *arg)
 		char *why = xasprintf("disk %s: qemu-img snapshot %s: %s", d->id, d->file,
 		                      *out ? out : "failed");
 
-		if (s->op == SNAP_CREATE && !s->rollback) {
+		if (s->rollback) {
+			/* The other disks are cleaned all the same; the end says what is left. */
+			log_error("vm %s: cannot remove the half-made snapshot %s: %s", s->vm->name,
+			          s->tag, why);
+			free(why);
+			s->next++;
+			return offline_next(s);
+		}
+		if (s->op == SNAP_CREATE) {
 			snap_roll_back(s, why);
 		} else {
 			vm_jobrec_end(s->vm, s->job->rec, VM_JOBREC_FAILED, why);
@@ -638,12 +685,8 @@ offline_next(struct snap *s)
 	                                         disk_tag(&s->disks[s->next], s->tag) == NULL)))
 		s->next++;
 	if (s->next >= s->ndisks) {
-		if (s->rollback) {
-			meta_set(s->vm, s->tag, NULL, false, false);
-			return snap_fail(s, PROTO_ERR_FAILED,
-			                 "vm %s: snapshot %s: %s (removed again)", s->vm->name,
-			                 s->tag, s->error);
-		}
+		if (s->rollback)
+			return rollback_end(s, PROTO_ERR_FAILED);
 		if (s->op == SNAP_CREATE)
 			meta_set(s->vm, s->tag, NULL, true, false);
 		if (s->op == SNAP_DELETE)
@@ -812,6 +855,8 @@ rollback_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	if (r->status != QMP_OK)
 		log_error("vm %s: cannot remove the half-made snapshot %s: %s", s->vm->name, s->tag,
 		          r->error_desc ? r->error_desc : "failed");
+	else
+		s->disks[s->next].done = true;
 	s->next++;
 	delete_step(s);
 }
@@ -840,11 +885,8 @@ delete_step(struct snap *s)
 	/* Online rollback: one synchronous delete per disk holding the tag. */
 	while (s->next < s->ndisks && disk_tag(&s->disks[s->next], s->tag) == NULL)
 		s->next++;
-	if (s->next >= s->ndisks) {
-		meta_set(s->vm, s->tag, NULL, false, false);
-		return snap_fail(s, PROTO_ERR_QEMU, "vm %s: snapshot %s: %s (removed again)",
-		                 s->vm->name, s->tag, s->error);
-	}
+	if (s->next >= s->ndisks)
+		return rollback_end(s, PROTO_ERR_QEMU);
 	{
 		struct json_object *args = json_object_new_object();
 
@@ -885,17 +927,87 @@ snap_cancel(struct vm_job *job, const char *why)
 	            s->tag, why);
 }
 
+/* A snapshot or delete whose QEMU died: the clean-up to run once the VM is down. */
+struct snap_orphan {
+	struct snap *s; /* offline, rolling back, over the disks the job covered */
+	const struct vm_job_kind *kind;
+	char *rec_id;
+};
+
+/*
+ * Runs when the job whose QEMU died has ended (the VM is stopped or crashed by then): removes the
+ * tag with qemu-img from the disks that got it, as a new background job carrying the same record,
+ * so that `jobs` says how it ended only once the disks agree, and a start waits until then.
+ */
+static void
+snap_orphan_cleanup(struct json_object *result, enum proto_err code, const char *message, void *arg)
+{
+	struct snap_orphan *o = arg;
+	struct snap *s = o->s;
+	struct vm *vm = s->vm;
+	struct vm_jobrec *rec = vm_jobrec_find(vm, o->rec_id);
+
+	json_object_put(result);
+	free(o->rec_id);
+	if (rec == NULL || rec->state != VM_JOBREC_RUNNING || vm->bg != NULL || vm->cfg == NULL ||
+	    !(vm->state == VM_STOPPED || vm->state == VM_CRASHED)) {
+		if (rec != NULL && rec->state == VM_JOBREC_RUNNING) {
+			char *why = xasprintf(
+			    "vm %s: snapshot %s: %s; not cleaned up (the vm is %s): "
+			    "see `qvmctl snapshots %s`",
+			    vm->name, s->tag, s->error,
+			    vm->cfg == NULL ? "no longer defined" : vm_state_name(vm->state),
+			    vm->name);
+
+			vm_jobrec_end(vm, rec, VM_JOBREC_FAILED, why);
+			free(why);
+		}
+		snap_free(s);
+		free(o);
+		return;
+	}
+	log_warn("vm %s: %s %s: %s: removing the tag from every disk", vm->name, o->kind->name,
+	         s->tag, s->error);
+	s->job = vm_job_new(vm, o->kind, s, NULL, NULL);
+	s->job->rec = rec;
+	free(o);
+	/* The disks are known (hot-plugged ones too): read their snapshots, then remove the tag. */
+	s->next = 0;
+	snap_step(s);
+}
+
+/*
+ * QEMU went away during the job. A snapshot (or a delete) may be on some disks only: each qcow2
+ * image gets its snapshot table entry on its own. Once the VM is down, the tag is removed from
+ * every disk the job covered (snap_orphan_cleanup); a revert leaves nothing to clean.
+ */
 static bool
 snap_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 {
-	struct snap *s = job->data;
+	struct snap *s = job->data, *c;
+	struct snap_orphan *o;
+	char *why;
 
-	if (job->rec != NULL && s->online) {
-		char *why = xasprintf("qemu %s", exit->reason);
-
+	if (job->rec == NULL || !s->online)
+		return false;
+	why = xasprintf("qemu %s", exit->reason);
+	if (s->op == SNAP_REVERT) {
 		vm_jobrec_end(s->vm, job->rec, VM_JOBREC_FAILED, why);
 		free(why);
+		return false;
 	}
+	c = snap_new(s->vm, s->op, s->tag);
+	c->online = false;
+	c->rollback = true;
+	c->error = why;
+	for (size_t i = 0; i < s->ndisks; i++)
+		if (disk_in(&s->disks[i]))
+			disk_add(c, s->disks[i].id, s->disks[i].file, true, false);
+	o = xcalloc(1, sizeof *o);
+	o->s = c;
+	o->kind = job->kind;
+	o->rec_id = xstrdup(job->rec->id);
+	vm_job_join(job, snap_orphan_cleanup, o);
 	return false;
 }
 
@@ -983,7 +1095,7 @@ snap_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *err
 			meta_set(vm, rec->target, NULL, false, false);
 		return;
 	}
-	if (!running && op != SNAP_CREATE)
+	if (!running && op == SNAP_REVERT)
 		return;
 	s = snap_new(vm, op, rec->target);
 	s->job = vm_job_new(vm, kind, s, NULL, NULL);

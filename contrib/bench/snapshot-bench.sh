@@ -1,0 +1,125 @@
+#!/bin/bash
+# Snapshot benchmark of qvmd (prints figures; not a test). Builds qvmd, qvmctl and snapshot_bench in
+# Release without sanitizers and the Linux test guest (contrib/guest/build.sh), runs a private qvmd
+# in a temp dir with one guest VM (256 MiB, one qcow2 disk), and an identical VM (same definition,
+# its own directories and image) that snapshot_bench starts by hand from qvmd --print-cmdline.
+# Then, SB_RUNS times each, alternating: "qvmctl snapshot", "qvmctl revert" and "qvmctl
+# snapshot-delete" (timed from spawn to exit) against the same QMP job sequences written by hand
+# (snapshot-save / snapshot-load / snapshot-delete with a job-id, JOB_STATUS_CHANGE concluded,
+# query-jobs, job-dismiss; see snapshot_bench.c). Target: qvmctl <= 1.2 x raw + 3 ms for each.
+# The guest runs under KVM when the test guest boots under it (bench_guest_accel), TCG otherwise.
+# Environment: QVMD_BENCH_DIR (build dir, default build-bench), QVMD_GUEST_DIR (default
+# BUILD/guest), SB_RUNS (20). The last line sums it up (its fields are a contract):
+#   snapshot-bench: create_ms=.. raw_create_ms=.. revert_ms=.. raw_revert_ms=.. delete_ms=.. raw_delete_ms=..
+set -eu
+cd "$(dirname "$0")/../.."
+. contrib/bench/bench-lib.sh
+BUILD=${QVMD_BENCH_DIR:-build-bench}
+RUNS=${SB_RUNS:-20}
+
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DQVMD_SANITIZE=OFF >/dev/null
+cmake --build "$BUILD" --target qvmd qvmctl snapshot_bench -j"$(nproc)" >/dev/null
+B=$(cd "$BUILD" && pwd)
+GUEST=${QVMD_GUEST_DIR:-$B/guest}
+sh contrib/guest/build.sh "$GUEST"
+QVMD=$B/bin/qvmd
+QVMCTL=$B/bin/qvmctl
+
+T=$(mktemp -d /tmp/qvmd-snapshot-bench.XXXXXX)
+QVMD_PID=
+SB_PID=
+
+# Kills what this script started: the daemon and the benchmark by pid, each QEMU by the pid in its
+# pidfile, after checking that its command line names this run's temp dir.
+# qvmd leaves its VMs running when it stops (on_daemon_stop = leave): the QEMUs go by pidfile. Under
+# set -e a failing wait would end the trap half-way, hence set +e.
+cleanup() {
+	local f p
+	set +e
+	if [ -n "$SB_PID" ]; then
+		kill "$SB_PID" 2>/dev/null
+		wait "$SB_PID" 2>/dev/null
+	fi
+	if [ -n "$QVMD_PID" ]; then
+		kill "$QVMD_PID" 2>/dev/null
+		wait "$QVMD_PID" 2>/dev/null
+	fi
+	for f in "$T"/*/run/*/qemu.pid "$T"/run/*/qemu.pid; do
+		[ -f "$f" ] || continue
+		p=$(cat "$f" 2>/dev/null) || continue
+		[ -n "$p" ] && tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "$T/" &&
+			kill -9 "$p" 2>/dev/null
+	done
+	if [ "${KEEP:-0}" = 1 ]; then echo "# kept $T"; else rm -rf "$T"; fi
+	return 0
+}
+bench_traps cleanup
+
+ACCEL=$(bench_guest_accel "$GUEST" "$T" q35)
+
+# conf DIR: a qvmd.conf with its directories under DIR, and the guest VM s1 in DIR/vms with the
+# qcow2 disk DIR/images/disk.qcow2.
+conf() {
+	mkdir -p "$1/vms" "$1/run" "$1/state" "$1/images"
+	cat >"$1/qvmd.conf" <<CONF
+[qvmd]
+vm_dir = $1/vms
+run_dir = $1/run
+state_dir = $1/state
+control_socket = $1/run/qvmd.sock
+image_dirs = $1/images
+log_level = info
+CONF
+	cat >"$1/vms/s1.ini" <<INI
+[vm]
+name = s1
+memory = 256M
+vcpus = 1
+machine = q35
+accel = $ACCEL
+kernel = $GUEST/vmlinuz
+initrd = $GUEST/initrd.img
+append = console=ttyS0 quiet panic=-1
+[disk d]
+file = $1/images/disk.qcow2
+INI
+	qemu-img create -q -f qcow2 "$1/images/disk.qcow2" 64M
+}
+conf "$T"
+conf "$T/raw"
+mkdir -p "$T/raw/run/s1" "$T/raw/state/s1"
+"$QVMD" --print-cmdline s1 -c "$T/raw/qvmd.conf" >"$T/raw/s1.argv"
+
+echo "# machine: $(bench_machine)"
+echo "# $(qemu-system-x86_64 --version | head -n 1); guest: machine q35, accel $ACCEL, 256M, one qcow2 disk"
+
+"$QVMD" -f -c "$T/qvmd.conf" >>"$T/qvmd.log" 2>&1 &
+QVMD_PID=$!
+SOCK=$T/run/qvmd.sock
+i=0
+while [ ! -S "$SOCK" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+"$QVMCTL" -s "$SOCK" start s1 >/dev/null
+
+"$B/snapshot_bench" "$QVMCTL" "$SOCK" s1 "$T/state/s1/console.log" "$T/raw/s1.argv" \
+	"$T/raw/qemu.log" "$T/raw/state/s1/console.log" d "$RUNS" >"$T/sb.out" &
+SB_PID=$!
+wait "$SB_PID"
+SB_PID=
+grep -v '^[a-z_]*=' "$T/sb.out"
+get() { sed -n "s/^$1=//p" "$T/sb.out"; }
+create=$(get create_ms)
+rcreate=$(get raw_create_ms)
+revert=$(get revert_ms)
+rrevert=$(get raw_revert_ms)
+delete=$(get delete_ms)
+rdelete=$(get raw_delete_ms)
+verdict() {
+	awk -v q="$2" -v r="$3" -v what="$1" 'BEGIN {
+		lim = 1.2 * r + 3
+		printf "-> %s: qvmctl %.3f ms vs raw %.3f ms: %.2fx, limit 1.2x + 3 ms = %.3f ms: %s\n",
+		       what, q, r, q / r, lim, q <= lim ? "met" : "NOT met" }'
+}
+verdict "snapshot" "$create" "$rcreate"
+verdict "revert" "$revert" "$rrevert"
+verdict "snapshot-delete" "$delete" "$rdelete"
+echo "snapshot-bench: create_ms=$create raw_create_ms=$rcreate revert_ms=$revert raw_revert_ms=$rrevert delete_ms=$delete raw_delete_ms=$rdelete"
