@@ -4,7 +4,7 @@
 set -eu
 PKGS="build-essential cmake pkg-config libjson-c-dev libevent-dev libinih-dev libcmocka-dev
 qemu-system-x86 qemu-utils ovmf busybox-static cpio iproute2 procps libxxhash-dev
-mandoc dpkg-dev debhelper lintian $*"
+mandoc dpkg-dev debhelper lintian tmux strace $*"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

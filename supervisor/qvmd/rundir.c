@@ -112,14 +112,19 @@ rundir_remove(struct vm *vm)
 	free(def);
 	free(deftmp);
 
+	/* A background job still running (a snapshot's cleanup after its QEMU died) keeps its
+	 * record, and with it the directory, so that a restarted qvmd settles it. */
 	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-		char *p = vm_run_path(vm, files[i]);
+		char *p;
 
+		if (vm->bg != NULL && strncmp(files[i], "jobs.json", 9) == 0)
+			continue;
+		p = vm_run_path(vm, files[i]);
 		unlink(p);
 		free(p);
 	}
 	rundir_remove_qemu_dir(vm);
-	if (rmdir(dir) < 0 && errno != ENOENT)
+	if (vm->bg == NULL && rmdir(dir) < 0 && errno != ENOENT)
 		log_warn("vm %s: cannot remove %s: %s", vm->name, dir, strerror(errno));
 	free(dir);
 }

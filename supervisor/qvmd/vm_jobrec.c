@@ -429,7 +429,9 @@ vm_jobrec_status_change(struct vm *vm, struct json_object *data)
 		return;
 	status = json_object_get_string(v);
 	rec = vm_jobrec_find(vm, id);
-	if (rec == NULL || !rec->qemu_job || rec->state != VM_JOBREC_RUNNING)
+	/* "null": QEMU forgot the job (dismissed); its last real status stays. */
+	if (rec == NULL || !rec->qemu_job || rec->state != VM_JOBREC_RUNNING ||
+	    strcmp(status, "null") == 0)
 		return;
 	snprintf(rec->qemu_status, sizeof rec->qemu_status, "%s", status);
 	if (strcmp(status, "concluded") == 0)

@@ -487,6 +487,14 @@ restart_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (vm_is_active(vm) || vm->job != NULL || vm->cfg == NULL)
 		return;
+	if (vm->bg != NULL) {
+		/* A background job on the stopped VM's images (a snapshot's cleanup): the restart
+		 * waits for it instead of failing as busy. */
+		struct timeval tv = {1, 0};
+
+		evtimer_add(vm->restart_ev, &tv);
+		return;
+	}
 	vm->restarts++;
 	log_info("vm %s: restarting (attempt %u of %u)", vm->name, vm->restart_attempts,
 	         vm->cfg->restart_limit);
