@@ -1381,7 +1381,7 @@ bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error
 
 const struct vm_job_kind vm_backup_kind = {
     .name = "backup",
-    .op = VM_OP_SNAPSHOT, /* a background job on the VM's disks, like a snapshot */
+    .op = VM_OP_BACKUP,
     .background = true,
     .allows = BK_ALLOWS,
     .cancel_for = VM_OP_BIT(VM_OP_POWERDOWN) | VM_OP_BIT(VM_OP_KILL),

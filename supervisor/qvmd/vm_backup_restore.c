@@ -302,7 +302,7 @@ rv_cancel(struct vm_job *job, const char *why)
 
 const struct vm_job_kind vm_backup_restore_kind = {
     .name = "restore",
-    .op = VM_OP_SNAPSHOT,
+    .op = VM_OP_BACKUP,
     .background = true,
     .allows = RV_ALLOWS,
     .timer = rv_timer,
@@ -312,7 +312,7 @@ const struct vm_job_kind vm_backup_restore_kind = {
 
 const struct vm_job_kind vm_backup_verify_kind = {
     .name = "backup-verify",
-    .op = VM_OP_SNAPSHOT,
+    .op = VM_OP_BACKUP,
     .background = true,
     .allows = RV_ALLOWS,
     .timer = rv_timer,

@@ -39,6 +39,7 @@ enum vm_op {
 	VM_OP_SNAPSHOT,
 	VM_OP_REVERT,
 	VM_OP_SNAPSHOT_DELETE,
+	VM_OP_BACKUP,
 	VM_OP_COUNT
 };
 #define VM_OP_BIT(op) (1u << (op))
