@@ -370,7 +370,10 @@ ctl_snap_job_cancel(struct ctl *ctl, struct ctl_args *args)
 	if (ctl->json)
 		ctl_print_json(stdout, res);
 	else
-		printf("%s: cancelled job %s\n", args->argv[0], args->argv[1]);
+		printf("%s: job %s %s\n", args->argv[0], args->argv[1],
+		       strcmp(ctl_json_str(res, "state", "cancelled"), "cancelling") == 0
+		           ? "is being cancelled (it ends when qemu's job does)"
+		           : "cancelled");
 	json_object_put(reply);
 	return CTL_EXIT_OK;
 }

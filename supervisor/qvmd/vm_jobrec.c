@@ -569,3 +569,33 @@ vm_jobrecs_orphaned(struct vm *vm, const char *why)
 			rec_restore(vm, rec, false, why);
 	}
 }
+
+void
+vm_job_cancel(struct vm *vm, const char *id, vm_done_cb cb, void *arg)
+{
+	struct vm_jobrec *rec = vm_jobrec_find(vm, id);
+	struct vm_job *bg = vm->bg;
+	struct json_object *res;
+	char *msg;
+
+	if (rec == NULL || rec->state != VM_JOBREC_RUNNING || bg == NULL || bg->rec != rec ||
+	    bg->kind->cancel == NULL) {
+		msg = rec == NULL ? xasprintf("vm %s: no job %s", vm->name, id)
+		                  : xasprintf("vm %s: job %s has ended (%s)", vm->name, id,
+		                              vm_jobrec_state_name(rec->state));
+		cb(NULL, rec == NULL ? PROTO_ERR_NOT_FOUND : PROTO_ERR_INVALID, msg, arg);
+		free(msg);
+		return;
+	}
+	bg->kind->cancel(bg, "cancelled by the operator");
+	/* The record may have ended now, or ends when QEMU's job does ("cancelling"). */
+	res = json_object_new_object();
+	json_object_object_add(res, "vm", json_object_new_string(vm->name));
+	json_object_object_add(res, "job", json_object_new_string(id));
+	rec = vm_jobrec_find(vm, id);
+	json_object_object_add(res, "state",
+	                       json_object_new_string(rec == NULL || rec->state != VM_JOBREC_RUNNING
+	                                                  ? "cancelled"
+	                                                  : "cancelling"));
+	cb(res, PROTO_OK, NULL, arg);
+}

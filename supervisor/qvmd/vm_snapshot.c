@@ -64,8 +64,9 @@ struct snap {
 	char **exclude;
 	size_t nexclude;
 	bool online;
-	bool rollback; /* removing a half-made snapshot */
-	char *error;   /* why the rollback runs (the job's outcome) */
+	bool rollback;     /* removing a half-made snapshot */
+	bool cancel_asked; /* job-cancel sent: QEMU's job decides how it ends */
+	char *error;       /* why the rollback runs (the job's outcome) */
 	struct snap_disk *disks;
 	size_t ndisks;
 	size_t next; /* offline: the next disk to run qemu-img on */
@@ -910,17 +911,38 @@ snap_cancel(struct vm_job *job, const char *why)
 	struct snap *s = job->data;
 	struct vm_jobrec *rec = job->rec;
 
-	if (rec != NULL && rec->qemu_job && s->vm->qmp != NULL) {
-		struct json_object *args = json_object_new_object();
+	if (rec != NULL && rec->qemu_job && s->vm->qmp != NULL && !s->vm->qmp_closed) {
+		/*
+		 * QEMU's job decides how this ends: QEMU 7.2 cannot stop a snapshot-save part-way,
+		 * so the job ends when QEMU reports it concluded (a snapshot made is kept, a failed
+		 * one removed from every disk) or when QEMU is gone (the half-made snapshot is then
+		 * removed with qemu-img). Ending it here would leave that to nobody.
+		 */
+		struct json_object *args;
 		char *cause = NULL;
 
-		/* Not the job's own command: it must outlive the job that ends now. */
+		if (s->cancel_asked)
+			return;
+		s->cancel_asked = true;
+		log_info("vm %s: %s: asking qemu to cancel %s (%s)", s->vm->name, job->kind->name,
+		         rec->id, why);
+		args = json_object_new_object();
 		json_object_object_add(args, "id", json_object_new_string(rec->id));
 		if (qmp_execute(s->vm->qmp, "job-cancel", args, VM_QUERY_TIMEOUT_MS, NULL, NULL,
 		                &cause) < 0)
 			free(cause);
 		json_object_put(args);
+		return;
 	}
+	if (s->op == SNAP_CREATE && !s->online && !s->rollback) {
+		/* qemu-img on a stopped VM's disks: stop it, and take the tag off every disk. */
+		vm_qemu_img_free(s->img);
+		s->img = NULL;
+		snap_roll_back(s, why);
+		return;
+	}
+	if (s->img != NULL)
+		return; /* an offline revert or delete is not stopped half-way: it ends soon */
 	if (rec != NULL)
 		vm_jobrec_end(s->vm, rec, VM_JOBREC_CANCELLED, why);
 	vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: %s %s: %s", s->vm->name, job->kind->name,
@@ -1229,30 +1251,4 @@ vm_snapshots(struct vm *vm, vm_done_cb cb, void *arg)
 	s->cb = cb;
 	s->arg = arg;
 	snap_read(s);
-}
-
-void
-vm_job_cancel(struct vm *vm, const char *id, vm_done_cb cb, void *arg)
-{
-	struct vm_jobrec *rec = vm_jobrec_find(vm, id);
-	struct vm_job *bg = vm->bg;
-	char *msg;
-
-	if (rec == NULL) {
-		msg = xasprintf("vm %s: no job %s", vm->name, id);
-		cb(NULL, PROTO_ERR_NOT_FOUND, msg, arg);
-	} else if (rec->state != VM_JOBREC_RUNNING || bg == NULL || bg->rec != rec) {
-		msg = xasprintf("vm %s: job %s has ended (%s)", vm->name, id,
-		                vm_jobrec_state_name(rec->state));
-		cb(NULL, PROTO_ERR_INVALID, msg, arg);
-	} else {
-		struct json_object *res = json_object_new_object();
-
-		json_object_object_add(res, "vm", json_object_new_string(vm->name));
-		json_object_object_add(res, "job", json_object_new_string(id));
-		bg->kind->cancel(bg, "cancelled by the operator");
-		cb(res, PROTO_OK, NULL, arg);
-		return;
-	}
-	free(msg);
 }
