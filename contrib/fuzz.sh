@@ -22,6 +22,10 @@ esac
 sh contrib/deps.sh clang libclang-rt-14-dev
 
 BUILD=${QVMD_FUZZ_BUILD_DIR:-build-fuzz}
+case $BUILD in
+/*) ;;
+*) BUILD=$(pwd)/$BUILD ;;
+esac
 if [ -z "${QVMD_FUZZ_TARGETS:-}" ]; then
 	QVMD_FUZZ_TARGETS=""
 	for f in tests/fuzz/fuzz_*.c; do
@@ -50,8 +54,8 @@ for t in $TARGETS; do
 	[ -n "${QVMD_FUZZ_RUNS:-}" ] && limit="-runs=$QVMD_FUZZ_RUNS"
 	set +e
 	# shellcheck disable=SC2086
-	(cd "$dir" && "$OLDPWD/$BUILD/tests/fuzz_$t" $limit $dict -print_final_stats=1 \
-		-artifact_prefix="$OLDPWD/$dir/" -max_len=16384 -timeout=10 -rss_limit_mb=2048 corpus \
+	(cd "$dir" && "$BUILD/tests/fuzz_$t" $limit $dict -print_final_stats=1 \
+		-artifact_prefix="$dir/" -max_len=16384 -timeout=10 -rss_limit_mb=2048 corpus \
 		>log 2>&1)
 	rc=$?
 	set -e
