@@ -52,6 +52,8 @@ if(QVMD_FUZZ)
                          ${CMAKE_SOURCE_DIR}/qmp
                 LIBS PkgConfig::INIH PkgConfig::JSONC PkgConfig::LIBEVENT)
   endforeach()
+  # fuzz_rundir answers adoption's input-independent scan of /proc itself (see the harness).
+  target_link_options(fuzz_rundir PRIVATE -Wl,--wrap=proc_find)
   qvmd_fuzzer(qmp SOURCES ${QVMD_FUZZ_QMP_SRC} INCLUDES ${CMAKE_SOURCE_DIR}/qmp
               LIBS PkgConfig::JSONC PkgConfig::LIBEVENT)
 endif()

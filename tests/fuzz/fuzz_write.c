@@ -208,20 +208,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cfg_errors_free(&errs);
 		check_rest_kept(old, new, id);
 		if (op == 2) {
-			size_t p = 0, s = 0;
+			size_t p = 0, s = 0, cut = tlen - len, a;
 
 			FUZZ_CHECK(cfg_vm_disk(old, id) != NULL || cfg_vm_net(old, id) != NULL);
 			FUZZ_CHECK(cfg_vm_disk(new, id) == NULL && cfg_vm_net(new, id) == NULL);
 			FUZZ_CHECK(new->ndisks + new->nnets + 1 == old->ndisks + old->nnets);
-			/* new = text minus one range [p, tlen - s), which holds the header. */
+			/*
+			 * new = text minus one range [a, a + cut) that holds the header. Where text
+			 * repeats around the range (a next section "[disk ruot]" after "[disk
+			 * root]"), every a from len - s to p fits: one of them must hold it.
+			 */
 			FUZZ_CHECK(len < tlen);
 			while (p < len && head[p] == text[p])
 				p++;
-			while (s < len - p && head[len - 1 - s] == text[tlen - 1 - s])
+			while (s < len && head[len - 1 - s] == text[tlen - 1 - s])
 				s++;
-			FUZZ_CHECK(p + s == len);
-			FUZZ_CHECK(memmem(text + p, tlen - s - p, "[", 1) != NULL &&
-			           memmem(text + p, tlen - s - p, id, strlen(id)) != NULL);
+			FUZZ_CHECK(p + s >= len);
+			for (a = len - s; a <= p; a++) {
+				if (memmem(text + a, cut, "[", 1) != NULL &&
+				    memmem(text + a, cut, id, strlen(id)) != NULL)
+					break;
+			}
+			FUZZ_CHECK(a <= p);
 		} else {
 			size_t at = tlen;
 
