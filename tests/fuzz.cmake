@@ -40,17 +40,20 @@ if(QVMD_FUZZ)
   foreach(f clock protocol xalloc)
     list(APPEND QVMD_FUZZ_SUPERVISOR_SRC ${CMAKE_SOURCE_DIR}/supervisor/${f}.c)
   endforeach()
-  foreach(f argv lockfile log proc rundir control control_cmds daemon vm vm_adopt vm_devices
-          vm_host vm_hotplug vm_job vm_power vm_query vm_start)
-    list(APPEND QVMD_FUZZ_SUPERVISOR_SRC ${CMAKE_SOURCE_DIR}/supervisor/qvmd/${f}.c)
+  # Everything the daemon library holds (the list lives in supervisor/qvmd/CMakeLists.txt).
+  get_target_property(_qvmd_daemon_src qvmd_daemon SOURCES)
+  foreach(f ${_qvmd_daemon_src})
+    list(APPEND QVMD_FUZZ_SUPERVISOR_SRC ${CMAKE_SOURCE_DIR}/supervisor/qvmd/${f})
   endforeach()
+  pkg_check_modules(QVMD_FUZZ_XXHASH REQUIRED IMPORTED_TARGET libxxhash)
   # control: requests through a real daemon's socket; rundir: a restarted daemon's run directory.
   foreach(t control rundir)
     qvmd_fuzzer(${t} SOURCES ${QVMD_FUZZ_SUPERVISOR_SRC} ${QVMD_FUZZ_CONFIG_SRC} ${QVMD_FUZZ_QMP_SRC}
                 INCLUDES ${CMAKE_SOURCE_DIR}/supervisor ${CMAKE_SOURCE_DIR}/supervisor/qvmd
                          ${CMAKE_SOURCE_DIR}/config
                          ${CMAKE_SOURCE_DIR}/qmp
-                LIBS PkgConfig::INIH PkgConfig::JSONC PkgConfig::LIBEVENT)
+                LIBS PkgConfig::INIH PkgConfig::JSONC PkgConfig::LIBEVENT
+                     PkgConfig::QVMD_FUZZ_XXHASH)
   endforeach()
   # fuzz_rundir answers adoption's input-independent scan of /proc itself (see the harness).
   target_link_options(fuzz_rundir PRIVATE -Wl,--wrap=proc_find)

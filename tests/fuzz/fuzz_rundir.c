@@ -5,7 +5,7 @@
  *
  * Input: byte 0 is flags, the rest the files, separated by lines "%%\n": state.json, then
  * devices.json, then fz.ini; a file the input does not reach is absent.
- *   bit 0  qemu.pid is left in the run directory (a QEMU that was killed)
+ *   bit 0  qemu/qemu.pid is left in the run directory (a QEMU that was killed)
  *   bit 1  the VM's definition file is gone too: the run directory is an orphan's
  *          (daemon_adopt_orphans on a daemon with no VMs)
  *   bit 2  run step 2 (adoption scans /proc for the QEMU when state.json does not match one:
@@ -68,7 +68,7 @@ __wrap_proc_find(const char *a1, const char *a2, const char *b1, const char *b2)
 {
 	char pf[300];
 
-	snprintf(pf, sizeof(pf), "%s/qemu.pid", run_fz);
+	snprintf(pf, sizeof(pf), "%s/qemu/qemu.pid", run_fz);
 	FUZZ_CHECK(strcmp(a1, "-pidfile") == 0 && strcmp(a2, pf) == 0);
 	FUZZ_CHECK(strcmp(b1, "-name") == 0 && strcmp(b2, "guest=fz") == 0);
 	return 0;
@@ -94,7 +94,7 @@ setup(void)
 	cfg_errors_free(&errs);
 	daemon_init(&orphans, base, &conf);
 	/* The real scan once: it finds no process with this pidfile either. */
-	snprintf(path, sizeof(path), "%s/qemu.pid", run_fz);
+	snprintf(path, sizeof(path), "%s/qemu/qemu.pid", run_fz);
 	FUZZ_CHECK(__real_proc_find("-pidfile", path, "-name", "guest=fz") == 0);
 }
 
@@ -153,8 +153,13 @@ write_files(const uint8_t *data, size_t size, uint8_t flags, bool only_devices)
 		snprintf(p, sizeof(p), "%s/devices.json", run_fz);
 		FUZZ_CHECK(unlink(p) == 0);
 	}
-	if ((flags & 1) && !only_devices)
-		fuzz_env_write(run_fz, "qemu.pid", "12345\n", 6);
+	if ((flags & 1) && !only_devices) {
+		char qdir[300];
+
+		snprintf(qdir, sizeof(qdir), "%s/qemu", run_fz);
+		FUZZ_CHECK(mkdir(qdir, 0700) == 0 || errno == EEXIST);
+		fuzz_env_write(qdir, "qemu.pid", "12345\n", 6);
+	}
 	return have_state;
 }
 
@@ -245,7 +250,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	path = vm_run_path(vm, "state.json");
 	state = have_state ? json_object_from_file(path) : NULL;
 	free(path);
-	path = vm_run_path(vm, "qemu.pid");
+	path = vm_run_path(vm, "qemu/qemu.pid");
 	pidfile = access(path, F_OK) == 0;
 	free(path);
 
@@ -274,7 +279,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* An orphan whose copy does not load (or names another VM) is left alone: clear it. */
 	if (stat(run_fz, &st) == 0) {
 		static const char *const names[] = {"state.json", "devices.json", "fz.ini",
-		                                    "qemu.pid"};
+		                                    "qemu/qemu.pid", "jobs.json"};
 		char p[300];
 
 		FUZZ_CHECK((flags & 6) != 4);
@@ -282,6 +287,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			snprintf(p, sizeof(p), "%s/%s", run_fz, names[i]);
 			unlink(p);
 		}
+		snprintf(p, sizeof(p), "%s/qemu", run_fz);
+		rmdir(p);
 		FUZZ_CHECK(rmdir(run_fz) == 0);
 	}
 	for (int turns = 0; turns < 4; turns++)
