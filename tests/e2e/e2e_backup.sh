@@ -107,7 +107,7 @@ cid=$(printf '%s' "$out" | field .id)
 check "a backup started without waiting ($job)" [ -n "$job" ]
 cout=$(ctl job-cancel b "$job" 2>&1)
 n=0
-while [ $n -lt 100 ] && grep -q '"running"' "$T/state/backups/b/$cid/manifest.json"; do sleep 0.1; n=$((n + 1)); done
+while [ $n -lt 600 ] && grep -q '"running"' "$T/state/backups/b/$cid/manifest.json"; do sleep 0.1; n=$((n + 1)); done
 ctl resume b >/dev/null
 if grep -q '"failed"' "$T/state/backups/b/$cid/manifest.json"; then
 	check "the cancelled backup is failed and left no image ($cout)" sh -c '! ls "$0"/*.qcow2 2>/dev/null | grep -q .' "$T/state/backups/b/$cid"
@@ -129,7 +129,8 @@ if mount -t tmpfs -o size=2M tmpfs "$T/images/small" 2>/dev/null; then
 	check "a backup to a full file system fails ($out)" [ $rc -ne 0 ]
 	check "... and leaves no image behind" sh -c '! ls "$0"/*/*.qcow2 2>/dev/null | grep -q .' "$T/images/small"
 	check "... it is failed or removed" sh -c '! grep -q "\"running\"\|\"complete\"" "$0"/*/manifest.json 2>/dev/null' "$T/images/small"
-	umount "$T/images/small"
+	# QEMU 7.2 closes removed fdset descriptors lazily: detach the mount even if still held.
+	umount "$T/images/small" 2>/dev/null || umount -l "$T/images/small"
 	check "backup after the failed one" bk p7
 	check "... is incremental on p6" sh -c '[ "$0" = incremental ] && [ "$1" = "$2" ]' "$(jf p7 .type)" "$(jf p7 .parent)" "$(jf p6 .id)"
 else
