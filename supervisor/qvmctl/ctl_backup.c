@@ -7,32 +7,14 @@
  * Interrupting it leaves the backup running and says how to cancel it. restore and backup-verify
  * wait for the daemon's answer.
  */
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
+#include "clock.h"
+#include "ctl_job.h"
 #include "ctl_print.h"
 #include "ctl_verbs.h"
 #include "xalloc.h"
-
-static volatile sig_atomic_t ctl_backup_interrupted;
-
-static void
-ctl_backup_signal(int sig)
-{
-	ctl_backup_interrupted = 1;
-}
-
-static int64_t
-ctl_backup_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A backup id as the daemon takes it (exit 2 before anything is sent otherwise). */
 static bool
@@ -48,21 +30,28 @@ ctl_backup_id_ok(const char *s)
 	return true;
 }
 
+/* Where a backup's progress stands: when it started, the last 10% step printed. */
+struct ctl_backup_watch {
+	int64_t t0;
+	int last_step;
+};
+
 /* Prints the progress of a backup: "backup-3: 120 MiB / 1.0 GiB, 40 MiB/s, 22 s left". */
-static void
-ctl_backup_progress(struct json_object *job, bool tty, int64_t t0, int *last_step)
+static bool
+ctl_backup_progress(struct json_object *job, bool tty, void *arg)
 {
+	struct ctl_backup_watch *w = arg;
 	int64_t cur = ctl_json_int(job, "progress_current", 0),
-	        total = ctl_json_int(job, "progress_total", 0), ms = ctl_backup_now_ms() - t0;
+	        total = ctl_json_int(job, "progress_total", 0), ms = clock_mono_ms() - w->t0;
 	char c[32], t[32], rate[32], left[48];
 	int step;
 
 	if (total <= 1)
-		return;
+		return false;
 	step = (int)(cur * 10 / total);
-	if (!tty && step == *last_step)
-		return;
-	*last_step = step;
+	if (!tty && step == w->last_step)
+		return false;
+	w->last_step = step;
 	ctl_fmt_size((uint64_t)cur, c, sizeof c);
 	ctl_fmt_size((uint64_t)total, t, sizeof t);
 	if (ms > 0 && cur > 0) {
@@ -77,6 +66,7 @@ ctl_backup_progress(struct json_object *job, bool tty, int64_t t0, int *last_ste
 	printf("%s%s: %s / %s (%d%%)%s%s", tty ? "\r" : "", ctl_json_str(job, "id", "?"), c, t,
 	       (int)(cur * 100 / total), left, tty ? "\033[K" : "\n");
 	fflush(stdout);
+	return tty;
 }
 
 /* The entry of backup id in `backups` (a new reference), or NULL. */
@@ -124,77 +114,21 @@ ctl_backup_print(struct ctl *ctl, const char *vm, struct json_object *e)
 static int
 ctl_backup_follow(struct ctl *ctl, const char *vm, const char *job, const char *id)
 {
-	struct sigaction sa = {.sa_handler = ctl_backup_signal};
-	bool tty = isatty(STDOUT_FILENO) && !ctl->json, shown = false;
-	int64_t t0 = ctl_backup_now_ms();
-	int last_step = -1, rc;
-	sigset_t block, waitmask;
-	struct json_object *ev, *e;
-	char *cause = NULL;
-	enum ctl_io io;
+	struct ctl_backup_watch w = {clock_mono_ms(), -1};
+	struct json_object *done, *e;
+	char *what = xasprintf("backup %s", id);
+	int rc;
 
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	sigprocmask(SIG_BLOCK, &block, &waitmask);
-	sigdelset(&waitmask, SIGINT);
-	sigdelset(&waitmask, SIGTERM);
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	ctl_client_set_waitmask(ctl->client, &waitmask);
-	for (;;) {
-		struct json_object *j;
-		const char *state;
-
-		io = ctl_client_next(ctl->client, &ev, &cause);
-		if (io == CTL_IO_INTR && ctl_backup_interrupted) {
-			if (shown)
-				printf("\n");
-			fprintf(stderr,
-			        "qvmctl: backup %s goes on in qvmd (interrupting qvmctl does not "
-			        "cancel it); cancel it with: qvmctl job-cancel %s %s\n",
-			        id, vm, job);
-			return 130;
-		}
-		if (io == CTL_IO_INTR)
-			continue;
-		if (io != CTL_IO_OK)
-			break;
-		if (strcmp(ctl_json_str(ev, "event", ""), "job") != 0 ||
-		    (j = ctl_json_obj(ev, "job")) == NULL ||
-		    strcmp(ctl_json_str(j, "id", ""), job) != 0) {
-			json_object_put(ev);
-			continue;
-		}
-		state = ctl_json_str(j, "state", "?");
-		if (strcmp(state, "running") == 0) {
-			ctl_backup_progress(j, tty, t0, &last_step);
-			shown = tty && last_step >= 0;
-			json_object_put(ev);
-			continue;
-		}
-		if (shown)
-			printf("\r\033[K");
-		if (strcmp(state, "done") != 0) {
-			rc = ctl_fail(ctl, PROTO_ERR_FAILED, "%s", ctl_json_str(j, "error", state));
-			json_object_put(ev);
-			return rc;
-		}
-		json_object_put(ev);
-		if ((e = ctl_backup_entry(ctl, vm, id)) == NULL)
-			return CTL_EXIT_FAILED;
-		ctl_backup_print(ctl, vm, e);
-		json_object_put(e);
-		return CTL_EXIT_OK;
-	}
-	if (shown)
-		printf("\n");
-	rc = ctl_fail(ctl, PROTO_ERR_UNREACHABLE,
-	              "%s: connection to the daemon lost while backup %s ran%s%s", ctl->socket, id,
-	              cause ? ": " : "", cause ? cause : "");
-	free(cause);
-	return rc;
+	rc = ctl_job_follow(ctl, vm, job, what, ctl_backup_progress, &w, &done);
+	free(what);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	json_object_put(done);
+	if ((e = ctl_backup_entry(ctl, vm, id)) == NULL)
+		return CTL_EXIT_FAILED;
+	ctl_backup_print(ctl, vm, e);
+	json_object_put(e);
+	return CTL_EXIT_OK;
 }
 
 static int
@@ -203,7 +137,7 @@ ctl_backup_run(struct ctl *ctl, struct ctl_args *args)
 	const char *vm = args->argv[0], *to = ctl_args_get(args, "to");
 	bool full = ctl_args_has(args, "full"), inc = ctl_args_has(args, "incremental"),
 	     wait = !ctl_args_has(args, "no-wait");
-	struct json_object *req, *reply, *res, *sub;
+	struct json_object *req, *reply, *res;
 	char *job, *id;
 	int rc;
 
@@ -211,13 +145,8 @@ ctl_backup_run(struct ctl *ctl, struct ctl_args *args)
 		return ctl_usage_error(ctl, "backup: --full and --incremental exclude each other");
 	if (to != NULL && to[0] != '/')
 		return ctl_usage_error(ctl, "backup: --to %s: give an absolute directory", to);
-	if (wait) {
-		sub = json_object_new_object();
-		json_object_object_add(sub, "vm", json_object_new_string(vm));
-		if ((rc = ctl_call(ctl, "subscribe", NULL, sub, &reply, &res)) != CTL_EXIT_OK)
-			return rc;
-		json_object_put(reply);
-	}
+	if (wait && (rc = ctl_job_subscribe(ctl, vm)) != CTL_EXIT_OK)
+		return rc;
 	req = json_object_new_object();
 	json_object_object_add(req, "mode",
 	                       json_object_new_string(full  ? "full"

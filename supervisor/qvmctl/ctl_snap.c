@@ -5,117 +5,30 @@
  * waiting and follows the job's events until it ends: progress is shown on a terminal (one line,
  * rewritten in place), and an interrupted client leaves the job running and says how to cancel it.
  */
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "ctl_job.h"
 #include "ctl_print.h"
 #include "ctl_verbs.h"
 #include "xalloc.h"
 
-static volatile sig_atomic_t ctl_snap_interrupted;
-
-static void
-ctl_snap_signal(int sig)
-{
-	ctl_snap_interrupted = 1;
-}
-
-/* Prints a job's progress on a terminal: "snapshot-3 snapshot web1 pre-upgrade: running 40%". */
-static void
-ctl_snap_progress(struct json_object *job)
+/* A snapshot job's progress on a terminal: "snapshot-3: running active 0%". */
+static bool
+ctl_snap_progress(struct json_object *job, bool tty, void *arg)
 {
 	int64_t cur = ctl_json_int(job, "progress_current", 0),
 	        total = ctl_json_int(job, "progress_total", 0);
 
+	if (!tty)
+		return false;
 	printf("\r%s: %s %s", ctl_json_str(job, "id", "?"), ctl_json_str(job, "state", "?"),
 	       ctl_json_str(job, "qemu_status", ""));
 	if (total > 0)
 		printf(" %3d%%", (int)(cur * 100 / total));
 	printf("\033[K");
 	fflush(stdout);
-}
-
-/* Follows job id of vm until it ends; returns the exit code and prints the outcome. */
-static int
-ctl_snap_follow(struct ctl *ctl, const char *vm, const char *id, const char *done_text)
-{
-	struct sigaction sa = {.sa_handler = ctl_snap_signal};
-	bool tty = isatty(STDOUT_FILENO) && !ctl->json, shown = false;
-	sigset_t block, waitmask;
-	struct json_object *ev;
-	char *cause = NULL;
-	enum ctl_io io;
-	int rc;
-
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	sigprocmask(SIG_BLOCK, &block, &waitmask);
-	sigdelset(&waitmask, SIGINT);
-	sigdelset(&waitmask, SIGTERM);
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	ctl_client_set_waitmask(ctl->client, &waitmask);
-
-	for (;;) {
-		struct json_object *job;
-		const char *state;
-
-		io = ctl_client_next(ctl->client, &ev, &cause);
-		if (io == CTL_IO_INTR && ctl_snap_interrupted) {
-			if (shown)
-				printf("\n");
-			fprintf(
-			    stderr,
-			    "qvmctl: %s goes on in qvmd (interrupting qvmctl does not cancel it); "
-			    "cancel it with: qvmctl job-cancel %s %s\n",
-			    id, vm, id);
-			return 130;
-		}
-		if (io == CTL_IO_INTR)
-			continue;
-		if (io != CTL_IO_OK)
-			break;
-		if (strcmp(ctl_json_str(ev, "event", ""), "job") != 0 ||
-		    (job = ctl_json_obj(ev, "job")) == NULL ||
-		    strcmp(ctl_json_str(job, "id", ""), id) != 0) {
-			json_object_put(ev);
-			continue;
-		}
-		state = ctl_json_str(job, "state", "?");
-		if (strcmp(state, "running") == 0) {
-			if (tty) {
-				ctl_snap_progress(job);
-				shown = true;
-			}
-			json_object_put(ev);
-			continue;
-		}
-		if (shown)
-			printf("\r\033[K");
-		if (strcmp(state, "done") == 0) {
-			if (ctl->json)
-				ctl_print_json(stdout, job);
-			else
-				printf("%s: %s (job %s)\n", vm, done_text, id);
-			rc = CTL_EXIT_OK;
-		} else {
-			rc = ctl_fail(ctl, PROTO_ERR_FAILED, "%s",
-			              ctl_json_str(job, "error", state));
-		}
-		json_object_put(ev);
-		return rc;
-	}
-	if (shown)
-		printf("\n");
-	rc = ctl_fail(ctl, PROTO_ERR_UNREACHABLE,
-	              "%s: connection to the daemon lost while %s ran%s%s", ctl->socket, id,
-	              cause ? ": " : "", cause ? cause : "");
-	free(cause);
-	return rc;
+	return true;
 }
 
 /*
@@ -126,19 +39,14 @@ static int
 ctl_snap_run(struct ctl *ctl, struct ctl_args *args, struct json_object *req, const char *done_text)
 {
 	const char *vm = args->argv[0];
-	struct json_object *reply, *res, *sub;
+	struct json_object *reply, *res, *done;
 	bool wait = !ctl_args_has(args, "no-wait");
 	const char *id;
 	int rc;
 
-	if (wait) {
-		sub = json_object_new_object();
-		json_object_object_add(sub, "vm", json_object_new_string(vm));
-		if ((rc = ctl_call(ctl, "subscribe", NULL, sub, &reply, &res)) != CTL_EXIT_OK) {
-			json_object_put(req);
-			return rc;
-		}
-		json_object_put(reply);
+	if (wait && (rc = ctl_job_subscribe(ctl, vm)) != CTL_EXIT_OK) {
+		json_object_put(req);
+		return rc;
 	}
 	json_object_object_add(req, "wait", json_object_new_boolean(false));
 	if ((rc = ctl_call(ctl, ctl->verb->name, vm, req, &reply, &res)) != CTL_EXIT_OK)
@@ -156,7 +64,14 @@ ctl_snap_run(struct ctl *ctl, struct ctl_args *args, struct json_object *req, co
 		char *copy = xstrdup(id);
 
 		json_object_put(reply);
-		rc = ctl_snap_follow(ctl, vm, copy, done_text);
+		rc = ctl_job_follow(ctl, vm, copy, copy, ctl_snap_progress, NULL, &done);
+		if (rc == CTL_EXIT_OK) {
+			if (ctl->json)
+				ctl_print_json(stdout, done);
+			else
+				printf("%s: %s (job %s)\n", vm, done_text, copy);
+			json_object_put(done);
+		}
 		free(copy);
 	}
 	return rc;
