@@ -65,3 +65,49 @@ bench_machine() {
 		"($(awk '/^MemAvailable/ {print int($2 / 1024)}' /proc/meminfo) MiB available)," \
 		"kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 }
+
+# bench_tmpdir NAME: a new temp dir for one run, traversable by the unprivileged uids QEMU runs as.
+bench_tmpdir() {
+	local t
+	t=$(mktemp -d "/tmp/qvmd-$1.XXXXXX") && chmod 0711 "$t" && echo "$t"
+}
+
+# bench_cleanup DIR PID...: stops the given processes (the daemon, the driver), then SIGKILLs every
+# QEMU whose pidfile lies under DIR (DIR/run/VM/qemu/qemu.pid or DIR/*/run/...) and whose command
+# line names DIR (qvmd leaves its VMs running when it stops: on_daemon_stop = leave), then removes
+# DIR unless KEEP=1. Never stops half-way (set +e): it runs from EXIT traps.
+bench_cleanup() {
+	local dir=$1 f p
+	shift
+	set +e
+	for p in "$@"; do
+		[ -n "$p" ] || continue
+		kill "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	for f in "$dir"/*/run/*/qemu/qemu.pid "$dir"/run/*/qemu/qemu.pid; do
+		[ -f "$f" ] || continue
+		p=$(cat "$f" 2>/dev/null) || continue
+		[ -n "$p" ] && tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "$dir/" &&
+			kill -9 "$p" 2>/dev/null
+	done
+	if [ "${KEEP:-0}" = 1 ]; then echo "# kept $dir"; else rm -rf "$dir"; fi
+	return 0
+}
+
+# bench_raw_argv QVMD CONF NAME OUT [IMAGE]: the command line qvmd would run for NAME (qvmd
+# --print-cmdline), for the benchmark to start by hand as the raw baseline: its run directories
+# made, and since qvmd hands QEMU its images as descriptors (-add-fd, /dev/fdset/N) that only
+# qvmd opens, every fdset stands for IMAGE by name instead (a VM with at most one image).
+bench_raw_argv() {
+	local qvmd=$1 conf=$2 name=$3 out=$4 image=${5:-}
+	local run state
+	run=$(sed -n 's/^run_dir *= *//p' "$conf")
+	state=$(sed -n 's/^state_dir *= *//p' "$conf")
+	mkdir -p "$run/$name/qemu" "$state/$name"
+	"$qvmd" --print-cmdline "$name" -c "$conf" |
+		awk -v img="$image" '
+			skip { skip = 0; next }
+			$0 == "-add-fd" { skip = 1; next }
+			{ gsub(/\/dev\/fdset\/[0-9]+/, img); print }' >"$out"
+}

@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -393,4 +394,30 @@ bench_ctl_call(struct bench_ctl *c, const char *cmd, const char *vm, const char 
 	}
 	*ok = json_object_object_get_ex(reply, "ok", &jok) && json_object_get_boolean(jok);
 	return reply;
+}
+
+static bool
+bench_file_contains(const char *path, const char *marker)
+{
+	FILE *f = fopen(path, "r");
+	char line[4096];
+	bool found = false;
+
+	if (f == NULL)
+		return false;
+	while (!found && fgets(line, sizeof line, f) != NULL)
+		found = strstr(line, marker) != NULL;
+	fclose(f);
+	return found;
+}
+
+void
+bench_wait_marker(const char *a, const char *b, const char *marker, int timeout_s)
+{
+	for (int i = 0; i < timeout_s * 10; i++) {
+		if (bench_file_contains(a, marker) && bench_file_contains(b, marker))
+			return;
+		usleep(100000);
+	}
+	bench_die("no %s in %s and %s after %d s", marker, a, b, timeout_s);
 }

@@ -46,6 +46,8 @@ pid_t bench_spawn_qemu(char **argv, const char *qmp_path, const char *logpath, i
  * skipping events. Dies on EOF, an error reply or a timeout.
  */
 void bench_qmp_raw(int fd, const char *json);
+/* Waits until both files (guest console logs) hold a line with marker; dies after timeout_s. */
+void bench_wait_marker(const char *a, const char *b, const char *marker, int timeout_s);
 /* SIGKILLs pid and reaps it. */
 void bench_kill(pid_t pid);
 

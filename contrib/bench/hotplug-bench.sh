@@ -26,35 +26,11 @@ sh contrib/guest/build.sh "$GUEST"
 QVMD=$B/bin/qvmd
 QVMCTL=$B/bin/qvmctl
 
-T=$(mktemp -d /tmp/qvmd-hotplug-bench.XXXXXX)
-chmod 0711 "$T" # QEMU runs as an unprivileged uid per VM and must traverse it
+T=$(bench_tmpdir hotplug-bench)
 QVMD_PID=
 HB_PID=
 
-# Kills what this script started: the daemon and the benchmark by pid, each QEMU by the pid in its
-# pidfile, after checking that its command line names this run's temp dir.
-# qvmd leaves its VMs running when it stops (on_daemon_stop = leave): the QEMUs go by pidfile. Under
-# set -e a failing wait would end the trap half-way, hence set +e.
-cleanup() {
-	local f p
-	set +e
-	if [ -n "$HB_PID" ]; then
-		kill "$HB_PID" 2>/dev/null
-		wait "$HB_PID" 2>/dev/null
-	fi
-	if [ -n "$QVMD_PID" ]; then
-		kill "$QVMD_PID" 2>/dev/null
-		wait "$QVMD_PID" 2>/dev/null
-	fi
-	for f in "$T"/*/run/*/qemu.pid "$T"/run/*/qemu.pid; do
-		[ -f "$f" ] || continue
-		p=$(cat "$f" 2>/dev/null) || continue
-		[ -n "$p" ] && tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "$T/" &&
-			kill -9 "$p" 2>/dev/null
-	done
-	if [ "${KEEP:-0}" = 1 ]; then echo "# kept $T"; else rm -rf "$T"; fi
-	return 0
-}
+cleanup() { bench_cleanup "$T" "$HB_PID" "$QVMD_PID"; }
 bench_traps cleanup
 
 ACCEL=$(bench_guest_accel "$GUEST" "$T" "$MACHINE")
@@ -85,8 +61,7 @@ INI
 }
 conf "$T"
 conf "$T/raw"
-mkdir -p "$T/raw/run/h1" "$T/raw/state/h1"
-"$QVMD" --print-cmdline h1 -c "$T/raw/qvmd.conf" >"$T/raw/h1.argv"
+bench_raw_argv "$QVMD" "$T/raw/qvmd.conf" h1 "$T/raw/h1.argv"
 qemu-img create -q -f qcow2 "$T/images/disk.qcow2" 64M
 qemu-img create -q -f qcow2 "$T/raw/images/disk.qcow2" 64M
 

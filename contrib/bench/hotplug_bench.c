@@ -33,32 +33,6 @@
 #define READY_TIMEOUT_S 300
 #define READY_MARKER    "GUEST-READY"
 
-static bool
-file_contains(const char *path, const char *marker)
-{
-	FILE *f = fopen(path, "r");
-	char line[4096];
-	bool found = false;
-
-	if (f == NULL)
-		return false;
-	while (!found && fgets(line, sizeof line, f) != NULL)
-		found = strstr(line, marker) != NULL;
-	fclose(f);
-	return found;
-}
-
-static void
-wait_ready(const char *a, const char *b)
-{
-	for (int i = 0; i < READY_TIMEOUT_S * 10; i++) {
-		if (file_contains(a, READY_MARKER) && file_contains(b, READY_MARKER))
-			return;
-		usleep(100000);
-	}
-	bench_die("no %s in %s and %s after %d s", READY_MARKER, a, b, READY_TIMEOUT_S);
-}
-
 /* Runs one QMP command that must succeed; returns the reply (caller puts it). */
 static struct json_object *
 qmp_must(struct qmp_sync *q, const char *cmd, const char *args)
@@ -268,7 +242,7 @@ main(int argc, char **argv)
 		bench_die("%s", cause);
 	qmp_sync_set_timeout(q, 30000);
 	qmp_run(q, "cont", NULL);
-	wait_ready(argv[4], argv[7]);
+	bench_wait_marker(argv[4], argv[7], READY_MARKER, READY_TIMEOUT_S);
 	printf("both guests printed %s\n", READY_MARKER);
 
 	char *attach_disk[] = {(char *)qvmctl, "-s",     (char *)sock, "attach-disk", (char *)vm,

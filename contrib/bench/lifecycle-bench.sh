@@ -34,8 +34,7 @@ FAKEQEMU=$B/tests/fakeqemu
 LB=$B/lifecycle_bench
 FLOOR=$B/exec_floor
 
-T=$(mktemp -d /tmp/qvmd-lifecycle-bench.XXXXXX)
-chmod 0711 "$T" # QEMU runs as an unprivileged uid per VM and must traverse it
+T=$(bench_tmpdir lifecycle-bench)
 QVMD_PID=
 
 # Kills what this script started: the daemon by its pid, every QEMU/fakeqemu by the pid in its
@@ -111,8 +110,7 @@ setup one
 fw_vm one b1
 setup raw # the identical VM, run by hand: same definition, its own directories
 cp "$T/one/vms/b1.ini" "$T/raw/vms/"
-mkdir -p "$T/raw/run/b1" "$T/raw/state/b1"
-"$QVMD" --print-cmdline b1 -c "$T/raw/qvmd.conf" >"$T/raw/b1.argv"
+bench_raw_argv "$QVMD" "$T/raw/qvmd.conf" b1 "$T/raw/b1.argv"
 start_qvmd one
 ctl start b1 >/dev/null
 ctl pause b1 >/dev/null
@@ -204,7 +202,7 @@ setup real
 fw_vm real r1
 start_qvmd real
 ctl start r1 >/dev/null && ctl pause r1 >/dev/null
-one_kib=$(rss "$(cat "$T/real/run/r1/qemu.pid")")
+one_kib=$(rss "$(cat "$T/real/run/r1/qemu/qemu.pid")")
 ctl kill r1 >/dev/null
 fit=$((($(mem_avail_mib) - 2048) * 1024 / (one_kib * 3 / 2)))
 nreal=$REAL
@@ -214,7 +212,7 @@ for i in $(seq 2 "$nreal"); do fw_vm real "r$i"; done
 ctl reload >/dev/null
 scale real r "$nreal" 20 start pause
 qemu_rss=0
-for f in "$T"/real/run/*/qemu.pid; do
+for f in "$T"/real/run/*/qemu/qemu.pid; do
 	p=$(cat "$f") && qemu_rss=$((qemu_rss + $(rss "$p")))
 done
 echo "  QEMUs: $((qemu_rss / 1024)) MiB RSS in all"

@@ -23,8 +23,9 @@
  *       connections, each with one request in flight (PAR clients without qvmctl's exec cost);
  *       prints the wall time and the number of failures.
  *   lifecycle_bench killvms DIR
- *       SIGKILLs every process named by a DIR/<dir>/run/<vm>/qemu.pid whose command line mentions
- * DIR/ (a pid alone is not trusted), waits up to 10 s until they are gone; prints how many.
+ *       SIGKILLs every process named by a DIR/<dir>/run/<vm>/qemu/qemu.pid whose command line
+ * mentions DIR/ (a pid alone is not trusted), waits up to 10 s until they are gone; prints how
+ * many.
  */
 #include <glob.h>
 #include <poll.h>
@@ -388,7 +389,7 @@ cmd_killvms(int argc, char **argv)
 
 	if (argc != 2)
 		usage();
-	snprintf(pattern, sizeof pattern, "%s/*/run/*/qemu.pid", argv[1]);
+	snprintf(pattern, sizeof pattern, "%s/*/run/*/qemu/qemu.pid", argv[1]);
 	snprintf(needle, sizeof needle, "%s/", argv[1]);
 	if (glob(pattern, 0, NULL, &g) != 0) {
 		printf("killvms: 0 processes\n");

@@ -25,34 +25,11 @@ sh contrib/guest/build.sh "$GUEST"
 QVMD=$B/bin/qvmd
 QVMCTL=$B/bin/qvmctl
 
-T=$(mktemp -d /tmp/qvmd-snapshot-bench.XXXXXX)
+T=$(bench_tmpdir snapshot-bench)
 QVMD_PID=
 SB_PID=
 
-# Kills what this script started: the daemon and the benchmark by pid, each QEMU by the pid in its
-# pidfile, after checking that its command line names this run's temp dir.
-# qvmd leaves its VMs running when it stops (on_daemon_stop = leave): the QEMUs go by pidfile. Under
-# set -e a failing wait would end the trap half-way, hence set +e.
-cleanup() {
-	local f p
-	set +e
-	if [ -n "$SB_PID" ]; then
-		kill "$SB_PID" 2>/dev/null
-		wait "$SB_PID" 2>/dev/null
-	fi
-	if [ -n "$QVMD_PID" ]; then
-		kill "$QVMD_PID" 2>/dev/null
-		wait "$QVMD_PID" 2>/dev/null
-	fi
-	for f in "$T"/*/run/*/qemu.pid "$T"/run/*/qemu.pid; do
-		[ -f "$f" ] || continue
-		p=$(cat "$f" 2>/dev/null) || continue
-		[ -n "$p" ] && tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "$T/" &&
-			kill -9 "$p" 2>/dev/null
-	done
-	if [ "${KEEP:-0}" = 1 ]; then echo "# kept $T"; else rm -rf "$T"; fi
-	return 0
-}
+cleanup() { bench_cleanup "$T" "$SB_PID" "$QVMD_PID"; }
 bench_traps cleanup
 
 ACCEL=$(bench_guest_accel "$GUEST" "$T" q35)
@@ -87,8 +64,7 @@ INI
 }
 conf "$T"
 conf "$T/raw"
-mkdir -p "$T/raw/run/s1" "$T/raw/state/s1"
-"$QVMD" --print-cmdline s1 -c "$T/raw/qvmd.conf" >"$T/raw/s1.argv"
+bench_raw_argv "$QVMD" "$T/raw/qvmd.conf" s1 "$T/raw/s1.argv" "$T/raw/images/disk.qcow2"
 
 echo "# machine: $(bench_machine)"
 echo "# $(qemu-system-x86_64 --version | head -n 1); guest: machine q35, accel $ACCEL, 256M, one qcow2 disk"

@@ -32,32 +32,6 @@
 /* A snapshot of 256 MiB under TCG on a loaded machine: seconds at worst. */
 #define JOB_TIMEOUT_MS 120000
 
-static bool
-file_contains(const char *path, const char *marker)
-{
-	FILE *f = fopen(path, "r");
-	char line[4096];
-	bool found = false;
-
-	if (f == NULL)
-		return false;
-	while (!found && fgets(line, sizeof line, f) != NULL)
-		found = strstr(line, marker) != NULL;
-	fclose(f);
-	return found;
-}
-
-static void
-wait_ready(const char *a, const char *b)
-{
-	for (int i = 0; i < READY_TIMEOUT_S * 10; i++) {
-		if (file_contains(a, READY_MARKER) && file_contains(b, READY_MARKER))
-			return;
-		usleep(100000);
-	}
-	bench_die("no %s in %s and %s after %d s", READY_MARKER, a, b, READY_TIMEOUT_S);
-}
-
 static const char *
 jstr(struct json_object *o, const char *key)
 {
@@ -191,7 +165,7 @@ main(int argc, char **argv)
 		bench_die("%s", cause);
 	qmp_sync_set_timeout(q, JOB_TIMEOUT_MS);
 	qmp_run(q, "cont", NULL);
-	wait_ready(argv[4], argv[7]);
+	bench_wait_marker(argv[4], argv[7], READY_MARKER, READY_TIMEOUT_S);
 	printf("both guests printed %s\n", READY_MARKER);
 
 	q_create = bench_samples(n);
