@@ -44,20 +44,31 @@ refuse_busy(struct vm *vm, const char *what, vm_done_cb cb, void *arg)
 	free(msg);
 }
 
+/* What a background job is called in messages: its kind, and its record's id once it has one
+ * ("snapshot snapshot-3"), so that the operator can find it in `jobs` and cancel it. */
+static char *
+bg_name(const struct vm_job *bg)
+{
+	return bg->rec != NULL ? xasprintf("%s %s", bg->kind->name, bg->rec->id)
+	                       : xstrdup(bg->kind->name);
+}
+
 void
 vm_job_refuse_busy(struct vm *vm, vm_done_cb cb, void *arg)
 {
 	const char *what = vm_state_name(vm->state);
+	char *name = NULL;
 
 	if (vm->job != NULL)
 		what = vm->job->kind->name;
 	else if (vm->bg != NULL)
-		what = vm->bg->kind->name;
+		what = name = bg_name(vm->bg);
 	else if (vm->state == VM_STARTING)
 		what = "start";
 	else if (vm->state == VM_STOPPING)
 		what = "shutdown";
 	refuse_busy(vm, what, cb, arg);
+	free(name);
 }
 
 bool
@@ -76,7 +87,12 @@ vm_job_admit(struct vm *vm, enum vm_op op, vm_done_cb cb, void *arg)
 		bg->kind->cancel(bg, "cancelled by a powerdown or kill");
 		return true;
 	}
-	refuse_busy(vm, bg->kind->name, cb, arg);
+	{
+		char *name = bg_name(bg);
+
+		refuse_busy(vm, name, cb, arg);
+		free(name);
+	}
 	return false;
 }
 
