@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <limits.h>
 
 static void
 usage(FILE *f)
@@ -183,6 +184,22 @@ stop_report(struct json_object *reply)
 }
 
 /*
+ * A restart, not a stop: <run_dir>/qvmd.restarting (written by the package's postinst before it
+ * restarts qvmd on an upgrade) tells the stopping qvmd to leave every VM running whatever
+ * on_daemon_stop says; the next qvmd removes it when it starts.
+ */
+#define QVMD_RESTART_MARKER "qvmd.restarting"
+
+static bool
+restart_marked(const struct daemon_config *conf)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof path, "%s/%s", conf->run_dir, QVMD_RESTART_MARKER);
+	return access(path, F_OK) == 0;
+}
+
+/*
  * qvmd --stop (the unit's ExecStop): with on_daemon_stop = powerdown, asks the running daemon to
  * power every VM down (in parallel, escalating per VM) and waits; with leave, does nothing.
  */
@@ -200,6 +217,11 @@ stop_hook(struct daemon_config *conf)
 
 	if (conf->on_daemon_stop != CFG_ON_STOP_POWERDOWN)
 		return 0;
+	if (restart_marked(conf)) {
+		fprintf(stderr, "qvmd: --stop: a restart (%s/%s): the vms keep running\n",
+		        conf->run_dir, QVMD_RESTART_MARKER);
+		return 0;
+	}
 	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", conf->control_socket);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
@@ -341,7 +363,10 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	d->stopping = true;
 	sd_notify_msg("STOPPING=1");
-	if (d->conf->on_daemon_stop == CFG_ON_STOP_POWERDOWN) {
+	if (d->conf->on_daemon_stop == CFG_ON_STOP_POWERDOWN && restart_marked(d->conf)) {
+		log_info("stopping for a restart (%s): vms keep running", QVMD_RESTART_MARKER);
+		event_base_loopbreak(d->base);
+	} else if (d->conf->on_daemon_stop == CFG_ON_STOP_POWERDOWN) {
 		log_info("stopping: powering down every vm (on_daemon_stop = powerdown)");
 		daemon_powerdown_all(d, 0, shutdown_done, d);
 	} else {
@@ -461,6 +486,14 @@ main(int argc, char **argv)
 		log_error("%s", cause);
 		free(cause);
 		return 1;
+	}
+	{
+		char path[PATH_MAX];
+
+		/* This start ends the restart the marker announced. */
+		snprintf(path, sizeof path, "%s/%s", conf.run_dir, QVMD_RESTART_MARKER);
+		if (unlink(path) == 0)
+			log_info("restarted: removed %s", path);
 	}
 	res = daemon_reload(&d);
 	daemon_log_reload(res);

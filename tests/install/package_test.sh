@@ -197,8 +197,12 @@ echo image >"$R/var/lib/qvmd/web1-root.qcow2"
 echo log >"$R/var/lib/qvmd/web1/console.log"
 echo '; changed by the operator' >>"$R/etc/qvmd/qvmd.conf"
 : >"$R/stub.log"
+mkdir -p "$R/run/qvmd"
+rm -f "$R/run/qvmd/qvmd.restarting"
 dpkg_root --force-confold -i "$DEB"
 check "dpkg --root upgrades the package" [ $? -eq 0 ]
+check "upgrade: the stopping qvmd is told it is a restart (run_dir/qvmd.restarting)" \
+	[ -f "$R/run/qvmd/qvmd.restarting" ]
 check "upgrade: qvmd is restarted" logged 'deb-systemd-invoke restart qvmd.service'
 check "upgrade: qvmd is not stopped first" sh -c "! grep -q 'invoke stop' '$R/stub.log'"
 check "upgrade: the qvmd group is not created again" \
