@@ -7,13 +7,16 @@
 #include "ctl_verbs.h"
 #include "xalloc.h"
 
-/* " (ended by quit after 2.0s timeout)", or " (ended by guest)"; timeout_ms 0 when not given. */
+/* " (ended by quit after 2.0s timeout)", or " (ended by guest)", and "; cancelled JOB first" when
+ * the stop cancelled a background job; timeout_ms 0 when not given. */
 static void
 ctl_vm_ended_by(struct json_object *res, uint64_t timeout_ms, char *out, size_t len)
 {
-	const char *by = ctl_json_str(res, "ended_by", NULL);
+	const char *by = ctl_json_str(res, "ended_by", NULL),
+	           *cancelled = ctl_json_str(res, "cancelled_job", NULL);
 	int64_t elapsed = ctl_json_int(res, "elapsed_ms", -1);
 	char secs[32];
+	size_t n;
 
 	if (by == NULL) {
 		out[0] = '\0';
@@ -30,6 +33,9 @@ ctl_vm_ended_by(struct json_object *res, uint64_t timeout_ms, char *out, size_t 
 	} else {
 		snprintf(out, len, " (ended by %s)", by);
 	}
+	n = strlen(out);
+	if (cancelled != NULL && n < len)
+		snprintf(out + n, len - n, "; cancelled %s first", cancelled);
 }
 
 static int
@@ -145,7 +151,7 @@ ctl_vm_simple(struct ctl *ctl, struct ctl_args *args)
 	const char *verb = ctl->verb->name, *vm = args->argv[0];
 	struct json_object *reply, *res;
 	const char *state;
-	char ended[128];
+	char ended[256];
 	int rc;
 
 	if ((rc = ctl_call(ctl, verb, vm, NULL, &reply, &res)) != CTL_EXIT_OK)
@@ -174,7 +180,7 @@ ctl_vm_powerdown_all(struct ctl *ctl, struct json_object *req, uint64_t timeout_
 {
 	struct json_object *reply, *res, *vms, *vm, *err;
 	size_t failed = 0, n;
-	char ended[128];
+	char ended[256];
 	int rc;
 
 	json_object_object_add(req, "all", json_object_new_boolean(1));
@@ -213,7 +219,7 @@ ctl_vm_powerdown(struct ctl *ctl, struct ctl_args *args)
 	struct json_object *req, *reply, *res;
 	uint64_t timeout_ms;
 	bool has_timeout, all = ctl_args_has(args, "all"), nowait = ctl_args_has(args, "no-wait");
-	char ended[128];
+	char ended[256];
 	int rc;
 
 	if ((rc = ctl_args_timeout(ctl, args, "timeout", &timeout_ms, &has_timeout)) != 0)

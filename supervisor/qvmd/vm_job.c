@@ -71,6 +71,21 @@ vm_job_refuse_busy(struct vm *vm, vm_done_cb cb, void *arg)
 	free(name);
 }
 
+void
+vm_job_cancel_background(struct vm *vm, const char *why)
+{
+	struct vm_job *bg = vm->bg;
+	char *name;
+
+	if (bg == NULL || bg->kind->cancel == NULL)
+		return;
+	name = bg_name(bg);
+	log_info("vm %s: cancelling %s first", vm->name, name);
+	snprintf(vm->bg_cancelled, sizeof vm->bg_cancelled, "%s", name);
+	free(name);
+	bg->kind->cancel(bg, why);
+}
+
 bool
 vm_job_admit(struct vm *vm, enum vm_op op, vm_done_cb cb, void *arg)
 {
@@ -83,8 +98,7 @@ vm_job_admit(struct vm *vm, enum vm_op op, vm_done_cb cb, void *arg)
 	if (bg == NULL || (bg->kind->allows & VM_OP_BIT(op)))
 		return true;
 	if ((bg->kind->cancel_for & VM_OP_BIT(op)) && bg->kind->cancel != NULL) {
-		log_info("vm %s: cancelling %s first", vm->name, bg->kind->name);
-		bg->kind->cancel(bg, "cancelled by a powerdown or kill");
+		vm_job_cancel_background(vm, "cancelled by a powerdown or kill");
 		return true;
 	}
 	{

@@ -32,7 +32,18 @@ struct stop_job {
 	uint64_t timeout_ms; /* powerdown: how long the guest gets */
 	bool resumed;        /* a paused VM was resumed first (ACPI needs a running guest) */
 	bool no_wait;        /* powerdown --no-wait: answered once QEMU accepted it */
+	char cancelled[96];  /* a background job cancelled first ("snapshot snapshot-3"), or "" */
 };
+
+/* The stop takes over the note of a background job cancelled for it, to say so in its reply. */
+static void
+take_cancelled(struct vm *vm, struct stop_job *sj)
+{
+	if (vm->bg_cancelled[0] == '\0')
+		return;
+	memcpy(sj->cancelled, vm->bg_cancelled, sizeof sj->cancelled);
+	vm->bg_cancelled[0] = '\0';
+}
 
 static void stop_timer(struct vm_job *job);
 static bool stop_qemu_gone(struct vm_job *job, const struct vm_exit *exit);
@@ -142,6 +153,8 @@ stop_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 	json_object_object_add(res, "elapsed_ms", json_object_new_int64(elapsed));
 	if (sj->resumed)
 		json_object_object_add(res, "resumed", json_object_new_boolean(1));
+	json_object_object_add(res, "cancelled_job",
+	                       sj->cancelled[0] ? json_object_new_string(sj->cancelled) : NULL);
 	vm_job_done(job, res, PROTO_OK, NULL);
 	return true;
 }
@@ -190,6 +203,7 @@ vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void 
 	 * cont, then system_powerdown), and the reply says so. */
 	sj->resumed = vm->state == VM_PAUSED;
 	sj->no_wait = !wait;
+	take_cancelled(vm, sj);
 	job = vm_job_new(vm, &powerdown_kind, sj, cb, arg);
 	vm_set_state(vm, VM_STOPPING);
 	log_info("vm %s: powerdown (timeout %llu ms)%s", vm->name,
@@ -211,8 +225,11 @@ vm_powerdown(struct vm *vm, uint64_t timeout_ms, bool wait, vm_done_cb cb, void 
 static void
 kill_start(struct vm *vm, vm_done_cb cb, void *arg)
 {
-	struct vm_job *job =
-	    vm_job_new(vm, &kill_kind, xcalloc(1, sizeof(struct stop_job)), cb, arg);
+	struct stop_job *sj = xcalloc(1, sizeof *sj);
+	struct vm_job *job;
+
+	take_cancelled(vm, sj);
+	job = vm_job_new(vm, &kill_kind, sj, cb, arg);
 
 	vm_set_state(vm, VM_STOPPING);
 	log_info("vm %s: kill", vm->name);
@@ -242,8 +259,7 @@ vm_kill(struct vm *vm, vm_done_cb cb, void *arg)
 	}
 	/* kill is the operator's way out of anything stuck: a background job is cancelled, and it
 	 * takes over whatever ordinary job runs. */
-	if (vm->bg != NULL && vm->bg->kind->cancel != NULL)
-		vm->bg->kind->cancel(vm->bg, "cancelled by kill");
+	vm_job_cancel_background(vm, "cancelled by kill");
 	if (job != NULL && job->kind == &powerdown_kind) {
 		vm_done_cb old = job->cb;
 		void *old_arg = job->arg;
@@ -251,6 +267,7 @@ vm_kill(struct vm *vm, vm_done_cb cb, void *arg)
 		/* Waiters (powerdown --all, a waiting requester) keep waiting for the stop; the
 		 * kill's requester hears when it is over, never "stopping". */
 		((struct stop_job *)job->data)->no_wait = false;
+		take_cancelled(vm, job->data);
 		job->kind = &kill_kind;
 		job->cb = cb;
 		job->arg = arg;

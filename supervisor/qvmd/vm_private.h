@@ -100,6 +100,8 @@ struct vm {
 	size_t njobrecs;
 	unsigned jobrec_seq;
 	struct event *jobrec_poll; /* progress of a running QEMU job */
+	char bg_cancelled[96]; /* the background job a powerdown or kill cancelled first, for its
+	                        * reply ("snapshot snapshot-3"); "" when none */
 	bool jobrec_polling;
 };
 

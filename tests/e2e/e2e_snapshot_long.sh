@@ -8,6 +8,7 @@
 #  - qvmd killed (-9) in the middle: the restarted qvmd reports the job's outcome, and `snapshots`
 #    agrees with `qemu-img snapshot -U -l` of every disk;
 #  - QEMU killed (-9) in the middle: the tag ends up on every disk or on none;
+#  - `qvmctl kill` in the middle: it cancels the snapshot first and says so; all or none again;
 #  - QEMU dying between the disks' snapshot table entries (the first disk has the tag, the second
 #    not: strace kills QEMU at its first write to the second image): once the VM is down, qvmd
 #    removes the half-made snapshot from the disk that got it, and the job's error says so.
@@ -181,6 +182,19 @@ check "... done and on both, or failed and on neither" \
 	done_on_both_or_failed_on_neither "$outcome" q1
 check "big is down" sh -c 's=$("$0" --json status big | "$1" .state); [ "$s" = crashed ] || [ "$s" = stopped ]' "$QVMCTL" "$BIN_DIR/tests/jget"
 check "snapshots (offline) agrees with qemu-img on every disk ($(jctl snapshots big))" agree big
+
+# ---- qvmctl kill in the middle of snapshot-save: the kill cancels it first and says so ----
+check "start big again" ctl start big
+check "the guest filled its RAM again" wait_console big "GUEST-FILLED 448" 2 300
+out=$(ctl snapshot big c1 --no-wait 2>&1)
+n=0
+while [ $n -lt 300 ] && [ "$(job_field big c1 qemu_status)" != running ]; do sleep 0.1; n=$((n + 1)); done
+check "qemu runs the snapshot-save job of c1 ($out)" [ "$(job_field big c1 qemu_status)" = running ]
+out=$(ctl kill big 2>&1); rc=$?
+check "kill stops big and says it cancelled the snapshot first ($out)" \
+	sh -c '[ $0 -eq 0 ] && echo "$1" | grep -q "cancelled snapshot snapshot-[0-9]* first"' $rc "$out"
+check "the job on c1 ends" wait_job_ended big c1 120
+check "c1 is on every disk or on none ($(job_field big c1 state): $(tags "$T/images/a.qcow2")/ $(tags "$T/images/b.qcow2"))" all_or_none c1
 
 # ---- QEMU dies after the first disk got the tag, before the second ----
 # strace, attached to a VM's QEMU, kills it (SIGKILL injected) at its first write to the second
