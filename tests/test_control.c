@@ -116,8 +116,13 @@ read_lines(int fd, char *last, size_t lastsz, bool *eof)
 				continue;
 			}
 			line[ll] = '\0';
-			if (last != NULL)
-				snprintf(last, lastsz, "%s", line);
+			if (last != NULL) {
+				/* The tail of a long line is not needed: keep what fits. */
+				size_t keep = ll < lastsz ? ll : lastsz - 1;
+
+				memcpy(last, line, keep);
+				last[keep] = '\0';
+			}
 			ll = 0;
 			lines++;
 		}

@@ -386,13 +386,12 @@ verify_files(struct rv *v, const char *dir, struct json_object *m)
 		if (json_object_object_get_ex(man, "disks", &disks))
 			for (size_t i = 0; i < json_object_array_length(disks); i++) {
 				struct json_object *d = json_object_array_get_idx(disks, i);
+				const char *id = jstr(d, "id"), *file = jstr(d, "file");
 				struct rv_file *f;
 
-				if (jstr(d, "id") == NULL || jstr(d, "file") == NULL ||
-				    strchr(jstr(d, "file"), '/') != NULL)
+				if (id == NULL || file == NULL || strchr(file, '/') != NULL)
 					continue;
-				f = file_add(v, jstr(d, "id"),
-				             xasprintf("%s/%s", cur, jstr(d, "file")));
+				f = file_add(v, id, xasprintf("%s/%s", cur, file));
 				f->sum = jstr(d, "checksum") ? xstrdup(jstr(d, "checksum")) : NULL;
 			}
 		json_object_put(man);
@@ -460,12 +459,12 @@ rv_start(struct vm *vm, bool verify, const char *id, const char *to, bool no_wai
 	} else if (json_object_object_get_ex(m, "disks", &disks)) {
 		for (size_t i = 0; i < json_object_array_length(disks); i++) {
 			struct json_object *d = json_object_array_get_idx(disks, i);
+			const char *disk = jstr(d, "id"), *file = jstr(d, "file");
 			struct rv_file *f;
 
-			if (jstr(d, "id") == NULL || jstr(d, "file") == NULL ||
-			    strchr(jstr(d, "file"), '/') != NULL)
+			if (disk == NULL || file == NULL || strchr(file, '/') != NULL)
 				continue;
-			f = file_add(v, jstr(d, "id"), xasprintf("%s/%s", dir, jstr(d, "file")));
+			f = file_add(v, disk, xasprintf("%s/%s", dir, file));
 			f->out = xasprintf("%s/%s.qcow2", out, f->disk);
 		}
 	}
