@@ -73,6 +73,7 @@ struct fx {
 	bool exit_clean; /* how the scripted exit ends it */
 	bool may_restart;
 	int may_restart_calls;
+	bool watched; /* whether a client follows the VM's events (env.watched) */
 	int gone_calls;
 	struct json_object *events; /* everything published, in order */
 	struct done dones[MAX_DONES];
@@ -144,6 +145,14 @@ env_gone(void *arg, struct vm *vm)
 	struct fx *fx = arg;
 
 	fx->gone_calls++;
+}
+
+static bool
+env_watched(void *arg, const char *vm)
+{
+	struct fx *fx = arg;
+
+	return fx->watched;
 }
 
 static bool
@@ -347,6 +356,7 @@ fx_setup(void **state)
 	fx->env.publish = env_publish;
 	fx->env.gone = env_gone;
 	fx->env.may_restart = env_may_restart;
+	fx->env.watched = env_watched;
 	fx->env.arg = fx;
 	fx->events = json_object_new_array();
 	fx->lfd = -1;
@@ -953,6 +963,48 @@ test_vm_background_job_masks(void **state)
 	fake_qmp_assert_done(fx->fq);
 }
 
+/* Runs the loop for ms milliseconds. */
+static void
+fx_run_for(struct fx *fx, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+	event_base_loopexit(fx->base, &tv);
+	event_base_dispatch(fx->base);
+}
+
+/* A running QEMU job's progress is asked for (query-jobs, once a second) only while a client
+ * follows the VM's events; its conclusion comes as an event either way. */
+static void
+test_vm_job_progress_only_when_watched(void **state)
+{
+	struct fx *fx = *state;
+	struct done *d = fx_done(fx);
+	struct vm_snapshot_args a = {.tag = "t", .no_wait = true};
+
+	fx_adopt(fx, "running");
+	fake_qmp_expect(fx->fq, "query-block", NULL,
+	                "{\"return\": [{\"device\": \"\", \"inserted\": {\"node-name\": "
+	                "\"root.fmt\", \"ro\": false, \"image\": {\"format\": \"qcow2\", "
+	                "\"filename\": \"/dev/fdset/1\"}}}]}");
+	fake_qmp_expect(fx->fq, "snapshot-save", NULL, RETURN_EMPTY);
+	fx->watched = false;
+	vm_snapshot_create(fx->vm, &a, done_cb, d);
+	RUN_UNTIL(fx, d->calls > 0 && fake_qmp_done(fx->fq));
+	assert_null(d->code);
+	/* Nobody watches: 2.5 polling periods and no query-jobs (the peer fails on any). */
+	fx_run_for(fx, 2500);
+	assert_int_equal(fake_qmp_unexpected(fx->fq), 0);
+	/* Someone subscribes: progress is asked for at the next period. */
+	fx->watched = true;
+	fake_qmp_expect(fx->fq, "query-jobs", NULL,
+	                "{\"return\": [{\"id\": \"snapshot-1\", \"type\": \"snapshot-save\", "
+	                "\"status\": \"running\", \"current-progress\": 0, "
+	                "\"total-progress\": 1}]}");
+	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	fake_qmp_assert_done(fx->fq);
+}
+
 /* ---- kill interrupting hot-plug ---- */
 
 static void
@@ -1507,6 +1559,7 @@ main(int argc, char **argv)
 	    T(test_vm_crash_during_reset),
 	    T(test_vm_busy_while_reset_held),
 	    T(test_vm_background_job_masks),
+	    T(test_vm_job_progress_only_when_watched),
 	    T(test_vm_attach_disk_q35),
 	    T(test_vm_kill_during_attach),
 	    T(test_vm_kill_during_detach),

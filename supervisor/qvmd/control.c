@@ -497,6 +497,20 @@ control_publish(struct control *c, const char *vm, struct json_object *ev)
 	}
 }
 
+bool
+control_watched(const struct control *c, const char *vm)
+{
+	const struct client *cl;
+
+	TAILQ_FOREACH(cl, &c->clients, entry)
+	{
+		if (cl->subscribed && !cl->dead &&
+		    (cl->sub_vm == NULL || strcmp(cl->sub_vm, vm) == 0))
+			return true;
+	}
+	return false;
+}
+
 /* Request ids: a string, or an integer JSON numbers can carry exactly (|id| <= 2^53 - 1). */
 #define CONTROL_ID_MAX ((int64_t)1 << 53)
 

@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#include <stdbool.h>
+
 struct control;
 struct daemon;
 struct json_object;
@@ -19,6 +21,8 @@ struct control *control_new(struct daemon *d, const char *path, const char *grou
 void control_free(struct control *c);
 /* Sends an event line to every subscriber interested in vm (borrowed). */
 void control_publish(struct control *c, const char *vm, struct json_object *ev);
+/* Whether a client follows vm's events (subscribed to it or to every VM). */
+bool control_watched(const struct control *c, const char *vm);
 /* Number of connected clients. */
 size_t control_clients(const struct control *c);
 

@@ -99,6 +99,14 @@ env_may_restart(void *arg)
 	return !d->stopping && d->restarts_held == 0;
 }
 
+static bool
+env_watched(void *arg, const char *vm)
+{
+	struct daemon *d = arg;
+
+	return d->control != NULL && control_watched(d->control, vm);
+}
+
 /* One image is never given to two VMs unless both only read it: the VM (not self) whose QEMU
  * holds dev/ino in a way that forbids this use. */
 static const struct vm *
@@ -127,6 +135,7 @@ daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *con
 	d->vm_env.gone = env_gone;
 	d->vm_env.may_restart = env_may_restart;
 	d->vm_env.image_holder = env_image_holder;
+	d->vm_env.watched = env_watched;
 	d->vm_env.arg = d;
 }
 

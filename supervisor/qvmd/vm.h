@@ -42,6 +42,9 @@ struct vm_env {
 	/* Whether the restart policy may start the VM now (not while the daemon stops or powers
 	 * every VM down). */
 	bool (*may_restart)(void *arg);
+	/* Whether anyone follows the VM's events now (NULL: assume so): a running job's progress
+	 * is asked of QEMU only then. */
+	bool (*watched)(void *arg, const char *vm);
 	/* Another VM (not self) whose QEMU holds the image dev/ino in a way that forbids this use:
 	 * read-write, or at all when this use is writable; NULL when none does. May be NULL. */
 	const struct vm *(*image_holder)(void *arg, const struct vm *self, dev_t dev, ino_t ino,

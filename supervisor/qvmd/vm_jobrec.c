@@ -483,6 +483,11 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (!any_qemu_job_running(vm) || vm->qmp == NULL || vm->qmp_closed || vm->jobrec_polling)
 		return;
+	/* Progress is for whoever watches; a conclusion comes as an event anyway. */
+	if (vm->env.watched != NULL && !vm->env.watched(vm->env.arg, vm->name)) {
+		poll_arm(vm);
+		return;
+	}
 	vm->jobrec_polling = true;
 	if (qmp_execute(vm->qmp, "query-jobs", NULL, VM_QUERY_TIMEOUT_MS * 5, poll_done, vm,
 	                &cause) < 0) {
@@ -491,7 +496,8 @@ poll_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-/* Polls progress while a QEMU job runs (and learns of a conclusion whose event was missed). */
+/* Polls progress while a QEMU job runs and someone watches the VM's events (and so also learns of a
+ * conclusion whose event was missed). */
 static void
 poll_arm(struct vm *vm)
 {
