@@ -36,17 +36,8 @@ cleanup() { bench_cleanup "$T" "$QVMD_PID"; }
 bench_traps cleanup
 
 ACCEL=$(bench_accel)
-mkdir -p "$T/vms" "$T/run" "$T/state" "$T/images" "$T/backups" "$T/ref"
-cat >"$T/qvmd.conf" <<CONF
-[qvmd]
-vm_dir = $T/vms
-run_dir = $T/run
-state_dir = $T/state
-control_socket = $T/run/qvmd.sock
-image_dirs = $T/images
-backup_dir = $T/backups
-log_level = info
-CONF
+bench_conf "$T"
+mkdir -p "$T/ref"
 cat >"$T/vms/bb.ini" <<INI
 [vm]
 name = bb
@@ -70,11 +61,7 @@ echo "# $(qemu-system-x86_64 --version | head -n 1); VM: firmware only, q35, acc
 	"disk: ${DISK_MB} MiB qcow2, ${DATA_MB} MiB random data; file system of $T:" \
 	"$(df -T "$T" | awk 'NR == 2 {print $2}')"
 
-"$QVMD" -f -c "$T/qvmd.conf" >>"$T/qvmd.log" 2>&1 &
-QVMD_PID=$!
-SOCK=$T/run/qvmd.sock
-i=0
-while [ ! -S "$SOCK" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+bench_start_qvmd "$QVMD" "$T"
 ctl() { "$QVMCTL" -s "$SOCK" "$@"; }
 ctl start bb >/dev/null
 
