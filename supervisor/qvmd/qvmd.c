@@ -33,13 +33,16 @@ static void
 usage(FILE *f)
 {
 	fprintf(
-	    f, "usage: qvmd [-f] [-d] [-c FILE]              run in the foreground (-f: the "
-	       "default and\n"
-	       "                                         only mode); -d: debug log\n"
-	       "       qvmd -n [-c FILE]                 check every definition and exit\n"
-	       "       qvmd --print-cmdline NAME [-c FILE] print the QEMU command line of a VM\n"
-	       "       qvmd --stop [-c FILE]             ExecStop: power every VM down first when\n"
-	       "                                         on_daemon_stop = powerdown\n");
+	    f,
+	    "usage: qvmd [-f] [-d] [-c FILE]              run in the foreground (-f: the "
+	    "default and\n"
+	    "                                         only mode); -d: debug log\n"
+	    "       qvmd -n [-c FILE]                 check every definition and exit\n"
+	    "       qvmd --print-cmdline NAME [--shell] [-c FILE]\n"
+	    "                                         print the QEMU command line of a VM, one\n"
+	    "                                         argument a line (--shell: one quoted line)\n"
+	    "       qvmd --stop [-c FILE]             ExecStop: power every VM down first when\n"
+	    "                                         on_daemon_stop = powerdown\n");
 }
 
 /* Sends a message to systemd's notify socket, if any (no libsystemd needed). */
@@ -265,7 +268,7 @@ stop_hook(struct daemon_config *conf)
 }
 
 static int
-print_cmdline(struct daemon_config *conf, const char *name)
+print_cmdline(struct daemon_config *conf, const char *name, bool shell)
 {
 	struct cfg_errors errs;
 	char *path = xasprintf("%s/%s.ini", conf->vm_dir, name), *cause = NULL, **argv;
@@ -310,6 +313,12 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	if (argv == NULL) {
 		fprintf(stderr, "qvmd: vm %s: %s\n", name, cause);
 		free(cause);
+	} else if (shell) {
+		char *line = argv_shell_line(argv);
+
+		printf("%s\n", line);
+		free(line);
+		rc = 0;
 	} else {
 		for (char **a = argv; *a; a++)
 			printf("%s\n", *a);
@@ -390,9 +399,10 @@ main(int argc, char **argv)
 	                                         {"help", no_argument, NULL, 'h'},
 	                                         {"version", no_argument, NULL, 'V'},
 	                                         {"stop", no_argument, NULL, 'S'},
+	                                         {"shell", no_argument, NULL, 'L'},
 	                                         {NULL, 0, NULL, 0}};
 	const char *conf_path = NULL, *print_name = NULL;
-	bool check = false, debug = false, stop = false;
+	bool check = false, debug = false, stop = false, shell = false;
 	struct daemon_config conf;
 	struct cfg_errors errs;
 	struct daemon d;
@@ -421,6 +431,9 @@ main(int argc, char **argv)
 		case 'S':
 			stop = true;
 			break;
+		case 'L':
+			shell = true;
+			break;
 		case 'V':
 			printf("qvmd %s\n", QVMD_VERSION);
 			return 0;
@@ -432,7 +445,7 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || (shell && print_name == NULL)) {
 		usage(stderr);
 		return 2;
 	}
@@ -461,7 +474,7 @@ main(int argc, char **argv)
 		return rc;
 	}
 	if (print_name != NULL) {
-		rc = print_cmdline(&conf, print_name);
+		rc = print_cmdline(&conf, print_name, shell);
 		cfg_daemon_free(&conf);
 		return rc;
 	}
