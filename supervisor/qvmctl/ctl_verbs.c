@@ -16,6 +16,8 @@ const struct ctl_verb *const ctl_verbs[] = {
     &ctl_verb_status,
     &ctl_verb_start,
     &ctl_verb_powerdown,
+    &ctl_verb_restart,
+    &ctl_verb_reboot,
     &ctl_verb_reset,
     &ctl_verb_pause,
     &ctl_verb_resume,

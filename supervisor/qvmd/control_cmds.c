@@ -116,10 +116,38 @@ cmd_status(struct control_reply *r, struct vm *vm, const char *n, struct json_ob
 	vm_status(vm, control_done, r);
 }
 
+/* start: a VM by name, or args.all (every autostart VM; with args.force every VM). */
 static void
-cmd_start(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+cmd_start(struct control_reply *r, struct vm *unused, const char *name, struct json_object *args)
 {
+	struct daemon *d = control_daemon(r->c);
+	bool all = false, force = false;
+	struct vm *vm;
+
+	if (!arg_bool(r, args, "all", &all) || !arg_bool(r, args, "force", &force))
+		return;
+	if (all && name != NULL)
+		return reply_error(r, PROTO_ERR_INVALID, "start: a vm name or args.all, not both");
+	if (force && !all)
+		return reply_error(r, PROTO_ERR_INVALID, "start: args.force goes with args.all");
+	if (all)
+		return daemon_start_all(d, force, control_done, r);
+	if (name == NULL)
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "start: a vm name or args.all is required");
+	if ((vm = daemon_find_vm(d, name)) == NULL)
+		return reply_error(r, PROTO_ERR_NOT_FOUND, "no such vm");
 	vm_start(vm, control_done, r);
+}
+
+/* restart: powerdown (with its escalation) and start again. */
+static void
+cmd_restart(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	uint64_t timeout_ms = 0;
+
+	if (arg_timeout(r, args, "timeout_ms", &timeout_ms))
+		daemon_restart(control_daemon(r->c), vm, timeout_ms, control_done, r);
 }
 
 static void
@@ -144,6 +172,16 @@ static void
 cmd_kill(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
 {
 	vm_kill(vm, control_done, r);
+}
+
+/* reboot: args.timeout_ms (the guest's time to shut down before a hard reset). */
+static void
+cmd_reboot(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	uint64_t timeout_ms = 0;
+
+	if (arg_timeout(r, args, "timeout_ms", &timeout_ms))
+		vm_reboot(vm, timeout_ms, control_done, r);
 }
 
 static void
@@ -581,6 +619,8 @@ static const char *const args_attach_net[] = {"id",     "type",     "mac",     "
                                               "ifname", "restrict", "persist", NULL};
 static const char *const args_detach[] = {"id", "persist", "timeout_ms", NULL};
 static const char *const args_powerdown[] = {"timeout_ms", "wait", "all", NULL};
+static const char *const args_timeout[] = {"timeout_ms", NULL};
+static const char *const args_start[] = {"all", "force", NULL};
 static const char *const args_qmp[] = {"command", "arguments", NULL};
 static const char *const args_subscribe[] = {"vm", NULL};
 
@@ -599,15 +639,17 @@ static const struct control_cmd control_cmds[] = {
     {"pause", CMD_VM_REQUIRED, NULL, cmd_pause},
     {"powerdown", CMD_VM_OPTIONAL, args_powerdown, cmd_powerdown},
     {"qmp", CMD_VM_REQUIRED, args_qmp, cmd_qmp},
+    {"reboot", CMD_VM_REQUIRED, args_timeout, cmd_reboot},
     {"reload", CMD_VM_NONE, NULL, cmd_reload},
     {"reset", CMD_VM_REQUIRED, NULL, cmd_reset},
+    {"restart", CMD_VM_REQUIRED, args_timeout, cmd_restart},
     {"restore", CMD_VM_REQUIRED, args_restore, cmd_restore},
     {"resume", CMD_VM_REQUIRED, NULL, cmd_resume},
     {"revert", CMD_VM_REQUIRED, args_tag, cmd_revert},
     {"snapshot", CMD_VM_REQUIRED, args_snapshot, cmd_snapshot},
     {"snapshot-delete", CMD_VM_REQUIRED, args_tag, cmd_snapshot_delete},
     {"snapshots", CMD_VM_REQUIRED, NULL, cmd_snapshots},
-    {"start", CMD_VM_REQUIRED, NULL, cmd_start},
+    {"start", CMD_VM_OPTIONAL, args_start, cmd_start},
     {"status", CMD_VM_REQUIRED, NULL, cmd_status},
     {"subscribe", CMD_VM_OPTIONAL, args_subscribe, cmd_subscribe},
     {"version", CMD_VM_NONE, NULL, cmd_version},

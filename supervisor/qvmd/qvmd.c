@@ -384,12 +384,20 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* The autostart at boot has ended: each failure is logged (the VM says why in status too). */
 static void
-start_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
+autostart_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
+	struct json_object *vms, *e, *m;
+
+	if (json_object_object_get_ex(result, "results", &vms)) {
+		for (size_t i = 0; i < json_object_array_length(vms); i++) {
+			e = json_object_object_get(json_object_array_get_idx(vms, i), "error");
+			if (e != NULL && json_object_object_get_ex(e, "message", &m))
+				log_error("autostart: %s", json_object_get_string(m));
+		}
+	}
 	json_object_put(result);
-	if (code != PROTO_OK)
-		log_error("autostart: %s", message);
 }
 
 int
@@ -529,11 +537,10 @@ main(int argc, char **argv)
 	for (size_t i = 0; i < d.nvms; i++) {
 		const struct vm_config *cfg = vm_config(d.vms[i]);
 
-		if (cfg && cfg->autostart && !vm_is_active(d.vms[i]))
-			vm_start(d.vms[i], start_done, NULL);
-		else if (vm_state(d.vms[i]) == VM_CRASHED)
+		if (!(cfg && cfg->autostart) && vm_state(d.vms[i]) == VM_CRASHED)
 			vm_crashed_while_away(d.vms[i]);
 	}
+	daemon_start_all(&d, false, autostart_done, NULL);
 	log_info("qvmd %s ready: %zu vms, control socket %s", QVMD_VERSION, d.nvms,
 	         conf.control_socket);
 	sd_notify_msg("READY=1");

@@ -88,6 +88,14 @@ void vm_kill(struct vm *vm, vm_done_cb cb, void *arg);
  */
 bool vm_bring_down(struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg);
 void vm_reset(struct vm *vm, vm_done_cb cb, void *arg);
+/*
+ * A graceful reboot in the same QEMU process: ACPI powerdown, and once the guest has shut down,
+ * system_reset and cont; a guest that ignores ACPI for timeout_ms (0: the definition's
+ * shutdown_timeout) is reset hard. Answers when the guest runs again: state, rebooted_by
+ * ("guest": it shut down; "guest-reset": it rebooted itself; "reset": the timeout passed),
+ * elapsed_ms, resumed (a paused VM was resumed first).
+ */
+void vm_reboot(struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg);
 void vm_pause(struct vm *vm, vm_done_cb cb, void *arg);
 void vm_resume(struct vm *vm, vm_done_cb cb, void *arg);
 void vm_status(struct vm *vm, vm_done_cb cb, void *arg);
