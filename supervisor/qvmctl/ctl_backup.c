@@ -278,21 +278,54 @@ ctl_backup_verify(struct ctl *ctl, struct ctl_args *args)
 }
 
 static const struct ctl_opt ctl_backup_opts[] = {
-    {"full", false}, {"incremental", false}, {"to", true}, {"no-wait", false}, {NULL, false},
+    {"full", false, "start a new chain"},
+    {"incremental", false, "fail rather than fall back to a full backup"},
+    {"to", true, "the store (below backup_dir or an image_dirs entry)"},
+    {"no-wait", false, "return the job's id at once; follow it with jobs or events"},
+    {NULL, false, NULL},
 };
 static const struct ctl_opt ctl_restore_opts[] = {
-    {"to", true},
-    {NULL, false},
+    {"to", true, "the directory for the restored images (DIR/<disk id>.qcow2)"},
+    {NULL, false, NULL},
 };
 
 const struct ctl_verb ctl_verb_backup = {
-    "backup",       "NAME [--full | --incremental] [--to DIR] [--no-wait]", 1, 1, ctl_backup_opts,
+    "backup",
+    "NAME [--full|--incremental] [--to DIR] [--no-wait]",
+    1,
+    1,
+    ctl_backup_opts,
     ctl_backup_run,
+    "back a VM's disks up: incremental when its chain allows, else full (and says why)",
+    NULL,
 };
-const struct ctl_verb ctl_verb_backups = {"backups", "NAME", 1, 1, NULL, ctl_backup_list};
+const struct ctl_verb ctl_verb_backups = {
+    "backups",
+    "NAME",
+    1,
+    1,
+    NULL,
+    ctl_backup_list,
+    "a VM's backups: id, type, parent, created, size, status",
+    NULL,
+};
 const struct ctl_verb ctl_verb_restore = {
-    "restore", "NAME BACKUP --to DIR", 2, 2, ctl_restore_opts, ctl_backup_restore,
+    "restore",
+    "NAME BACKUP --to DIR",
+    2,
+    2,
+    ctl_restore_opts,
+    ctl_backup_restore,
+    "write each disk as it was at a backup into standalone images",
+    NULL,
 };
 const struct ctl_verb ctl_verb_backup_verify = {
-    "backup-verify", "NAME BACKUP", 2, 2, NULL, ctl_backup_verify,
+    "backup-verify",
+    "NAME BACKUP",
+    2,
+    2,
+    NULL,
+    ctl_backup_verify,
+    "check a backup's chain: files present, qemu-img check clean, checksums as recorded",
+    NULL,
 };

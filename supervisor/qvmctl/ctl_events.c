@@ -210,9 +210,17 @@ ctl_events(struct ctl *ctl, struct ctl_args *args)
 }
 
 static const struct ctl_opt ctl_events_opts[] = {
-    {"follow", false},
-    {NULL, false},
+    {"follow", false, "when qvmd goes away, wait for it and subscribe again"},
+    {NULL, false, NULL},
 };
 
-const struct ctl_verb ctl_verb_events = {"events", "[NAME] [--follow]", 0,
-                                         1,        ctl_events_opts,     ctl_events};
+const struct ctl_verb ctl_verb_events = {
+    "events",
+    "[NAME] [--follow]",
+    0,
+    1,
+    ctl_events_opts,
+    ctl_events,
+    "follow state changes, QEMU events and job changes until interrupted",
+    NULL,
+};

@@ -332,30 +332,55 @@ ctl_vm_reboot(struct ctl *ctl, struct ctl_args *args)
 }
 
 static const struct ctl_opt ctl_vm_reboot_opts[] = {
-    {"timeout", true},
-    {NULL, false},
+    {"timeout", true, "how long the guest gets to shut down (default: its shutdown_timeout)"},
+    {NULL, false, NULL},
 };
 
 static const struct ctl_opt ctl_vm_powerdown_opts[] = {
-    {"timeout", true},
-    {"no-wait", false},
-    {"all", false},
-    {NULL, false},
+    {"timeout", true, "how long the guest gets before the escalation (default: shutdown_timeout)"},
+    {"no-wait", false, "return once the guest was asked"},
+    {"all", false, "every VM that has a QEMU, in parallel (host shutdown)"},
+    {NULL, false, NULL},
 };
 
-const struct ctl_verb ctl_verb_list = {"list", "", 0, 0, NULL, ctl_vm_list};
-const struct ctl_verb ctl_verb_status = {"status", "NAME", 1, 1, NULL, ctl_vm_status};
 static const struct ctl_opt ctl_vm_start_opts[] = {
-    {"all", false},
-    {"force", false},
-    {NULL, false},
+    {"all", false, "every VM with autostart = yes that has no QEMU, in parallel"},
+    {"force", false, "with --all: every VM, whatever its autostart"},
+    {NULL, false, NULL},
 };
 
+const struct ctl_verb ctl_verb_list = {
+    "list", "", 0, 0, NULL, ctl_vm_list, "every VM: state, pid, vCPUs, memory, uptime", NULL,
+};
+const struct ctl_verb ctl_verb_status = {
+    "status",
+    "NAME",
+    1,
+    1,
+    NULL,
+    ctl_vm_status,
+    "one VM in detail: state, QEMU, job, devices, last exit, definition changes",
+    NULL,
+};
 const struct ctl_verb ctl_verb_start = {
-    "start", "NAME | --all [--force]", 0, 1, ctl_vm_start_opts, ctl_vm_start,
+    "start",
+    "NAME | --all [--force]",
+    0,
+    1,
+    ctl_vm_start_opts,
+    ctl_vm_start,
+    "start a VM, returning when the guest runs",
+    "with --all: a VM failed to start",
 };
 const struct ctl_verb ctl_verb_restart = {
-    "restart", "NAME [--timeout D]", 1, 1, ctl_vm_reboot_opts, ctl_vm_restart,
+    "restart",
+    "NAME [--timeout D]",
+    1,
+    1,
+    ctl_vm_reboot_opts,
+    ctl_vm_restart,
+    "powerdown (with its escalation), then start",
+    NULL,
 };
 const struct ctl_verb ctl_verb_powerdown = {
     "powerdown",
@@ -364,11 +389,35 @@ const struct ctl_verb ctl_verb_powerdown = {
     1,
     ctl_vm_powerdown_opts,
     ctl_vm_powerdown,
+    "ACPI powerdown; after the timeout quit, then SIGTERM, then SIGKILL",
+    "with --all: a VM still runs at the end",
 };
 const struct ctl_verb ctl_verb_reboot = {
-    "reboot", "NAME [--timeout D]", 1, 1, ctl_vm_reboot_opts, ctl_vm_reboot,
+    "reboot",
+    "NAME [--timeout D]",
+    1,
+    1,
+    ctl_vm_reboot_opts,
+    ctl_vm_reboot,
+    "graceful reboot in the same QEMU process; a hard reset if the guest ignores ACPI",
+    NULL,
 };
-const struct ctl_verb ctl_verb_reset = {"reset", "NAME", 1, 1, NULL, ctl_vm_simple};
-const struct ctl_verb ctl_verb_pause = {"pause", "NAME", 1, 1, NULL, ctl_vm_simple};
-const struct ctl_verb ctl_verb_resume = {"resume", "NAME", 1, 1, NULL, ctl_vm_simple};
-const struct ctl_verb ctl_verb_kill = {"kill", "NAME", 1, 1, NULL, ctl_vm_simple};
+const struct ctl_verb ctl_verb_reset = {
+    "reset", "NAME", 1, 1, NULL, ctl_vm_simple, "hard reset (system_reset)", NULL,
+};
+const struct ctl_verb ctl_verb_pause = {
+    "pause", "NAME", 1, 1, NULL, ctl_vm_simple, "stop the guest's vCPUs", NULL,
+};
+const struct ctl_verb ctl_verb_resume = {
+    "resume", "NAME", 1, 1, NULL, ctl_vm_simple, "let a paused guest run again", NULL,
+};
+const struct ctl_verb ctl_verb_kill = {
+    "kill",
+    "NAME",
+    1,
+    1,
+    NULL,
+    ctl_vm_simple,
+    "stop the VM at once (quit, SIGTERM, SIGKILL); cancels a background job",
+    NULL,
+};
