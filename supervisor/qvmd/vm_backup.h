@@ -93,4 +93,11 @@ int bk_sync_dir(const char *dir);
 /* Removes a backup directory's qcow2 files and temporary files (not its manifest). */
 void bk_remove_files(const char *dir);
 
+/* vm_backup_prune.c: keeps vm's newest keep (>= 1) complete backups (backup-prune). */
+#include "vm.h"
+void vm_backup_prune(struct vm *vm, unsigned keep, bool no_wait, vm_done_cb cb, void *arg);
+/* vm_backup_restore.c: removes the FILE.pre-restore files a restore in place kept (call once a
+ * backup is complete). */
+void bk_pre_restore_clear(struct vm *vm);
+
 #endif
