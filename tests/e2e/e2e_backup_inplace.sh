@@ -7,6 +7,7 @@
 #    runs on the restored disks afterwards, the next backup is full and says the disks were
 #    restored in place (and, once vm_backup.c calls bk_pre_restore_clear, removes the
 #    .pre-restore files);
+#  - qvmd killed during it: the disk is the old or the new image, the temporary goes at restart;
 #  - a disk the backup lacks is left alone, a disk of the backup the definition lost is skipped;
 #  - security: a backup file whose backing name is rewritten to another file (a compromised QEMU
 #    could) does not leak that file into a restore (--to or in place).
@@ -165,6 +166,22 @@ check "only d1 was restored" sh -c '[ "$("$0" .disks[0].id <"$1")" = d1 ] && ! "
 check "d1 holds p3's content" qemu-img compare -q -f qcow2 -F raw "$T/images/d1.qcow2" "$T/p3-d1.raw"
 out=$(ctl restore b "$(jf p3 .id)" --in-place 2>&1)
 check "the human reply says what was left alone and skipped ($out)" sh -c 'printf "%s" "$0" | grep -q "d3 left alone" && printf "%s" "$0" | grep -q "d2 of backup .* skipped"' "$out"
+# qvmd killed during a restore in place (wherever it is): d1 is the old or the new image, never
+# a partial one, and the temporary is gone once qvmd is back.
+check "write much on d1 (a longer restore)" qemu-io -f qcow2 -c "write -P 0x66 0 48M" "$T/images/d1.qcow2"
+cp "$T/images/d1.qcow2" "$T/d1-old.qcow2"
+out=$(printf '%s\n' "{\"id\":1,\"cmd\":\"restore\",\"vm\":\"b\",\"args\":{\"backup\":\"$(jf p2 .id)\",\"in_place\":true,\"wait\":false}}" | "$CTLRAW" "$SOCK" 2>&1)
+kill -9 "$QVMD_PID"
+wait "$QVMD_PID" 2>/dev/null
+QVMD_PID=
+check "qvmd killed during a restore in place ($out), started again" start_qvmd
+check "the restore's record ended" sh -c '! "$0" --json jobs b | "$1" . | grep -q "\"state\":\"running\""' "$QVMCTL" "$BIN_DIR/tests/jget"
+check "d1 is the old or the new image" sh -c 'cmp -s "$0" "$1" || qemu-img compare -q -f qcow2 -F raw "$0" "$2"' "$T/images/d1.qcow2" "$T/d1-old.qcow2" "$T/p2-d1.raw"
+check "no temporary left after the restart" sh -c '! ls "$0"/*.tmp 2>/dev/null | grep -q .' "$T/images"
+check "start b" ctl start b
+check "b runs" wait_state b running 30
+ctl kill b >/dev/null
+
 out=$(ctl restore b 20990101T000000.000Z --in-place 2>&1); rc=$?
 check "unknown backup ($out)" failed_with $rc "$out" "no backup"
 out=$(ctl restore nosuch "$(jf p3 .id)" --in-place 2>&1); rc=$?

@@ -8,6 +8,8 @@
 #    p3's file as backing file, and the next incremental (on p4) restores bit for bit;
 #  - prune --keep 1 makes the last backup (the one the bitmaps count from) standalone: the next
 #    incremental builds on it and restores bit for bit;
+#  - qvmd killed during a prune: every point still listed restores and verifies, the next prune
+#    finishes the work;
 #  - --keep 0 / -1 / x refused (usage), keep 0 through the protocol refused, unknown vm.
 . "$(dirname "$0")/lib.sh"
 
@@ -116,6 +118,31 @@ check "restore p6 bit for bit" restored_ok p6
 check "backup-verify p6" ctl backup-verify b "$(jf p6 .id)"
 out=$(ctl jobs b 2>&1)
 check "jobs shows the prunes ($out)" contains "$out" "backup-prune"
+
+# qvmd killed during a prune (wherever it is): every point still listed restores bit for bit and
+# verifies, and the next prune finishes the work and leaves no temporary.
+check "write I" wr d1 0x49 40M 8M
+check "p7" bk p7
+check "write J" wr d1 0x4a 44M 8M
+check "p8" bk p8
+out=$(ctl --json backup-prune b --keep 1 --no-wait 2>&1)
+kill -9 "$QVMD_PID"
+wait "$QVMD_PID" 2>/dev/null
+QVMD_PID=
+check "qvmd killed during a prune ($out), started again" start_qvmd
+check "b was re-attached" wait_state b running 30
+for p in p5 p6 p7 p8; do
+	if [ -e "$(dir_of $p)/manifest.json" ]; then
+		check "after the kill: $p restores bit for bit" restored_ok $p
+		check "after the kill: backup-verify $p" ctl backup-verify b "$(jf $p .id)"
+	fi
+done
+out=$(ctl --json backup-prune b --keep 1 2>&1); rc=$?
+check "the next prune ($out)" [ $rc -eq 0 ]
+check "only p8 is left" sh -c '[ "$("$0" --json backups b | "$1" .backups[0].id)" = "$2" ] && ! "$0" --json backups b | "$1" .backups[1] >/dev/null' "$QVMCTL" "$BIN_DIR/tests/jget" "$(jf p8 .id)"
+check "p8 restores bit for bit" restored_ok p8
+check "backup-verify p8" ctl backup-verify b "$(jf p8 .id)"
+check "no temporary and no half-deleted backup left" sh -c '! ls "$0"/*/*.tmp "$0"/*/manifest.deleted 2>/dev/null | grep -q .' "$T/state/backups/b"
 
 # Bad input
 for k in 0 -1 x; do
