@@ -334,13 +334,60 @@ pr_cancel(struct vm_job *job, const char *why)
 	fail(p, "%s", why);
 }
 
+/* The VM's store directories and backup state (caller frees with bk_state_free). */
+static void
+pr_state(struct vm *vm, struct bk_state *st)
+{
+	char *path = vm_state_path(vm, "backups.json"),
+	     *def = xasprintf("%s/%s", vm->env.conf->backup_dir, vm->name);
+
+	bk_state_load(st, path);
+	bk_state_add_store(st, def);
+	free(path);
+	free(def);
+}
+
+/* What an interrupted prune left: deletions finished, temporaries removed, pending states
+ * settled from the files' headers. */
+static void
+pr_tidy(struct vm *vm, const struct bk_state *st)
+{
+	struct json_object *list;
+	char *cause = NULL;
+
+	bk_sweep(st->stores, vm->name, st->running_id);
+	list = bk_list(st->stores, vm->name);
+	for (size_t i = 0; i < json_object_array_length(list); i++) {
+		const char *dir = jstr(json_object_array_get_idx(list, i), "dir");
+
+		if (dir != NULL && bk_pending_settle(dir, &cause) < 0) {
+			log_error("vm %s: %s", vm->name, cause);
+			free(cause);
+			cause = NULL;
+		}
+	}
+	json_object_put(list);
+}
+
+/* After a restart of qvmd: a prune was running; what it left is tidied now. */
+static void
+pr_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error)
+{
+	struct bk_state st;
+
+	pr_state(vm, &st);
+	pr_tidy(vm, &st);
+	bk_state_free(&st);
+}
+
 /* Beside any other operation of the VM: it touches only backup files. */
 #define PR_ALLOWS                                                                                  \
 	(VM_OP_BIT(VM_OP_START) | VM_OP_BIT(VM_OP_POWERDOWN) | VM_OP_BIT(VM_OP_KILL) |             \
 	 VM_OP_BIT(VM_OP_RESET) | VM_OP_BIT(VM_OP_PAUSE) | VM_OP_BIT(VM_OP_RESUME) |               \
 	 VM_OP_BIT(VM_OP_ATTACH) | VM_OP_BIT(VM_OP_DETACH))
 
-static const struct vm_job_kind vm_backup_prune_kind = {
+/* Its records are taken up after a restart once vm_jobrec.c's kind_find lists it. */
+const struct vm_job_kind vm_backup_prune_kind = {
     .name = "backup-prune",
     .op = VM_OP_BACKUP,
     .background = true,
@@ -348,6 +395,7 @@ static const struct vm_job_kind vm_backup_prune_kind = {
     .timer = pr_timer,
     .cancel = pr_cancel,
     .free = pr_free,
+    .restore = pr_restore,
 };
 
 static struct json_object *
@@ -407,8 +455,7 @@ merge_add(struct pr *p, struct json_object *e, char **cause)
 void
 vm_backup_prune(struct vm *vm, unsigned keep, bool no_wait, vm_done_cb cb, void *arg)
 {
-	char *path = vm_state_path(vm, "backups.json"),
-	     *def = xasprintf("%s/%s", vm->env.conf->backup_dir, vm->name), *cause = NULL, *msg;
+	char *cause = NULL, *msg;
 	struct json_object *list, *plan, *a;
 	struct bk_state st;
 	struct pr *p;
@@ -417,32 +464,12 @@ vm_backup_prune(struct vm *vm, unsigned keep, bool no_wait, vm_done_cb cb, void 
 		msg = xasprintf("vm %s: backup-prune: keep must be at least 1", vm->name);
 		cb(NULL, PROTO_ERR_INVALID, msg, arg);
 		free(msg);
-		free(path);
-		free(def);
 		return;
 	}
-	if (!vm_job_admit(vm, vm_backup_prune_kind.op, cb, arg)) {
-		free(path);
-		free(def);
+	if (!vm_job_admit(vm, vm_backup_prune_kind.op, cb, arg))
 		return;
-	}
-	bk_state_load(&st, path);
-	bk_state_add_store(&st, def);
-	free(path);
-	free(def);
-	/* What an interrupted prune left: finished or dropped first. */
-	bk_sweep(st.stores, vm->name, st.running_id);
-	list = bk_list(st.stores, vm->name);
-	for (size_t i = 0; i < json_object_array_length(list); i++) {
-		const char *dir = jstr(json_object_array_get_idx(list, i), "dir");
-
-		if (dir != NULL && bk_pending_settle(dir, &cause) < 0) {
-			log_error("vm %s: %s", vm->name, cause);
-			free(cause);
-			cause = NULL;
-		}
-	}
-	json_object_put(list);
+	pr_state(vm, &st);
+	pr_tidy(vm, &st);
 	list = bk_list(st.stores, vm->name);
 	plan = bk_prune_plan(list, keep, st.last_id);
 	bk_state_free(&st);
