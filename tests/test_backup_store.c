@@ -524,6 +524,31 @@ test_backup_store_pending_settle(void **state)
 	assert_string_equal(top_key("20250103T000000.000Z", "type"), "incremental");
 }
 
+/* A kept incremental whose disks are all full copies (raw disks) has nothing to rewrite: it only
+ * stops naming its parent. */
+static void
+test_backup_store_standalone_without_files(void **state)
+{
+	struct json_object *m = manifest("web1", "20250102T000000.000Z", "complete"), *v;
+
+	json_object_object_add(m, "type", json_object_new_string("incremental"));
+	json_object_object_add(m, "parent", json_object_new_string("20250101T000000.000Z"));
+	bk_manifest_standalone(m);
+	assert_true(json_object_object_get_ex(m, "type", &v));
+	assert_string_equal(json_object_get_string(v), "full");
+	assert_true(json_object_object_get_ex(m, "parent", &v));
+	assert_null(v);
+	/* A disk with a backing file keeps it incremental. */
+	json_object_object_add(m, "type", json_object_new_string("incremental"));
+	json_object_object_add(m, "parent", json_object_new_string("20250101T000000.000Z"));
+	json_object_object_add(bk_manifest_disk(m, "vda"), "backing",
+	                       json_object_new_string("../20250101T000000.000Z/vda.qcow2"));
+	bk_manifest_standalone(m);
+	assert_true(json_object_object_get_ex(m, "type", &v));
+	assert_string_equal(json_object_get_string(v), "incremental");
+	json_object_put(m);
+}
+
 static void
 test_backup_store_delete_and_sweep(void **state)
 {
@@ -581,6 +606,7 @@ main(void)
 	                                    teardown),
 	    cmocka_unit_test(test_backup_store_prune_plan),
 	    cmocka_unit_test_setup_teardown(test_backup_store_pending_settle, setup, teardown),
+	    cmocka_unit_test(test_backup_store_standalone_without_files),
 	    cmocka_unit_test_setup_teardown(test_backup_store_delete_and_sweep, setup, teardown),
 	};
 

@@ -257,9 +257,8 @@ bk_pending_set(struct json_object *m, struct json_object *disks)
 	}
 }
 
-/* Once no disk of m has a backing file, m is a full backup without parent. */
-static void
-standalone_if_all(struct json_object *m)
+void
+bk_manifest_standalone(struct json_object *m)
 {
 	struct json_object *disks;
 
@@ -290,7 +289,7 @@ bk_pending_apply(struct json_object *m, const char *disk)
 	json_object_object_add(d, "backing", NULL);
 	json_object_object_add(d, "sync", json_object_new_string("full"));
 	json_object_object_del(d, "pending");
-	standalone_if_all(m);
+	bk_manifest_standalone(m);
 }
 
 int

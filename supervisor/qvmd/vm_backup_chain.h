@@ -53,6 +53,9 @@ void bk_pending_set(struct json_object *m, struct json_object *disks);
 /* Makes the pending state of disk id final (the new file is in place): no backing, the new
  * checksum; once no disk has a backing file the backup is full, without parent. */
 void bk_pending_apply(struct json_object *m, const char *disk);
+/* Once no disk of m has a backing file, m is a full backup without parent ("merged_from" keeps
+ * the parent's id). */
+void bk_manifest_standalone(struct json_object *m);
 /*
  * Settles what a crash left in backup dir's manifest: a disk whose file has no backing name takes
  * its pending state, the others drop it. Writes the manifest when it changed. 0, or -1 with

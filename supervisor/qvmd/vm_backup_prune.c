@@ -206,6 +206,8 @@ pr_commit(struct pr *p, struct pr_merge *m, char **cause)
 	}
 	for (size_t i = 0; i < m->nfiles; i++)
 		bk_pending_apply(man, m->files[i].disk);
+	/* Also when no disk needed a new file (only full copies, e.g. raw disks). */
+	bk_manifest_standalone(man);
 	if (bk_manifest_write(m->dir, man, cause) < 0)
 		goto out;
 	log_info("vm %s: backup %s is standalone now (%zu file%s rewritten)", p->vm->name, m->id,
