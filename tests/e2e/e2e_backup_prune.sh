@@ -130,7 +130,7 @@ kill -9 "$QVMD_PID"
 wait "$QVMD_PID" 2>/dev/null
 QVMD_PID=
 check "qvmd killed during a prune ($out), started again" start_qvmd
-check "b was re-attached" wait_state b running 30
+check "b was re-attached" wait_state b running 10
 for p in p5 p6 p7 p8; do
 	if [ -e "$(dir_of $p)/manifest.json" ]; then
 		check "after the kill: $p restores bit for bit" restored_ok $p
