@@ -11,18 +11,42 @@
 #include "ctl_print.h"
 #include "xalloc.h"
 
+/* One verb a line, in the order the overview lists them. */
+/* clang-format off */
 const struct ctl_verb *const ctl_verbs[] = {
-    &ctl_verb_list,        &ctl_verb_status,          &ctl_verb_start,
-    &ctl_verb_powerdown,   &ctl_verb_restart,         &ctl_verb_reboot,
-    &ctl_verb_reset,       &ctl_verb_pause,           &ctl_verb_resume,
-    &ctl_verb_kill,        &ctl_verb_events,          &ctl_verb_qmp,
-    &ctl_verb_reload,      &ctl_verb_version,         &ctl_verb_help,
-    &ctl_verb_attach_disk, &ctl_verb_attach_net,      &ctl_verb_detach,
-    &ctl_verb_devices,     &ctl_verb_snapshot,        &ctl_verb_snapshots,
-    &ctl_verb_revert,      &ctl_verb_snapshot_delete, &ctl_verb_jobs,
-    &ctl_verb_job_cancel,  &ctl_verb_backup,          &ctl_verb_backups,
-    &ctl_verb_restore,     &ctl_verb_backup_verify,   NULL,
+	&ctl_verb_list,
+	&ctl_verb_status,
+	&ctl_verb_start,
+	&ctl_verb_powerdown,
+	&ctl_verb_restart,
+	&ctl_verb_reboot,
+	&ctl_verb_reset,
+	&ctl_verb_pause,
+	&ctl_verb_resume,
+	&ctl_verb_kill,
+	&ctl_verb_events,
+	&ctl_verb_qmp,
+	&ctl_verb_reload,
+	&ctl_verb_version,
+	&ctl_verb_help,
+	&ctl_verb_attach_disk,
+	&ctl_verb_attach_net,
+	&ctl_verb_detach,
+	&ctl_verb_devices,
+	&ctl_verb_snapshot,
+	&ctl_verb_snapshots,
+	&ctl_verb_revert,
+	&ctl_verb_snapshot_delete,
+	&ctl_verb_jobs,
+	&ctl_verb_job_cancel,
+	&ctl_verb_backup,
+	&ctl_verb_backups,
+	&ctl_verb_restore,
+	&ctl_verb_backup_verify,
+	&ctl_verb_backup_prune,
+	NULL,
 };
+/* clang-format on */
 
 const struct ctl_verb *
 ctl_verb_find(const char *name)

@@ -579,20 +579,47 @@ arg_backup(struct control_reply *r, struct vm *vm, struct json_object *args)
 	return id;
 }
 
+/* restore: args.backup, exactly one of args.to (a directory) and args.in_place (true), args.wait.
+ */
 static void
 cmd_restore(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
 {
 	const char *id, *to = NULL;
-	bool wait = true;
+	bool wait = true, in_place = false;
 
 	if ((id = arg_backup(r, vm, args)) == NULL || !arg_str(r, args, "to", &to) ||
-	    !arg_bool(r, args, "wait", &wait))
+	    !arg_bool(r, args, "in_place", &in_place) || !arg_bool(r, args, "wait", &wait))
 		return;
-	if (to == NULL || to[0] != '/')
+	if ((to != NULL) == in_place)
+		return reply_error(
+		    r, PROTO_ERR_INVALID,
+		    "vm %s: give exactly one of args.to (a directory for new images) "
+		    "and args.in_place (replace the vm's own disks)",
+		    vm_name(vm));
+	if (to != NULL && to[0] != '/')
 		return reply_error(r, PROTO_ERR_INVALID,
-		                   "vm %s: args.to (an absolute directory) is required",
-		                   vm_name(vm));
+		                   "vm %s: args.to must be an absolute directory", vm_name(vm));
+	/* A NULL directory restores in place. */
 	vm_backup_restore(vm, id, to, !wait, control_done, r);
+}
+
+/* backup-prune: args.keep (>= 1, required), args.wait. */
+static void
+cmd_backup_prune(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	struct json_object *v = NULL;
+	bool wait = true;
+
+	if (!arg_bool(r, args, "wait", &wait))
+		return;
+	if (args == NULL || !json_object_object_get_ex(args, "keep", &v) ||
+	    !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
+	    json_object_get_int64(v) > 1000000)
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "vm %s: args.keep (how many restore points to keep, at least 1) "
+		                   "is required",
+		                   vm_name(vm));
+	vm_backup_prune(vm, (unsigned)json_object_get_int64(v), !wait, control_done, r);
 }
 
 static void
@@ -610,7 +637,8 @@ static const char *const args_snapshot[] = {"tag", "note", "disk_only", "exclude
 static const char *const args_tag[] = {"tag", "wait", NULL};
 static const char *const args_job_cancel[] = {"job", NULL};
 static const char *const args_backup[] = {"mode", "to", "wait", NULL};
-static const char *const args_restore[] = {"backup", "to", "wait", NULL};
+static const char *const args_restore[] = {"backup", "to", "in_place", "wait", NULL};
+static const char *const args_backup_prune[] = {"keep", "wait", NULL};
 static const char *const args_backup_verify[] = {"backup", "wait", NULL};
 
 static const char *const args_attach_disk[] = {"id",       "file",        "format",  "cache",
@@ -628,6 +656,7 @@ static const struct control_cmd control_cmds[] = {
     {"attach-disk", CMD_VM_REQUIRED, args_attach_disk, cmd_attach_disk},
     {"attach-net", CMD_VM_REQUIRED, args_attach_net, cmd_attach_net},
     {"backup", CMD_VM_REQUIRED, args_backup, cmd_backup},
+    {"backup-prune", CMD_VM_REQUIRED, args_backup_prune, cmd_backup_prune},
     {"backup-verify", CMD_VM_REQUIRED, args_backup_verify, cmd_backup_verify},
     {"backups", CMD_VM_REQUIRED, NULL, cmd_backups},
     {"detach", CMD_VM_REQUIRED, args_detach, cmd_detach},

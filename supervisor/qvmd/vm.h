@@ -152,11 +152,16 @@ struct vm_backup_args {
 void vm_backup(struct vm *vm, const struct vm_backup_args *a, vm_done_cb cb, void *arg);
 /* The VM's backups, oldest first (never waits on QEMU). */
 void vm_backups(struct vm *vm, vm_done_cb cb, void *arg);
-/* Writes each disk as it was at backup id into to/<disk>.qcow2 (standalone images). */
+/* Writes each disk as it was at backup id into to/<disk>.qcow2 (standalone images), or, with to
+ * NULL, over the stopped VM's own disk files (restore in place: each written beside its file,
+ * fsynced, renamed over it; the old one kept as FILE.pre-restore; the next backup is full). */
 void vm_backup_restore(struct vm *vm, const char *id, const char *to, bool no_wait, vm_done_cb cb,
                        void *arg);
 /* Checks every file of backup id's chain: present, qemu-img check clean, checksum as recorded. */
 void vm_backup_verify(struct vm *vm, const char *id, bool no_wait, vm_done_cb cb, void *arg);
+/* Keeps the newest keep (>= 1) complete backups, merging into the oldest kept one what it needs
+ * of those deleted (backup-prune). */
+void vm_backup_prune(struct vm *vm, unsigned keep, bool no_wait, vm_done_cb cb, void *arg);
 
 /* Applies the restart policy to a VM found crashed when qvmd started. */
 void vm_crashed_while_away(struct vm *vm);
