@@ -1,5 +1,5 @@
 /*
- * Backup verbs: backup, backups, restore, backup-verify.
+ * Backup verbs: backup, backups, restore, backup-verify (backup --all: ctl_backup_all.c).
  *
  * `backup` waits the way snapshot verbs do: it subscribes to the VM's events, asks for the backup
  * without waiting and follows the job's events to its end, showing bytes done / total, rate and
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "ctl_backup_all.h"
 #include "ctl_job.h"
 #include "ctl_print.h"
 #include "ctl_verbs.h"
@@ -141,6 +142,9 @@ ctl_backup_run(struct ctl *ctl, struct ctl_args *args)
 	char *job, *id;
 	int rc;
 
+	if (args->argc == 0 || ctl_args_has(args, "all") || ctl_args_has(args, "parallel") ||
+	    ctl_args_has(args, "keep"))
+		return ctl_backup_all(ctl, args); /* which also refuses a NAME with --all */
 	if (full && inc)
 		return ctl_usage_error(ctl, "backup: --full and --incremental exclude each other");
 	if (to != NULL && to[0] != '/')
@@ -278,7 +282,8 @@ ctl_backup_verify(struct ctl *ctl, struct ctl_args *args)
 }
 
 static const struct ctl_opt ctl_backup_opts[] = {
-    {"full", false}, {"incremental", false}, {"to", true}, {"no-wait", false}, {NULL, false},
+    {"full", false}, {"incremental", false}, {"to", true},   {"no-wait", false},
+    {"all", false},  {"parallel", true},     {"keep", true}, {NULL, false},
 };
 static const struct ctl_opt ctl_restore_opts[] = {
     {"to", true},
@@ -286,7 +291,12 @@ static const struct ctl_opt ctl_restore_opts[] = {
 };
 
 const struct ctl_verb ctl_verb_backup = {
-    "backup",       "NAME [--full | --incremental] [--to DIR] [--no-wait]", 1, 1, ctl_backup_opts,
+    "backup",
+    "NAME [--full|--incremental] [--to DIR] [--no-wait] | "
+    "--all [--parallel N] [--keep N] [--full|--incremental]",
+    0,
+    1,
+    ctl_backup_opts,
     ctl_backup_run,
 };
 const struct ctl_verb ctl_verb_backups = {"backups", "NAME", 1, 1, NULL, ctl_backup_list};
