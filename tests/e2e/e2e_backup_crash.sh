@@ -3,7 +3,8 @@
 # HMP qemu-io, a raw reference copy kept as in e2e_backup). QEMU is slowed down meanwhile (stopped
 # and continued in turn), so that a copy of a few dozen MiB lasts seconds; where the copy stands is
 # read from the size of the backup's target file, never from a delay:
-#  1. held in the middle of the copy of a full backup (job-pause over qvmctl qmp), then qvmd killed;
+#  1. qvmd killed in the middle of the copy of a full backup (QEMU stopped there), QEMU slowed while
+#     the new qvmd re-attaches and cancels what is left of the backup;
 #  2. qvmd killed in the middle of the copy of an incremental, and the copy left to finish in QEMU
 #     while no qvmd runs.
 # Each time the restarted qvmd re-attaches to the same QEMU, the interrupted backup ends failed
@@ -82,13 +83,18 @@ start_slow() {
 	out=$(ctl --json backup c --no-wait "$@" 2>&1)
 	id=$(printf '%s' "$out" | field .id)
 }
-# restart [DESCRIPTION COMMAND...]: kills qvmd with SIGKILL, lets QEMU run at full speed, checks
-# COMMAND (waiting for something while no qvmd runs), starts qvmd again.
+# restart slowed | [DESCRIPTION COMMAND...]: kills qvmd with SIGKILL and starts it again, QEMU
+# slowed meanwhile; else QEMU runs at full speed and COMMAND (a wait) is checked before the start.
 restart() {
 	kill -9 "$QVMD_PID"
 	wait "$QVMD_PID" 2>/dev/null
 	QVMD_PID=
-	unslow
+	if [ "${1:-}" = slowed ]; then
+		shift
+		slow "$qpid"
+	else
+		unslow
+	fi
 	check "$label: QEMU outlives qvmd" kill -0 "$qpid"
 	if [ $# -gt 0 ]; then
 		d=$1
@@ -101,6 +107,7 @@ restart() {
 	n=0
 	while [ $n -lt 600 ] && [ "$(status_of "$id")" = running ]; do sleep 0.1; n=$((n + 1)); done
 	st=$(status_of "$id")
+	unslow
 	check "$label: the interrupted backup ended ($st)" sh -c '[ "$0" = failed ] || [ "$0" = complete ]' "$st"
 	if [ "$st" = failed ]; then
 		check "$label: ... and left no image behind" \
@@ -109,38 +116,24 @@ restart() {
 	ctl resume c >/dev/null
 }
 
-label="held mid-copy"
+label="mid-copy"
 check "write B (taken by the interrupted backup only)" wr 0xbb 1M 2M
-# The job cannot be asked for before it exists and a 32 MiB copy lasts about a second even slowed:
-# job-pause is asked for until it holds the job; a backup that ended first is simply complete, and
-# the next attempt starts (at most 4).
-held=no
-tries=0
-while [ $held = no ] && [ $tries -lt 4 ]; do
-	tries=$((tries + 1))
-	start_slow --full
-	[ -n "$id" ] || break
-	n=0
-	while [ $n -lt 100 ] && [ "$(status_of "$id")" = running ]; do
-		if out=$(ctl qmp c job-pause '{"id":"bk-d1"}' 2>&1); then
-			held=yes
-			break
-		fi
-		n=$((n + 1))
-	done
-	[ $held = yes ] && break
-	unslow
-	ctl resume c >/dev/null
-done
+# (qvmd passes no QMP command to a VM while its backup job runs, so the copy cannot be held with
+# job-pause: QEMU is stopped instead, and stays slowed while the new qvmd re-attaches.)
+start_slow --full
 check "$label: a full backup started ($id)" [ -n "$id" ]
+check "$label: its copy is under way (target file over 1 MiB)" wait_target "$id" 1048576
+[ -n "$SLOW" ] && kill "$SLOW" 2>/dev/null && wait "$SLOW" 2>/dev/null
+SLOW=
+kill -STOP "$qpid"
 size=$(target_size "$id")
-check "$label: held by QEMU before its end ($size bytes of about 32 MiB written, attempt $tries)" \
-	sh -c '"$0" qmp c query-jobs | grep -q "\"status\": *\"paused\""' "$QVMCTL"
-restart
-check "$label: the held backup failed" [ "$st" = failed ]
+check "$label: QEMU stopped in the middle of the copy ($size bytes of about 32 MiB written)" \
+	[ "$size" -lt 33554432 ]
+restart slowed
+st1=$st
 check "write C" wr 0xcc 4M 1M
 check "backup after it (nothing left over blocks it)" bk p2
-# (On the last attempt that was not held when it completed, else on p1.)
+# (On p1, or on the interrupted backup if that one completed.)
 check "... incremental on the last complete backup (B and C in it)" \
 	sh -c '[ "$0" = incremental ] && [ "$1" = complete ]' "$(jf p2 .type)" "$(status_of "$(jf p2 .parent)")"
 check "... no QEMU job of the interrupted backup is left" [ "$(bk_jobs)" -eq 0 ]
@@ -155,11 +148,12 @@ restart "the copy finishes in QEMU while no qvmd runs" wait_target "$id" 1677721
 check "write E" wr 0xee 6M 1M
 check "backup after it" bk p3
 check "... incremental, complete" sh -c '[ "$0" = incremental ] && [ "$1" = complete ]' "$(jf p3 .type)" "$(jf p3 .status)"
-[ "$st" = failed ] && [ "$(jf p3 .parent)" = "$(jf p2 .id)" ] && BUG=" [DAEMON BUG: vm_backup.c bk_restore fails a backup whose QEMU job succeeded, and its bitmap was cleared: D is lost]" || BUG=
+# A backup failed by the restarted qvmd although its QEMU job had succeeded (and so cleared the
+# dirty bitmap) loses its changes: vm_backup.c bk_restore, reported.
+BUG=" [DAEMON BUG if it fails: vm_backup.c bk_restore fails a backup whose QEMU job succeeded and cleared the bitmap]"
 
-for p in p1 p2; do
-	check "restore $p: bit for bit the reference of its instant" restored_ok $p
-done
-check "restore p3: bit for bit the reference of its instant$BUG" restored_ok p3
+check "restore p1: bit for bit the reference of its instant" restored_ok p1
+check "restore p2: bit for bit the reference of its instant (interrupted: $st1)$BUG" restored_ok p2
+check "restore p3: bit for bit the reference of its instant (interrupted: $st)$BUG" restored_ok p3
 ctl kill c >/dev/null
 finish
