@@ -1,7 +1,7 @@
 #!/bin/sh
 # qvmd killed with SIGKILL during a backup (firmware-only VM, its disk written from the host through
 # HMP qemu-io, a raw reference copy kept as in e2e_backup). QEMU is slowed down meanwhile (stopped
-# and continued in turn), so that a copy lasts longer than the steps of the test; where it stands is
+# and continued in turn), so that the test can act while a copy runs; where the copy stands is
 # read from the size of the backup's target file, never from a delay:
 #  1. qvmd killed once the copy of a full backup is under way (QEMU stopped there, then slowed
 #     while the new qvmd re-attaches and cancels what is left of the backup);
