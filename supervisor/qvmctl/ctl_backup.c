@@ -1,5 +1,6 @@
 /*
- * Backup verbs: backup, backups, restore, backup-verify, backup-prune.
+ * Backup verbs: backup, backups, restore, backup-verify, backup-prune (backup --all:
+ * ctl_backup_all.c).
  *
  * `backup` waits the way snapshot verbs do: it subscribes to the VM's events, asks for the backup
  * without waiting and follows the job's events to its end, showing bytes done / total, rate and
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "ctl_backup_all.h"
 #include "ctl_job.h"
 #include "ctl_print.h"
 #include "ctl_verbs.h"
@@ -141,6 +143,9 @@ ctl_backup_run(struct ctl *ctl, struct ctl_args *args)
 	char *job, *id;
 	int rc;
 
+	if (args->argc == 0 || ctl_args_has(args, "all") || ctl_args_has(args, "parallel") ||
+	    ctl_args_has(args, "keep"))
+		return ctl_backup_all(ctl, args); /* which also refuses a NAME with --all */
 	if (full && inc)
 		return ctl_usage_error(ctl, "backup: --full and --incremental exclude each other");
 	if (to != NULL && to[0] != '/')
@@ -356,6 +361,9 @@ static const struct ctl_opt ctl_backup_opts[] = {
     {"incremental", false, "fail rather than fall back to a full backup"},
     {"to", true, "the store (below backup_dir or an image_dirs entry)"},
     {"no-wait", false, "return the job's id at once; follow it with jobs or events"},
+    {"all", false, "every VM, running and stopped, carrying on past failures"},
+    {"parallel", true, "with --all: at most this many backups at once (default 2)"},
+    {"keep", true, "with --all: prune each VM to its newest N backups after its backup"},
     {NULL, false, NULL},
 };
 static const struct ctl_opt ctl_restore_opts[] = {
@@ -372,13 +380,14 @@ static const struct ctl_opt ctl_prune_opts[] = {
 
 const struct ctl_verb ctl_verb_backup = {
     "backup",
-    "NAME [--full|--incremental] [--to DIR] [--no-wait]",
-    1,
+    "NAME [--full|--incremental] [--to DIR] [--no-wait] | "
+    "--all [--parallel N] [--keep N] [--full|--incremental]",
+    0,
     1,
     ctl_backup_opts,
     ctl_backup_run,
     "back a VM's disks up: incremental when its chain allows, else full (and says why)",
-    NULL,
+    "with --all: a VM's backup or prune failed (listed on stderr)",
 };
 const struct ctl_verb ctl_verb_backups = {
     "backups",

@@ -73,6 +73,7 @@ done
 for f in ./usr/share/man/man1/qvmctl.1.gz ./usr/share/man/man5/qvmd.conf.5.gz \
 	./usr/share/man/man5/qvmd.ini.5.gz ./usr/share/man/man8/qvmd.8.gz \
 	./usr/share/bash-completion/completions/qvmctl ./lib/systemd/system/qvmd.service \
+	./lib/systemd/system/qvmd-backup.service ./lib/systemd/system/qvmd-backup.timer \
 	./usr/share/doc/qvmd/examples/web1.ini ./usr/share/doc/qvmd/examples/qvmd.conf \
 	./usr/share/doc/qvmd/README.md ./usr/share/doc/qvmd/copyright ./etc/qvmd/qvmd.conf \
 	./lib/udev/rules.d/60-qvmd.rules; do
@@ -108,6 +109,20 @@ check "unit: ExecStart=/usr/sbin/qvmd -f" grep -qx 'ExecStart=/usr/sbin/qvmd -f'
 check "unit: KillMode=process (QEMUs outlive a stop, restart or upgrade)" \
 	grep -qx 'KillMode=process' "$unit"
 check "unit: Restart=on-failure" grep -qx 'Restart=on-failure' "$unit"
+bunit="$T/data/lib/systemd/system/qvmd-backup.service"
+check "backup unit: ExecStart=/usr/bin/qvmctl backup --all" \
+	grep -qx 'ExecStart=/usr/bin/qvmctl backup --all $QVMD_BACKUP_ARGS' "$bunit"
+check "backup timer: Persistent=true" grep -qx 'Persistent=true' "$T/data/lib/systemd/system/qvmd-backup.timer"
+# The nightly timer is the operator's choice: never started, enabled again only if it was enabled.
+check "postinst never starts the backup units (on upgrade: try-restart of the timer, if active)" \
+	sh -c "! grep 'invoke .*qvmd-backup' '$T/ctrl/postinst' | grep -qv 'invoke try-restart .qvmd-backup.timer.'"
+check "no maintainer script stops the backup units on upgrade" \
+	sh -c "! grep -q 'qvmd-backup' '$T/ctrl/preinst' 2>/dev/null"
+check "postinst enables the backup timer only where it was enabled before" \
+	sh -c "[ \$(grep -c \"enable 'qvmd-backup.timer'\" '$T/ctrl/postinst') -eq 1 ] &&
+		sed -n \"/was-enabled 'qvmd-backup.timer'/,/fi/p\" '$T/ctrl/postinst' | grep -q \"enable 'qvmd-backup.timer'\""
+check "prerm stops the backup timer on remove only" \
+	sh -c "grep -B3 'stop qvmd-backup.timer' '$T/ctrl/prerm' | grep -q '\"\$1\" = remove'"
 check "shipped qvmd.conf sets socket_group = qvmd" \
 	grep -qx 'socket_group = qvmd' "$T/data/etc/qvmd/qvmd.conf"
 
@@ -147,6 +162,8 @@ check "install: qvmd group created" logged 'addgroup --quiet --system qvmd'
 check "install: kvm group created where missing" logged 'addgroup --quiet --system kvm'
 check "install: the unit is enabled" logged 'deb-systemd-helper enable qvmd.service'
 check "install: qvmd is started" logged 'deb-systemd-invoke start qvmd.service'
+check "install: the backup timer is neither started nor enabled" \
+	sh -c "! grep -q 'invoke start qvmd-backup\|systemctl.* enable.*qvmd-backup' '$R/stub.log'"
 if [ $kvm_node = yes ]; then
 	check "install: /dev/kvm given to group kvm, rw" \
 		[ "$(chroot "$R" stat -c '%G %A' /dev/kvm)" = "kvm crw-rw----" ]
@@ -215,8 +232,9 @@ check "upgrade: the operator's qvmd.conf is kept" \
 dpkg_root -r qvmd
 check "dpkg --root removes the package" [ $? -eq 0 ]
 check "remove: qvmd is stopped" logged 'deb-systemd-invoke stop qvmd.service'
-check "remove: nothing but qvmd is stopped or started" \
-	sh -c "! grep -v 'qvmd.service\|^systemctl --system daemon-reload' '$R/stub.log' | grep -q ."
+check "remove: the backup timer is stopped" logged 'deb-systemd-invoke stop qvmd-backup.timer'
+check "remove: nothing but qvmd and its backup timer is stopped or started" \
+	sh -c "! grep -v 'qvmd.service\|qvmd-backup.timer\|^systemctl --system daemon-reload' '$R/stub.log' | grep -q ."
 check "remove: the binaries are gone" [ ! -e "$R/usr/sbin/qvmd" ]
 check "remove: qvmd.conf kept" [ -f "$R/etc/qvmd/qvmd.conf" ]
 check "remove: the definitions kept" [ -f "$R/etc/qvmd/vms/web1.ini" ]
@@ -227,6 +245,7 @@ dpkg_root -P qvmd
 check "dpkg --root purges the package" [ $? -eq 0 ]
 check "purge: /etc/qvmd is gone" [ ! -e "$R/etc/qvmd" ]
 check "purge: the unit's state is purged" logged 'deb-systemd-helper purge qvmd.service'
+check "purge: the backup timer's state is purged" logged 'deb-systemd-helper purge qvmd-backup.timer'
 check "purge: VM images under /var/lib/qvmd are kept" [ -f "$R/var/lib/qvmd/web1-root.qcow2" ]
 check "purge: per-VM state under /var/lib/qvmd is kept" [ -f "$R/var/lib/qvmd/web1/console.log" ]
 check "purge: the qvmd group stays" grep -q '^qvmd:' "$R/etc/group"
