@@ -173,8 +173,9 @@ auto_apply_done(struct json_object *result, enum proto_err code, const char *mes
 	free(name);
 }
 
-/* auto_apply: every running VM whose file says something else than what runs gets an apply
- * (also a VM whose last apply failed half-way: the next one tries again). Lists them in apply. */
+/* auto_apply: every running VM whose file says something else than what runs, in something that
+ * can change live, gets an apply (also a VM whose last apply failed half-way: the next one tries
+ * again). Lists them in apply. */
 static void
 daemon_auto_apply(struct daemon *d, struct json_object *apply)
 {
@@ -183,8 +184,8 @@ daemon_auto_apply(struct daemon *d, struct json_object *apply)
 
 		if (vm_state(vm) != VM_RUNNING && vm_state(vm) != VM_PAUSED)
 			continue;
-		if (!vm_apply_needed(vm))
-			continue;
+		if (!vm_apply_needed(vm, true))
+			continue; /* nothing to do live (what waits for a restart stays pending) */
 		add_name(apply, vm_name(vm));
 		log_info("reload: vm %s: applying its changed definition", vm_name(vm));
 		vm_apply(vm, false, auto_apply_done, xstrdup(vm_name(vm)));

@@ -89,19 +89,68 @@ vm_apply_running(const struct vm *vm)
 	return r;
 }
 
+void
+vm_apply_live_edit(struct vm *vm, const struct cfg_disk *disk, const struct cfg_net *net,
+                   const char *remove_id)
+{
+	char *path, *cause = NULL, *text = NULL;
+	struct vm_config *cfg = NULL;
+	struct cfg_errors errs;
+	int rc;
+
+	const char *id = disk ? disk->id : net ? net->id : remove_id;
+	bool has = cfg_vm_disk(vm->live_cfg, id) || cfg_vm_net(vm->live_cfg, id);
+
+	if (!vm_is_active(vm) || vm->live_cfg == NULL || vm->live_text == NULL ||
+	    has == (remove_id == NULL))
+		return; /* nothing to do: e.g. the removal of a device hot-plugged without --persist
+		         */
+	path = rundir_def_path(vm);
+	rundir_write(path, vm->live_text);
+	rc = disk != NULL  ? cfg_write_add_disk(path, disk, &cause)
+	     : net != NULL ? cfg_write_add_net(path, net, &cause)
+	                   : cfg_write_remove_device(path, remove_id, &cause);
+	cfg_errors_init(&errs);
+	if (rc == 0 && (cfg = cfg_vm_load(path, &errs)) != NULL)
+		text = vm_read_text(path);
+	if (rc < 0 || cfg == NULL || text == NULL) {
+		/* The devices' own books (devices.json) still say what runs. */
+		log_warn("vm %s: cannot update the running definition %s: %s", vm->name, path,
+		         cause    ? cause
+		         : errs.n ? errs.msgs[0]
+		                  : "cannot read it back");
+		rundir_write(path, vm->live_text);
+	} else {
+		free(cfg->path);
+		cfg->path = xstrdup(vm->live_cfg->path);
+		cfg_vm_free(vm->live_cfg);
+		vm->live_cfg = cfg;
+		cfg = NULL;
+		free(vm->live_text);
+		vm->live_text = text;
+		text = NULL;
+	}
+	cfg_errors_free(&errs);
+	cfg_vm_free(cfg);
+	free(text);
+	free(cause);
+	free(path);
+}
+
 bool
-vm_apply_needed(const struct vm *vm)
+vm_apply_needed(const struct vm *vm, bool live_only)
 {
 	struct vm_config *running = vm_apply_running(vm);
 	struct cfg_diff diff;
-	bool needed;
+	bool needed = false;
 
 	if (running == NULL || vm->cfg == NULL) {
 		cfg_vm_free(running);
 		return false;
 	}
 	cfg_diff_vm(running, vm->cfg, &diff);
-	needed = diff.n > 0;
+	for (size_t i = 0; i < diff.n; i++)
+		needed = needed || !live_only || diff.v[i].live;
 	cfg_diff_free(&diff);
 	cfg_vm_free(running);
 	return needed;

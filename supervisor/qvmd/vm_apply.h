@@ -25,7 +25,8 @@ void vm_apply(struct vm *vm, bool dry_run, vm_done_cb cb, void *arg);
  * action, old, new, live, reason}]}; a stopped VM has none. */
 void vm_diff(struct vm *vm, vm_done_cb cb, void *arg);
 
-/* Whether the definition qvmd has for a running VM differs from what runs (auto_apply). */
-bool vm_apply_needed(const struct vm *vm);
+/* Whether the definition qvmd has for a running VM differs from what runs (live_only: in something
+ * an apply would change now, for auto_apply). */
+bool vm_apply_needed(const struct vm *vm, bool live_only);
 
 #endif

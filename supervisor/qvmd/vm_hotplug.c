@@ -808,7 +808,9 @@ hp_commit(struct hp_op *op)
 			free(msg);
 			return;
 		}
-		vm_reload_definition(vm, true);
+		vm_reload_definition(vm, false);
+		vm_apply_live_edit(vm, op->is_disk ? &op->disk : NULL,
+		                   op->is_disk ? NULL : &op->net, NULL);
 		persisted = true;
 	}
 	log_info("vm %s: attached %s %s%s%s", vm->name, op->is_disk ? "disk" : "nic",
@@ -1623,7 +1625,8 @@ dev_released(struct vm *vm, struct vm_dev *dev, struct hp_op *op)
 			          id, cause);
 			free(cause);
 		} else {
-			vm_reload_definition(vm, true);
+			vm_reload_definition(vm, false);
+			vm_apply_live_edit(vm, NULL, NULL, id);
 		}
 	}
 	log_info("vm %s: %s %s removed%s%s", vm->name, dev->is_disk ? "disk" : "nic", id,

@@ -241,6 +241,11 @@ void vm_hotplug_op_free(struct hp_op *op);
 /* What the VM runs with: its start-time definition with its devices as they are now (caller
  * frees); NULL when it does not run. */
 struct vm_config *vm_apply_running(const struct vm *vm);
+/* A hot-plug was persisted into the VM's file (disk or net added, or remove_id removed): the copy
+ * of the definition the QEMU runs (run directory, live_cfg, live_text) gets the same edit, so that
+ * it stays the start-time definition plus the hot-plugs, its other keys what QEMU runs. */
+void vm_apply_live_edit(struct vm *vm, const struct cfg_disk *disk, const struct cfg_net *net,
+                        const char *remove_id);
 
 /* rundir.c: what a restarted qvmd needs to re-attach. */
 /* The copy of the definition the QEMU was started from (caller frees). */

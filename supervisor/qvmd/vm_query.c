@@ -19,7 +19,7 @@ definition_changed(const struct vm *vm)
 {
 	/* What the definitions mean, not their text: a comment is no change, nor a device
 	 * hot-plugged as the file now says (vm_apply.c). */
-	return vm_apply_needed(vm);
+	return vm_apply_needed(vm, false);
 }
 
 /* What differs between the running VM and cfg, each change as status lists it: what would be
