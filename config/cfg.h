@@ -79,7 +79,7 @@ struct cfg_disk {
 	bool readonly;
 	enum cfg_cache cache;
 	bool boot;
-	enum cfg_apply apply; /* a policy, not part of the device: equality ignores it */
+	enum cfg_apply apply; /* how `apply` changes it (cfg_diff ignores it, cfg_*_equal not) */
 	int line;             /* line of the section header, 0 when not from a file */
 };
 

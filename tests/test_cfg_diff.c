@@ -77,6 +77,26 @@ test_cfg_diff_comment_is_no_change(void **state)
 	diff_done(va, vb, &diff);
 }
 
+/* `apply` says how to change a device, not what it is: no difference to apply, but an edit of the
+ * definition (a reload takes it, so that the next apply sees it). */
+static void
+test_cfg_diff_apply_key_is_an_edit_not_a_change(void **state)
+{
+	const char *replace = "[vm]\nname = web1\nmemory = 1G\nvcpus = 2\naccel = tcg\n\n"
+	                      "[disk root]\nfile = /var/lib/qvmd/r.qcow2\napply = replace\n\n"
+	                      "[net lan0]\ntype = user\nrestrict = yes\napply = pending\n";
+	struct vm_config *va, *vb;
+	struct cfg_diff diff;
+
+	(void)state;
+	diff_texts(BASE, replace, &va, &vb, &diff);
+	assert_int_equal(diff.n, 0);
+	assert_false(cfg_vm_equal(va, vb));
+	assert_int_equal(cfg_vm_disk(vb, "root")->apply, CFG_APPLY_REPLACE);
+	assert_int_equal(cfg_vm_net(vb, "lan0")->apply, CFG_APPLY_PENDING);
+	diff_done(va, vb, &diff);
+}
+
 static void
 test_cfg_diff_added_devices_are_live(void **state)
 {
@@ -290,6 +310,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_cfg_diff_comment_is_no_change),
+	    cmocka_unit_test(test_cfg_diff_apply_key_is_an_edit_not_a_change),
 	    cmocka_unit_test(test_cfg_diff_added_devices_are_live),
 	    cmocka_unit_test(test_cfg_diff_removed_devices_come_first),
 	    cmocka_unit_test(test_cfg_diff_vm_keys_wait_for_restart),

@@ -73,6 +73,38 @@ check "apply: disk d2 removed ($out)" \
 check "the guest lost it" wait_console ga "GUEST-EVENT remove block/vd" $((r0 + 1)) 60
 check "QEMU no longer has d2" lacks "$(live_ids)" "d2"
 
+# A changed section: pending unless it says apply = replace; then unplugged and plugged again.
+sed -i 's|^file = '"$T"'/images/a.qcow2$|&\ncache = writeback|' "$INI"
+out=$(jctl apply ga 2>&1)
+check "changed disk without apply = replace: pending ($out)" \
+	contains "$out" '"what":"disk d1","action":"change","old":"cache=none","new":"cache=writeback","result":"pending","reason":"restart needed (or apply = replace in its section)"'
+a0=$(adds block/vd)
+r0=$(removes block/vd)
+sed -i 's|^cache = writeback$|&\napply = replace|' "$INI"
+out=$(jctl apply ga 2>&1)
+check "with apply = replace: replaced ($out)" \
+	contains "$out" '"what":"disk d1","action":"replace","old":"cache=none","new":"cache=writeback","result":"applied"'
+check "the guest saw it go" wait_console ga "GUEST-EVENT remove block/vd" $((r0 + 1)) 60
+check "... and come back" wait_console ga "GUEST-EVENT add block/vd" $((a0 + 1)) 60
+check "it runs with the new cache mode" contains "$(jctl devices ga)" '"id":"d1","kind":"disk","file":"'"$T"'/images/a.qcow2","format":"qcow2","readonly":false,"cache":"writeback"'
+
+# Failure half-way: one device QEMU cannot get fails and leaves nothing behind, the other is
+# applied; the next apply tries the failed one again.
+printf '\n[disk m1]\nfile = %s/images/missing.qcow2\n\n[net m2]\nrestrict = yes\n' "$T" >>"$INI"
+out=$(ctl --json apply ga 2>&1); rc=$?
+out=$(printf '%s\n' "$out" | field .)
+check "apply with one bad device: exit 1 ($out)" [ $rc -eq 1 ]
+check "... the bad one failed with why" \
+	contains "$out" '"what":"disk m1","action":"add","old":null,"new":"file='"$T"'/images/missing.qcow2","result":"failed","error":"vm ga: '"$T"'/images/missing.qcow2: No such file or directory"'
+check "... the other applied" eval 'contains "$out" "\"what\":\"net m2\",\"action\":\"add\"" &&
+	contains "$out" "\"applied\":1,\"pending\":0,\"failed\":1"'
+check "QEMU has m2, not m1" eval 'contains "$(live_ids)" m2 && lacks "$(live_ids)" m1'
+check "diff still shows m1 to add" contains "$(ctl diff ga)" "live     add disk m1"
+qemu-img create -q -f qcow2 "$T/images/missing.qcow2" 16M
+out=$(ctl apply ga 2>&1)
+check "the next apply plugs it ($out)" contains "$out" "1 applied, 0 pending, 0 failed"
+check "QEMU has m1 now" contains "$(live_ids)" m1
+
 # Memory changed: pending until the restart, the VM keeps running.
 sed -i 's/^memory = 256M/memory = 512M/' "$INI"
 out=$(ctl apply ga 2>&1); rc=$?
