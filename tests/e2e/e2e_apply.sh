@@ -7,7 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 
 for i in a b c d e f; do qemu-img create -q -f qcow2 "$T/images/$i.qcow2" 32M; done
-guest_vm ga q35 "hotplug_slots = 8"
+guest_vm ga q35 "hotplug_slots = 12"
 INI="$T/vms/ga.ini"
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
 check "start ga" ctl start ga >/dev/null
