@@ -66,6 +66,9 @@ enum cfg_cache {
 	CFG_CACHE_UNSAFE
 };
 enum cfg_net_type { CFG_NET_USER, CFG_NET_TAP, CFG_NET_BRIDGE };
+/* What `apply` does with a changed device section on a running VM: leave the change pending until
+ * the next start (the default), or replace the device live (unplug, then plug the new one). */
+enum cfg_apply { CFG_APPLY_PENDING, CFG_APPLY_REPLACE };
 
 /* A [disk ID] section. */
 struct cfg_disk {
@@ -76,7 +79,8 @@ struct cfg_disk {
 	bool readonly;
 	enum cfg_cache cache;
 	bool boot;
-	int line; /* line of the section header, 0 when not from a file */
+	enum cfg_apply apply; /* how `apply` changes it (cfg_diff ignores it, cfg_*_equal not) */
+	int line;             /* line of the section header, 0 when not from a file */
 };
 
 /* A [net ID] section. */
@@ -89,6 +93,7 @@ struct cfg_net {
 	char *ifname; /* type = tap (required), bridge (optional tap name) */
 	bool
 	    restricted; /* type = user: restrict = yes isolates the guest from the host's network */
+	enum cfg_apply apply;
 	int line;
 };
 
@@ -146,6 +151,44 @@ void cfg_net_clear(struct cfg_net *net);
 const struct cfg_disk *cfg_vm_disk(const struct vm_config *vm, const char *id);
 const struct cfg_net *cfg_vm_net(const struct vm_config *vm, const char *id);
 
+/*
+ * The difference between what runs and what a file says (cfg_diff.c), for `apply` and `diff`:
+ * one change per [vm] key, and per device section added, removed or changed. Only meaning counts
+ * (cfg_vm_equal's rules); besides, a disk's size (used only to create its image), a NIC's
+ * mac_given (a derived MAC and the same one written down are one MAC), `apply` and `autostart`
+ * (which concern no running VM) are no change.
+ */
+enum cfg_change_action {
+	CFG_CHANGE_ADD,     /* a device section the running VM lacks */
+	CFG_CHANGE_REMOVE,  /* a device the file no longer has */
+	CFG_CHANGE_REPLACE, /* a changed device section that says apply = replace */
+	CFG_CHANGE_CHANGE,  /* a changed [vm] key or device that only a restart can apply */
+};
+struct cfg_change {
+	enum cfg_change_action action;
+	bool live;      /* can be applied to the running VM (else pending until it restarts) */
+	char *what;     /* "memory", "disk data2", "net lan0" */
+	char *old_text; /* "1G"; a device: its keys as "file=/x format=raw"; NULL: absent */
+	char *new_text;
+	char *reason; /* !live: why it waits, e.g. "restart needed" */
+	/* Device changes: the sections concerned, borrowed from the definitions compared. */
+	const struct cfg_disk *old_disk, *new_disk;
+	const struct cfg_net *old_net, *new_net;
+};
+struct cfg_diff {
+	struct cfg_change *v;
+	size_t n;
+};
+/*
+ * Lists what differs from running (what the VM runs with: its start-time definition with its
+ * devices as they are now) to file: [vm] keys in schema order, then removed, changed and added
+ * devices. diff borrows both definitions' sections: it is valid while they are.
+ */
+void cfg_diff_vm(const struct vm_config *running, const struct vm_config *file,
+                 struct cfg_diff *diff);
+void cfg_diff_free(struct cfg_diff *diff);
+const char *cfg_change_action_name(enum cfg_change_action a); /* "add", "remove" ... */
+
 /* The daemon's own settings, section [qvmd] of qvmd.conf. */
 enum cfg_log_level { CFG_LOG_ERROR, CFG_LOG_WARNING, CFG_LOG_INFO, CFG_LOG_DEBUG };
 enum cfg_on_stop { CFG_ON_STOP_LEAVE, CFG_ON_STOP_POWERDOWN };
@@ -172,6 +215,7 @@ struct daemon_config {
 	enum cfg_log_level log_level;
 	enum cfg_on_stop on_daemon_stop;
 	enum cfg_qmp_passthrough qmp_passthrough; /* root */
+	bool auto_apply; /* reload applies each running VM's changed definition (no) */
 	/* Whom each QEMU runs as: per-VM uids (gid = uid) from qemu_uid_first..qemu_uid_last
 	 * (200000-299999), or qemu_user (NULL: the range) for every QEMU. */
 	char *qemu_uid_range; /* the text as written; the numbers below are derived from it */

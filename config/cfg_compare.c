@@ -19,7 +19,7 @@ cfg_disk_equal(const struct cfg_disk *a, const struct cfg_disk *b)
 {
 	return str_equal(a->id, b->id) && str_equal(a->file, b->file) && a->format == b->format &&
 	       a->size == b->size && a->readonly == b->readonly && a->cache == b->cache &&
-	       a->boot == b->boot;
+	       a->boot == b->boot && a->apply == b->apply;
 }
 
 bool
@@ -28,7 +28,7 @@ cfg_net_equal(const struct cfg_net *a, const struct cfg_net *b)
 	return str_equal(a->id, b->id) && a->type == b->type &&
 	       memcmp(a->mac, b->mac, sizeof a->mac) == 0 && a->mac_given == b->mac_given &&
 	       str_equal(a->bridge, b->bridge) && str_equal(a->ifname, b->ifname) &&
-	       a->restricted == b->restricted;
+	       a->restricted == b->restricted && a->apply == b->apply;
 }
 
 bool

@@ -30,6 +30,7 @@ enum {
 	DK_QMP_PASSTHROUGH,
 	DK_QEMU_UID_RANGE,
 	DK_QEMU_USER,
+	DK_AUTO_APPLY,
 	DK_COUNT
 };
 static const struct key_spec daemon_keys[DK_COUNT] = {
@@ -64,6 +65,7 @@ static const struct key_spec daemon_keys[DK_COUNT] = {
                             .hint = "root or group"},
     [DK_QEMU_UID_RANGE] = {.name = "qemu_uid_range", .type = KEY_STRING, .off = DC(qemu_uid_range)},
     [DK_QEMU_USER] = {.name = "qemu_user", .type = KEY_STRING, .off = DC(qemu_user)},
+    [DK_AUTO_APPLY] = {.name = "auto_apply", .type = KEY_BOOL, .off = DC(auto_apply)},
 };
 
 static void

@@ -121,6 +121,20 @@ int cfg_apply_section(const struct ini_section *s, const struct key_spec *specs,
                       void *target, int *lines, struct cfg_diag *d);
 
 /*
+ * The value of one key of target as a file would spell it (sizes and durations in their largest
+ * exact unit, booleans yes/no, enums by name), allocated; NULL when a string key is not set.
+ */
+char *cfg_key_text(const struct key_spec *spec, const void *target);
+
+/* The schema tables of a definition's sections (cfg_vm.c): their keys, n in *n. */
+const struct key_spec *cfg_vm_keys(size_t *n);
+const struct key_spec *cfg_disk_keys(size_t *n);
+const struct key_spec *cfg_net_keys(size_t *n);
+/* A section with every key at its default (cfg_vm_load's). */
+void cfg_disk_defaults(struct cfg_disk *disk);
+void cfg_net_defaults(struct cfg_net *net);
+
+/*
  * Parses a duration and checks min <= ms <= max (max 0: no limit). Returns NULL with *ms set, or
  * why the text is not such a value (allocated): "'x' is not a duration (...)", "'2h' is out of
  * range (1s..1h)".
@@ -132,7 +146,7 @@ void cfg_duration_format(uint64_t ms, char out[32]);
 char *cfg_size_problem(const char *text, uint64_t v, uint64_t min, uint64_t max, uint64_t multiple);
 
 /* Keys of a [net] section, in the order of the schema table (cfg_vm.c). */
-enum cfg_net_key { NK_TYPE, NK_MAC, NK_BRIDGE, NK_IFNAME, NK_RESTRICT, NK_COUNT };
+enum cfg_net_key { NK_TYPE, NK_MAC, NK_BRIDGE, NK_IFNAME, NK_RESTRICT, NK_APPLY, NK_COUNT };
 /* One broken rule of a NIC: the key at fault (-1: the section as a whole) and "key: why". */
 typedef void (*cfg_net_rule_cb)(void *arg, int key, const char *why);
 /*

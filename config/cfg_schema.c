@@ -278,3 +278,55 @@ cfg_apply_section(const struct ini_section *s, const struct key_spec *specs, siz
 	free(label);
 	return nerr;
 }
+
+char *
+cfg_key_text(const struct key_spec *spec, const void *target)
+{
+	const char *field = (const char *)target + spec->off;
+	char buf[32];
+
+	switch (spec->type) {
+	case KEY_STRING:
+	case KEY_PATH:
+	case KEY_NAME:
+	case KEY_CPU:
+	case KEY_IFNAME:
+	case KEY_GROUP: {
+		const char *v = *(char *const *)(const void *)field;
+
+		return v != NULL ? cfg_xstrdup(v) : NULL;
+	}
+	case KEY_PATHS: {
+		char *const *v = *(char *const *const *)(const void *)field, *out = NULL, *next;
+
+		for (size_t i = 0; v != NULL && v[i] != NULL; i++) {
+			next = out == NULL ? cfg_xstrdup(v[i]) : cfg_xprintf("%s %s", out, v[i]);
+			free(out);
+			out = next;
+		}
+		return out;
+	}
+	case KEY_SIZE:
+		cfg_size_format(*(const uint64_t *)(const void *)field, buf);
+		return cfg_xstrdup(buf);
+	case KEY_DURATION:
+		cfg_duration_format(*(const uint64_t *)(const void *)field, buf);
+		return cfg_xstrdup(buf);
+	case KEY_UINT:
+		return cfg_xprintf("%u", *(const unsigned *)(const void *)field);
+	case KEY_BOOL:
+		return cfg_xstrdup(*(const bool *)(const void *)field ? "yes" : "no");
+	case KEY_ENUM: {
+		int v = *(const int *)(const void *)field;
+
+		for (int i = 0; spec->names[i] != NULL; i++)
+			if (i == v)
+				return cfg_xstrdup(spec->names[i]);
+		return cfg_xprintf("%d", v);
+	}
+	case KEY_MAC:
+		cfg_mac_format((const uint8_t *)field, buf);
+		return cfg_xstrdup(buf);
+	}
+	return NULL;
+}

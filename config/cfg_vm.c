@@ -17,6 +17,7 @@ static const char *const accel_names[] = {"kvm", "tcg", NULL};
 static const char *const firmware_names[] = {"bios", "uefi", NULL};
 static const char *const restart_names[] = {"no", "on-failure", "always", NULL};
 static const char *const console_names[] = {"log", "none", NULL};
+static const char *const apply_names[] = {"pending", "replace", NULL};
 
 #define VM(f) offsetof(struct vm_config, f)
 enum {
@@ -96,7 +97,7 @@ static const struct key_spec vm_keys[VK_COUNT] = {
 };
 
 #define DISK(f) offsetof(struct cfg_disk, f)
-enum { DK_FILE, DK_FORMAT, DK_SIZE, DK_READONLY, DK_CACHE, DK_BOOT, DK_COUNT };
+enum { DK_FILE, DK_FORMAT, DK_SIZE, DK_READONLY, DK_CACHE, DK_BOOT, DK_APPLY, DK_COUNT };
 static const struct key_spec disk_keys[DK_COUNT] = {
     [DK_FILE] = {.name = "file", .type = KEY_PATH, .off = DISK(file), .flags = KEY_REQUIRED},
     [DK_FORMAT] = {.name = "format",
@@ -117,6 +118,11 @@ static const struct key_spec disk_keys[DK_COUNT] = {
                   .names = cfg_cache_names,
                   .hint = "none, writeback, writethrough, directsync or unsafe"},
     [DK_BOOT] = {.name = "boot", .type = KEY_BOOL, .off = DISK(boot)},
+    [DK_APPLY] = {.name = "apply",
+                  .type = KEY_ENUM,
+                  .off = DISK(apply),
+                  .names = apply_names,
+                  .hint = "pending or replace"},
 };
 
 #define NET(f) offsetof(struct cfg_net, f)
@@ -130,6 +136,11 @@ static const struct key_spec net_keys[NK_COUNT] = {
     [NK_BRIDGE] = {.name = "bridge", .type = KEY_IFNAME, .off = NET(bridge)},
     [NK_IFNAME] = {.name = "ifname", .type = KEY_IFNAME, .off = NET(ifname)},
     [NK_RESTRICT] = {.name = "restrict", .type = KEY_BOOL, .off = NET(restricted)},
+    [NK_APPLY] = {.name = "apply",
+                  .type = KEY_ENUM,
+                  .off = NET(apply),
+                  .names = apply_names,
+                  .hint = "pending or replace"},
 };
 
 /* Where each device and its keys came from, for messages about rules that span them. */
@@ -174,6 +185,44 @@ expected_name(const char *path)
 	return cfg_xprintf("%.*s", (int)n, base);
 }
 
+const struct key_spec *
+cfg_vm_keys(size_t *n)
+{
+	*n = VK_COUNT;
+	return vm_keys;
+}
+
+const struct key_spec *
+cfg_disk_keys(size_t *n)
+{
+	*n = DK_COUNT;
+	return disk_keys;
+}
+
+const struct key_spec *
+cfg_net_keys(size_t *n)
+{
+	*n = NK_COUNT;
+	return net_keys;
+}
+
+void
+cfg_disk_defaults(struct cfg_disk *disk)
+{
+	memset(disk, 0, sizeof(*disk));
+	disk->format = CFG_FORMAT_QCOW2;
+	disk->cache = CFG_CACHE_NONE;
+	disk->apply = CFG_APPLY_PENDING;
+}
+
+void
+cfg_net_defaults(struct cfg_net *net)
+{
+	memset(net, 0, sizeof(*net));
+	net->type = CFG_NET_USER;
+	net->apply = CFG_APPLY_PENDING;
+}
+
 static void
 load_device_section(struct loader *l, const struct ini_section *s)
 {
@@ -185,10 +234,8 @@ load_device_section(struct loader *l, const struct ini_section *s)
 		vm->disks = cfg_xrealloc(vm->disks, vm->ndisks + 1, sizeof(*vm->disks));
 		l->disk_lines = cfg_xrealloc(l->disk_lines, vm->ndisks + 1, sizeof(*l->disk_lines));
 		disk = &vm->disks[vm->ndisks];
-		memset(disk, 0, sizeof(*disk));
+		cfg_disk_defaults(disk);
 		disk->id = cfg_xstrdup(s->id);
-		disk->format = CFG_FORMAT_QCOW2;
-		disk->cache = CFG_CACHE_NONE;
 		disk->line = s->line;
 		cfg_apply_section(s, disk_keys, DK_COUNT, disk, l->disk_lines[vm->ndisks].keys,
 		                  l->d);
@@ -199,9 +246,8 @@ load_device_section(struct loader *l, const struct ini_section *s)
 		vm->nets = cfg_xrealloc(vm->nets, vm->nnets + 1, sizeof(*vm->nets));
 		l->net_lines = cfg_xrealloc(l->net_lines, vm->nnets + 1, sizeof(*l->net_lines));
 		net = &vm->nets[vm->nnets];
-		memset(net, 0, sizeof(*net));
+		cfg_net_defaults(net);
 		net->id = cfg_xstrdup(s->id);
-		net->type = CFG_NET_USER;
 		net->line = s->line;
 		cfg_apply_section(s, net_keys, NK_COUNT, net, l->net_lines[vm->nnets].keys, l->d);
 		vm->nnets++;

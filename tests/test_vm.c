@@ -35,6 +35,7 @@
 #include "log.h"
 #include "proc.h"
 #include "vm.h"
+#include "vm_apply.h"
 #include "protocol.h"
 #include "vm_job.h"
 
@@ -1007,6 +1008,61 @@ test_vm_job_progress_only_when_watched(void **state)
 	fake_qmp_assert_done(fx->fq);
 }
 
+/* ---- apply ---- */
+
+/* Two NICs added to the file: one apply hot-plugs both, pipelined: the second NIC's first batch
+ * (port check, netdev_add) goes out before the first NIC's device_add, not after it. */
+static void
+test_vm_apply_pipelines_devices(void **state)
+{
+	struct fx *fx = *state;
+	struct done *a = fx_done(fx), *again = fx_done(fx);
+	char *def = fx_path(fx, "vms/t1.ini"), *text;
+	struct json_object *v;
+
+	fx_adopt(fx, "running");
+	text = read_text(def);
+	{
+		char *more = xasprintf("%s\n[net n1]\nrestrict = yes\n\n[net n2]\n", text);
+
+		write_text(def, more);
+		free(more);
+	}
+	for (unsigned n = 0; n < 2; n++) {
+		char *args = xasprintf("{\"path\": \"/machine/peripheral/hp.%u/hp.%u\"}", n, n);
+
+		fake_qmp_expect(fx->fq, "qom-list", args, "{\"return\": []}");
+		fake_qmp_expect(fx->fq, "netdev_add", NULL, RETURN_EMPTY);
+		free(args);
+	}
+	for (unsigned n = 0; n < 2; n++) {
+		char *qom = xasprintf(
+		    "{\"path\": \"/machine/peripheral/n%u\", \"property\": \"parent_bus\"}", n + 1);
+		char *bus = xasprintf("{\"return\": \"/machine/peripheral/hp.%u/hp.%u\"}", n, n);
+
+		fake_qmp_expect(fx->fq, "device_add", NULL, RETURN_EMPTY);
+		fake_qmp_expect(fx->fq, "qom-get", qom, bus);
+		fake_qmp_expect(fx->fq, "query-pci", NULL, "{\"return\": []}");
+		free(qom);
+		free(bus);
+	}
+	vm_apply(fx->vm, false, done_cb, a);
+	RUN_UNTIL(fx, a->calls > 0);
+	if (a->code != NULL)
+		fail_msg("apply: %s: %s", a->code, a->message);
+	assert_true(json_object_object_get_ex(a->result, "applied", &v));
+	assert_int_equal(json_object_get_int(v), 2);
+	fake_qmp_assert_done(fx->fq);
+	assert_string_equal(fx_live_devices(fx), "root n1 n2");
+	/* The books say what the file says now: nothing more to apply. */
+	vm_apply(fx->vm, true, done_cb, again);
+	assert_int_equal(again->calls, 1);
+	assert_true(json_object_object_get_ex(again->result, "changes", &v));
+	assert_int_equal(json_object_array_length(v), 0);
+	free(text);
+	free(def);
+}
+
 /* ---- kill interrupting hot-plug ---- */
 
 static void
@@ -1646,6 +1702,7 @@ main(int argc, char **argv)
 	    T(test_vm_background_job_masks),
 	    T(test_vm_job_progress_only_when_watched),
 	    T(test_vm_attach_disk_q35),
+	    T(test_vm_apply_pipelines_devices),
 	    T(test_vm_kill_during_attach),
 	    T(test_vm_kill_during_detach),
 	    T(test_vm_kill_takes_over_powerdown),

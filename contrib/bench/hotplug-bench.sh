@@ -7,15 +7,21 @@
 # spawn to exit) against the same raw QMP sequences (see hotplug_bench.c). Target: qvmctl <= 1.2 x
 # raw + 3 ms. The guest runs under KVM when the test guest boots under it (bench_guest_accel), TCG
 # otherwise.
+# Then, HB_APPLY_RUNS times each, alternating: six devices (4 disks, 2 NICs) as six "qvmctl
+# attach-*" in a row against the same six as sections added to the VM's file and one "qvmctl apply"
+# (both timed from the first spawn to the last exit; the devices are removed again by an untimed
+# apply between runs). Target: apply <= 0.5 x the six attaches.
 # Environment: QVMD_BENCH_DIR (build dir, default build-bench), QVMD_GUEST_DIR (default
-# BUILD/guest), HB_RUNS (50), HB_MACHINE (q35 or pc; default q35). The last line sums it up (its
-# fields are a contract):
-#   hotplug-bench: attach_disk_ms=.. raw_disk_ms=.. attach_net_ms=.. raw_net_ms=..
+# BUILD/guest), HB_RUNS (50), HB_APPLY_RUNS (10), HB_MACHINE (q35 or pc; default q35). The last
+# line sums it up (its fields are a contract):
+#   hotplug-bench: attach_disk_ms=.. raw_disk_ms=.. attach_net_ms=.. raw_net_ms=.. apply6_ms=..
+#   attach6_ms=..
 set -eu
 cd "$(dirname "$0")/../.."
 . contrib/bench/bench-lib.sh
 BUILD=${QVMD_BENCH_DIR:-build-bench}
 RUNS=${HB_RUNS:-50}
+APPLY_RUNS=${HB_APPLY_RUNS:-10}
 MACHINE=${HB_MACHINE:-q35}
 
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DQVMD_SANITIZE=OFF >/dev/null
@@ -48,6 +54,7 @@ accel = $ACCEL
 kernel = $GUEST/vmlinuz
 initrd = $GUEST/initrd.img
 append = console=ttyS0 quiet panic=-1
+$([ "$MACHINE" = q35 ] && echo "hotplug_slots = 8")
 INI
 }
 conf "$T"
@@ -82,4 +89,45 @@ echo "-> qvmd's own share (qvmctl - raw - qvmctl version floor $(get version_ms)
 bench_verdict "attach-disk" "$disk" "$rdisk"
 bench_verdict "attach-net" "$net" "$rnet"
 bench_verdict "detach" "$det" "$rdet"
-echo "hotplug-bench: attach_disk_ms=$disk raw_disk_ms=$rdisk attach_net_ms=$net raw_net_ms=$rnet"
+
+# Six devices at once: one apply against six attaches (medians of APPLY_RUNS each).
+for i in 1 2 3 4; do qemu-img create -q -f qcow2 "$T/images/a$i.qcow2" 16M; done
+cp "$T/vms/h1.ini" "$T/h1.base"
+now_ns() { date +%s%N; }
+# settle: the file back to its base and the devices gone (an untimed apply waits for the guest).
+settle() {
+	cp "$T/h1.base" "$T/vms/h1.ini"
+	"$QVMCTL" -s "$SOCK" apply h1 >/dev/null || { echo "apply (cleanup) failed" >&2; exit 1; }
+}
+sections() {
+	for i in 1 2 3 4; do printf '\n[disk a%s]\nfile = %s\n' "$i" "$T/images/a$i.qcow2"; done
+	printf '\n[net n1]\nrestrict = yes\n\n[net n2]\nrestrict = yes\n'
+}
+: >"$T/apply6"
+: >"$T/attach6"
+for r in $(seq "$APPLY_RUNS"); do
+	t0=$(now_ns)
+	for i in 1 2 3 4; do
+		"$QVMCTL" -s "$SOCK" attach-disk h1 "a$i" --file "$T/images/a$i.qcow2" >/dev/null
+	done
+	"$QVMCTL" -s "$SOCK" attach-net h1 n1 --restrict >/dev/null
+	"$QVMCTL" -s "$SOCK" attach-net h1 n2 --restrict >/dev/null
+	t1=$(now_ns)
+	echo $(((t1 - t0) / 1000)) >>"$T/attach6"
+	settle
+	sections >>"$T/vms/h1.ini"
+	t0=$(now_ns)
+	out=$("$QVMCTL" -s "$SOCK" apply h1)
+	t1=$(now_ns)
+	case $out in *"6 applied, 0 pending, 0 failed"*) ;; *) echo "apply: $out" >&2; exit 1 ;; esac
+	echo $(((t1 - t0) / 1000)) >>"$T/apply6"
+	settle
+done
+median_ms() { sort -n "$1" | awk '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m / 1000}'; }
+apply6=$(median_ms "$T/apply6")
+attach6=$(median_ms "$T/attach6")
+awk -v a="$apply6" -v b="$attach6" 'BEGIN {
+	printf "-> apply of 4 disks + 2 NICs: %.3f ms vs six attaches %.3f ms: %.2fx, target <= 0.5x: %s\n",
+	       a, b, a / b, a <= 0.5 * b ? "met" : "NOT met" }'
+echo "hotplug-bench: attach_disk_ms=$disk raw_disk_ms=$rdisk attach_net_ms=$net raw_net_ms=$rnet" \
+	"apply6_ms=$apply6 attach6_ms=$attach6"

@@ -110,6 +110,8 @@ ctl_reload(struct ctl *ctl, struct ctl_args *args)
 	ctl_reload_names(res, "added");
 	ctl_reload_names(res, "removed");
 	ctl_reload_names(res, "changed");
+	if (ctl_json_array(res, "apply") != NULL) /* auto_apply = yes */
+		ctl_reload_names(res, "apply");
 	printf("errors:%s\n", n == 0 ? " none" : "");
 	for (size_t i = 0; i < n; i++)
 		printf("  %s\n", json_object_get_string(json_object_array_get_idx(errors, i)));

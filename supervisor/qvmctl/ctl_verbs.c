@@ -33,6 +33,8 @@ const struct ctl_verb *const ctl_verbs[] = {
 	&ctl_verb_attach_net,
 	&ctl_verb_detach,
 	&ctl_verb_devices,
+	&ctl_verb_apply,
+	&ctl_verb_diff,
 	&ctl_verb_snapshot,
 	&ctl_verb_snapshots,
 	&ctl_verb_revert,

@@ -73,6 +73,7 @@ extern const struct ctl_verb ctl_verb_snapshot, ctl_verb_snapshots, ctl_verb_rev
     ctl_verb_snapshot_delete, ctl_verb_jobs, ctl_verb_job_cancel;
 extern const struct ctl_verb ctl_verb_backup, ctl_verb_backups, ctl_verb_restore,
     ctl_verb_backup_verify, ctl_verb_backup_prune;
+extern const struct ctl_verb ctl_verb_apply, ctl_verb_diff;
 
 /* The table, NULL-terminated, in the order usage lists it. */
 extern const struct ctl_verb *const ctl_verbs[];

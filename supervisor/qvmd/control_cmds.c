@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "vm.h"
+#include "vm_apply.h"
 
 #include <json-c/json.h>
 #include <stdarg.h>
@@ -404,6 +405,22 @@ cmd_detach(struct control_reply *r, struct vm *vm, const char *n, struct json_ob
 }
 
 static void
+cmd_apply(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	bool dry_run = false;
+
+	if (!arg_bool(r, args, "dry_run", &dry_run))
+		return;
+	vm_apply(vm, dry_run, control_done, r);
+}
+
+static void
+cmd_diff(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	vm_diff(vm, control_done, r);
+}
+
+static void
 cmd_devices(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
 {
 	vm_devices(vm, control_done, r);
@@ -645,6 +662,7 @@ static const char *const args_attach_disk[] = {"id",       "file",        "forma
                                                "readonly", "create_size", "persist", NULL};
 static const char *const args_attach_net[] = {"id",     "type",     "mac",     "bridge",
                                               "ifname", "restrict", "persist", NULL};
+static const char *const args_apply[] = {"dry_run", NULL};
 static const char *const args_detach[] = {"id", "persist", "timeout_ms", NULL};
 static const char *const args_powerdown[] = {"timeout_ms", "wait", "all", NULL};
 static const char *const args_timeout[] = {"timeout_ms", NULL};
@@ -653,6 +671,7 @@ static const char *const args_qmp[] = {"command", "arguments", NULL};
 static const char *const args_subscribe[] = {"vm", NULL};
 
 static const struct control_cmd control_cmds[] = {
+    {"apply", CMD_VM_REQUIRED, args_apply, cmd_apply},
     {"attach-disk", CMD_VM_REQUIRED, args_attach_disk, cmd_attach_disk},
     {"attach-net", CMD_VM_REQUIRED, args_attach_net, cmd_attach_net},
     {"backup", CMD_VM_REQUIRED, args_backup, cmd_backup},
@@ -661,6 +680,7 @@ static const struct control_cmd control_cmds[] = {
     {"backups", CMD_VM_REQUIRED, NULL, cmd_backups},
     {"detach", CMD_VM_REQUIRED, args_detach, cmd_detach},
     {"devices", CMD_VM_REQUIRED, NULL, cmd_devices},
+    {"diff", CMD_VM_REQUIRED, NULL, cmd_diff},
     {"job-cancel", CMD_VM_REQUIRED, args_job_cancel, cmd_job_cancel},
     {"jobs", CMD_VM_OPTIONAL, NULL, cmd_jobs},
     {"kill", CMD_VM_REQUIRED, NULL, cmd_kill},

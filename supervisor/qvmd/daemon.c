@@ -6,6 +6,7 @@
 #include "log.h"
 #include "proc.h"
 #include "vm.h"
+#include "vm_apply.h"
 #include "vm_uid.h"
 
 #include <dirent.h>
@@ -160,6 +161,37 @@ add_name(struct json_object *arr, const char *name)
 	json_object_array_add(arr, json_object_new_string(name));
 }
 
+/* The end of an apply that a reload started (auto_apply): its outcome is in the log. */
+static void
+auto_apply_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
+{
+	char *name = arg;
+
+	if (code != PROTO_OK)
+		log_warn("reload: apply of vm %s failed: %s", name, message);
+	json_object_put(result);
+	free(name);
+}
+
+/* auto_apply: every running VM whose file says something else than what runs, in something that
+ * can change live, gets an apply (also a VM whose last apply failed half-way: the next one tries
+ * again). Lists them in apply. */
+static void
+daemon_auto_apply(struct daemon *d, struct json_object *apply)
+{
+	for (size_t i = 0; i < d->nvms; i++) {
+		struct vm *vm = d->vms[i];
+
+		if (vm_state(vm) != VM_RUNNING && vm_state(vm) != VM_PAUSED)
+			continue;
+		if (!vm_apply_needed(vm, true))
+			continue; /* nothing to do live (what waits for a restart stays pending) */
+		add_name(apply, vm_name(vm));
+		log_info("reload: vm %s: applying its changed definition", vm_name(vm));
+		vm_apply(vm, false, auto_apply_done, xstrdup(vm_name(vm)));
+	}
+}
+
 struct json_object *
 daemon_reload(struct daemon *d)
 {
@@ -265,6 +297,12 @@ out:
 	json_object_object_add(res, "removed", removed);
 	json_object_object_add(res, "changed", changed);
 	json_object_object_add(res, "errors", errors);
+	if (d->conf->auto_apply) {
+		struct json_object *apply = json_object_new_array();
+
+		daemon_auto_apply(d, apply);
+		json_object_object_add(res, "apply", apply);
+	}
 	return res;
 }
 

@@ -50,7 +50,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define DETACH_TIMEOUT_MS 30000
+#define DETACH_TIMEOUT_MS VM_DETACH_TIMEOUT_MS
 
 /* Images of one disk: its own and its backing files. */
 #define HP_MAX_IMAGES (IMGCHAIN_DEPTH_MAX + 1)
@@ -101,6 +101,11 @@ struct hp_op {
 	/* Told the outcome (result taken; code PROTO_OK on success) once the operation is over. */
 	void (*done)(struct hp_op *op, struct json_object *result, enum proto_err code,
 	             const char *msg);
+	/* One of several operations of a job (apply): told the outcome, then the op frees itself.
+	 */
+	vm_done_cb group_cb;
+	void *group_arg;
+	struct hp_op **slot; /* the owner's pointer to the op, cleared when it ends */
 	char port[16];
 	unsigned port_n;                   /* port is hp.<port_n> */
 	bool have_port;                    /* QEMU showed port empty */
@@ -192,19 +197,24 @@ hp_job_free(void *data)
 /* QEMU went away during an attach: an image made for it goes too (the rest went with QEMU). When
  * qvmd exits instead, the job just ends: devices.json keeps the attach as "attaching" and the
  * next qvmd finishes or undoes it. */
-static bool
-attach_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
+static void
+hp_drop_created(struct hp_op *op)
 {
-	struct hp_op *op = job->data;
-
 	if (op->created && op->disk.file != NULL && unlink(op->disk.file) == 0)
 		log_info("vm %s: removed image %s created for the attach", op->vm->name,
 		         op->disk.file);
 	op->created = false;
+}
+
+static bool
+attach_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
+{
+	hp_drop_created(job->data);
 	return false;
 }
 
 static void detach_timer(struct vm_job *job);
+static struct hp_op *detach_job_op(struct vm_job *job, const char *id);
 
 static const struct vm_job_kind attach_kind = {
     .name = "attach",
@@ -218,6 +228,7 @@ static const struct vm_job_kind detach_kind = {
     .op = VM_OP_DETACH,
     .timer = detach_timer,
     .free = hp_job_free,
+    .detach_op = detach_job_op,
 };
 
 /* Ends the job with op's outcome and frees op; an attach's final state is written to the run
@@ -242,6 +253,21 @@ hp_job_op_done(struct hp_op *op, struct json_object *result, enum proto_err code
 		vm_job_done(op->job, NULL, code, "%s", msg);
 	else
 		vm_job_done(op->job, result, PROTO_OK, NULL);
+	if (attach)
+		vm_devs_save(vm);
+}
+
+/* The done callback of one of several operations of a job: tells its owner, then frees op. */
+static void
+hp_group_op_done(struct hp_op *op, struct json_object *result, enum proto_err code, const char *msg)
+{
+	struct vm *vm = op->vm;
+	bool attach = !op->detach;
+
+	if (op->slot != NULL)
+		*op->slot = NULL;
+	op->group_cb(result, code, msg, op->group_arg);
+	hp_free(op);
 	if (attach)
 		vm_devs_save(vm);
 }
@@ -782,7 +808,9 @@ hp_commit(struct hp_op *op)
 			free(msg);
 			return;
 		}
-		vm_reload_definition(vm, true);
+		vm_reload_definition(vm, false);
+		vm_apply_live_edit(vm, op->is_disk ? &op->disk : NULL,
+		                   op->is_disk ? NULL : &op->net, NULL);
 		persisted = true;
 	}
 	log_info("vm %s: attached %s %s%s%s", vm->name, op->is_disk ? "disk" : "nic",
@@ -1189,22 +1217,22 @@ persist_only_result(struct vm *vm, const char *id, bool attached, vm_done_cb cb,
 	cb(res, PROTO_OK, NULL, arg);
 }
 
-void
-vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size, bool persist,
+/* Checks a disk to attach and returns the operation that plugs it into the running VM; on a
+ * stopped VM (persist) writes it into the definition instead. NULL when there is nothing more to
+ * do: cb has its answer. */
+static struct hp_op *
+attach_disk_op(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size, bool persist,
                vm_done_cb cb, void *arg)
 {
 	struct hp_op *op;
 	char *why;
 
-	if (!vm_job_admit(vm, VM_OP_ATTACH, cb, arg))
-		return;
-	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, disk->id, persist, cb, arg) ||
-	    refuse_no_port(vm, cb, arg))
-		return;
+	if (refuse_id(vm, disk->id, persist, cb, arg) || refuse_no_port(vm, cb, arg))
+		return NULL;
 	if (create_size == 0 && access(disk->file, F_OK) < 0) {
 		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: %s: %s", vm->name, disk->file, strerror(errno)));
-		return;
+		return NULL;
 	}
 	if (disk->file[0] != '/' || !path_allowed(vm, disk->file, create_size > 0)) {
 		refuse(
@@ -1212,18 +1240,18 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 		    xasprintf("vm %s: %s is not below an image directory qvmd may use (image_dirs "
 		              "in qvmd.conf)",
 		              vm->name, disk->file));
-		return;
+		return NULL;
 	}
 	if (create_size > 0 && access(disk->file, F_OK) == 0) {
 		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: %s already exists (drop --create to attach it)", vm->name,
 		                 disk->file));
-		return;
+		return NULL;
 	}
 	if (create_size == 0 && (why = check_image(disk->file, disk->format)) != NULL) {
 		refuse(cb, arg, PROTO_ERR_INVALID, xasprintf("vm %s: %s", vm->name, why));
 		free(why);
-		return;
+		return NULL;
 	}
 	if (!vm_is_active(vm)) {
 		struct cfg_disk d = *disk;
@@ -1233,36 +1261,49 @@ vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 		if (cfg_write_add_disk(vm->cfg->path, &d, &cause) < 0) {
 			refuse(cb, arg, PROTO_ERR_INVALID, xasprintf("vm %s: %s", vm->name, cause));
 			free(cause);
-			return;
+			return NULL;
 		}
 		log_info("vm %s: disk %s added to the definition", vm->name, disk->id);
 		persist_only_result(vm, disk->id, true, cb, arg);
-		return;
+		return NULL;
 	}
 	op = hp_new(vm);
 	op->is_disk = true;
 	cfg_disk_copy(&op->disk, disk);
 	op->disk.boot = false;
 	op->disk.size = 0;
+	op->disk.apply = CFG_APPLY_PENDING;
 	op->persist = persist;
 	op->create_size = create_size;
+	return op;
+}
+
+void
+vm_attach_disk(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size, bool persist,
+               vm_done_cb cb, void *arg)
+{
+	struct hp_op *op;
+
+	if (!vm_job_admit(vm, VM_OP_ATTACH, cb, arg))
+		return;
+	if (refuse_stopped(vm, persist, cb, arg) ||
+	    (op = attach_disk_op(vm, disk, create_size, persist, cb, arg)) == NULL)
+		return;
 	op->done = hp_job_op_done;
 	op->job = vm_job_new(vm, &attach_kind, op, cb, arg);
 	hp_begin(op);
 }
 
-void
-vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb cb, void *arg)
+/* The NIC counterpart of attach_disk_op. */
+static struct hp_op *
+attach_net_op(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb cb, void *arg)
 {
 	struct hp_op *op;
 	struct cfg_net n = *net;
 	char *cause = NULL;
 
-	if (!vm_job_admit(vm, VM_OP_ATTACH, cb, arg))
-		return;
-	if (refuse_stopped(vm, persist, cb, arg) || refuse_id(vm, net->id, persist, cb, arg) ||
-	    refuse_no_port(vm, cb, arg))
-		return;
+	if (refuse_id(vm, net->id, persist, cb, arg) || refuse_no_port(vm, cb, arg))
+		return NULL;
 	if (!n.mac_given)
 		cfg_mac_derive(vm->name, net->id, n.mac);
 	for (size_t i = 0; vm_is_active(vm) && i < vm->ndevs; i++) {
@@ -1273,35 +1314,36 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 			refuse(cb, arg, PROTO_ERR_INVALID,
 			       xasprintf("vm %s: mac %s is already used by nic %s", vm->name, mac,
 			                 vm->devs[i]->id));
-			return;
+			return NULL;
 		}
 	}
 	if (n.type == CFG_NET_TAP && (n.ifname == NULL || n.bridge != NULL)) {
 		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: a tap nic needs --ifname (and no --bridge)", vm->name));
-		return;
+		return NULL;
 	}
 	if (n.type == CFG_NET_BRIDGE && n.bridge == NULL) {
 		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: a bridge nic needs --bridge", vm->name));
-		return;
+		return NULL;
 	}
 	if (n.type == CFG_NET_USER && (n.bridge || n.ifname)) {
 		refuse(cb, arg, PROTO_ERR_INVALID,
 		       xasprintf("vm %s: --bridge and --ifname are for tap and bridge nics",
 		                 vm->name));
-		return;
+		return NULL;
 	}
 	n.mac_given = true; /* keep the MAC it got, also when persisted */
+	n.apply = CFG_APPLY_PENDING;
 	if (!vm_is_active(vm)) {
 		if (cfg_write_add_net(vm->cfg->path, &n, &cause) < 0) {
 			refuse(cb, arg, PROTO_ERR_INVALID, xasprintf("vm %s: %s", vm->name, cause));
 			free(cause);
-			return;
+			return NULL;
 		}
 		log_info("vm %s: nic %s added to the definition", vm->name, net->id);
 		persist_only_result(vm, net->id, true, cb, arg);
-		return;
+		return NULL;
 	}
 	op = hp_new(vm);
 	cfg_net_copy(&op->net, &n);
@@ -1313,11 +1355,59 @@ vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb
 			       xasprintf("vm %s: nic %s: %s", vm->name, n.id, cause));
 			free(cause);
 			hp_free(op);
-			return;
+			return NULL;
 		}
 	}
+	return op;
+}
+
+void
+vm_attach_net(struct vm *vm, const struct cfg_net *net, bool persist, vm_done_cb cb, void *arg)
+{
+	struct hp_op *op;
+
+	if (!vm_job_admit(vm, VM_OP_ATTACH, cb, arg))
+		return;
+	if (refuse_stopped(vm, persist, cb, arg) ||
+	    (op = attach_net_op(vm, net, persist, cb, arg)) == NULL)
+		return;
 	op->done = hp_job_op_done;
 	op->job = vm_job_new(vm, &attach_kind, op, cb, arg);
+	hp_begin(op);
+}
+
+/* Makes op one of several of job (apply), told through cb; *slot points at it until it ends. */
+static void
+hp_join_group(struct hp_op *op, struct vm_job *job, struct hp_op **slot, vm_done_cb cb, void *arg)
+{
+	op->job = job;
+	op->done = hp_group_op_done;
+	op->group_cb = cb;
+	op->group_arg = arg;
+	op->slot = slot;
+	*slot = op;
+}
+
+void
+vm_hotplug_attach(struct vm_job *job, const struct cfg_disk *disk, const struct cfg_net *net,
+                  struct hp_op **slot, vm_done_cb cb, void *arg)
+{
+	struct vm *vm = job->vm;
+	struct hp_op *op;
+	uint64_t create = 0;
+
+	*slot = NULL;
+	if (disk != NULL) {
+		/* As at start: a missing image whose size the definition gives is created. */
+		if (disk->size > 0 && access(disk->file, F_OK) < 0 && errno == ENOENT)
+			create = disk->size;
+		op = attach_disk_op(vm, disk, create, false, cb, arg);
+	} else {
+		op = attach_net_op(vm, net, false, cb, arg);
+	}
+	if (op == NULL)
+		return;
+	hp_join_group(op, job, slot, cb, arg);
 	hp_begin(op);
 }
 
@@ -1535,7 +1625,8 @@ dev_released(struct vm *vm, struct vm_dev *dev, struct hp_op *op)
 			          id, cause);
 			free(cause);
 		} else {
-			vm_reload_definition(vm, true);
+			vm_reload_definition(vm, false);
+			vm_apply_live_edit(vm, NULL, NULL, id);
 		}
 	}
 	log_info("vm %s: %s %s removed%s%s", vm->name, dev->is_disk ? "disk" : "nic", id,
@@ -1564,8 +1655,8 @@ hp_detached(struct hp_op *op)
 void
 vm_hotplug_device_deleted(struct vm *vm, struct json_object *data)
 {
-	struct vm_job *job = vm_job_find(vm, &detach_kind);
-	struct hp_op *op = job != NULL ? job->data : NULL;
+	struct vm_job *job = vm_job_current(vm);
+	struct hp_op *op;
 	struct json_object *v;
 	struct vm_dev *dev;
 
@@ -1575,6 +1666,9 @@ vm_hotplug_device_deleted(struct vm *vm, struct json_object *data)
 	dev = vm_devs_find(vm, json_object_get_string(v));
 	if (dev == NULL)
 		return;
+	/* The detach waiting for it: a detach job's, or one of several in a job (apply). */
+	op =
+	    job != NULL && job->kind->detach_op != NULL ? job->kind->detach_op(job, dev->id) : NULL;
 	if (op == NULL || !op->detach || op->released || strcmp(op->id, dev->id) != 0) {
 		dev_released(vm, dev, NULL); /* e.g. a removal left pending by an earlier detach */
 		return;
@@ -1618,11 +1712,16 @@ device_del_sent(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		hp_detached(op);
 }
 
+static struct hp_op *
+detach_job_op(struct vm_job *job, const char *id)
+{
+	return job->data;
+}
+
 /* The guest did not let go in time: the device stays "removal pending" until it does. */
 static void
-detach_timer(struct vm_job *job)
+hp_detach_timeout(struct hp_op *op)
 {
-	struct hp_op *op = job->data;
 	struct vm *vm = op->vm;
 	char *msg;
 
@@ -1639,6 +1738,46 @@ detach_timer(struct vm_job *job)
 	                vm->name, op->id, op->timeout_ms);
 	hp_finish(op, NULL, PROTO_ERR_TIMEOUT, msg);
 	free(msg);
+}
+
+static void
+detach_timer(struct vm_job *job)
+{
+	hp_detach_timeout(job->data);
+}
+
+/* Records the removal of dev, then sends device_del on op's job. Returns false when the record
+ * cannot be written: nothing was changed, cb has its answer and op is freed. */
+static bool
+detach_begin(struct hp_op *op, struct vm_dev *dev, vm_done_cb cb, void *arg)
+{
+	struct vm *vm = op->vm;
+
+	/* The removal is recorded before device_del goes out: a qvmd restarted after the guest
+	 * let go must know the device is leaving (vm_hotplug_reconcile finishes the removal). */
+	dev->pending_removal = true;
+	dev->persist_removal = op->persist;
+	if (vm_devs_save(vm) < 0) {
+		int err = errno;
+
+		dev->pending_removal = dev->persist_removal = false;
+		refuse(cb, arg, PROTO_ERR_FAILED,
+		       xasprintf("vm %s: cannot record the removal of %s in the run directory "
+		                 "(%s): %s; nothing was changed",
+		                 vm->name, op->id, vm->env.conf->run_dir, strerror(err)));
+		hp_free(op);
+		return false;
+	}
+	return true;
+}
+
+/* Sends device_del (the removal is recorded). */
+static void
+detach_send(struct hp_op *op)
+{
+	hp_batch(op);
+	if (!hp_send(op, "device_del", obj1("id", op->id), device_del_sent))
+		device_del_refused(op, PROTO_ERR_FAILED, "qmp connection lost");
 }
 
 void
@@ -1697,27 +1836,69 @@ vm_detach_device(struct vm *vm, const char *id, bool persist, uint64_t timeout_m
 	op->id = xstrdup(id);
 	op->persist = persist;
 	op->timeout_ms = timeout_ms ? timeout_ms : DETACH_TIMEOUT_MS;
-	/* The removal is recorded before device_del goes out: a qvmd restarted after the guest
-	 * let go must know the device is leaving (vm_hotplug_reconcile finishes the removal). */
-	dev->pending_removal = true;
-	dev->persist_removal = persist;
-	if (vm_devs_save(vm) < 0) {
-		int err = errno;
-
-		dev->pending_removal = dev->persist_removal = false;
-		hp_free(op);
-		refuse(cb, arg, PROTO_ERR_FAILED,
-		       xasprintf("vm %s: cannot record the removal of %s in the run directory "
-		                 "(%s): %s; nothing was changed",
-		                 vm->name, id, vm->env.conf->run_dir, strerror(err)));
+	if (!detach_begin(op, dev, cb, arg))
 		return;
-	}
 	op->done = hp_job_op_done;
 	op->job = vm_job_new(vm, &detach_kind, op, cb, arg);
 	vm_job_arm(op->job, op->timeout_ms);
-	hp_batch(op);
-	if (!hp_send(op, "device_del", obj1("id", id), device_del_sent))
-		device_del_refused(op, PROTO_ERR_FAILED, "qmp connection lost");
+	detach_send(op);
+}
+
+void
+vm_hotplug_detach(struct vm_job *job, const char *id, struct hp_op **slot, vm_done_cb cb, void *arg)
+{
+	struct vm *vm = job->vm;
+	struct vm_dev *dev = vm_devs_find(vm, id);
+	struct hp_op *op;
+
+	*slot = NULL;
+	if (dev == NULL) {
+		refuse(cb, arg, PROTO_ERR_NOT_FOUND,
+		       xasprintf("vm %s: no device '%s'", vm->name, id));
+		return;
+	}
+	if (dev->pending_removal) {
+		refuse(cb, arg, PROTO_ERR_BUSY,
+		       xasprintf("vm %s: removal of %s pending (waiting for the guest)", vm->name,
+		                 id));
+		return;
+	}
+	op = hp_new(vm);
+	op->detach = true;
+	op->id = xstrdup(id);
+	op->timeout_ms = DETACH_TIMEOUT_MS;
+	if (!detach_begin(op, dev, cb, arg))
+		return;
+	hp_join_group(op, job, slot, cb, arg);
+	detach_send(op);
+}
+
+struct hp_op *
+vm_hotplug_op_detaching(struct hp_op *op, const char *id)
+{
+	return op != NULL && op->detach && strcmp(op->id, id) == 0 ? op : NULL;
+}
+
+void
+vm_hotplug_op_timeout(struct hp_op *op)
+{
+	if (op->detach)
+		hp_detach_timeout(op);
+}
+
+void
+vm_hotplug_op_qemu_gone(struct hp_op *op)
+{
+	if (!op->detach)
+		hp_drop_created(op);
+}
+
+void
+vm_hotplug_op_free(struct hp_op *op)
+{
+	if (op != NULL && op->slot != NULL)
+		*op->slot = NULL;
+	hp_free(op);
 }
 
 /* ---- after a daemon restart ---- */

@@ -23,6 +23,7 @@
 struct event;
 struct json_object;
 struct vm;
+struct hp_op;
 struct vm_job;
 struct vm_jobrec;
 
@@ -41,6 +42,7 @@ enum vm_op {
 	VM_OP_SNAPSHOT_DELETE,
 	VM_OP_BACKUP,
 	VM_OP_REBOOT,
+	VM_OP_APPLY,
 	VM_OP_COUNT
 };
 #define VM_OP_BIT(op) (1u << (op))
@@ -77,6 +79,9 @@ struct vm_job_kind {
 	bool (*qemu_gone)(struct vm_job *job, const struct vm_exit *exit);
 	/* Asked to stop early (job-cancel, kill, powerdown): end the job now or soon. */
 	void (*cancel)(struct vm_job *job, const char *why);
+	/* A job carrying detaches: its detach operation waiting for device id to leave the guest
+	 * (vm_hotplug.c routes DEVICE_DELETED to it), or NULL. */
+	struct hp_op *(*detach_op)(struct vm_job *job, const char *id);
 	/* Releases data; called once, when the job has ended (answered or not). */
 	void (*free)(void *data);
 

@@ -216,6 +216,36 @@ void vm_devs_load(struct vm *vm);
  * against QEMU after a re-attach. */
 void vm_hotplug_device_deleted(struct vm *vm, struct json_object *data);
 void vm_hotplug_reconcile(struct vm *vm);
+/*
+ * Hot-plug operations composed in one job (apply): each is checked and carried out as a single
+ * attach (never persisted) or detach would be, its QMP commands pipelined with the others', and
+ * rolled back alone when it fails. cb is told its outcome exactly once, possibly before the call
+ * returns (refused, QEMU untouched); *slot points at the operation while it runs and is cleared
+ * before cb runs. A disk whose image is missing and whose size is given gets its image created.
+ */
+#define VM_DETACH_TIMEOUT_MS 30000
+void vm_hotplug_attach(struct vm_job *job, const struct cfg_disk *disk, const struct cfg_net *net,
+                       struct hp_op **slot, vm_done_cb cb, void *arg);
+void vm_hotplug_detach(struct vm_job *job, const char *id, struct hp_op **slot, vm_done_cb cb,
+                       void *arg);
+/* op, if it is a detach waiting for device id (for a job kind's detach_op); else NULL. */
+struct hp_op *vm_hotplug_op_detaching(struct hp_op *op, const char *id);
+/* The job's timer fired: a detach still waiting for the guest ends as "removal pending". */
+void vm_hotplug_op_timeout(struct hp_op *op);
+/* QEMU went away: an image created for an attach goes too. */
+void vm_hotplug_op_qemu_gone(struct hp_op *op);
+/* Stops an operation whose job ends first (cb never runs; NULL is a no-op). */
+void vm_hotplug_op_free(struct hp_op *op);
+
+/* vm_apply.c: the apply job (the running VM made what its file says), and what differs. */
+/* What the VM runs with: its start-time definition with its devices as they are now (caller
+ * frees); NULL when it does not run. */
+struct vm_config *vm_apply_running(const struct vm *vm);
+/* A hot-plug was persisted into the VM's file (disk or net added, or remove_id removed): the copy
+ * of the definition the QEMU runs (run directory, live_cfg, live_text) gets the same edit, so that
+ * it stays the start-time definition plus the hot-plugs, its other keys what QEMU runs. */
+void vm_apply_live_edit(struct vm *vm, const struct cfg_disk *disk, const struct cfg_net *net,
+                        const char *remove_id);
 
 /* rundir.c: what a restarted qvmd needs to re-attach. */
 /* The copy of the definition the QEMU was started from (caller frees). */

@@ -1,6 +1,8 @@
 /* Read-only views of a VM (list rows, status) and the raw QMP passthrough: never serialized. */
 #include "vm_private.h"
 
+#include "vm_apply.h"
+
 #include "cfg.h"
 #include "vm_job.h"
 #include "clock.h"
@@ -15,10 +17,44 @@
 static bool
 definition_changed(const struct vm *vm)
 {
-	/* What the definitions mean, not their text: a comment is no change. */
-	if (!vm_is_active(vm) || vm->live_cfg == NULL || vm->cfg == NULL)
-		return false;
-	return !cfg_vm_equal(vm->cfg, vm->live_cfg);
+	/* What the definitions mean, not their text: a comment is no change, nor a device
+	 * hot-plugged as the file now says (vm_apply.c). */
+	return vm_apply_needed(vm, false);
+}
+
+/* What differs between the running VM and cfg, each change as status lists it: what would be
+ * applied live waits for `apply`, the rest for a restart. */
+static struct json_object *
+pending_json(const struct vm *vm, const struct vm_config *cfg, bool *changed)
+{
+	struct json_object *arr = json_object_new_array();
+	struct vm_config *running = vm_apply_running(vm);
+	struct cfg_diff diff;
+
+	if (running == NULL)
+		return arr;
+	cfg_diff_vm(running, cfg, &diff);
+	*changed = diff.n > 0;
+	for (size_t i = 0; i < diff.n; i++) {
+		const struct cfg_change *c = &diff.v[i];
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "what", json_object_new_string(c->what));
+		json_object_object_add(o, "action",
+		                       json_object_new_string(cfg_change_action_name(c->action)));
+		json_object_object_add(o, "old",
+		                       c->old_text ? json_object_new_string(c->old_text) : NULL);
+		json_object_object_add(o, "new",
+		                       c->new_text ? json_object_new_string(c->new_text) : NULL);
+		json_object_object_add(o, "live", json_object_new_boolean(c->live));
+		json_object_object_add(
+		    o, "reason",
+		    json_object_new_string(c->live ? "not applied yet (qvmctl apply)" : c->reason));
+		json_object_array_add(arr, o);
+	}
+	cfg_diff_free(&diff);
+	cfg_vm_free(running);
+	return arr;
 }
 
 /* Since when the guest runs, or null when it does not. */
@@ -65,7 +101,7 @@ static void
 status_definition(const struct vm *vm, struct json_object *o)
 {
 	const struct vm_config *ref = vm_is_active(vm) && vm->live_cfg ? vm->live_cfg : vm->cfg;
-	struct json_object *errors = json_object_new_array();
+	struct json_object *errors = json_object_new_array(), *pending = NULL;
 	struct cfg_errors errs;
 	struct vm_config *cfg;
 	bool changed;
@@ -80,9 +116,13 @@ status_definition(const struct vm *vm, struct json_object *o)
 		json_object_array_add(errors, json_object_new_string(errs.msgs[i]));
 	cfg_errors_free(&errs);
 	changed = cfg == NULL || !cfg_vm_equal(cfg, ref);
+	if (cfg != NULL && vm_is_active(vm) && vm->live_cfg != NULL)
+		pending = pending_json(vm, cfg, &changed);
 	cfg_vm_free(cfg);
 	json_object_object_add(o, "definition_changed", json_object_new_boolean(changed));
 	json_object_object_add(o, "definition_errors", errors);
+	if (pending != NULL) /* a running VM's */
+		json_object_object_add(o, "pending", pending);
 }
 
 static struct json_object *
