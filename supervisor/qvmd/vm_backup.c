@@ -1433,6 +1433,8 @@ restore_cancel_jobs(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	}
 }
 
+static const struct vm_job_kind bk_offline_kind;
+
 /* After a restart of qvmd, a backup that was running: it failed. On a running VM its QEMU jobs
  * are cancelled, which merges their bitmaps back (the next backup removes what they leave); a
  * stopped VM's helper is killed, which leaves its bitmaps inconsistent (the next backup is full
@@ -1443,7 +1445,8 @@ bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error
 	char *path = state_path(vm), *cause = NULL;
 	struct bk_state st;
 
-	vm_helper_kill_leftover(vm);
+	if (vm_job_find(vm, &bk_offline_kind) == NULL)
+		vm_helper_kill_leftover(vm);
 
 	bk_state_load(&st, path);
 	if (st.running_dir != NULL && rec->target != NULL && st.running_id != NULL &&
@@ -1577,13 +1580,12 @@ bk_refuse_state(struct vm *vm, vm_done_cb cb, void *arg)
 		break;
 	case VM_STOPPED:
 	case VM_CRASHED:
-		if (vm->cfg == NULL) {
-			msg = xasprintf("vm %s: its definition was removed", vm->name);
-			cb(NULL, PROTO_ERR_NOT_FOUND, msg, arg);
-			free(msg);
-			return true;
-		}
-		return vm_helper_refuse_busy(vm, cb, arg);
+		if (vm->cfg != NULL)
+			return false;
+		msg = xasprintf("vm %s: its definition was removed", vm->name);
+		cb(NULL, PROTO_ERR_NOT_FOUND, msg, arg);
+		free(msg);
+		return true;
 	default:
 		break;
 	}
@@ -1620,7 +1622,10 @@ vm_backup(struct vm *vm, const struct vm_backup_args *a, vm_done_cb cb, void *ar
 			return;
 		}
 	}
-	if (!vm_job_admit(vm, kind->op, cb, arg)) {
+	/* A helper still running with no job of this qvmd following it is a leftover: killed, and
+	 * the disks are busy until it is gone. */
+	if (!vm_job_admit(vm, kind->op, cb, arg) ||
+	    (offline && vm_helper_refuse_busy(vm, cb, arg))) {
 		free(store);
 		return;
 	}

@@ -419,6 +419,7 @@ vm_helper_free(struct vm_helper *h)
 	if (!h->exited) {
 		proc_pidfd_signal(h->pidfd, SIGKILL);
 		waitpid(h->pid, NULL, 0);
+		h->exited = true;
 		log_info("vm %s: backup helper (pid %d) killed", h->vm->name, (int)h->pid);
 	}
 	helper_drop_qmp(h);

@@ -165,6 +165,9 @@ check "its qmp socket is qvmd's, in the vm's run directory" \
 	sh -c '[ -S "$0" ] && [ "$(stat -c %u "$0")" = 0 ]' "$T/run/b/helper.sock"
 out=$(ctl start b 2>&1); rc=$?
 check "start during the offline backup is busy ($out)" sh -c '[ "$0" -ne 0 ] && printf "%s" "$1" | grep -q "busy: backup $2 in progress"' "$rc" "$out" "$job"
+out=$(ctl backup b 2>&1); rc=$?
+check "a second backup at once is busy ($out)" sh -c '[ "$0" -ne 0 ] && printf "%s" "$1" | grep -q "busy: backup $2 in progress"' "$rc" "$out" "$job"
+check "... and left the first one's helper alone" sh -c 'kill -0 "$0"' "$hp"
 out=$(ctl kill b 2>&1)
 check "kill of the stopped vm does not touch the backup ($out)" [ "$(job_state "$job")" = running ]
 out=$(ctl job-cancel b "$job" 2>&1)
