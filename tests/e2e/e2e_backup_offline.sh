@@ -76,7 +76,7 @@ helper_frozen() {
 	"$QVMCTL" backup b "$@" >"$T/bg.out" 2>&1 &
 	BGCTL=$!
 	n=0
-	while [ $n -lt 2000 ] && [ -z "$HP" ]; do
+	while [ $n -lt 2000 ] && [ -z "$HP" ] && kill -0 "$BGCTL" 2>/dev/null; do
 		p=$(cat "$HELPER_PIDFILE" 2>/dev/null)
 		[ -n "$p" ] && kill -STOP "$p" 2>/dev/null && HP=$p
 		[ -n "$HP" ] || sleep 0.005
@@ -94,7 +94,7 @@ qvmd_frozen() {
 	"$QVMCTL" backup b "$@" >"$T/bg.out" 2>&1 &
 	BGCTL=$!
 	n=0
-	while [ $n -lt 2000 ] && [ -z "$BDIR" ]; do
+	while [ $n -lt 2000 ] && [ -z "$BDIR" ] && kill -0 "$BGCTL" 2>/dev/null; do
 		m=$(grep -l '"status": *"running"' "$T"/state/backups/b/*/manifest.json 2>/dev/null)
 		if [ -n "$m" ]; then
 			kill -STOP "$QVMD_PID"
@@ -115,6 +115,8 @@ backup_failed() {
 	[ "$(field .status <"$1/manifest.json")" = failed ] && ! ls "$1"/*.qcow2 2>/dev/null | grep -q .
 }
 failed_or_absent() { [ ! -d "$1" ] || backup_failed "$1"; }
+# reaped PID: there was a helper, and it is gone.
+reaped() { [ -n "$1" ] && gone "$1"; }
 # no_helper: no helper QEMU of b runs.
 no_helper() { ! pgrep -f "$T/run/b/qemu/[h]elper.pid" >/dev/null; }
 
@@ -178,7 +180,7 @@ check "the backup waiting for it failed ($(cat "$T/bg.out"))" grep -q "cancel" "
 check "... its job is cancelled" [ "$(job_state "$job")" = cancelled ]
 n=0
 while [ $n -lt 100 ] && ! gone "$hp"; do sleep 0.1; n=$((n + 1)); done
-check "... its helper is gone" gone "$hp"
+check "... its helper is gone" reaped "$hp"
 check "... the cancelled backup left no image" failed_or_absent "$BDIR"
 check "start b works again" ctl start b
 check "... and b stops" ctl kill b
@@ -195,7 +197,7 @@ kill -CONT "$hp"
 wait "$BGCTL"
 n=0
 while [ $n -lt 100 ] && ! gone "$hp"; do sleep 0.1; n=$((n + 1)); done
-check "... its helper is gone after the cancel ($out)" gone "$hp"
+check "... its helper is gone after the cancel ($out)" reaped "$hp"
 if [ "$(job_state "$job")" = cancelled ]; then
 	check "the cancelled backup is failed and left no image" backup_failed "$BDIR"
 else
@@ -216,7 +218,7 @@ check "the helper outlives the killed qvmd" sh -c 'kill -0 "$0"' "$hp"
 check "qvmd starts again" start_qvmd
 n=0
 while [ $n -lt 100 ] && ! gone "$hp"; do sleep 0.1; n=$((n + 1)); done
-check "the restarted qvmd killed the leftover helper" gone "$hp"
+check "the restarted qvmd killed the leftover helper" reaped "$hp"
 check "... the interrupted backup's job is failed" [ "$(job_state "$job")" = failed ]
 check "... the interrupted backup is failed, no image left" backup_failed "$BDIR"
 check "write G while stopped" owr d1 0x77 6M 64k
