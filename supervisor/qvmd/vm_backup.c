@@ -65,7 +65,19 @@
 #define BK_HASH_SLICE (16 * 1024 * 1024)
 #define BK_PREFIX     "bk-"
 
-enum bk_step { BK_CLEAN, BK_PLAN, BK_BITMAPS, BK_FDS, BK_NODES, BK_COPY, BK_END, BK_DETACH };
+enum bk_step {
+	BK_CLEAN,
+	BK_PLAN,
+	BK_BITMAPS,
+	BK_FDS,
+	BK_FILES,
+	BK_CREATE,
+	BK_CREATED,
+	BK_NODES,
+	BK_COPY,
+	BK_END,
+	BK_DETACH
+};
 
 struct bk_disk {
 	char *id;
@@ -79,9 +91,12 @@ struct bk_disk {
 	char *file;       /* the target's path */
 	char *backing;    /* its backing file (relative), or NULL */
 	int fd_rw, fd_ro;
-	int64_t set;  /* its fdset in QEMU, -1: none yet */
-	bool nodes;   /* target nodes added */
-	bool started; /* its QEMU job exists */
+	bool file_node; /* its file node added */
+	bool creating;  /* its blockdev-create job exists (until dismissed) */
+	bool created;   /* ... and concluded */
+	int64_t set;    /* its fdset in QEMU, -1: none yet */
+	bool nodes;     /* target nodes added */
+	bool started;   /* its QEMU job exists */
 	bool concluded;
 	char *checksum;
 	uint64_t cur, total;
@@ -125,7 +140,6 @@ struct bk {
 	struct bk_disk *disks;
 	size_t ndisks;
 	size_t next;
-	struct vm_qemu_img *img;
 	struct bk_hash *hash;
 	struct json_object *manifest;
 	struct bk_state st;
@@ -134,6 +148,14 @@ struct bk {
 };
 
 static void bk_advance(struct bk *b);
+
+/* The blockdev-create job of a disk's target: "bk-ID.create" ('.' is in no device id, so it is
+ * never the backup job of another disk; the "bk-" prefix lets a later backup clean it up). */
+static void
+create_job_name(const struct bk_disk *d, char *out, size_t len)
+{
+	snprintf(out, len, BK_PREFIX "%s.create", d->id);
+}
 
 static char *
 state_path(struct vm *vm)
@@ -148,7 +170,6 @@ bk_free(void *data)
 
 	if (b == NULL)
 		return;
-	vm_qemu_img_free(b->img);
 	vm_helper_free(b->helper);
 	cfg_vm_free(b->cfg);
 	free(b->definition);
@@ -340,8 +361,6 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 		free(msg);
 		return;
 	}
-	vm_qemu_img_free(b->img); /* a target being made */
-	b->img = NULL;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
 		char job[96];
@@ -354,13 +373,19 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 	}
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		char node[96];
+		char node[96], job[96];
 
 		if (d->started && !d->concluded)
 			continue; /* still in use: the next backup removes it */
+		if (d->creating) {
+			create_job_name(d, job, sizeof job);
+			fire(bk_qmp(b), "job-dismiss", obj1("id", job));
+		}
 		if (d->nodes) {
 			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
 			fire(bk_qmp(b), "blockdev-del", obj1("node-name", node));
+		}
+		if (d->file_node) {
 			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
 			fire(bk_qmp(b), "blockdev-del", obj1("node-name", node));
 		}
@@ -916,64 +941,34 @@ plan_send(struct bk *b)
 		bk_advance(b);
 }
 
-/* ---- files ---- */
+/* ---- files ----
+ *
+ * qvmd makes each target an empty file it opens itself (QEMU gets the descriptors, never a
+ * name), and QEMU formats it: blockdev-create of a qcow2 on the file node (an incremental's with
+ * its parent's file as backing file, by relative name). No qemu-img process per disk, and no
+ * flush either: the file node has no-flush, so QEMU never syncs the target; qvmd fsyncs each file
+ * once the copy is over, before the manifest says complete.
+ */
 
-static void create_next(struct bk *b);
 static void fd_added(struct bk *b, const struct qmp_reply *r, size_t disk);
 
+/* Makes and opens the target files, then hands them to QEMU. */
 static void
-create_done(bool ok, char *out, void *arg)
+files_send(struct bk *b)
 {
-	struct bk *b = arg;
-	struct bk_disk *d = &b->disks[b->next];
+	b->step = BK_FDS;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		char opaque[96];
 
-	b->img = NULL;
-	if (!ok)
-		return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: qemu-img create %s: %s",
-		               b->vm->name, b->id, d->file, *out ? out : "failed");
-	d->fd_rw = open(d->file, O_RDWR | O_CLOEXEC);
-	d->fd_ro = open(d->file, O_RDONLY | O_CLOEXEC);
-	if (d->fd_rw < 0 || d->fd_ro < 0)
-		return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s: %s", b->vm->name, b->id,
-		               d->file, strerror(errno));
-	b->next++;
-	create_next(b);
-}
-
-/* Makes the target files, one qemu-img at a time, then hands them to QEMU. */
-static void
-create_next(struct bk *b)
-{
-	struct bk_disk *d;
-	char size[32], *cause = NULL;
-
-	if (b->next >= b->ndisks) {
-		b->step = BK_FDS;
-		for (size_t i = 0; i < b->ndisks; i++) {
-			char opaque[96];
-
-			snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", b->disks[i].id);
-			if (!bk_send(b, "add-fd", obj1("opaque", opaque), b->disks[i].fd_rw,
-			             fd_added, i))
-				return;
-		}
-		return;
-	}
-	d = &b->disks[b->next];
-	snprintf(size, sizeof size, "%" PRIu64, d->vsize);
-	if (d->backing != NULL) {
-		const char *args[] = {"create", "-q",       "-f",    "qcow2", "-F", "qcow2",
-		                      "-b",     d->backing, d->file, size,    NULL};
-
-		b->img = vm_qemu_img_run(b->vm, args, create_done, b, &cause);
-	} else {
-		const char *args[] = {"create", "-q", "-f", "qcow2", d->file, size, NULL};
-
-		b->img = vm_qemu_img_run(b->vm, args, create_done, b, &cause);
-	}
-	if (b->img == NULL) {
-		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s", b->vm->name, b->id, cause);
-		free(cause);
+		d->fd_rw = open(d->file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		d->fd_ro = d->fd_rw >= 0 ? open(d->file, O_RDONLY | O_CLOEXEC) : -1;
+		if (d->fd_rw < 0 || d->fd_ro < 0)
+			return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s: %s", b->vm->name,
+			               b->id, d->file, strerror(errno));
+		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
+		if (!bk_send(b, "add-fd", obj1("opaque", opaque), d->fd_rw, fd_added, i))
+			return;
 	}
 }
 
@@ -992,13 +987,24 @@ fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 }
 
 static void
-nodes_send(struct bk *b)
+create_started(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
-	b->step = BK_NODES;
+	if (r->status == QMP_OK)
+		b->disks[disk].creating = true;
+	else if (b->error == NULL)
+		b->error =
+		    xasprintf("blockdev-create: %s", r->error_desc ? r->error_desc : "failed");
+}
+
+/* The file nodes on the descriptors, and a qcow2 made on each. */
+static void
+create_send(struct bk *b)
+{
+	b->step = BK_FILES;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		struct json_object *a, *cache;
-		char opaque[96], node[96], path[64];
+		struct json_object *a, *cache, *o;
+		char opaque[96], path[64], job[96];
 
 		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
 		a = obj1("opaque", opaque);
@@ -1011,10 +1017,114 @@ nodes_send(struct bk *b)
 		json_object_object_add(a, "filename", json_object_new_string(path));
 		cache = json_object_new_object();
 		json_object_object_add(cache, "direct", json_object_new_boolean(false));
-		json_object_object_add(cache, "no-flush", json_object_new_boolean(false));
+		json_object_object_add(cache, "no-flush", json_object_new_boolean(true));
 		json_object_object_add(a, "cache", cache);
 		if (!bk_send(b, "blockdev-add", a, -1, NULL, i))
 			return;
+		d->file_node = true;
+		o = obj1("driver", "qcow2");
+		json_object_object_add(o, "file", json_object_new_string(opaque));
+		json_object_object_add(o, "size", json_object_new_int64((int64_t)d->vsize));
+		json_object_object_add(o, "cluster-size", json_object_new_int64(65536));
+		if (d->backing != NULL) {
+			json_object_object_add(o, "backing-file",
+			                       json_object_new_string(d->backing));
+			json_object_object_add(o, "backing-fmt", json_object_new_string("qcow2"));
+		}
+		create_job_name(d, job, sizeof job);
+		a = obj1("job-id", job);
+		json_object_object_add(a, "options", o);
+		if (!bk_send(b, "blockdev-create", a, -1, create_started, i))
+			return;
+	}
+}
+
+static bool
+all_created(struct bk *b)
+{
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (!b->disks[i].created)
+			return false;
+	return true;
+}
+
+static void
+created_jobs(struct bk *b, const struct qmp_reply *r, size_t unused)
+{
+	char job[96];
+
+	if (r->status != QMP_OK)
+		return;
+	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
+		struct json_object *j = json_object_array_get_idx(r->result, i), *v;
+
+		for (size_t k = 0; k < b->ndisks; k++) {
+			create_job_name(&b->disks[k], job, sizeof job);
+			if (strcmp(jstr(j, "id"), job) == 0 &&
+			    json_object_object_get_ex(j, "error", &v) && b->error == NULL)
+				b->error = xasprintf("disk %s: creating %s: %s", b->disks[k].id,
+				                     b->disks[k].file, json_object_get_string(v));
+		}
+	}
+}
+
+/* Every target formatted: their errors (query-jobs), then the jobs dismissed. */
+static void
+created_send(struct bk *b)
+{
+	b->step = BK_CREATED;
+	if (!bk_send(b, "query-jobs", NULL, -1, created_jobs, 0))
+		return;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		char job[96];
+
+		create_job_name(&b->disks[i], job, sizeof job);
+		if (!bk_send(b, "job-dismiss", obj1("id", job), -1, NULL, i))
+			return;
+		b->disks[i].creating = false;
+	}
+}
+
+/* A JOB_STATUS_CHANGE of a target's blockdev-create (also learnt by polling). */
+static void
+create_status(struct bk *b, const char *id, const char *status)
+{
+	char job[96];
+
+	if (strcmp(status, "concluded") != 0)
+		return;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		create_job_name(&b->disks[i], job, sizeof job);
+		if (strcmp(id, job) == 0)
+			b->disks[i].created = true;
+	}
+	if (b->step == BK_CREATE && all_created(b) && b->pending == 0)
+		created_send(b);
+}
+
+static void
+create_poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
+{
+	if (r->status != QMP_OK)
+		return;
+	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
+		struct json_object *j = json_object_array_get_idx(r->result, i);
+
+		create_status(b, jstr(j, "id"), jstr(j, "status"));
+	}
+}
+
+/* The qcow2 nodes on the formatted targets. */
+static void
+nodes_send(struct bk *b)
+{
+	b->step = BK_NODES;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		struct json_object *a;
+		char opaque[96], node[96];
+
+		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
 		snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
 		a = obj1("driver", "qcow2");
 		json_object_object_add(a, "node-name", json_object_new_string(node));
@@ -1051,7 +1161,8 @@ copy_send(struct bk *b)
 	b->step = BK_COPY;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		struct json_object *a = json_object_new_object(), *data = json_object_new_object();
+		struct json_object *a = json_object_new_object(), *data = json_object_new_object(),
+		                   *perf;
 		char job[96];
 
 		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
@@ -1066,6 +1177,12 @@ copy_send(struct bk *b)
 			                       json_object_new_string("on-success"));
 		}
 		json_object_object_add(data, "auto-dismiss", json_object_new_boolean(false));
+		/* Copy offload (copy_file_range between the descriptors): several times faster
+		 * than QEMU's read and write loop here; QEMU falls back to that loop by itself
+		 * where the kernel or file system cannot. */
+		perf = json_object_new_object();
+		json_object_object_add(perf, "use-copy-range", json_object_new_boolean(true));
+		json_object_object_add(data, "x-perf", perf);
 		json_object_object_add(a, "type", json_object_new_string("blockdev-backup"));
 		json_object_object_add(a, "data", data);
 		json_object_array_add(actions, a);
@@ -1138,7 +1255,11 @@ bk_event(struct vm_job *job, const char *name, struct json_object *data)
 	struct bk *b = job->data;
 	struct bk_disk *d;
 
-	if (strcmp(name, "JOB_STATUS_CHANGE") != 0 || b->step != BK_COPY || b->ending)
+	if (strcmp(name, "JOB_STATUS_CHANGE") != 0 || b->ending)
+		return;
+	if (b->step == BK_FILES || b->step == BK_CREATE)
+		return create_status(b, jstr(data, "id"), jstr(data, "status"));
+	if (b->step != BK_COPY)
 		return;
 	if ((d = disk_of_job(b, jstr(data, "id"))) == NULL ||
 	    strcmp(jstr(data, "status"), "concluded") != 0)
@@ -1290,6 +1411,13 @@ bk_timer(struct vm_job *job)
 			hash_step(b);
 		return;
 	}
+	if (b->step == BK_CREATE) {
+		/* An event missed would leave the backup waiting: ask. */
+		if (b->pending == 0 && !bk_send(b, "query-jobs", NULL, -1, create_poll_done, 0))
+			return;
+		vm_job_arm(job, BK_POLL_MS);
+		return;
+	}
 	if (b->step != BK_COPY)
 		return;
 	if (!b->polling && b->pending == 0) {
@@ -1322,9 +1450,22 @@ bk_advance(struct bk *b)
 	case BK_PLAN:
 		return plan_send(b);
 	case BK_BITMAPS:
-		b->next = 0;
-		return create_next(b);
+		return files_send(b);
 	case BK_FDS:
+		return create_send(b);
+	case BK_FILES:
+		b->step = BK_CREATE;
+		if (all_created(b))
+			created_send(b);
+		else
+			vm_job_arm(b->job, BK_POLL_MS);
+		return;
+	case BK_CREATE:
+		/* The jobs' events (or the poll in bk_timer) say when they are done. */
+		if (all_created(b))
+			created_send(b);
+		return;
+	case BK_CREATED:
 		return nodes_send(b);
 	case BK_NODES:
 		for (size_t i = 0; i < b->ndisks; i++) {
