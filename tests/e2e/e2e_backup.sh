@@ -173,11 +173,12 @@ check "restore --to outside ($out)" failed_with $rc "$out" "neither below"
 qpid=$(ctl --json status b | field .pid)
 kill -STOP "$qpid"
 ctl backup b --full >/dev/null 2>&1 &
+first=$!
 n=0
 while [ $n -lt 300 ] && ! ctl jobs b 2>/dev/null | grep -q backup; do sleep 0.1; n=$((n + 1)); done
 out=$(ctl backup b 2>&1); rc=$?
 check "two backups of one vm at once ($out)" failed_with $rc "$out" "busy"
 kill -CONT "$qpid"
-wait
+wait "$first"
 ctl kill b >/dev/null
 finish
