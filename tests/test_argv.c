@@ -17,6 +17,7 @@
 #include <json-c/json.h>
 
 #include "argv.h"
+#include "xalloc.h"
 
 #define GOLDEN_DIR QVMD_TEST_DATA "/argv"
 
@@ -826,6 +827,40 @@ test_argv_golden(void **state)
 	assert_int_equal(failed, 0);
 }
 
+/* argv_shell_line: a POSIX shell reads the line back into exactly the same arguments. */
+static void
+test_argv_shell_line_round_trips(void **state)
+{
+	char *const args[] = {"/usr/bin/qemu-system-x86_64",
+	                      "-append",
+	                      "console=ttyS0 it's \"quoted\" $HOME `id` \\ * ? ; & | > <",
+	                      "",
+	                      "two\nlines",
+	                      "file,id=c,path=/run/qvmd/web1/console.log,append=on",
+	                      "'",
+	                      NULL};
+	char *line = argv_shell_line(args), *cmd, out[1024];
+	size_t n = 0, i = 0;
+	FILE *f;
+	static const char head[] = "/usr/bin/qemu-system-x86_64 -append 'console=ttyS0 it'\\''s";
+
+	(void)state;
+	assert_memory_equal(line, head, sizeof head - 1);
+	assert_non_null(strstr(line, " file,id=c,path=/run/qvmd/web1/console.log,append=on "));
+	cmd = xasprintf("printf '%%s\\0' %s", line);
+	f = popen(cmd, "r");
+	assert_non_null(f);
+	n = fread(out, 1, sizeof out, f);
+	assert_int_equal(pclose(f), 0);
+	for (size_t o = 0; args[i] != NULL; i++) {
+		assert_true(o + strlen(args[i]) < n);
+		assert_string_equal(out + o, args[i]);
+		o += strlen(args[i]) + 1;
+	}
+	free(cmd);
+	free(line);
+}
+
 int
 main(void)
 {
@@ -846,6 +881,7 @@ main(void)
 	    cmocka_unit_test(test_argv_builders_match_cold_plug),
 	    cmocka_unit_test(test_argv_cache_modes),
 	    cmocka_unit_test(test_argv_golden),
+	    cmocka_unit_test(test_argv_shell_line_round_trips),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

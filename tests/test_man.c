@@ -295,6 +295,31 @@ test_man_qvmctl_every_verb_and_option(void **state)
 	assert_int_equal(missing, 0);
 }
 
+/* qvmctl help comes from the verb table: every verb has its summary line, every option its help. */
+static void
+test_man_qvmctl_help_is_complete(void **state)
+{
+	int missing = 0;
+
+	(void)state;
+	for (size_t i = 0; ctl_verbs[i] != NULL; i++) {
+		const struct ctl_verb *v = ctl_verbs[i];
+
+		if (v->summary == NULL || v->summary[0] == '\0') {
+			print_error("qvmctl: verb %s has no summary for help\n", v->name);
+			missing++;
+		}
+		for (int k = 0; v->opts != NULL && v->opts[k].name != NULL; k++) {
+			if (v->opts[k].help == NULL || v->opts[k].help[0] == '\0') {
+				print_error("qvmctl: verb %s: option --%s has no help\n", v->name,
+				            v->opts[k].name);
+				missing++;
+			}
+		}
+	}
+	assert_int_equal(missing, 0);
+}
+
 static void
 test_man_qvmctl_no_verb_the_table_lacks(void **state)
 {
@@ -606,6 +631,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_man_qvmctl_every_verb_and_option),
+	    cmocka_unit_test(test_man_qvmctl_help_is_complete),
 	    cmocka_unit_test(test_man_qvmctl_no_verb_the_table_lacks),
 	    cmocka_unit_test(test_man_ini_every_key),
 	    cmocka_unit_test(test_man_conf_every_key),

@@ -324,6 +324,54 @@ test_proc_file_tail_joins_last_lines(void **state)
 	free(tail);
 }
 
+static void
+test_proc_file_tail_leaves_out_qemu_warnings(void **state)
+{
+	static const char log[] =
+	    "qemu-system-x86_64: warning: TCG doesn't support requested feature: "
+	    "CPUID.01H:ECX.vmx\n"
+	    "warning: host doesn't support requested feature\n"
+	    "\n"
+	    "qemu-system-x86_64: -blockdev node-name=d: Could not open '/dev/fdset/1': warning: "
+	    "no\n"
+	    "qemu-system-x86_64: terminating on signal 15 from pid 7 (qvmd)\n";
+	char path[] = "/tmp/qvmd-tail-XXXXXX", *tail, *big;
+	int fd = mkstemp(path);
+	size_t n = PROC_TAIL_WINDOW / 2;
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, log, sizeof log - 1), (ssize_t)(sizeof log - 1));
+	tail = proc_file_tail(path, 0, 600);
+	assert_string_equal(tail,
+	                    "qemu-system-x86_64: -blockdev node-name=d: Could not open "
+	                    "'/dev/fdset/1': warning: no | qemu-system-x86_64: terminating on "
+	                    "signal 15 from pid 7 (qvmd)");
+	free(tail);
+	/* More warnings than max bytes after the error: the error is still found. */
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(pwrite(fd, "qemu: the error\n", 16, 0), 16);
+	big = malloc(n);
+	assert_non_null(big);
+	for (size_t i = 0; i < n; i += 32)
+		memcpy(big + i, "qemu: warning: feature missing!\n", 32);
+	assert_int_equal(pwrite(fd, big, n, 16), (ssize_t)n);
+	free(big);
+	close(fd);
+	tail = proc_file_tail(path, 0, 600);
+	assert_string_equal(tail, "qemu: the error");
+	free(tail);
+	/* Cut to max: from a line's start when one begins in the last max bytes. */
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "first line\nsecond\n", 18), 18);
+	close(fd);
+	tail = proc_file_tail(path, 0, 10);
+	assert_string_equal(tail, "second");
+	free(tail);
+	unlink(path);
+}
+
 int
 main(void)
 {
@@ -338,6 +386,7 @@ main(void)
 	    cmocka_unit_test(test_proc_spawn_as_names_the_untraversable_directory),
 	    cmocka_unit_test(test_proc_uids_reads_status),
 	    cmocka_unit_test(test_proc_file_tail_joins_last_lines),
+	    cmocka_unit_test(test_proc_file_tail_leaves_out_qemu_warnings),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -517,6 +517,7 @@ fx_adopt(struct fx *fx, const char *status)
 	assert_true(cfd >= 0);
 	fx->fq = fake_qmp_new_fd(fx->base, cfd);
 	fake_qmp_handshake(fx->fq);
+	fake_qmp_expect(fx->fq, "set-action", "{\"shutdown\": \"poweroff\"}", "{\"return\": {}}");
 	reply = xasprintf("{\"return\": {\"status\": \"%s\", \"running\": %s}}", status,
 	                  strcmp(status, "running") == 0 ? "true" : "false");
 	fake_qmp_expect(fx->fq, "query-status", NULL, reply);
@@ -557,6 +558,7 @@ fx_readopt(struct fx *fx, const char *peripheral)
 	assert_true(cfd >= 0);
 	fx->fq = fake_qmp_new_fd(fx->base, cfd);
 	fake_qmp_handshake(fx->fq);
+	fake_qmp_expect(fx->fq, "set-action", "{\"shutdown\": \"poweroff\"}", "{\"return\": {}}");
 	fake_qmp_expect(fx->fq, "query-status", NULL, STATUS_RUNNING);
 	fake_qmp_expect(fx->fq, "qom-list", "{\"path\": \"/machine/peripheral\"}", peripheral);
 	RUN_UNTIL(fx, fake_qmp_done(fx->fq) && strcmp(fx_qemu_status(fx), "running") == 0);
@@ -1377,6 +1379,89 @@ test_vm_job_done_cancels_commands(void **state)
 	fake_qmp_assert_done(fx->fq);
 }
 
+#define SET_ACTION(a) "{\"shutdown\": \"" a "\"}"
+
+/*
+ * reboot: QEMU told to pause at the guest's poweroff, ACPI; the guest shuts down (SHUTDOWN):
+ * reset, cont and poweroff again, in the same process, and the VM was never "stopped". The
+ * shutdown does not count as an end of the VM afterwards.
+ */
+static void
+test_vm_reboot_guest_shuts_down(void **state)
+{
+	struct fx *fx = *state;
+	struct done *rb = fx_done(fx), *p = fx_done(fx);
+	struct json_object *row;
+	int64_t pid;
+
+	fx_adopt(fx, "running");
+	row = vm_list_row(fx->vm);
+	pid = json_object_get_int64(json_object_object_get(row, "pid"));
+	json_object_put(row);
+	fake_qmp_expect(fx->fq, "set-action", SET_ACTION("pause"), RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "system_powerdown", NULL, RETURN_EMPTY);
+	vm_reboot(fx->vm, 3600 * 1000, done_cb, rb);
+	RUN_UNTIL(fx, fake_qmp_done(fx->fq));
+	vm_pause(fx->vm, done_cb, p);
+	assert_busy(p, "reboot");
+	fake_qmp_send(fx->fq, SHUTDOWN_EVENT);
+	fake_qmp_expect(fx->fq, "system_reset", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "cont", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "set-action", SET_ACTION("poweroff"), RETURN_EMPTY);
+	RUN_UNTIL(fx, rb->calls > 0);
+	assert_ok_state(rb, "running");
+	assert_string_equal(done_str(rb, "rebooted_by"), "guest");
+	row = vm_list_row(fx->vm);
+	assert_int_equal(json_object_get_int64(json_object_object_get(row, "pid")), pid);
+	json_object_put(row);
+	assert_string_equal(fx_states(fx), "running");
+	fake_qmp_assert_done(fx->fq);
+	/* The reboot's shutdown is forgotten: QEMU ending now without one is a crash. */
+	script_exit(fx, true);
+	RUN_UNTIL(fx, vm_state(fx->vm) == VM_CRASHED);
+}
+
+/* A guest that ignores ACPI until the timeout is reset hard; a paused one is resumed first. */
+static void
+test_vm_reboot_ignored_resets(void **state)
+{
+	struct fx *fx = *state;
+	struct done *rb = fx_done(fx);
+
+	fx_adopt(fx, "paused");
+	fake_qmp_expect(fx->fq, "cont", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "set-action", SET_ACTION("pause"), RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "system_powerdown", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "system_reset", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "cont", NULL, RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "set-action", SET_ACTION("poweroff"), RETURN_EMPTY);
+	vm_reboot(fx->vm, 20, done_cb, rb);
+	RUN_UNTIL(fx, rb->calls > 0);
+	assert_string_equal(done_str(rb, "rebooted_by"), "reset");
+	assert_string_equal(done_str(rb, "resumed"), "true");
+	fake_qmp_assert_done(fx->fq);
+}
+
+/* A step QEMU refuses ends the reboot with its error, and the shutdown action is put back. */
+static void
+test_vm_reboot_refused_step(void **state)
+{
+	struct fx *fx = *state;
+	struct done *rb = fx_done(fx);
+
+	fx_adopt(fx, "running");
+	fake_qmp_expect(fx->fq, "set-action", SET_ACTION("pause"), RETURN_EMPTY);
+	fake_qmp_expect(fx->fq, "system_powerdown", NULL,
+	                "{\"error\": {\"class\": \"GenericError\", \"desc\": \"no acpi\"}}");
+	fake_qmp_expect(fx->fq, "set-action", SET_ACTION("poweroff"), RETURN_EMPTY);
+	vm_reboot(fx->vm, 3600 * 1000, done_cb, rb);
+	RUN_UNTIL(fx, rb->calls > 0 && fake_qmp_done(fx->fq));
+	assert_string_equal(rb->code, "qemu-error");
+	if (strstr(rb->message, "system_powerdown failed: no acpi") == NULL)
+		fail_msg("reboot answered '%s'", rb->message);
+	assert_int_equal(vm_state(fx->vm), VM_RUNNING);
+}
+
 /* ---- powerdown ---- */
 
 static void
@@ -1571,6 +1656,9 @@ main(int argc, char **argv)
 	    T(test_vm_readopt_undoes_interrupted_attach),
 	    T(test_vm_job_done_cancels_commands),
 	    T(test_vm_powerdown_no_wait),
+	    T(test_vm_reboot_guest_shuts_down),
+	    T(test_vm_reboot_ignored_resets),
+	    T(test_vm_reboot_refused_step),
 	    T(test_vm_powerdown_paused_resumes_first),
 	    T(test_vm_bring_down_joins_powerdown),
 	    T(test_vm_bring_down_waits_for_job),

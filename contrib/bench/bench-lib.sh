@@ -111,3 +111,44 @@ bench_raw_argv() {
 			$0 == "-add-fd" { skip = 1; next }
 			{ gsub(/\/dev\/fdset\/[0-9]+/, img); print }' >"$out"
 }
+
+# bench_conf DIR [LINE...]: a private qvmd's configuration DIR/qvmd.conf, its directories (vms,
+# run, state, images, backups) under DIR, log level BENCH_LOG_LEVEL (default info), and any
+# further qvmd.conf LINEs ("qemu = PATH").
+bench_conf() {
+	local dir=$1 line
+	shift
+	mkdir -p "$dir/vms" "$dir/run" "$dir/state" "$dir/images" "$dir/backups"
+	{
+		echo "[qvmd]"
+		echo "vm_dir = $dir/vms"
+		echo "run_dir = $dir/run"
+		echo "state_dir = $dir/state"
+		echo "control_socket = $dir/run/qvmd.sock"
+		echo "image_dirs = $dir/images"
+		echo "backup_dir = $dir/backups"
+		echo "log_level = ${BENCH_LOG_LEVEL:-info}"
+		for line in "$@"; do echo "$line"; done
+	} >"$dir/qvmd.conf"
+}
+
+# bench_start_qvmd QVMD DIR: runs QVMD in the foreground mode on DIR/qvmd.conf (bench_conf), in
+# the background, logging to DIR/qvmd.log; sets QVMD_PID and SOCK and waits for the control
+# socket (exits if it never comes).
+bench_start_qvmd() {
+	local i=0
+	"$1" -f -c "$2/qvmd.conf" >>"$2/qvmd.log" 2>&1 &
+	QVMD_PID=$!
+	SOCK=$2/run/qvmd.sock
+	while [ ! -S "$SOCK" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+	[ -S "$SOCK" ] || { echo "qvmd did not start" >&2; tail "$2/qvmd.log" >&2; exit 1; }
+}
+
+# bench_verdict WHAT QVMCTL_MS RAW_MS: the line judging a qvmctl figure against the raw QMP one
+# (target: qvmctl <= 1.2 x raw + 3 ms).
+bench_verdict() {
+	awk -v q="$2" -v r="$3" -v what="$1" 'BEGIN {
+		lim = 1.2 * r + 3
+		printf "-> %s: qvmctl %.3f ms vs raw %.3f ms: %.2fx, limit 1.2x + 3 ms = %.3f ms: %s\n",
+		       what, q, r, q / r, lim, q <= lim ? "met" : "NOT met" }'
+}

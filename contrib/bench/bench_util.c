@@ -421,3 +421,19 @@ bench_wait_marker(const char *a, const char *b, const char *marker, int timeout_
 	}
 	bench_die("no %s in %s and %s after %d s", marker, a, b, timeout_s);
 }
+
+void
+bench_ctl_timed(char **argv, int64_t *ns)
+{
+	int rc = bench_run(argv, ns);
+
+	if (rc != 0) {
+		char what[512] = "qvmctl";
+		size_t off = strlen(what);
+
+		/* argv: qvmctl -s SOCKET VERB ARGS... */
+		for (char **a = argv + 3; *a && off < sizeof what; a++)
+			off += (size_t)snprintf(what + off, sizeof what - off, " %s", *a);
+		bench_die("%s exited with %d", what, rc);
+	}
+}

@@ -26,6 +26,9 @@ void bench_report(const char *key, const char *what, int64_t *ns, size_t n);
 
 /* Runs argv (stdin, stdout and stderr on /dev/null) and waits: its exit status, or -1. */
 int bench_run(char *const argv[], int64_t *elapsed_ns);
+/* Runs a qvmctl command line (qvmctl -s SOCKET VERB ARGS...) timed into *elapsed_ns; exits naming
+ * the command when it fails. */
+void bench_ctl_timed(char **argv, int64_t *elapsed_ns);
 
 /* Reads an argv file (one argument per line, as qvmd --print-cmdline prints); NULL-terminated. */
 char **bench_read_argv(const char *path);

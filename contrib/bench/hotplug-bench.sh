@@ -35,18 +35,9 @@ bench_traps cleanup
 
 ACCEL=$(bench_guest_accel "$GUEST" "$T" "$MACHINE")
 
-# conf DIR: a qvmd.conf with its directories under DIR, and the guest VM h1 in DIR/vms.
+# conf DIR: a private qvmd's directories and configuration (bench_conf) and the guest VM h1.
 conf() {
-	mkdir -p "$1/vms" "$1/run" "$1/state" "$1/images"
-	cat >"$1/qvmd.conf" <<CONF
-[qvmd]
-vm_dir = $1/vms
-run_dir = $1/run
-state_dir = $1/state
-control_socket = $1/run/qvmd.sock
-image_dirs = $1/images
-log_level = info
-CONF
+	bench_conf "$1"
 	cat >"$1/vms/h1.ini" <<INI
 [vm]
 name = h1
@@ -68,11 +59,7 @@ qemu-img create -q -f qcow2 "$T/raw/images/disk.qcow2" 64M
 echo "# machine: $(bench_machine)"
 echo "# $(qemu-system-x86_64 --version | head -n 1); guest: machine $MACHINE, accel $ACCEL, 256M"
 
-"$QVMD" -f -c "$T/qvmd.conf" >>"$T/qvmd.log" 2>&1 &
-QVMD_PID=$!
-SOCK=$T/run/qvmd.sock
-i=0
-while [ ! -S "$SOCK" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+bench_start_qvmd "$QVMD" "$T"
 "$QVMCTL" -s "$SOCK" start h1 >/dev/null
 
 "$B/hotplug_bench" "$QVMCTL" "$SOCK" h1 "$T/state/h1/console.log" "$T/raw/h1.argv" \
@@ -89,16 +76,10 @@ net=$(get attach_net_ms)
 rnet=$(get raw_net_ms)
 det=$(get detach_ms)
 rdet=$(get raw_detach_ms)
-verdict() {
-	awk -v q="$2" -v r="$3" -v what="$1" 'BEGIN {
-		lim = 1.2 * r + 3
-		printf "-> %s: qvmctl %.3f ms vs raw %.3f ms: %.2fx, limit 1.2x + 3 ms = %.3f ms: %s\n",
-		       what, q, r, q / r, lim, q <= lim ? "met" : "NOT met" }'
-}
 echo "-> qvmd's own share (qvmctl - raw - qvmctl version floor $(get version_ms) ms):" \
 	"disk $(awk -v a="$disk" -v b="$rdisk" -v c="$(get version_ms)" 'BEGIN {printf "%.3f", a - b - c}') ms," \
 	"NIC $(awk -v a="$net" -v b="$rnet" -v c="$(get version_ms)" 'BEGIN {printf "%.3f", a - b - c}') ms"
-verdict "attach-disk" "$disk" "$rdisk"
-verdict "attach-net" "$net" "$rnet"
-verdict "detach" "$det" "$rdet"
+bench_verdict "attach-disk" "$disk" "$rdisk"
+bench_verdict "attach-net" "$net" "$rnet"
+bench_verdict "detach" "$det" "$rdet"
 echo "hotplug-bench: attach_disk_ms=$disk raw_disk_ms=$rdisk attach_net_ms=$net raw_net_ms=$rnet"

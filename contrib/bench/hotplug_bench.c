@@ -188,22 +188,6 @@ raw_detach(struct qmp_sync *q, const char *id)
 	}
 }
 
-static void
-ctl_timed(char **argv, int64_t *ns)
-{
-	int rc = bench_run(argv, ns);
-
-	if (rc != 0) {
-		char what[512] = "qvmctl";
-		size_t off = strlen(what);
-
-		/* argv: qvmctl -s SOCKET VERB ARGS... */
-		for (char **a = argv + 3; *a && off < sizeof what; a++)
-			off += (size_t)snprintf(what + off, sizeof what - off, " %s", *a);
-		bench_die("%s exited with %d", what, rc);
-	}
-}
-
 int
 main(int argc, char **argv)
 {
@@ -260,10 +244,10 @@ main(int argc, char **argv)
 	r_net = bench_samples(n);
 	r_det = bench_samples(2 * n);
 	for (size_t i = 0; i < n; i++) {
-		ctl_timed(attach_disk, &q_disk[i]);
-		ctl_timed(attach_net, &q_net[i]);
-		ctl_timed(detach_disk, &q_det[2 * i]);
-		ctl_timed(detach_net, &q_det[2 * i + 1]);
+		bench_ctl_timed(attach_disk, &q_disk[i]);
+		bench_ctl_timed(attach_net, &q_net[i]);
+		bench_ctl_timed(detach_disk, &q_det[2 * i]);
+		bench_ctl_timed(detach_net, &q_det[2 * i + 1]);
 
 		t0 = bench_now_ns();
 		raw_attach_disk(q, q35, img_raw);
@@ -284,7 +268,7 @@ main(int argc, char **argv)
 		int64_t *v = bench_samples(n);
 
 		for (size_t i = 0; i < n; i++)
-			ctl_timed(version, &v[i]);
+			bench_ctl_timed(version, &v[i]);
 		bench_report("version_ms", "qvmctl version (the floor of any qvmctl call)", v, n);
 		free(v);
 	}

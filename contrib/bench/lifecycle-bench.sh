@@ -58,31 +58,13 @@ bench_traps cleanup
 ACCEL=$(bench_accel)
 
 # setup DIR [QEMU]: a qvmd.conf for a private daemon under $T/DIR.
-setup() {
-	mkdir -p "$T/$1/vms" "$T/$1/run" "$T/$1/state"
-	{
-		echo "[qvmd]"
-		echo "vm_dir = $T/$1/vms"
-		echo "run_dir = $T/$1/run"
-		echo "state_dir = $T/$1/state"
-		echo "control_socket = $T/$1/run/qvmd.sock"
-		echo "image_dirs = $T/$1/state"
-		echo "log_level = ${LB_LOG_LEVEL:-info}"
-		if [ $# -gt 1 ]; then echo "qemu = $2"; fi
-	} >"$T/$1/qvmd.conf"
-}
+setup() { BENCH_LOG_LEVEL=${LB_LOG_LEVEL:-info} bench_conf "$T/$1" ${2:+"qemu = $2"}; }
 # fw_vm DIR NAME: firmware only, 64 MiB.
 fw_vm() {
 	printf '[vm]\nname = %s\nmemory = 64M\nmachine = q35\naccel = %s\nconsole = none\n' \
 		"$2" "$ACCEL" >"$T/$1/vms/$2.ini"
 }
-start_qvmd() {
-	"$QVMD" -f -c "$T/$1/qvmd.conf" >>"$T/$1/qvmd.log" 2>&1 &
-	QVMD_PID=$!
-	SOCK=$T/$1/run/qvmd.sock
-	local i=0
-	while [ ! -S "$SOCK" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
-	[ -S "$SOCK" ] || { echo "qvmd did not start" >&2; tail "$T/$1/qvmd.log" >&2; exit 1; }
+start_qvmd() { bench_start_qvmd "$QVMD" "$T/$1"; }
 }
 ctl() { "$QVMCTL" -s "$SOCK" "$@"; }
 # get KEY FILE: the value of a KEY=VALUE line.

@@ -34,19 +34,10 @@ bench_traps cleanup
 
 ACCEL=$(bench_guest_accel "$GUEST" "$T" q35)
 
-# conf DIR: a qvmd.conf with its directories under DIR, and the guest VM s1 in DIR/vms with the
-# qcow2 disk DIR/images/disk.qcow2.
+# conf DIR: a private qvmd's directories and configuration (bench_conf), and the guest VM s1
+# with the qcow2 disk DIR/images/disk.qcow2.
 conf() {
-	mkdir -p "$1/vms" "$1/run" "$1/state" "$1/images"
-	cat >"$1/qvmd.conf" <<CONF
-[qvmd]
-vm_dir = $1/vms
-run_dir = $1/run
-state_dir = $1/state
-control_socket = $1/run/qvmd.sock
-image_dirs = $1/images
-log_level = info
-CONF
+	bench_conf "$1"
 	cat >"$1/vms/s1.ini" <<INI
 [vm]
 name = s1
@@ -69,11 +60,7 @@ bench_raw_argv "$QVMD" "$T/raw/qvmd.conf" s1 "$T/raw/s1.argv" "$T/raw/images/dis
 echo "# machine: $(bench_machine)"
 echo "# $(qemu-system-x86_64 --version | head -n 1); guest: machine q35, accel $ACCEL, 256M, one qcow2 disk"
 
-"$QVMD" -f -c "$T/qvmd.conf" >>"$T/qvmd.log" 2>&1 &
-QVMD_PID=$!
-SOCK=$T/run/qvmd.sock
-i=0
-while [ ! -S "$SOCK" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+bench_start_qvmd "$QVMD" "$T"
 "$QVMCTL" -s "$SOCK" start s1 >/dev/null
 
 "$B/snapshot_bench" "$QVMCTL" "$SOCK" s1 "$T/state/s1/console.log" "$T/raw/s1.argv" \
@@ -89,13 +76,7 @@ revert=$(get revert_ms)
 rrevert=$(get raw_revert_ms)
 delete=$(get delete_ms)
 rdelete=$(get raw_delete_ms)
-verdict() {
-	awk -v q="$2" -v r="$3" -v what="$1" 'BEGIN {
-		lim = 1.2 * r + 3
-		printf "-> %s: qvmctl %.3f ms vs raw %.3f ms: %.2fx, limit 1.2x + 3 ms = %.3f ms: %s\n",
-		       what, q, r, q / r, lim, q <= lim ? "met" : "NOT met" }'
-}
-verdict "snapshot" "$create" "$rcreate"
-verdict "revert" "$revert" "$rrevert"
-verdict "snapshot-delete" "$delete" "$rdelete"
+bench_verdict "snapshot" "$create" "$rcreate"
+bench_verdict "revert" "$revert" "$rrevert"
+bench_verdict "snapshot-delete" "$delete" "$rdelete"
 echo "snapshot-bench: create_ms=$create raw_create_ms=$rcreate revert_ms=$revert raw_revert_ms=$rrevert delete_ms=$delete raw_delete_ms=$rdelete"

@@ -102,22 +102,6 @@ raw_job(struct qmp_sync *q, const char *cmd, const char *id, const char *tag, co
 	qmp_run(q, "job-dismiss", args);
 }
 
-static void
-ctl_timed(char **argv, int64_t *ns)
-{
-	int rc = bench_run(argv, ns);
-
-	if (rc != 0) {
-		char what[512] = "qvmctl";
-		size_t off = strlen(what);
-
-		/* argv: qvmctl -s SOCKET VERB ARGS... */
-		for (char **a = argv + 3; *a && off < sizeof what; a++)
-			off += (size_t)snprintf(what + off, sizeof what - off, " %s", *a);
-		bench_die("%s exited with %d", what, rc);
-	}
-}
-
 /* Times one raw job into *ns. */
 static void
 raw_timed(struct qmp_sync *q, const char *cmd, const char *id, const char *tag, const char *node,
@@ -183,13 +167,13 @@ main(int argc, char **argv)
 		                  (char *)vm,     (char *)tag, NULL};
 
 		snprintf(tag, sizeof tag, "b%zu", i);
-		ctl_timed(create, &q_create[i]);
+		bench_ctl_timed(create, &q_create[i]);
 		snprintf(id, sizeof id, "save-%zu", i);
 		raw_timed(q, "snapshot-save", id, tag, node, true, &r_create[i]);
-		ctl_timed(revert, &q_revert[i]);
+		bench_ctl_timed(revert, &q_revert[i]);
 		snprintf(id, sizeof id, "load-%zu", i);
 		raw_timed(q, "snapshot-load", id, tag, node, true, &r_revert[i]);
-		ctl_timed(delete, &q_delete[i]);
+		bench_ctl_timed(delete, &q_delete[i]);
 		snprintf(id, sizeof id, "delete-%zu", i);
 		raw_timed(q, "snapshot-delete", id, tag, node, false, &r_delete[i]);
 	}
@@ -199,7 +183,7 @@ main(int argc, char **argv)
 		int64_t *v = bench_samples(n);
 
 		for (size_t i = 0; i < n; i++)
-			ctl_timed(version, &v[i]);
+			bench_ctl_timed(version, &v[i]);
 		bench_report("version_ms", "qvmctl version (the floor of any qvmctl call)", v, n);
 		free(v);
 	}

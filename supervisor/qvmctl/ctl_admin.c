@@ -138,6 +138,53 @@ ctl_version(struct ctl *ctl, struct ctl_args *args)
 	return CTL_EXIT_OK;
 }
 
-const struct ctl_verb ctl_verb_qmp = {"qmp", "NAME COMMAND [JSON-ARGS]", 2, 3, NULL, ctl_qmp};
-const struct ctl_verb ctl_verb_reload = {"reload", "", 0, 0, NULL, ctl_reload};
-const struct ctl_verb ctl_verb_version = {"version", "", 0, 0, NULL, ctl_version};
+/* help [VERB]: the overview, or one verb's arguments, options and exit statuses (no daemon). */
+static int
+ctl_help(struct ctl *ctl, struct ctl_args *args)
+{
+	const struct ctl_verb *verb;
+
+	if (args->argc == 0) {
+		ctl_usage(stdout);
+		return CTL_EXIT_OK;
+	}
+	if ((verb = ctl_verb_find(args->argv[0])) == NULL)
+		return ctl_usage_error(ctl, "help: unknown verb '%s'", args->argv[0]);
+	ctl_usage_verb(stdout, verb);
+	return CTL_EXIT_OK;
+}
+
+const struct ctl_verb ctl_verb_qmp = {
+    "qmp",
+    "NAME COMMAND [JSON-ARGS]",
+    2,
+    3,
+    NULL,
+    ctl_qmp,
+    "send one raw QMP command and print QEMU's answer (root and qvmd's user only, unless "
+    "qmp_passthrough = group)",
+    NULL,
+};
+const struct ctl_verb ctl_verb_reload = {
+    "reload",
+    "",
+    0,
+    0,
+    NULL,
+    ctl_reload,
+    "re-read every definition: added, removed and changed VMs, and each file:line error",
+    "a definition has errors (the others were reloaded)",
+};
+const struct ctl_verb ctl_verb_version = {
+    "version", "", 0, 0, NULL, ctl_version, "qvmctl's version and the running qvmd's", NULL,
+};
+const struct ctl_verb ctl_verb_help = {
+    "help",
+    "[VERB]",
+    0,
+    1,
+    NULL,
+    ctl_help,
+    "this overview, or one verb's arguments, options and exit statuses",
+    NULL,
+};

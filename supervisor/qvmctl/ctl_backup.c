@@ -1,11 +1,11 @@
 /*
- * Backup verbs: backup, backups, restore, backup-verify.
+ * Backup verbs: backup, backups, restore, backup-verify, backup-prune.
  *
  * `backup` waits the way snapshot verbs do: it subscribes to the VM's events, asks for the backup
  * without waiting and follows the job's events to its end, showing bytes done / total, rate and
  * time left on a terminal (one line rewritten in place; plain lines every 10% otherwise).
- * Interrupting it leaves the backup running and says how to cancel it. restore and backup-verify
- * wait for the daemon's answer.
+ * Interrupting it leaves the backup running and says how to cancel it. restore, backup-verify and
+ * backup-prune wait for the daemon's answer (backup-prune --no-wait: only for the job to start).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -222,30 +222,104 @@ static int
 ctl_backup_restore(struct ctl *ctl, struct ctl_args *args)
 {
 	const char *vm = args->argv[0], *id = args->argv[1], *to = ctl_args_get(args, "to");
-	struct json_object *req, *reply, *res, *disks;
+	bool in_place = ctl_args_has(args, "in-place");
+	struct json_object *req, *reply, *res, *disks, *a;
 	int rc;
 
 	if (!ctl_backup_id_ok(id))
 		return ctl_usage_error(
 		    ctl, "restore: '%s' is not a backup id (see qvmctl backups %s)", id, vm);
-	if (to == NULL || to[0] != '/')
+	if ((to != NULL) == in_place)
+		return ctl_usage_error(ctl,
+		                       "restore: give exactly one of --to DIR (new images) and "
+		                       "--in-place (replace the vm's own disks)");
+	if (to != NULL && to[0] != '/')
 		return ctl_usage_error(ctl,
 		                       "restore: --to DIR (an absolute directory) is required");
 	req = json_object_new_object();
 	json_object_object_add(req, "backup", json_object_new_string(id));
-	json_object_object_add(req, "to", json_object_new_string(to));
+	if (to != NULL)
+		json_object_object_add(req, "to", json_object_new_string(to));
+	else
+		json_object_object_add(req, "in_place", json_object_new_boolean(true));
 	if ((rc = ctl_call(ctl, "restore", vm, req, &reply, &res)) != CTL_EXIT_OK)
 		return rc;
 	if (ctl->json) {
 		ctl_print_json(stdout, res);
-	} else {
-		disks = ctl_json_array(res, "disks");
-		for (size_t i = 0; disks != NULL && i < json_object_array_length(disks); i++) {
-			struct json_object *d = json_object_array_get_idx(disks, i);
+		json_object_put(reply);
+		return CTL_EXIT_OK;
+	}
+	disks = ctl_json_array(res, "disks");
+	for (size_t i = 0; disks != NULL && i < json_object_array_length(disks); i++) {
+		struct json_object *d = json_object_array_get_idx(disks, i);
 
+		if (in_place)
+			printf("%s: disk %s (%s) restored in place from %s; the old file is %s\n",
+			       vm, ctl_json_str(d, "id", "?"), ctl_json_str(d, "file", "?"), id,
+			       ctl_json_str(d, "previous", "gone (there was none)"));
+		else
 			printf("%s: disk %s restored from %s into %s\n", vm,
 			       ctl_json_str(d, "id", "?"), id, ctl_json_str(d, "file", "?"));
-		}
+	}
+	a = ctl_json_array(res, "left_alone");
+	for (size_t i = 0; a != NULL && i < json_object_array_length(a); i++)
+		printf("%s: disk %s left alone (backup %s does not have it)\n", vm,
+		       json_object_get_string(json_object_array_get_idx(a, i)), id);
+	a = ctl_json_array(res, "skipped");
+	for (size_t i = 0; a != NULL && i < json_object_array_length(a); i++)
+		printf("%s: disk %s of backup %s skipped (no longer in the definition)\n", vm,
+		       json_object_get_string(json_object_array_get_idx(a, i)), id);
+	if (in_place)
+		printf("%s: the next backup will be a full one\n", vm);
+	json_object_put(reply);
+	return CTL_EXIT_OK;
+}
+
+/* Prints the ids of a prune's result list: "deleted: A B" or "deleted: none". */
+static void
+ctl_backup_ids(const char *vm, const char *what, struct json_object *a)
+{
+	size_t n = a != NULL ? json_object_array_length(a) : 0;
+
+	printf("%s: %s:%s", vm, what, n == 0 ? " none" : "");
+	for (size_t i = 0; i < n; i++)
+		printf(" %s", json_object_get_string(json_object_array_get_idx(a, i)));
+	printf("\n");
+}
+
+static int
+ctl_backup_prune(struct ctl *ctl, struct ctl_args *args)
+{
+	const char *vm = args->argv[0], *keep = ctl_args_get(args, "keep");
+	bool wait = !ctl_args_has(args, "no-wait");
+	struct json_object *req, *reply, *res;
+	char *end = NULL;
+	long n;
+	int rc;
+
+	if (keep == NULL)
+		return ctl_usage_error(ctl, "backup-prune: --keep N is required");
+	n = strtol(keep, &end, 10);
+	if (end == keep || *end != '\0' || n < 1 || n > 1000000)
+		return ctl_usage_error(ctl,
+		                       "backup-prune: --keep %s: give how many restore points to "
+		                       "keep (a number, at least 1)",
+		                       keep);
+	req = json_object_new_object();
+	json_object_object_add(req, "keep", json_object_new_int64(n));
+	json_object_object_add(req, "wait", json_object_new_boolean(wait));
+	if ((rc = ctl_call(ctl, "backup-prune", vm, req, &reply, &res)) != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_json(stdout, res);
+	} else {
+		if (!wait)
+			printf("%s: backup-prune started (job %s)\n", vm,
+			       ctl_json_str(res, "job", "-"));
+		ctl_backup_ids(vm, "kept", ctl_json_array(res, "kept"));
+		ctl_backup_ids(vm, wait ? "deleted" : "to delete", ctl_json_array(res, "deleted"));
+		ctl_backup_ids(vm, wait ? "made standalone" : "to make standalone",
+		               ctl_json_array(res, "merged"));
 	}
 	json_object_put(reply);
 	return CTL_EXIT_OK;
@@ -278,21 +352,71 @@ ctl_backup_verify(struct ctl *ctl, struct ctl_args *args)
 }
 
 static const struct ctl_opt ctl_backup_opts[] = {
-    {"full", false}, {"incremental", false}, {"to", true}, {"no-wait", false}, {NULL, false},
+    {"full", false, "start a new chain"},
+    {"incremental", false, "fail rather than fall back to a full backup"},
+    {"to", true, "the store (below backup_dir or an image_dirs entry)"},
+    {"no-wait", false, "return the job's id at once; follow it with jobs or events"},
+    {NULL, false, NULL},
 };
 static const struct ctl_opt ctl_restore_opts[] = {
-    {"to", true},
-    {NULL, false},
+    {"to", true, "the directory for the restored images (DIR/<disk id>.qcow2)"},
+    {"in-place", false,
+     "replace a stopped VM's own disk files (the old ones kept as .pre-restore)"},
+    {NULL, false, NULL},
+};
+static const struct ctl_opt ctl_prune_opts[] = {
+    {"keep", true, "how many of the newest complete backups to keep (1 or more)"},
+    {"no-wait", false, "return the job's id at once; follow it with jobs or events"},
+    {NULL, false, NULL},
 };
 
 const struct ctl_verb ctl_verb_backup = {
-    "backup",       "NAME [--full | --incremental] [--to DIR] [--no-wait]", 1, 1, ctl_backup_opts,
+    "backup",
+    "NAME [--full|--incremental] [--to DIR] [--no-wait]",
+    1,
+    1,
+    ctl_backup_opts,
     ctl_backup_run,
+    "back a VM's disks up: incremental when its chain allows, else full (and says why)",
+    NULL,
 };
-const struct ctl_verb ctl_verb_backups = {"backups", "NAME", 1, 1, NULL, ctl_backup_list};
+const struct ctl_verb ctl_verb_backups = {
+    "backups",
+    "NAME",
+    1,
+    1,
+    NULL,
+    ctl_backup_list,
+    "a VM's backups: id, type, parent, created, size, status",
+    NULL,
+};
 const struct ctl_verb ctl_verb_restore = {
-    "restore", "NAME BACKUP --to DIR", 2, 2, ctl_restore_opts, ctl_backup_restore,
+    "restore",
+    "NAME BACKUP --to DIR | NAME BACKUP --in-place",
+    2,
+    2,
+    ctl_restore_opts,
+    ctl_backup_restore,
+    "write each disk as it was at a backup: into standalone images, or over a stopped VM's own",
+    NULL,
+};
+const struct ctl_verb ctl_verb_backup_prune = {
+    "backup-prune",
+    "NAME --keep N [--no-wait]",
+    1,
+    1,
+    ctl_prune_opts,
+    ctl_backup_prune,
+    "keep the newest N backups; older ones are merged into what is kept, so each still restores",
+    NULL,
 };
 const struct ctl_verb ctl_verb_backup_verify = {
-    "backup-verify", "NAME BACKUP", 2, 2, NULL, ctl_backup_verify,
+    "backup-verify",
+    "NAME BACKUP",
+    2,
+    2,
+    NULL,
+    ctl_backup_verify,
+    "check a backup's chain: files present, qemu-img check clean, checksums as recorded",
+    NULL,
 };

@@ -210,17 +210,27 @@ ctl_dev_devices(struct ctl *ctl, struct ctl_args *args)
 }
 
 static const struct ctl_opt ctl_dev_disk_opts[] = {
-    {"file", true},   {"format", true},   {"readonly", false}, {"cache", true},
-    {"create", true}, {"persist", false}, {NULL, false},
+    {"file", true, "the image (below image_dirs)"},
+    {"format", true, "qcow2 or raw (default: what the image is)"},
+    {"readonly", false, "the guest cannot write it"},
+    {"cache", true, "none, writeback, writethrough, directsync or unsafe"},
+    {"create", true, "create the image with this size first (qcow2)"},
+    {"persist", false, "also write it into the VM's definition"},
+    {NULL, false, NULL},
 };
 static const struct ctl_opt ctl_dev_net_opts[] = {
-    {"type", true},      {"mac", true},      {"bridge", true}, {"ifname", true},
-    {"restrict", false}, {"persist", false}, {NULL, false},
+    {"type", true, "user (default), tap or bridge"},
+    {"mac", true, "its MAC address (default: one derived from the VM and id)"},
+    {"bridge", true, "with --type bridge: the host bridge"},
+    {"ifname", true, "with --type tap: the tap device"},
+    {"restrict", false, "with --type user: no traffic beyond the host"},
+    {"persist", false, "also write it into the VM's definition"},
+    {NULL, false, NULL},
 };
 static const struct ctl_opt ctl_dev_detach_opts[] = {
-    {"persist", false},
-    {"timeout", true},
-    {NULL, false},
+    {"persist", false, "also remove it from the VM's definition"},
+    {"timeout", true, "how long the guest gets to let go of it"},
+    {NULL, false, NULL},
 };
 
 const struct ctl_verb ctl_verb_attach_disk = {
@@ -231,6 +241,8 @@ const struct ctl_verb ctl_verb_attach_disk = {
     2,
     ctl_dev_disk_opts,
     ctl_dev_attach_disk,
+    "hot-plug a disk (blockdev-add, device_add); rolled back if any step fails",
+    NULL,
 };
 const struct ctl_verb ctl_verb_attach_net = {
     "attach-net",
@@ -240,8 +252,26 @@ const struct ctl_verb ctl_verb_attach_net = {
     2,
     ctl_dev_net_opts,
     ctl_dev_attach_net,
+    "hot-plug a NIC (netdev_add, device_add); rolled back if any step fails",
+    NULL,
 };
 const struct ctl_verb ctl_verb_detach = {
-    "detach", "NAME ID [--persist] [--timeout D]", 2, 2, ctl_dev_detach_opts, ctl_dev_detach,
+    "detach",
+    "NAME ID [--persist] [--timeout D]",
+    2,
+    2,
+    ctl_dev_detach_opts,
+    ctl_dev_detach,
+    "hot-unplug a disk or NIC, waiting for the guest to let go",
+    NULL,
 };
-const struct ctl_verb ctl_verb_devices = {"devices", "NAME", 1, 1, NULL, ctl_dev_devices};
+const struct ctl_verb ctl_verb_devices = {
+    "devices",
+    "NAME",
+    1,
+    1,
+    NULL,
+    ctl_dev_devices,
+    "a VM's disks and NICs: id, kind, port, address, file or MAC",
+    NULL,
+};

@@ -1,4 +1,7 @@
-/* events: subscribe and print the daemon's event lines until interrupted or the daemon goes away.
+/*
+ * events: subscribe and print the daemon's event lines until interrupted or the daemon goes away;
+ * with --follow, a daemon that goes away (a restart, an upgrade) is waited for and subscribed to
+ * again, and a "reconnected" event line marks the gap in which events may have been missed.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -72,27 +75,80 @@ ctl_events_print(struct json_object *ev)
 	free(text);
 }
 
+/* How often --follow tries to reach a daemon that went away. */
+#define CTL_EVENTS_RETRY_MS 500
+
+/* Subscribes on a new connection: CTL_EXIT_OK, or the failure (printed unless quiet). */
+static int
+ctl_events_subscribe(struct ctl *ctl, const char *vm, bool quiet)
+{
+	struct json_object *req = NULL, *reply, *res;
+	char *cause = NULL;
+
+	if (quiet) {
+		/* Nothing printed while the daemon is away: the retry loop says it once. */
+		ctl->client = ctl_client_connect(ctl->socket, ctl->timeout_ms, &cause);
+		free(cause);
+		if (ctl->client == NULL)
+			return CTL_EXIT_UNREACHABLE;
+	}
+	if (vm != NULL) {
+		req = json_object_new_object();
+		json_object_object_add(req, "vm", json_object_new_string(vm));
+	}
+	if (ctl_call(ctl, "subscribe", NULL, req, &reply, &res) != CTL_EXIT_OK)
+		return CTL_EXIT_FAILED;
+	json_object_put(reply);
+	return CTL_EXIT_OK;
+}
+
+/* Waits up to ms with SIGINT/SIGTERM let through: false once one arrived. */
+static bool
+ctl_events_pause(const sigset_t *block, int64_t ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+
+	if (sigtimedwait(block, NULL, &ts) >= 0)
+		return false;
+	return !ctl_events_stop;
+}
+
+/* The line that marks a reconnection (events in the gap may be missing). */
+static void
+ctl_events_reconnected(struct ctl *ctl)
+{
+	struct json_object *ev = json_object_new_object();
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	json_object_object_add(ev, "event", json_object_new_string("reconnected"));
+	json_object_object_add(ev, "vm", NULL);
+	json_object_object_add(
+	    ev, "ts", json_object_new_int64((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000));
+	if (ctl->json)
+		printf("%s\n", ctl_json_compact(ev));
+	else
+		ctl_events_print(ev);
+	fflush(stdout);
+	json_object_put(ev);
+}
+
 static int
 ctl_events(struct ctl *ctl, struct ctl_args *args)
 {
-	struct json_object *req = NULL, *reply, *res, *ev;
+	const char *vm = args->argc > 0 ? args->argv[0] : NULL;
+	bool follow = ctl_args_has(args, "follow");
+	struct json_object *ev;
 	struct sigaction sa = {.sa_handler = ctl_events_signal};
 	sigset_t block, waitmask;
 	char *cause = NULL;
 	enum ctl_io io;
 	int rc;
 
-	if (args->argc > 0) {
-		req = json_object_new_object();
-		json_object_object_add(req, "vm", json_object_new_string(args->argv[0]));
-	}
-	if ((rc = ctl_call(ctl, "subscribe", NULL, req, &reply, &res)) != CTL_EXIT_OK)
-		return rc;
-	json_object_put(reply);
-
 	/*
-	 * SIGINT and SIGTERM stay blocked except inside the client's ppoll, so a signal either
-	 * interrupts a wait or is seen at the next one: never lost between a check and a wait.
+	 * SIGINT and SIGTERM stay blocked except inside the client's ppoll (and the pause between
+	 * reconnection attempts), so a signal either interrupts a wait or is seen at the next one:
+	 * never lost between a check and a wait.
 	 */
 	sigemptyset(&block);
 	sigaddset(&block, SIGINT);
@@ -103,23 +159,44 @@ ctl_events(struct ctl *ctl, struct ctl_args *args)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	ctl_client_set_waitmask(ctl->client, &waitmask);
 
+	if ((rc = ctl_events_subscribe(ctl, vm, false)) != CTL_EXIT_OK)
+		return rc;
 	for (;;) {
+		ctl_client_set_waitmask(ctl->client, &waitmask);
 		io = ctl_client_next(ctl->client, &ev, &cause);
 		if (io == CTL_IO_INTR) {
 			if (ctl_events_stop)
 				return CTL_EXIT_OK;
 			continue;
 		}
-		if (io != CTL_IO_OK)
+		if (io == CTL_IO_OK) {
+			if (ctl->json)
+				printf("%s\n", ctl_json_compact(ev));
+			else
+				ctl_events_print(ev);
+			fflush(stdout);
+			json_object_put(ev);
+			continue;
+		}
+		if (!follow || io == CTL_IO_ERROR)
 			break;
-		if (ctl->json)
-			printf("%s\n", ctl_json_compact(ev));
-		else
-			ctl_events_print(ev);
-		fflush(stdout);
-		json_object_put(ev);
+		/* The daemon went away: wait for the next one and subscribe again. */
+		free(cause);
+		cause = NULL;
+		ctl_client_free(ctl->client);
+		ctl->client = NULL;
+		fprintf(stderr, "qvmctl: %s: connection to the daemon lost; waiting for it\n",
+		        ctl->socket);
+		do {
+			if (!ctl_events_pause(&block, CTL_EVENTS_RETRY_MS))
+				return CTL_EXIT_OK;
+			if (ctl->client != NULL) { /* connected, but the subscription failed */
+				ctl_client_free(ctl->client);
+				ctl->client = NULL;
+			}
+		} while (ctl_events_subscribe(ctl, vm, true) != CTL_EXIT_OK);
+		ctl_events_reconnected(ctl);
 	}
 	if (io == CTL_IO_TIMEOUT)
 		rc = ctl_fail(ctl, PROTO_ERR_UNREACHABLE, "%s: timed out", ctl->socket);
@@ -132,4 +209,18 @@ ctl_events(struct ctl *ctl, struct ctl_args *args)
 	return rc;
 }
 
-const struct ctl_verb ctl_verb_events = {"events", "[NAME]", 0, 1, NULL, ctl_events};
+static const struct ctl_opt ctl_events_opts[] = {
+    {"follow", false, "when qvmd goes away, wait for it and subscribe again"},
+    {NULL, false, NULL},
+};
+
+const struct ctl_verb ctl_verb_events = {
+    "events",
+    "[NAME] [--follow]",
+    0,
+    1,
+    ctl_events_opts,
+    ctl_events,
+    "follow state changes, QEMU events and job changes until interrupted",
+    NULL,
+};

@@ -294,11 +294,15 @@ ctl_snap_job_cancel(struct ctl *ctl, struct ctl_args *args)
 }
 
 static const struct ctl_opt ctl_snap_create_opts[] = {
-    {"disk-only", false}, {"note", true}, {"exclude", true}, {"no-wait", false}, {NULL, false},
+    {"disk-only", false, "only the disks, not the RAM and device state"},
+    {"note", true, "a note kept with the snapshot"},
+    {"exclude", true, "disks to leave out (ids, comma-separated)"},
+    {"no-wait", false, "return the job's id at once; follow it with jobs or events"},
+    {NULL, false, NULL},
 };
 static const struct ctl_opt ctl_snap_tag_opts[] = {
-    {"no-wait", false},
-    {NULL, false},
+    {"no-wait", false, "return the job's id at once; follow it with jobs or events"},
+    {NULL, false, NULL},
 };
 
 const struct ctl_verb ctl_verb_snapshot = {
@@ -308,15 +312,30 @@ const struct ctl_verb ctl_verb_snapshot = {
     2,
     ctl_snap_create_opts,
     ctl_snap_create,
+    "take a snapshot of every qcow2 disk and, of a running VM, its RAM",
+    NULL,
 };
-const struct ctl_verb ctl_verb_snapshots = {"snapshots", "NAME", 1, 1, NULL, ctl_snap_list};
+const struct ctl_verb ctl_verb_snapshots = {
+    "snapshots", "NAME", 1, 1, NULL, ctl_snap_list, "a VM's snapshots: tag, date, size, note", NULL,
+};
 const struct ctl_verb ctl_verb_revert = {
-    "revert", "NAME TAG [--no-wait]", 2, 2, ctl_snap_tag_opts, ctl_snap_revert,
+    "revert",        "NAME TAG [--no-wait]",  2,    2, ctl_snap_tag_opts,
+    ctl_snap_revert, "go back to a snapshot", NULL,
 };
 const struct ctl_verb ctl_verb_snapshot_delete = {
-    "snapshot-delete", "NAME TAG [--no-wait]", 2, 2, ctl_snap_tag_opts, ctl_snap_delete,
+    "snapshot-delete", "NAME TAG [--no-wait]", 2,    2, ctl_snap_tag_opts,
+    ctl_snap_delete,   "delete a snapshot",    NULL,
 };
-const struct ctl_verb ctl_verb_jobs = {"jobs", "[NAME]", 0, 1, NULL, ctl_snap_jobs};
+const struct ctl_verb ctl_verb_jobs = {
+    "jobs",
+    "[NAME]",
+    0,
+    1,
+    NULL,
+    ctl_snap_jobs,
+    "background jobs (snapshots, backups ...) and their progress",
+    NULL,
+};
 const struct ctl_verb ctl_verb_job_cancel = {
-    "job-cancel", "NAME JOB", 2, 2, NULL, ctl_snap_job_cancel,
+    "job-cancel", "NAME JOB", 2, 2, NULL, ctl_snap_job_cancel, "cancel a background job", NULL,
 };

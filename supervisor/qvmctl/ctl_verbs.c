@@ -11,35 +11,42 @@
 #include "ctl_print.h"
 #include "xalloc.h"
 
+/* One verb a line, in the order the overview lists them. */
+/* clang-format off */
 const struct ctl_verb *const ctl_verbs[] = {
-    &ctl_verb_list,
-    &ctl_verb_status,
-    &ctl_verb_start,
-    &ctl_verb_powerdown,
-    &ctl_verb_reset,
-    &ctl_verb_pause,
-    &ctl_verb_resume,
-    &ctl_verb_kill,
-    &ctl_verb_events,
-    &ctl_verb_qmp,
-    &ctl_verb_reload,
-    &ctl_verb_version,
-    &ctl_verb_attach_disk,
-    &ctl_verb_attach_net,
-    &ctl_verb_detach,
-    &ctl_verb_devices,
-    &ctl_verb_snapshot,
-    &ctl_verb_snapshots,
-    &ctl_verb_revert,
-    &ctl_verb_snapshot_delete,
-    &ctl_verb_jobs,
-    &ctl_verb_job_cancel,
-    &ctl_verb_backup,
-    &ctl_verb_backups,
-    &ctl_verb_restore,
-    &ctl_verb_backup_verify,
-    NULL,
+	&ctl_verb_list,
+	&ctl_verb_status,
+	&ctl_verb_start,
+	&ctl_verb_powerdown,
+	&ctl_verb_restart,
+	&ctl_verb_reboot,
+	&ctl_verb_reset,
+	&ctl_verb_pause,
+	&ctl_verb_resume,
+	&ctl_verb_kill,
+	&ctl_verb_events,
+	&ctl_verb_qmp,
+	&ctl_verb_reload,
+	&ctl_verb_version,
+	&ctl_verb_help,
+	&ctl_verb_attach_disk,
+	&ctl_verb_attach_net,
+	&ctl_verb_detach,
+	&ctl_verb_devices,
+	&ctl_verb_snapshot,
+	&ctl_verb_snapshots,
+	&ctl_verb_revert,
+	&ctl_verb_snapshot_delete,
+	&ctl_verb_jobs,
+	&ctl_verb_job_cancel,
+	&ctl_verb_backup,
+	&ctl_verb_backups,
+	&ctl_verb_restore,
+	&ctl_verb_backup_verify,
+	&ctl_verb_backup_prune,
+	NULL,
 };
+/* clang-format on */
 
 const struct ctl_verb *
 ctl_verb_find(const char *name)
@@ -73,15 +80,47 @@ ctl_verb_usage(FILE *f, const struct ctl_verb *verb, const char *first, const ch
 void
 ctl_usage(FILE *f)
 {
+	int width = 0;
+
 	fprintf(f,
 	        "usage: qvmctl [-s SOCKET] [--json] [-t SECONDS] [-h] VERB [ARGS...]\n"
 	        "  -s SOCKET   control socket (default $QVMD_SOCKET, else " CTL_DEFAULT_SOCKET ")\n"
 	        "  --json      print the daemon's reply as JSON\n"
 	        "  -t SECONDS  give up when the daemon does not answer for this long (exit 3);\n"
 	        "              a slow operation is waited for while the daemon answers\n"
-	        "verbs:\n");
+	        "verbs (qvmctl help VERB, or qvmctl VERB --help, for one verb's arguments):\n");
 	for (size_t i = 0; ctl_verbs[i] != NULL; i++)
-		ctl_verb_usage(f, ctl_verbs[i], "  ", "  ");
+		if ((int)strlen(ctl_verbs[i]->name) > width)
+			width = (int)strlen(ctl_verbs[i]->name);
+	for (size_t i = 0; ctl_verbs[i] != NULL; i++)
+		fprintf(f, "  %-*s  %s\n", width, ctl_verbs[i]->name,
+		        ctl_verbs[i]->summary != NULL ? ctl_verbs[i]->summary : "");
+}
+
+void
+ctl_usage_verb(FILE *f, const struct ctl_verb *verb)
+{
+	const struct ctl_opt *o;
+	char name[64];
+	int width = 0;
+
+	ctl_verb_usage(f, verb, "usage: ", "       ");
+	if (verb->summary != NULL)
+		fprintf(f, "\n%s\n", verb->summary);
+	for (o = verb->opts; o != NULL && o->name != NULL; o++)
+		if ((int)strlen(o->name) + (o->has_value ? 8 : 2) > width)
+			width = (int)strlen(o->name) + (o->has_value ? 8 : 2);
+	if (verb->opts != NULL && verb->opts[0].name != NULL)
+		fprintf(f, "\noptions:\n");
+	for (o = verb->opts; o != NULL && o->name != NULL; o++) {
+		snprintf(name, sizeof name, "--%s%s", o->name, o->has_value ? " VALUE" : "");
+		fprintf(f, "  %-*s  %s\n", width, name, o->help != NULL ? o->help : "");
+	}
+	fprintf(f,
+	        "\nexit status: 0 done; 1 the daemon refused it or it failed (why on stderr)%s%s;\n"
+	        "2 a usage error (nothing was sent); 3 qvmd unreachable, or the connection lost\n"
+	        "before the reply\n",
+	        verb->exits != NULL ? ", or " : "", verb->exits != NULL ? verb->exits : "");
 }
 
 /* Prints a failure: {code, message} on one line of stdout with --json (a line of its own in the
@@ -164,7 +203,7 @@ ctl_verb_parse(const struct ctl_verb *verb, int argc, char **argv, struct ctl_ar
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":h", longopts, &idx)) != -1) {
 		if (ch == 'h') {
-			ctl_verb_usage(stdout, verb, "usage: ", "       ");
+			ctl_usage_verb(stdout, verb);
 			return -1;
 		}
 		if (ch == ':') {

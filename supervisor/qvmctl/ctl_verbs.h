@@ -41,6 +41,7 @@ struct ctl {
 struct ctl_opt {
 	const char *name;
 	bool has_value;
+	const char *help; /* one line for `qvmctl help VERB` */
 };
 
 /* A verb's command line after option parsing. */
@@ -57,24 +58,30 @@ struct ctl_verb {
 	int min_args, max_args;
 	const struct ctl_opt *opts; /* terminated by a NULL name; NULL for none */
 	int (*exec)(struct ctl *ctl, struct ctl_args *args);
+	const char *summary; /* one line for the overview and `qvmctl help VERB` */
+	const char *exits;   /* what exit status 1 means beyond a refusal, or NULL */
 };
 
 extern const struct ctl_verb ctl_verb_list, ctl_verb_status, ctl_verb_start, ctl_verb_powerdown,
-    ctl_verb_reset, ctl_verb_pause, ctl_verb_resume, ctl_verb_kill;
-extern const struct ctl_verb ctl_verb_events, ctl_verb_qmp, ctl_verb_reload, ctl_verb_version;
+    ctl_verb_restart, ctl_verb_reboot, ctl_verb_reset, ctl_verb_pause, ctl_verb_resume,
+    ctl_verb_kill;
+extern const struct ctl_verb ctl_verb_events, ctl_verb_qmp, ctl_verb_reload, ctl_verb_version,
+    ctl_verb_help;
 extern const struct ctl_verb ctl_verb_attach_disk, ctl_verb_attach_net, ctl_verb_detach,
     ctl_verb_devices;
 extern const struct ctl_verb ctl_verb_snapshot, ctl_verb_snapshots, ctl_verb_revert,
     ctl_verb_snapshot_delete, ctl_verb_jobs, ctl_verb_job_cancel;
 extern const struct ctl_verb ctl_verb_backup, ctl_verb_backups, ctl_verb_restore,
-    ctl_verb_backup_verify;
+    ctl_verb_backup_verify, ctl_verb_backup_prune;
 
 /* The table, NULL-terminated, in the order usage lists it. */
 extern const struct ctl_verb *const ctl_verbs[];
 
 const struct ctl_verb *ctl_verb_find(const char *name);
-/* Prints the global usage and every verb's to f. */
+/* Prints the global usage and every verb with its summary to f. */
 void ctl_usage(FILE *f);
+/* Prints one verb's help to f: its usage lines, summary, options and exit statuses. */
+void ctl_usage_verb(FILE *f, const struct ctl_verb *verb);
 /*
  * Parses argv (argv[0] is the verb) into args. Returns CTL_EXIT_OK; CTL_EXIT_USAGE after printing
  * why; or -1 after printing the verb's usage for --help.

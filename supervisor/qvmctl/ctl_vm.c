@@ -1,4 +1,4 @@
-/* Lifecycle verbs: list, status, start, powerdown, reset, pause, resume, kill. */
+/* Lifecycle verbs: list, status, start, powerdown, restart, reboot, reset, pause, resume, kill. */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,17 +144,18 @@ ctl_vm_status(struct ctl *ctl, struct ctl_args *args)
 	return CTL_EXIT_OK;
 }
 
-/* start, reset, pause, resume and kill: the verb is the command, one line of output. */
+/* start, restart, reset, pause, resume and kill: the verb is the command, one line of output;
+ * req (taken, may be NULL) its args. */
 static int
-ctl_vm_simple(struct ctl *ctl, struct ctl_args *args)
+ctl_vm_one(struct ctl *ctl, const char *vm, struct json_object *req, uint64_t timeout_ms)
 {
-	const char *verb = ctl->verb->name, *vm = args->argv[0];
+	const char *verb = ctl->verb->name;
 	struct json_object *reply, *res;
 	const char *state;
 	char ended[256];
 	int rc;
 
-	if ((rc = ctl_call(ctl, verb, vm, NULL, &reply, &res)) != CTL_EXIT_OK)
+	if ((rc = ctl_call(ctl, verb, vm, req, &reply, &res)) != CTL_EXIT_OK)
 		return rc;
 	if (ctl->json) {
 		ctl_print_json(stdout, res);
@@ -162,29 +163,38 @@ ctl_vm_simple(struct ctl *ctl, struct ctl_args *args)
 		return CTL_EXIT_OK;
 	}
 	state = ctl_json_str(res, "state", "?");
-	if (strcmp(verb, "start") == 0 && ctl_json_int(res, "pid", 0) > 0) {
-		printf("%s: %s (pid %" PRId64 ")\n", vm, state, ctl_json_int(res, "pid", 0));
+	ctl_vm_ended_by(res, timeout_ms, ended, sizeof ended);
+	if ((strcmp(verb, "start") == 0 || strcmp(verb, "restart") == 0) &&
+	    ctl_json_int(res, "pid", 0) > 0) {
+		printf("%s: %s (pid %" PRId64 ")%s%s\n", vm, state, ctl_json_int(res, "pid", 0),
+		       ended[0] ? "; stopped first" : "", ended);
 	} else if (strcmp(verb, "reset") == 0) {
 		printf("%s: reset (%s)\n", vm, state);
 	} else {
-		ctl_vm_ended_by(res, 0, ended, sizeof ended);
 		printf("%s: %s%s\n", vm, state, ended);
 	}
 	json_object_put(reply);
 	return CTL_EXIT_OK;
 }
 
-/* powerdown --all: one line per VM, exit 1 if any of them failed. */
 static int
-ctl_vm_powerdown_all(struct ctl *ctl, struct json_object *req, uint64_t timeout_ms)
+ctl_vm_simple(struct ctl *ctl, struct ctl_args *args)
 {
+	return ctl_vm_one(ctl, args->argv[0], NULL, 0);
+}
+
+/* powerdown --all and start --all: one line per VM, exit 1 if any of them failed. */
+static int
+ctl_vm_all(struct ctl *ctl, struct json_object *req, uint64_t timeout_ms)
+{
+	const char *verb = ctl->verb->name;
 	struct json_object *reply, *res, *vms, *vm, *err;
 	size_t failed = 0, n;
 	char ended[256];
 	int rc;
 
 	json_object_object_add(req, "all", json_object_new_boolean(1));
-	if ((rc = ctl_call(ctl, "powerdown", NULL, req, &reply, &res)) != CTL_EXIT_OK)
+	if ((rc = ctl_call(ctl, verb, NULL, req, &reply, &res)) != CTL_EXIT_OK)
 		return rc;
 	vms = ctl_json_array(res, "results");
 	n = vms != NULL ? json_object_array_length(vms) : 0;
@@ -202,15 +212,51 @@ ctl_vm_powerdown_all(struct ctl *ctl, struct json_object *req, uint64_t timeout_
 		if (!ctl->json) {
 			ctl_vm_ended_by(vm, timeout_ms, ended, sizeof ended);
 			printf("%s: %s%s\n", ctl_json_str(vm, "name", "?"),
-			       ctl_json_str(vm, "state", "stopped"), ended);
+			       ctl_json_str(vm, "state", "?"), ended);
 		}
 	}
 	if (ctl->json)
 		ctl_print_json(stdout, res);
 	else if (failed > 0)
-		fprintf(stderr, "qvmctl: powerdown failed for %zu of %zu vms\n", failed, n);
+		fprintf(stderr, "qvmctl: %s failed for %zu of %zu vms\n", verb, failed, n);
 	json_object_put(reply);
 	return failed > 0 ? CTL_EXIT_FAILED : CTL_EXIT_OK;
+}
+
+static int
+ctl_vm_start(struct ctl *ctl, struct ctl_args *args)
+{
+	bool all = ctl_args_has(args, "all"), force = ctl_args_has(args, "force");
+	struct json_object *req;
+
+	if (all && args->argc > 0)
+		return ctl_usage_error(ctl, "start: --all takes no NAME");
+	if (force && !all)
+		return ctl_usage_error(ctl, "start: --force goes with --all");
+	if (!all && args->argc == 0)
+		return ctl_usage_error(ctl, "start: NAME or --all is required");
+	if (!all)
+		return ctl_vm_simple(ctl, args);
+	req = json_object_new_object();
+	if (force)
+		json_object_object_add(req, "force", json_object_new_boolean(1));
+	return ctl_vm_all(ctl, req, 0);
+}
+
+static int
+ctl_vm_restart(struct ctl *ctl, struct ctl_args *args)
+{
+	struct json_object *req;
+	uint64_t timeout_ms;
+	bool has_timeout;
+	int rc;
+
+	if ((rc = ctl_args_timeout(ctl, args, "timeout", &timeout_ms, &has_timeout)) != 0)
+		return rc;
+	req = json_object_new_object();
+	if (has_timeout)
+		json_object_object_add(req, "timeout_ms", json_object_new_uint64(timeout_ms));
+	return ctl_vm_one(ctl, args->argv[0], req, timeout_ms);
 }
 
 static int
@@ -235,7 +281,7 @@ ctl_vm_powerdown(struct ctl *ctl, struct ctl_args *args)
 	if (has_timeout)
 		json_object_object_add(req, "timeout_ms", json_object_new_uint64(timeout_ms));
 	if (all)
-		return ctl_vm_powerdown_all(ctl, req, timeout_ms);
+		return ctl_vm_all(ctl, req, timeout_ms);
 	json_object_object_add(req, "wait", json_object_new_boolean(!nowait));
 	if ((rc = ctl_call(ctl, "powerdown", args->argv[0], req, &reply, &res)) != CTL_EXIT_OK)
 		return rc;
@@ -249,16 +295,93 @@ ctl_vm_powerdown(struct ctl *ctl, struct ctl_args *args)
 	return CTL_EXIT_OK;
 }
 
-static const struct ctl_opt ctl_vm_powerdown_opts[] = {
-    {"timeout", true},
-    {"no-wait", false},
-    {"all", false},
-    {NULL, false},
+/* reboot: "web1: running (rebooted by guest after 3.2s)". */
+static int
+ctl_vm_reboot(struct ctl *ctl, struct ctl_args *args)
+{
+	struct json_object *req = json_object_new_object(), *reply, *res;
+	uint64_t timeout_ms;
+	bool has_timeout;
+	const char *by;
+	char secs[32];
+	int rc;
+
+	if ((rc = ctl_args_timeout(ctl, args, "timeout", &timeout_ms, &has_timeout)) != 0) {
+		json_object_put(req);
+		return rc;
+	}
+	if (has_timeout)
+		json_object_object_add(req, "timeout_ms", json_object_new_uint64(timeout_ms));
+	if ((rc = ctl_call(ctl, "reboot", args->argv[0], req, &reply, &res)) != CTL_EXIT_OK)
+		return rc;
+	if (ctl->json) {
+		ctl_print_json(stdout, res);
+	} else {
+		by = ctl_json_str(res, "rebooted_by", "?");
+		ctl_fmt_seconds((uint64_t)ctl_json_int(res, "elapsed_ms", 0), secs, sizeof secs);
+		printf("%s: %s (%s after %s)%s\n", args->argv[0], ctl_json_str(res, "state", "?"),
+		       strcmp(by, "reset") == 0         ? "guest ignored powerdown: reset"
+		       : strcmp(by, "guest-reset") == 0 ? "the guest rebooted itself"
+		                                        : "rebooted by the guest",
+		       secs,
+		       ctl_json_bool(res, "resumed", false) ? "; it was paused: resumed first"
+		                                            : "");
+	}
+	json_object_put(reply);
+	return CTL_EXIT_OK;
+}
+
+static const struct ctl_opt ctl_vm_reboot_opts[] = {
+    {"timeout", true, "how long the guest gets to shut down (default: its shutdown_timeout)"},
+    {NULL, false, NULL},
 };
 
-const struct ctl_verb ctl_verb_list = {"list", "", 0, 0, NULL, ctl_vm_list};
-const struct ctl_verb ctl_verb_status = {"status", "NAME", 1, 1, NULL, ctl_vm_status};
-const struct ctl_verb ctl_verb_start = {"start", "NAME", 1, 1, NULL, ctl_vm_simple};
+static const struct ctl_opt ctl_vm_powerdown_opts[] = {
+    {"timeout", true, "how long the guest gets before the escalation (default: shutdown_timeout)"},
+    {"no-wait", false, "return once the guest was asked"},
+    {"all", false, "every VM that has a QEMU, in parallel (host shutdown)"},
+    {NULL, false, NULL},
+};
+
+static const struct ctl_opt ctl_vm_start_opts[] = {
+    {"all", false, "every VM with autostart = yes that has no QEMU, in parallel"},
+    {"force", false, "with --all: every VM, whatever its autostart"},
+    {NULL, false, NULL},
+};
+
+const struct ctl_verb ctl_verb_list = {
+    "list", "", 0, 0, NULL, ctl_vm_list, "every VM: state, pid, vCPUs, memory, uptime", NULL,
+};
+const struct ctl_verb ctl_verb_status = {
+    "status",
+    "NAME",
+    1,
+    1,
+    NULL,
+    ctl_vm_status,
+    "one VM in detail: state, QEMU, job, devices, last exit, definition changes",
+    NULL,
+};
+const struct ctl_verb ctl_verb_start = {
+    "start",
+    "NAME | --all [--force]",
+    0,
+    1,
+    ctl_vm_start_opts,
+    ctl_vm_start,
+    "start a VM, returning when the guest runs",
+    "with --all: a VM failed to start",
+};
+const struct ctl_verb ctl_verb_restart = {
+    "restart",
+    "NAME [--timeout D]",
+    1,
+    1,
+    ctl_vm_reboot_opts,
+    ctl_vm_restart,
+    "powerdown (with its escalation), then start",
+    NULL,
+};
 const struct ctl_verb ctl_verb_powerdown = {
     "powerdown",
     "NAME [--timeout D] [--no-wait] | --all [--timeout D]",
@@ -266,8 +389,35 @@ const struct ctl_verb ctl_verb_powerdown = {
     1,
     ctl_vm_powerdown_opts,
     ctl_vm_powerdown,
+    "ACPI powerdown; after the timeout quit, then SIGTERM, then SIGKILL",
+    "with --all: a VM still runs at the end",
 };
-const struct ctl_verb ctl_verb_reset = {"reset", "NAME", 1, 1, NULL, ctl_vm_simple};
-const struct ctl_verb ctl_verb_pause = {"pause", "NAME", 1, 1, NULL, ctl_vm_simple};
-const struct ctl_verb ctl_verb_resume = {"resume", "NAME", 1, 1, NULL, ctl_vm_simple};
-const struct ctl_verb ctl_verb_kill = {"kill", "NAME", 1, 1, NULL, ctl_vm_simple};
+const struct ctl_verb ctl_verb_reboot = {
+    "reboot",
+    "NAME [--timeout D]",
+    1,
+    1,
+    ctl_vm_reboot_opts,
+    ctl_vm_reboot,
+    "graceful reboot in the same QEMU process; a hard reset if the guest ignores ACPI",
+    NULL,
+};
+const struct ctl_verb ctl_verb_reset = {
+    "reset", "NAME", 1, 1, NULL, ctl_vm_simple, "hard reset (system_reset)", NULL,
+};
+const struct ctl_verb ctl_verb_pause = {
+    "pause", "NAME", 1, 1, NULL, ctl_vm_simple, "stop the guest's vCPUs", NULL,
+};
+const struct ctl_verb ctl_verb_resume = {
+    "resume", "NAME", 1, 1, NULL, ctl_vm_simple, "let a paused guest run again", NULL,
+};
+const struct ctl_verb ctl_verb_kill = {
+    "kill",
+    "NAME",
+    1,
+    1,
+    NULL,
+    ctl_vm_simple,
+    "stop the VM at once (quit, SIGTERM, SIGKILL); cancels a background job",
+    NULL,
+};

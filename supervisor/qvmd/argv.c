@@ -81,6 +81,41 @@ argv_free(char **argv)
 	free(argv);
 }
 
+char *
+argv_shell_line(char *const *argv)
+{
+	static const char bare[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+	                           "_@%+=:,./-";
+	size_t len = 1, o = 0;
+	char *line;
+
+	for (char *const *a = argv; *a != NULL; a++)
+		len += 3 + strlen(*a) * 4; /* a space, two quotes, each ' as '\'' */
+	line = xmalloc(len);
+	for (char *const *a = argv; *a != NULL; a++) {
+		const char *s = *a;
+
+		if (a != argv)
+			line[o++] = ' ';
+		if (*s != '\0' && s[strspn(s, bare)] == '\0') {
+			memcpy(line + o, s, strlen(s));
+			o += strlen(s);
+			continue;
+		}
+		line[o++] = '\'';
+		for (; *s != '\0'; s++) {
+			if (*s == '\'') {
+				memcpy(line + o, "'\\''", 4);
+				o += 4;
+			} else
+				line[o++] = *s;
+		}
+		line[o++] = '\'';
+	}
+	line[o] = '\0';
+	return line;
+}
+
 static struct json_object *
 argv_jnew(void)
 {

@@ -45,6 +45,10 @@ struct argv_env {
  */
 char **argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause);
 void argv_free(char **argv);
+/* The vector as one line a POSIX shell reads back into the same arguments: each argument bare
+ * when it holds only characters no shell treats specially, else in single quotes (a quote inside
+ * as '\''); arguments separated by one space. Caller frees. */
+char *argv_shell_line(char *const *argv);
 
 /*
  * Names qvmd gives QEMU objects (a contract between argv and the hot-plug code). Device ids never

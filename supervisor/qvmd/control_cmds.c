@@ -116,10 +116,38 @@ cmd_status(struct control_reply *r, struct vm *vm, const char *n, struct json_ob
 	vm_status(vm, control_done, r);
 }
 
+/* start: a VM by name, or args.all (every autostart VM; with args.force every VM). */
 static void
-cmd_start(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+cmd_start(struct control_reply *r, struct vm *unused, const char *name, struct json_object *args)
 {
+	struct daemon *d = control_daemon(r->c);
+	bool all = false, force = false;
+	struct vm *vm;
+
+	if (!arg_bool(r, args, "all", &all) || !arg_bool(r, args, "force", &force))
+		return;
+	if (all && name != NULL)
+		return reply_error(r, PROTO_ERR_INVALID, "start: a vm name or args.all, not both");
+	if (force && !all)
+		return reply_error(r, PROTO_ERR_INVALID, "start: args.force goes with args.all");
+	if (all)
+		return daemon_start_all(d, force, control_done, r);
+	if (name == NULL)
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "start: a vm name or args.all is required");
+	if ((vm = daemon_find_vm(d, name)) == NULL)
+		return reply_error(r, PROTO_ERR_NOT_FOUND, "no such vm");
 	vm_start(vm, control_done, r);
+}
+
+/* restart: powerdown (with its escalation) and start again. */
+static void
+cmd_restart(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	uint64_t timeout_ms = 0;
+
+	if (arg_timeout(r, args, "timeout_ms", &timeout_ms))
+		daemon_restart(control_daemon(r->c), vm, timeout_ms, control_done, r);
 }
 
 static void
@@ -144,6 +172,16 @@ static void
 cmd_kill(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
 {
 	vm_kill(vm, control_done, r);
+}
+
+/* reboot: args.timeout_ms (the guest's time to shut down before a hard reset). */
+static void
+cmd_reboot(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	uint64_t timeout_ms = 0;
+
+	if (arg_timeout(r, args, "timeout_ms", &timeout_ms))
+		vm_reboot(vm, timeout_ms, control_done, r);
 }
 
 static void
@@ -541,20 +579,47 @@ arg_backup(struct control_reply *r, struct vm *vm, struct json_object *args)
 	return id;
 }
 
+/* restore: args.backup, exactly one of args.to (a directory) and args.in_place (true), args.wait.
+ */
 static void
 cmd_restore(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
 {
 	const char *id, *to = NULL;
-	bool wait = true;
+	bool wait = true, in_place = false;
 
 	if ((id = arg_backup(r, vm, args)) == NULL || !arg_str(r, args, "to", &to) ||
-	    !arg_bool(r, args, "wait", &wait))
+	    !arg_bool(r, args, "in_place", &in_place) || !arg_bool(r, args, "wait", &wait))
 		return;
-	if (to == NULL || to[0] != '/')
+	if ((to != NULL) == in_place)
+		return reply_error(
+		    r, PROTO_ERR_INVALID,
+		    "vm %s: give exactly one of args.to (a directory for new images) "
+		    "and args.in_place (replace the vm's own disks)",
+		    vm_name(vm));
+	if (to != NULL && to[0] != '/')
 		return reply_error(r, PROTO_ERR_INVALID,
-		                   "vm %s: args.to (an absolute directory) is required",
-		                   vm_name(vm));
+		                   "vm %s: args.to must be an absolute directory", vm_name(vm));
+	/* A NULL directory restores in place. */
 	vm_backup_restore(vm, id, to, !wait, control_done, r);
+}
+
+/* backup-prune: args.keep (>= 1, required), args.wait. */
+static void
+cmd_backup_prune(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	struct json_object *v = NULL;
+	bool wait = true;
+
+	if (!arg_bool(r, args, "wait", &wait))
+		return;
+	if (args == NULL || !json_object_object_get_ex(args, "keep", &v) ||
+	    !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 1 ||
+	    json_object_get_int64(v) > 1000000)
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "vm %s: args.keep (how many restore points to keep, at least 1) "
+		                   "is required",
+		                   vm_name(vm));
+	vm_backup_prune(vm, (unsigned)json_object_get_int64(v), !wait, control_done, r);
 }
 
 static void
@@ -572,7 +637,8 @@ static const char *const args_snapshot[] = {"tag", "note", "disk_only", "exclude
 static const char *const args_tag[] = {"tag", "wait", NULL};
 static const char *const args_job_cancel[] = {"job", NULL};
 static const char *const args_backup[] = {"mode", "to", "wait", NULL};
-static const char *const args_restore[] = {"backup", "to", "wait", NULL};
+static const char *const args_restore[] = {"backup", "to", "in_place", "wait", NULL};
+static const char *const args_backup_prune[] = {"keep", "wait", NULL};
 static const char *const args_backup_verify[] = {"backup", "wait", NULL};
 
 static const char *const args_attach_disk[] = {"id",       "file",        "format",  "cache",
@@ -581,6 +647,8 @@ static const char *const args_attach_net[] = {"id",     "type",     "mac",     "
                                               "ifname", "restrict", "persist", NULL};
 static const char *const args_detach[] = {"id", "persist", "timeout_ms", NULL};
 static const char *const args_powerdown[] = {"timeout_ms", "wait", "all", NULL};
+static const char *const args_timeout[] = {"timeout_ms", NULL};
+static const char *const args_start[] = {"all", "force", NULL};
 static const char *const args_qmp[] = {"command", "arguments", NULL};
 static const char *const args_subscribe[] = {"vm", NULL};
 
@@ -588,6 +656,7 @@ static const struct control_cmd control_cmds[] = {
     {"attach-disk", CMD_VM_REQUIRED, args_attach_disk, cmd_attach_disk},
     {"attach-net", CMD_VM_REQUIRED, args_attach_net, cmd_attach_net},
     {"backup", CMD_VM_REQUIRED, args_backup, cmd_backup},
+    {"backup-prune", CMD_VM_REQUIRED, args_backup_prune, cmd_backup_prune},
     {"backup-verify", CMD_VM_REQUIRED, args_backup_verify, cmd_backup_verify},
     {"backups", CMD_VM_REQUIRED, NULL, cmd_backups},
     {"detach", CMD_VM_REQUIRED, args_detach, cmd_detach},
@@ -599,15 +668,17 @@ static const struct control_cmd control_cmds[] = {
     {"pause", CMD_VM_REQUIRED, NULL, cmd_pause},
     {"powerdown", CMD_VM_OPTIONAL, args_powerdown, cmd_powerdown},
     {"qmp", CMD_VM_REQUIRED, args_qmp, cmd_qmp},
+    {"reboot", CMD_VM_REQUIRED, args_timeout, cmd_reboot},
     {"reload", CMD_VM_NONE, NULL, cmd_reload},
     {"reset", CMD_VM_REQUIRED, NULL, cmd_reset},
+    {"restart", CMD_VM_REQUIRED, args_timeout, cmd_restart},
     {"restore", CMD_VM_REQUIRED, args_restore, cmd_restore},
     {"resume", CMD_VM_REQUIRED, NULL, cmd_resume},
     {"revert", CMD_VM_REQUIRED, args_tag, cmd_revert},
     {"snapshot", CMD_VM_REQUIRED, args_snapshot, cmd_snapshot},
     {"snapshot-delete", CMD_VM_REQUIRED, args_tag, cmd_snapshot_delete},
     {"snapshots", CMD_VM_REQUIRED, NULL, cmd_snapshots},
-    {"start", CMD_VM_REQUIRED, NULL, cmd_start},
+    {"start", CMD_VM_OPTIONAL, args_start, cmd_start},
     {"status", CMD_VM_REQUIRED, NULL, cmd_status},
     {"subscribe", CMD_VM_OPTIONAL, args_subscribe, cmd_subscribe},
     {"version", CMD_VM_NONE, NULL, cmd_version},

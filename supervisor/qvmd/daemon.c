@@ -403,17 +403,23 @@ daemon_check_uids(struct daemon *d)
 	vm_uid_records_free(r, kept);
 }
 
-/* powerdown of every VM: one aggregate reply once each VM has finished. */
-struct powerdown_all {
+/*
+ * An operation on many VMs at once (powerdown --all, start --all): one aggregate reply once each
+ * VM has answered, `results` with one entry per VM: name, ok, the result's keys the operation
+ * names (null when absent) and error ({code, message} or null).
+ */
+struct fanout {
 	struct daemon *d;
 	struct json_object *results;
 	size_t pending;
+	const char *const *keys;
+	void (*end)(struct fanout *fo); /* before the reply, or NULL */
 	vm_done_cb cb;
 	void *arg;
 };
 
-struct powerdown_one {
-	struct powerdown_all *all;
+struct fanout_one {
+	struct fanout *fo;
 	char *name;
 };
 
@@ -428,16 +434,89 @@ error_object(enum proto_err code, const char *message)
 	return e;
 }
 
-/* Every VM has answered: any that still has a QEMU is reported as a failure. */
-static void
-powerdown_all_end(struct powerdown_all *pa)
+static struct fanout *
+fanout_new(struct daemon *d, const char *const *keys, void (*end)(struct fanout *), vm_done_cb cb,
+           void *arg)
 {
-	struct json_object *res = json_object_new_object();
-	struct daemon *d = pa->d;
+	struct fanout *fo = xcalloc(1, sizeof *fo);
+
+	fo->d = d;
+	fo->results = json_object_new_array();
+	fo->pending = 1; /* held while dispatching: fanout_release */
+	fo->keys = keys;
+	fo->end = end;
+	fo->cb = cb;
+	fo->arg = arg;
+	return fo;
+}
+
+static void
+fanout_release(struct fanout *fo)
+{
+	struct json_object *res;
+
+	if (--fo->pending > 0)
+		return;
+	if (fo->end != NULL)
+		fo->end(fo);
+	res = json_object_new_object();
+	json_object_object_add(res, "results", fo->results);
+	fo->cb(res, PROTO_OK, NULL, fo->arg);
+	free(fo);
+}
+
+static void
+fanout_one_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
+{
+	struct fanout_one *one = arg;
+	struct fanout *fo = one->fo;
+	struct json_object *o = json_object_new_object(), *v;
+
+	/* One shape for every entry: absent values are null. */
+	json_object_object_add(o, "name", json_object_new_string(one->name));
+	json_object_object_add(o, "ok", json_object_new_boolean(code == PROTO_OK));
+	for (const char *const *k = fo->keys; *k != NULL; k++)
+		json_object_object_add(o, *k,
+		                       code == PROTO_OK && json_object_object_get_ex(result, *k, &v)
+		                           ? json_object_get(v)
+		                           : NULL);
+	json_object_object_add(o, "error", code == PROTO_OK ? NULL : error_object(code, message));
+	json_object_array_add(fo->results, o);
+	json_object_put(result);
+	free(one->name);
+	free(one);
+	fanout_release(fo);
+}
+
+/* The callback and argument for one VM of fo (release with fanout_skip if op never answers). */
+static struct fanout_one *
+fanout_add(struct fanout *fo, struct vm *vm)
+{
+	struct fanout_one *one = xcalloc(1, sizeof *one);
+
+	one->fo = fo;
+	one->name = xstrdup(vm_name(vm));
+	fo->pending++;
+	return one;
+}
+
+static void
+fanout_skip(struct fanout_one *one)
+{
+	one->fo->pending--;
+	free(one->name);
+	free(one);
+}
+
+/* powerdown --all is over: any VM that still has a QEMU is reported as a failure. */
+static void
+powerdown_all_end(struct fanout *fo)
+{
+	struct daemon *d = fo->d;
 	char *msg;
 
-	for (size_t i = 0; i < json_object_array_length(pa->results); i++) {
-		struct json_object *o = json_object_array_get_idx(pa->results, i), *v;
+	for (size_t i = 0; i < json_object_array_length(fo->results); i++) {
+		struct json_object *o = json_object_array_get_idx(fo->results, i), *v;
 		struct vm *vm;
 
 		json_object_object_get_ex(o, "name", &v);
@@ -454,66 +533,117 @@ powerdown_all_end(struct powerdown_all *pa)
 		free(msg);
 	}
 	d->restarts_held--;
-	json_object_object_add(res, "results", pa->results);
-	pa->cb(res, PROTO_OK, NULL, pa->arg);
-	free(pa);
-}
-
-static void
-powerdown_one_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
-{
-	struct powerdown_one *one = arg;
-	struct powerdown_all *all = one->all;
-	struct json_object *o = json_object_new_object(), *v;
-
-	/* One shape for every entry: absent values are null. */
-	json_object_object_add(o, "name", json_object_new_string(one->name));
-	json_object_object_add(o, "ok", json_object_new_boolean(code == PROTO_OK));
-	json_object_object_add(o, "state",
-	                       code == PROTO_OK && json_object_object_get_ex(result, "state", &v)
-	                           ? json_object_get(v)
-	                           : NULL);
-	json_object_object_add(o, "ended_by",
-	                       code == PROTO_OK && json_object_object_get_ex(result, "ended_by", &v)
-	                           ? json_object_get(v)
-	                           : NULL);
-	json_object_object_add(o, "elapsed_ms",
-	                       code == PROTO_OK &&
-	                               json_object_object_get_ex(result, "elapsed_ms", &v)
-	                           ? json_object_get(v)
-	                           : NULL);
-	json_object_object_add(o, "error", code == PROTO_OK ? NULL : error_object(code, message));
-	json_object_array_add(all->results, o);
-	json_object_put(result);
-	free(one->name);
-	free(one);
-	if (--all->pending == 0)
-		powerdown_all_end(all);
 }
 
 void
 daemon_powerdown_all(struct daemon *d, uint64_t timeout_ms, vm_done_cb cb, void *arg)
 {
-	struct powerdown_all *pa = xcalloc(1, sizeof *pa);
+	static const char *const keys[] = {"state", "ended_by", "elapsed_ms", NULL};
+	struct fanout *fo = fanout_new(d, keys, powerdown_all_end, cb, arg);
 
-	pa->d = d;
-	pa->cb = cb;
-	pa->arg = arg;
-	pa->results = json_object_new_array();
-	pa->pending = 1; /* held while dispatching */
 	d->restarts_held++;
 	for (size_t i = 0; i < d->nvms; i++) {
-		struct powerdown_one *one = xcalloc(1, sizeof *one);
+		struct fanout_one *one = fanout_add(fo, d->vms[i]);
 
-		one->all = pa;
-		one->name = xstrdup(vm_name(d->vms[i]));
-		pa->pending++;
-		if (!vm_bring_down(d->vms[i], timeout_ms, powerdown_one_done, one)) {
-			pa->pending--;
-			free(one->name);
-			free(one);
-		}
+		if (!vm_bring_down(d->vms[i], timeout_ms, fanout_one_done, one))
+			fanout_skip(one);
 	}
-	if (--pa->pending == 0)
-		powerdown_all_end(pa);
+	fanout_release(fo);
+}
+
+void
+daemon_start_all(struct daemon *d, bool force, vm_done_cb cb, void *arg)
+{
+	static const char *const keys[] = {"state", NULL};
+	struct fanout *fo = fanout_new(d, keys, NULL, cb, arg);
+
+	for (size_t i = 0; i < d->nvms; i++) {
+		const struct vm_config *cfg = vm_config(d->vms[i]);
+
+		if (cfg != NULL && (force || cfg->autostart) && !vm_is_active(d->vms[i]))
+			vm_start(d->vms[i], fanout_one_done, fanout_add(fo, d->vms[i]));
+	}
+	fanout_release(fo);
+}
+
+/* restart: the powerdown's answer comes while the VM still tears its QEMU down; the start waits
+ * for the next loop turn, and finds the VM by name again (a reload may have removed it). */
+struct restart {
+	struct daemon *d;
+	char *name;
+	struct json_object *ended_by; /* the powerdown's, or NULL */
+	vm_done_cb cb;
+	void *arg;
+};
+
+static void
+restart_free(struct restart *rs)
+{
+	json_object_put(rs->ended_by);
+	free(rs->name);
+	free(rs);
+}
+
+static void
+restart_started(struct json_object *result, enum proto_err code, const char *message, void *arg)
+{
+	struct restart *rs = arg;
+
+	if (code == PROTO_OK)
+		json_object_object_add(result, "ended_by", json_object_get(rs->ended_by));
+	rs->cb(result, code, message, rs->arg);
+	restart_free(rs);
+}
+
+static void
+restart_start(evutil_socket_t fd, short what, void *arg)
+{
+	struct restart *rs = arg;
+	struct vm *vm = daemon_find_vm(rs->d, rs->name);
+	char *msg;
+
+	if (vm == NULL) {
+		msg = xasprintf("vm %s: its definition went away during the restart", rs->name);
+		rs->cb(NULL, PROTO_ERR_NOT_FOUND, msg, rs->arg);
+		free(msg);
+		restart_free(rs);
+		return;
+	}
+	vm_start(vm, restart_started, rs);
+}
+
+static void
+restart_stopped(struct json_object *result, enum proto_err code, const char *message, void *arg)
+{
+	struct restart *rs = arg;
+	struct json_object *v;
+
+	if (code != PROTO_OK) {
+		rs->cb(NULL, code, message, rs->arg);
+		restart_free(rs);
+		return;
+	}
+	if (json_object_object_get_ex(result, "ended_by", &v))
+		rs->ended_by = json_object_get(v);
+	json_object_put(result);
+	if (event_base_once(rs->d->base, -1, EV_TIMEOUT, restart_start, rs, NULL) < 0) {
+		rs->cb(NULL, PROTO_ERR_FAILED, "restart: cannot schedule the start", rs->arg);
+		restart_free(rs);
+	}
+}
+
+void
+daemon_restart(struct daemon *d, struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg)
+{
+	struct restart *rs = xcalloc(1, sizeof *rs);
+
+	rs->d = d;
+	rs->name = xstrdup(vm_name(vm));
+	rs->cb = cb;
+	rs->arg = arg;
+	log_info("vm %s: restart", rs->name);
+	if (vm_state(vm) == VM_RUNNING || vm_state(vm) == VM_PAUSED)
+		vm_powerdown(vm, timeout_ms, true, restart_stopped, rs);
+	else
+		vm_start(vm, restart_started, rs);
 }

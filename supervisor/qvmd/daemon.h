@@ -42,10 +42,17 @@ void daemon_adopt_orphans(struct daemon *d);
 void daemon_check_uids(struct daemon *d);
 /*
  * Powers every VM down for a host shutdown (vm_bring_down on each, restarts held until all are
- * done). cb gets {"vms":[{name, ok, state, ended_by, elapsed_ms | error}]}; a VM still running at
- * the end is reported with ok false.
+ * done). cb gets {"results":[{name, ok, state, ended_by, elapsed_ms, error}]}; a VM still running
+ * at the end is reported with ok false.
  */
 void daemon_powerdown_all(struct daemon *d, uint64_t timeout_ms, vm_done_cb cb, void *arg);
+/* Starts every VM whose definition says autostart = yes (force: every VM) and that has no QEMU,
+ * in parallel; answers once each has: results [{name, ok, state, error}]. */
+void daemon_start_all(struct daemon *d, bool force, vm_done_cb cb, void *arg);
+/* Powers a running or paused VM down (vm_powerdown, waiting; timeout_ms 0: its
+ * shutdown_timeout) and, once its QEMU is gone, starts it again; starts a VM without QEMU.
+ * Answers with start's result plus ended_by of the powerdown (null if none ran). */
+void daemon_restart(struct daemon *d, struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg);
 /* Logs a reload's result (errors and a summary). */
 void daemon_log_reload(struct json_object *res);
 /* Publishes an event to subscribers (takes ownership of ev). */

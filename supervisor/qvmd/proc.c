@@ -357,43 +357,83 @@ proc_spawn(char *const *argv, int out_fd, const int *keep, size_t nkeep, int *pi
 	return proc_spawn_as(argv, out_fd, keep, nkeep, NULL, pidfd, cause);
 }
 
+/* Whether a line of QEMU's log is one of its warnings ("PROGRAM: warning: ..." or "warning: ..."):
+ * they come at start-up (a CPU feature TCG lacks, a deprecated option) and never explain why
+ * QEMU failed. */
+static bool
+is_warning_line(const char *line, size_t len)
+{
+	static const char w[] = "warning: ";
+	const char *colon = memchr(line, ':', len);
+
+	if (len >= sizeof w - 1 && memcmp(line, w, sizeof w - 1) == 0)
+		return true;
+	/* The program name: no blank before its colon. */
+	if (colon == NULL || memchr(line, ' ', (size_t)(colon - line)) != NULL)
+		return false;
+	len -= (size_t)(colon - line) + 1;
+	line = colon + 1;
+	return len >= sizeof w && line[0] == ' ' && memcmp(line + 1, w, sizeof w - 1) == 0;
+}
+
 char *
 proc_file_tail(const char *path, long offset, size_t max)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	char *buf, *out;
+	char *buf, *out, *start;
 	ssize_t n;
-	size_t o = 0;
+	size_t o = 0, len;
 
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		if (fd >= 0)
 			close(fd);
 		return xstrdup("");
 	}
-	if (st.st_size - offset > (off_t)max)
-		offset = (long)(st.st_size - (off_t)max);
+	/* Read more than max: the warnings dropped below may fill the last max bytes. */
+	if (st.st_size - offset > (off_t)PROC_TAIL_WINDOW)
+		offset = (long)(st.st_size - (off_t)PROC_TAIL_WINDOW);
 	if (offset < 0)
 		offset = 0;
-	buf = xcalloc(1, max + 1);
-	n = pread(fd, buf, max, offset);
+	buf = xcalloc(1, PROC_TAIL_WINDOW + 1);
+	n = pread(fd, buf, PROC_TAIL_WINDOW, offset);
 	close(fd);
 	if (n < 0)
 		n = 0;
 	buf[n] = '\0';
 	out = xcalloc(1, (size_t)n * 3 + 1);
-	for (ssize_t i = 0; i < n; i++) {
-		if (buf[i] == '\n') {
-			if (i + 1 < n && o > 0) {
-				memcpy(out + o, " | ", 3);
-				o += 3;
-			}
-		} else if ((unsigned char)buf[i] >= 0x20 || buf[i] == '\t') {
-			out[o++] = buf[i];
-		}
+	for (char *line = buf, *end; line < buf + n; line = end + 1) {
+		if ((end = memchr(line, '\n', (size_t)(buf + n - line))) == NULL)
+			end = buf + n;
+		if (end == line || is_warning_line(line, (size_t)(end - line)))
+			continue;
+		size_t at = o, sep = o > 0 ? 3 : 0;
+
+		if (sep > 0)
+			memcpy(out + o, " | ", 3);
+		o += sep;
+		for (char *c = line; c < end; c++)
+			if ((unsigned char)*c >= 0x20 || *c == '\t')
+				out[o++] = *c;
+		if (o == at + sep) /* nothing printable: no line */
+			o = at;
 	}
 	out[o] = '\0';
 	free(buf);
+	/* The last max bytes, from a line's start when one begins in them. */
+	if (o > max) {
+		start = out + o - max;
+		len = max;
+		for (char *c = start; c + 3 <= out + o; c++)
+			if (memcmp(c, " | ", 3) == 0) {
+				len -= (size_t)(c + 3 - start);
+				start = c + 3;
+				break;
+			}
+		for (; len > 0 && *start == ' '; len--)
+			start++;
+		memmove(out, start, len + 1);
+	}
 	return out;
 }
 

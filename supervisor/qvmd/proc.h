@@ -61,7 +61,11 @@ pid_t proc_spawn(char *const *argv, int out_fd, const int *keep, size_t nkeep, i
 /* The real and effective uids of a process (the Uid: line of /proc/PID/status); 0 or -1. */
 int proc_uids(pid_t pid, uid_t *ruid, uid_t *euid);
 
-/* The last lines (at most max bytes) of a file from offset on, single-line-joined with " | ". */
+/* Bytes of a log proc_file_tail reads at most (from its end). */
+#define PROC_TAIL_WINDOW (64 * 1024)
+/* The last lines (at most max bytes, from a line's start when one fits) of a file from offset on,
+ * single-line-joined with " | ", without empty lines and without QEMU's warnings ("qemu-...:
+ * warning: ..."), which never say why QEMU failed. */
 char *proc_file_tail(const char *path, long offset, size_t max);
 
 #endif

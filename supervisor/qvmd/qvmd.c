@@ -33,13 +33,16 @@ static void
 usage(FILE *f)
 {
 	fprintf(
-	    f, "usage: qvmd [-f] [-d] [-c FILE]              run in the foreground (-f: the "
-	       "default and\n"
-	       "                                         only mode); -d: debug log\n"
-	       "       qvmd -n [-c FILE]                 check every definition and exit\n"
-	       "       qvmd --print-cmdline NAME [-c FILE] print the QEMU command line of a VM\n"
-	       "       qvmd --stop [-c FILE]             ExecStop: power every VM down first when\n"
-	       "                                         on_daemon_stop = powerdown\n");
+	    f,
+	    "usage: qvmd [-f] [-d] [-c FILE]              run in the foreground (-f: the "
+	    "default and\n"
+	    "                                         only mode); -d: debug log\n"
+	    "       qvmd -n [-c FILE]                 check every definition and exit\n"
+	    "       qvmd --print-cmdline NAME [--shell] [-c FILE]\n"
+	    "                                         print the QEMU command line of a VM, one\n"
+	    "                                         argument a line (--shell: one quoted line)\n"
+	    "       qvmd --stop [-c FILE]             ExecStop: power every VM down first when\n"
+	    "                                         on_daemon_stop = powerdown\n");
 }
 
 /* Sends a message to systemd's notify socket, if any (no libsystemd needed). */
@@ -265,7 +268,7 @@ stop_hook(struct daemon_config *conf)
 }
 
 static int
-print_cmdline(struct daemon_config *conf, const char *name)
+print_cmdline(struct daemon_config *conf, const char *name, bool shell)
 {
 	struct cfg_errors errs;
 	char *path = xasprintf("%s/%s.ini", conf->vm_dir, name), *cause = NULL, **argv;
@@ -310,6 +313,12 @@ print_cmdline(struct daemon_config *conf, const char *name)
 	if (argv == NULL) {
 		fprintf(stderr, "qvmd: vm %s: %s\n", name, cause);
 		free(cause);
+	} else if (shell) {
+		char *line = argv_shell_line(argv);
+
+		printf("%s\n", line);
+		free(line);
+		rc = 0;
 	} else {
 		for (char **a = argv; *a; a++)
 			printf("%s\n", *a);
@@ -375,12 +384,20 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* The autostart at boot has ended: each failure is logged (the VM says why in status too). */
 static void
-start_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
+autostart_done(struct json_object *result, enum proto_err code, const char *message, void *arg)
 {
+	struct json_object *vms, *e, *m;
+
+	if (json_object_object_get_ex(result, "results", &vms)) {
+		for (size_t i = 0; i < json_object_array_length(vms); i++) {
+			e = json_object_object_get(json_object_array_get_idx(vms, i), "error");
+			if (e != NULL && json_object_object_get_ex(e, "message", &m))
+				log_error("autostart: %s", json_object_get_string(m));
+		}
+	}
 	json_object_put(result);
-	if (code != PROTO_OK)
-		log_error("autostart: %s", message);
 }
 
 int
@@ -390,9 +407,10 @@ main(int argc, char **argv)
 	                                         {"help", no_argument, NULL, 'h'},
 	                                         {"version", no_argument, NULL, 'V'},
 	                                         {"stop", no_argument, NULL, 'S'},
+	                                         {"shell", no_argument, NULL, 'L'},
 	                                         {NULL, 0, NULL, 0}};
 	const char *conf_path = NULL, *print_name = NULL;
-	bool check = false, debug = false, stop = false;
+	bool check = false, debug = false, stop = false, shell = false;
 	struct daemon_config conf;
 	struct cfg_errors errs;
 	struct daemon d;
@@ -421,6 +439,9 @@ main(int argc, char **argv)
 		case 'S':
 			stop = true;
 			break;
+		case 'L':
+			shell = true;
+			break;
 		case 'V':
 			printf("qvmd %s\n", QVMD_VERSION);
 			return 0;
@@ -432,7 +453,7 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc) {
+	if (optind != argc || (shell && print_name == NULL)) {
 		usage(stderr);
 		return 2;
 	}
@@ -461,7 +482,7 @@ main(int argc, char **argv)
 		return rc;
 	}
 	if (print_name != NULL) {
-		rc = print_cmdline(&conf, print_name);
+		rc = print_cmdline(&conf, print_name, shell);
 		cfg_daemon_free(&conf);
 		return rc;
 	}
@@ -516,11 +537,10 @@ main(int argc, char **argv)
 	for (size_t i = 0; i < d.nvms; i++) {
 		const struct vm_config *cfg = vm_config(d.vms[i]);
 
-		if (cfg && cfg->autostart && !vm_is_active(d.vms[i]))
-			vm_start(d.vms[i], start_done, NULL);
-		else if (vm_state(d.vms[i]) == VM_CRASHED)
+		if (!(cfg && cfg->autostart) && vm_state(d.vms[i]) == VM_CRASHED)
 			vm_crashed_while_away(d.vms[i]);
 	}
+	daemon_start_all(&d, false, autostart_done, NULL);
 	log_info("qvmd %s ready: %zu vms, control socket %s", QVMD_VERSION, d.nvms,
 	         conf.control_socket);
 	sd_notify_msg("READY=1");

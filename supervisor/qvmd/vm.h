@@ -88,6 +88,14 @@ void vm_kill(struct vm *vm, vm_done_cb cb, void *arg);
  */
 bool vm_bring_down(struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg);
 void vm_reset(struct vm *vm, vm_done_cb cb, void *arg);
+/*
+ * A graceful reboot in the same QEMU process: ACPI powerdown, and once the guest has shut down,
+ * system_reset and cont; a guest that ignores ACPI for timeout_ms (0: the definition's
+ * shutdown_timeout) is reset hard. Answers when the guest runs again: state, rebooted_by
+ * ("guest": it shut down; "guest-reset": it rebooted itself; "reset": the timeout passed),
+ * elapsed_ms, resumed (a paused VM was resumed first).
+ */
+void vm_reboot(struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg);
 void vm_pause(struct vm *vm, vm_done_cb cb, void *arg);
 void vm_resume(struct vm *vm, vm_done_cb cb, void *arg);
 void vm_status(struct vm *vm, vm_done_cb cb, void *arg);
@@ -144,11 +152,16 @@ struct vm_backup_args {
 void vm_backup(struct vm *vm, const struct vm_backup_args *a, vm_done_cb cb, void *arg);
 /* The VM's backups, oldest first (never waits on QEMU). */
 void vm_backups(struct vm *vm, vm_done_cb cb, void *arg);
-/* Writes each disk as it was at backup id into to/<disk>.qcow2 (standalone images). */
+/* Writes each disk as it was at backup id into to/<disk>.qcow2 (standalone images), or, with to
+ * NULL, over the stopped VM's own disk files (restore in place: each written beside its file,
+ * fsynced, renamed over it; the old one kept as FILE.pre-restore; the next backup is full). */
 void vm_backup_restore(struct vm *vm, const char *id, const char *to, bool no_wait, vm_done_cb cb,
                        void *arg);
 /* Checks every file of backup id's chain: present, qemu-img check clean, checksum as recorded. */
 void vm_backup_verify(struct vm *vm, const char *id, bool no_wait, vm_done_cb cb, void *arg);
+/* Keeps the newest keep (>= 1) complete backups, merging into the oldest kept one what it needs
+ * of those deleted (backup-prune). */
+void vm_backup_prune(struct vm *vm, unsigned keep, bool no_wait, vm_done_cb cb, void *arg);
 
 /* Applies the restart policy to a VM found crashed when qvmd started. */
 void vm_crashed_while_away(struct vm *vm);

@@ -208,6 +208,16 @@ adopt_status_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	snprintf(vm->qemu_status, sizeof vm->qemu_status, "%s", json_object_get_string(st));
 	if (vm->state == VM_RUNNING && strcmp(vm->qemu_status, "paused") == 0)
 		vm_set_state(vm, VM_PAUSED);
+	/* qvmd died in a reboot after the guest shut down (QEMU waits, paused, as vm_reboot told
+	 * it to): finish the reboot. */
+	if (strcmp(vm->qemu_status, "shutdown") == 0) {
+		char *cause = NULL;
+
+		log_info("vm %s: was left shut down in a reboot; resetting it", vm->name);
+		if (qmp_execute(conn, "system_reset", NULL, 0, ignore_reply, vm, &cause) < 0 ||
+		    qmp_execute(conn, "cont", NULL, 0, ignore_reply, vm, &cause) < 0)
+			free(cause);
+	}
 	/* qvmd died between spawning QEMU (-S) and `cont`: finish that start now. */
 	if (strcmp(vm->qemu_status, "prelaunch") == 0) {
 		char *cause = NULL;
@@ -225,11 +235,17 @@ vm_adopt_qmp_ready(struct vm *vm)
 {
 	char *cause = NULL;
 
-	/* Learn whether the guest runs or is paused, and what became of hot-plugs that were in
-	 * flight or pending. */
-	if (qmp_execute(vm->qmp, "query-status", NULL, VM_QUERY_TIMEOUT_MS, adopt_status_done, vm,
+	struct json_object *poweroff = json_object_new_object();
+
+	/* A guest powering off ends its QEMU, even if an earlier qvmd died in a reboot that had
+	 * told QEMU to pause instead. Then learn whether the guest runs or is paused, and what
+	 * became of hot-plugs that were in flight or pending. */
+	json_object_object_add(poweroff, "shutdown", json_object_new_string("poweroff"));
+	if (qmp_execute(vm->qmp, "set-action", poweroff, 0, ignore_reply, vm, &cause) < 0 ||
+	    qmp_execute(vm->qmp, "query-status", NULL, VM_QUERY_TIMEOUT_MS, adopt_status_done, vm,
 	                &cause) < 0)
 		free(cause);
+	json_object_put(poweroff);
 	vm_hotplug_reconcile(vm);
 	vm_jobrecs_reattach(vm);
 }

@@ -1362,6 +1362,8 @@ bk_complete(struct bk *b)
 	bk_state_set(&b->st.running_dir, NULL);
 	bk_state_set(&b->st.next_full, NULL);
 	state_save(b);
+	/* A complete backup after a restore in place: the old disk files are not needed now. */
+	bk_pre_restore_clear(b->vm);
 	bk_end(b, VM_JOBREC_DONE, result_json(b), PROTO_OK, NULL);
 }
 

@@ -93,4 +93,9 @@ int bk_sync_dir(const char *dir);
 /* Removes a backup directory's qcow2 files and temporary files (not its manifest). */
 void bk_remove_files(const char *dir);
 
+/* vm_backup_restore.c: removes the FILE.pre-restore files a restore in place kept (call once a
+ * backup is complete). */
+struct vm;
+void bk_pre_restore_clear(struct vm *vm);
+
 #endif

@@ -40,6 +40,7 @@ enum vm_op {
 	VM_OP_REVERT,
 	VM_OP_SNAPSHOT_DELETE,
 	VM_OP_BACKUP,
+	VM_OP_REBOOT,
 	VM_OP_COUNT
 };
 #define VM_OP_BIT(op) (1u << (op))

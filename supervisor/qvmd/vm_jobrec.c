@@ -278,8 +278,9 @@ static const struct vm_job_kind *
 kind_find(const char *name)
 {
 	static const struct vm_job_kind *const kinds[] = {
-	    &vm_snapshot_kind, &vm_revert_kind,         &vm_snapshot_delete_kind,
-	    &vm_backup_kind,   &vm_backup_restore_kind, &vm_backup_verify_kind};
+	    &vm_snapshot_kind,    &vm_revert_kind,         &vm_snapshot_delete_kind,
+	    &vm_backup_kind,      &vm_backup_restore_kind, &vm_backup_verify_kind,
+	    &vm_backup_prune_kind};
 
 	for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
 		if (strcmp(kinds[i]->name, name) == 0)

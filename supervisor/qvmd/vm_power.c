@@ -1,7 +1,7 @@
 /*
  * Power operations: powerdown (ACPI, then escalation: quit, SIGTERM, SIGKILL), kill (the
- * escalation at once; it takes over whatever job runs), reset, pause, resume, and bringing a VM
- * down for a host shutdown (powerdown --all).
+ * escalation at once; it takes over whatever job runs), graceful reboot, reset, pause, resume,
+ * and bringing a VM down for a host shutdown (powerdown --all).
  */
 #include "vm.h"
 #include "vm_job.h"
@@ -283,6 +283,204 @@ vm_kill(struct vm *vm, vm_done_cb cb, void *arg)
 		vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: %s interrupted by kill", vm->name,
 		            job->kind->name);
 	kill_start(vm, cb, arg);
+}
+
+/* ---- graceful reboot ----
+ *
+ * The way libvirt reboots a guest over ACPI: QEMU is told to pause instead of exiting when the
+ * guest powers off (set-action shutdown=pause), and the guest gets the ACPI power button. When it
+ * has shut down (SHUTDOWN), the same QEMU resets and continues (system_reset, cont): the same
+ * process with every hot-plugged device. A guest that reboots by itself meanwhile (RESET from the
+ * guest) is rebooted too; one that ignores ACPI until the timeout is reset hard. Every path ends
+ * with set-action shutdown=poweroff again (a QEMU adopted by a restarted qvmd gets it as well, in
+ * case qvmd died in between: vm_adopt.c).
+ */
+
+enum reboot_step { REBOOT_ACPI, REBOOT_RESETTING };
+
+struct reboot_job {
+	enum reboot_step step;
+	uint64_t timeout_ms;
+	bool resumed;
+	const char *by; /* "guest", "guest-reset", "reset" */
+};
+
+static void reboot_event(struct vm_job *job, const char *name, struct json_object *data);
+static void reboot_timer(struct vm_job *job);
+
+static const struct vm_job_kind reboot_kind = {
+    .name = "reboot",
+    .op = VM_OP_REBOOT,
+    .event = reboot_event,
+    .timer = reboot_timer,
+    .free = free,
+};
+
+static struct json_object *
+shutdown_action(const char *action)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "shutdown", json_object_new_string(action));
+	return o;
+}
+
+static void
+restore_action_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	if (r->status != QMP_OK && r->status != QMP_DISCONNECTED)
+		log_warn("vm %s: set-action shutdown=poweroff: %s", (const char *)arg,
+		         r->error_desc);
+}
+
+/* Any failed step ends the reboot; QEMU's shutdown action goes back to poweroff regardless. */
+static bool
+reboot_step_failed(struct vm_job *job, const struct qmp_reply *r)
+{
+	struct vm *vm = job->vm;
+	struct json_object *args;
+	char *cause = NULL;
+
+	if (r->status == QMP_OK)
+		return false;
+	if (vm->qmp != NULL && !vm->qmp_closed) {
+		args = shutdown_action("poweroff");
+		if (qmp_execute(vm->qmp, "set-action", args, 0, restore_action_done, vm->name,
+		                &cause) < 0)
+			free(cause);
+		json_object_put(args);
+	}
+	vm_job_done(job, NULL, r->status == QMP_TIMEOUT ? PROTO_ERR_TIMEOUT : vm_qmp_err(r),
+	            "vm %s: reboot: %s failed: %s", vm->name, r->command, r->error_desc);
+	return true;
+}
+
+static void
+reboot_checked(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	reboot_step_failed(arg, r);
+}
+
+static void
+reboot_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct vm_job *job = arg;
+	struct reboot_job *rj = job->data;
+	struct vm *vm = job->vm;
+	int64_t elapsed = clock_mono_ms() - job->t0;
+	struct json_object *res;
+
+	if (reboot_step_failed(job, r))
+		return;
+	/* The shutdown was part of the reboot, not an end of the VM. */
+	vm->shutdown_seen = false;
+	vm->shutdown_guest = false;
+	log_info("vm %s: rebooted after %lld ms (%s)", vm->name, (long long)elapsed, rj->by);
+	res = json_object_new_object();
+	json_object_object_add(res, "state", json_object_new_string(vm_state_name(vm->state)));
+	json_object_object_add(res, "rebooted_by", json_object_new_string(rj->by));
+	json_object_object_add(res, "elapsed_ms", json_object_new_int64(elapsed));
+	if (rj->resumed)
+		json_object_object_add(res, "resumed", json_object_new_boolean(1));
+	vm_job_done(job, res, PROTO_OK, NULL);
+}
+
+/* Sends the commands in order (set-action: shutdown back to poweroff), the last one answering
+ * the reboot. */
+static void
+reboot_send(struct vm_job *job, const char *const *commands)
+{
+	char *cause = NULL;
+
+	for (const char *const *c = commands; *c != NULL; c++) {
+		bool last = c[1] == NULL;
+		struct json_object *args =
+		    strcmp(*c, "set-action") == 0 ? shutdown_action("poweroff") : NULL;
+
+		if (vm_job_send(job, *c, args, -1, 0, last ? reboot_done : reboot_checked, job,
+		                &cause) < 0) {
+			vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: reboot: %s: %s",
+			            job->vm->name, *c, cause);
+			free(cause);
+			return;
+		}
+	}
+}
+
+/* The guest is down (or ignored ACPI): reset the machine and let it run again. */
+static void
+reboot_reset(struct vm_job *job, const char *by)
+{
+	static const char *const commands[] = {"system_reset", "cont", "set-action", NULL};
+	struct reboot_job *rj = job->data;
+
+	rj->step = REBOOT_RESETTING;
+	rj->by = by;
+	log_info("vm %s: reboot: %s", job->vm->name,
+	         strcmp(by, "reset") == 0 ? "guest ignored powerdown: system_reset"
+	                                  : "guest shut down: system_reset");
+	reboot_send(job, commands);
+}
+
+static void
+reboot_event(struct vm_job *job, const char *name, struct json_object *data)
+{
+	struct reboot_job *rj = job->data;
+	struct json_object *guest;
+	static const char *const restore[] = {"set-action", NULL};
+
+	if (rj->step != REBOOT_ACPI)
+		return;
+	if (strcmp(name, "SHUTDOWN") == 0) {
+		reboot_reset(job, "guest");
+	} else if (strcmp(name, "RESET") == 0 && json_object_object_get_ex(data, "guest", &guest) &&
+	           json_object_get_boolean(guest)) {
+		/* It rebooted by itself: nothing left but the shutdown action. */
+		rj->step = REBOOT_RESETTING;
+		rj->by = "guest-reset";
+		reboot_send(job, restore);
+	}
+}
+
+static void
+reboot_timer(struct vm_job *job)
+{
+	struct reboot_job *rj = job->data;
+
+	if (rj->step == REBOOT_ACPI)
+		reboot_reset(job, "reset");
+}
+
+void
+vm_reboot(struct vm *vm, uint64_t timeout_ms, vm_done_cb cb, void *arg)
+{
+	static const char *const resume_first[] = {"cont", "set-action", "system_powerdown", NULL};
+	static const char *const acpi[] = {"set-action", "system_powerdown", NULL};
+	struct reboot_job *rj;
+	struct vm_job *job;
+	char *cause = NULL;
+
+	if (!vm_job_admit(vm, VM_OP_REBOOT, cb, arg) || refuse_not_running(vm, cb, arg))
+		return;
+	rj = xcalloc(1, sizeof *rj);
+	rj->timeout_ms = timeout_ms ? timeout_ms : vm->live_cfg->shutdown_timeout_ms;
+	rj->resumed = vm->state == VM_PAUSED;
+	job = vm_job_new(vm, &reboot_kind, rj, cb, arg);
+	log_info("vm %s: reboot (timeout %llu ms)%s", vm->name, (unsigned long long)rj->timeout_ms,
+	         rj->resumed ? ", resuming it first" : "");
+	/* One pipeline; QEMU runs them in order. A paused guest never sees ACPI: resumed first. */
+	for (const char *const *c = rj->resumed ? resume_first : acpi; *c != NULL; c++) {
+		struct json_object *args =
+		    strcmp(*c, "set-action") == 0 ? shutdown_action("pause") : NULL;
+
+		if (vm_job_send(job, *c, args, -1, 0, reboot_checked, job, &cause) < 0) {
+			vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: reboot: %s: %s", vm->name,
+			            *c, cause);
+			free(cause);
+			return;
+		}
+	}
+	vm_job_arm(job, rj->timeout_ms);
 }
 
 /* ---- reset, pause, resume: one QMP command each ---- */

@@ -264,6 +264,7 @@ extern const struct vm_job_kind vm_snapshot_delete_kind;
 extern const struct vm_job_kind vm_backup_kind;
 extern const struct vm_job_kind vm_backup_restore_kind;
 extern const struct vm_job_kind vm_backup_verify_kind;
+extern const struct vm_job_kind vm_backup_prune_kind;
 
 /* vm_qemu_img.c: one qemu-img child with its output captured. */
 struct vm_qemu_img;

@@ -1,7 +1,13 @@
 /*
- * qemu-img runs for a VM whose QEMU is not running (snapshots of a stopped VM): one child with its
- * output captured, finished when its output reached EOF and it has exited (the way tmux's job.c
- * ends a job), never blocking the loop.
+ * qemu-img runs for a VM's files outside its QEMU (snapshots of a stopped VM, restores, verify,
+ * prune): one child with its output captured, finished when its output reached EOF and it has
+ * exited (the way tmux's job.c ends a job), never blocking the loop.
+ *
+ * qemu-img runs as root. A file qvmd did not write itself (a backup file, written by the VM's
+ * unprivileged QEMU) is never given to it by name: its header could name any file of the host as
+ * backing or data file. Callers describe such a chain explicitly (bk_chain_spec, bk_file_spec in
+ * vm_backup_chain.h), which also covers what running qemu-img under the VM's uid would not: files
+ * that uid may read, and outputs only root may write.
  */
 #include "vm_private.h"
 

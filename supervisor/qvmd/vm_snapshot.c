@@ -1211,28 +1211,30 @@ vm_snapshot_create(struct vm *vm, const struct vm_snapshot_args *a, vm_done_cb c
 	snap_start(s, &vm_snapshot_kind, cb, arg);
 }
 
-void
-vm_snapshot_revert(struct vm *vm, const char *tag, bool no_wait, vm_done_cb cb, void *arg)
+/* A revert or a delete: the tag and the VM checked, then the job started. */
+static void
+snap_tag_op(struct vm *vm, enum snap_op op, const struct vm_job_kind *kind, const char *tag,
+            bool no_wait, vm_done_cb cb, void *arg)
 {
 	struct snap *s;
 
 	if (!tag_ok(vm, tag, cb, arg) || !snap_state_ok(vm, cb, arg))
 		return;
-	s = snap_new(vm, SNAP_REVERT, tag);
+	s = snap_new(vm, op, tag);
 	s->no_wait = no_wait;
-	snap_start(s, &vm_revert_kind, cb, arg);
+	snap_start(s, kind, cb, arg);
+}
+
+void
+vm_snapshot_revert(struct vm *vm, const char *tag, bool no_wait, vm_done_cb cb, void *arg)
+{
+	snap_tag_op(vm, SNAP_REVERT, &vm_revert_kind, tag, no_wait, cb, arg);
 }
 
 void
 vm_snapshot_delete(struct vm *vm, const char *tag, bool no_wait, vm_done_cb cb, void *arg)
 {
-	struct snap *s;
-
-	if (!tag_ok(vm, tag, cb, arg) || !snap_state_ok(vm, cb, arg))
-		return;
-	s = snap_new(vm, SNAP_DELETE, tag);
-	s->no_wait = no_wait;
-	snap_start(s, &vm_snapshot_delete_kind, cb, arg);
+	snap_tag_op(vm, SNAP_DELETE, &vm_snapshot_delete_kind, tag, no_wait, cb, arg);
 }
 
 void
