@@ -233,13 +233,15 @@ created_text(int64_t ms, char *out, size_t len)
 	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* Saves the backup state; a failure is logged (the backup goes on: the state is a hint). */
+/* Saves the backup state; a failure is logged (the backup goes on: the state is a hint). Only
+ * a completed backup's record (the backup the dirty bitmaps count from) must survive a power
+ * loss: one in progress dies with its QEMU, and its dirty bitmaps' consistency with it. */
 static void
-state_save(struct bk *b)
+state_save(struct bk *b, bool durable)
 {
 	char *path = state_path(b->vm), *cause = NULL;
 
-	if (bk_state_save(&b->st, path, &cause) < 0) {
+	if (bk_state_save(&b->st, path, durable, &cause) < 0) {
 		log_error("vm %s: %s", b->vm->name, cause);
 		free(cause);
 	}
@@ -405,7 +407,8 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 		}
 		bk_state_set(&b->st.running_id, NULL);
 		bk_state_set(&b->st.running_dir, NULL);
-		state_save(b);
+		b->st.running_copy = false;
+		state_save(b, false);
 	}
 	bk_end(b, b->cancelled ? VM_JOBREC_CANCELLED : VM_JOBREC_FAILED, NULL, code, msg);
 }
@@ -908,7 +911,7 @@ plan_send(struct bk *b)
 		bk_state_set(&b->st.last_id, NULL);
 		bk_state_set(&b->st.last_dir, NULL);
 	}
-	state_save(b);
+	state_save(b, false);
 	if (b->job->rec == NULL)
 		b->job->rec = vm_jobrec_new(b->vm, "backup", b->id, false);
 	log_info("vm %s: backup %s: %s%s%s", b->vm->name, b->id,
@@ -1190,6 +1193,10 @@ copy_send(struct bk *b)
 	json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
 	json_object_object_add(args, "actions", actions);
 	json_object_object_add(args, "properties", props);
+	/* From now on a qvmd that dies before the backup is complete leaves it to the next one to
+	 * find out whether the jobs succeeded (and cleared the bitmaps): bk_restore. */
+	b->st.running_copy = true;
+	state_save(b, false);
 	if (bk_send(b, "transaction", args, -1, transaction_done, 0))
 		vm_job_arm(b->job, BK_POLL_MS);
 }
@@ -1317,10 +1324,13 @@ detach_send(struct bk *b)
 			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
 			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
 				return;
+			d->nodes = false;
+		}
+		if (d->file_node) {
 			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
 			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
 				return;
-			d->nodes = false;
+			d->file_node = false;
 		}
 		if (d->set >= 0) {
 			if (!bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, NULL, i))
@@ -1337,6 +1347,11 @@ bk_complete(struct bk *b)
 	struct json_object *disks;
 	char *cause = NULL;
 
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (b->disks[i].checksum == NULL)
+			return bk_fail(b, PROTO_ERR_FAILED,
+			               "vm %s: backup %s: disk %s was not hashed", b->vm->name,
+			               b->id, b->disks[i].id);
 	json_object_object_get_ex(b->manifest, "disks", &disks);
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct json_object *o = json_object_array_get_idx(disks, i);
@@ -1360,8 +1375,9 @@ bk_complete(struct bk *b)
 	bk_state_set(&b->st.last_dir, b->dir);
 	bk_state_set(&b->st.running_id, NULL);
 	bk_state_set(&b->st.running_dir, NULL);
+	b->st.running_copy = false;
 	bk_state_set(&b->st.next_full, NULL);
-	state_save(b);
+	state_save(b, true);
 	/* A complete backup after a restore in place: the old disk files are not needed now. */
 	bk_pre_restore_clear(b->vm);
 	bk_end(b, VM_JOBREC_DONE, result_json(b), PROTO_OK, NULL);
@@ -1558,22 +1574,72 @@ bk_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 	}
 	bk_state_set(&b->st.running_id, NULL);
 	bk_state_set(&b->st.running_dir, NULL);
-	state_save(b);
+	b->st.running_copy = false;
+	state_save(b, false);
 	return false;
 }
 
-static void
-restore_cancel_jobs(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
-{
-	if (r->status != QMP_OK)
-		return;
-	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
-		struct json_object *j = json_object_array_get_idx(r->result, i);
+/* After a restart of qvmd, what the interrupted backup's QEMU jobs did to the dirty bitmaps:
+ * a job still running is cancelled and one that failed has merged its bitmap back (the changes
+ * it froze are counted again); one that succeeded, or is gone (dismissed once the copy was
+ * over), has cleared its bitmap, so the last complete backup is no base for an incremental any
+ * more, and the next backup must be full. */
+struct bk_settle {
+	struct vm *vm;
+	char *id;
+	bool copied; /* the jobs had been started (backups.json running_copy) */
+};
 
-		if (has_prefix(jstr(j, "id"), BK_PREFIX) &&
-		    strcmp(jstr(j, "status"), "concluded") != 0)
-			fire(conn, "job-cancel", obj1("id", jstr(j, "id")));
+/* The interrupted backup's jobs succeeded: the last complete backup is no base any more. */
+static void
+settle_cleared(struct vm *vm, const char *id)
+{
+	char *path = state_path(vm), *why, *cause = NULL;
+	struct bk_state st;
+
+	why = xasprintf("backup %s was interrupted by a restart of qvmd after its copy had cleared "
+	                "the dirty bitmaps",
+	                id);
+	log_warn("vm %s: %s: the next backup is full", vm->name, why);
+	bk_state_load(&st, path);
+	bk_state_set(&st.last_id, NULL);
+	bk_state_set(&st.last_dir, NULL);
+	bk_state_set(&st.next_full, why);
+	if (bk_state_save(&st, path, true, &cause) < 0) {
+		log_error("vm %s: %s", vm->name, cause);
+		free(cause);
 	}
+	bk_state_free(&st);
+	free(why);
+	free(path);
+}
+
+static void
+restore_settle_jobs(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct bk_settle *s = arg;
+	bool seen = false, succeeded = false;
+	struct json_object *v;
+
+	if (r->status == QMP_OK) {
+		for (size_t i = 0; i < json_object_array_length(r->result); i++) {
+			struct json_object *j = json_object_array_get_idx(r->result, i);
+			const char *id = jstr(j, "id");
+
+			if (!has_prefix(id, BK_PREFIX) || strchr(id, '.') != NULL)
+				continue; /* not a disk's backup job (a target's blockdev-create) */
+			seen = true;
+			if (strcmp(jstr(j, "status"), "concluded") != 0)
+				fire(conn, "job-cancel", obj1("id", id));
+			else if (!json_object_object_get_ex(j, "error", &v))
+				succeeded = true;
+		}
+		/* Gone after they were started: dismissed once the copy was over. */
+		if (succeeded || (!seen && s->copied))
+			settle_cleared(s->vm, s->id);
+	}
+	free(s->id);
+	free(s);
 }
 
 static const struct vm_job_kind bk_offline_kind;
@@ -1586,6 +1652,7 @@ static void
 bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error)
 {
 	char *path = state_path(vm), *cause = NULL;
+	struct bk_settle *settle = NULL;
 	struct bk_state st;
 
 	if (vm_job_find(vm, &bk_offline_kind) == NULL)
@@ -1610,9 +1677,14 @@ bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error
 			}
 			json_object_put(m);
 		}
+		settle = xcalloc(1, sizeof *settle);
+		settle->vm = vm;
+		settle->id = xstrdup(st.running_id);
+		settle->copied = st.running_copy;
 		bk_state_set(&st.running_id, NULL);
 		bk_state_set(&st.running_dir, NULL);
-		if (bk_state_save(&st, path, &cause) < 0) {
+		st.running_copy = false;
+		if (bk_state_save(&st, path, true, &cause) < 0) {
 			log_error("vm %s: %s", vm->name, cause);
 			free(cause);
 			cause = NULL;
@@ -1622,10 +1694,24 @@ bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error
 		/* It had completed; only its helper's end was interrupted. */
 		vm_jobrec_end(vm, rec, VM_JOBREC_DONE, NULL);
 	}
+	if (settle == NULL) {
+		settle = xcalloc(1, sizeof *settle);
+		settle->vm = vm;
+		settle->id = xstrdup(rec->target != NULL ? rec->target : rec->id);
+	}
 	if (vm->qmp != NULL && !vm->qmp_closed &&
-	    qmp_execute(vm->qmp, "query-jobs", NULL, VM_QUERY_TIMEOUT_MS, restore_cancel_jobs, NULL,
-	                &cause) < 0)
-		free(cause);
+	    qmp_execute(vm->qmp, "query-jobs", NULL, VM_QUERY_TIMEOUT_MS, restore_settle_jobs,
+	                settle, &cause) >= 0) {
+		settle = NULL;
+	} else if (settle->copied) {
+		/* No QEMU to ask (a stopped VM's helper is gone): its jobs may have succeeded. */
+		settle_cleared(vm, settle->id);
+	}
+	if (settle != NULL) {
+		free(settle->id);
+		free(settle);
+	}
+	free(cause);
 	bk_state_free(&st);
 	free(path);
 }
