@@ -188,7 +188,7 @@ test_backup_store_state_round_trip(void **state)
 	bk_state_add_store(&st, "/srv/b");
 	bk_state_set(&st.last_id, "20250102T030405.678Z");
 	bk_state_set(&st.last_dir, "/srv/a/20250102T030405.678Z");
-	assert_int_equal(bk_state_save(&st, p, &cause), 0);
+	assert_int_equal(bk_state_save(&st, p, true, &cause), 0);
 	bk_state_load(&back, p);
 	assert_string_equal(back.stores[0], "/srv/a");
 	assert_string_equal(back.stores[1], "/srv/b");

@@ -1,12 +1,24 @@
 /*
- * Backups of a running VM's disks: full and incremental, one point in time across every disk,
- * as the VM's background job (kind "backup"), and the restore and verify jobs that read them.
+ * Backups of a VM's disks, running or stopped: full and incremental, one point in time across
+ * every disk, as the VM's background job (kind "backup").
+ *
+ * The backup is the same QMP conversation with a QEMU holding the disks either way; only which
+ * QEMU differs. A running VM's is its own QEMU. A stopped VM's is a helper QEMU the job starts
+ * (vm_helper.c: `qemu-system-x86_64 -machine none`, not qemu-storage-daemon, which cannot take
+ * descriptors in QEMU 7.2; measured there), with the disks under the node names the VM's QEMU
+ * gives them, as the VM's uid; the job owns it: it is stopped cleanly (SIGTERM: jobs ended,
+ * persistent bitmaps written back) before the job ends, killed when the job is torn down (qvmd
+ * exiting), and a helper left by a killed qvmd is killed by the restarted one (bk_restore). A
+ * helper that was killed leaves its bitmaps inconsistent: the next backup is full and says so.
+ * While the helper holds the disks, the VM cannot start (busy, by the job's masks).
  *
  * A backup is, over QMP:
- *   clean:  query-jobs, query-named-block-nodes, query-fdsets, query-block; what an interrupted
+ *   clean:  query-jobs, query-named-block-nodes, query-fdsets; what an interrupted
  *           backup left in QEMU (concluded "bk-*" jobs, target nodes "bk-*", their fdsets) is
  *           dismissed and removed, so a leftover never blocks the next backup
- *   plan:   per disk: full or incremental (its persistent dirty bitmap BK_BITMAP present,
+ *   plan:   the disks: the format nodes "ID.fmt" of the VM's writable disks, as
+ *           query-named-block-nodes shows them (format, virtual size, dirty bitmaps);
+ *           per disk: full or incremental (its persistent dirty bitmap BK_BITMAP present,
  *           recording, not inconsistent, not busy, and the disk in the last complete backup,
  *           which is the one the bitmaps count from); an inconsistent bitmap (QEMU was killed)
  *           is removed, a missing one added (block-dirty-bitmap-add persistent)
@@ -28,8 +40,10 @@
  * incremental build on a point its bitmaps do not count from.
  */
 #include "vm_backup.h"
+#include "vm_helper.h"
 #include "vm_private.h"
 
+#include "cfg.h"
 #include "clock.h"
 #include "log.h"
 #include "qmp.h"
@@ -51,7 +65,19 @@
 #define BK_HASH_SLICE (16 * 1024 * 1024)
 #define BK_PREFIX     "bk-"
 
-enum bk_step { BK_CLEAN, BK_PLAN, BK_BITMAPS, BK_FDS, BK_NODES, BK_COPY, BK_END, BK_DETACH };
+enum bk_step {
+	BK_CLEAN,
+	BK_PLAN,
+	BK_BITMAPS,
+	BK_FDS,
+	BK_FILES,
+	BK_CREATE,
+	BK_CREATED,
+	BK_NODES,
+	BK_COPY,
+	BK_END,
+	BK_DETACH
+};
 
 struct bk_disk {
 	char *id;
@@ -65,9 +91,12 @@ struct bk_disk {
 	char *file;       /* the target's path */
 	char *backing;    /* its backing file (relative), or NULL */
 	int fd_rw, fd_ro;
-	int64_t set;  /* its fdset in QEMU, -1: none yet */
-	bool nodes;   /* target nodes added */
-	bool started; /* its QEMU job exists */
+	bool file_node; /* its file node added */
+	bool creating;  /* its blockdev-create job exists (until dismissed) */
+	bool created;   /* ... and concluded */
+	int64_t set;    /* its fdset in QEMU, -1: none yet */
+	bool nodes;     /* target nodes added */
+	bool started;   /* its QEMU job exists */
 	bool concluded;
 	char *checksum;
 	uint64_t cur, total;
@@ -93,7 +122,15 @@ struct bk {
 	int pending; /* commands of the current batch still in flight */
 	char *error; /* the first failure of a batch, or of the copy */
 	bool cancelled;
-	struct json_object *q_jobs, *q_nodes, *q_fdsets, *q_block;
+	struct vm_helper *helper; /* a stopped VM's: the QEMU holding its disks (else NULL) */
+	struct vm_config *cfg;    /* a stopped VM's: its definition when the backup began */
+	char *definition;         /* the definition's text for the manifest */
+	bool ending;              /* the outcome is decided: waiting for the helper to end */
+	enum vm_jobrec_state end_state;
+	struct json_object *end_result;
+	enum proto_err end_code;
+	char *end_msg;
+	struct json_object *q_jobs, *q_nodes, *q_fdsets;
 	char id[BK_ID_LEN + 1];
 	char *store;
 	char *dir;
@@ -103,7 +140,6 @@ struct bk {
 	struct bk_disk *disks;
 	size_t ndisks;
 	size_t next;
-	struct vm_qemu_img *img;
 	struct bk_hash *hash;
 	struct json_object *manifest;
 	struct bk_state st;
@@ -112,6 +148,14 @@ struct bk {
 };
 
 static void bk_advance(struct bk *b);
+
+/* The blockdev-create job of a disk's target: "bk-ID.create" ('.' is in no device id, so it is
+ * never the backup job of another disk; the "bk-" prefix lets a later backup clean it up). */
+static void
+create_job_name(const struct bk_disk *d, char *out, size_t len)
+{
+	snprintf(out, len, BK_PREFIX "%s.create", d->id);
+}
 
 static char *
 state_path(struct vm *vm)
@@ -126,7 +170,11 @@ bk_free(void *data)
 
 	if (b == NULL)
 		return;
-	vm_qemu_img_free(b->img);
+	vm_helper_free(b->helper);
+	cfg_vm_free(b->cfg);
+	free(b->definition);
+	json_object_put(b->end_result);
+	free(b->end_msg);
 	bk_hash_free(b->hash);
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
@@ -151,7 +199,6 @@ bk_free(void *data)
 	json_object_put(b->q_jobs);
 	json_object_put(b->q_nodes);
 	json_object_put(b->q_fdsets);
-	json_object_put(b->q_block);
 	json_object_put(b->manifest);
 	bk_state_free(&b->st);
 	free(b->to);
@@ -186,13 +233,15 @@ created_text(int64_t ms, char *out, size_t len)
 	strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* Saves the backup state; a failure is logged (the backup goes on: the state is a hint). */
+/* Saves the backup state; a failure is logged (the backup goes on: the state is a hint). Only
+ * a completed backup's record (the backup the dirty bitmaps count from) must survive a power
+ * loss: one in progress dies with its QEMU, and its dirty bitmaps' consistency with it. */
 static void
-state_save(struct bk *b)
+state_save(struct bk *b, bool durable)
 {
 	char *path = state_path(b->vm), *cause = NULL;
 
-	if (bk_state_save(&b->st, path, &cause) < 0) {
+	if (bk_state_save(&b->st, path, durable, &cause) < 0) {
 		log_error("vm %s: %s", b->vm->name, cause);
 		free(cause);
 	}
@@ -215,14 +264,23 @@ bk_drop(struct vm *vm, const char *dir, const char *why)
 
 /* ---- cleaning up what is in QEMU ---- */
 
+/* The QEMU holding the disks: the helper of a stopped VM, else the VM's own (NULL: gone). */
+static struct qmp_conn *
+bk_qmp(const struct bk *b)
+{
+	if (b->helper != NULL)
+		return vm_helper_qmp(b->helper);
+	return b->vm->qmp_closed ? NULL : b->vm->qmp;
+}
+
 /* Sends a command that must outlive the job (cleanup after it ends); errors are only logged. */
 static void
-fire(struct vm *vm, const char *command, struct json_object *args)
+fire(struct qmp_conn *conn, const char *command, struct json_object *args)
 {
 	char *cause = NULL;
 
-	if (vm->qmp != NULL && !vm->qmp_closed &&
-	    qmp_execute(vm->qmp, command, args, VM_QUERY_TIMEOUT_MS, NULL, NULL, &cause) < 0)
+	if (conn != NULL &&
+	    qmp_execute(conn, command, args, VM_QUERY_TIMEOUT_MS, NULL, NULL, &cause) < 0)
 		free(cause);
 	json_object_put(args);
 }
@@ -245,6 +303,46 @@ obj1_int(const char *key, int64_t value)
 	return o;
 }
 
+/* The outcome bk_end recorded reaches the job's record and its requester; the job ends. */
+static void
+bk_finish(struct bk *b)
+{
+	struct json_object *result = b->end_result;
+	struct vm_job *job = b->job;
+
+	b->end_result = NULL;
+	if (job->rec != NULL)
+		vm_jobrec_end(b->vm, job->rec, b->end_state,
+		              b->end_state == VM_JOBREC_DONE ? NULL : b->end_msg);
+	if (b->end_code == PROTO_OK)
+		vm_job_done(job, result, PROTO_OK, NULL);
+	else /* the message is formatted before the job's data (b) goes */
+		vm_job_done(job, result, b->end_code, "%s", b->end_msg);
+}
+
+/* Ends the job with its outcome (result and msg taken): at once, or, with a helper still running,
+ * once it has ended cleanly, so that its bitmaps are on disk and the disks free again when the
+ * requester hears of it. */
+static void
+bk_end(struct bk *b, enum vm_jobrec_state state, struct json_object *result, enum proto_err code,
+       char *msg)
+{
+	if (b->ending) { /* a second outcome while the helper ends: the first one stands */
+		json_object_put(result);
+		free(msg);
+		return;
+	}
+	b->ending = true;
+	b->end_state = state;
+	b->end_result = result;
+	b->end_code = code;
+	b->end_msg = msg;
+	if (b->helper != NULL && vm_helper_qmp(b->helper) != NULL)
+		vm_helper_stop(b->helper); /* bk_helper_exited finishes */
+	else
+		bk_finish(b);
+}
+
 /* The failed backup: what it left in QEMU goes (what cannot go yet is left to the next
  * backup's clean step), its files are removed, its manifest says why. */
 static void bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
@@ -261,30 +359,40 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 	if (vasprintf(&msg, fmt, ap) < 0)
 		fatal("out of memory");
 	va_end(ap);
+	if (b->ending) {
+		free(msg);
+		return;
+	}
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
 		char job[96];
 
 		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
 		if (d->started && !d->concluded)
-			fire(vm, "job-cancel", obj1("id", job));
+			fire(bk_qmp(b), "job-cancel", obj1("id", job));
 		else if (d->started)
-			fire(vm, "job-dismiss", obj1("id", job));
+			fire(bk_qmp(b), "job-dismiss", obj1("id", job));
 	}
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		char node[96];
+		char node[96], job[96];
 
 		if (d->started && !d->concluded)
 			continue; /* still in use: the next backup removes it */
+		if (d->creating) {
+			create_job_name(d, job, sizeof job);
+			fire(bk_qmp(b), "job-dismiss", obj1("id", job));
+		}
 		if (d->nodes) {
 			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
-			fire(vm, "blockdev-del", obj1("node-name", node));
+			fire(bk_qmp(b), "blockdev-del", obj1("node-name", node));
+		}
+		if (d->file_node) {
 			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
-			fire(vm, "blockdev-del", obj1("node-name", node));
+			fire(bk_qmp(b), "blockdev-del", obj1("node-name", node));
 		}
 		if (d->set >= 0)
-			fire(vm, "remove-fd", obj1_int("fdset-id", d->set));
+			fire(bk_qmp(b), "remove-fd", obj1_int("fdset-id", d->set));
 	}
 	if (b->dir != NULL) {
 		bk_remove_files(b->dir);
@@ -299,13 +407,10 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 		}
 		bk_state_set(&b->st.running_id, NULL);
 		bk_state_set(&b->st.running_dir, NULL);
-		state_save(b);
+		b->st.running_copy = false;
+		state_save(b, false);
 	}
-	if (b->job->rec != NULL)
-		vm_jobrec_end(vm, b->job->rec,
-		              b->cancelled ? VM_JOBREC_CANCELLED : VM_JOBREC_FAILED, msg);
-	vm_job_done(b->job, NULL, code, "%s", msg);
-	free(msg);
+	bk_end(b, b->cancelled ? VM_JOBREC_CANCELLED : VM_JOBREC_FAILED, NULL, code, msg);
 }
 
 /* ---- batches of QMP commands ---- */
@@ -331,8 +436,8 @@ call_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 
 	call_unlink(c);
 	free(c);
-	if (r->status == QMP_DISCONNECTED)
-		return; /* the job ends with the QEMU */
+	if (r->status == QMP_DISCONNECTED || b->ending)
+		return; /* the job ends with the QEMU, or has ended */
 	b->pending--;
 	if (cb != NULL)
 		cb(b, r, disk);
@@ -377,8 +482,7 @@ keep_result(struct bk *b, const struct qmp_reply *r, size_t which)
 {
 	struct json_object **slot = which == 0   ? &b->q_jobs
 	                            : which == 1 ? &b->q_nodes
-	                            : which == 2 ? &b->q_fdsets
-	                                         : &b->q_block;
+	                                         : &b->q_fdsets;
 
 	if (r->status != QMP_OK) {
 		if (b->error == NULL)
@@ -397,9 +501,8 @@ clean_query(struct bk *b)
 	json_object_object_add(flat, "flat", json_object_new_boolean(true));
 	b->step = BK_CLEAN;
 	if (bk_send(b, "query-jobs", NULL, -1, keep_result, 0) &&
-	    bk_send(b, "query-named-block-nodes", flat, -1, keep_result, 1) &&
-	    bk_send(b, "query-fdsets", NULL, -1, keep_result, 2))
-		bk_send(b, "query-block", NULL, -1, keep_result, 3);
+	    bk_send(b, "query-named-block-nodes", flat, -1, keep_result, 1))
+		bk_send(b, "query-fdsets", NULL, -1, keep_result, 2);
 }
 
 static const char *
@@ -441,7 +544,7 @@ clean_send(struct bk *b)
 		if (!has_prefix(id, BK_PREFIX))
 			continue;
 		if (strcmp(status, "concluded") != 0) {
-			fire(b->vm, "job-cancel", obj1("id", id));
+			fire(bk_qmp(b), "job-cancel", obj1("id", id));
 			bk_fail(b, PROTO_ERR_BUSY,
 			        "vm %s: busy: the qemu job %s of an interrupted backup is still "
 			        "ending (%s); try again in a moment",
@@ -499,31 +602,43 @@ disk_add(struct bk *b, const char *id)
 	return d;
 }
 
-/* Reads the writable disks and their bitmaps from query-block. */
+/* Whether disk id is one to back up: a writable disk of the running VM (not one being
+ * hot-plugged), or of the stopped VM's definition. */
+static bool
+disk_wanted(struct bk *b, const char *id)
+{
+	const struct vm_dev *dev;
+
+	if (b->cfg != NULL) {
+		for (size_t i = 0; i < b->cfg->ndisks; i++)
+			if (strcmp(b->cfg->disks[i].id, id) == 0)
+				return !b->cfg->disks[i].readonly;
+		return false;
+	}
+	dev = vm_devs_find(b->vm, id);
+	return dev != NULL && dev->is_disk && !dev->attaching && !dev->disk.readonly;
+}
+
+/* Reads the writable disks and their bitmaps from their format nodes ("ID.fmt"). */
 static void
 plan_disks(struct bk *b)
 {
-	size_t n = b->q_block ? json_object_array_length(b->q_block) : 0;
+	size_t n = b->q_nodes ? json_object_array_length(b->q_nodes) : 0;
 
 	for (size_t i = 0; i < n; i++) {
-		struct json_object *blk = json_object_array_get_idx(b->q_block, i), *ins, *img,
-		                   *bms, *v;
+		struct json_object *ins = json_object_array_get_idx(b->q_nodes, i), *img, *bms, *v;
 		const char *node;
-		struct vm_dev *dev;
 		struct bk_disk *d;
 		char id[80];
 		size_t len;
 
-		if (!json_object_object_get_ex(blk, "inserted", &ins))
-			continue;
 		node = jstr(ins, "node-name");
 		len = strlen(node);
 		if (len < 5 || len - 4 >= sizeof id || strcmp(node + len - 4, ".fmt") != 0)
 			continue;
 		memcpy(id, node, len - 4);
 		id[len - 4] = '\0';
-		if ((dev = vm_devs_find(b->vm, id)) == NULL || !dev->is_disk || dev->attaching ||
-		    dev->disk.readonly)
+		if (!disk_wanted(b, id))
 			continue;
 		d = disk_add(b, id);
 		snprintf(d->node, sizeof d->node, "%s", node);
@@ -539,8 +654,7 @@ plan_disks(struct bk *b)
 			continue;
 		}
 		d->bitmap_why = xasprintf("disk %s has no bitmap " BK_BITMAP, id);
-		if (!json_object_object_get_ex(ins, "dirty-bitmaps", &bms) &&
-		    !json_object_object_get_ex(blk, "dirty-bitmaps", &bms))
+		if (!json_object_object_get_ex(ins, "dirty-bitmaps", &bms))
 			continue;
 		for (size_t k = 0; bms != NULL && k < json_object_array_length(bms); k++) {
 			struct json_object *bm = json_object_array_get_idx(bms, k), *f;
@@ -701,7 +815,7 @@ manifest_new(struct bk *b)
 	json_object_object_add(m, "status", json_object_new_string("running"));
 	json_object_object_add(m, "reason", b->reason ? json_object_new_string(b->reason) : NULL);
 	json_object_object_add(m, "definition",
-	                       b->vm->live_text ? json_object_new_string(b->vm->live_text) : NULL);
+	                       b->definition ? json_object_new_string(b->definition) : NULL);
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
 		struct json_object *o = json_object_new_object();
@@ -737,13 +851,11 @@ result_json(struct bk *b)
 	return e;
 }
 
-/* Makes the backup's directory and manifest, then sends the bitmap changes. */
+/* Picks the backup's id (its time, made unique in the store) and directory. */
 static void
-plan_send(struct bk *b)
+bk_pick_id(struct bk *b)
 {
 	int64_t now = clock_now_ms();
-	char *cause = NULL;
-	bool clear_last = false;
 
 	for (;;) {
 		bk_id_make(now, b->id);
@@ -753,6 +865,17 @@ plan_send(struct bk *b)
 			break;
 		now++;
 	}
+}
+
+/* Makes the backup's directory and manifest, then sends the bitmap changes. */
+static void
+plan_send(struct bk *b)
+{
+	char *cause = NULL;
+	bool clear_last = false;
+
+	if (b->id[0] == '\0')
+		bk_pick_id(b);
 	plan_disks(b);
 	if (!plan(b))
 		return;
@@ -788,8 +911,9 @@ plan_send(struct bk *b)
 		bk_state_set(&b->st.last_id, NULL);
 		bk_state_set(&b->st.last_dir, NULL);
 	}
-	state_save(b);
-	b->job->rec = vm_jobrec_new(b->vm, "backup", b->id, false);
+	state_save(b, false);
+	if (b->job->rec == NULL)
+		b->job->rec = vm_jobrec_new(b->vm, "backup", b->id, false);
 	log_info("vm %s: backup %s: %s%s%s", b->vm->name, b->id,
 	         b->incremental ? "incremental" : "full", b->reason ? ": " : "",
 	         b->reason ? b->reason : "");
@@ -820,64 +944,34 @@ plan_send(struct bk *b)
 		bk_advance(b);
 }
 
-/* ---- files ---- */
+/* ---- files ----
+ *
+ * qvmd makes each target an empty file it opens itself (QEMU gets the descriptors, never a
+ * name), and QEMU formats it: blockdev-create of a qcow2 on the file node (an incremental's with
+ * its parent's file as backing file, by relative name). No qemu-img process per disk, and no
+ * flush either: the file node has no-flush, so QEMU never syncs the target; qvmd fsyncs each file
+ * once the copy is over, before the manifest says complete.
+ */
 
-static void create_next(struct bk *b);
 static void fd_added(struct bk *b, const struct qmp_reply *r, size_t disk);
 
+/* Makes and opens the target files, then hands them to QEMU. */
 static void
-create_done(bool ok, char *out, void *arg)
+files_send(struct bk *b)
 {
-	struct bk *b = arg;
-	struct bk_disk *d = &b->disks[b->next];
+	b->step = BK_FDS;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		char opaque[96];
 
-	b->img = NULL;
-	if (!ok)
-		return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: qemu-img create %s: %s",
-		               b->vm->name, b->id, d->file, *out ? out : "failed");
-	d->fd_rw = open(d->file, O_RDWR | O_CLOEXEC);
-	d->fd_ro = open(d->file, O_RDONLY | O_CLOEXEC);
-	if (d->fd_rw < 0 || d->fd_ro < 0)
-		return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s: %s", b->vm->name, b->id,
-		               d->file, strerror(errno));
-	b->next++;
-	create_next(b);
-}
-
-/* Makes the target files, one qemu-img at a time, then hands them to QEMU. */
-static void
-create_next(struct bk *b)
-{
-	struct bk_disk *d;
-	char size[32], *cause = NULL;
-
-	if (b->next >= b->ndisks) {
-		b->step = BK_FDS;
-		for (size_t i = 0; i < b->ndisks; i++) {
-			char opaque[96];
-
-			snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", b->disks[i].id);
-			if (!bk_send(b, "add-fd", obj1("opaque", opaque), b->disks[i].fd_rw,
-			             fd_added, i))
-				return;
-		}
-		return;
-	}
-	d = &b->disks[b->next];
-	snprintf(size, sizeof size, "%" PRIu64, d->vsize);
-	if (d->backing != NULL) {
-		const char *args[] = {"create", "-q",       "-f",    "qcow2", "-F", "qcow2",
-		                      "-b",     d->backing, d->file, size,    NULL};
-
-		b->img = vm_qemu_img_run(b->vm, args, create_done, b, &cause);
-	} else {
-		const char *args[] = {"create", "-q", "-f", "qcow2", d->file, size, NULL};
-
-		b->img = vm_qemu_img_run(b->vm, args, create_done, b, &cause);
-	}
-	if (b->img == NULL) {
-		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s", b->vm->name, b->id, cause);
-		free(cause);
+		d->fd_rw = open(d->file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		d->fd_ro = d->fd_rw >= 0 ? open(d->file, O_RDONLY | O_CLOEXEC) : -1;
+		if (d->fd_rw < 0 || d->fd_ro < 0)
+			return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s: %s", b->vm->name,
+			               b->id, d->file, strerror(errno));
+		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
+		if (!bk_send(b, "add-fd", obj1("opaque", opaque), d->fd_rw, fd_added, i))
+			return;
 	}
 }
 
@@ -896,13 +990,24 @@ fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 }
 
 static void
-nodes_send(struct bk *b)
+create_started(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
-	b->step = BK_NODES;
+	if (r->status == QMP_OK)
+		b->disks[disk].creating = true;
+	else if (b->error == NULL)
+		b->error =
+		    xasprintf("blockdev-create: %s", r->error_desc ? r->error_desc : "failed");
+}
+
+/* The file nodes on the descriptors, and a qcow2 made on each. */
+static void
+create_send(struct bk *b)
+{
+	b->step = BK_FILES;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		struct json_object *a, *cache;
-		char opaque[96], node[96], path[64];
+		struct json_object *a, *cache, *o;
+		char opaque[96], path[64], job[96];
 
 		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
 		a = obj1("opaque", opaque);
@@ -915,10 +1020,114 @@ nodes_send(struct bk *b)
 		json_object_object_add(a, "filename", json_object_new_string(path));
 		cache = json_object_new_object();
 		json_object_object_add(cache, "direct", json_object_new_boolean(false));
-		json_object_object_add(cache, "no-flush", json_object_new_boolean(false));
+		json_object_object_add(cache, "no-flush", json_object_new_boolean(true));
 		json_object_object_add(a, "cache", cache);
 		if (!bk_send(b, "blockdev-add", a, -1, NULL, i))
 			return;
+		d->file_node = true;
+		o = obj1("driver", "qcow2");
+		json_object_object_add(o, "file", json_object_new_string(opaque));
+		json_object_object_add(o, "size", json_object_new_int64((int64_t)d->vsize));
+		json_object_object_add(o, "cluster-size", json_object_new_int64(65536));
+		if (d->backing != NULL) {
+			json_object_object_add(o, "backing-file",
+			                       json_object_new_string(d->backing));
+			json_object_object_add(o, "backing-fmt", json_object_new_string("qcow2"));
+		}
+		create_job_name(d, job, sizeof job);
+		a = obj1("job-id", job);
+		json_object_object_add(a, "options", o);
+		if (!bk_send(b, "blockdev-create", a, -1, create_started, i))
+			return;
+	}
+}
+
+static bool
+all_created(struct bk *b)
+{
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (!b->disks[i].created)
+			return false;
+	return true;
+}
+
+static void
+created_jobs(struct bk *b, const struct qmp_reply *r, size_t unused)
+{
+	char job[96];
+
+	if (r->status != QMP_OK)
+		return;
+	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
+		struct json_object *j = json_object_array_get_idx(r->result, i), *v;
+
+		for (size_t k = 0; k < b->ndisks; k++) {
+			create_job_name(&b->disks[k], job, sizeof job);
+			if (strcmp(jstr(j, "id"), job) == 0 &&
+			    json_object_object_get_ex(j, "error", &v) && b->error == NULL)
+				b->error = xasprintf("disk %s: creating %s: %s", b->disks[k].id,
+				                     b->disks[k].file, json_object_get_string(v));
+		}
+	}
+}
+
+/* Every target formatted: their errors (query-jobs), then the jobs dismissed. */
+static void
+created_send(struct bk *b)
+{
+	b->step = BK_CREATED;
+	if (!bk_send(b, "query-jobs", NULL, -1, created_jobs, 0))
+		return;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		char job[96];
+
+		create_job_name(&b->disks[i], job, sizeof job);
+		if (!bk_send(b, "job-dismiss", obj1("id", job), -1, NULL, i))
+			return;
+		b->disks[i].creating = false;
+	}
+}
+
+/* A JOB_STATUS_CHANGE of a target's blockdev-create (also learnt by polling). */
+static void
+create_status(struct bk *b, const char *id, const char *status)
+{
+	char job[96];
+
+	if (strcmp(status, "concluded") != 0)
+		return;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		create_job_name(&b->disks[i], job, sizeof job);
+		if (strcmp(id, job) == 0)
+			b->disks[i].created = true;
+	}
+	if (b->step == BK_CREATE && all_created(b) && b->pending == 0)
+		created_send(b);
+}
+
+static void
+create_poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
+{
+	if (r->status != QMP_OK)
+		return;
+	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
+		struct json_object *j = json_object_array_get_idx(r->result, i);
+
+		create_status(b, jstr(j, "id"), jstr(j, "status"));
+	}
+}
+
+/* The qcow2 nodes on the formatted targets. */
+static void
+nodes_send(struct bk *b)
+{
+	b->step = BK_NODES;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		struct json_object *a;
+		char opaque[96], node[96];
+
+		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
 		snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
 		a = obj1("driver", "qcow2");
 		json_object_object_add(a, "node-name", json_object_new_string(node));
@@ -955,7 +1164,8 @@ copy_send(struct bk *b)
 	b->step = BK_COPY;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		struct json_object *a = json_object_new_object(), *data = json_object_new_object();
+		struct json_object *a = json_object_new_object(), *data = json_object_new_object(),
+		                   *perf;
 		char job[96];
 
 		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
@@ -970,6 +1180,12 @@ copy_send(struct bk *b)
 			                       json_object_new_string("on-success"));
 		}
 		json_object_object_add(data, "auto-dismiss", json_object_new_boolean(false));
+		/* Copy offload (copy_file_range between the descriptors): several times faster
+		 * than QEMU's read and write loop here; QEMU falls back to that loop by itself
+		 * where the kernel or file system cannot. */
+		perf = json_object_new_object();
+		json_object_object_add(perf, "use-copy-range", json_object_new_boolean(true));
+		json_object_object_add(data, "x-perf", perf);
 		json_object_object_add(a, "type", json_object_new_string("blockdev-backup"));
 		json_object_object_add(a, "data", data);
 		json_object_array_add(actions, a);
@@ -977,6 +1193,10 @@ copy_send(struct bk *b)
 	json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
 	json_object_object_add(args, "actions", actions);
 	json_object_object_add(args, "properties", props);
+	/* From now on a qvmd that dies before the backup is complete leaves it to the next one to
+	 * find out whether the jobs succeeded (and cleared the bitmaps): bk_restore. */
+	b->st.running_copy = true;
+	state_save(b, false);
 	if (bk_send(b, "transaction", args, -1, transaction_done, 0))
 		vm_job_arm(b->job, BK_POLL_MS);
 }
@@ -1042,7 +1262,11 @@ bk_event(struct vm_job *job, const char *name, struct json_object *data)
 	struct bk *b = job->data;
 	struct bk_disk *d;
 
-	if (strcmp(name, "JOB_STATUS_CHANGE") != 0 || b->step != BK_COPY)
+	if (strcmp(name, "JOB_STATUS_CHANGE") != 0 || b->ending)
+		return;
+	if (b->step == BK_FILES || b->step == BK_CREATE)
+		return create_status(b, jstr(data, "id"), jstr(data, "status"));
+	if (b->step != BK_COPY)
 		return;
 	if ((d = disk_of_job(b, jstr(data, "id"))) == NULL ||
 	    strcmp(jstr(data, "status"), "concluded") != 0)
@@ -1091,6 +1315,7 @@ static void
 detach_send(struct bk *b)
 {
 	b->step = BK_DETACH;
+	b->next = 0; /* the disk being hashed, once every target is detached */
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
 		char node[96];
@@ -1099,10 +1324,13 @@ detach_send(struct bk *b)
 			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
 			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
 				return;
+			d->nodes = false;
+		}
+		if (d->file_node) {
 			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
 			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
 				return;
-			d->nodes = false;
+			d->file_node = false;
 		}
 		if (d->set >= 0) {
 			if (!bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, NULL, i))
@@ -1118,8 +1346,12 @@ bk_complete(struct bk *b)
 {
 	struct json_object *disks;
 	char *cause = NULL;
-	struct vm_jobrec *rec = b->job->rec;
 
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (b->disks[i].checksum == NULL)
+			return bk_fail(b, PROTO_ERR_FAILED,
+			               "vm %s: backup %s: disk %s was not hashed", b->vm->name,
+			               b->id, b->disks[i].id);
 	json_object_object_get_ex(b->manifest, "disks", &disks);
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct json_object *o = json_object_array_get_idx(disks, i);
@@ -1143,11 +1375,12 @@ bk_complete(struct bk *b)
 	bk_state_set(&b->st.last_dir, b->dir);
 	bk_state_set(&b->st.running_id, NULL);
 	bk_state_set(&b->st.running_dir, NULL);
+	b->st.running_copy = false;
 	bk_state_set(&b->st.next_full, NULL);
-	state_save(b);
-	if (rec != NULL)
-		vm_jobrec_end(b->vm, rec, VM_JOBREC_DONE, NULL);
-	vm_job_done(b->job, result_json(b), PROTO_OK, NULL);
+	state_save(b, true);
+	/* A complete backup after a restore in place: the old disk files are not needed now. */
+	bk_pre_restore_clear(b->vm);
+	bk_end(b, VM_JOBREC_DONE, result_json(b), PROTO_OK, NULL);
 }
 
 /* Hashes a slice of the current file; the job's timer brings the next. */
@@ -1187,8 +1420,22 @@ bk_timer(struct vm_job *job)
 {
 	struct bk *b = job->data;
 
-	if (b->step == BK_DETACH)
-		return hash_step(b);
+	if (b->ending)
+		return;
+	/* The copy's poll may still fire while the targets are detached: the hashing starts only
+	 * once they are (bk_advance). */
+	if (b->step == BK_DETACH) {
+		if (b->pending == 0)
+			hash_step(b);
+		return;
+	}
+	if (b->step == BK_CREATE) {
+		/* An event missed would leave the backup waiting: ask. */
+		if (b->pending == 0 && !bk_send(b, "query-jobs", NULL, -1, create_poll_done, 0))
+			return;
+		vm_job_arm(job, BK_POLL_MS);
+		return;
+	}
 	if (b->step != BK_COPY)
 		return;
 	if (!b->polling && b->pending == 0) {
@@ -1221,9 +1468,22 @@ bk_advance(struct bk *b)
 	case BK_PLAN:
 		return plan_send(b);
 	case BK_BITMAPS:
-		b->next = 0;
-		return create_next(b);
+		return files_send(b);
 	case BK_FDS:
+		return create_send(b);
+	case BK_FILES:
+		b->step = BK_CREATE;
+		if (all_created(b))
+			created_send(b);
+		else
+			vm_job_arm(b->job, BK_POLL_MS);
+		return;
+	case BK_CREATE:
+		/* The jobs' events (or the poll in bk_timer) say when they are done. */
+		if (all_created(b))
+			created_send(b);
+		return;
+	case BK_CREATED:
 		return nodes_send(b);
 	case BK_NODES:
 		for (size_t i = 0; i < b->ndisks; i++) {
@@ -1270,6 +1530,8 @@ bk_cancel(struct vm_job *job, const char *why)
 	struct bk *b = job->data;
 	bool running = false;
 
+	if (b->ending)
+		return;
 	b->cancelled = true;
 	for (size_t i = 0; i < b->ndisks; i++)
 		running |= b->disks[i].started && !b->disks[i].concluded;
@@ -1312,33 +1574,89 @@ bk_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 	}
 	bk_state_set(&b->st.running_id, NULL);
 	bk_state_set(&b->st.running_dir, NULL);
-	state_save(b);
+	b->st.running_copy = false;
+	state_save(b, false);
 	return false;
 }
 
+/* After a restart of qvmd, what the interrupted backup's QEMU jobs did to the dirty bitmaps:
+ * a job still running is cancelled and one that failed has merged its bitmap back (the changes
+ * it froze are counted again); one that succeeded, or is gone (dismissed once the copy was
+ * over), has cleared its bitmap, so the last complete backup is no base for an incremental any
+ * more, and the next backup must be full. */
+struct bk_settle {
+	struct vm *vm;
+	char *id;
+	bool copied; /* the jobs had been started (backups.json running_copy) */
+};
+
+/* The interrupted backup's jobs succeeded: the last complete backup is no base any more. */
 static void
-restore_cancel_jobs(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+settle_cleared(struct vm *vm, const char *id)
 {
-	struct vm *vm = arg;
+	char *path = state_path(vm), *why, *cause = NULL;
+	struct bk_state st;
 
-	if (r->status != QMP_OK)
-		return;
-	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
-		struct json_object *j = json_object_array_get_idx(r->result, i);
-
-		if (has_prefix(jstr(j, "id"), BK_PREFIX) &&
-		    strcmp(jstr(j, "status"), "concluded") != 0)
-			fire(vm, "job-cancel", obj1("id", jstr(j, "id")));
+	why = xasprintf("backup %s was interrupted by a restart of qvmd after its copy had cleared "
+	                "the dirty bitmaps",
+	                id);
+	log_warn("vm %s: %s: the next backup is full", vm->name, why);
+	bk_state_load(&st, path);
+	bk_state_set(&st.last_id, NULL);
+	bk_state_set(&st.last_dir, NULL);
+	bk_state_set(&st.next_full, why);
+	if (bk_state_save(&st, path, true, &cause) < 0) {
+		log_error("vm %s: %s", vm->name, cause);
+		free(cause);
 	}
+	bk_state_free(&st);
+	free(why);
+	free(path);
 }
 
-/* After a restart of qvmd, a backup that was running: it failed (its QEMU jobs are cancelled,
- * which merges their bitmaps back; the next backup removes what they leave). */
+static void
+restore_settle_jobs(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
+{
+	struct bk_settle *s = arg;
+	bool seen = false, succeeded = false;
+	struct json_object *v;
+
+	if (r->status == QMP_OK) {
+		for (size_t i = 0; i < json_object_array_length(r->result); i++) {
+			struct json_object *j = json_object_array_get_idx(r->result, i);
+			const char *id = jstr(j, "id");
+
+			if (!has_prefix(id, BK_PREFIX) || strchr(id, '.') != NULL)
+				continue; /* not a disk's backup job (a target's blockdev-create) */
+			seen = true;
+			if (strcmp(jstr(j, "status"), "concluded") != 0)
+				fire(conn, "job-cancel", obj1("id", id));
+			else if (!json_object_object_get_ex(j, "error", &v))
+				succeeded = true;
+		}
+		/* Gone after they were started: dismissed once the copy was over. */
+		if (succeeded || (!seen && s->copied))
+			settle_cleared(s->vm, s->id);
+	}
+	free(s->id);
+	free(s);
+}
+
+static const struct vm_job_kind bk_offline_kind;
+
+/* After a restart of qvmd, a backup that was running: it failed. On a running VM its QEMU jobs
+ * are cancelled, which merges their bitmaps back (the next backup removes what they leave); a
+ * stopped VM's helper is killed, which leaves its bitmaps inconsistent (the next backup is full
+ * and says why). */
 static void
 bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error)
 {
 	char *path = state_path(vm), *cause = NULL;
+	struct bk_settle *settle = NULL;
 	struct bk_state st;
+
+	if (vm_job_find(vm, &bk_offline_kind) == NULL)
+		vm_helper_kill_leftover(vm);
 
 	bk_state_load(&st, path);
 	if (st.running_dir != NULL && rec->target != NULL && st.running_id != NULL &&
@@ -1359,22 +1677,87 @@ bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error
 			}
 			json_object_put(m);
 		}
+		settle = xcalloc(1, sizeof *settle);
+		settle->vm = vm;
+		settle->id = xstrdup(st.running_id);
+		settle->copied = st.running_copy;
 		bk_state_set(&st.running_id, NULL);
 		bk_state_set(&st.running_dir, NULL);
-		if (bk_state_save(&st, path, &cause) < 0) {
+		st.running_copy = false;
+		if (bk_state_save(&st, path, true, &cause) < 0) {
 			log_error("vm %s: %s", vm->name, cause);
 			free(cause);
 			cause = NULL;
 		}
+	} else if (rec->target != NULL && st.last_id != NULL &&
+	           strcmp(st.last_id, rec->target) == 0) {
+		/* It had completed; only its helper's end was interrupted. */
+		vm_jobrec_end(vm, rec, VM_JOBREC_DONE, NULL);
+	}
+	if (settle == NULL) {
+		settle = xcalloc(1, sizeof *settle);
+		settle->vm = vm;
+		settle->id = xstrdup(rec->target != NULL ? rec->target : rec->id);
 	}
 	if (vm->qmp != NULL && !vm->qmp_closed &&
-	    qmp_execute(vm->qmp, "query-jobs", NULL, VM_QUERY_TIMEOUT_MS, restore_cancel_jobs, vm,
-	                &cause) < 0)
-		free(cause);
+	    qmp_execute(vm->qmp, "query-jobs", NULL, VM_QUERY_TIMEOUT_MS, restore_settle_jobs,
+	                settle, &cause) >= 0) {
+		settle = NULL;
+	} else if (settle->copied) {
+		/* No QEMU to ask (a stopped VM's helper is gone): its jobs may have succeeded. */
+		settle_cleared(vm, settle->id);
+	}
+	if (settle != NULL) {
+		free(settle->id);
+		free(settle);
+	}
+	free(cause);
 	bk_state_free(&st);
 	free(path);
 }
 
+/* Events of the helper's QMP, as the VM's come to a running VM's job. */
+static void
+bk_helper_event(struct vm_helper *h, const char *name, struct json_object *data, void *arg)
+{
+	struct bk *b = arg;
+
+	bk_event(b->job, name, data);
+}
+
+static void
+bk_helper_ready(struct vm_helper *h, void *arg)
+{
+	clean_query(arg);
+}
+
+/* The helper is gone: the end bk_end was waiting for, or a failure of the backup. */
+static void
+bk_helper_exited(struct vm_helper *h, bool clean, const char *why, void *arg)
+{
+	struct bk *b = arg;
+
+	b->job->qmp = NULL;
+	if (b->ending) {
+		if (!clean)
+			log_warn("vm %s: backup: %s; the bitmaps of its disks may be left "
+			         "inconsistent (the next backup would then be full)",
+			         b->vm->name, why);
+		bk_finish(b);
+		return;
+	}
+	bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup%s%s: %s", b->vm->name, b->id[0] ? " " : "",
+	        b->id, why);
+}
+
+static const struct vm_helper_cbs bk_helper_cbs = {
+    .ready = bk_helper_ready,
+    .event = bk_helper_event,
+    .exited = bk_helper_exited,
+};
+
+/* A running VM's backup allows what leaves its disks' nodes alone; a powerdown or kill cancels
+ * it first. */
 #define BK_ALLOWS                                                                                  \
 	(VM_OP_BIT(VM_OP_PAUSE) | VM_OP_BIT(VM_OP_RESUME) | VM_OP_BIT(VM_OP_ATTACH) |              \
 	 VM_OP_BIT(VM_OP_DETACH) | VM_OP_BIT(VM_OP_RESET))
@@ -1393,31 +1776,62 @@ const struct vm_job_kind vm_backup_kind = {
     .restore = bk_restore,
 };
 
+/* A stopped VM's backup: its helper holds the disks, so a start is refused (busy) until it ends;
+ * the verbs that need a running VM answer as on any stopped VM (not running), and an attach or
+ * detach --persist changes a definition the backup no longer reads. Same name, same callbacks:
+ * its record is restored like a running VM's. */
+#define BK_OFFLINE_ALLOWS (BK_ALLOWS | VM_OP_BIT(VM_OP_POWERDOWN) | VM_OP_BIT(VM_OP_KILL))
+
+static const struct vm_job_kind bk_offline_kind = {
+    .name = "backup",
+    .op = VM_OP_BACKUP,
+    .background = true,
+    .allows = BK_OFFLINE_ALLOWS,
+    .event = bk_event,
+    .timer = bk_timer,
+    .qemu_gone = bk_qemu_gone,
+    .cancel = bk_cancel,
+    .free = bk_free,
+    .restore = bk_restore,
+};
+
+/* Refuses a backup the VM's state does not allow now; true when refused. */
+static bool
+bk_refuse_state(struct vm *vm, vm_done_cb cb, void *arg)
+{
+	char *msg;
+
+	switch (vm->state) {
+	case VM_RUNNING:
+	case VM_PAUSED:
+		if (vm->qmp != NULL && !vm->qmp_closed)
+			return false;
+		break;
+	case VM_STOPPED:
+	case VM_CRASHED:
+		if (vm->cfg != NULL)
+			return false;
+		msg = xasprintf("vm %s: its definition was removed", vm->name);
+		cb(NULL, PROTO_ERR_NOT_FOUND, msg, arg);
+		free(msg);
+		return true;
+	default:
+		break;
+	}
+	vm_job_refuse_busy(vm, cb, arg);
+	return true;
+}
+
 void
 vm_backup(struct vm *vm, const struct vm_backup_args *a, vm_done_cb cb, void *arg)
 {
+	bool offline = vm->state == VM_STOPPED || vm->state == VM_CRASHED;
+	const struct vm_job_kind *kind = offline ? &bk_offline_kind : &vm_backup_kind;
 	struct bk *b;
 	char *msg, *cause = NULL, *store;
 
-	if (vm->state != VM_RUNNING && vm->state != VM_PAUSED) {
-		if (vm->state == VM_STOPPED || vm->state == VM_CRASHED)
-			msg = xasprintf("vm %s: not running (backups of a stopped vm are not "
-			                "supported yet)",
-			                vm->name);
-		else
-			msg = xasprintf("vm %s: busy: %s in progress", vm->name,
-			                vm->state == VM_STARTING ? "start" : "shutdown");
-		cb(NULL,
-		   vm->state == VM_STOPPED || vm->state == VM_CRASHED ? PROTO_ERR_NOT_RUNNING
-		                                                      : PROTO_ERR_BUSY,
-		   msg, arg);
-		free(msg);
+	if (bk_refuse_state(vm, cb, arg))
 		return;
-	}
-	if (vm->qmp == NULL || vm->qmp_closed) {
-		vm_job_refuse_busy(vm, cb, arg);
-		return;
-	}
 	if (a->to != NULL) {
 		if ((store = bk_dir_allowed(vm->env.conf, a->to, &cause)) == NULL) {
 			msg = xasprintf("vm %s: --to %s", vm->name, cause);
@@ -1437,7 +1851,10 @@ vm_backup(struct vm *vm, const struct vm_backup_args *a, vm_done_cb cb, void *ar
 			return;
 		}
 	}
-	if (!vm_job_admit(vm, vm_backup_kind.op, cb, arg)) {
+	/* A helper still running with no job of this qvmd following it is a leftover: killed, and
+	 * the disks are busy until it is gone. */
+	if (!vm_job_admit(vm, kind->op, cb, arg) ||
+	    (offline && vm_helper_refuse_busy(vm, cb, arg))) {
 		free(store);
 		return;
 	}
@@ -1452,6 +1869,24 @@ vm_backup(struct vm *vm, const struct vm_backup_args *a, vm_done_cb cb, void *ar
 		bk_state_load(&b->st, path);
 		free(path);
 	}
-	b->job = vm_job_new(vm, &vm_backup_kind, b, cb, arg);
-	clean_query(b);
+	b->job = vm_job_new(vm, kind, b, cb, arg);
+	if (!offline) {
+		b->definition = vm->live_text ? xstrdup(vm->live_text) : NULL;
+		clean_query(b);
+		return;
+	}
+	/* The definition as it is now: the disks the VM would start with. */
+	b->cfg = cfg_vm_dup(vm->cfg);
+	b->definition = vm->disk_text ? xstrdup(vm->disk_text) : NULL;
+	/* Its record exists before the helper does: a restarted qvmd finds the helper through it.
+	 */
+	bk_pick_id(b);
+	b->job->rec = vm_jobrec_new(vm, "backup", b->id, false);
+	b->helper = vm_helper_start(vm, b->cfg, &bk_helper_cbs, b, &cause);
+	if (b->helper == NULL) {
+		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup: %s", vm->name, cause);
+		free(cause);
+		return;
+	}
+	b->job->qmp = vm_helper_qmp(b->helper);
 }

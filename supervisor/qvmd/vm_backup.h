@@ -43,7 +43,8 @@ bool bk_id_valid(const char *s);
  */
 char *bk_dir_allowed(const struct daemon_config *conf, const char *dir, char **cause);
 
-/* Writes m as dir/manifest.json atomically and durably. 0, or -1 with *cause. */
+/* Writes m as dir/manifest.json atomically, and durably unless it says running (such a backup
+ * is of no use after a power loss). 0, or -1 with *cause. */
 int bk_manifest_write(const char *dir, struct json_object *m, char **cause);
 /* Reads dir/manifest.json (caller puts it), or NULL. */
 struct json_object *bk_manifest_read(const char *dir);
@@ -60,12 +61,15 @@ struct bk_state {
 	char *last_dir;
 	char *running_id; /* the backup in progress (NULL: none) */
 	char *running_dir;
-	char *next_full; /* why the next backup must be full (a restore in place), or NULL */
+	char *next_full;   /* why the next backup must be full (a restore in place), or NULL */
+	bool running_copy; /* the running backup's QEMU jobs were started: once they succeed,
+	                    * the dirty bitmaps no longer hold what they copied */
 };
 /* Reads path (missing or unreadable: empty state). */
 void bk_state_load(struct bk_state *st, const char *path);
-/* Writes it atomically; 0, or -1 with *cause. */
-int bk_state_save(const struct bk_state *st, const char *path, char **cause);
+/* Writes it atomically, and durably with durable (what a completed backup or a restore in place
+ * records); 0, or -1 with *cause. */
+int bk_state_save(const struct bk_state *st, const char *path, bool durable, char **cause);
 void bk_state_free(struct bk_state *st);
 /* Adds store to the list (once). */
 void bk_state_add_store(struct bk_state *st, const char *store);

@@ -243,7 +243,7 @@ inplace_commit(struct rv *v)
 	why = xasprintf("the disks were replaced by a restore in place of backup %s", v->id);
 	bk_state_set(&st.next_full, why);
 	free(why);
-	if (bk_state_save(&st, path, &cause) < 0) {
+	if (bk_state_save(&st, path, true, &cause) < 0) {
 		problem(v, "%s", cause);
 		free(cause);
 		bk_state_free(&st);

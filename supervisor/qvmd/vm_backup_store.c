@@ -139,9 +139,21 @@ bk_sync_dir(const char *dir)
 	return rc;
 }
 
-/* Writes text to path atomically and durably. */
+static const char *
+jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	if (o == NULL || !json_object_object_get_ex(o, key, &v) ||
+	    !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+/* Writes text to path atomically (a temporary file renamed over it); durable: also fsynced, file
+ * and directory, so that it survives a power loss. */
 static int
-write_durable(const char *dir, const char *path, const char *text, char **cause)
+write_atomic(const char *dir, const char *path, const char *text, bool durable, char **cause)
 {
 	char *tmp = xasprintf("%s.tmp", path);
 	size_t len = strlen(text), off = 0;
@@ -161,12 +173,12 @@ write_durable(const char *dir, const char *path, const char *text, char **cause)
 		}
 		off += (size_t)n;
 	}
-	if (fsync(fd) < 0 || close(fd) < 0) {
+	if ((durable && fsync(fd) < 0) || close(fd) < 0) {
 		fd = -1;
 		goto fail;
 	}
 	fd = -1;
-	if (rename(tmp, path) < 0 || bk_sync_dir(dir) < 0)
+	if (rename(tmp, path) < 0 || (durable && bk_sync_dir(dir) < 0))
 		goto fail;
 	free(tmp);
 	return 0;
@@ -185,8 +197,11 @@ int
 bk_manifest_write(const char *dir, struct json_object *m, char **cause)
 {
 	char *path = xasprintf("%s/manifest.json", dir);
-	int rc = write_durable(dir, path,
-	                       json_object_to_json_string_ext(m, JSON_C_TO_STRING_PRETTY), cause);
+	const char *status = jstr(m, "status");
+	/* A running backup is of no use after a power loss (its QEMU died with it, and with it
+	 * the dirty bitmaps' consistency): what it says need not be durable, only atomic. */
+	int rc = write_atomic(dir, path, json_object_to_json_string_ext(m, JSON_C_TO_STRING_PRETTY),
+	                      status == NULL || strcmp(status, "running") != 0, cause);
 
 	free(path);
 	return rc;
@@ -204,17 +219,6 @@ bk_manifest_read(const char *dir)
 		m = NULL;
 	}
 	return m;
-}
-
-static const char *
-jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	if (o == NULL || !json_object_object_get_ex(o, key, &v) ||
-	    !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
 }
 
 static void
@@ -333,6 +337,8 @@ bk_state_load(struct bk_state *st, const char *path)
 	bk_state_set(&st->running_id, jstr(o, "running_id"));
 	bk_state_set(&st->running_dir, jstr(o, "running_dir"));
 	bk_state_set(&st->next_full, jstr(o, "next_full"));
+	st->running_copy = json_object_object_get_ex(o, "running_copy", &a) &&
+	                   json_object_is_type(a, json_type_boolean) && json_object_get_boolean(a);
 	json_object_put(o);
 }
 
@@ -343,7 +349,7 @@ jstr_or_null(const char *s)
 }
 
 int
-bk_state_save(const struct bk_state *st, const char *path, char **cause)
+bk_state_save(const struct bk_state *st, const char *path, bool durable, char **cause)
 {
 	struct json_object *o = json_object_new_object(), *a = json_object_new_array();
 	char *dir = xstrdup(path), *slash = strrchr(dir, '/');
@@ -359,8 +365,9 @@ bk_state_save(const struct bk_state *st, const char *path, char **cause)
 	json_object_object_add(o, "running_id", jstr_or_null(st->running_id));
 	json_object_object_add(o, "running_dir", jstr_or_null(st->running_dir));
 	json_object_object_add(o, "next_full", jstr_or_null(st->next_full));
-	rc = write_durable(dir, path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY),
-	                   cause);
+	json_object_object_add(o, "running_copy", json_object_new_boolean(st->running_copy));
+	rc = write_atomic(dir, path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY),
+	                  durable, cause);
 	json_object_put(o);
 	free(dir);
 	return rc;

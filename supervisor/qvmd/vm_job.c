@@ -128,6 +128,13 @@ vm_job_new(struct vm *vm, const struct vm_job_kind *kind, void *data, vm_done_cb
 	return job;
 }
 
+/* The QEMU the job's commands go to. */
+static struct qmp_conn *
+job_qmp(const struct vm_job *job)
+{
+	return job->qmp != NULL ? job->qmp : job->vm->qmp;
+}
+
 void
 vm_job_done(struct vm_job *job, struct json_object *result, enum proto_err code, const char *fmt,
             ...)
@@ -147,8 +154,8 @@ vm_job_done(struct vm_job *job, struct json_object *result, enum proto_err code,
 		vm->bg = NULL;
 	if (job->timer != NULL)
 		event_free(job->timer);
-	for (size_t i = 0; vm->qmp != NULL && i < job->ncalls; i++)
-		qmp_cancel(vm->qmp, job->calls[i]);
+	for (size_t i = 0; job_qmp(job) != NULL && i < job->ncalls; i++)
+		qmp_cancel(job_qmp(job), job->calls[i]);
 	if (code != PROTO_OK) {
 		va_start(ap, fmt);
 		if (vasprintf(&msg, fmt, ap) < 0)
@@ -216,7 +223,7 @@ int64_t
 vm_job_send(struct vm_job *job, const char *command, struct json_object *args, int fd,
             int timeout_ms, qmp_reply_cb cb, void *arg, char **cause)
 {
-	struct qmp_conn *qmp = job->vm->qmp;
+	struct qmp_conn *qmp = job_qmp(job);
 	int64_t id;
 
 	if (qmp == NULL || job->ending) {

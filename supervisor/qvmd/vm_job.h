@@ -111,7 +111,9 @@ struct vm_job {
 	size_t nwaiters;
 	int64_t t0; /* monotonic ms */
 	struct event *timer;
-	int64_t *calls; /* QMP commands in flight, cancelled when the job ends */
+	struct qmp_conn *qmp; /* where vm_job_send goes: NULL the VM's QEMU, else the job's own
+	                       * (a helper QEMU holding a stopped VM's disks), borrowed */
+	int64_t *calls;       /* QMP commands in flight, cancelled when the job ends */
 	size_t ncalls;
 	bool ending;           /* vm_job_done runs: no new commands, no second end */
 	struct vm_jobrec *rec; /* background: its record, once it has one (owned by the VM) */
@@ -146,8 +148,9 @@ void vm_job_join(struct vm_job *job, vm_done_cb cb, void *arg);
 /* (Re-)arms the job's timer: kind->timer runs after ms. */
 void vm_job_arm(struct vm_job *job, uint64_t ms);
 /*
- * Sends a QMP command on behalf of the job (args taken; fd >= 0 is passed along with it); cb runs
- * with arg unless the job ends first. Returns the command id, or -1 with *cause (no connection).
+ * Sends a QMP command on behalf of the job to its QEMU (job->qmp, else the VM's; args taken; fd >=
+ * 0 is passed along with it); cb runs with arg unless the job ends first. Returns the command id,
+ * or -1 with *cause (no connection).
  */
 int64_t vm_job_send(struct vm_job *job, const char *command, struct json_object *args, int fd,
                     int timeout_ms, qmp_reply_cb cb, void *arg, char **cause);

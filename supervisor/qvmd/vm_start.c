@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "log.h"
 #include "proc.h"
+#include "vm_helper.h"
 #include "vm_uid.h"
 
 #include <errno.h>
@@ -421,7 +422,11 @@ vm_start_job(struct vm *vm, vm_done_cb cb, void *arg)
 	struct vm_job *job;
 	char *msg, *cause = NULL;
 
+	/* A backup of the stopped VM holds its disks: its job refuses the start (busy); so does a
+	 * backup helper an earlier qvmd left, while it is being killed. */
 	if (!vm_job_admit(vm, VM_OP_START, cb, arg))
+		return;
+	if (!vm_is_active(vm) && vm_helper_refuse_busy(vm, cb, arg))
 		return;
 	if (!vm_is_active(vm) && !vm_refresh_definition(vm, cb, arg))
 		return;

@@ -169,10 +169,16 @@ out=$(ctl backup b --to /tmp 2>&1); rc=$?
 check "--to outside the allowed directories ($out)" failed_with $rc "$out" "neither below"
 out=$(ctl restore b "$(jf p1 .id)" --to /tmp/qvmd-nope 2>&1); rc=$?
 check "restore --to outside ($out)" failed_with $rc "$out" "neither below"
-ctl pause b >/dev/null
-ctl backup b --full --no-wait >/dev/null 2>&1
+# QEMU stopped: the first backup waits for its answers, however fast it would be.
+qpid=$(ctl --json status b | field .pid)
+kill -STOP "$qpid"
+ctl backup b --full >/dev/null 2>&1 &
+first=$!
+n=0
+while [ $n -lt 300 ] && ! ctl jobs b 2>/dev/null | grep -q backup; do sleep 0.1; n=$((n + 1)); done
 out=$(ctl backup b 2>&1); rc=$?
 check "two backups of one vm at once ($out)" failed_with $rc "$out" "busy"
-ctl resume b >/dev/null
+kill -CONT "$qpid"
+wait "$first"
 ctl kill b >/dev/null
 finish
