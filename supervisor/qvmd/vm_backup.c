@@ -1789,7 +1789,6 @@ static const struct vm_job_kind bk_offline_kind = {
     .allows = BK_OFFLINE_ALLOWS,
     .event = bk_event,
     .timer = bk_timer,
-    .qemu_gone = bk_qemu_gone,
     .cancel = bk_cancel,
     .free = bk_free,
     .restore = bk_restore,

@@ -302,6 +302,7 @@ vm_helper_start(struct vm *vm, const struct vm_config *cfg, const struct vm_help
 	char **argv = NULL;
 	struct stat st;
 	bool use_creds = false;
+	long log_offset;
 	pid_t pid;
 
 	if (helper_creds(vm, &creds, &path, &use_creds, cause) < 0)
@@ -335,6 +336,7 @@ vm_helper_start(struct vm *vm, const struct vm_config *cfg, const struct vm_help
 		*cause = xasprintf("%s: %s", logpath, strerror(errno));
 		goto out;
 	}
+	log_offset = fstat(logfd, &st) == 0 ? (long)st.st_size : 0;
 	unlink(pidfile);
 	pid = proc_spawn_as(argv, logfd, keep, nkeep, use_creds ? &creds : NULL, &pidfd, cause);
 	if (pid < 0)
@@ -345,7 +347,7 @@ vm_helper_start(struct vm *vm, const struct vm_config *cfg, const struct vm_help
 	h->arg = arg;
 	h->pid = pid;
 	h->pidfd = pidfd;
-	h->log_offset = fstat(logfd, &st) == 0 ? (long)st.st_size : 0;
+	h->log_offset = log_offset;
 	h->pid_ev = event_new(vm->env.base, pidfd, EV_READ | EV_PERSIST, pid_cb, h);
 	event_add(h->pid_ev, NULL);
 	log_info("vm %s: backup helper started, pid %d, uid %u", vm->name, (int)pid,
