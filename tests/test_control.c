@@ -34,6 +34,29 @@ static char path[64];
 static unsigned dispatched;
 static struct control_reply *held;
 
+/* The VM the console stub serves (console tests set it running). */
+static enum vm_state stub_state = VM_STOPPED;
+enum vm_state
+vm_state(const struct vm *vm)
+{
+	return stub_state;
+}
+const char *
+vm_name(const struct vm *vm)
+{
+	return "v";
+}
+const struct vm_config *
+vm_config(const struct vm *vm)
+{
+	return NULL;
+}
+bool
+vm_is_active(const struct vm *vm)
+{
+	return stub_state != VM_STOPPED;
+}
+
 /* The stub command table: "big" answers 4 KiB, "hold" answers when the test says so,
  * "subscribe" subscribes, anything else answers {}. */
 void

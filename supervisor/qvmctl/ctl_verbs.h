@@ -61,6 +61,7 @@ struct ctl_verb {
 
 extern const struct ctl_verb ctl_verb_list, ctl_verb_status, ctl_verb_start, ctl_verb_powerdown,
     ctl_verb_reset, ctl_verb_pause, ctl_verb_resume, ctl_verb_kill;
+extern const struct ctl_verb ctl_verb_console;
 extern const struct ctl_verb ctl_verb_events, ctl_verb_qmp, ctl_verb_reload, ctl_verb_version;
 extern const struct ctl_verb ctl_verb_attach_disk, ctl_verb_attach_net, ctl_verb_detach,
     ctl_verb_devices;

@@ -584,12 +584,14 @@ static const char *const args_powerdown[] = {"timeout_ms", "wait", "all", NULL};
 static const char *const args_qmp[] = {"command", "arguments", NULL};
 static const char *const args_subscribe[] = {"vm", NULL};
 
+static const char *const args_console[] = {"tail", NULL};
 static const struct control_cmd control_cmds[] = {
     {"attach-disk", CMD_VM_REQUIRED, args_attach_disk, cmd_attach_disk},
     {"attach-net", CMD_VM_REQUIRED, args_attach_net, cmd_attach_net},
     {"backup", CMD_VM_REQUIRED, args_backup, cmd_backup},
     {"backup-verify", CMD_VM_REQUIRED, args_backup_verify, cmd_backup_verify},
     {"backups", CMD_VM_REQUIRED, NULL, cmd_backups},
+    {"console", CMD_VM_REQUIRED, args_console, control_console},
     {"detach", CMD_VM_REQUIRED, args_detach, cmd_detach},
     {"devices", CMD_VM_REQUIRED, NULL, cmd_devices},
     {"job-cancel", CMD_VM_REQUIRED, args_job_cancel, cmd_job_cancel},
