@@ -3,8 +3,9 @@
 # tmux as a person would: attach, type a command, read the answer, detach with Ctrl-], the terminal
 # restored; two clients at once; a scripted (piped) session and --tail; a guest flooding its console
 # while status answers and console.log stays complete, with a client that does not read dropped;
-# console = none; the console after qvmd is killed and restarted; console.log rotated at
-# console_log_max; a session ended by the VM stopping and by a signal, the terminal restored.
+# console = none; a session ended by qvmd's death, the console after qvmd is restarted;
+# console.log rotated at console_log_max; a session ended by the VM stopping and by a signal, the
+# terminal restored each time.
 . "$SRC_DIR/tests/e2e/lib.sh"
 
 TM="$T/tmux.sock"
@@ -129,9 +130,12 @@ check "the console works after the flood" contains "$out" "still-8"
 
 # qvmd killed and restarted with a small console_log_max: the relay reconnects, console.log
 # (now far larger) is rotated at once and stays bounded.
+attach c6
 kill -9 "$QVMD_PID"
 wait "$QVMD_PID" 2>/dev/null
 QVMD_PID=
+check "a session ends when qvmd goes away (exit 3)" wait_pane c6 "EXIT=3" 10
+check "the terminal is restored after qvmd went away" restored c6
 printf 'console_log_max = 64K\n' >>"$T/qvmd.conf"
 check "qvmd restarted" start_qvmd
 check "g re-attached" wait_state g running 30
