@@ -221,7 +221,11 @@ struct daemon_config {
 	char *qemu_uid_range; /* the text as written; the numbers below are derived from it */
 	unsigned qemu_uid_first, qemu_uid_last;
 	char *qemu_user;
+	/* console.log is rotated (to console.log.1) once it is larger than this (16M). */
+	uint64_t console_log_max;
 };
+#define CFG_CONSOLE_LOG_MAX_DEFAULT (16ull * 1024 * 1024)
+#define CFG_CONSOLE_LOG_MAX_MIN     (4ull * 1024)
 
 /*
  * Loads qvmd.conf. path NULL: defaults only. A missing file at the default path is not an error.

@@ -31,6 +31,7 @@ enum {
 	DK_QEMU_UID_RANGE,
 	DK_QEMU_USER,
 	DK_AUTO_APPLY,
+	DK_CONSOLE_LOG_MAX,
 	DK_COUNT
 };
 static const struct key_spec daemon_keys[DK_COUNT] = {
@@ -66,6 +67,10 @@ static const struct key_spec daemon_keys[DK_COUNT] = {
     [DK_QEMU_UID_RANGE] = {.name = "qemu_uid_range", .type = KEY_STRING, .off = DC(qemu_uid_range)},
     [DK_QEMU_USER] = {.name = "qemu_user", .type = KEY_STRING, .off = DC(qemu_user)},
     [DK_AUTO_APPLY] = {.name = "auto_apply", .type = KEY_BOOL, .off = DC(auto_apply)},
+    [DK_CONSOLE_LOG_MAX] = {.name = "console_log_max",
+                            .type = KEY_SIZE,
+                            .off = DC(console_log_max),
+                            .min = CFG_CONSOLE_LOG_MAX_MIN},
 };
 
 static void
@@ -84,6 +89,7 @@ daemon_defaults(struct daemon_config *c)
 	c->qmp_passthrough = CFG_QMP_PASSTHROUGH_ROOT;
 	c->qemu_uid_first = CFG_QEMU_UID_FIRST;
 	c->qemu_uid_last = CFG_QEMU_UID_LAST;
+	c->console_log_max = CFG_CONSOLE_LOG_MAX_DEFAULT;
 }
 
 /* Fills in the values that default to other values. */

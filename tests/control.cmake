@@ -5,6 +5,7 @@ add_executable(ctlflood util/ctlflood.c)
 # The control server on a real event_base with a stub command table (control_dispatch).
 qvmd_unit_test(test_control
   SOURCES test_control.c ${PROJECT_SOURCE_DIR}/supervisor/qvmd/control.c
+    ${PROJECT_SOURCE_DIR}/supervisor/qvmd/vm_console.c
     ${PROJECT_SOURCE_DIR}/supervisor/qvmd/log.c
   LIBS qvmd_common qvmd_config PkgConfig::JSONC PkgConfig::LIBEVENT)
 target_include_directories(test_control PRIVATE ${PROJECT_SOURCE_DIR}/supervisor/qvmd)

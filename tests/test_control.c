@@ -11,9 +11,11 @@
 
 #include "control.h"
 #include "control_private.h"
+#include "cfg.h"
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/event.h>
 #include <json-c/json.h>
 #include <signal.h>
@@ -23,6 +25,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -33,6 +36,29 @@ static char dir[] = "/tmp/qvmd-test-control.XXXXXX";
 static char path[64];
 static unsigned dispatched;
 static struct control_reply *held;
+
+/* The VM the console stub serves (console tests set it running). */
+static enum vm_state stub_state = VM_STOPPED;
+enum vm_state
+vm_state(const struct vm *vm)
+{
+	return stub_state;
+}
+const char *
+vm_name(const struct vm *vm)
+{
+	return "v";
+}
+const struct vm_config *
+vm_config(const struct vm *vm)
+{
+	return NULL;
+}
+bool
+vm_is_active(const struct vm *vm)
+{
+	return stub_state != VM_STOPPED;
+}
 
 /* The stub command table: "big" answers 4 KiB, "hold" answers when the test says so,
  * "subscribe" subscribes, anything else answers {}. */
@@ -48,6 +74,8 @@ control_dispatch(struct control_reply *r, const char *cmd, const char *vm, struc
 		data[sizeof data - 1] = '\0';
 		json_object_object_add(res, "data", json_object_new_string(data));
 		control_done(res, PROTO_OK, NULL, r);
+	} else if (strcmp(cmd, "console") == 0) {
+		control_console(r, (struct vm *)&stub_state, vm, args);
 	} else if (strcmp(cmd, "hold") == 0) {
 		held = r;
 	} else {
@@ -356,6 +384,214 @@ test_control_refuses_nul_keys_and_bad_utf8(void **state)
 	close(fd);
 }
 
+/* ---- console sessions, against a stand-in for QEMU's console socket ---- */
+
+/* The stand-in's listening socket at dir/v/qemu/console.sock (the daemon's paths point at dir). */
+static int
+console_qemu_listen(struct daemon_config *conf)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	char p[128];
+	int fd;
+
+	conf->run_dir = dir;
+	conf->state_dir = dir;
+	conf->console_log_max = CFG_CONSOLE_LOG_MAX_DEFAULT;
+	d.conf = conf;
+	snprintf(p, sizeof p, "%s/v", dir);
+	assert_int_equal(mkdir(p, 0700), 0);
+	snprintf(p, sizeof p, "%s/v/qemu", dir);
+	assert_int_equal(mkdir(p, 0700), 0);
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s/v/qemu/console.sock", dir);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	assert_int_equal(listen(fd, 4), 0);
+	return fd;
+}
+
+static void
+console_qemu_cleanup(int lfd)
+{
+	char p[128];
+
+	close(lfd);
+	snprintf(p, sizeof p, "%s/v/qemu/console.sock", dir);
+	unlink(p);
+	snprintf(p, sizeof p, "%s/v/qemu", dir);
+	rmdir(p);
+	snprintf(p, sizeof p, "%s/v", dir);
+	rmdir(p);
+	d.conf = NULL;
+}
+
+/* What a console client received: the reply line, then frames. */
+struct frames {
+	char line[512];
+	bool have_line;
+	char out[4096]; /* 'o' payloads: the first bytes */
+	size_t outlen;
+	char end[512]; /* the 'e' payload */
+	bool eof;
+	char buf[256 * 1024];
+	size_t len;
+};
+
+static void
+frames_read(int fd, struct frames *f)
+{
+	ssize_t n;
+
+	run_for(1);
+	while ((n = recv(fd, f->buf + f->len, sizeof f->buf - f->len, MSG_DONTWAIT)) > 0) {
+		size_t off = 0;
+
+		f->len += (size_t)n;
+		if (!f->have_line) {
+			char *nl = memchr(f->buf, '\n', f->len);
+
+			if (nl == NULL)
+				continue;
+			assert_true((size_t)(nl - f->buf) < sizeof f->line);
+			memcpy(f->line, f->buf, (size_t)(nl - f->buf));
+			f->have_line = true;
+			off = (size_t)(nl - f->buf) + 1;
+		}
+		while (f->len - off >= 5) {
+			const unsigned char *h = (const unsigned char *)f->buf + off;
+			size_t len =
+			    (size_t)h[1] << 24 | (size_t)h[2] << 16 | (size_t)h[3] << 8 | h[4];
+
+			if (f->len - off - 5 < len)
+				break;
+			if (h[0] == 'o') {
+				/* The first bytes are kept, the rest only counted. */
+				size_t keep = f->outlen < sizeof f->out - 1
+				                  ? sizeof f->out - 1 - f->outlen
+				                  : 0;
+
+				keep = keep < len ? keep : len;
+				memcpy(f->out + f->outlen, h + 5, keep);
+				f->outlen += len;
+				f->out[f->outlen < sizeof f->out ? f->outlen : sizeof f->out - 1] =
+				    '\0';
+			} else {
+				assert_int_equal(h[0], 'e');
+				assert_true(len < sizeof f->end);
+				memcpy(f->end, h + 5, len);
+			}
+			off += 5 + len;
+		}
+		memmove(f->buf, f->buf + off, f->len - off);
+		f->len -= off;
+	}
+	if (n == 0)
+		f->eof = true;
+}
+
+static int
+console_attach(const char *args)
+{
+	char req[256];
+	int fd = connect_client();
+
+	snprintf(req, sizeof req, "{\"id\":1,\"cmd\":\"console\",\"vm\":\"v\"%s}\n", args);
+	write_all(fd, req, strlen(req));
+	return fd;
+}
+
+/*
+ * A console session: the reply line, then the guest's output as frames to every client and what
+ * one types to the guest; not closed as idle; a client that does not read is dropped with a
+ * too-slow end while the guest goes on and the other client gets everything; a subscriber cannot
+ * upgrade; the end of QEMU ends the sessions with not-running.
+ */
+static void
+test_control_console_session(void **state)
+{
+	struct daemon_config conf = {0};
+	static struct frames a, b;
+	int lfd = console_qemu_listen(&conf), qemu, fa, fb, fs;
+	const char *sub_then_console =
+	    "{\"cmd\":\"subscribe\"}\n{\"id\":2,\"cmd\":\"console\",\"vm\":\"v\"}\n";
+	char typed[16], chunk[64 * 1024], last[512] = "";
+	size_t sent = 0;
+
+	memset(&a, 0, sizeof a);
+	memset(&b, 0, sizeof b);
+	stub_state = VM_STOPPED;
+	fa = console_attach("");
+	for (int k = 0; k < 100 && !a.have_line; k++)
+		frames_read(fa, &a);
+	assert_non_null(strstr(a.line, "\"code\":\"not-running\""));
+	close(fa);
+	memset(&a, 0, sizeof a);
+
+	stub_state = VM_RUNNING;
+	fa = console_attach("");
+	for (int k = 0; k < 100 && !a.have_line; k++)
+		frames_read(fa, &a);
+	assert_non_null(strstr(a.line, "\"ok\":true"));
+	qemu = accept(lfd, NULL, NULL);
+	assert_true(qemu >= 0);
+	fcntl(qemu, F_SETFL, O_NONBLOCK);
+	assert_int_equal(write(qemu, "hello\n", 6), 6);
+	for (int k = 0; k < 100 && a.outlen < 6; k++)
+		frames_read(fa, &a);
+	assert_string_equal(a.out, "hello\n");
+	/* --tail from the ring. */
+	fb = console_attach(",\"args\":{\"tail\":1}");
+	for (int k = 0; k < 100 && b.outlen < 6; k++)
+		frames_read(fb, &b);
+	assert_string_equal(b.out, "hello\n");
+	/* Typed bytes reach the guest as they are. */
+	write_all(fa, "ls\r\n", 4);
+	for (int k = 0; k < 100 && recv(qemu, typed, sizeof typed, MSG_DONTWAIT | MSG_PEEK) < 4;
+	     k++)
+		run_for(1);
+	assert_int_equal(recv(qemu, typed, sizeof typed, MSG_DONTWAIT), 4);
+	assert_memory_equal(typed, "ls\r\n", 4);
+	/* Idle for longer than the idle timeout (1 s here): not closed. */
+	run_for(1500);
+	frames_read(fa, &a);
+	assert_false(a.eof);
+	/* A subscriber cannot upgrade. */
+	fs = connect_client();
+	write_all(fs, sub_then_console, strlen(sub_then_console));
+	for (int k = 0; k < 100 && strstr(last, "busy") == NULL; k++)
+		read_lines(fs, last, sizeof last, NULL);
+	assert_non_null(strstr(last, "\"code\":\"busy\""));
+	close(fs);
+	/* 3 MiB of output: b never reads and is dropped; the guest's writes never wait; a gets it
+	 * all. */
+	memset(chunk, 'x', sizeof chunk);
+	while (sent < 3u * 1024 * 1024) {
+		ssize_t n = write(qemu, chunk, sizeof chunk);
+
+		if (n > 0)
+			sent += (size_t)n;
+		frames_read(fa, &a);
+	}
+	for (int k = 0; k < 1000 && a.outlen < 6 + sent; k++)
+		frames_read(fa, &a);
+	assert_int_equal(a.outlen, 6 + sent);
+	for (int k = 0; k < 1000 && !b.eof; k++)
+		frames_read(fb, &b);
+	assert_true(b.eof);
+	assert_non_null(strstr(b.end, "\"code\":\"too-slow\""));
+	/* QEMU goes away. */
+	close(qemu);
+	for (int k = 0; k < 1000 && !a.eof; k++)
+		frames_read(fa, &a);
+	assert_true(a.eof);
+	assert_non_null(strstr(a.end, "\"code\":\"not-running\""));
+	assert_non_null(strstr(a.end, "qemu closed the console"));
+	close(fa);
+	close(fb);
+	control_free(ctl);
+	ctl = NULL;
+	console_qemu_cleanup(lfd);
+}
+
 int
 main(void)
 {
@@ -368,6 +604,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_control_crowd_leaves_descriptors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_control_refuses_nul_keys_and_bad_utf8, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_control_console_session, setup_idle, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

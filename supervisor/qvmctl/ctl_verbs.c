@@ -23,6 +23,7 @@ const struct ctl_verb *const ctl_verbs[] = {
 	&ctl_verb_reset,
 	&ctl_verb_pause,
 	&ctl_verb_resume,
+	&ctl_verb_console,
 	&ctl_verb_kill,
 	&ctl_verb_events,
 	&ctl_verb_qmp,

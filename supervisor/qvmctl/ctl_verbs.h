@@ -67,6 +67,7 @@ extern const struct ctl_verb ctl_verb_list, ctl_verb_status, ctl_verb_start, ctl
     ctl_verb_kill;
 extern const struct ctl_verb ctl_verb_events, ctl_verb_qmp, ctl_verb_reload, ctl_verb_version,
     ctl_verb_help;
+extern const struct ctl_verb ctl_verb_console;
 extern const struct ctl_verb ctl_verb_attach_disk, ctl_verb_attach_net, ctl_verb_detach,
     ctl_verb_devices;
 extern const struct ctl_verb ctl_verb_snapshot, ctl_verb_snapshots, ctl_verb_revert,

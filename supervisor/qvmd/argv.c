@@ -340,6 +340,12 @@ argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
 		                   sizeof(sun.sun_path) - 1);
 		return -1;
 	}
+	n = strlen(env->run_dir) + 1 + strlen(vm->name) + 1 + strlen(ARGV_CONSOLE_SOCKET);
+	if (vm->console == CFG_CONSOLE_LOG && n >= sizeof(sun.sun_path)) {
+		*cause = xasprintf("vm %s: console socket path is longer than %zu bytes", vm->name,
+		                   sizeof(sun.sun_path) - 1);
+		return -1;
+	}
 	if (vm->memory == 0 || vm->memory % (1024 * 1024) != 0) {
 		*cause = xasprintf("vm %s: memory must be a non-zero multiple of 1M", vm->name);
 		return -1;
@@ -471,6 +477,12 @@ argv_push_qmp(struct argv_vec *a, const struct vm_config *vm, const struct argv_
 	    a, xasprintf("unix:%s/%s/qmp.sock,server=on,wait=off", env->run_dir, vm->name));
 }
 
+/*
+ * The first serial port. QEMU listens on a unix socket in the VM's own pidfile directory (only its
+ * uid and root can reach it, see vm_start.c) and writes everything the guest sends to console.log
+ * itself, whether or not qvmd's console relay (vm_console.c) is connected: the log never depends
+ * on qvmd. wait=off: the guest runs without anyone connected.
+ */
 static void
 argv_push_console(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env)
 {
@@ -479,8 +491,10 @@ argv_push_console(struct argv_vec *a, const struct vm_config *vm, const struct a
 	if (vm->console != CFG_CONSOLE_LOG)
 		return;
 	argv_push(a, "-chardev");
-	argv_push_owned(a, xasprintf("file,id=qvmd.console,path=%s/%s/console.log,append=on",
-	                             env->state_dir, vm->name));
+	argv_push_owned(a, xasprintf("socket,id=qvmd.console,path=%s/%s/" ARGV_CONSOLE_SOCKET
+	                             ",server=on,wait=off,logfile=%s/%s/" ARGV_CONSOLE_LOG
+	                             ",logappend=on",
+	                             env->run_dir, vm->name, env->state_dir, vm->name));
 	o = argv_jnew();
 	argv_jstr(o, "driver", "isa-serial");
 	argv_jstr(o, "chardev", "qvmd.console");

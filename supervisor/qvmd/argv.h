@@ -65,6 +65,9 @@ char *argv_shell_line(char *const *argv);
 #define ARGV_NODE_FMT_FMT   "%s.fmt"
 #define ARGV_FW_VARS        "qvmd.fw-vars"
 #define ARGV_NETDEV_FMT     "%s.net"
+/* The serial console (console = log), below <run_dir>/<name>/ and <state_dir>/<name>/. */
+#define ARGV_CONSOLE_SOCKET "qemu/console.sock"
+#define ARGV_CONSOLE_LOG    "console.log"
 /* Maximum root ports (cold + spare) on q35's pcie.0. */
 #define ARGV_MAX_PORTS 28
 

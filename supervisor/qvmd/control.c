@@ -2,14 +2,25 @@
  * The control socket: accepts clients (peer credentials checked), frames newline-delimited JSON
  * requests (at most CONTROL_MAX_REQUEST bytes each), writes replies and event lines. A misbehaving
  * client (malformed or oversized requests, too slow to read its events) affects only itself.
+ *
+ * The console command upgrades a connection: after its ok reply line, the connection carries a
+ * console session (vm_console.h) and no more requests. The client's bytes go to the guest as they
+ * are. The daemon's bytes are frames, each a type byte, a 4-byte big-endian length and that many
+ * bytes: 'o' guest output, 'e' the end of the session, {"code","message"} (the daemon then
+ * closes the connection; e.g. "not-running" when the QEMU exited, "too-slow" for a client more
+ * than CLIENT_CONSOLE_MAX_OUTPUT behind the guest). A console client is never closed as idle.
  */
 #include "control.h"
 #include "control_private.h"
 
 #include "clock.h"
 
+#include "argv.h"
+#include "cfg.h"
 #include "daemon.h"
 #include "log.h"
+#include "vm.h"
+#include "vm_console.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -57,6 +68,10 @@
 #define CLIENT_LINGER 5
 /* After freeing this much queued output, memory goes back to the system. */
 #define CONTROL_TRIM_ABOVE (1024 * 1024)
+/* A console client this far behind the guest's output is dropped (the guest never waits). */
+#define CLIENT_CONSOLE_MAX_OUTPUT (1024 * 1024)
+/* --tail: at most this many lines (the relay keeps VM_CONSOLE_RING bytes anyway). */
+#define CONSOLE_TAIL_MAX 100000
 
 /*
  * Descriptors. Starting a VM needs descriptors (QMP socket, pidfd, log, taps, qemu-img's pipes):
@@ -88,7 +103,9 @@ struct client {
 	bool last;        /* the last line is queued: send nothing more */
 	bool shut;        /* our side is shut down: waiting for the peer's EOF */
 	bool dead;
-	struct ucred cred; /* the peer, when it connected */
+	struct ucred cred;                 /* the peer, when it connected */
+	struct vm_console_client *console; /* a console session: no more requests */
+	bool console_wait;                 /* not reading: the guest has input queued */
 };
 
 struct control {
@@ -111,12 +128,16 @@ struct control {
 	 * an event of the control's own, so that control_free can cancel it and free them. */
 	TAILQ_HEAD(, client) dropped;
 	struct event *reap_ev;
+	struct vm_console **consoles; /* a relay per VM whose QEMU serves a console */
+	size_t nconsoles;
 };
 
 static void client_read_cb(struct bufferevent *bev, void *arg);
 static void client_event_cb(struct bufferevent *bev, short what, void *arg);
 static void client_write_cb(struct bufferevent *bev, void *arg);
 static void control_listen(struct control *c);
+static void client_console_read(struct client *cl);
+static void control_console_follow(struct control *c, const char *vm, struct json_object *ev);
 
 struct daemon *
 control_daemon(struct control *c)
@@ -230,6 +251,8 @@ client_drop(struct client *cl, const char *why)
 	TAILQ_REMOVE(&cl->c->clients, cl, entry);
 	cl->c->nclients--;
 	evtimer_del(cl->idle_ev);
+	vm_console_detach(cl->console);
+	cl->console = NULL;
 	if (cl->bev != NULL) {
 		bufferevent_disable(cl->bev, EV_READ | EV_WRITE);
 		bufferevent_setcb(cl->bev, NULL, NULL, NULL, NULL);
@@ -253,8 +276,8 @@ client_behind(struct client *cl)
 static bool
 client_idle(struct client *cl)
 {
-	return !cl->dead && !cl->closing && !cl->subscribed && cl->pending == 0 &&
-	       evbuffer_get_length(bufferevent_get_output(cl->bev)) == 0;
+	return !cl->dead && !cl->closing && !cl->subscribed && cl->console == NULL &&
+	       cl->pending == 0 && evbuffer_get_length(bufferevent_get_output(cl->bev)) == 0;
 }
 
 /* Records activity: restarts the idle clock and moves the client to the end of the list. */
@@ -490,6 +513,7 @@ control_publish(struct control *c, const char *vm, struct json_object *ev)
 {
 	struct client *cl, *next;
 
+	control_console_follow(c, vm, ev);
 	for (cl = TAILQ_FIRST(&c->clients); cl != NULL; cl = next) {
 		next = TAILQ_NEXT(cl, entry);
 		if (cl->subscribed && (cl->sub_vm == NULL || strcmp(cl->sub_vm, vm) == 0))
@@ -509,6 +533,225 @@ control_watched(const struct control *c, const char *vm)
 			return true;
 	}
 	return false;
+}
+
+/* ---- console sessions ---- */
+
+/* Queues one frame of a console session (see the top of this file). */
+static void
+console_frame(struct client *cl, char type, const void *buf, size_t len)
+{
+	struct evbuffer *out = bufferevent_get_output(cl->bev);
+	unsigned char head[5] = {(unsigned char)type, (unsigned char)(len >> 24),
+	                         (unsigned char)(len >> 16), (unsigned char)(len >> 8),
+	                         (unsigned char)len};
+
+	evbuffer_add(out, head, sizeof head);
+	evbuffer_add(out, buf, len);
+}
+
+/* Ends a console session with its 'e' frame; what is queued is still sent (within
+ * CLIENT_LINGER). The client is already detached from the relay, or is detached here. */
+static void
+client_console_end(struct client *cl, enum proto_err code, const char *message)
+{
+	struct json_object *o;
+	const char *s;
+	size_t len;
+
+	vm_console_detach(cl->console);
+	cl->console = NULL;
+	if (cl->dead || cl->last)
+		return;
+	o = json_object_new_object();
+	json_object_object_add(o, "code", json_object_new_string(proto_err_name(code)));
+	json_object_object_add(o, "message", json_object_new_string(message));
+	s = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN, &len);
+	evbuffer_drain(bufferevent_get_input(cl->bev),
+	               evbuffer_get_length(bufferevent_get_input(cl->bev)));
+	bufferevent_disable(cl->bev, EV_READ);
+	cl->closing = true;
+	console_frame(cl, 'e', s, len);
+	json_object_put(o);
+	cl->last = true;
+	client_finish(cl);
+}
+
+/* Guest output for one client: a client that does not keep up is dropped, never waited for. */
+static void
+client_console_output(void *arg, const void *buf, size_t len)
+{
+	struct client *cl = arg;
+	size_t queued = evbuffer_get_length(bufferevent_get_output(cl->bev));
+
+	if (queued > CLIENT_CONSOLE_MAX_OUTPUT ||
+	    (cl->c->out_total > CONTROL_MAX_OUTPUT && queued > CLIENT_OUTPUT_LOW)) {
+		log_warn("control: console client %llu does not keep up with the guest (%zu bytes "
+		         "queued): dropping it",
+		         (unsigned long long)cl->serial, queued);
+		client_console_end(cl, PROTO_ERR_TOO_SLOW,
+		                   "console client too slow for the guest's output: dropped");
+		return;
+	}
+	console_frame(cl, 'o', buf, len);
+}
+
+static void
+client_console_closed(void *arg, const char *why)
+{
+	struct client *cl = arg;
+
+	cl->console = NULL; /* the relay detached it */
+	client_console_end(cl, PROTO_ERR_NOT_RUNNING, why);
+}
+
+static void
+client_console_writable(void *arg)
+{
+	struct client *cl = arg;
+
+	if (!cl->console_wait || cl->dead || cl->closing)
+		return;
+	cl->console_wait = false;
+	bufferevent_enable(cl->bev, EV_READ);
+	bufferevent_trigger(cl->bev, EV_READ,
+	                    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static const struct vm_console_client_cbs client_console_cbs = {
+    client_console_output, client_console_closed, client_console_writable};
+
+/* What a console client typed goes to the guest; it waits while the guest is behind. */
+static void
+client_console_read(struct client *cl)
+{
+	if (cl->console_wait)
+		return;
+	if (vm_console_input(cl->console, bufferevent_get_input(cl->bev))) {
+		cl->console_wait = true;
+		bufferevent_disable(cl->bev, EV_READ);
+	}
+}
+
+/* The live relay of vm, connected now if needed; NULL with *cause if QEMU serves no console. */
+static struct vm_console *
+control_console_relay(struct control *c, const char *vm, char **cause)
+{
+	const struct daemon_config *conf = c->d->conf;
+	struct vm_console *con;
+	char *sock, *log;
+
+	for (size_t i = 0; i < c->nconsoles; i++) {
+		if (strcmp(vm_console_name(c->consoles[i]), vm) != 0)
+			continue;
+		if (vm_console_alive(c->consoles[i])) {
+			vm_console_set_log_max(c->consoles[i], conf->console_log_max);
+			return c->consoles[i];
+		}
+		vm_console_free(c->consoles[i]);
+		c->consoles[i] = c->consoles[--c->nconsoles];
+		break;
+	}
+	sock = xasprintf("%s/%s/" ARGV_CONSOLE_SOCKET, conf->run_dir, vm);
+	log = xasprintf("%s/%s/" ARGV_CONSOLE_LOG, conf->state_dir, vm);
+	con = vm_console_open(c->d->base, vm, sock, log, conf->console_log_max, cause);
+	free(sock);
+	free(log);
+	if (con == NULL)
+		return NULL;
+	c->consoles = xrealloc(c->consoles, (c->nconsoles + 1) * sizeof *c->consoles);
+	c->consoles[c->nconsoles++] = con;
+	return con;
+}
+
+/*
+ * The relays follow the VMs' state events: a QEMU that runs (started, or re-attached after a
+ * qvmd restart) gets its relay at once, so that its output is read, kept for --tail and its log
+ * rotated whether or not anyone is attached. A relay ends by itself when its QEMU exits.
+ */
+static void
+control_console_follow(struct control *c, const char *vm, struct json_object *ev)
+{
+	struct json_object *v;
+	char *cause = NULL;
+
+	if (!json_object_object_get_ex(ev, "event", &v) ||
+	    strcmp(json_object_get_string(v), "state") != 0 ||
+	    !json_object_object_get_ex(ev, "state", &v) ||
+	    (strcmp(json_object_get_string(v), "running") != 0 &&
+	     strcmp(json_object_get_string(v), "paused") != 0))
+		return;
+	if (control_console_relay(c, vm, &cause) == NULL) {
+		log_debug("vm %s: no console relay: %s", vm, cause);
+		free(cause);
+	}
+}
+
+void
+control_console(struct control_reply *r, struct vm *vm, const char *vm_name,
+                struct json_object *args)
+{
+	struct client *cl = client_find(r->c, r->serial);
+	const struct vm_config *cfg = vm_config(vm);
+	struct json_object *v, *res;
+	struct vm_console *con;
+	struct evbuffer *tail;
+	char *cause = NULL, *msg;
+	int64_t n = 0;
+
+	if (args != NULL && json_object_object_get_ex(args, "tail", &v) && v != NULL) {
+		if (!json_object_is_type(v, json_type_int) || (n = json_object_get_int64(v)) < 0 ||
+		    n > CONSOLE_TAIL_MAX) {
+			msg = xasprintf("console: args.tail must be an integer from 0 to %d",
+			                CONSOLE_TAIL_MAX);
+			control_done(NULL, PROTO_ERR_INVALID, msg, r);
+			free(msg);
+			return;
+		}
+	}
+	if (cl == NULL || cl->subscribed || cl->pending > 1) {
+		control_done(NULL, PROTO_ERR_BUSY,
+		             "console: needs a connection of its own (no subscription, no other "
+		             "request in flight)",
+		             r);
+		return;
+	}
+	if (cfg != NULL && cfg->console == CFG_CONSOLE_NONE && !vm_is_active(vm)) {
+		control_done(NULL, PROTO_ERR_NOT_FOUND, "has no console (console = none)", r);
+		return;
+	}
+	if (vm_state(vm) != VM_RUNNING && vm_state(vm) != VM_PAUSED) {
+		control_done(NULL, PROTO_ERR_NOT_RUNNING, "not running", r);
+		return;
+	}
+	if ((con = control_console_relay(r->c, vm_name, &cause)) == NULL) {
+		if (cfg != NULL && cfg->console == CFG_CONSOLE_NONE) {
+			control_done(NULL, PROTO_ERR_NOT_FOUND, "has no console (console = none)",
+			             r);
+		} else {
+			msg = xasprintf("console unavailable: %s", cause);
+			control_done(NULL, PROTO_ERR_FAILED, msg, r);
+			free(msg);
+		}
+		free(cause);
+		return;
+	}
+	cl->console = vm_console_attach(con, &client_console_cbs, cl);
+	res = json_object_new_object();
+	json_object_object_add(res, "vm", json_object_new_string(vm_name));
+	control_done(res, PROTO_OK, NULL, r);
+	if (n > 0 && cl->console != NULL && !cl->closing) {
+		if ((tail = evbuffer_new()) == NULL)
+			fatal("out of memory");
+		vm_console_tail(con, (unsigned)n, tail);
+		while (evbuffer_get_length(tail) > 0) {
+			char buf[16 * 1024];
+			int k = evbuffer_remove(tail, buf, sizeof buf);
+
+			console_frame(cl, 'o', buf, (size_t)k);
+		}
+		evbuffer_free(tail);
+	}
 }
 
 /* Request ids: a string, or an integer JSON numbers can carry exactly (|id| <= 2^53 - 1). */
@@ -731,6 +974,11 @@ client_read_cb(struct bufferevent *bev, void *arg)
 		size_t len;
 		char *line;
 
+		if (cl->console != NULL) {
+			/* Upgraded: the rest is typed at the console. */
+			client_console_read(cl);
+			return;
+		}
 		if (client_behind(cl)) {
 			/* The rest waits, here and in the socket, until the client catches up. */
 			cl->paused = true;
@@ -777,7 +1025,7 @@ client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct client *cl = arg;
 
-	if (cl->closing) {
+	if (cl->closing || cl->console != NULL) {
 		client_drop(cl, "closed");
 		return;
 	}
@@ -1062,6 +1310,17 @@ control_new(struct daemon *d, const char *path, const char *group, char **cause)
 	c->idle_tv = event_base_init_common_timeout(d->base, &idle);
 	if (c->idle_tv == NULL)
 		fatal("out of memory");
+	/* QEMUs re-attached before the socket existed: their state events went unseen. */
+	for (size_t i = 0; i < d->nvms; i++) {
+		char *why = NULL;
+
+		if (vm_state(d->vms[i]) != VM_RUNNING && vm_state(d->vms[i]) != VM_PAUSED)
+			continue;
+		if (control_console_relay(c, vm_name(d->vms[i]), &why) == NULL) {
+			log_debug("vm %s: no console relay: %s", vm_name(d->vms[i]), why);
+			free(why);
+		}
+	}
 	return c;
 }
 
@@ -1080,6 +1339,9 @@ control_free(struct control *c)
 		TAILQ_REMOVE(&c->dropped, cl, entry);
 		client_free(cl);
 	}
+	for (size_t i = 0; i < c->nconsoles; i++)
+		vm_console_free(c->consoles[i]);
+	free(c->consoles);
 	event_free(c->reap_ev);
 	evconnlistener_free(c->listener);
 	event_free(c->retry_ev);

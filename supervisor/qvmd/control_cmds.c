@@ -670,6 +670,7 @@ static const char *const args_start[] = {"all", "force", NULL};
 static const char *const args_qmp[] = {"command", "arguments", NULL};
 static const char *const args_subscribe[] = {"vm", NULL};
 
+static const char *const args_console[] = {"tail", NULL};
 static const struct control_cmd control_cmds[] = {
     {"apply", CMD_VM_REQUIRED, args_apply, cmd_apply},
     {"attach-disk", CMD_VM_REQUIRED, args_attach_disk, cmd_attach_disk},
@@ -678,6 +679,7 @@ static const struct control_cmd control_cmds[] = {
     {"backup-prune", CMD_VM_REQUIRED, args_backup_prune, cmd_backup_prune},
     {"backup-verify", CMD_VM_REQUIRED, args_backup_verify, cmd_backup_verify},
     {"backups", CMD_VM_REQUIRED, NULL, cmd_backups},
+    {"console", CMD_VM_REQUIRED, args_console, control_console},
     {"detach", CMD_VM_REQUIRED, args_detach, cmd_detach},
     {"devices", CMD_VM_REQUIRED, NULL, cmd_devices},
     {"diff", CMD_VM_REQUIRED, NULL, cmd_diff},

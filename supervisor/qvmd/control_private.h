@@ -34,6 +34,12 @@ void control_done(struct json_object *result, enum proto_err code, const char *m
 void control_subscribe(struct control_reply *r, const char *vm);
 struct daemon *control_daemon(struct control *c);
 
+/* The console command (control.c): upgrades the requesting connection to a console session of vm
+ * (args.tail: first the last N lines of its output). */
+struct vm;
+void control_console(struct control_reply *r, struct vm *vm, const char *vm_name,
+                     struct json_object *args);
+
 /* control_cmds.c: runs one request; answers through r (now or later). */
 void control_dispatch(struct control_reply *r, const char *cmd, const char *vm,
                       struct json_object *args);
