@@ -619,7 +619,14 @@ disk_wanted(struct bk *b, const char *id)
 	return dev != NULL && dev->is_disk && !dev->attaching && !dev->disk.readonly;
 }
 
-/* Reads the writable disks and their bitmaps from their format nodes ("ID.fmt"). */
+static int
+disk_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct bk_disk *)a)->id, ((const struct bk_disk *)b)->id);
+}
+
+/* Reads the writable disks and their bitmaps from their format nodes ("ID.fmt"), in the order
+ * of their ids (QEMU lists nodes newest first: manifests and replies should not depend on it). */
 static void
 plan_disks(struct bk *b)
 {
@@ -686,6 +693,8 @@ plan_disks(struct bk *b)
 			}
 		}
 	}
+	if (b->ndisks > 1)
+		qsort(b->disks, b->ndisks, sizeof *b->disks, disk_cmp);
 }
 
 /* Why the last backup cannot be built on (allocated), or NULL with *parent its manifest. */
@@ -1654,9 +1663,12 @@ bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error
 	char *path = state_path(vm), *cause = NULL;
 	struct bk_settle *settle = NULL;
 	struct bk_state st;
+	bool killed = false;
 
+	/* A helper killed now leaves its bitmaps marked in use: the next backup is full by itself,
+	 * saying they are inconsistent. */
 	if (vm_job_find(vm, &bk_offline_kind) == NULL)
-		vm_helper_kill_leftover(vm);
+		killed = vm_helper_kill_leftover(vm) > 0;
 
 	bk_state_load(&st, path);
 	if (st.running_dir != NULL && rec->target != NULL && st.running_id != NULL &&
@@ -1703,8 +1715,9 @@ bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error
 	    qmp_execute(vm->qmp, "query-jobs", NULL, VM_QUERY_TIMEOUT_MS, restore_settle_jobs,
 	                settle, &cause) >= 0) {
 		settle = NULL;
-	} else if (settle->copied) {
-		/* No QEMU to ask (a stopped VM's helper is gone): its jobs may have succeeded. */
+	} else if (settle->copied && !killed) {
+		/* No QEMU to ask (a stopped VM's helper ended by itself): its jobs may have
+		 * succeeded, and saved their cleared bitmaps. */
 		settle_cleared(vm, settle->id);
 	}
 	if (settle != NULL) {
