@@ -113,6 +113,17 @@ ctl_events_pause(const sigset_t *block, int64_t ms)
 	return !ctl_events_stop;
 }
 
+/* Prints one event line: as it came with --json, else for people. */
+static void
+ctl_events_emit(struct ctl *ctl, struct json_object *ev)
+{
+	if (ctl->json)
+		printf("%s\n", ctl_json_compact(ev));
+	else
+		ctl_events_print(ev);
+	fflush(stdout);
+}
+
 /* The line that marks a reconnection (events in the gap may be missing). */
 static void
 ctl_events_reconnected(struct ctl *ctl)
@@ -125,11 +136,7 @@ ctl_events_reconnected(struct ctl *ctl)
 	json_object_object_add(ev, "vm", NULL);
 	json_object_object_add(
 	    ev, "ts", json_object_new_int64((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000));
-	if (ctl->json)
-		printf("%s\n", ctl_json_compact(ev));
-	else
-		ctl_events_print(ev);
-	fflush(stdout);
+	ctl_events_emit(ctl, ev);
 	json_object_put(ev);
 }
 
@@ -171,11 +178,7 @@ ctl_events(struct ctl *ctl, struct ctl_args *args)
 			continue;
 		}
 		if (io == CTL_IO_OK) {
-			if (ctl->json)
-				printf("%s\n", ctl_json_compact(ev));
-			else
-				ctl_events_print(ev);
-			fflush(stdout);
+			ctl_events_emit(ctl, ev);
 			json_object_put(ev);
 			continue;
 		}

@@ -43,6 +43,9 @@ bool bk_id_valid(const char *s);
  */
 char *bk_dir_allowed(const struct daemon_config *conf, const char *dir, char **cause);
 
+/* A string member of a manifest or state object, or NULL (absent, null or not a string). */
+const char *bk_jstr(struct json_object *o, const char *key);
+
 /* Writes m as dir/manifest.json atomically, and durably unless it says running (such a backup
  * is of no use after a power loss). 0, or -1 with *cause. */
 int bk_manifest_write(const char *dir, struct json_object *m, char **cause);

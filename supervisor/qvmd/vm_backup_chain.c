@@ -22,17 +22,6 @@
 #define QCOW2_INCOMPAT_DATA (1u << 2) /* external data file */
 #define BK_CHAIN_MAX        4096
 
-static const char *
-jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	if (o == NULL || !json_object_object_get_ex(o, key, &v) || v == NULL ||
-	    !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
 static uint64_t
 be64(const unsigned char *p)
 {
@@ -121,8 +110,8 @@ bk_chain_spec(const char *dir, struct json_object *m, const char *disk, char **c
 		*slash = '\0';
 	for (;;) {
 		struct json_object *d = bk_manifest_disk(man, disk), *pm, *pd;
-		const char *file = jstr(d, "file"), *backing = jstr(d, "backing"),
-		           *parent = jstr(man, "parent"), *pfile;
+		const char *file = bk_jstr(d, "file"), *backing = bk_jstr(d, "backing"),
+		           *parent = bk_jstr(man, "parent"), *pfile;
 		bool has_backing, pending;
 		char *want;
 
@@ -147,9 +136,9 @@ bk_chain_spec(const char *dir, struct json_object *m, const char *disk, char **c
 		cur = xasprintf("%s/%s", store, parent);
 		pm = bk_manifest_read(cur);
 		pd = bk_manifest_disk(pm, disk);
-		pfile = jstr(pd, "file");
-		if (pm == NULL || jstr(pm, "status") == NULL ||
-		    strcmp(jstr(pm, "status"), "complete") != 0 || pfile == NULL) {
+		pfile = bk_jstr(pd, "file");
+		if (pm == NULL || bk_jstr(pm, "status") == NULL ||
+		    strcmp(bk_jstr(pm, "status"), "complete") != 0 || pfile == NULL) {
 			*cause = xasprintf("backup %s, which disk %s builds on, is missing or "
 			                   "incomplete",
 			                   cur, disk);
@@ -188,7 +177,7 @@ static bool
 id_in(struct json_object *a, const char *id)
 {
 	for (size_t i = 0; id != NULL && i < json_object_array_length(a); i++) {
-		const char *x = jstr(json_object_array_get_idx(a, i), "id");
+		const char *x = bk_jstr(json_object_array_get_idx(a, i), "id");
 
 		if (x != NULL && strcmp(x, id) == 0)
 			return true;
@@ -205,14 +194,14 @@ bk_prune_plan(struct json_object *list, unsigned keep, const char *protect)
 	const char *newest = NULL;
 
 	for (size_t i = 0; i < n; i++) {
-		const char *st = jstr(json_object_array_get_idx(list, i), "status");
+		const char *st = bk_jstr(json_object_array_get_idx(list, i), "status");
 
 		complete += st != NULL && strcmp(st, "complete") == 0;
 	}
 	/* Complete backups: the newest keep stay (and the one the bitmaps count from). */
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *e = json_object_array_get_idx(list, i);
-		const char *st = jstr(e, "status"), *id = jstr(e, "id");
+		const char *st = bk_jstr(e, "status"), *id = bk_jstr(e, "id");
 
 		if (id == NULL || st == NULL || strcmp(st, "complete") != 0)
 			continue;
@@ -227,7 +216,7 @@ bk_prune_plan(struct json_object *list, unsigned keep, const char *protect)
 	/* Failed backups older than the newest kept one; a running one is never touched. */
 	for (size_t i = 0; newest != NULL && i < n; i++) {
 		struct json_object *e = json_object_array_get_idx(list, i);
-		const char *st = jstr(e, "status"), *id = jstr(e, "id");
+		const char *st = bk_jstr(e, "status"), *id = bk_jstr(e, "id");
 
 		if (id != NULL && st != NULL && strcmp(st, "complete") != 0 &&
 		    strcmp(st, "running") != 0 && strcmp(id, newest) < 0)
@@ -236,7 +225,7 @@ bk_prune_plan(struct json_object *list, unsigned keep, const char *protect)
 	for (size_t i = 0; i < json_object_array_length(kept); i++) {
 		struct json_object *e = json_object_array_get_idx(kept, i);
 
-		if (id_in(deleted, jstr(e, "parent")))
+		if (id_in(deleted, bk_jstr(e, "parent")))
 			json_object_array_add(merge, json_object_get(e));
 	}
 	json_object_object_add(plan, "kept", kept);
@@ -250,7 +239,7 @@ bk_pending_set(struct json_object *m, struct json_object *disks)
 {
 	for (size_t i = 0; i < json_object_array_length(disks); i++) {
 		struct json_object *p = json_object_array_get_idx(disks, i),
-		                   *d = bk_manifest_disk(m, jstr(p, "id"));
+		                   *d = bk_manifest_disk(m, bk_jstr(p, "id"));
 
 		if (d != NULL)
 			json_object_object_add(d, "pending", json_object_get(p));
@@ -266,10 +255,11 @@ bk_manifest_standalone(struct json_object *m)
 	    !json_object_is_type(disks, json_type_array))
 		return;
 	for (size_t i = 0; i < json_object_array_length(disks); i++)
-		if (jstr(json_object_array_get_idx(disks, i), "backing") != NULL)
+		if (bk_jstr(json_object_array_get_idx(disks, i), "backing") != NULL)
 			return;
-	if (jstr(m, "parent") != NULL) {
-		json_object_object_add(m, "merged_from", json_object_new_string(jstr(m, "parent")));
+	if (bk_jstr(m, "parent") != NULL) {
+		json_object_object_add(m, "merged_from",
+		                       json_object_new_string(bk_jstr(m, "parent")));
 		json_object_object_add(m, "type", json_object_new_string("full"));
 		json_object_object_add(m, "parent", NULL);
 	}
@@ -306,7 +296,7 @@ bk_pending_settle(const char *dir, char **cause)
 	}
 	for (size_t i = 0; i < json_object_array_length(disks); i++) {
 		struct json_object *d = json_object_array_get_idx(disks, i);
-		const char *file = jstr(d, "file");
+		const char *file = bk_jstr(d, "file");
 		bool has_backing = true;
 		char *path, *why = NULL;
 
@@ -318,7 +308,7 @@ bk_pending_settle(const char *dir, char **cause)
 			free(why);
 		free(path);
 		if (!has_backing)
-			bk_pending_apply(m, jstr(d, "id"));
+			bk_pending_apply(m, bk_jstr(d, "id"));
 		else
 			json_object_object_del(d, "pending");
 		changed = true;
@@ -377,16 +367,16 @@ bk_sweep(char *const *stores, const char *vm, const char *running_id)
 				continue;
 			dir = xasprintf("%s/%s", stores[s], de->d_name);
 			if ((m = bk_manifest_read(dir)) != NULL) {
-				mvm = jstr(m, "vm");
+				mvm = bk_jstr(m, "vm");
 				if (mvm != NULL && strcmp(mvm, vm) == 0 &&
-				    strcmp(jstr(m, "status") ? jstr(m, "status") : "", "running") !=
-				        0)
+				    strcmp(bk_jstr(m, "status") ? bk_jstr(m, "status") : "",
+				           "running") != 0)
 					remove_tmp(dir);
 			} else {
 				path = xasprintf("%s/manifest.deleted", dir);
 				m = json_object_from_file(path);
 				mvm = m != NULL && json_object_is_type(m, json_type_object)
-				          ? jstr(m, "vm")
+				          ? bk_jstr(m, "vm")
 				          : NULL;
 				if (mvm != NULL && strcmp(mvm, vm) == 0)
 					bk_delete(dir);

@@ -64,17 +64,6 @@ struct pr {
 	char *error;
 };
 
-static const char *
-jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	if (o == NULL || !json_object_object_get_ex(o, key, &v) || v == NULL ||
-	    !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
 /* Removes the temporaries of the merge in progress. */
 static void
 pr_unmake(struct pr *p)
@@ -360,7 +349,7 @@ pr_tidy(struct vm *vm, const struct bk_state *st)
 	bk_sweep(st->stores, vm->name, st->running_id);
 	list = bk_list(st->stores, vm->name);
 	for (size_t i = 0; i < json_object_array_length(list); i++) {
-		const char *dir = jstr(json_object_array_get_idx(list, i), "dir");
+		const char *dir = bk_jstr(json_object_array_get_idx(list, i), "dir");
 
 		if (dir != NULL && bk_pending_settle(dir, &cause) < 0) {
 			log_error("vm %s: %s", vm->name, cause);
@@ -406,8 +395,8 @@ ids_of(struct json_object *entries)
 	struct json_object *a = json_object_new_array();
 
 	for (size_t i = 0; i < json_object_array_length(entries); i++)
-		json_object_array_add(
-		    a, json_object_new_string(jstr(json_object_array_get_idx(entries, i), "id")));
+		json_object_array_add(a, json_object_new_string(
+		                             bk_jstr(json_object_array_get_idx(entries, i), "id")));
 	return a;
 }
 
@@ -415,7 +404,7 @@ ids_of(struct json_object *entries)
 static bool
 merge_add(struct pr *p, struct json_object *e, char **cause)
 {
-	const char *dir = jstr(e, "dir"), *id = jstr(e, "id");
+	const char *dir = bk_jstr(e, "dir"), *id = bk_jstr(e, "id");
 	struct json_object *man = bk_manifest_read(dir), *disks;
 	struct pr_merge *m;
 
@@ -432,11 +421,11 @@ merge_add(struct pr *p, struct json_object *e, char **cause)
 	m->dir = xstrdup(dir);
 	for (size_t i = 0; i < json_object_array_length(disks); i++) {
 		struct json_object *d = json_object_array_get_idx(disks, i);
-		const char *disk = jstr(d, "id"), *file = jstr(d, "file");
+		const char *disk = bk_jstr(d, "id"), *file = bk_jstr(d, "file");
 		struct pr_file *f;
 		char *spec;
 
-		if (disk == NULL || file == NULL || jstr(d, "backing") == NULL)
+		if (disk == NULL || file == NULL || bk_jstr(d, "backing") == NULL)
 			continue;
 		if ((spec = bk_chain_spec(dir, man, disk, cause)) == NULL) {
 			json_object_put(man);
@@ -483,9 +472,10 @@ vm_backup_prune(struct vm *vm, unsigned keep, bool no_wait, vm_done_cb cb, void 
 	json_object_object_get_ex(plan, "deleted", &a);
 	p->deleted = ids_of(a);
 	for (size_t i = 0; i < json_object_array_length(a); i++)
-		if (jstr(json_object_array_get_idx(a, i), "dir") != NULL) {
+		if (bk_jstr(json_object_array_get_idx(a, i), "dir") != NULL) {
 			p->dels = xrealloc(p->dels, (p->ndels + 1) * sizeof *p->dels);
-			p->dels[p->ndels++] = xstrdup(jstr(json_object_array_get_idx(a, i), "dir"));
+			p->dels[p->ndels++] =
+			    xstrdup(bk_jstr(json_object_array_get_idx(a, i), "dir"));
 		}
 	p->merged = json_object_new_array();
 	json_object_object_get_ex(plan, "merge", &a);

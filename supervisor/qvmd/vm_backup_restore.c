@@ -44,17 +44,6 @@ state_path(struct vm *vm)
 	return vm_state_path(vm, "backups.json");
 }
 
-static const char *
-jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	if (o == NULL || !json_object_object_get_ex(o, key, &v) || v == NULL ||
-	    !json_object_is_type(v, json_type_string))
-		return NULL;
-	return json_object_get_string(v);
-}
-
 /* The VM's store directories: backup_dir/NAME and those recorded. */
 static void
 stores_load(struct vm *vm, struct bk_state *st)
@@ -566,9 +555,9 @@ find_backup(struct vm *vm, const char *id, char **dir, vm_done_cb cb, void *arg)
 		*dir = NULL;
 		return NULL;
 	}
-	if (jstr(m, "status") == NULL || strcmp(jstr(m, "status"), "complete") != 0) {
+	if (bk_jstr(m, "status") == NULL || strcmp(bk_jstr(m, "status"), "complete") != 0) {
 		reply_err(cb, arg, PROTO_ERR_INVALID, "vm %s: backup %s is %s, not complete",
-		          vm->name, id, jstr(m, "status") ? jstr(m, "status") : "unreadable");
+		          vm->name, id, bk_jstr(m, "status") ? bk_jstr(m, "status") : "unreadable");
 		json_object_put(m);
 		free(*dir);
 		*dir = NULL;
@@ -583,7 +572,7 @@ pending_sum(struct json_object *d)
 {
 	struct json_object *p;
 
-	return json_object_object_get_ex(d, "pending", &p) ? jstr(p, "checksum") : NULL;
+	return json_object_object_get_ex(d, "pending", &p) ? bk_jstr(p, "checksum") : NULL;
 }
 
 /* Adds the files of dir's backup and of every backup it builds on (verify). */
@@ -597,18 +586,19 @@ verify_files(struct rv *v, const char *dir, struct json_object *m)
 	*slash = '\0';
 	for (int depth = 0; man != NULL; depth++) {
 		struct json_object *disks;
-		const char *parent = jstr(man, "parent");
+		const char *parent = bk_jstr(man, "parent");
 
 		if (json_object_object_get_ex(man, "disks", &disks))
 			for (size_t i = 0; i < json_object_array_length(disks); i++) {
 				struct json_object *d = json_object_array_get_idx(disks, i);
-				const char *id = jstr(d, "id"), *file = jstr(d, "file");
+				const char *id = bk_jstr(d, "id"), *file = bk_jstr(d, "file");
 				struct rv_file *f;
 
 				if (id == NULL || file == NULL || strchr(file, '/') != NULL)
 					continue;
 				f = file_add(v, id, xasprintf("%s/%s", cur, file));
-				f->sum = jstr(d, "checksum") ? xstrdup(jstr(d, "checksum")) : NULL;
+				f->sum =
+				    bk_jstr(d, "checksum") ? xstrdup(bk_jstr(d, "checksum")) : NULL;
 				f->sum2 = pending_sum(d) ? xstrdup(pending_sum(d)) : NULL;
 			}
 		/* parent points into man: it is used before man goes. */
@@ -648,7 +638,7 @@ restore_files(struct rv *v, struct json_object *m, const char *out, const struct
 		return;
 	for (size_t i = 0; i < json_object_array_length(disks); i++) {
 		struct json_object *d = json_object_array_get_idx(disks, i);
-		const char *disk = jstr(d, "id");
+		const char *disk = bk_jstr(d, "id");
 		const struct cfg_disk *cd = NULL;
 		struct rv_file *f;
 		char *cause = NULL;

@@ -139,8 +139,8 @@ bk_sync_dir(const char *dir)
 	return rc;
 }
 
-static const char *
-jstr(struct json_object *o, const char *key)
+const char *
+bk_jstr(struct json_object *o, const char *key)
 {
 	struct json_object *v;
 
@@ -197,7 +197,7 @@ int
 bk_manifest_write(const char *dir, struct json_object *m, char **cause)
 {
 	char *path = xasprintf("%s/manifest.json", dir);
-	const char *status = jstr(m, "status");
+	const char *status = bk_jstr(m, "status");
 	/* A running backup is of no use after a power loss (its QEMU died with it, and with it
 	 * the dirty bitmaps' consistency): what it says need not be durable, only atomic. */
 	int rc = write_atomic(dir, path, json_object_to_json_string_ext(m, JSON_C_TO_STRING_PRETTY),
@@ -240,7 +240,7 @@ bk_manifest_disk(struct json_object *m, const char *id)
 		return NULL;
 	for (size_t i = 0; i < json_object_array_length(disks); i++) {
 		struct json_object *d = json_object_array_get_idx(disks, i);
-		const char *did = jstr(d, "id");
+		const char *did = bk_jstr(d, "id");
 
 		if (did != NULL && strcmp(did, id) == 0)
 			return d;
@@ -272,9 +272,9 @@ bk_manifest_entry(struct json_object *m)
 		}
 	}
 	json_object_object_add(e, "disks", out);
-	if (jstr(m, "reason") != NULL)
+	if (bk_jstr(m, "reason") != NULL)
 		copy_key(e, m, "reason");
-	if (jstr(m, "error") != NULL)
+	if (bk_jstr(m, "error") != NULL)
 		copy_key(e, m, "error");
 	return e;
 }
@@ -332,11 +332,11 @@ bk_state_load(struct bk_state *st, const char *path)
 			    json_object_get_string(s)[0] == '/')
 				bk_state_add_store(st, json_object_get_string(s));
 		}
-	bk_state_set(&st->last_id, jstr(o, "last_id"));
-	bk_state_set(&st->last_dir, jstr(o, "last_dir"));
-	bk_state_set(&st->running_id, jstr(o, "running_id"));
-	bk_state_set(&st->running_dir, jstr(o, "running_dir"));
-	bk_state_set(&st->next_full, jstr(o, "next_full"));
+	bk_state_set(&st->last_id, bk_jstr(o, "last_id"));
+	bk_state_set(&st->last_dir, bk_jstr(o, "last_dir"));
+	bk_state_set(&st->running_id, bk_jstr(o, "running_id"));
+	bk_state_set(&st->running_dir, bk_jstr(o, "running_dir"));
+	bk_state_set(&st->next_full, bk_jstr(o, "next_full"));
 	st->running_copy = json_object_object_get_ex(o, "running_copy", &a) &&
 	                   json_object_is_type(a, json_type_boolean) && json_object_get_boolean(a);
 	json_object_put(o);
@@ -378,8 +378,8 @@ bk_state_save(const struct bk_state *st, const char *path, bool durable, char **
 static int
 entry_cmp(const void *a, const void *b)
 {
-	const char *x = jstr(*(struct json_object *const *)a, "id"),
-	           *y = jstr(*(struct json_object *const *)b, "id");
+	const char *x = bk_jstr(*(struct json_object *const *)a, "id"),
+	           *y = bk_jstr(*(struct json_object *const *)b, "id");
 
 	return strcmp(x ? x : "", y ? y : "");
 }
@@ -403,8 +403,8 @@ bk_list(char *const *stores, const char *vm)
 				continue;
 			dir = xasprintf("%s/%s", stores[s], de->d_name);
 			m = bk_manifest_read(dir);
-			mvm = jstr(m, "vm");
-			mid = jstr(m, "id");
+			mvm = bk_jstr(m, "vm");
+			mid = bk_jstr(m, "id");
 			if (m != NULL && mvm != NULL && strcmp(mvm, vm) == 0 && mid != NULL &&
 			    strcmp(mid, de->d_name) == 0) {
 				struct json_object *disks;
@@ -414,7 +414,7 @@ bk_list(char *const *stores, const char *vm)
 				json_object_object_get_ex(e, "disks", &disks);
 				for (size_t i = 0; i < json_object_array_length(disks); i++) {
 					struct json_object *o = json_object_array_get_idx(disks, i);
-					const char *f = jstr(o, "file");
+					const char *f = bk_jstr(o, "file");
 
 					char *full;
 
@@ -450,7 +450,7 @@ bk_find(char *const *stores, const char *vm, const char *id)
 	for (size_t s = 0; stores != NULL && stores[s] != NULL; s++) {
 		char *dir = xasprintf("%s/%s", stores[s], id);
 		struct json_object *m = bk_manifest_read(dir);
-		const char *mvm = jstr(m, "vm");
+		const char *mvm = bk_jstr(m, "vm");
 		bool ok = mvm != NULL && strcmp(mvm, vm) == 0;
 
 		json_object_put(m);
