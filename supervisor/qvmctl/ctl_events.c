@@ -51,6 +51,27 @@ ctl_events_print(struct json_object *ev)
 		                 (long long)ctl_json_int(data, "progress_total", 0),
 		                 ctl_json_str(data, "error", NULL) ? ": " : "",
 		                 ctl_json_str(data, "error", ""));
+	} else if (strcmp(kind, "device") == 0) {
+		/* "device attached disk d1", "... removal-pending net n2" */
+		text = xasprintf("%s %s %s%s", ctl_json_str(ev, "action", "?"),
+		                 ctl_json_str(ev, "kind", "?"), ctl_json_str(ev, "device", "?"),
+		                 ctl_json_bool(ev, "persistent", false) ? " (persistent)" : "");
+	} else if (strcmp(kind, "restart") == 0) {
+		if (ctl_json_bool(ev, "scheduled", false))
+			text = xasprintf("scheduled in %lld ms (attempt %lld)",
+			                 (long long)ctl_json_int(ev, "in_ms", 0),
+			                 (long long)ctl_json_int(ev, "attempt", 0));
+		else
+			text = xasprintf("not scheduled: %s", ctl_json_str(ev, "reason", "?"));
+	} else if (strcmp(kind, "reload") == 0) {
+		struct json_object *a = ctl_json_array(ev, "added"),
+		                   *r = ctl_json_array(ev, "removed"),
+		                   *c = ctl_json_array(ev, "changed");
+
+		text = xasprintf(
+		    "%zu added, %zu removed, %zu changed, %lld with errors",
+		    a ? json_object_array_length(a) : 0, r ? json_object_array_length(r) : 0,
+		    c ? json_object_array_length(c) : 0, (long long)ctl_json_int(ev, "errors", 0));
 	} else if (strcmp(kind, "qmp") == 0) {
 		name = ctl_json_str(ev, "name", "?");
 		if (json_object_object_get_ex(ev, "data", &data) && data != NULL &&

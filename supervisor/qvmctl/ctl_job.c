@@ -85,7 +85,8 @@ ctl_job_follow(struct ctl *ctl, const char *vm, const char *job, const char *wha
 		}
 		state = ctl_json_str(j, "state", "?");
 		if (strcmp(state, "running") == 0) {
-			if (progress != NULL)
+			/* --json prints one object, the result: no progress lines. */
+			if (progress != NULL && !ctl->json)
 				shown = progress(j, tty, arg) || shown;
 			json_object_put(ev);
 			continue;

@@ -513,10 +513,13 @@ control_publish(struct control *c, const char *vm, struct json_object *ev)
 {
 	struct client *cl, *next;
 
-	control_console_follow(c, vm, ev);
+	if (vm != NULL)
+		control_console_follow(c, vm, ev);
 	for (cl = TAILQ_FIRST(&c->clients); cl != NULL; cl = next) {
 		next = TAILQ_NEXT(cl, entry);
-		if (cl->subscribed && (cl->sub_vm == NULL || strcmp(cl->sub_vm, vm) == 0))
+		/* An event of no VM (a reload) goes to every subscriber. */
+		if (cl->subscribed &&
+		    (cl->sub_vm == NULL || vm == NULL || strcmp(cl->sub_vm, vm) == 0))
 			client_send(cl, ev);
 	}
 }

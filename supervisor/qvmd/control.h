@@ -19,7 +19,8 @@ struct json_object;
 /* Creates the socket (mode 0660, group `group` if not NULL) and starts accepting. */
 struct control *control_new(struct daemon *d, const char *path, const char *group, char **cause);
 void control_free(struct control *c);
-/* Sends an event line to every subscriber interested in vm (borrowed). */
+/* Sends an event line to every subscriber interested in vm (borrowed; NULL: an event of qvmd
+ * itself, to every subscriber). */
 void control_publish(struct control *c, const char *vm, struct json_object *ev);
 /* Whether a client follows vm's events (subscribed to it or to every VM). */
 bool control_watched(const struct control *c, const char *vm);

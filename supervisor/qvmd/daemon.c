@@ -2,6 +2,7 @@
 #include "daemon.h"
 
 #include "cfg.h"
+#include "clock.h"
 #include "control.h"
 #include "log.h"
 #include "proc.h"
@@ -192,6 +193,27 @@ daemon_auto_apply(struct daemon *d, struct json_object *apply)
 	}
 }
 
+/* qvmd's own event for a reload, to every subscriber: what was added, removed, changed, and how
+ * many definitions have errors. */
+static void
+daemon_reload_event(struct daemon *d, struct json_object *res)
+{
+	struct json_object *ev = json_object_new_object(), *v;
+	static const char *const keys[] = {"added", "removed", "changed"};
+
+	json_object_object_add(ev, "event", json_object_new_string("reload"));
+	json_object_object_add(ev, "vm", NULL);
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+		if (json_object_object_get_ex(res, keys[i], &v))
+			json_object_object_add(ev, keys[i], json_object_get(v));
+	json_object_object_add(ev, "errors",
+	                       json_object_new_int64(json_object_object_get_ex(res, "errors", &v)
+	                                                 ? (int64_t)json_object_array_length(v)
+	                                                 : 0));
+	json_object_object_add(ev, "ts", json_object_new_int64(clock_now_ms()));
+	daemon_publish(d, NULL, ev);
+}
+
 struct json_object *
 daemon_reload(struct daemon *d)
 {
@@ -303,6 +325,7 @@ out:
 		daemon_auto_apply(d, apply);
 		json_object_object_add(res, "apply", apply);
 	}
+	daemon_reload_event(d, res);
 	return res;
 }
 

@@ -183,6 +183,22 @@ vm_publish(struct vm *vm, struct json_object *ev)
 }
 
 void
+vm_event(struct vm *vm, const char *event, struct json_object *fields)
+{
+	struct json_object *ev = json_object_new_object();
+
+	json_object_object_add(ev, "event", json_object_new_string(event));
+	json_object_object_add(ev, "vm", json_object_new_string(vm->name));
+	json_object_object_foreach(fields, key, val)
+	{
+		json_object_object_add(ev, key, json_object_get(val));
+	}
+	json_object_put(fields);
+	json_object_object_add(ev, "ts", json_object_new_int64(clock_now_ms()));
+	vm_publish(vm, ev);
+}
+
+void
 vm_set_state(struct vm *vm, enum vm_state s)
 {
 	enum vm_state old = vm->state;

@@ -22,15 +22,19 @@
  *           recording, not inconsistent, not busy, and the disk in the last complete backup,
  *           which is the one the bitmaps count from); an inconsistent bitmap (QEMU was killed)
  *           is removed, a missing one added (block-dirty-bitmap-add persistent)
- *   files:  qvmd makes each target qcow2 (qemu-img create, an incremental's with its parent's
- *           file as backing file by relative name), opens it and hands QEMU the descriptors
- *           (add-fd), then blockdev-add of a "file" node on /dev/fdset/N and a qcow2 node
- *           "bk-<disk>" (no backing node: a backup job only writes whole clusters to it)
+ *   files:  qvmd creates each target file (empty), hands QEMU the descriptors (add-fd), adds a
+ *           "file" node on /dev/fdset/N (no-flush: qvmd fsyncs once at the end), has QEMU
+ *           format it (blockdev-create of a qcow2, an incremental's with its parent's file as
+ *           backing file by relative name), then adds the qcow2 node "bk-<disk>" (no backing
+ *           node: a backup job only writes whole clusters to it)
  *   copy:   one `transaction` of every disk's blockdev-backup (job "bk-<disk>", sync full or
- *           incremental, the bitmap with bitmap-mode on-success, auto-dismiss false), completion
- *           mode grouped: one disk failing cancels them all. With on-success a bitmap is cleared
- *           only when its job succeeds; a failed or cancelled job merges the changes it had
- *           frozen back, so the dirty information of a failed backup is never lost.
+ *           incremental, the bitmap with bitmap-mode on-success, auto-dismiss and auto-finalize
+ *           false), completion mode grouped: one disk failing cancels them all. With on-success a
+ *           bitmap is cleared only when its job succeeds and is finalized; a failed or cancelled
+ *           job merges the changes it had frozen back, so the dirty information of a failed
+ *           backup is never lost. qvmd finalizes the group itself once every job is pending
+ *           (copied): before that, a cancel, a failure or a qvmd killed loses nothing; after it
+ *           (backups.json running_copy), a backup that does not complete makes the next one full.
  *   end:    every job concluded: errors from query-jobs, job-dismiss, blockdev-del, remove-fd;
  *           then each file is hashed (xxh3, a piece per loop turn) and fsynced, and only then
  *           does the manifest say complete.
@@ -97,6 +101,7 @@ struct bk_disk {
 	int64_t set;    /* its fdset in QEMU, -1: none yet */
 	bool nodes;     /* target nodes added */
 	bool started;   /* its QEMU job exists */
+	bool waiting;   /* its job is pending: copied, waiting for job-finalize */
 	bool concluded;
 	char *checksum;
 	uint64_t cur, total;
@@ -144,6 +149,7 @@ struct bk {
 	struct json_object *manifest;
 	struct bk_state st;
 	bool polling;
+	bool finalized; /* job-finalize sent: the jobs succeeded and clear their bitmaps */
 	struct bk_call *calls;
 };
 
@@ -408,7 +414,21 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 		bk_state_set(&b->st.running_id, NULL);
 		bk_state_set(&b->st.running_dir, NULL);
 		b->st.running_copy = false;
-		state_save(b, false);
+		if (b->finalized) {
+			/* The jobs had cleared the bitmaps: what they copied is in no backup now.
+			 */
+			char *why =
+			    xasprintf("backup %s failed after its copy had cleared the dirty "
+			              "bitmaps",
+			              b->id);
+
+			log_warn("vm %s: %s: the next backup is full", vm->name, why);
+			bk_state_set(&b->st.last_id, NULL);
+			bk_state_set(&b->st.last_dir, NULL);
+			bk_state_set(&b->st.next_full, why);
+			free(why);
+		}
+		state_save(b, b->finalized);
 	}
 	bk_end(b, b->cancelled ? VM_JOBREC_CANCELLED : VM_JOBREC_FAILED, NULL, code, msg);
 }
@@ -1189,6 +1209,8 @@ copy_send(struct bk *b)
 			                       json_object_new_string("on-success"));
 		}
 		json_object_object_add(data, "auto-dismiss", json_object_new_boolean(false));
+		/* qvmd finalizes: until then a cancel or failure merges the bitmaps back. */
+		json_object_object_add(data, "auto-finalize", json_object_new_boolean(false));
 		/* Copy offload (copy_file_range between the descriptors): several times faster
 		 * than QEMU's read and write loop here; QEMU falls back to that loop by itself
 		 * where the kernel or file system cannot. */
@@ -1202,10 +1224,6 @@ copy_send(struct bk *b)
 	json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
 	json_object_object_add(args, "actions", actions);
 	json_object_object_add(args, "properties", props);
-	/* From now on a qvmd that dies before the backup is complete leaves it to the next one to
-	 * find out whether the jobs succeeded (and cleared the bitmaps): bk_restore. */
-	b->st.running_copy = true;
-	state_save(b, false);
 	if (bk_send(b, "transaction", args, -1, transaction_done, 0))
 		vm_job_arm(b->job, BK_POLL_MS);
 }
@@ -1265,6 +1283,40 @@ end_send(struct bk *b)
 	}
 }
 
+static bool
+all_waiting(struct bk *b)
+{
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (!b->disks[i].waiting && !b->disks[i].concluded)
+			return false;
+	return true;
+}
+
+/*
+ * The copy's next step, once its batch is answered: every job pending (copied, in one group) is
+ * finalized, which clears the bitmaps; every job concluded (finalized, or failed: a failed job
+ * goes straight to concluded, its bitmap merged back) ends the copy. Up to job-finalize nothing
+ * is lost whatever happens; from it on the backup must complete or make the next one full
+ * (bk_fail), and backups.json says so for a qvmd that dies in between (bk_restore).
+ */
+static void
+copy_next(struct bk *b)
+{
+	char id[96];
+
+	if (b->pending > 0)
+		return;
+	if (all_concluded(b))
+		return end_send(b);
+	if (b->finalized || b->cancelled || !all_waiting(b))
+		return;
+	b->finalized = true;
+	b->st.running_copy = true;
+	state_save(b, false);
+	snprintf(id, sizeof id, BK_PREFIX "%s", b->disks[0].id);
+	bk_send(b, "job-finalize", obj1("id", id), -1, NULL, 0);
+}
+
 static void
 bk_event(struct vm_job *job, const char *name, struct json_object *data)
 {
@@ -1277,12 +1329,15 @@ bk_event(struct vm_job *job, const char *name, struct json_object *data)
 		return create_status(b, jstr(data, "id"), jstr(data, "status"));
 	if (b->step != BK_COPY)
 		return;
-	if ((d = disk_of_job(b, jstr(data, "id"))) == NULL ||
-	    strcmp(jstr(data, "status"), "concluded") != 0)
+	if ((d = disk_of_job(b, jstr(data, "id"))) == NULL)
 		return;
-	d->concluded = true;
-	if (all_concluded(b) && b->pending == 0)
-		end_send(b);
+	if (strcmp(jstr(data, "status"), "pending") == 0)
+		d->waiting = true;
+	else if (strcmp(jstr(data, "status"), "concluded") == 0)
+		d->concluded = true;
+	else
+		return;
+	copy_next(b);
 }
 
 static void
@@ -1303,8 +1358,10 @@ poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 			d->cur = (uint64_t)json_object_get_int64(v);
 		if (json_object_object_get_ex(j, "total-progress", &v))
 			d->total = (uint64_t)json_object_get_int64(v);
+		if (strcmp(jstr(j, "status"), "pending") == 0)
+			d->waiting = true; /* an event missed */
 		if (strcmp(jstr(j, "status"), "concluded") == 0)
-			d->concluded = true; /* an event missed */
+			d->concluded = true;
 	}
 	for (size_t i = 0; i < b->ndisks; i++) {
 		cur += b->disks[i].cur;
@@ -1510,8 +1567,7 @@ bk_advance(struct bk *b)
 			free(e);
 			return;
 		}
-		if (all_concluded(b))
-			end_send(b);
+		copy_next(b);
 		return;
 	case BK_END:
 		return detach_send(b);

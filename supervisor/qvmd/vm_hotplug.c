@@ -781,6 +781,21 @@ pci_found(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 		hp_plugged(op);
 }
 
+/* One of qvmd's own events: a device attached, detached, or whose removal waits for the guest
+ * (`qvmctl events`). */
+static void
+device_event(struct vm *vm, const char *action, bool is_disk, const char *id, bool persistent)
+{
+	struct json_object *f = json_object_new_object();
+
+	json_object_object_add(f, "action", json_object_new_string(action));
+	json_object_object_add(f, "kind", json_object_new_string(is_disk ? "disk" : "net"));
+	/* "device", not "id": a line with an id is a reply in the control protocol. */
+	json_object_object_add(f, "device", json_object_new_string(id));
+	json_object_object_add(f, "persistent", json_object_new_boolean(persistent));
+	vm_event(vm, "device", f);
+}
+
 /* Persists the device (when asked) and reports success. */
 static void
 hp_commit(struct hp_op *op)
@@ -816,6 +831,8 @@ hp_commit(struct hp_op *op)
 	log_info("vm %s: attached %s %s%s%s", vm->name, op->is_disk ? "disk" : "nic",
 	         op->is_disk ? op->disk.id : op->net.id, op->have_port ? " on " : "",
 	         op->have_port ? op->port : "");
+	device_event(vm, "attached", op->is_disk, op->is_disk ? op->disk.id : op->net.id,
+	             persisted);
 	res = dev ? vm_dev_json(dev) : json_object_new_object();
 	json_object_object_add(res, "pci_addr",
 	                       op->pci_addr ? json_object_new_string(op->pci_addr) : NULL);
@@ -1631,6 +1648,7 @@ dev_released(struct vm *vm, struct vm_dev *dev, struct hp_op *op)
 	}
 	log_info("vm %s: %s %s removed%s%s", vm->name, dev->is_disk ? "disk" : "nic", id,
 	         dev->port ? ", port " : "", dev->port ? dev->port : "");
+	device_event(vm, "detached", dev->is_disk, id, dev->persist_removal);
 	vm_devs_remove(vm, dev);
 	vm_devs_save(vm);
 }
@@ -1736,6 +1754,11 @@ hp_detach_timeout(struct hp_op *op)
 	msg = xasprintf("vm %s: device %s: the guest did not release it within %" PRIu64
 	                " ms; removal pending (completes when the guest lets go)",
 	                vm->name, op->id, op->timeout_ms);
+	{
+		const struct vm_dev *dev = vm_devs_find(vm, op->id);
+
+		device_event(vm, "removal-pending", dev != NULL && dev->is_disk, op->id, false);
+	}
 	hp_finish(op, NULL, PROTO_ERR_TIMEOUT, msg);
 	free(msg);
 }

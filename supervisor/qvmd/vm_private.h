@@ -119,6 +119,9 @@ struct json_object *vm_last_exit_json(const struct vm *vm);
 enum proto_err vm_qmp_err(const struct qmp_reply *r);
 /* Publishes an event of this VM to the owner's sink (takes ev). */
 void vm_publish(struct vm *vm, struct json_object *ev);
+/* Publishes one of qvmd's own events about the VM: {"event": event, "vm": NAME, the members of
+ * fields (taken), "ts": now}. */
+void vm_event(struct vm *vm, const char *event, struct json_object *fields);
 /* Re-reads the definition after qvmd edited it (running_matches: the QEMU now matches it). */
 void vm_reload_definition(struct vm *vm, bool running_matches);
 /* Watches the QEMU process (pid, pidfd set) and connects QMP (fd >= 0: a connected socket; else

@@ -510,6 +510,7 @@ void
 vm_schedule_restart(struct vm *vm, bool crashed)
 {
 	const struct vm_config *cfg = vm->cfg;
+	struct json_object *f;
 	uint64_t delay;
 	struct timeval tv;
 
@@ -529,6 +530,11 @@ vm_schedule_restart(struct vm *vm, bool crashed)
 		free(old);
 		log_error("vm %s: restart limit (%u) reached, staying %s", vm->name,
 		          cfg->restart_limit, vm_state_name(vm->state));
+		f = json_object_new_object();
+		json_object_object_add(f, "scheduled", json_object_new_boolean(0));
+		json_object_object_add(f, "reason",
+		                       json_object_new_string("restart limit reached"));
+		vm_event(vm, "restart", f);
 		return;
 	}
 	delay = 1000ull << (vm->restart_attempts < 6 ? vm->restart_attempts : 6);
@@ -543,4 +549,9 @@ vm_schedule_restart(struct vm *vm, bool crashed)
 	vm->restart_due = clock_mono_ms() + (int64_t)delay;
 	log_info("vm %s: restart in %llu ms (restart = %s)", vm->name, (unsigned long long)delay,
 	         crashed ? "after crash" : "always");
+	f = json_object_new_object();
+	json_object_object_add(f, "scheduled", json_object_new_boolean(1));
+	json_object_object_add(f, "in_ms", json_object_new_int64((int64_t)delay));
+	json_object_object_add(f, "attempt", json_object_new_int64(vm->restart_attempts));
+	vm_event(vm, "restart", f);
 }

@@ -11,39 +11,11 @@
 #  - backups --json, backup-verify (and a flipped byte detected), bad input.
 . "$(dirname "$0")/lib.sh"
 
-qemu-img create -q -f qcow2 "$T/images/d1.qcow2" 64M
-qemu-img create -q -f raw "$T/images/d2.raw" 8M
-qemu-img create -q -f raw "$T/ref-d1.raw" 64M
-qemu-img create -q -f raw "$T/ref-d2.raw" 8M
-fw_vm b q35 "[disk d1]
-file = $T/images/d1.qcow2
-[disk d2]
-file = $T/images/d2.raw
-format = raw"
+. "$(dirname "$0")/backup_lib.sh"
+backup_vm_b
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
 check "start b" ctl start b
 
-# wr DISK PATTERN OFFSET LEN: writes through the VM's device and into the reference.
-wr() {
-	ctl qmp b human-monitor-command \
-		"{\"command-line\":\"qemu-io -d /machine/peripheral/$1/virtio-backend \\\"write -P $2 $3 $4\\\"\"}" \
-		>/dev/null &&
-		qemu-io -f raw -c "write -P $2 $3 $4" "$T/ref-$1.raw" >/dev/null
-}
-# point NAME: keeps the references as they are now (the instant of a backup: the VM is paused).
-point() { cp "$T/ref-d1.raw" "$T/$1-d1.raw" && cp "$T/ref-d2.raw" "$T/$1-d2.raw"; }
-# bk NAME ARGS...: a backup of the paused VM, its --json entry in $T/NAME.json.
-bk() {
-	n=$1
-	shift
-	ctl pause b >/dev/null
-	point "$n"
-	ctl --json backup b "$@" >"$T/$n.json" 2>"$T/$n.err"
-	r=$?
-	ctl resume b >/dev/null
-	return $r
-}
-jf() { field "$2" <"$T/$1.json"; }
 restored_ok() { # restored_ok POINT: restore and compare both disks
 	id=$(jf "$1" .id)
 	rm -rf "$T/images/r-$1"
@@ -175,7 +147,11 @@ kill -STOP "$qpid"
 ctl backup b --full >/dev/null 2>&1 &
 first=$!
 n=0
-while [ $n -lt 300 ] && ! ctl jobs b 2>/dev/null | grep -q backup; do sleep 0.1; n=$((n + 1)); done
+# (jobs lists ended jobs too: wait for a running backup.)
+while [ $n -lt 300 ] && ! ctl jobs b 2>/dev/null | awk '$3 == "backup" && $4 == "running" {f = 1} END {exit !f}'; do
+	sleep 0.1
+	n=$((n + 1))
+done
 out=$(ctl backup b 2>&1); rc=$?
 check "two backups of one vm at once ($out)" failed_with $rc "$out" "busy"
 kill -CONT "$qpid"

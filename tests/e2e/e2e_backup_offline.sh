@@ -13,15 +13,8 @@
 #    failed, and the next backup is right (full: the killed helper left its bitmap inconsistent).
 . "$(dirname "$0")/lib.sh"
 
-qemu-img create -q -f qcow2 "$T/images/d1.qcow2" 64M
-qemu-img create -q -f raw "$T/images/d2.raw" 8M
-qemu-img create -q -f raw "$T/ref-d1.raw" 64M
-qemu-img create -q -f raw "$T/ref-d2.raw" 8M
-fw_vm b q35 "[disk d1]
-file = $T/images/d1.qcow2
-[disk d2]
-file = $T/images/d2.raw
-format = raw"
+. "$(dirname "$0")/backup_lib.sh"
+backup_vm_b
 qemu-img create -q -f qcow2 "$T/images/c1.qcow2" 16M
 fw_vm c q35 "[disk c1]
 file = $T/images/c1.qcow2"
@@ -30,32 +23,20 @@ start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
 HELPER_PIDFILE="$T/run/b/qemu/helper.pid"
 fmt_of() { case $1 in *.raw) echo raw ;; *) echo qcow2 ;; esac; }
 img() { if [ "$1" = d1 ]; then echo "$T/images/d1.qcow2"; else echo "$T/images/d2.raw"; fi; }
-# wr DISK PATTERN OFFSET LEN: through the running VM's device, and into the reference.
-wr() {
-	ctl qmp b human-monitor-command \
-		"{\"command-line\":\"qemu-io -d /machine/peripheral/$1/virtio-backend \\\"write -P $2 $3 $4\\\"\"}" \
-		>/dev/null &&
-		qemu-io -f raw -c "write -P $2 $3 $4" "$T/ref-$1.raw" >/dev/null
-}
 # owr DISK PATTERN OFFSET LEN: straight into the stopped VM's image, and into the reference.
 owr() {
 	i=$(img "$1")
 	qemu-io -f "$(fmt_of "$i")" -c "write -P $2 $3 $4" "$i" >/dev/null &&
 		qemu-io -f raw -c "write -P $2 $3 $4" "$T/ref-$1.raw" >/dev/null
 }
-point() { cp "$T/ref-d1.raw" "$T/$1-d1.raw" && cp "$T/ref-d2.raw" "$T/$1-d2.raw"; }
-# bk NAME ARGS...: a backup of b, its --json entry in $T/NAME.json.
-# (qvmctl prints its progress lines on stdout even with --json: only the JSON object is kept.)
+# bk NAME ARGS...: a backup of b, its --json entry in $T/NAME.json (with --json qvmctl prints the
+# result object only, never progress lines: jf fails to parse otherwise).
 bk() {
 	n=$1
 	shift
 	point "$n"
-	ctl --json backup b "$@" >"$T/$n.out" 2>"$T/$n.err"
-	r=$?
-	sed -n '/^{/,$p' "$T/$n.out" >"$T/$n.json"
-	return $r
+	ctl --json backup b "$@" >"$T/$n.json" 2>"$T/$n.err"
 }
-jf() { field "$2" <"$T/$1.json"; }
 restored_ok() {
 	id=$(jf "$1" .id)
 	rm -rf "$T/images/r-$1"

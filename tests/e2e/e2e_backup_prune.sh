@@ -13,36 +13,11 @@
 #  - --keep 0 / -1 / x refused (usage), keep 0 through the protocol refused, unknown vm.
 . "$(dirname "$0")/lib.sh"
 
-qemu-img create -q -f qcow2 "$T/images/d1.qcow2" 64M
-qemu-img create -q -f raw "$T/images/d2.raw" 8M
-qemu-img create -q -f raw "$T/ref-d1.raw" 64M
-qemu-img create -q -f raw "$T/ref-d2.raw" 8M
-fw_vm b q35 "[disk d1]
-file = $T/images/d1.qcow2
-[disk d2]
-file = $T/images/d2.raw
-format = raw"
+. "$(dirname "$0")/backup_lib.sh"
+backup_vm_b
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
 check "start b" ctl start b
 
-wr() {
-	ctl qmp b human-monitor-command \
-		"{\"command-line\":\"qemu-io -d /machine/peripheral/$1/virtio-backend \\\"write -P $2 $3 $4\\\"\"}" \
-		>/dev/null &&
-		qemu-io -f raw -c "write -P $2 $3 $4" "$T/ref-$1.raw" >/dev/null
-}
-point() { cp "$T/ref-d1.raw" "$T/$1-d1.raw" && cp "$T/ref-d2.raw" "$T/$1-d2.raw"; }
-bk() {
-	n=$1
-	shift
-	ctl pause b >/dev/null
-	point "$n"
-	ctl --json backup b "$@" >"$T/$n.json" 2>"$T/$n.err"
-	r=$?
-	ctl resume b >/dev/null
-	return $r
-}
-jf() { field "$2" <"$T/$1.json"; }
 dir_of() { jf "$1" .dir; }
 restored_ok() { # restored_ok POINT
 	id=$(jf "$1" .id)
