@@ -144,14 +144,13 @@ check "restore --to outside ($out)" failed_with $rc "$out" "neither below"
 # QEMU stopped: the first backup waits for its answers, however fast it would be.
 qpid=$(ctl --json status b | field .pid)
 kill -STOP "$qpid"
+fdsets() { grep -c '"execute":"query-fdsets"' "$T/qvmd.log"; }
+c0=$(fdsets)
 ctl backup b --full >/dev/null 2>&1 &
 first=$!
+# Admitted once its first step went to QEMU (jobs lists it only once QEMU answered).
 n=0
-# (jobs lists ended jobs too: wait for a running backup.)
-while [ $n -lt 300 ] && ! ctl jobs b 2>/dev/null | awk '$3 == "backup" && $4 == "running" {f = 1} END {exit !f}'; do
-	sleep 0.1
-	n=$((n + 1))
-done
+while [ $n -lt 300 ] && [ "$(fdsets)" -le "$c0" ]; do sleep 0.1; n=$((n + 1)); done
 out=$(ctl backup b 2>&1); rc=$?
 check "two backups of one vm at once ($out)" failed_with $rc "$out" "busy"
 kill -CONT "$qpid"

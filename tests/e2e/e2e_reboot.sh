@@ -52,6 +52,9 @@ check "... running" wait_state g1 running 10
 # The shutdown action is poweroff again: a powerdown ends QEMU.
 out=$(ctl --json powerdown g1 2>&1)
 check "powerdown after reboots is ended by the guest ($out)" [ "$(echo "$out" | field .ended_by)" = guest ]
+# (Adopted by the second qvmd, that QEMU is not its child: it is reaped by init, a moment later.)
+n=0
+while [ $n -lt 100 ] && ! gone "$pid"; do sleep 0.1; n=$((n + 1)); done
 check "... and qemu is gone" gone "$pid"
 
 # Firmware only: ignores ACPI, reset after the timeout; paused: resumed first.
