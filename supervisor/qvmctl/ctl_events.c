@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ctl_job.h"
 #include "ctl_print.h"
 #include "ctl_verbs.h"
 #include "xalloc.h"
@@ -167,26 +168,14 @@ ctl_events(struct ctl *ctl, struct ctl_args *args)
 	const char *vm = args->argc > 0 ? args->argv[0] : NULL;
 	bool follow = ctl_args_has(args, "follow");
 	struct json_object *ev;
-	struct sigaction sa = {.sa_handler = ctl_events_signal};
 	sigset_t block, waitmask;
 	char *cause = NULL;
 	enum ctl_io io;
 	int rc;
 
-	/*
-	 * SIGINT and SIGTERM stay blocked except inside the client's ppoll (and the pause between
-	 * reconnection attempts), so a signal either interrupts a wait or is seen at the next one:
-	 * never lost between a check and a wait.
-	 */
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	sigprocmask(SIG_BLOCK, &block, &waitmask);
-	sigdelset(&waitmask, SIGINT);
-	sigdelset(&waitmask, SIGTERM);
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	/* SIGINT and SIGTERM get through only while the client waits (and in the pause between
+	 * reconnection attempts). */
+	ctl_catch_stop_signals(ctl_events_signal, &block, &waitmask);
 
 	if ((rc = ctl_events_subscribe(ctl, vm, false)) != CTL_EXIT_OK)
 		return rc;

@@ -30,11 +30,26 @@ ctl_job_subscribe(struct ctl *ctl, const char *vm)
 	return CTL_EXIT_OK;
 }
 
+void
+ctl_catch_stop_signals(void (*handler)(int), sigset_t *block, sigset_t *waitmask)
+{
+	struct sigaction sa = {.sa_handler = handler};
+
+	sigemptyset(block);
+	sigaddset(block, SIGINT);
+	sigaddset(block, SIGTERM);
+	sigprocmask(SIG_BLOCK, block, waitmask);
+	sigdelset(waitmask, SIGINT);
+	sigdelset(waitmask, SIGTERM);
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
 int
 ctl_job_follow(struct ctl *ctl, const char *vm, const char *job, const char *what,
                ctl_job_progress_cb progress, void *arg, struct json_object **done)
 {
-	struct sigaction sa = {.sa_handler = ctl_job_signal};
 	bool tty = isatty(STDOUT_FILENO) && !ctl->json, shown = false;
 	sigset_t block, waitmask;
 	struct json_object *ev;
@@ -43,19 +58,8 @@ ctl_job_follow(struct ctl *ctl, const char *vm, const char *job, const char *wha
 	int rc;
 
 	*done = NULL;
-	/*
-	 * SIGINT and SIGTERM stay blocked except inside the client's ppoll, so a signal either
-	 * interrupts a wait or is seen at the next one: never lost between a check and a wait.
-	 */
-	sigemptyset(&block);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGTERM);
-	sigprocmask(SIG_BLOCK, &block, &waitmask);
-	sigdelset(&waitmask, SIGINT);
-	sigdelset(&waitmask, SIGTERM);
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
+	/* SIGINT and SIGTERM get through only while the client waits. */
+	ctl_catch_stop_signals(ctl_job_signal, &block, &waitmask);
 	ctl_client_set_waitmask(ctl->client, &waitmask);
 
 	for (;;) {

@@ -7,6 +7,7 @@
 #ifndef QVMD_CTL_JOB_H
 #define QVMD_CTL_JOB_H
 
+#include <signal.h>
 #include <stdbool.h>
 
 #include <json-c/json.h>
@@ -28,5 +29,12 @@ int ctl_job_subscribe(struct ctl *ctl, const char *vm);
  */
 int ctl_job_follow(struct ctl *ctl, const char *vm, const char *job, const char *what,
                    ctl_job_progress_cb progress, void *arg, struct json_object **done);
+
+/*
+ * Blocks SIGINT and SIGTERM and makes handler catch them; *block is the set blocked, *waitmask
+ * the mask to let them through with (a client's ppoll, sigtimedwait): so a signal either
+ * interrupts a wait or is seen at the next one, never lost between a check and a wait.
+ */
+void ctl_catch_stop_signals(void (*handler)(int), sigset_t *block, sigset_t *waitmask);
 
 #endif
