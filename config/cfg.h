@@ -66,6 +66,19 @@ enum cfg_cache {
 	CFG_CACHE_UNSAFE
 };
 enum cfg_net_type { CFG_NET_USER, CFG_NET_TAP, CFG_NET_BRIDGE };
+/* How a disk reaches the guest: virtio-blk (a PCI(e) device, hot-pluggable), or the machine's
+ * own SATA/IDE controller (q35: ICH9 AHCI, pc: PIIX IDE; drivers in every OS, never hot-plugged).
+ */
+enum cfg_disk_bus { CFG_BUS_VIRTIO, CFG_BUS_SATA };
+/* The NIC the guest sees: virtio-net-pci, e1000 (Intel 82540EM) or e1000e (Intel 82574L). */
+enum cfg_net_model { CFG_NET_MODEL_VIRTIO, CFG_NET_MODEL_E1000, CFG_NET_MODEL_E1000E };
+/* [vm] display: none, or the standard VGA device with a VNC server that has no listening socket
+ * of its own; qvmd accepts on <run_dir>/NAME/vnc.sock and hands each client to QEMU. */
+enum cfg_display { CFG_DISPLAY_NONE, CFG_DISPLAY_VNC };
+/* SATA/IDE positions shared by bus = sata disks and cdroms: q35's AHCI has 6 ports (ide.0 ..
+ * ide.5), pc's IDE 2 buses of 2 units (ide.0/ide.1, unit 0/1). */
+#define CFG_SATA_MAX_Q35 6
+#define CFG_SATA_MAX_PC  4
 /* What `apply` does with a changed device section on a running VM: leave the change pending until
  * the next start (the default), or replace the device live (unplug, then plug the new one). */
 enum cfg_apply { CFG_APPLY_PENDING, CFG_APPLY_REPLACE };
@@ -79,8 +92,9 @@ struct cfg_disk {
 	bool readonly;
 	enum cfg_cache cache;
 	bool boot;
-	enum cfg_apply apply; /* how `apply` changes it (cfg_diff ignores it, cfg_*_equal not) */
-	int line;             /* line of the section header, 0 when not from a file */
+	enum cfg_disk_bus bus; /* virtio */
+	enum cfg_apply apply;  /* how `apply` changes it (cfg_diff ignores it, cfg_*_equal not) */
+	int line;              /* line of the section header, 0 when not from a file */
 };
 
 /* A [net ID] section. */
@@ -93,7 +107,17 @@ struct cfg_net {
 	char *ifname; /* type = tap (required), bridge (optional tap name) */
 	bool
 	    restricted; /* type = user: restrict = yes isolates the guest from the host's network */
+	enum cfg_net_model model; /* virtio */
 	enum cfg_apply apply;
+	int line;
+};
+
+/* A [cdrom ID] section: a read-only optical drive (ide-cd) on the SATA/IDE controller. */
+struct cfg_cdrom {
+	char *id;
+	char *file; /* the medium (an ISO image); NULL: an empty drive */
+	bool boot;  /* in the boot order after the disks that say boot = yes (a blank disk falls
+	               through to the installer; an installed one boots itself) */
 	int line;
 };
 
@@ -114,10 +138,13 @@ struct vm_config {
 	unsigned restart_limit; /* attempts before staying crashed */
 	bool autostart;
 	enum cfg_console console;
+	enum cfg_display display; /* none */
 	struct cfg_disk *disks;
 	size_t ndisks;
 	struct cfg_net *nets;
 	size_t nnets;
+	struct cfg_cdrom *cdroms;
+	size_t ncdroms;
 };
 
 /*
@@ -148,8 +175,42 @@ void cfg_disk_copy(struct cfg_disk *dst, const struct cfg_disk *src);
 void cfg_disk_clear(struct cfg_disk *disk);
 void cfg_net_copy(struct cfg_net *dst, const struct cfg_net *src);
 void cfg_net_clear(struct cfg_net *net);
+void cfg_cdrom_copy(struct cfg_cdrom *dst, const struct cfg_cdrom *src);
+void cfg_cdrom_clear(struct cfg_cdrom *cdrom);
+bool cfg_cdrom_equal(const struct cfg_cdrom *a, const struct cfg_cdrom *b);
 const struct cfg_disk *cfg_vm_disk(const struct vm_config *vm, const char *id);
 const struct cfg_net *cfg_vm_net(const struct vm_config *vm, const char *id);
+const struct cfg_cdrom *cfg_vm_cdrom(const struct vm_config *vm, const char *id);
+
+/*
+ * A whole definition as the text an operator would write (cfg_write.c), for `qvmctl create`:
+ * header (may be NULL) as '#' comment lines, then [vm] with the keys that differ from their
+ * defaults (name and memory always), then every [disk], [net] and [cdrom] section. The text reads
+ * back (cfg_vm_load_text) as an equal definition. Caller frees.
+ */
+char *cfg_vm_format(const struct vm_config *vm, const char *header);
+/*
+ * Writes a new definition file: refuses when path exists; the text must load without errors
+ * (every error in *cause, "PATH:LINE: ..." lines); atomic (temp file in the same directory,
+ * fsync, link to path so an existing file is never replaced, fsync of the directory), mode 0644.
+ * Returns 0, or -1 with *cause.
+ */
+int cfg_write_create(const char *path, const char *text, char **cause);
+
+/*
+ * OS variants for `qvmctl create --os-variant` (cfg_variant.c): the defaults a variant picks
+ * for devices the guest's OS can drive without extra drivers.
+ */
+struct cfg_variant {
+	const char *name;    /* "linux", "windows", "generic" */
+	const char *summary; /* one line for `qvmctl help create` and the man page */
+	enum cfg_disk_bus bus;
+	enum cfg_net_model model_q35, model_pc;
+	enum cfg_display display;
+};
+/* The table (never empty) and its length; a name's entry or NULL. */
+const struct cfg_variant *cfg_variants(size_t *n);
+const struct cfg_variant *cfg_variant_find(const char *name);
 
 /*
  * The difference between what runs and what a file says (cfg_diff.c), for `apply` and `diff`:
@@ -268,6 +329,9 @@ const char *cfg_net_type_name(enum cfg_net_type t);
 int cfg_format_parse(const char *text, enum cfg_format *f);
 int cfg_cache_parse(const char *text, enum cfg_cache *c);
 int cfg_net_type_parse(const char *text, enum cfg_net_type *t);
+const char *cfg_disk_bus_name(enum cfg_disk_bus b);   /* "virtio", "sata" */
+const char *cfg_net_model_name(enum cfg_net_model m); /* "virtio", "e1000", "e1000e" */
+const char *cfg_display_name(enum cfg_display d);     /* "none", "vnc" */
 
 /*
  * Writer for --persist: adds one [disk ID] / [net ID] section at the end of a definition, or

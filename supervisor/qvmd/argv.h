@@ -35,7 +35,10 @@ struct argv_env {
 	const char *ovmf_code; /* firmware = uefi */
 	int qmp_fd;            /* >= 0: a listening socket QEMU inherits; < 0: -qmp unix:PATH */
 	const int *net_fds; /* per cfg net index: tap fd for type = bridge (or -1); may be NULL */
-	const struct argv_chain *disks;   /* per cfg disk index (required for every disk) */
+	const struct argv_chain *disks; /* per cfg disk index (required for every disk) */
+	/* per cfg cdrom index: the medium's descriptors (read-only: fd_rw -1, format raw), or
+	 * set -1 for an empty drive; may be NULL when no cdrom has a file */
+	const struct argv_image *cdroms;
 	const struct argv_image *fw_vars; /* firmware = uefi: the variable store (required) */
 };
 
@@ -65,6 +68,17 @@ char *argv_shell_line(char *const *argv);
 #define ARGV_NODE_FMT_FMT   "%s.fmt"
 #define ARGV_FW_VARS        "qvmd.fw-vars"
 #define ARGV_NETDEV_FMT     "%s.net"
+/*
+ * A cdrom ID is the ide-cd device with qdev id "ID" (what blockdev-open-tray, -insert-medium and
+ * -close-tray name); its medium the nodes "ID.file" (read-only "file" on an fdset whose opaque is
+ * "ID.file") and "ID.fmt" (raw, read-only), like a disk's image 0. bus = sata disks and cdroms
+ * take the SATA/IDE positions in that order (disks, then cdroms, each in file order): on q35
+ * position K is bus "ide.K", on pc bus "ide.(K/2)" unit K%2.
+ */
+#define ARGV_CDROM_DEVICE_FMT "%s"
+/* display = vnc: QEMU's VNC server is "-vnc none" (no socket of its own): qvmd listens on
+ * <run_dir>/<name>/vnc.sock and hands each accepted client over (getfd + add_client). */
+#define ARGV_VNC_SOCKET "vnc.sock"
 /* The serial console (console = log), below <run_dir>/<name>/ and <state_dir>/<name>/. */
 #define ARGV_CONSOLE_SOCKET "qemu/console.sock"
 #define ARGV_CONSOLE_LOG    "console.log"
