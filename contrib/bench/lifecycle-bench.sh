@@ -65,7 +65,6 @@ fw_vm() {
 		"$2" "$ACCEL" >"$T/$1/vms/$2.ini"
 }
 start_qvmd() { bench_start_qvmd "$QVMD" "$T/$1"; }
-}
 ctl() { "$QVMCTL" -s "$SOCK" "$@"; }
 # get KEY FILE: the value of a KEY=VALUE line.
 get() { sed -n "s/^$1=//p" "$2" | tail -n 1; }
