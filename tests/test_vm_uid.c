@@ -21,6 +21,7 @@
 struct fx {
 	char dir[64];
 	struct daemon_config conf;
+	struct vm_uid_books *books; /* a qvmd's, since its start */
 };
 
 static int
@@ -33,6 +34,7 @@ setup(void **state)
 	fx->conf.state_dir = fx->dir;
 	fx->conf.qemu_uid_first = 270100;
 	fx->conf.qemu_uid_last = 270102;
+	fx->books = vm_uid_books_new(&fx->conf);
 	*state = fx;
 	return 0;
 }
@@ -45,6 +47,7 @@ teardown(void **state)
 
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", fx->dir);
 	assert_int_equal(system(cmd), 0);
+	vm_uid_books_free(fx->books);
 	free(fx);
 	return 0;
 }
@@ -90,6 +93,14 @@ write_record(struct fx *fx, const char *name, const char *text)
 	fclose(f);
 }
 
+/* qvmd restarted: records written by hand while it was down are in its books. */
+static void
+restart(struct fx *fx)
+{
+	vm_uid_books_free(fx->books);
+	fx->books = vm_uid_books_new(&fx->conf);
+}
+
 static uid_t
 assign(struct fx *fx, const char *name)
 {
@@ -97,7 +108,7 @@ assign(struct fx *fx, const char *name)
 	char *cause = NULL;
 
 	vm_dir(fx, name);
-	if (vm_uid_assign(&fx->conf, name, &ids, &cause) < 0) {
+	if (vm_uid_assign(fx->books, name, &ids, &cause) < 0) {
 		print_error("%s\n", cause);
 		free(cause);
 		return 0;
@@ -123,7 +134,7 @@ test_vm_uid_each_vm_its_own_and_it_stays(void **state)
 	assert_int_equal(assign(fx, "c"), 270102);
 	/* The range is used up. */
 	vm_dir(fx, "d");
-	assert_int_equal(vm_uid_assign(&fx->conf, "d", &ids, &cause), -1);
+	assert_int_equal(vm_uid_assign(fx->books, "d", &ids, &cause), -1);
 	assert_string_equal(cause, "no free uid left in qemu_uid_range 270100-270102");
 	free(cause);
 	assert_null(record(fx, "d"));
@@ -137,10 +148,10 @@ test_vm_uid_release_frees_the_lowest(void **state)
 
 	assert_int_equal(assign(fx, "a"), 270100);
 	assert_int_equal(assign(fx, "b"), 270101);
-	vm_uid_release(&fx->conf, "a");
+	vm_uid_release(fx->books, "a");
 	assert_null(record(fx, "a"));
 	assert_int_equal(vm_uid_recorded(&fx->conf, "a", &ids), -1);
-	vm_uid_release(&fx->conf, "a"); /* twice: nothing to do */
+	vm_uid_release(fx->books, "a"); /* twice: nothing to do */
 	assert_int_equal(assign(fx, "c"), 270100);
 }
 
@@ -155,7 +166,8 @@ test_vm_uid_duplicate_record_is_refused(void **state)
 
 	assert_int_equal(assign(fx, "a"), 270100);
 	write_record(fx, "b", "270100 270100\n");
-	assert_int_equal(vm_uid_assign(&fx->conf, "b", &ids, &cause), -1);
+	restart(fx);
+	assert_int_equal(vm_uid_assign(fx->books, "b", &ids, &cause), -1);
 	snprintf(want, sizeof want,
 	         "qemu uid 270100 is recorded for vm a too (%s/a/qemu-uid): one uid is never "
 	         "shared; remove the wrong record",
@@ -168,6 +180,12 @@ test_vm_uid_duplicate_record_is_refused(void **state)
 	assert_string_equal(r[1].name, "b");
 	assert_int_equal(r[1].ids.uid, 270100);
 	vm_uid_records_free(r, n);
+	/* The operator removes the wrong record: the next start reads the records again instead of
+	 * trusting the books, and b gets a uid of its own. */
+	snprintf(want, sizeof want, "%s/b/qemu-uid", fx->dir);
+	assert_int_equal(unlink(want), 0);
+	assert_int_equal(assign(fx, "b"), 270101);
+	assert_int_equal(assign(fx, "a"), 270100);
 }
 
 static void
@@ -232,12 +250,12 @@ test_vm_uid_qemu_user(void **state)
 		struct vm_ids ids;
 		char *cause = NULL;
 
-		assert_int_equal(vm_uid_assign(&fx->conf, "a", &ids, &cause), 0);
+		assert_int_equal(vm_uid_assign(fx->books, "a", &ids, &cause), 0);
 		assert_int_equal(ids.uid, uid);
 		assert_int_equal(ids.gid, gid);
 		/* Every VM the same user: no duplicate error. */
 		vm_dir(fx, "b");
-		assert_int_equal(vm_uid_assign(&fx->conf, "b", &ids, &cause), 0);
+		assert_int_equal(vm_uid_assign(fx->books, "b", &ids, &cause), 0);
 		assert_int_equal(ids.uid, uid);
 	}
 	snprintf(want, sizeof want, "%u %u\n", (unsigned)uid, (unsigned)gid);

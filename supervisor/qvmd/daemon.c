@@ -76,7 +76,7 @@ static void
 daemon_vm_gone(struct daemon *d, struct vm *vm)
 {
 	log_info("vm %s: definition removed and vm stopped: forgetting it", vm_name(vm));
-	vm_uid_release(d->conf, vm_name(vm));
+	vm_uid_release(d->vm_env.uids, vm_name(vm));
 	daemon_remove_vm(d, vm);
 	event_base_once(d->base, -1, EV_TIMEOUT, vm_free_deferred, vm, NULL);
 }
@@ -133,6 +133,7 @@ daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *con
 	d->conf = conf;
 	d->vm_env.base = base;
 	d->vm_env.conf = conf;
+	d->vm_env.uids = vm_uid_books_new(conf);
 	d->vm_env.publish = env_publish;
 	d->vm_env.gone = env_gone;
 	d->vm_env.may_restart = env_may_restart;
@@ -438,7 +439,7 @@ daemon_check_uids(struct daemon *d)
 				    "qemu uid %u",
 				    r[i].name, (int)owner, (unsigned)r[i].ids.uid);
 			} else {
-				vm_uid_release(d->conf, r[i].name);
+				vm_uid_release(d->vm_env.uids, r[i].name);
 				free(r[i].name);
 				continue;
 			}

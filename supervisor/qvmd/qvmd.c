@@ -140,6 +140,7 @@ check_config(struct daemon_config *conf)
 	for (size_t i = 0; i < d.nvms; i++)
 		vm_free(d.vms[i]);
 	free(d.vms);
+	vm_uid_books_free(d.vm_env.uids);
 	event_base_free(d.base);
 	return n ? 1 : 0;
 }
@@ -559,6 +560,7 @@ main(int argc, char **argv)
 		vm_free(d.vms[i]);
 	event_base_loop(d.base, EVLOOP_NONBLOCK);
 	free(d.vms);
+	vm_uid_books_free(d.vm_env.uids);
 	event_base_free(d.base);
 	cfg_daemon_free(&conf);
 	close(lock_fd);

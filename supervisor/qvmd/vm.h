@@ -19,6 +19,7 @@ struct event_base;
 struct json_object;
 struct vm;
 struct vm_config;
+struct vm_uid_books;
 
 enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_PAUSED, VM_STOPPING, VM_CRASHED };
 
@@ -34,6 +35,7 @@ typedef void (*vm_done_cb)(struct json_object *result, enum proto_err code, cons
 struct vm_env {
 	struct event_base *base;
 	const struct daemon_config *conf;
+	struct vm_uid_books *uids; /* whom each QEMU runs as (vm_uid.h) */
 	/* Where the VM's events go (takes ev). */
 	void (*publish)(void *arg, const char *vm, struct json_object *ev);
 	/* The VM has no QEMU, no job and no definition any more: its owner may forget it (free it

@@ -98,7 +98,7 @@ helper_creds(struct vm *vm, struct proc_creds *creds, struct proc_path *path, bo
 		rc = 0;
 		goto out;
 	}
-	if (vm_uid_assign(vm->env.conf, vm->name, &ids, cause) < 0 ||
+	if (vm_uid_assign(vm->env.uids, vm->name, &ids, cause) < 0 ||
 	    own_dir(run, false, &ids, 0710, cause) < 0 ||
 	    own_dir(qemu_dir, true, &ids, 0700, cause) < 0)
 		goto out;

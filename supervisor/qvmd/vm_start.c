@@ -160,7 +160,7 @@ start_creds(struct vm *vm, const char *qemu_dir, struct proc_creds *creds, struc
 		rc = 0;
 		goto out;
 	}
-	if (vm_uid_assign(conf, vm->name, &ids, cause) < 0 ||
+	if (vm_uid_assign(vm->env.uids, vm->name, &ids, cause) < 0 ||
 	    start_own_dir(run, false, &ids, 0710, cause) < 0 ||
 	    start_own_dir(qemu_dir, true, &ids, 0700, cause) < 0 ||
 	    start_own_dir(state, false, &ids, 0710, cause) < 0)

@@ -192,6 +192,84 @@ vm_uid_records_free(struct vm_uid_record *r, size_t n)
 	free(r);
 }
 
+struct vm_uid_books {
+	const struct daemon_config *conf;
+	bool loaded;
+	struct vm_uid_record *r; /* sorted by name */
+	size_t n;
+};
+
+struct vm_uid_books *
+vm_uid_books_new(const struct daemon_config *conf)
+{
+	struct vm_uid_books *b = xcalloc(1, sizeof *b);
+
+	b->conf = conf;
+	return b;
+}
+
+void
+vm_uid_books_free(struct vm_uid_books *b)
+{
+	if (b == NULL)
+		return;
+	vm_uid_records_free(b->r, b->n);
+	free(b);
+}
+
+static void
+books_load(struct vm_uid_books *b)
+{
+	vm_uid_records_free(b->r, b->n);
+	b->r = vm_uid_records(b->conf, &b->n);
+	b->loaded = true;
+}
+
+/* The index of name's record, or of where it would go (*found false). */
+static size_t
+books_find(struct vm_uid_books *b, const char *name, bool *found)
+{
+	size_t lo = 0, hi;
+
+	if (!b->loaded)
+		books_load(b);
+	hi = b->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(b->r[mid].name, name);
+
+		if (c == 0) {
+			*found = true;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = false;
+	return lo;
+}
+
+/* Writes name's record and enters it in the books. */
+static int
+books_write(struct vm_uid_books *b, const char *name, const struct vm_ids *ids, char **cause)
+{
+	bool found;
+	size_t i = books_find(b, name, &found);
+
+	if (record_write(b->conf, name, ids, cause) < 0)
+		return -1;
+	if (!found) {
+		b->r = xrealloc(b->r, (b->n + 1) * sizeof *b->r);
+		memmove(&b->r[i + 1], &b->r[i], (b->n - i) * sizeof *b->r);
+		b->r[i].name = xstrdup(name);
+		b->n++;
+	}
+	b->r[i].ids = *ids;
+	return 0;
+}
+
 static bool
 in_range(const struct daemon_config *conf, uid_t uid)
 {
@@ -208,58 +286,69 @@ uid_cmp(const void *a, const void *b)
 
 /* The ids of qemu_user (checked at daemon start; the account may have changed since). */
 static int
-assign_user(const struct daemon_config *conf, const char *name, struct vm_ids *ids, char **cause)
+assign_user(struct vm_uid_books *b, const char *name, struct vm_ids *ids, char **cause)
 {
-	struct passwd *pw = getpwnam(conf->qemu_user);
-	struct vm_ids old;
+	struct passwd *pw = getpwnam(b->conf->qemu_user);
+	bool found;
+	size_t i;
 
 	if (pw == NULL || pw->pw_uid == 0 || pw->pw_gid == 0) {
-		*cause = xasprintf("qemu_user %s: %s", conf->qemu_user,
+		*cause = xasprintf("qemu_user %s: %s", b->conf->qemu_user,
 		                   pw == NULL ? "no such user" : "is root");
 		return -1;
 	}
 	ids->uid = pw->pw_uid;
 	ids->gid = pw->pw_gid;
-	if (record_read(conf, name, &old) == 0 && old.uid == ids->uid && old.gid == ids->gid)
+	i = books_find(b, name, &found);
+	if (found && b->r[i].ids.uid == ids->uid && b->r[i].ids.gid == ids->gid)
 		return 0;
-	return record_write(conf, name, ids, cause);
+	return books_write(b, name, ids, cause);
+}
+
+/* Another VM whose record holds uid, or NULL. */
+static const char *
+books_sharer(const struct vm_uid_books *b, const char *name, uid_t uid)
+{
+	for (size_t i = 0; i < b->n; i++)
+		if (b->r[i].ids.uid == uid && strcmp(b->r[i].name, name) != 0)
+			return b->r[i].name;
+	return NULL;
 }
 
 int
-vm_uid_assign(const struct daemon_config *conf, const char *name, struct vm_ids *ids, char **cause)
+vm_uid_assign(struct vm_uid_books *b, const char *name, struct vm_ids *ids, char **cause)
 {
-	struct vm_uid_record *r;
-	struct vm_ids own;
-	bool have_own;
+	const struct daemon_config *conf = b->conf;
+	const char *sharer;
 	uid_t *used;
 	size_t n, nused = 0;
 	unsigned long long u;
+	bool found;
 
 	if (conf->qemu_user != NULL)
-		return assign_user(conf, name, ids, cause);
-	have_own = record_read(conf, name, &own) == 0 && in_range(conf, own.uid);
-	r = vm_uid_records(conf, &n);
-	used = xcalloc(n + 1, sizeof *used);
-	for (size_t i = 0; i < n; i++) {
-		if (strcmp(r[i].name, name) == 0)
-			continue;
-		if (have_own && r[i].ids.uid == own.uid) {
+		return assign_user(b, name, ids, cause);
+	n = books_find(b, name, &found);
+	if (found && in_range(conf, b->r[n].ids.uid)) {
+		if (books_sharer(b, name, b->r[n].ids.uid) != NULL) {
+			books_load(b);
+			n = books_find(b, name, &found);
+		}
+		if (found && (sharer = books_sharer(b, name, b->r[n].ids.uid)) != NULL) {
 			*cause =
 			    xasprintf("qemu uid %u is recorded for vm %s too (%s/%s/" RECORD
 			              "): one uid is never shared; remove the wrong record",
-			              (unsigned)own.uid, r[i].name, conf->state_dir, r[i].name);
-			vm_uid_records_free(r, n);
-			free(used);
+			              (unsigned)b->r[n].ids.uid, sharer, conf->state_dir, sharer);
 			return -1;
 		}
-		used[nused++] = r[i].ids.uid;
+		if (found && in_range(conf, b->r[n].ids.uid)) {
+			*ids = b->r[n].ids;
+			return 0;
+		}
 	}
-	vm_uid_records_free(r, n);
-	if (have_own) {
-		free(used);
-		*ids = own;
-		return 0;
-	}
+	used = xcalloc(b->n + 1, sizeof *used);
+	for (size_t i = 0; i < b->n; i++)
+		if (strcmp(b->r[i].name, name) != 0)
+			used[nused++] = b->r[i].ids.uid;
 	qsort(used, nused, sizeof *used, uid_cmp);
 	for (u = conf->qemu_uid_first; u <= conf->qemu_uid_last; u++) {
 		uid_t cand = (uid_t)u;
@@ -270,7 +359,7 @@ vm_uid_assign(const struct daemon_config *conf, const char *name, struct vm_ids 
 		free(used);
 		ids->uid = cand;
 		ids->gid = (gid_t)cand;
-		if (record_write(conf, name, ids, cause) < 0)
+		if (books_write(b, name, ids, cause) < 0)
 			return -1;
 		log_info("vm %s: its qemu runs as uid %u gid %u", name, (unsigned)cand,
 		         (unsigned)cand);
@@ -289,10 +378,17 @@ vm_uid_recorded(const struct daemon_config *conf, const char *name, struct vm_id
 }
 
 void
-vm_uid_release(const struct daemon_config *conf, const char *name)
+vm_uid_release(struct vm_uid_books *b, const char *name)
 {
-	char *path = record_path(conf, name);
+	char *path = record_path(b->conf, name);
+	bool found;
+	size_t i = books_find(b, name, &found);
 
+	if (found) {
+		free(b->r[i].name);
+		memmove(&b->r[i], &b->r[i + 1], (b->n - i - 1) * sizeof *b->r);
+		b->n--;
+	}
 	if (unlink(path) == 0)
 		log_info("vm %s: its qemu uid is released", name);
 	else if (errno != ENOENT)
