@@ -248,8 +248,8 @@ cfg_read_file(const char *path, size_t max, size_t *lenp, char **cause)
 		}
 	}
 	close(fd);
-	if (buf == NULL)
-		buf = cfg_xmalloc(1);
+	/* The text is kept (a VM holds its definition's): no 8 KiB buffer for a 100-byte file. */
+	buf = cfg_xrealloc(buf, n + 1, 1);
 	buf[n] = '\0';
 	if (lenp != NULL)
 		*lenp = n;
