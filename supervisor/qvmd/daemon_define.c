@@ -316,6 +316,7 @@ build_config(struct daemon *d, const struct daemon_create *a, const char *path,
 			return PROTO_ERR_INVALID;
 		}
 		cfg->machine = CFG_MACHINE_PC;
+		cfg->hotplug_slots = 0; /* what the loader makes of pc: no spare root ports */
 	}
 	if (a->accel != NULL && strcmp(a->accel, "kvm") != 0) {
 		if (strcmp(a->accel, "tcg") != 0) {
@@ -644,7 +645,7 @@ undefine_images(struct daemon *d, struct vm *vm, const struct vm_config *cfg, bo
 		char real[PATH_MAX], *why;
 
 		if (!remove) {
-			add_kept(kept, file, "not asked to remove disks (--remove-disks)");
+			add_kept(kept, file, "no --remove-disks");
 			continue;
 		}
 		if (realpath(file, real) == NULL) {
