@@ -11,6 +11,9 @@
 #include "ctl_print.h"
 #include "xalloc.h"
 
+/* Defined in ctl_define.c. */
+extern const struct ctl_verb ctl_verb_create, ctl_verb_undefine;
+
 /* One verb a line, in the order the overview lists them. */
 /* clang-format off */
 const struct ctl_verb *const ctl_verbs[] = {
@@ -30,6 +33,8 @@ const struct ctl_verb *const ctl_verbs[] = {
 	&ctl_verb_reload,
 	&ctl_verb_version,
 	&ctl_verb_help,
+	&ctl_verb_create,
+	&ctl_verb_undefine,
 	&ctl_verb_attach_disk,
 	&ctl_verb_attach_net,
 	&ctl_verb_detach,
@@ -191,6 +196,13 @@ ctl_verb_parse(const struct ctl_verb *verb, int argc, char **argv, struct ctl_ar
 
 	memset(args, 0, sizeof *args);
 	args->verb = verb;
+	/* create's --disk and --net repeat, and it has more options than args->value holds: it
+	 * parses its own command line, given whole (the verb first), as vmctl's verbs do. */
+	if (verb == &ctl_verb_create) {
+		args->argc = argc;
+		args->argv = argv;
+		return CTL_EXIT_OK;
+	}
 	for (; verb->opts != NULL && verb->opts[n].name != NULL; n++) {
 		if (n == CTL_OPTS_MAX)
 			fatal("verb %s has too many options", verb->name);

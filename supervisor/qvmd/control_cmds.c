@@ -650,6 +650,115 @@ cmd_backup_verify(struct control_reply *r, struct vm *vm, const char *n, struct 
 	vm_backup_verify(vm, id, !wait, control_done, r);
 }
 
+/* Whether obj (an element of args.NAME) holds only the keys of known; else a reply. */
+static bool
+arg_keys(struct control_reply *r, struct json_object *obj, const char *name,
+         const char *const *known)
+{
+	if (!json_object_is_type(obj, json_type_object)) {
+		reply_error(r, PROTO_ERR_INVALID, "create: args.%s must be an array of objects",
+		            name);
+		return false;
+	}
+	json_object_object_foreach(obj, key, val)
+	{
+		bool ok = false;
+
+		(void)val;
+		for (const char *const *k = known; *k != NULL && !ok; k++)
+			ok = strcmp(*k, key) == 0;
+		if (!ok) {
+			reply_error(r, PROTO_ERR_INVALID, "create: unknown argument args.%s[].%s",
+			            name, key);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* The array args.name (absent: n 0), at most max long; false (and a reply) when malformed. */
+static bool
+arg_array(struct control_reply *r, struct json_object *args, const char *name, size_t max,
+          struct json_object **arr, size_t *n)
+{
+	*arr = NULL;
+	*n = 0;
+	if (args == NULL || !json_object_object_get_ex(args, name, arr) || *arr == NULL)
+		return true;
+	if (!json_object_is_type(*arr, json_type_array) || json_object_array_length(*arr) > max) {
+		reply_error(r, PROTO_ERR_INVALID, "create: args.%s must be an array of at most %zu",
+		            name, max);
+		return false;
+	}
+	*n = json_object_array_length(*arr);
+	return true;
+}
+
+/*
+ * create: vm (the new name), args.memory_bytes (required), vcpus, machine, accel, os_variant,
+ * autostart, start, disks [{id, path, format, size_bytes}], nets [{type, bridge, ifname,
+ * restrict}], cdrom.
+ */
+static void
+cmd_create(struct control_reply *r, struct vm *unused, const char *name, struct json_object *args)
+{
+	static const char *const disk_keys[] = {"id", "path", "format", "size_bytes", NULL};
+	static const char *const net_keys[] = {"type", "bridge", "ifname", "restrict", NULL};
+	struct daemon_create_disk disks[CFG_PORTS_MAX];
+	struct daemon_create_net nets[CFG_PORTS_MAX];
+	struct daemon_create a = {.name = name, .uid = r->uid, .disks = disks, .nets = nets};
+	struct json_object *jd, *jn;
+	uint64_t vcpus = 0;
+
+	if (name == NULL)
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "create: \"vm\" (the new name) is required");
+	if (!arg_uint(r, args, "memory_bytes", &a.memory) || !arg_uint(r, args, "vcpus", &vcpus) ||
+	    !arg_str(r, args, "machine", &a.machine) || !arg_str(r, args, "accel", &a.accel) ||
+	    !arg_str(r, args, "os_variant", &a.os_variant) ||
+	    !arg_bool(r, args, "autostart", &a.autostart) ||
+	    !arg_bool(r, args, "start", &a.start) || !arg_str(r, args, "cdrom", &a.cdrom) ||
+	    !arg_array(r, args, "disks", CFG_PORTS_MAX, &jd, &a.ndisks) ||
+	    !arg_array(r, args, "nets", CFG_PORTS_MAX, &jn, &a.nnets))
+		return;
+	if (a.memory == 0)
+		return reply_error(r, PROTO_ERR_INVALID, "create: args.memory_bytes is required");
+	if (vcpus > 1024)
+		return reply_error(r, PROTO_ERR_INVALID, "create: args.vcpus is out of range");
+	a.vcpus = (unsigned)vcpus;
+	for (size_t i = 0; i < a.ndisks; i++) {
+		struct json_object *o = json_object_array_get_idx(jd, i);
+
+		memset(&disks[i], 0, sizeof disks[i]);
+		if (!arg_keys(r, o, "disks", disk_keys) || !arg_str(r, o, "id", &disks[i].id) ||
+		    !arg_str(r, o, "path", &disks[i].path) ||
+		    !arg_str(r, o, "format", &disks[i].format) ||
+		    !arg_uint(r, o, "size_bytes", &disks[i].size))
+			return;
+	}
+	for (size_t i = 0; i < a.nnets; i++) {
+		struct json_object *o = json_object_array_get_idx(jn, i);
+
+		memset(&nets[i], 0, sizeof nets[i]);
+		if (!arg_keys(r, o, "nets", net_keys) || !arg_str(r, o, "type", &nets[i].type) ||
+		    !arg_str(r, o, "bridge", &nets[i].bridge) ||
+		    !arg_str(r, o, "ifname", &nets[i].ifname) ||
+		    !arg_bool(r, o, "restrict", &nets[i].restricted))
+			return;
+	}
+	daemon_create(control_daemon(r->c), &a, control_done, r);
+}
+
+/* undefine: args.remove_disks. */
+static void
+cmd_undefine(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	bool remove_disks = false;
+
+	if (arg_bool(r, args, "remove_disks", &remove_disks))
+		daemon_undefine(control_daemon(r->c), vm, remove_disks, control_done, r);
+}
+
 static const char *const args_snapshot[] = {"tag", "note", "disk_only", "exclude", "wait", NULL};
 static const char *const args_tag[] = {"tag", "wait", NULL};
 static const char *const args_job_cancel[] = {"job", NULL};
@@ -663,6 +772,10 @@ static const char *const args_attach_disk[] = {"id",       "file",        "forma
 static const char *const args_attach_net[] = {"id",     "type",     "mac",     "bridge",
                                               "ifname", "restrict", "persist", NULL};
 static const char *const args_apply[] = {"dry_run", NULL};
+static const char *const args_create[] = {"memory_bytes", "vcpus",     "machine", "accel",
+                                          "os_variant",   "autostart", "start",   "disks",
+                                          "nets",         "cdrom",     NULL};
+static const char *const args_undefine[] = {"remove_disks", NULL};
 static const char *const args_detach[] = {"id", "persist", "timeout_ms", NULL};
 static const char *const args_powerdown[] = {"timeout_ms", "wait", "all", NULL};
 static const char *const args_timeout[] = {"timeout_ms", NULL};
@@ -680,6 +793,7 @@ static const struct control_cmd control_cmds[] = {
     {"backup-verify", CMD_VM_REQUIRED, args_backup_verify, cmd_backup_verify},
     {"backups", CMD_VM_REQUIRED, NULL, cmd_backups},
     {"console", CMD_VM_REQUIRED, args_console, control_console},
+    {"create", CMD_VM_OPTIONAL, args_create, cmd_create},
     {"detach", CMD_VM_REQUIRED, args_detach, cmd_detach},
     {"devices", CMD_VM_REQUIRED, NULL, cmd_devices},
     {"diff", CMD_VM_REQUIRED, NULL, cmd_diff},
@@ -703,6 +817,7 @@ static const struct control_cmd control_cmds[] = {
     {"start", CMD_VM_OPTIONAL, args_start, cmd_start},
     {"status", CMD_VM_REQUIRED, NULL, cmd_status},
     {"subscribe", CMD_VM_OPTIONAL, args_subscribe, cmd_subscribe},
+    {"undefine", CMD_VM_REQUIRED, args_undefine, cmd_undefine},
     {"version", CMD_VM_NONE, NULL, cmd_version},
 };
 

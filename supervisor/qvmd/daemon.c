@@ -52,7 +52,7 @@ daemon_publish(struct daemon *d, const char *vm, struct json_object *ev)
 	json_object_put(ev);
 }
 
-static void
+void
 daemon_remove_vm(struct daemon *d, struct vm *vm)
 {
 	for (size_t i = 0; i < d->nvms; i++) {
@@ -143,7 +143,7 @@ daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *con
 }
 
 /* Adds a VM to the sorted table. */
-static void
+void
 daemon_add_vm(struct daemon *d, struct vm *vm)
 {
 	d->vms = xrealloc(d->vms, (d->nvms + 1) * sizeof *d->vms);

@@ -10,6 +10,7 @@
 
 struct control;
 struct daemon_config;
+struct define_op;
 struct event_base;
 struct json_object;
 struct vm;
@@ -25,7 +26,8 @@ struct daemon {
 	size_t nvms;
 	struct control *control;
 	bool stopping;
-	unsigned restarts_held; /* powerdowns of every VM in progress: no restart policy runs */
+	unsigned restarts_held;    /* powerdowns of every VM in progress: no restart policy runs */
+	struct define_op *defines; /* creates in progress (daemon_define.c) */
 };
 
 /* Sets up an empty daemon on base with conf (both borrowed). */
@@ -57,5 +59,56 @@ void daemon_restart(struct daemon *d, struct vm *vm, uint64_t timeout_ms, vm_don
 void daemon_log_reload(struct json_object *res);
 /* Publishes an event to subscribers (takes ownership of ev). */
 void daemon_publish(struct daemon *d, const char *vm, struct json_object *ev);
+/* The VM table (daemon.c) for daemon_define.c: adds a VM (taken), or takes one out (the caller
+ * frees it, on a later loop turn). */
+void daemon_add_vm(struct daemon *d, struct vm *vm);
+void daemon_remove_vm(struct daemon *d, struct vm *vm);
+
+/*
+ * qvmctl create (daemon_define.c): a new VM from a request. Strings are borrowed; defaults: vcpus
+ * 1, machine q35, accel kvm, os_variant linux. Disks without a path get a new image
+ * image_dirs[0]/NAME-ID.qcow2 of size bytes; with a path, the file is used, or created when
+ * missing and a size is given. Only root (uid 0) may name files outside image_dirs.
+ */
+struct daemon_create_disk {
+	const char *id;     /* NULL: disk0, disk1 ... */
+	const char *path;   /* NULL: a new image in image_dirs[0] */
+	const char *format; /* NULL: qcow2 */
+	uint64_t size;      /* bytes; 0: none (the file must exist) */
+};
+struct daemon_create_net {
+	const char *type; /* user (NULL), tap, bridge */
+	const char *bridge, *ifname;
+	bool restricted; /* type user: restrict = yes */
+};
+struct daemon_create {
+	const char *name;
+	uint64_t memory;
+	unsigned vcpus;
+	const char *machine, *accel, *os_variant; /* NULL: the default */
+	bool autostart, start;
+	const struct daemon_create_disk *disks;
+	size_t ndisks;
+	const struct daemon_create_net *nets;
+	size_t nnets;
+	const char *cdrom; /* the installer's ISO, or NULL */
+	uid_t uid;         /* the requester */
+};
+/*
+ * Checks everything, creates the images, writes vm_dir/NAME.ini (the text cfg_vm_format makes,
+ * validated by the loader first), loads the VM and starts it with a->start. On any failure before
+ * the start nothing is left (no file, no image made). Answers {name, path, definition,
+ * images_created, started}; a failed start is an error that says the VM is defined.
+ */
+void daemon_create(struct daemon *d, const struct daemon_create *a, vm_done_cb cb, void *arg);
+/* Fails every create in progress (qvmd exits) and removes what they made. */
+void daemon_define_abort(struct daemon *d);
+/*
+ * qvmctl undefine: removes a stopped VM's definition file, run and state directories, and (with
+ * remove_disks) each disk image below image_dirs that no other VM names; backups stay. Refused
+ * with busy while it has a QEMU or a job. Answers {name, removed_file, removed_images,
+ * kept_images: [{file, reason}], backups_kept}.
+ */
+void daemon_undefine(struct daemon *d, struct vm *vm, bool remove_disks, vm_done_cb cb, void *arg);
 
 #endif
