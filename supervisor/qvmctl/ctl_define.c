@@ -1,9 +1,7 @@
 /*
  * qvmctl create and undefine: a new VM from options (the virt-install of qvmd), written by the
- * daemon into vm_dir as the file an operator would write; and its removal. create's --disk and
- * --net repeat, so create parses its own command line here (getopt over the verb table's options).
+ * daemon into vm_dir as the file an operator would write; and its removal.
  */
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -215,93 +213,62 @@ create_option(struct ctl *ctl, const char *name, const char *value, struct json_
 	return CTL_EXIT_OK;
 }
 
-/* Parses create's command line (args->argv: the verb first) into a request; CTL_EXIT_OK, a
- * usage error, or -1 after --help. */
+/* Turns create's parsed options into a request; CTL_EXIT_OK or a usage error. */
 static int
-create_parse(struct ctl *ctl, struct ctl_args *args, struct json_object *req, const char **name)
+create_parse(struct ctl *ctl, struct ctl_args *args, struct json_object *req)
 {
-	struct option longopts[sizeof ctl_create_opts / sizeof ctl_create_opts[0] + 1];
 	struct json_object *disks = json_object_new_array(), *nets = json_object_new_array();
-	char *keep[CTL_DEFINE_DEVICES_MAX] = {NULL}, *why;
-	size_t nkeep = 0, n = 0;
-	int ch, idx, rc = CTL_EXIT_OK;
+	char *keep[CTL_DEFINE_DEVICES_MAX] = {NULL};
+	const char *const *disk, *const *net;
+	size_t ndisk = ctl_args_all(args, "disk", &disk), nnet = ctl_args_all(args, "net", &net);
+	size_t nkeep = 0;
+	int rc = CTL_EXIT_OK;
 
 	json_object_object_add(req, "disks", disks);
 	json_object_object_add(req, "nets", nets);
-	for (; ctl_create_opts[n].name != NULL; n++)
-		longopts[n] =
-		    (struct option){ctl_create_opts[n].name,
-		                    ctl_create_opts[n].has_value ? required_argument : no_argument,
-		                    NULL, 256 + (int)n};
-	longopts[n] = (struct option){"help", no_argument, NULL, 'h'};
-	longopts[n + 1] = (struct option){NULL, 0, NULL, 0};
-	optind = 0;
-	opterr = 0;
-	while (rc == CTL_EXIT_OK &&
-	       (ch = getopt_long(args->argc, args->argv, ":h", longopts, &idx)) != -1) {
-		const char *opt = ch >= 256 ? ctl_create_opts[ch - 256].name : NULL;
-		struct json_object *o;
+	if (ndisk + nnet > CTL_DEFINE_DEVICES_MAX)
+		return ctl_usage_error(ctl, "create: at most %d disks and NICs",
+		                       CTL_DEFINE_DEVICES_MAX);
+	for (size_t i = 0; rc == CTL_EXIT_OK && i < ndisk; i++) {
+		struct json_object *o = json_object_new_object();
 
-		if (ch == 'h') {
-			ctl_usage_verb(stdout, ctl->verb);
-			rc = -1;
-		} else if (ch == ':') {
-			rc = ctl_usage_error(ctl, "create: option '%s' needs a value",
-			                     args->argv[optind - 1]);
-		} else if (ch == '?') {
-			rc = ctl_usage_error(ctl, "create: unknown option '%s'",
-			                     args->argv[optind - 1]);
-		} else if (strcmp(opt, "disk") == 0 || strcmp(opt, "net") == 0) {
-			if (json_object_array_length(disks) + json_object_array_length(nets) >=
-			    CTL_DEFINE_DEVICES_MAX) {
-				rc = ctl_usage_error(ctl, "create: at most %d disks and NICs",
-				                     CTL_DEFINE_DEVICES_MAX);
-				break;
-			}
-			o = json_object_new_object();
-			json_object_array_add(strcmp(opt, "disk") == 0 ? disks : nets, o);
-			rc = strcmp(opt, "disk") == 0 ? parse_disk(ctl, optarg, o, &keep[nkeep++])
-			                              : parse_net(ctl, optarg, o);
-		} else if (json_object_object_get_ex(req,
-		                                     strcmp(opt, "memory") == 0 ? "memory_bytes"
-		                                     : strcmp(opt, "os-variant") == 0 ? "os_variant"
-		                                                                      : opt,
-		                                     NULL)) {
-			rc = ctl_usage_error(ctl, "create: --%s given twice", opt);
-		} else {
-			rc = create_option(ctl, opt,
-			                   ctl_create_opts[ch - 256].has_value ? optarg : "", req);
-		}
+		json_object_array_add(disks, o);
+		rc = parse_disk(ctl, disk[i], o, &keep[nkeep++]);
+	}
+	for (size_t i = 0; rc == CTL_EXIT_OK && i < nnet; i++) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_array_add(nets, o);
+		rc = parse_net(ctl, net[i], o);
 	}
 	for (size_t i = 0; i < nkeep; i++)
 		free(keep[i]);
-	if (rc != CTL_EXIT_OK)
-		return rc;
-	if (args->argc - optind != 1)
-		return ctl_usage_error(ctl, "create: %s",
-		                       args->argc - optind < 1 ? "missing arguments"
-		                                               : "too many arguments");
-	*name = args->argv[optind];
-	if ((why = cfg_name_problem(*name)) != NULL) {
-		rc = ctl_usage_error(ctl, "create: %s", why);
-		free(why);
-		return rc;
+	for (size_t i = 0; rc == CTL_EXIT_OK && ctl_create_opts[i].name != NULL; i++) {
+		const char *opt = ctl_create_opts[i].name, *const * v;
+		size_t n;
+
+		if (strcmp(opt, "disk") == 0 || strcmp(opt, "net") == 0)
+			continue;
+		if ((n = ctl_args_all(args, opt, &v)) > 1)
+			rc = ctl_usage_error(ctl, "create: --%s given twice", opt);
+		else if (n == 1)
+			rc = create_option(ctl, opt, v[0], req);
 	}
-	if (!json_object_object_get_ex(req, "memory_bytes", NULL))
-		return ctl_usage_error(ctl, "create: --memory SIZE is required");
-	return CTL_EXIT_OK;
+	if (rc == CTL_EXIT_OK && !json_object_object_get_ex(req, "memory_bytes", NULL))
+		rc = ctl_usage_error(ctl, "create: --memory SIZE is required");
+	return rc;
 }
 
 static int
 ctl_create(struct ctl *ctl, struct ctl_args *args)
 {
 	struct json_object *req = json_object_new_object(), *reply, *res, *imgs;
-	const char *name = NULL;
+	const char *name = args->argv[0];
 	int rc;
 
-	if ((rc = create_parse(ctl, args, req, &name)) != CTL_EXIT_OK) {
+	if ((rc = create_parse(ctl, args, req)) != CTL_EXIT_OK) {
 		json_object_put(req);
-		return rc == -1 ? CTL_EXIT_OK : rc;
+		return rc;
 	}
 	if ((rc = ctl_call(ctl, "create", name, req, &reply, &res)) != CTL_EXIT_OK)
 		return rc;

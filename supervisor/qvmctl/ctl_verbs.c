@@ -12,7 +12,6 @@
 #include "xalloc.h"
 
 /* Defined in ctl_define.c. */
-extern const struct ctl_verb ctl_verb_create, ctl_verb_undefine;
 
 /* One verb a line, in the order the overview lists them. */
 /* clang-format off */
@@ -196,13 +195,6 @@ ctl_verb_parse(const struct ctl_verb *verb, int argc, char **argv, struct ctl_ar
 
 	memset(args, 0, sizeof *args);
 	args->verb = verb;
-	/* create's --disk and --net repeat, and it has more options than args->value holds: it
-	 * parses its own command line, given whole (the verb first), as vmctl's verbs do. */
-	if (verb == &ctl_verb_create) {
-		args->argc = argc;
-		args->argv = argv;
-		return CTL_EXIT_OK;
-	}
 	for (; verb->opts != NULL && verb->opts[n].name != NULL; n++) {
 		if (n == CTL_OPTS_MAX)
 			fatal("verb %s has too many options", verb->name);
@@ -235,7 +227,13 @@ ctl_verb_parse(const struct ctl_verb *verb, int argc, char **argv, struct ctl_ar
 			return ctl_usage_error(&ctl, "%s: unknown option '%s'", verb->name,
 			                       argv[optind - 1]);
 		}
-		args->value[ch - 256] = verb->opts[ch - 256].has_value ? optarg : "";
+		idx = ch - 256;
+		args->value[idx] = verb->opts[idx].has_value ? optarg : "";
+		if (args->nall[idx] == CTL_OPT_REPEAT_MAX)
+			return ctl_usage_error(&ctl, "%s: option '--%s' given more than %d times",
+			                       verb->name, verb->opts[idx].name,
+			                       CTL_OPT_REPEAT_MAX);
+		args->all[idx][args->nall[idx]++] = args->value[idx];
 	}
 	args->argc = argc - optind;
 	args->argv = argv + optind;
@@ -266,6 +264,15 @@ const char *
 ctl_args_get(const struct ctl_args *args, const char *name)
 {
 	return args->value[ctl_opt_index(args->verb, name)];
+}
+
+size_t
+ctl_args_all(const struct ctl_args *args, const char *name, const char *const **values)
+{
+	size_t i = ctl_opt_index(args->verb, name);
+
+	*values = args->all[i];
+	return args->nall[i];
 }
 
 bool

@@ -35,7 +35,10 @@ struct ctl {
 	struct ctl_client *client;
 };
 
-#define CTL_OPTS_MAX 8
+#define CTL_OPTS_MAX 12
+/* Occurrences kept of one option (create's --disk and --net repeat; a VM has at most
+ * CFG_PORTS_MAX devices). */
+#define CTL_OPT_REPEAT_MAX 32
 
 /* A long option of a verb ("--timeout D" has a value, "--persist" does not). */
 struct ctl_opt {
@@ -49,7 +52,10 @@ struct ctl_args {
 	const struct ctl_verb *verb;
 	int argc; /* positional arguments, options removed */
 	char **argv;
-	const char *value[CTL_OPTS_MAX]; /* by index in the verb's opts; NULL when not given */
+	const char *value[CTL_OPTS_MAX]; /* by index in the verb's opts; NULL when not given; the
+	                                    last one when given more than once */
+	const char *all[CTL_OPTS_MAX][CTL_OPT_REPEAT_MAX]; /* every occurrence, in order */
+	size_t nall[CTL_OPTS_MAX];
 };
 
 struct ctl_verb {
@@ -75,6 +81,7 @@ extern const struct ctl_verb ctl_verb_snapshot, ctl_verb_snapshots, ctl_verb_rev
 extern const struct ctl_verb ctl_verb_backup, ctl_verb_backups, ctl_verb_restore,
     ctl_verb_backup_verify, ctl_verb_backup_prune;
 extern const struct ctl_verb ctl_verb_apply, ctl_verb_diff;
+extern const struct ctl_verb ctl_verb_create, ctl_verb_undefine;
 
 /* The table, NULL-terminated, in the order usage lists it. */
 extern const struct ctl_verb *const ctl_verbs[];
@@ -93,6 +100,8 @@ int ctl_verb_parse(const struct ctl_verb *verb, int argc, char **argv, struct ct
 /* The value of option name: NULL when not given, "" for a given flag. */
 const char *ctl_args_get(const struct ctl_args *args, const char *name);
 bool ctl_args_has(const struct ctl_args *args, const char *name);
+/* Every value option name was given, in command-line order; returns how many (0: none). */
+size_t ctl_args_all(const struct ctl_args *args, const char *name, const char *const **values);
 
 /*
  * Prints a failure the one way qvmctl does: with --json one {"code","message"} object on stdout,

@@ -720,7 +720,7 @@ daemon_undefine(struct daemon *d, struct vm *vm, bool remove_disks, vm_done_cb c
 	free(backups);
 
 	daemon_remove_vm(d, vm);
-	vm_uid_release(d->conf, vm_name(vm));
+	vm_uid_release(d->vm_env.uids, vm_name(vm));
 	if (vm_define_remove_dirs(vm, &cause) < 0) {
 		log_warn("vm %s: %s", vm_name(vm), cause);
 		json_object_object_add(res, "warning", json_object_new_string(cause));

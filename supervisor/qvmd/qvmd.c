@@ -553,6 +553,7 @@ main(int argc, char **argv)
 	/* Jobs in flight end now, and their clients hear why before the socket goes. */
 	for (size_t i = 0; i < d.nvms; i++)
 		vm_detach(d.vms[i]);
+	daemon_define_abort(&d); /* a create still making images removes them */
 	control_free(d.control);
 	d.control = NULL;
 	event_base_loop(d.base, EVLOOP_NONBLOCK);
