@@ -560,6 +560,8 @@ ini_subsection(const char *ident)
 		return "The [disk id] section";
 	if (strcmp(ident, "net_keys") == 0)
 		return "The [net id] section";
+	if (strcmp(ident, "cdrom_keys") == 0)
+		return "The [cdrom id] section";
 	return NULL;
 }
 

@@ -112,7 +112,10 @@ vm_devs_init(struct vm *vm)
 	vm_devs_clear(vm);
 	for (size_t i = 0; i < cfg->ndisks; i++) {
 		snprintf(port, sizeof port, ARGV_COLD_PORT_FMT, cfg->disks[i].id);
-		vm_devs_add(vm, vm_dev_new_disk(&cfg->disks[i], q35 ? port : NULL));
+		/* A sata disk sits on the SATA/IDE controller, on no root port. */
+		vm_devs_add(
+		    vm, vm_dev_new_disk(&cfg->disks[i],
+		                        q35 && cfg->disks[i].bus == CFG_BUS_VIRTIO ? port : NULL));
 		vm->devs[vm->ndevs - 1]->cold = true;
 	}
 	for (size_t i = 0; i < cfg->nnets; i++) {

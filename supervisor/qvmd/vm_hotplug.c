@@ -1776,6 +1776,15 @@ detach_begin(struct hp_op *op, struct vm_dev *dev, vm_done_cb cb, void *arg)
 {
 	struct vm *vm = op->vm;
 
+	if (dev->is_disk && dev->disk.bus == CFG_BUS_SATA) {
+		refuse(cb, arg, PROTO_ERR_INVALID,
+		       xasprintf("vm %s: disk %s is on the SATA controller, which has no hot-plug: "
+		                 "remove it from the definition (detach --persist on the stopped "
+		                 "vm, or edit the file) and restart",
+		                 vm->name, op->id));
+		hp_free(op);
+		return false;
+	}
 	/* The removal is recorded before device_del goes out: a qvmd restarted after the guest
 	 * let go must know the device is leaving (vm_hotplug_reconcile finishes the removal). */
 	dev->pending_removal = true;

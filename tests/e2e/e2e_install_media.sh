@@ -46,6 +46,10 @@ check "the sata disk is an ide-hd" contains \
 check "the NIC is an e1000" contains \
 	"$(jctl qmp m1 qom-get '{"path":"/machine/peripheral/lan0","property":"type"}')" "e1000"
 check "the image of the sata disk was created" [ -s "$T/images/m1-root.qcow2" ]
+out=$(ctl detach m1 root 2>&1)
+check "detach of a sata disk is refused up front ($out)" contains "$out" "SATA controller, which has no hot-plug"
+check "... and the disk is still there" contains \
+	"$(jctl qmp m1 qom-get '{"path":"/machine/peripheral/root","property":"type"}')" "ide-hd"
 
 cat >>"$INI" <<EOF
 
