@@ -133,6 +133,23 @@ write_all(int fd, const char *p, size_t n)
  * we may), fsynced, loaded again to be sure it is valid, renamed over the original, and the
  * directory fsynced so the rename itself is durable.
  */
+/* Makes a new directory entry durable: 0, or -1 with *cause (the file itself is in place). */
+static int
+sync_dir(const char *path, const char *dir, char **cause)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), saved;
+
+	if (dfd >= 0 && fsync(dfd) == 0) {
+		close(dfd);
+		return 0;
+	}
+	saved = errno;
+	if (dfd >= 0)
+		close(dfd);
+	*cause = cfg_xprintf("%s: written, but syncing %s failed: %s", path, dir, strerror(saved));
+	return -1;
+}
+
 static int
 replace_file(const char *path, const struct original *o, const char *text, size_t len, char **cause)
 {
@@ -143,7 +160,7 @@ replace_file(const char *path, const struct original *o, const char *text, size_
 	struct cfg_diag d;
 	struct stat st;
 	size_t backlen;
-	int fd, dfd, saved, ret = -1;
+	int fd, saved, ret = -1;
 
 	cfg_errors_init(&errs);
 	tmp = cfg_xprintf("%s/.%s.tmpXXXXXX", dir, base);
@@ -190,17 +207,7 @@ replace_file(const char *path, const struct original *o, const char *text, size_
 		*cause = cfg_xprintf("%s: cannot replace %s: %s", path, o->real, strerror(errno));
 		goto unlink;
 	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0) {
-		saved = errno;
-		if (dfd >= 0)
-			close(dfd);
-		*cause = cfg_xprintf("%s: written, but syncing %s failed: %s", path, dir,
-		                     strerror(saved));
-		goto out;
-	}
-	close(dfd);
-	ret = 0;
+	ret = sync_dir(path, dir, cause);
 	goto out;
 unlink:
 	saved = errno;
@@ -635,7 +642,7 @@ cfg_write_create(const char *path, const char *text, char **cause)
 	struct cfg_errors errs;
 	struct vm_config *vm;
 	struct stat st;
-	int fd, dfd, saved, ret = -1;
+	int fd, saved, ret = -1;
 
 	cfg_errors_init(&errs);
 	/* The same loader as a reload: what is written is a definition qvmd accepts. */
@@ -677,17 +684,7 @@ cfg_write_create(const char *path, const char *text, char **cause)
 		goto unlink;
 	}
 	unlink(tmp);
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0) {
-		saved = errno;
-		if (dfd >= 0)
-			close(dfd);
-		*cause = cfg_xprintf("%s: written, but syncing %s failed: %s", path, dir,
-		                     strerror(saved));
-		goto out;
-	}
-	close(dfd);
-	ret = 0;
+	ret = sync_dir(path, dir, cause);
 	goto out;
 unlink:
 	saved = errno;
