@@ -72,6 +72,10 @@ cfg_net_check(const struct cfg_net *net, char **cause)
 		*cause = cfg_xprintf("[net %s] type: not user, tap or bridge", id);
 		return -1;
 	}
+	if ((unsigned)net->model > CFG_NET_MODEL_E1000E) {
+		*cause = cfg_xprintf("[net %s] model: not virtio, e1000 or e1000e", id);
+		return -1;
+	}
 	if (net->mac_given) {
 		const char *problem;
 
@@ -98,6 +102,7 @@ cfg_net_check(const struct cfg_net *net, char **cause)
 	given[NK_BRIDGE] = net->bridge != NULL;
 	given[NK_IFNAME] = net->ifname != NULL;
 	given[NK_RESTRICT] = net->restricted;
+	given[NK_MODEL] = true;
 	if (cfg_net_rules(net, given, first_rule, &why) > 0) {
 		*cause = cfg_xprintf("[net %s] %s", id, why);
 		free(why);
@@ -133,6 +138,14 @@ cfg_disk_check(const struct cfg_disk *disk, char **cause)
 	}
 	if ((unsigned)disk->format > CFG_FORMAT_RAW) {
 		*cause = cfg_xprintf("[disk %s] format: not qcow2 or raw", id);
+		return -1;
+	}
+	if ((unsigned)disk->bus > CFG_BUS_SATA) {
+		*cause = cfg_xprintf("[disk %s] bus: not virtio or sata", id);
+		return -1;
+	}
+	if (disk->readonly && disk->bus == CFG_BUS_SATA) {
+		*cause = cfg_xprintf("[disk %s] readonly: %s", id, CFG_SATA_READONLY_WHY);
 		return -1;
 	}
 	if ((unsigned)disk->cache > CFG_CACHE_UNSAFE) {

@@ -19,7 +19,7 @@ cfg_disk_equal(const struct cfg_disk *a, const struct cfg_disk *b)
 {
 	return str_equal(a->id, b->id) && str_equal(a->file, b->file) && a->format == b->format &&
 	       a->size == b->size && a->readonly == b->readonly && a->cache == b->cache &&
-	       a->boot == b->boot && a->apply == b->apply;
+	       a->boot == b->boot && a->bus == b->bus && a->apply == b->apply;
 }
 
 bool
@@ -28,7 +28,13 @@ cfg_net_equal(const struct cfg_net *a, const struct cfg_net *b)
 	return str_equal(a->id, b->id) && a->type == b->type &&
 	       memcmp(a->mac, b->mac, sizeof a->mac) == 0 && a->mac_given == b->mac_given &&
 	       str_equal(a->bridge, b->bridge) && str_equal(a->ifname, b->ifname) &&
-	       a->restricted == b->restricted && a->apply == b->apply;
+	       a->restricted == b->restricted && a->model == b->model && a->apply == b->apply;
+}
+
+bool
+cfg_cdrom_equal(const struct cfg_cdrom *a, const struct cfg_cdrom *b)
+{
+	return str_equal(a->id, b->id) && str_equal(a->file, b->file) && a->boot == b->boot;
 }
 
 bool
@@ -44,14 +50,17 @@ cfg_vm_equal(const struct vm_config *a, const struct vm_config *b)
 	    !str_equal(a->initrd, b->initrd) || !str_equal(a->append, b->append) ||
 	    a->firmware != b->firmware || a->shutdown_timeout_ms != b->shutdown_timeout_ms ||
 	    a->restart != b->restart || a->restart_limit != b->restart_limit ||
-	    a->autostart != b->autostart || a->console != b->console || a->ndisks != b->ndisks ||
-	    a->nnets != b->nnets)
+	    a->autostart != b->autostart || a->console != b->console || a->display != b->display ||
+	    a->ndisks != b->ndisks || a->nnets != b->nnets || a->ncdroms != b->ncdroms)
 		return false;
 	for (size_t i = 0; i < a->ndisks; i++)
 		if (!cfg_disk_equal(&a->disks[i], &b->disks[i]))
 			return false;
 	for (size_t i = 0; i < a->nnets; i++)
 		if (!cfg_net_equal(&a->nets[i], &b->nets[i]))
+			return false;
+	for (size_t i = 0; i < a->ncdroms; i++)
+		if (!cfg_cdrom_equal(&a->cdroms[i], &b->cdroms[i]))
 			return false;
 	return true;
 }

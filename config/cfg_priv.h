@@ -130,9 +130,18 @@ char *cfg_key_text(const struct key_spec *spec, const void *target);
 const struct key_spec *cfg_vm_keys(size_t *n);
 const struct key_spec *cfg_disk_keys(size_t *n);
 const struct key_spec *cfg_net_keys(size_t *n);
+const struct key_spec *cfg_cdrom_keys(size_t *n);
 /* A section with every key at its default (cfg_vm_load's). */
+void cfg_vm_defaults(struct vm_config *vm);
 void cfg_disk_defaults(struct cfg_disk *disk);
 void cfg_net_defaults(struct cfg_net *net);
+void cfg_cdrom_defaults(struct cfg_cdrom *cdrom);
+/* Why readonly = yes and bus = sata do not go together (QEMU's ide-hd refuses a read-only node). */
+#define CFG_SATA_READONLY_WHY                                                                      \
+	"not with bus = sata (QEMU's ide-hd cannot use a read-only image; use bus = virtio, or a " \
+	"[cdrom] for a medium)"
+/* SATA/IDE positions of a machine (CFG_SATA_MAX_Q35 or CFG_SATA_MAX_PC). */
+unsigned cfg_sata_max(enum cfg_machine machine);
 
 /*
  * Parses a duration and checks min <= ms <= max (max 0: no limit). Returns NULL with *ms set, or
@@ -146,7 +155,16 @@ void cfg_duration_format(uint64_t ms, char out[32]);
 char *cfg_size_problem(const char *text, uint64_t v, uint64_t min, uint64_t max, uint64_t multiple);
 
 /* Keys of a [net] section, in the order of the schema table (cfg_vm.c). */
-enum cfg_net_key { NK_TYPE, NK_MAC, NK_BRIDGE, NK_IFNAME, NK_RESTRICT, NK_APPLY, NK_COUNT };
+enum cfg_net_key {
+	NK_TYPE,
+	NK_MAC,
+	NK_BRIDGE,
+	NK_IFNAME,
+	NK_RESTRICT,
+	NK_MODEL,
+	NK_APPLY,
+	NK_COUNT
+};
 /* One broken rule of a NIC: the key at fault (-1: the section as a whole) and "key: why". */
 typedef void (*cfg_net_rule_cb)(void *arg, int key, const char *why);
 /*
@@ -167,6 +185,9 @@ const char *cfg_mac_problem(const char *text);
 extern const char *const cfg_format_names[];
 extern const char *const cfg_cache_names[];
 extern const char *const cfg_net_type_names[];
+extern const char *const cfg_disk_bus_names[];
+extern const char *const cfg_net_model_names[];
+extern const char *const cfg_display_names[];
 /* True when s has a byte < 0x20 or 0x7f. */
 bool cfg_has_control(const char *s);
 

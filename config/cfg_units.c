@@ -353,6 +353,9 @@ const char *const cfg_format_names[] = {"qcow2", "raw", NULL};
 const char *const cfg_cache_names[] = {"none",       "writeback", "writethrough",
                                        "directsync", "unsafe",    NULL};
 const char *const cfg_net_type_names[] = {"user", "tap", "bridge", NULL};
+const char *const cfg_disk_bus_names[] = {"virtio", "sata", NULL};
+const char *const cfg_net_model_names[] = {"virtio", "e1000", "e1000e", NULL};
+const char *const cfg_display_names[] = {"none", "vnc", NULL};
 
 static int
 lookup(const char *const *names, const char *text)
@@ -379,6 +382,24 @@ const char *
 cfg_net_type_name(enum cfg_net_type t)
 {
 	return (unsigned)t < 3 ? cfg_net_type_names[t] : "?";
+}
+
+const char *
+cfg_disk_bus_name(enum cfg_disk_bus b)
+{
+	return (unsigned)b <= CFG_BUS_SATA ? cfg_disk_bus_names[b] : "?";
+}
+
+const char *
+cfg_net_model_name(enum cfg_net_model m)
+{
+	return (unsigned)m <= CFG_NET_MODEL_E1000E ? cfg_net_model_names[m] : "?";
+}
+
+const char *
+cfg_display_name(enum cfg_display d)
+{
+	return (unsigned)d <= CFG_DISPLAY_VNC ? cfg_display_names[d] : "?";
 }
 
 int

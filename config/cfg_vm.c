@@ -1,7 +1,8 @@
 /*
- * config/cfg_vm: loads one VM definition (NAME.ini): [vm], [disk ID] and [net ID] sections checked
- * against the schema tables below, then the rules that span keys and sections (type-specific keys,
- * unique ids and MACs, the name matching the file).
+ * config/cfg_vm: loads one VM definition (NAME.ini): [vm], [disk ID], [net ID] and [cdrom ID]
+ * sections checked against the schema tables below, then the rules that span keys and sections
+ * (type-specific keys, unique ids and MACs, the name matching the file, the machine's PCIe root
+ * ports and SATA/IDE positions).
  */
 #include <stddef.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@ enum {
 	VK_RESTART_LIMIT,
 	VK_AUTOSTART,
 	VK_CONSOLE,
+	VK_DISPLAY,
 	VK_COUNT
 };
 static const struct key_spec vm_keys[VK_COUNT] = {
@@ -94,10 +96,15 @@ static const struct key_spec vm_keys[VK_COUNT] = {
                     .off = VM(console),
                     .names = console_names,
                     .hint = "log or none"},
+    [VK_DISPLAY] = {.name = "display",
+                    .type = KEY_ENUM,
+                    .off = VM(display),
+                    .names = cfg_display_names,
+                    .hint = "none or vnc"},
 };
 
 #define DISK(f) offsetof(struct cfg_disk, f)
-enum { DK_FILE, DK_FORMAT, DK_SIZE, DK_READONLY, DK_CACHE, DK_BOOT, DK_APPLY, DK_COUNT };
+enum { DK_FILE, DK_FORMAT, DK_SIZE, DK_READONLY, DK_CACHE, DK_BOOT, DK_BUS, DK_APPLY, DK_COUNT };
 static const struct key_spec disk_keys[DK_COUNT] = {
     [DK_FILE] = {.name = "file", .type = KEY_PATH, .off = DISK(file), .flags = KEY_REQUIRED},
     [DK_FORMAT] = {.name = "format",
@@ -118,6 +125,11 @@ static const struct key_spec disk_keys[DK_COUNT] = {
                   .names = cfg_cache_names,
                   .hint = "none, writeback, writethrough, directsync or unsafe"},
     [DK_BOOT] = {.name = "boot", .type = KEY_BOOL, .off = DISK(boot)},
+    [DK_BUS] = {.name = "bus",
+                .type = KEY_ENUM,
+                .off = DISK(bus),
+                .names = cfg_disk_bus_names,
+                .hint = "virtio or sata"},
     [DK_APPLY] = {.name = "apply",
                   .type = KEY_ENUM,
                   .off = DISK(apply),
@@ -136,11 +148,23 @@ static const struct key_spec net_keys[NK_COUNT] = {
     [NK_BRIDGE] = {.name = "bridge", .type = KEY_IFNAME, .off = NET(bridge)},
     [NK_IFNAME] = {.name = "ifname", .type = KEY_IFNAME, .off = NET(ifname)},
     [NK_RESTRICT] = {.name = "restrict", .type = KEY_BOOL, .off = NET(restricted)},
+    [NK_MODEL] = {.name = "model",
+                  .type = KEY_ENUM,
+                  .off = NET(model),
+                  .names = cfg_net_model_names,
+                  .hint = "virtio, e1000 or e1000e"},
     [NK_APPLY] = {.name = "apply",
                   .type = KEY_ENUM,
                   .off = NET(apply),
                   .names = apply_names,
                   .hint = "pending or replace"},
+};
+
+#define CDROM(f) offsetof(struct cfg_cdrom, f)
+enum { CK_FILE, CK_BOOT, CK_COUNT };
+static const struct key_spec cdrom_keys[CK_COUNT] = {
+    [CK_FILE] = {.name = "file", .type = KEY_PATH, .off = CDROM(file), .flags = KEY_NOCOMMA},
+    [CK_BOOT] = {.name = "boot", .type = KEY_BOOL, .off = CDROM(boot)},
 };
 
 /* Where each device and its keys came from, for messages about rules that span them. */
@@ -153,11 +177,11 @@ struct loader {
 	struct vm_config *vm;
 	int vm_line; /* line of [vm], 0 when absent */
 	int vm_keys[VK_COUNT];
-	struct dev_lines *disk_lines, *net_lines;
+	struct dev_lines *disk_lines, *net_lines, *cdrom_lines;
 };
 
-static void
-vm_defaults(struct vm_config *vm)
+void
+cfg_vm_defaults(struct vm_config *vm)
 {
 	vm->vcpus = 1;
 	vm->machine = CFG_MACHINE_Q35;
@@ -169,6 +193,13 @@ vm_defaults(struct vm_config *vm)
 	vm->restart_limit = 5;
 	vm->autostart = false;
 	vm->console = CFG_CONSOLE_LOG;
+	vm->display = CFG_DISPLAY_NONE;
+}
+
+unsigned
+cfg_sata_max(enum cfg_machine machine)
+{
+	return machine == CFG_MACHINE_PC ? CFG_SATA_MAX_PC : CFG_SATA_MAX_Q35;
 }
 
 /* The name a file must define: its base name without ".ini". */
@@ -206,6 +237,13 @@ cfg_net_keys(size_t *n)
 	return net_keys;
 }
 
+const struct key_spec *
+cfg_cdrom_keys(size_t *n)
+{
+	*n = CK_COUNT;
+	return cdrom_keys;
+}
+
 void
 cfg_disk_defaults(struct cfg_disk *disk)
 {
@@ -213,6 +251,7 @@ cfg_disk_defaults(struct cfg_disk *disk)
 	disk->format = CFG_FORMAT_QCOW2;
 	disk->cache = CFG_CACHE_NONE;
 	disk->apply = CFG_APPLY_PENDING;
+	disk->bus = CFG_BUS_VIRTIO;
 }
 
 void
@@ -221,6 +260,13 @@ cfg_net_defaults(struct cfg_net *net)
 	memset(net, 0, sizeof(*net));
 	net->type = CFG_NET_USER;
 	net->apply = CFG_APPLY_PENDING;
+	net->model = CFG_NET_MODEL_VIRTIO;
+}
+
+void
+cfg_cdrom_defaults(struct cfg_cdrom *cdrom)
+{
+	memset(cdrom, 0, sizeof(*cdrom));
 }
 
 static void
@@ -240,6 +286,19 @@ load_device_section(struct loader *l, const struct ini_section *s)
 		cfg_apply_section(s, disk_keys, DK_COUNT, disk, l->disk_lines[vm->ndisks].keys,
 		                  l->d);
 		vm->ndisks++;
+	} else if (strcmp(s->kind, "cdrom") == 0) {
+		struct cfg_cdrom *cdrom;
+
+		vm->cdroms = cfg_xrealloc(vm->cdroms, vm->ncdroms + 1, sizeof(*vm->cdroms));
+		l->cdrom_lines =
+		    cfg_xrealloc(l->cdrom_lines, vm->ncdroms + 1, sizeof(*l->cdrom_lines));
+		cdrom = &vm->cdroms[vm->ncdroms];
+		cfg_cdrom_defaults(cdrom);
+		cdrom->id = cfg_xstrdup(s->id);
+		cdrom->line = s->line;
+		cfg_apply_section(s, cdrom_keys, CK_COUNT, cdrom, l->cdrom_lines[vm->ncdroms].keys,
+		                  l->d);
+		vm->ncdroms++;
 	} else {
 		struct cfg_net *net;
 
@@ -252,6 +311,13 @@ load_device_section(struct loader *l, const struct ini_section *s)
 		cfg_apply_section(s, net_keys, NK_COUNT, net, l->net_lines[vm->nnets].keys, l->d);
 		vm->nnets++;
 	}
+}
+
+/* Section kinds whose id names a QEMU device: ids are unique across them. */
+static bool
+is_device_kind(const char *kind)
+{
+	return strcmp(kind, "disk") == 0 || strcmp(kind, "net") == 0 || strcmp(kind, "cdrom") == 0;
 }
 
 static void
@@ -270,11 +336,14 @@ load_section(struct loader *l, const struct ini_section *s)
 			l->vm_line = s->line;
 			cfg_apply_section(s, vm_keys, VK_COUNT, l->vm, l->vm_keys, l->d);
 		}
-	} else if (strcmp(s->kind, "disk") == 0 || strcmp(s->kind, "net") == 0) {
+	} else if (is_device_kind(s->kind)) {
 		if (s->id == NULL)
-			cfg_diag_add(
-			    l->d, s->line, "%s: device id missing (use [%s ID], e.g. [%s])", label,
-			    s->kind, strcmp(s->kind, "disk") == 0 ? "disk root" : "net lan0");
+			cfg_diag_add(l->d, s->line,
+			             "%s: device id missing (use [%s ID], e.g. [%s])", label,
+			             s->kind,
+			             strcmp(s->kind, "disk") == 0  ? "disk root"
+			             : strcmp(s->kind, "net") == 0 ? "net lan0"
+			                                           : "cdrom cd0");
 		else if (!cfg_valid_device_id(s->id))
 			cfg_diag_add(l->d, s->line,
 			             "%s: '%s' is not a valid device id (a letter, then up to %d "
@@ -283,7 +352,8 @@ load_section(struct loader *l, const struct ini_section *s)
 		else
 			load_device_section(l, s);
 	} else {
-		cfg_diag_add(l->d, s->line, "%s: unknown section (use [vm], [disk ID] or [net ID])",
+		cfg_diag_add(l->d, s->line,
+		             "%s: unknown section (use [vm], [disk ID], [net ID] or [cdrom ID])",
 		             label);
 	}
 	free(label);
@@ -294,8 +364,13 @@ check_vm(struct loader *l, const char *path)
 {
 	struct vm_config *vm = l->vm;
 	const int *k = l->vm_keys;
-	size_t ndev = vm->ndisks + vm->nnets;
+	size_t ndev = vm->nnets;
 
+	/* Root ports on q35: virtio disks and NICs (of every model); the SATA/IDE controller is
+	 * the machine's own. */
+	for (size_t i = 0; i < vm->ndisks; i++)
+		if (vm->disks[i].bus == CFG_BUS_VIRTIO)
+			ndev++;
 	if (l->vm_line == 0) {
 		cfg_diag_add(l->d, 0, "[vm] name: required key missing");
 		cfg_diag_add(l->d, 0, "[vm] memory: required key missing");
@@ -339,6 +414,9 @@ check_disks(struct loader *l)
 	for (size_t i = 0; i < vm->ndisks; i++) {
 		const struct cfg_disk *disk = &vm->disks[i];
 
+		if (disk->readonly && disk->bus == CFG_BUS_SATA)
+			cfg_diag_add(l->d, l->disk_lines[i].keys[DK_READONLY],
+			             "[disk %s] readonly: %s", disk->id, CFG_SATA_READONLY_WHY);
 		if (disk->file == NULL)
 			continue;
 		for (size_t j = 0; j < i; j++) {
@@ -352,6 +430,57 @@ check_disks(struct loader *l)
 				break;
 			}
 		}
+	}
+	/* A medium is read-only: never the image of a disk, which QEMU may write. */
+	for (size_t i = 0; i < vm->ncdroms; i++) {
+		const struct cfg_cdrom *cdrom = &vm->cdroms[i];
+
+		for (size_t j = 0; cdrom->file != NULL && j < vm->ndisks; j++) {
+			if (vm->disks[j].file != NULL &&
+			    strcmp(vm->disks[j].file, cdrom->file) == 0) {
+				cfg_diag_add(l->d, l->cdrom_lines[i].keys[CK_FILE],
+				             "[cdrom %s] file: '%s' is already used by [disk %s] "
+				             "on line %d",
+				             cdrom->id, cdrom->file, vm->disks[j].id,
+				             vm->disks[j].line);
+				break;
+			}
+		}
+	}
+}
+
+/*
+ * bus = sata disks and cdroms share the machine's SATA/IDE positions (disks first, then cdroms,
+ * each in file order, as argv.c assigns them); the first that finds none left is reported.
+ */
+static void
+check_sata(struct loader *l)
+{
+	struct vm_config *vm = l->vm;
+	const char *machine = vm->machine == CFG_MACHINE_PC ? "pc" : "q35";
+	unsigned max = cfg_sata_max(vm->machine), used = 0;
+
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		const struct cfg_disk *disk = &vm->disks[i];
+
+		if (disk->bus != CFG_BUS_SATA || ++used <= max)
+			continue;
+		cfg_diag_add(l->d, l->disk_lines[i].keys[DK_BUS],
+		             "[disk %s] bus: no SATA/IDE position left (machine = %s has %u, "
+		             "shared by bus = sata disks and cdroms)",
+		             disk->id, machine, max);
+		return;
+	}
+	for (size_t i = 0; i < vm->ncdroms; i++) {
+		const struct cfg_cdrom *cdrom = &vm->cdroms[i];
+
+		if (++used <= max)
+			continue;
+		cfg_diag_add(l->d, cdrom->line,
+		             "[cdrom %s]: no SATA/IDE position left (machine = %s has %u, shared "
+		             "by bus = sata disks and cdroms)",
+		             cdrom->id, machine, max);
+		return;
 	}
 }
 
@@ -436,22 +565,21 @@ check_nets(struct loader *l)
 	}
 }
 
-/* Device ids name QEMU objects: unique across disks and NICs. */
+/* Device ids name QEMU objects: unique across disks, NICs and cdroms. */
 static void
 check_device_ids(struct loader *l, const struct ini_doc *doc)
 {
 	for (size_t i = 0; i < doc->n; i++) {
 		const struct ini_section *s = &doc->secs[i];
 
-		if (s->ignored || s->id == NULL ||
-		    (strcmp(s->kind, "disk") != 0 && strcmp(s->kind, "net") != 0) ||
+		if (s->ignored || s->id == NULL || !is_device_kind(s->kind) ||
 		    !cfg_valid_device_id(s->id))
 			continue;
 		for (size_t j = 0; j < i; j++) {
 			const struct ini_section *o = &doc->secs[j];
 
 			if (o->ignored || o->id == NULL || strcmp(o->id, s->id) != 0 ||
-			    (strcmp(o->kind, "disk") != 0 && strcmp(o->kind, "net") != 0))
+			    !is_device_kind(o->kind))
 				continue;
 			cfg_diag_add(l->d, s->line,
 			             "[%s %s]: duplicate device id '%s' (first used by [%s %s] on "
@@ -473,17 +601,19 @@ cfg_vm_load_text(const char *path, const char *text, size_t len, struct cfg_erro
 	cfg_diag_init(&d, path);
 	l.vm = cfg_xcalloc(1, sizeof(*l.vm));
 	l.vm->path = cfg_xstrdup(path);
-	vm_defaults(l.vm);
+	cfg_vm_defaults(l.vm);
 	ini_lex(text, len, &doc, &d);
 	for (size_t i = 0; i < doc.n; i++)
 		load_section(&l, &doc.secs[i]);
 	check_device_ids(&l, &doc);
 	check_vm(&l, path);
 	check_disks(&l);
+	check_sata(&l);
 	check_nets(&l);
 	ini_doc_free(&doc);
 	free(l.disk_lines);
 	free(l.net_lines);
+	free(l.cdrom_lines);
 	failed = d.n > 0;
 	cfg_diag_flush(&d, errs);
 	if (failed) {
@@ -552,6 +682,22 @@ cfg_net_clear(struct cfg_net *net)
 }
 
 void
+cfg_cdrom_copy(struct cfg_cdrom *dst, const struct cfg_cdrom *src)
+{
+	*dst = *src;
+	dst->id = dup_or_null(src->id);
+	dst->file = dup_or_null(src->file);
+}
+
+void
+cfg_cdrom_clear(struct cfg_cdrom *cdrom)
+{
+	free(cdrom->id);
+	free(cdrom->file);
+	cdrom->id = cdrom->file = NULL;
+}
+
+void
 cfg_vm_free(struct vm_config *vm)
 {
 	if (vm == NULL)
@@ -560,8 +706,11 @@ cfg_vm_free(struct vm_config *vm)
 		cfg_disk_clear(&vm->disks[i]);
 	for (size_t i = 0; i < vm->nnets; i++)
 		cfg_net_clear(&vm->nets[i]);
+	for (size_t i = 0; i < vm->ncdroms; i++)
+		cfg_cdrom_clear(&vm->cdroms[i]);
 	free(vm->disks);
 	free(vm->nets);
+	free(vm->cdroms);
 	free(vm->path);
 	free(vm->name);
 	free(vm->cpu);
@@ -589,6 +738,9 @@ cfg_vm_dup(const struct vm_config *vm)
 	c->nets = vm->nnets ? cfg_xcalloc(vm->nnets, sizeof(*c->nets)) : NULL;
 	for (size_t i = 0; i < vm->nnets; i++)
 		cfg_net_copy(&c->nets[i], &vm->nets[i]);
+	c->cdroms = vm->ncdroms ? cfg_xcalloc(vm->ncdroms, sizeof(*c->cdroms)) : NULL;
+	for (size_t i = 0; i < vm->ncdroms; i++)
+		cfg_cdrom_copy(&c->cdroms[i], &vm->cdroms[i]);
 	return c;
 }
 
@@ -607,5 +759,14 @@ cfg_vm_net(const struct vm_config *vm, const char *id)
 	for (size_t i = 0; vm != NULL && id != NULL && i < vm->nnets; i++)
 		if (strcmp(vm->nets[i].id, id) == 0)
 			return &vm->nets[i];
+	return NULL;
+}
+
+const struct cfg_cdrom *
+cfg_vm_cdrom(const struct vm_config *vm, const char *id)
+{
+	for (size_t i = 0; vm != NULL && id != NULL && i < vm->ncdroms; i++)
+		if (strcmp(vm->cdroms[i].id, id) == 0)
+			return &vm->cdroms[i];
 	return NULL;
 }

@@ -33,14 +33,15 @@ static const struct argv_env test_env = {
 /*
  * The descriptors the daemon would pass for a definition: the variable store in fdset 0 (uefi),
  * then one fdset per disk image (an O_RDWR and an O_RDONLY descriptor for a writable disk, O_RDONLY
- * for a read-only one), fake descriptor numbers counting from *next_fd (argv_build only prints
- * them).
+ * for a read-only one), then one per cdrom medium (O_RDONLY), fake descriptor numbers counting from
+ * *next_fd (argv_build only prints them).
  */
 struct fake_fds {
 	struct argv_env env;
 	struct argv_image vars;
 	struct argv_image images[64];
 	struct argv_chain chains[32];
+	struct argv_image media[8];
 };
 
 static const struct argv_env *
@@ -68,6 +69,17 @@ fake_env(struct fake_fds *f, const struct argv_env *base, const struct vm_config
 		f->chains[i].n = 1;
 	}
 	f->env.disks = f->chains;
+	/* then one fdset per cdrom medium, read-only */
+	assert_true(vm->ncdroms <= 8);
+	for (size_t i = 0; i < vm->ncdroms; i++) {
+		struct argv_image *im = &f->media[i];
+
+		im->set = vm->cdroms[i].file != NULL ? set++ : -1;
+		im->fd_rw = -1;
+		im->fd_ro = vm->cdroms[i].file != NULL ? (*next_fd)++ : -1;
+		im->format = CFG_FORMAT_RAW;
+	}
+	f->env.cdroms = f->media;
 	return &f->env;
 }
 
@@ -539,6 +551,76 @@ test_argv_ports_before_devices(void **state)
 	argv_free(argv);
 }
 
+/* Counts the arguments equal to s. */
+static int
+argv_count(char **argv, const char *s)
+{
+	int n = 0;
+
+	for (int i = 0; argv[i] != NULL; i++)
+		n += strstr(argv[i], s) != NULL;
+	return n;
+}
+
+/* q35: sata disks and cdroms take SATA/IDE positions, not root ports; 7 positions do not fit. */
+static void
+test_argv_sata_positions(void **state)
+{
+	struct vm_config vm;
+	struct cfg_disk disks[6];
+	struct cfg_cdrom cdroms[3];
+	struct fake_fds f;
+	const struct argv_env *env;
+	char *cause = NULL, **argv;
+	int next_fd = 100;
+
+	(void)state;
+	vm_init(&vm);
+	disk_init(&disks[0], "v1", "/v1");
+	disk_init(&disks[1], "v2", "/v2");
+	disk_init(&disks[2], "s1", "/s1");
+	disk_init(&disks[3], "s2", "/s2");
+	disk_init(&disks[4], "s3", "/s3");
+	disk_init(&disks[5], "s4", "/s4");
+	for (size_t i = 2; i < 6; i++)
+		disks[i].bus = CFG_BUS_SATA;
+	memset(cdroms, 0, sizeof cdroms);
+	cdroms[0].id = "c1";
+	cdroms[0].file = "/c1.iso";
+	cdroms[1].id = "c2";
+	cdroms[2].id = "c3";
+	vm.disks = disks;
+	vm.ndisks = 6;
+	vm.cdroms = cdroms;
+	vm.ncdroms = 2;
+	vm.hotplug_slots = ARGV_MAX_PORTS - 2;
+	env = fake_env(&f, &test_env, &vm, &next_fd);
+	argv = argv_build(&vm, env, &cause);
+	if (argv == NULL)
+		fail_msg("%s", cause);
+	assert_int_equal(argv_count(argv, "\"pcie-root-port\""), ARGV_MAX_PORTS);
+	assert_int_equal(argv_count(argv, "\"ide-hd\""), 4);
+	assert_int_equal(argv_count(argv, "\"ide-cd\""), 2);
+	assert_int_equal(argv_count(argv, "\"bus\":\"ide.5\""), 1);
+	assert_int_equal(argv_count(argv, "rp.s1"), 0);
+	argv_free(argv);
+
+	vm.ncdroms = 3;
+	env = fake_env(&f, &test_env, &vm, &next_fd);
+	assert_null(argv_build(&vm, env, &cause));
+	assert_string_equal(cause, "vm t1: 7 sata disks and cdroms do not fit on the q35 machine's "
+	                           "SATA/IDE controller (at most 6)");
+	free(cause);
+
+	/* A medium needs its descriptor. */
+	vm.ncdroms = 1;
+	env = fake_env(&f, &test_env, &vm, &next_fd);
+	f.media[0].fd_ro = -1;
+	assert_null(argv_build(&vm, env, &cause));
+	assert_string_equal(cause, "vm t1: cdrom c1: no descriptor for its medium");
+	free(cause);
+}
+
 static void
 test_argv_port_limit(void **state)
 {
@@ -878,6 +960,7 @@ main(void)
 	    cmocka_unit_test(test_argv_images_need_fds),
 	    cmocka_unit_test(test_argv_ports_before_devices),
 	    cmocka_unit_test(test_argv_port_limit),
+	    cmocka_unit_test(test_argv_sata_positions),
 	    cmocka_unit_test(test_argv_builders_match_cold_plug),
 	    cmocka_unit_test(test_argv_cache_modes),
 	    cmocka_unit_test(test_argv_golden),

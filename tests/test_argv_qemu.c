@@ -42,6 +42,9 @@ struct fixture {
 	struct imgchain chains[4];
 	struct argv_image images[4][IMGCHAIN_DEPTH_MAX + 1];
 	struct argv_chain argv_chains[4];
+	/* The cdroms' media, opened read-only the same way (vm_start.c). */
+	struct imgchain media[4];
+	struct argv_image media_images[4];
 };
 
 static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -111,8 +114,10 @@ teardown(void **state)
 		kill(f->pid, SIGKILL);
 		waitpid(f->pid, NULL, 0);
 	}
-	for (size_t i = 0; i < 4; i++)
+	for (size_t i = 0; i < 4; i++) {
 		imgchain_close(&f->chains[i]);
+		imgchain_close(&f->media[i]);
+	}
 	nftw(f->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	free(f->run_dir);
 	free(f->state_dir);
@@ -288,16 +293,18 @@ check_prelaunch(struct fixture *f)
 	json_object_put(reply);
 }
 
-/* query-named-block-nodes lists exactly ID.file and ID.fmt for every disk. */
+/* query-named-block-nodes lists exactly ID.file and ID.fmt for every disk and cdrom medium. */
 static void
 check_block_nodes(struct fixture *f, const struct vm_config *vm)
 {
 	struct json_object *reply, *ret;
-	size_t n;
+	size_t n, media = 0;
 
+	for (size_t i = 0; i < vm->ncdroms; i++)
+		media += vm->cdroms[i].file != NULL;
 	ret = qmp_ok(f, "query-named-block-nodes", NULL, &reply);
 	n = json_object_array_length(ret);
-	assert_int_equal(n, 2 * vm->ndisks);
+	assert_int_equal(n, 2 * (vm->ndisks + media));
 	for (size_t i = 0; i < vm->ndisks; i++) {
 		const struct cfg_disk *d = &vm->disks[i];
 		char *want_file = xprintf("%s.file", d->id), *want_fmt = xprintf("%s.fmt", d->id);
@@ -431,6 +438,23 @@ build(struct fixture *f, const struct vm_config *vm, int qmp_fd)
 		f->argv_chains[i].images = f->images[i];
 		f->argv_chains[i].n = c->n;
 	}
+	assert_true(vm->ncdroms <= 4);
+	for (size_t i = 0; i < vm->ncdroms; i++) {
+		struct argv_image *im = &f->media_images[i];
+
+		im->set = -1;
+		im->fd_rw = im->fd_ro = -1;
+		im->format = CFG_FORMAT_RAW;
+		if (vm->cdroms[i].file == NULL)
+			continue;
+		if (imgchain_open(&f->media[i], vm->cdroms[i].file, CFG_FORMAT_RAW, false, &cause) <
+		    0)
+			fail_msg("imgchain_open: %s", cause);
+		im->set = set++;
+		im->fd_ro = f->media[i].v[0].fd_ro;
+		fcntl(im->fd_ro, F_SETFD, 0);
+	}
+	env.cdroms = f->media_images;
 	argv = argv_build(vm, &env, &cause);
 
 	if (argv == NULL)
@@ -720,6 +744,265 @@ test_argv_qemu_q35_full(void **state)
 	free(disks[1].file);
 }
 
+static long long
+qom_get_int(struct fixture *f, const char *path, const char *prop)
+{
+	struct json_object *reply, *ret;
+	char *args;
+	long long value;
+
+	args = xprintf("{\"path\":\"%s\",\"property\":\"%s\"}", path, prop);
+	ret = qmp_ok(f, "qom-get", args, &reply);
+	value = json_object_get_int64(ret);
+	json_object_put(reply);
+	free(args);
+	return value;
+}
+
+/* The query-block entry of qdev id (a reference the caller puts), or fails. */
+static struct json_object *
+block_of(struct fixture *f, const char *qdev)
+{
+	struct json_object *reply, *ret, *found = NULL;
+
+	ret = qmp_ok(f, "query-block", NULL, &reply);
+	for (size_t i = 0; i < json_object_array_length(ret); i++) {
+		struct json_object *b = json_object_array_get_idx(ret, i);
+		const char *q = jstr(b, "qdev");
+
+		if (q != NULL && strcmp(q, qdev) == 0)
+			found = json_object_get(b);
+	}
+	json_object_put(reply);
+	if (found == NULL)
+		fail_msg("query-block: no device %s", qdev);
+	return found;
+}
+
+/* A QOM device: its type, the bus it sits on (the last component of parent_bus) and, unit >= 0,
+ * its IDE unit. */
+static void
+check_device(struct fixture *f, const char *id, const char *type, const char *bus, int unit)
+{
+	char *path = xprintf("/machine/peripheral/%s", id);
+	char *got_type = qom_get_str(f, path, "type"), *parent = qom_get_str(f, path, "parent_bus");
+	const char *last = strrchr(parent, '/');
+
+	assert_string_equal(got_type, type);
+	assert_non_null(last);
+	assert_string_equal(last + 1, bus);
+	if (unit >= 0)
+		assert_int_equal(qom_get_int(f, path, "unit"), unit);
+	free(got_type);
+	free(parent);
+	free(path);
+}
+
+/* A cdrom: a medium (read-only, raw, on its own nodes) or an empty tray. */
+static void
+check_cdrom(struct fixture *f, const struct cfg_cdrom *cd)
+{
+	struct json_object *b = block_of(f, cd->id), *ins, *ro, *removable;
+
+	assert_true(json_object_object_get_ex(b, "removable", &removable));
+	assert_true(json_object_get_boolean(removable));
+	if (cd->file == NULL) {
+		assert_false(json_object_object_get_ex(b, "inserted", &ins));
+	} else {
+		char *node = xprintf("%s.fmt", cd->id);
+
+		assert_true(json_object_object_get_ex(b, "inserted", &ins));
+		assert_string_equal(jstr(ins, "node-name"), node);
+		assert_string_equal(jstr(ins, "drv"), "raw");
+		assert_true(json_object_object_get_ex(ins, "ro", &ro));
+		assert_true(json_object_get_boolean(ro));
+		free(node);
+	}
+	json_object_put(b);
+}
+
+/* display = vnc: a VGA (no id: peripheral-anon) and QEMU's VNC server without a socket. */
+static void
+check_vnc(struct fixture *f)
+{
+	struct json_object *reply, *ret;
+	bool vga = false;
+
+	ret = qmp_ok(f, "qom-list", "{\"path\":\"/machine/peripheral-anon\"}", &reply);
+	for (size_t i = 0; i < json_object_array_length(ret); i++)
+		if (strcmp(jstr(json_object_array_get_idx(ret, i), "type"), "child<VGA>") == 0)
+			vga = true;
+	json_object_put(reply);
+	assert_true(vga);
+	ret = qmp_ok(f, "query-vnc-servers", NULL, &reply);
+	assert_int_equal(json_object_array_length(ret), 1);
+	json_object_put(reply);
+}
+
+/* An empty drive takes a medium later, as `qvmctl media` will do it. */
+static void
+insert_medium(struct fixture *f, const char *id, const char *file)
+{
+	struct json_object *reply;
+	char *args;
+
+	args = xprintf("{\"driver\":\"raw\",\"node-name\":\"new.fmt\",\"read-only\":true,"
+	               "\"file\":{\"driver\":\"file\",\"filename\":\"%s\",\"read-only\":true}}",
+	               file);
+	qmp_ok(f, "blockdev-add", args, &reply);
+	json_object_put(reply);
+	free(args);
+	args = xprintf("{\"id\":\"%s\"}", id);
+	qmp_ok(f, "blockdev-open-tray", args, &reply);
+	json_object_put(reply);
+	free(args);
+	args = xprintf("{\"id\":\"%s\",\"node-name\":\"new.fmt\"}", id);
+	qmp_ok(f, "blockdev-insert-medium", args, &reply);
+	json_object_put(reply);
+	free(args);
+	args = xprintf("{\"id\":\"%s\"}", id);
+	qmp_ok(f, "blockdev-close-tray", args, &reply);
+	json_object_put(reply);
+	free(args);
+}
+
+/*
+ * Install media on q35: a bus = sata disk and two cdroms (one with a medium, one empty) on the
+ * AHCI ports ide.0..2 with no root port of their own, e1000 and e1000e NICs behind root ports,
+ * the boot order disks first, and display = vnc.
+ */
+static void
+test_argv_qemu_ide_q35(void **state)
+{
+	struct fixture *f = *state;
+	struct cfg_disk disks[2];
+	struct cfg_net nets[2];
+	struct cfg_cdrom cdroms[2];
+	struct vm_config vm;
+	struct json_object *reply, *ret, *b, *ins;
+	char **argv, *iso;
+	int children = 0;
+
+	vm_init(&vm, "ideq35", CFG_MACHINE_Q35);
+	disk_init(&disks[0], "root", make_image(f, "root.qcow2", "qcow2"), CFG_FORMAT_QCOW2);
+	disk_init(&disks[1], "sd0", make_image(f, "sd0.qcow2", "qcow2"), CFG_FORMAT_QCOW2);
+	disks[1].bus = CFG_BUS_SATA;
+	disks[1].boot = true;
+	net_init(&nets[0], vm.name, "nic0");
+	nets[0].model = CFG_NET_MODEL_E1000;
+	net_init(&nets[1], vm.name, "nic1");
+	nets[1].model = CFG_NET_MODEL_E1000E;
+	memset(cdroms, 0, sizeof cdroms);
+	iso = make_image(f, "install.iso", "raw");
+	cdroms[0].id = "cd0";
+	cdroms[0].file = iso;
+	cdroms[0].boot = true;
+	cdroms[1].id = "cd1";
+	vm.disks = disks;
+	vm.ndisks = 2;
+	vm.nets = nets;
+	vm.nnets = 2;
+	vm.cdroms = cdroms;
+	vm.ncdroms = 2;
+	vm.hotplug_slots = 1;
+	vm.display = CFG_DISPLAY_VNC;
+	make_vm_dirs(f, vm.name);
+
+	argv = build(f, &vm, -1);
+	start_qemu(f, &vm, argv);
+	check_prelaunch(f);
+	check_block_nodes(f, &vm);
+	check_device(f, "root", "virtio-blk-pci", "rp.root", -1);
+	check_device(f, "sd0", "ide-hd", "ide.0", -1);
+	check_device(f, "cd0", "ide-cd", "ide.1", -1);
+	check_device(f, "cd1", "ide-cd", "ide.2", -1);
+	check_device(f, "nic0", "e1000", "rp.nic0", -1);
+	check_device(f, "nic1", "e1000e", "rp.nic1", -1);
+	/* Root ports for root, nic0, nic1 and one spare: none for sata disks and cdroms. */
+	ret = qmp_ok(f, "qom-list", "{\"path\":\"/machine/peripheral\"}", &reply);
+	for (size_t i = 0; i < json_object_array_length(ret); i++)
+		if (strcmp(jstr(json_object_array_get_idx(ret, i), "type"),
+		           "child<pcie-root-port>") == 0)
+			children++;
+	json_object_put(reply);
+	assert_int_equal(children, 4);
+	/* bootindex: the sata disk (boot = yes), then the cdrom. */
+	assert_int_equal(qom_get_int(f, "/machine/peripheral/sd0", "bootindex"), 1);
+	assert_int_equal(qom_get_int(f, "/machine/peripheral/cd0", "bootindex"), 2);
+	check_cdrom(f, &cdroms[0]);
+	check_cdrom(f, &cdroms[1]);
+	b = block_of(f, "sd0");
+	assert_true(json_object_object_get_ex(b, "inserted", &ins));
+	assert_string_equal(jstr(ins, "node-name"), "sd0.fmt");
+	json_object_put(b);
+	check_macs(f, &vm);
+	check_vnc(f);
+
+	insert_medium(f, "cd1", iso);
+	b = block_of(f, "cd1");
+	assert_true(json_object_object_get_ex(b, "inserted", &ins));
+	assert_string_equal(jstr(ins, "node-name"), "new.fmt");
+	json_object_put(b);
+	quit_qemu(f, vm.name);
+
+	argv_free(argv);
+	free(iso);
+	free(disks[0].file);
+	free(disks[1].file);
+}
+
+/* Install media on pc: PIIX IDE's two buses of two units (disk, cdrom, cdrom), e1000e on pci.0.
+ */
+static void
+test_argv_qemu_ide_pc(void **state)
+{
+	struct fixture *f = *state;
+	struct cfg_disk disks[1];
+	struct cfg_net nets[1];
+	struct cfg_cdrom cdroms[2];
+	struct vm_config vm;
+	char **argv, *iso;
+
+	vm_init(&vm, "idepc", CFG_MACHINE_PC);
+	disk_init(&disks[0], "sd0", make_image(f, "sd0.raw", "raw"), CFG_FORMAT_RAW);
+	disks[0].bus = CFG_BUS_SATA;
+	net_init(&nets[0], vm.name, "nic0");
+	nets[0].model = CFG_NET_MODEL_E1000E;
+	memset(cdroms, 0, sizeof cdroms);
+	iso = make_image(f, "install.iso", "raw");
+	cdroms[0].id = "cd0";
+	cdroms[0].boot = true;
+	cdroms[1].id = "cd1";
+	cdroms[1].file = iso;
+	vm.disks = disks;
+	vm.ndisks = 1;
+	vm.nets = nets;
+	vm.nnets = 1;
+	vm.cdroms = cdroms;
+	vm.ncdroms = 2;
+	vm.display = CFG_DISPLAY_VNC;
+	make_vm_dirs(f, vm.name);
+
+	argv = build(f, &vm, -1);
+	start_qemu(f, &vm, argv);
+	check_prelaunch(f);
+	check_block_nodes(f, &vm);
+	check_device(f, "sd0", "ide-hd", "ide.0", 0);
+	check_device(f, "cd0", "ide-cd", "ide.0", 1);
+	check_device(f, "cd1", "ide-cd", "ide.1", 0);
+	check_device(f, "nic0", "e1000e", "pci.0", -1);
+	assert_int_equal(qom_get_int(f, "/machine/peripheral/cd0", "bootindex"), 1);
+	check_cdrom(f, &cdroms[0]);
+	check_cdrom(f, &cdroms[1]);
+	check_macs(f, &vm);
+	check_vnc(f);
+	quit_qemu(f, vm.name);
+
+	argv_free(argv);
+	free(iso);
+	free(disks[0].file);
+}
+
 int
 main(void)
 {
@@ -727,6 +1010,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_argv_qemu_pc, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_argv_qemu_q35, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_argv_qemu_q35_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_argv_qemu_ide_q35, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_argv_qemu_ide_pc, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

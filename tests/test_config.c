@@ -604,6 +604,112 @@ test_config_vm_dup(void **state)
 	cfg_vm_free(NULL);
 }
 
+/* The install-media keys: display, a disk's bus, a NIC's model, [cdrom ID] sections. */
+static void
+test_config_vm_devices(void **state)
+{
+	char *dir = make_tmpdir(), path[4200];
+	struct vm_config *vm, *copy;
+	struct cfg_cdrom cd;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/inst.ini", dir);
+	write_all(path, "[vm]\nname = inst\nmemory = 1G\ndisplay = vnc\n\n"
+	                "[cdrom cd0]\nfile = /srv/iso/d.iso\nboot = yes\n\n"
+	                "[disk root]\nfile = /srv/root.qcow2\nbus = sata\n\n"
+	                "[disk data]\nfile = /srv/data.qcow2\nbus = virtio\n\n"
+	                "[net a]\nmodel = e1000\n\n[net b]\nmodel = e1000e\n\n[net c]\n\n"
+	                "[cdrom drv]\n");
+	vm = load_ok(path);
+	assert_int_equal(vm->display, CFG_DISPLAY_VNC);
+	assert_int_equal(vm->disks[0].bus, CFG_BUS_SATA);
+	assert_int_equal(vm->disks[1].bus, CFG_BUS_VIRTIO);
+	assert_int_equal(vm->nets[0].model, CFG_NET_MODEL_E1000);
+	assert_int_equal(vm->nets[1].model, CFG_NET_MODEL_E1000E);
+	assert_int_equal(vm->nets[2].model, CFG_NET_MODEL_VIRTIO);
+	assert_int_equal(vm->ncdroms, 2);
+	assert_string_equal(vm->cdroms[0].id, "cd0");
+	assert_string_equal(vm->cdroms[0].file, "/srv/iso/d.iso");
+	assert_true(vm->cdroms[0].boot);
+	assert_int_equal(vm->cdroms[0].line, 6);
+	assert_string_equal(vm->cdroms[1].id, "drv");
+	assert_null(vm->cdroms[1].file);
+	assert_false(vm->cdroms[1].boot);
+	assert_ptr_equal(cfg_vm_cdrom(vm, "drv"), &vm->cdroms[1]);
+	assert_null(cfg_vm_cdrom(vm, "root"));
+	assert_string_equal(cfg_display_name(vm->display), "vnc");
+	assert_string_equal(cfg_disk_bus_name(CFG_BUS_SATA), "sata");
+	assert_string_equal(cfg_net_model_name(CFG_NET_MODEL_E1000E), "e1000e");
+
+	/* A deep copy, equal; every new field counts for equality. */
+	copy = cfg_vm_dup(vm);
+	assert_ptr_not_equal(copy->cdroms, vm->cdroms);
+	assert_ptr_not_equal(copy->cdroms[0].file, vm->cdroms[0].file);
+	assert_true(cfg_vm_equal(vm, copy));
+	copy->display = CFG_DISPLAY_NONE;
+	assert_false(cfg_vm_equal(vm, copy));
+	copy->display = CFG_DISPLAY_VNC;
+	copy->disks[0].bus = CFG_BUS_VIRTIO;
+	assert_false(cfg_vm_equal(vm, copy));
+	copy->disks[0].bus = CFG_BUS_SATA;
+	copy->nets[2].model = CFG_NET_MODEL_E1000;
+	assert_false(cfg_vm_equal(vm, copy));
+	copy->nets[2].model = CFG_NET_MODEL_VIRTIO;
+	copy->cdroms[1].boot = true;
+	assert_false(cfg_vm_equal(vm, copy));
+	copy->cdroms[1].boot = false;
+	assert_true(cfg_vm_equal(vm, copy));
+	copy->ncdroms = 1;
+	assert_false(cfg_vm_equal(vm, copy));
+	copy->ncdroms = 2;
+	cfg_cdrom_copy(&cd, &vm->cdroms[0]);
+	assert_true(cfg_cdrom_equal(&cd, &vm->cdroms[0]));
+	free(cd.file);
+	cd.file = NULL;
+	assert_false(cfg_cdrom_equal(&cd, &vm->cdroms[0]));
+	cfg_cdrom_clear(&cd);
+	assert_null(cd.id);
+	cfg_vm_free(vm);
+	cfg_vm_free(copy);
+	rm_tmpdir(dir);
+}
+
+/* q35's root ports go to virtio disks and NICs only: sata disks and cdroms take none. */
+static void
+test_config_vm_ports_not_sata(void **state)
+{
+	char *dir = make_tmpdir(), path[4200];
+	struct cfg_errors errs;
+	struct vm_config *vm;
+	const char *devices =
+	    "[disk v1]\nfile = /v1\n[disk v2]\nfile = /v2\n"
+	    "[disk s1]\nfile = /s1\nbus = sata\n[disk s2]\nfile = /s2\nbus = sata\n"
+	    "[cdrom c1]\n[cdrom c2]\n[net n1]\n[net n2]\nmodel = e1000\n";
+	char *text;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/ports.ini", dir);
+	/* 2 virtio disks + 2 NICs + 24 spare ports = 28: fits, whatever the SATA/IDE side holds. */
+	assert_true(asprintf(&text, "[vm]\nname = ports\nmemory = 1G\nhotplug_slots = 24\n%s",
+	                     devices) > 0);
+	write_all(path, text);
+	free(text);
+	vm = load_ok(path);
+	cfg_vm_free(vm);
+	/* One spare port more does not. */
+	assert_true(asprintf(&text, "[vm]\nname = ports\nmemory = 1G\nhotplug_slots = 25\n%s",
+	                     devices) > 0);
+	write_all(path, text);
+	free(text);
+	cfg_errors_init(&errs);
+	assert_null(cfg_vm_load(path, &errs));
+	assert_int_equal(errs.n, 1);
+	assert_non_null(strstr(errs.msgs[0], ":4: [vm] hotplug_slots: 4 devices + 25 hot-plug "
+	                                     "slots exceed 28"));
+	cfg_errors_free(&errs);
+	rm_tmpdir(dir);
+}
+
 static void
 test_config_vm_crlf_and_comments(void **state)
 {
@@ -1548,6 +1654,8 @@ main(void)
 	    cmocka_unit_test(test_config_vm_missing_file),
 	    cmocka_unit_test(test_config_vm_errors_appended),
 	    cmocka_unit_test(test_config_vm_dup),
+	    cmocka_unit_test(test_config_vm_devices),
+	    cmocka_unit_test(test_config_vm_ports_not_sata),
 	    cmocka_unit_test(test_config_vm_crlf_and_comments),
 	    cmocka_unit_test(test_config_daemon_defaults),
 	    cmocka_unit_test(test_config_daemon_file),

@@ -3,9 +3,9 @@
  * config value can reach is either a JSON string built with json-c (devices, block nodes, netdevs)
  * or an option QEMU does not split on commas (-kernel, -append, -pidfile); the remaining option
  * strings only embed the run and state directories, which are refused when they contain a comma,
- * and (-add-fd) descriptor numbers and block node names made of validated device ids. Disk images
- * and the UEFI variable store are never named: QEMU gets them as fdsets of descriptors the daemon
- * opened (env->disks, env->fw_vars), backing chains included.
+ * and (-add-fd) descriptor numbers and block node names made of validated device ids. Disk images,
+ * cdrom media and the UEFI variable store are never named: QEMU gets them as fdsets of descriptors
+ * the daemon opened (env->disks, env->cdroms, env->fw_vars), backing chains included.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -266,6 +266,21 @@ argv_netdev_json(const struct cfg_net *net, const char *fd_name)
 	return o;
 }
 
+/* The QEMU device of a NIC model. */
+static const char *
+argv_net_driver(enum cfg_net_model model)
+{
+	switch (model) {
+	case CFG_NET_MODEL_E1000:
+		return "e1000";
+	case CFG_NET_MODEL_E1000E:
+		return "e1000e";
+	case CFG_NET_MODEL_VIRTIO:
+		break;
+	}
+	return "virtio-net-pci";
+}
+
 struct json_object *
 argv_net_device_json(const struct cfg_net *net, const char *bus)
 {
@@ -273,7 +288,7 @@ argv_net_device_json(const struct cfg_net *net, const char *bus)
 	char mac[18];
 
 	cfg_mac_format(net->mac, mac);
-	argv_jstr(o, "driver", "virtio-net-pci");
+	argv_jstr(o, "driver", argv_net_driver(net->model));
 	argv_jstr(o, "id", net->id);
 	argv_jid(o, "netdev", ARGV_NETDEV_FMT, net->id);
 	argv_jstr(o, "mac", mac);
@@ -307,6 +322,53 @@ static bool
 argv_image_ok(const struct argv_image *im, bool writable)
 {
 	return im->set >= 0 && im->fd_ro > 2 && (!writable || im->fd_rw > 2);
+}
+
+/* Disks on virtio (a PCI device each; bus = sata disks are on the machine's own controller). */
+static size_t
+argv_virtio_disks(const struct vm_config *vm)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < vm->ndisks; i++)
+		if (vm->disks[i].bus == CFG_BUS_VIRTIO)
+			n++;
+	return n;
+}
+
+/* Whether the devices fit: q35's root ports (virtio disks, NICs, spare ports), pc's PCI slots
+ * (the same devices and the VGA of display = vnc), the SATA/IDE positions. */
+static int
+argv_check_slots(const struct vm_config *vm, char **cause)
+{
+	size_t nvirtio = argv_virtio_disks(vm), nsata = vm->ndisks - nvirtio + vm->ncdroms;
+	size_t max_sata = vm->machine == CFG_MACHINE_Q35 ? CFG_SATA_MAX_Q35 : CFG_SATA_MAX_PC;
+
+	if (vm->machine == CFG_MACHINE_Q35) {
+		size_t ports = nvirtio + vm->nnets + vm->hotplug_slots;
+
+		if (ports > ARGV_MAX_PORTS) {
+			*cause = xasprintf("vm %s: %zu virtio disks, %zu NICs and %u hot-plug "
+			                   "slots need %zu PCIe root ports, at most %d fit",
+			                   vm->name, nvirtio, vm->nnets, vm->hotplug_slots, ports,
+			                   ARGV_MAX_PORTS);
+			return -1;
+		}
+	} else if (nvirtio + vm->nnets + (vm->display == CFG_DISPLAY_VNC) > ARGV_PC_MAX_DEVICES) {
+		*cause = xasprintf("vm %s: %zu virtio disks and %zu NICs do not fit on pc's PCI "
+		                   "bus (at most %d devices%s)",
+		                   vm->name, nvirtio, vm->nnets, ARGV_PC_MAX_DEVICES,
+		                   vm->display == CFG_DISPLAY_VNC ? ", one of them the VGA" : "");
+		return -1;
+	}
+	if (nsata > max_sata) {
+		*cause = xasprintf("vm %s: %zu sata disks and cdroms do not fit on the %s "
+		                   "machine's SATA/IDE controller (at most %zu)",
+		                   vm->name, nsata, vm->machine == CFG_MACHINE_Q35 ? "q35" : "pc",
+		                   max_sata);
+		return -1;
+	}
+	return 0;
 }
 
 /* Checks what the JSON builders cannot: values that end up in comma-separated option strings. */
@@ -373,6 +435,11 @@ argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
 			*cause = xasprintf("vm %s: invalid disk id '%s'", vm->name, disk->id);
 			return -1;
 		}
+		if (disk->bus == CFG_BUS_SATA && disk->readonly) {
+			*cause = xasprintf("vm %s: disk %s: a bus = sata disk cannot be read-only",
+			                   vm->name, disk->id);
+			return -1;
+		}
 		for (size_t j = 0; ok && j < chain->n; j++)
 			ok = argv_image_ok(&chain->images[j], j == 0 && !disk->readonly) &&
 			     (j + 1 == chain->n || chain->images[j].format == CFG_FORMAT_QCOW2);
@@ -399,23 +466,21 @@ argv_check(const struct vm_config *vm, const struct argv_env *env, char **cause)
 			return -1;
 		}
 	}
-	if (vm->machine == CFG_MACHINE_Q35) {
-		size_t ports = vm->ndisks + vm->nnets + vm->hotplug_slots;
+	for (size_t i = 0; i < vm->ncdroms; i++) {
+		const struct cfg_cdrom *cdrom = &vm->cdroms[i];
+		const struct argv_image *im = env->cdroms != NULL ? &env->cdroms[i] : NULL;
 
-		if (ports > ARGV_MAX_PORTS) {
-			*cause = xasprintf("vm %s: %zu disks, %zu NICs and %u hot-plug slots need "
-			                   "%zu PCIe root ports, at most %d fit",
-			                   vm->name, vm->ndisks, vm->nnets, vm->hotplug_slots,
-			                   ports, ARGV_MAX_PORTS);
+		if (!cfg_valid_device_id(cdrom->id)) {
+			*cause = xasprintf("vm %s: invalid cdrom id '%s'", vm->name, cdrom->id);
 			return -1;
 		}
-	} else if (vm->ndisks + vm->nnets > ARGV_PC_MAX_DEVICES) {
-		*cause = xasprintf("vm %s: %zu disks and %zu NICs do not fit on pc's PCI bus "
-		                   "(at most %d devices)",
-		                   vm->name, vm->ndisks, vm->nnets, ARGV_PC_MAX_DEVICES);
-		return -1;
+		if (cdrom->file != NULL && (im == NULL || !argv_image_ok(im, false))) {
+			*cause = xasprintf("vm %s: cdrom %s: no descriptor for its medium",
+			                   vm->name, cdrom->id);
+			return -1;
+		}
 	}
-	return 0;
+	return argv_check_slots(vm, cause);
 }
 
 /* -add-fd for an image's descriptors (O_RDWR first); opaque is a node name, never a comma. */
@@ -511,8 +576,8 @@ argv_cold_port(const struct vm_config *vm, const char *id)
 }
 
 /*
- * On q35 every root port comes before the devices: cold ports in device order (disks, then NICs),
- * then the spare ones for hot-plug, numbered by chassis from 1.
+ * On q35 every root port comes before the devices: cold ports in device order (virtio disks,
+ * then NICs), then the spare ones for hot-plug, numbered by chassis from 1.
  */
 static void
 argv_push_ports(struct argv_vec *a, const struct vm_config *vm)
@@ -523,6 +588,8 @@ argv_push_ports(struct argv_vec *a, const struct vm_config *vm)
 	if (vm->machine != CFG_MACHINE_Q35)
 		return;
 	for (size_t i = 0; i < vm->ndisks; i++) {
+		if (vm->disks[i].bus != CFG_BUS_VIRTIO)
+			continue;
 		id = argv_cold_port(vm, vm->disks[i].id);
 		argv_push_port(a, id, chassis++);
 		free(id);
@@ -539,18 +606,53 @@ argv_push_ports(struct argv_vec *a, const struct vm_config *vm)
 	}
 }
 
-/* Each disk: its images' descriptors, then its chain's block nodes from the bottom up (a node's
- * backing must exist before it), then the device. */
+/*
+ * Puts an IDE device (ide-hd, ide-cd) at SATA/IDE position pos: q35's AHCI has one unit per bus
+ * ("ide.0" .. "ide.5"), pc's PIIX two buses of two units.
+ */
 static void
-argv_push_disks(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env)
+argv_ide_position(struct json_object *o, const struct vm_config *vm, unsigned pos)
 {
-	unsigned bootindex = 1;
+	char bus[16];
 
+	if (vm->machine == CFG_MACHINE_Q35) {
+		snprintf(bus, sizeof bus, "ide.%u", pos);
+		argv_jstr(o, "bus", bus);
+		return;
+	}
+	snprintf(bus, sizeof bus, "ide.%u", pos / 2);
+	argv_jstr(o, "bus", bus);
+	argv_jint(o, "unit", pos % 2);
+}
+
+/* A bus = sata disk: an ide-hd on the machine's controller (the guest sees the same write cache
+ * as with virtio). */
+static struct json_object *
+argv_sata_disk_json(const struct vm_config *vm, const struct cfg_disk *disk, unsigned pos)
+{
+	struct json_object *o = argv_jnew();
+
+	argv_jstr(o, "driver", "ide-hd");
+	argv_jstr(o, "id", disk->id);
+	argv_jid(o, "drive", ARGV_NODE_FMT_FMT, disk->id);
+	argv_ide_position(o, vm, pos);
+	if (disk->cache == CFG_CACHE_WRITETHROUGH || disk->cache == CFG_CACHE_DIRECTSYNC)
+		argv_jstr(o, "write-cache", "off");
+	return o;
+}
+
+/* Each disk: its images' descriptors, then its chain's block nodes from the bottom up (a node's
+ * backing must exist before it), then the device. bus = sata disks take the first SATA/IDE
+ * positions (*sata counts them). */
+static void
+argv_push_disks(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env,
+                unsigned *bootindex, unsigned *sata)
+{
 	for (size_t i = 0; i < vm->ndisks; i++) {
 		const struct cfg_disk *disk = &vm->disks[i];
 		const struct argv_chain *chain = &env->disks[i];
 		struct json_object *dev;
-		char *bus = argv_cold_port(vm, disk->id);
+		char *bus = disk->bus == CFG_BUS_VIRTIO ? argv_cold_port(vm, disk->id) : NULL;
 
 		for (size_t j = 0; j < chain->n; j++) {
 			char *opaque = argv_node_file(disk->id, j);
@@ -562,12 +664,76 @@ argv_push_disks(struct argv_vec *a, const struct vm_config *vm, const struct arg
 			argv_push_json(a, "-blockdev", argv_blockdev_file_json(disk, chain, j));
 			argv_push_json(a, "-blockdev", argv_blockdev_fmt_json(disk, chain, j));
 		}
-		dev = argv_disk_device_json(disk, bus);
+		if (disk->bus == CFG_BUS_SATA)
+			dev = argv_sata_disk_json(vm, disk, (*sata)++);
+		else
+			dev = argv_disk_device_json(disk, bus);
 		if (disk->boot)
-			argv_jint(dev, "bootindex", bootindex++);
+			argv_jint(dev, "bootindex", (*bootindex)++);
 		argv_push_json(a, "-device", dev);
 		free(bus);
 	}
+}
+
+/*
+ * Each cdrom after the sata disks: its medium's descriptor, a read-only "file" node and a
+ * read-only raw node on it, then the ide-cd. An empty drive is an ide-cd without a drive: QEMU
+ * gives it an empty tray that blockdev-open-tray / -insert-medium / -close-tray can fill later.
+ * Cdrom boot entries come after every disk's.
+ */
+static void
+argv_push_cdroms(struct argv_vec *a, const struct vm_config *vm, const struct argv_env *env,
+                 unsigned *bootindex, unsigned *sata)
+{
+	for (size_t i = 0; i < vm->ncdroms; i++) {
+		const struct cfg_cdrom *cdrom = &vm->cdroms[i];
+		struct json_object *o;
+
+		if (cdrom->file != NULL) {
+			struct argv_image im = env->cdroms[i];
+			char *opaque = argv_node_file(cdrom->id, 0);
+
+			im.fd_rw = -1; /* a medium is only read */
+			argv_push_add_fd(a, &im, opaque);
+			free(opaque);
+			o = argv_jnew();
+			argv_jstr(o, "driver", "file");
+			argv_jown(o, "filename", argv_fdset_path(im.set));
+			argv_jown(o, "node-name", argv_node_file(cdrom->id, 0));
+			argv_jbool(o, "read-only", true);
+			argv_push_json(a, "-blockdev", o);
+			o = argv_jnew();
+			argv_jstr(o, "driver", "raw");
+			argv_jown(o, "file", argv_node_file(cdrom->id, 0));
+			argv_jown(o, "node-name", argv_node_fmt(cdrom->id, 0));
+			argv_jbool(o, "read-only", true);
+			argv_push_json(a, "-blockdev", o);
+		}
+		o = argv_jnew();
+		argv_jstr(o, "driver", "ide-cd");
+		argv_jid(o, "id", ARGV_CDROM_DEVICE_FMT, cdrom->id);
+		if (cdrom->file != NULL)
+			argv_jid(o, "drive", ARGV_NODE_FMT_FMT, cdrom->id);
+		argv_ide_position(o, vm, (*sata)++);
+		if (cdrom->boot)
+			argv_jint(o, "bootindex", (*bootindex)++);
+		argv_push_json(a, "-device", o);
+	}
+}
+
+/* display = vnc: the standard VGA, and a VNC server without a socket of its own (qvmd hands it
+ * each client with add_client). */
+static void
+argv_push_display(struct argv_vec *a, const struct vm_config *vm)
+{
+	struct json_object *o;
+
+	if (vm->display != CFG_DISPLAY_VNC)
+		return;
+	argv_push2(a, "-vnc", "none");
+	o = argv_jnew();
+	argv_jstr(o, "driver", "VGA");
+	argv_push_json(a, "-device", o);
 }
 
 static void
@@ -591,6 +757,7 @@ char **
 argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause)
 {
 	struct argv_vec a = {0};
+	unsigned bootindex = 1, sata = 0;
 	char *s;
 
 	if (argv_check(vm, env, cause) != 0)
@@ -630,8 +797,10 @@ argv_build(const struct vm_config *vm, const struct argv_env *env, char **cause)
 		argv_push2(&a, "-append", vm->append);
 	argv_push_qmp(&a, vm, env);
 	argv_push_console(&a, vm, env);
+	argv_push_display(&a, vm);
 	argv_push_ports(&a, vm);
-	argv_push_disks(&a, vm, env);
+	argv_push_disks(&a, vm, env, &bootindex, &sata);
+	argv_push_cdroms(&a, vm, env, &bootindex, &sata);
 	argv_push_nets(&a, vm, env);
 	return a.v;
 }

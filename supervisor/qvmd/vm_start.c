@@ -12,6 +12,7 @@
 #include "argv.h"
 #include "cfg.h"
 #include "clock.h"
+#include "imgchain.h"
 #include "log.h"
 #include "proc.h"
 #include "vm_helper.h"
@@ -200,6 +201,81 @@ out:
 	return rc;
 }
 
+/* The cdroms' media of a start: opened like a disk's image, read-only. */
+struct start_media {
+	struct imgchain *chains; /* per live_cfg cdrom; empty for an empty drive */
+	struct argv_image *images;
+	size_t n;
+};
+
+static void
+start_media_close(struct start_media *m)
+{
+	for (size_t i = 0; i < m->n; i++)
+		imgchain_close(&m->chains[i]);
+	free(m->chains);
+	free(m->images);
+	memset(m, 0, sizeof *m);
+}
+
+/*
+ * Opens each cdrom's medium read-only (imgchain: a regular file or a block device, opened without
+ * blocking, no tty; never created) and hands its descriptor to keep[], in the fdset after the
+ * disks' (first_set on). A missing medium fails the start: "cdrom ID: PATH: why".
+ */
+static int
+start_media_open(struct vm *vm, struct start_media *m, long long first_set, int *keep,
+                 size_t *nkeep, char **cause)
+{
+	const struct vm_config *cfg = vm->live_cfg;
+	long long set = first_set;
+	char *why = NULL;
+
+	memset(m, 0, sizeof *m);
+	if (cfg->ncdroms == 0)
+		return 0;
+	m->chains = xcalloc(cfg->ncdroms, sizeof *m->chains);
+	m->images = xcalloc(cfg->ncdroms, sizeof *m->images);
+	m->n = cfg->ncdroms;
+	for (size_t i = 0; i < cfg->ncdroms; i++) {
+		const struct cfg_cdrom *cd = &cfg->cdroms[i];
+		struct imgchain_image *im;
+
+		m->images[i].set = -1;
+		m->images[i].fd_rw = m->images[i].fd_ro = -1;
+		m->images[i].format = CFG_FORMAT_RAW;
+		if (cd->file == NULL)
+			continue;
+		if (imgchain_open(&m->chains[i], cd->file, CFG_FORMAT_RAW, false, &why) < 0) {
+			*cause = xasprintf("cdrom %s: %s", cd->id, why);
+			free(why);
+			return -1;
+		}
+		if (*nkeep + 1 > SPAWN_FDS_MAX) {
+			*cause = xasprintf("cdrom %s: more than %d descriptors for QEMU", cd->id,
+			                   SPAWN_FDS_MAX);
+			return -1;
+		}
+		im = &m->chains[i].v[0];
+		m->images[i].set = set++;
+		m->images[i].fd_ro = im->fd_ro;
+		keep[(*nkeep)++] = im->fd_ro; /* the spawn's now */
+		im->fd_ro = -1;
+	}
+	return 0;
+}
+
+/* The first fdset after the variable store's and the disks' images (vm_disks_open's). */
+static long long
+start_next_set(const struct vm_disk_fds *fds)
+{
+	long long n = fds->argv_vars != NULL ? 1 : 0;
+
+	for (size_t i = 0; i < fds->n; i++)
+		n += (long long)fds->argv_chains[i].n;
+	return n;
+}
+
 /* Spawns QEMU once the disk images exist. */
 static void
 start_spawn(struct vm_job *job)
@@ -223,6 +299,7 @@ start_spawn(struct vm_job *job)
 	struct proc_path paths[8];
 	bool use_creds;
 	struct vm_disk_fds disk_fds = {0};
+	struct start_media media = {0};
 
 	if (vm_prepare_firmware(vm, &cause) < 0)
 		goto fail;
@@ -242,6 +319,9 @@ start_spawn(struct vm_job *job)
 		goto fail;
 	env.disks = disk_fds.argv_chains;
 	env.fw_vars = disk_fds.argv_vars;
+	if (start_media_open(vm, &media, start_next_set(&disk_fds), keep, &nkeep, &cause) < 0)
+		goto fail;
+	env.cdroms = media.images;
 	argv = argv_build(vm->live_cfg, &env, &cause);
 	if (argv == NULL)
 		goto fail;
@@ -295,6 +375,7 @@ out:
 	if (logfd >= 0)
 		close(logfd);
 	vm_disks_close(&disk_fds);
+	start_media_close(&media);
 	argv_free(argv);
 	free(net_fds);
 	free(sock);
