@@ -2,6 +2,8 @@
  * config/cfg_diff: what changes when a running VM becomes what its file says. Every value is
  * compared as the schema prints it (cfg_key_text), so the spelling in the file (1G or 1024M) and
  * everything cfg_vm_equal ignores never count; the keys listed in skip_keys never do either.
+ * Devices on the SATA/IDE controller (bus = sata disks, cdroms) never change live: the machine's
+ * controller has no hot-plug.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +21,8 @@ skip_key(const char *kind, const char *key)
 		return strcmp(key, "size") == 0 || strcmp(key, "apply") == 0;
 	return strcmp(key, "apply") == 0;
 }
+
+#define SATA_PENDING "restart needed (sata/ide devices cannot be hot-plugged)"
 
 static bool
 text_equal(const char *a, const char *b)
@@ -171,10 +175,12 @@ diff_disks(const struct vm_config *running, const struct vm_config *file, struct
 			if ((now = disk_by_file(file, old->file)) != NULL &&
 			    renamed_from(running, file, now) == old)
 				continue; /* listed as a change of its id */
-			c = diff_push(diff, CFG_CHANGE_REMOVE, true,
+			c = diff_push(diff, CFG_CHANGE_REMOVE, old->bus == CFG_BUS_VIRTIO,
 			              cfg_xprintf("disk %s", old->id));
 			c->old_text = section_text("disk", specs, n, old, &defaults);
 			c->old_disk = old;
+			if (old->bus != CFG_BUS_VIRTIO)
+				c->reason = cfg_xstrdup(SATA_PENDING);
 		}
 		return;
 	}
@@ -196,12 +202,16 @@ diff_disks(const struct vm_config *running, const struct vm_config *file, struct
 				c->new_disk = now;
 				continue;
 			}
-			c = diff_push(diff, CFG_CHANGE_ADD, true, cfg_xprintf("disk %s", now->id));
+			c = diff_push(diff, CFG_CHANGE_ADD, now->bus == CFG_BUS_VIRTIO,
+			              cfg_xprintf("disk %s", now->id));
 			c->new_text = section_text("disk", specs, n, now, &defaults);
 			c->new_disk = now;
+			if (now->bus != CFG_BUS_VIRTIO)
+				c->reason = cfg_xstrdup(SATA_PENDING);
 		} else if (pass == CFG_CHANGE_CHANGE && old != NULL &&
 		           section_delta("disk", specs, n, old, now, &a, &b, &only_boot) > 0) {
-			bool replace = now->apply == CFG_APPLY_REPLACE && !only_boot;
+			bool sata = old->bus != CFG_BUS_VIRTIO || now->bus != CFG_BUS_VIRTIO;
+			bool replace = now->apply == CFG_APPLY_REPLACE && !only_boot && !sata;
 
 			c = diff_push(diff, replace ? CFG_CHANGE_REPLACE : CFG_CHANGE_CHANGE,
 			              replace, cfg_xprintf("disk %s", now->id));
@@ -211,9 +221,9 @@ diff_disks(const struct vm_config *running, const struct vm_config *file, struct
 			c->new_disk = now;
 			if (!replace)
 				c->reason = cfg_xstrdup(
-				    only_boot
-				        ? "restart needed (boot order)"
-				        : "restart needed (or apply = replace in its section)");
+				    only_boot ? "restart needed (boot order)"
+				    : sata    ? SATA_PENDING
+				           : "restart needed (or apply = replace in its section)");
 		}
 	}
 }
@@ -267,6 +277,53 @@ diff_nets(const struct vm_config *running, const struct vm_config *file, struct 
 	}
 }
 
+/* Cdroms: added, removed or changed, always at the next start. */
+static void
+diff_cdroms(const struct vm_config *running, const struct vm_config *file, struct cfg_diff *diff,
+            enum cfg_change_action pass)
+{
+	size_t n;
+	const struct key_spec *specs = cfg_cdrom_keys(&n);
+	struct cfg_cdrom defaults;
+	struct cfg_change *c;
+
+	cfg_cdrom_defaults(&defaults);
+	if (pass == CFG_CHANGE_REMOVE) {
+		for (size_t i = 0; i < running->ncdroms; i++) {
+			const struct cfg_cdrom *old = &running->cdroms[i];
+
+			if (cfg_vm_cdrom(file, old->id) != NULL)
+				continue;
+			c = diff_push(diff, CFG_CHANGE_REMOVE, false,
+			              cfg_xprintf("cdrom %s", old->id));
+			c->old_text = section_text("cdrom", specs, n, old, &defaults);
+			c->reason = cfg_xstrdup(SATA_PENDING);
+		}
+		return;
+	}
+	for (size_t i = 0; i < file->ncdroms; i++) {
+		const struct cfg_cdrom *now = &file->cdroms[i],
+		                       *old = cfg_vm_cdrom(running, now->id);
+		char *a, *b;
+		bool only_boot;
+
+		if (pass == CFG_CHANGE_ADD && old == NULL) {
+			c = diff_push(diff, CFG_CHANGE_ADD, false,
+			              cfg_xprintf("cdrom %s", now->id));
+			c->new_text = section_text("cdrom", specs, n, now, &defaults);
+			c->reason = cfg_xstrdup(SATA_PENDING);
+		} else if (pass == CFG_CHANGE_CHANGE && old != NULL &&
+		           section_delta("cdrom", specs, n, old, now, &a, &b, &only_boot) > 0) {
+			c = diff_push(diff, CFG_CHANGE_CHANGE, false,
+			              cfg_xprintf("cdrom %s", now->id));
+			c->old_text = a;
+			c->new_text = b;
+			c->reason =
+			    cfg_xstrdup(only_boot ? "restart needed (boot order)" : SATA_PENDING);
+		}
+	}
+}
+
 void
 cfg_diff_vm(const struct vm_config *running, const struct vm_config *file, struct cfg_diff *diff)
 {
@@ -280,6 +337,7 @@ cfg_diff_vm(const struct vm_config *running, const struct vm_config *file, struc
 	for (size_t p = 0; p < sizeof passes / sizeof passes[0]; p++) {
 		diff_disks(running, file, diff, passes[p]);
 		diff_nets(running, file, diff, passes[p]);
+		diff_cdroms(running, file, diff, passes[p]);
 	}
 }
 

@@ -1,7 +1,8 @@
 /*
  * config/cfg_write: persists hot-plugged devices into a VM definition by editing its text line by
  * line (never re-serialising it), so the operator's comments, order and spacing survive. The result
- * is checked with the loader before it replaces the original with an atomic rename.
+ * is checked with the loader before it replaces the original with an atomic rename. Also writes
+ * whole new definitions (qvmctl create): the text an operator would write, never replacing a file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -356,6 +357,10 @@ render_disk(struct buf *b, const void *dev)
 		buf_printf(b, "cache = %s\n", cfg_cache_name(disk->cache));
 	if (disk->boot)
 		buf_printf(b, "boot = yes\n");
+	if (disk->bus != CFG_BUS_VIRTIO)
+		buf_printf(b, "bus = %s\n", cfg_disk_bus_name(disk->bus));
+	if (disk->apply != CFG_APPLY_PENDING)
+		buf_printf(b, "apply = replace\n");
 }
 
 static bool
@@ -365,7 +370,8 @@ disk_reads_back(const struct vm_config *vm, const void *dev)
 
 	return got != NULL && same_opt(got->file, disk->file) && got->format == disk->format &&
 	       got->size == disk->size && got->readonly == disk->readonly &&
-	       got->cache == disk->cache && got->boot == disk->boot;
+	       got->cache == disk->cache && got->boot == disk->boot && got->bus == disk->bus &&
+	       got->apply == disk->apply;
 }
 
 /* A device that fails the checks a file gets is never written: "PATH: why". */
@@ -398,21 +404,34 @@ cfg_write_add_disk(const char *path, const struct cfg_disk *disk, char **cause)
 	return add_section(path, &ns, cause);
 }
 
+/* A [net] section; with_mac: the MAC too (a persisted NIC keeps the one it ran with; a new
+ * definition leaves a derived one out). */
 static void
-render_net(struct buf *b, const void *dev)
+render_net_mac(struct buf *b, const struct cfg_net *net, bool with_mac)
 {
-	const struct cfg_net *net = dev;
 	char mac[18];
 
-	cfg_mac_format(net->mac, mac);
-	buf_printf(b, "[net %s]\ntype = %s\nmac = %s\n", net->id, cfg_net_type_name(net->type),
-	           mac);
+	buf_printf(b, "[net %s]\ntype = %s\n", net->id, cfg_net_type_name(net->type));
+	if (with_mac) {
+		cfg_mac_format(net->mac, mac);
+		buf_printf(b, "mac = %s\n", mac);
+	}
 	if (net->bridge != NULL)
 		buf_printf(b, "bridge = %s\n", net->bridge);
 	if (net->ifname != NULL)
 		buf_printf(b, "ifname = %s\n", net->ifname);
 	if (net->restricted)
 		buf_printf(b, "restrict = yes\n");
+	if (net->model != CFG_NET_MODEL_VIRTIO)
+		buf_printf(b, "model = %s\n", cfg_net_model_name(net->model));
+	if (net->apply != CFG_APPLY_PENDING)
+		buf_printf(b, "apply = replace\n");
+}
+
+static void
+render_net(struct buf *b, const void *dev)
+{
+	render_net_mac(b, dev, true);
 }
 
 static bool
@@ -422,7 +441,8 @@ net_reads_back(const struct vm_config *vm, const void *dev)
 
 	return got != NULL && got->type == net->type && memcmp(got->mac, net->mac, 6) == 0 &&
 	       same_opt(got->bridge, net->bridge) && same_opt(got->ifname, net->ifname) &&
-	       got->restricted == net->restricted;
+	       got->restricted == net->restricted && got->model == net->model &&
+	       got->apply == net->apply;
 }
 
 int
@@ -534,5 +554,148 @@ cfg_write_remove_device(const char *path, const char *id, char **cause)
 out:
 	free(b.p);
 	original_free(&o);
+	return ret;
+}
+
+static void
+render_cdrom(struct buf *b, const struct cfg_cdrom *cdrom)
+{
+	buf_printf(b, "[cdrom %s]\n", cdrom->id);
+	if (cdrom->file != NULL)
+		buf_printf(b, "file = %s\n", cdrom->file);
+	if (cdrom->boot)
+		buf_printf(b, "boot = yes\n");
+}
+
+char *
+cfg_vm_format(const struct vm_config *vm, const char *header)
+{
+	struct vm_config defaults = {0};
+	struct buf b = {0};
+	size_t n;
+	const struct key_spec *specs = cfg_vm_keys(&n);
+	char size[32];
+
+	for (const char *h = header; h != NULL && *h != '\0';) {
+		size_t len = strcspn(h, "\n");
+
+		buf_printf(&b, "#%s%.*s\n", len > 0 ? " " : "", (int)len, h);
+		h += len + (h[len] == '\n');
+	}
+	cfg_vm_defaults(&defaults);
+	if (vm->machine == CFG_MACHINE_PC)
+		defaults.hotplug_slots = 0; /* pc has no spare root ports */
+	cfg_size_format(vm->memory, size);
+	buf_printf(&b, "[vm]\nname = %s\nmemory = %s\n", vm->name != NULL ? vm->name : "", size);
+	for (size_t i = 0; i < n; i++) {
+		char *v, *d;
+
+		if (strcmp(specs[i].name, "name") == 0 || strcmp(specs[i].name, "memory") == 0)
+			continue;
+		v = cfg_key_text(&specs[i], vm);
+		d = cfg_key_text(&specs[i], &defaults);
+		if (v != NULL && !same_opt(v, d))
+			buf_printf(&b, "%s = %s\n", specs[i].name, v);
+		free(v);
+		free(d);
+	}
+	for (size_t i = 0; i < vm->ndisks; i++) {
+		buf_add(&b, "\n", 1);
+		render_disk(&b, &vm->disks[i]);
+	}
+	for (size_t i = 0; i < vm->nnets; i++) {
+		buf_add(&b, "\n", 1);
+		render_net_mac(&b, &vm->nets[i], vm->nets[i].mac_given);
+	}
+	for (size_t i = 0; i < vm->ncdroms; i++) {
+		buf_add(&b, "\n", 1);
+		render_cdrom(&b, &vm->cdroms[i]);
+	}
+	return b.p;
+}
+
+/* Every error of errs ("PATH:LINE: ..."), one per line, in *cause. */
+static void
+errs_cause_all(struct cfg_errors *errs, char **cause)
+{
+	struct buf b = {0};
+
+	for (size_t i = 0; i < errs->n; i++)
+		buf_printf(&b, "%s%s", i > 0 ? "\n" : "", errs->msgs[i]);
+	*cause = b.p != NULL ? b.p : cfg_xstrdup("unknown error");
+	cfg_errors_free(errs);
+}
+
+int
+cfg_write_create(const char *path, const char *text, char **cause)
+{
+	char *dircopy = cfg_xstrdup(path), *basecopy = cfg_xstrdup(path), *tmp = NULL;
+	const char *dir = dirname(dircopy), *base = basename(basecopy);
+	size_t len = strlen(text);
+	struct cfg_errors errs;
+	struct vm_config *vm;
+	struct stat st;
+	int fd, dfd, saved, ret = -1;
+
+	cfg_errors_init(&errs);
+	/* The same loader as a reload: what is written is a definition qvmd accepts. */
+	vm = cfg_vm_load_text(path, text, len, &errs);
+	if (vm == NULL) {
+		errs_cause_all(&errs, cause);
+		goto out;
+	}
+	cfg_vm_free(vm);
+	if (lstat(path, &st) == 0) {
+		*cause = cfg_xprintf("%s: already exists", path);
+		goto out;
+	}
+	if (errno != ENOENT) {
+		*cause = cfg_xprintf("%s: %s", path, strerror(errno));
+		goto out;
+	}
+	tmp = cfg_xprintf("%s/.%s.tmpXXXXXX", dir, base);
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		*cause = cfg_xprintf("%s: cannot create a temporary file in %s: %s", path, dir,
+		                     strerror(errno));
+		goto out;
+	}
+	if (fchmod(fd, 0644) < 0 || write_all(fd, text, len) < 0 || fsync(fd) < 0) {
+		saved = errno;
+		close(fd);
+		*cause = cfg_xprintf("%s: cannot write %s: %s", path, tmp, strerror(saved));
+		goto unlink;
+	}
+	if (close(fd) < 0) {
+		*cause = cfg_xprintf("%s: cannot write %s: %s", path, tmp, strerror(errno));
+		goto unlink;
+	}
+	/* link(2), unlike rename(2), never replaces: a file created meanwhile stays as it is. */
+	if (link(tmp, path) < 0) {
+		*cause = errno == EEXIST ? cfg_xprintf("%s: already exists", path)
+		                         : cfg_xprintf("%s: %s", path, strerror(errno));
+		goto unlink;
+	}
+	unlink(tmp);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fsync(dfd) < 0) {
+		saved = errno;
+		if (dfd >= 0)
+			close(dfd);
+		*cause = cfg_xprintf("%s: written, but syncing %s failed: %s", path, dir,
+		                     strerror(saved));
+		goto out;
+	}
+	close(dfd);
+	ret = 0;
+	goto out;
+unlink:
+	saved = errno;
+	unlink(tmp);
+	errno = saved;
+out:
+	free(tmp);
+	free(dircopy);
+	free(basecopy);
 	return ret;
 }

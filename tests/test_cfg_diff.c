@@ -305,6 +305,79 @@ test_cfg_diff_persisted_equals_hand_edit(void **state)
 	rmdir(dir);
 }
 
+/* Devices on the SATA/IDE controller and the display: pending until a restart, with why. */
+static void
+test_cfg_diff_install_media_pending(void **state)
+{
+	const char *running = BASE "\n[disk sd0]\nfile = /var/lib/qvmd/s.qcow2\nbus = sata\n"
+	                           "\n[cdrom cd0]\nfile = /srv/a.iso\n\n[cdrom cd1]\n";
+	const char *file = "[vm]\nname = web1\nmemory = 1G\nvcpus = 2\naccel = tcg\ndisplay = vnc\n"
+	                   "[disk root]\nfile = /var/lib/qvmd/r.qcow2\nbus = sata\n"
+	                   "apply = replace\n"
+	                   "[disk new]\nfile = /var/lib/qvmd/n.qcow2\nbus = sata\n"
+	                   "[net lan0]\ntype = user\nrestrict = yes\nmodel = e1000\n"
+	                   "[cdrom cd0]\nfile = /srv/b.iso\n[cdrom cd2]\nboot = yes\n";
+	struct vm_config *va, *vb;
+	struct cfg_diff diff;
+	const struct cfg_change *c;
+	const char *sata = "restart needed (sata/ide devices cannot be hot-plugged)";
+
+	(void)state;
+	diff_texts(running, file, &va, &vb, &diff);
+	assert_int_equal(diff.n, 8);
+	c = find_change(&diff, "display");
+	assert_false(c->live);
+	assert_string_equal(c->old_text, "none");
+	assert_string_equal(c->new_text, "vnc");
+	assert_string_equal(c->reason, "restart needed");
+	/* apply = replace does not make a move to sata live. */
+	c = find_change(&diff, "disk root");
+	assert_int_equal(c->action, CFG_CHANGE_CHANGE);
+	assert_false(c->live);
+	assert_string_equal(c->new_text, "bus=sata");
+	assert_string_equal(c->reason, sata);
+	c = find_change(&diff, "disk sd0");
+	assert_int_equal(c->action, CFG_CHANGE_REMOVE);
+	assert_false(c->live);
+	assert_string_equal(c->reason, sata);
+	c = find_change(&diff, "disk new");
+	assert_int_equal(c->action, CFG_CHANGE_ADD);
+	assert_false(c->live);
+	assert_string_equal(c->reason, sata);
+	c = find_change(&diff, "net lan0");
+	assert_false(c->live);
+	assert_string_equal(c->old_text, "model=virtio");
+	assert_string_equal(c->new_text, "model=e1000");
+	assert_string_equal(c->reason, "restart needed (or apply = replace in its section)");
+	c = find_change(&diff, "cdrom cd0");
+	assert_int_equal(c->action, CFG_CHANGE_CHANGE);
+	assert_false(c->live);
+	assert_string_equal(c->old_text, "file=/srv/a.iso");
+	assert_string_equal(c->new_text, "file=/srv/b.iso");
+	assert_string_equal(c->reason, sata);
+	c = find_change(&diff, "cdrom cd1");
+	assert_int_equal(c->action, CFG_CHANGE_REMOVE);
+	assert_false(c->live);
+	assert_string_equal(c->old_text, "file=(none)");
+	c = find_change(&diff, "cdrom cd2");
+	assert_int_equal(c->action, CFG_CHANGE_ADD);
+	assert_false(c->live);
+	assert_string_equal(c->new_text, "file=(none) boot=yes");
+	assert_string_equal(c->reason, sata);
+	diff_done(va, vb, &diff);
+
+	/* A virtio NIC's model with apply = replace is replaced live. */
+	diff_texts(BASE,
+	           "[vm]\nname = web1\nmemory = 1G\nvcpus = 2\naccel = tcg\n[disk root]\n"
+	           "file = /var/lib/qvmd/r.qcow2\n[net lan0]\ntype = user\nrestrict = yes\n"
+	           "model = e1000e\napply = replace\n",
+	           &va, &vb, &diff);
+	assert_int_equal(diff.n, 1);
+	assert_int_equal(diff.v[0].action, CFG_CHANGE_REPLACE);
+	assert_true(diff.v[0].live);
+	diff_done(va, vb, &diff);
+}
+
 int
 main(void)
 {
@@ -317,6 +390,7 @@ main(void)
 	    cmocka_unit_test(test_cfg_diff_changed_device_replace_or_pending),
 	    cmocka_unit_test(test_cfg_diff_disk_renamed_is_pending),
 	    cmocka_unit_test(test_cfg_diff_persisted_equals_hand_edit),
+	    cmocka_unit_test(test_cfg_diff_install_media_pending),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -710,6 +710,114 @@ test_config_vm_ports_not_sata(void **state)
 	rm_tmpdir(dir);
 }
 
+/* A definition with every [vm] key away from its default and every kind of section. */
+static const char every_key[] =
+    "[vm]\nname = every\nmemory = 1536M\nvcpus = 3\nmachine = q35\naccel = tcg\ncpu = max\n"
+    "hotplug_slots = 2\nkernel = /boot/vmlinuz\ninitrd = /boot/initrd\n"
+    "append = console=ttyS0 quiet\nfirmware = uefi\nshutdown_timeout = 90s\n"
+    "restart = on-failure\nrestart_limit = 9\nautostart = yes\nconsole = none\n"
+    "display = vnc\n\n"
+    "[disk root]\nfile = /srv/every.qcow2\nsize = 10G\ncache = writeback\nboot = yes\n"
+    "bus = sata\napply = replace\n\n"
+    "[disk data]\nfile = /srv/every.raw\nformat = raw\nreadonly = yes\n\n"
+    "[net lan0]\ntype = bridge\nbridge = br0\nifname = tap-every\nmodel = e1000e\n"
+    "mac = 52:54:00:aa:bb:cc\n\n"
+    "[net lan1]\nrestrict = yes\napply = replace\n\n"
+    "[net lan2]\ntype = tap\nifname = tap9\nmodel = e1000\n\n"
+    "[cdrom cd0]\nfile = /srv/iso/install.iso\nboot = yes\n\n[cdrom cd1]\n";
+
+/* cfg_vm_format: the text reads back as the same definition; defaults are left out. */
+static void
+test_config_format_round_trip(void **state)
+{
+	char *dir = make_tmpdir(), path[4200], *text;
+	struct vm_config *vm, *back;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/every.ini", dir);
+	write_all(path, every_key);
+	vm = load_ok(path);
+	text = cfg_vm_format(vm, "made by a test\n\nsecond line");
+	assert_true(strncmp(text,
+	                    "# made by a test\n#\n# second line\n[vm]\nname = every\n"
+	                    "memory = 1536M\nvcpus = 3\n",
+	                    strlen("# made by a test\n#\n# second line\n[vm]\nname = every\n"
+	                           "memory = 1536M\nvcpus = 3\n")) == 0);
+	assert_null(strstr(text, "machine ="));               /* q35 is the default */
+	assert_null(strstr(text, "lan1]\ntype = user\nmac")); /* a derived MAC is not written */
+	assert_non_null(strstr(text, "\n[cdrom cd1]\n"));
+	write_all(path, text);
+	back = load_ok(path);
+	if (!cfg_vm_equal(vm, back))
+		print_error("%s", text);
+	assert_true(cfg_vm_equal(vm, back));
+	free(text);
+	cfg_vm_free(back);
+	cfg_vm_free(vm);
+
+	/* A minimal definition is two keys; pc writes no hotplug_slots. */
+	write_all(path, "[vm]\nname = every\nmemory = 1G\nmachine = pc\n");
+	vm = load_ok(path);
+	text = cfg_vm_format(vm, NULL);
+	assert_string_equal(text, "[vm]\nname = every\nmemory = 1G\nmachine = pc\n");
+	free(text);
+	cfg_vm_free(vm);
+	rm_tmpdir(dir);
+}
+
+/* cfg_write_create: a new file (0644) with the text, or nothing at all. */
+static void
+test_config_write_create(void **state)
+{
+	char *dir = make_tmpdir(), path[4200], *got, *cause = NULL;
+	const char *bad = "[vm]\nname = every\nmemory = 1X\n[disk d]\nbus = pci\n";
+	struct vm_config *vm;
+	struct stat st;
+	mode_t old = umask(077);
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/every.ini", dir);
+	if (cfg_write_create(path, every_key, &cause) != 0)
+		print_error("%s\n", cause);
+	assert_null(cause);
+	umask(old);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+	got = read_all(path, NULL);
+	assert_string_equal(got, every_key);
+	free(got);
+	vm = load_ok(path);
+	cfg_vm_free(vm);
+	assert_int_equal(count_entries(dir), 1); /* no temp file left */
+
+	/* An existing file is refused and left as it is. */
+	assert_int_equal(cfg_write_create(path, "[vm]\nname = every\nmemory = 2G\n", &cause), -1);
+	assert_non_null(strstr(cause, "every.ini: already exists"));
+	free(cause);
+	got = read_all(path, NULL);
+	assert_string_equal(got, every_key);
+	free(got);
+
+	/* Bad text: every error, no file. */
+	unlink(path);
+	assert_int_equal(cfg_write_create(path, bad, &cause), -1);
+	got = cfg_xprintf("%s:3: [vm] memory: '1X' is not a size (use e.g. 512M or 2G)\n"
+	                  "%s:4: [disk d] file: required key missing\n"
+	                  "%s:5: [disk d] bus: 'pci' is not valid (use virtio or sata)",
+	                  path, path, path);
+	assert_string_equal(cause, got);
+	free(got);
+	free(cause);
+	assert_int_equal(count_entries(dir), 0);
+	/* The name must match the file, as on a reload. */
+	snprintf(path, sizeof(path), "%s/other.ini", dir);
+	assert_int_equal(cfg_write_create(path, every_key, &cause), -1);
+	assert_non_null(strstr(cause, "does not match the file name"));
+	free(cause);
+	assert_int_equal(count_entries(dir), 0);
+	rm_tmpdir(dir);
+}
+
 static void
 test_config_vm_crlf_and_comments(void **state)
 {
@@ -1656,6 +1764,8 @@ main(void)
 	    cmocka_unit_test(test_config_vm_dup),
 	    cmocka_unit_test(test_config_vm_devices),
 	    cmocka_unit_test(test_config_vm_ports_not_sata),
+	    cmocka_unit_test(test_config_format_round_trip),
+	    cmocka_unit_test(test_config_write_create),
 	    cmocka_unit_test(test_config_vm_crlf_and_comments),
 	    cmocka_unit_test(test_config_daemon_defaults),
 	    cmocka_unit_test(test_config_daemon_file),
