@@ -540,7 +540,7 @@ test_control_cmds_shapes_stopped(void **state)
 
 	reply = call("{\"id\":1,\"cmd\":\"status\",\"vm\":\"web1\"}");
 	res = expect_ok(reply);
-	assert_keys(res, LIST_ROW_KEYS " machine accel job disks nets definition_errors last_exit");
+	assert_keys(res, LIST_ROW_KEYS " machine accel job disks nets cdroms display vnc_socket definition_errors last_exit");
 	check_stopped_row(res);
 	assert_string_equal(json_object_get_string(get(res, "machine")), "q35");
 	assert_string_equal(json_object_get_string(get(res, "accel")), "tcg");

@@ -11,8 +11,6 @@
 #include "ctl_print.h"
 #include "xalloc.h"
 
-/* Defined in ctl_define.c. */
-
 /* One verb a line, in the order the overview lists them. */
 /* clang-format off */
 const struct ctl_verb *const ctl_verbs[] = {
@@ -38,6 +36,7 @@ const struct ctl_verb *const ctl_verbs[] = {
 	&ctl_verb_attach_net,
 	&ctl_verb_detach,
 	&ctl_verb_devices,
+	&ctl_verb_media,
 	&ctl_verb_apply,
 	&ctl_verb_diff,
 	&ctl_verb_snapshot,

@@ -81,7 +81,7 @@ extern const struct ctl_verb ctl_verb_snapshot, ctl_verb_snapshots, ctl_verb_rev
 extern const struct ctl_verb ctl_verb_backup, ctl_verb_backups, ctl_verb_restore,
     ctl_verb_backup_verify, ctl_verb_backup_prune;
 extern const struct ctl_verb ctl_verb_apply, ctl_verb_diff;
-extern const struct ctl_verb ctl_verb_create, ctl_verb_undefine;
+extern const struct ctl_verb ctl_verb_create, ctl_verb_undefine, ctl_verb_media;
 
 /* The table, NULL-terminated, in the order usage lists it. */
 extern const struct ctl_verb *const ctl_verbs[];

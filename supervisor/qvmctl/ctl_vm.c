@@ -140,6 +140,26 @@ ctl_vm_status(struct ctl *ctl, struct ctl_args *args)
 		         ctl_json_str(dev, "mac", "-"));
 		ctl_vm_field(key, buf);
 	}
+	list = ctl_json_array(res, "cdroms");
+	for (size_t i = 0; list != NULL && i < json_object_array_length(list); i++) {
+		const char *tray;
+
+		dev = json_object_array_get_idx(list, i);
+		tray = ctl_json_str(dev, "tray", NULL);
+		snprintf(key, sizeof key, "cdrom %s", ctl_json_str(dev, "id", "?"));
+		snprintf(buf, sizeof buf, "%s%s%s%s%s", ctl_json_str(dev, "medium", "empty"),
+		         tray ? " (tray " : "", tray ? tray : "", tray ? ")" : "",
+		         ctl_json_bool(dev, "boot", false) ? " boot" : "");
+		ctl_vm_field(key, buf);
+	}
+	/* "vnc /run/qvmd/NAME/vnc.sock" while QEMU takes clients, else the setting alone (an
+	 * older qvmd says nothing of displays). */
+	if (ctl_json_str(res, "display", NULL) != NULL) {
+		snprintf(buf, sizeof buf, "%s%s%s", ctl_json_str(res, "display", "none"),
+		         ctl_json_str(res, "vnc_socket", NULL) ? " " : "",
+		         ctl_json_str(res, "vnc_socket", ""));
+		ctl_vm_field("display", buf);
+	}
 	/* What the file says and the running VM does not (yet): "memory 1G -> 2G (why)". */
 	list = ctl_json_array(res, "pending");
 	for (size_t i = 0; list != NULL && i < json_object_array_length(list); i++) {

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "vm.h"
 #include "vm_apply.h"
+#include "vm_media.h"
 
 #include <json-c/json.h>
 #include <stdarg.h>
@@ -404,6 +405,26 @@ cmd_detach(struct control_reply *r, struct vm *vm, const char *n, struct json_ob
 	vm_detach_device(vm, id, persist, timeout_ms, control_done, r);
 }
 
+/* media: args.insert (an image path) or args.eject, for cdrom args.id of a running VM. Any
+ * path for root and qvmd's user; other requesters name images below image_dirs. */
+static void
+cmd_media(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
+{
+	const char *id = arg_id(r, args), *file = NULL;
+	bool eject = false, persist = false;
+
+	if (id == NULL || !arg_str(r, args, "insert", &file) ||
+	    !arg_bool(r, args, "eject", &eject) || !arg_bool(r, args, "persist", &persist))
+		return;
+	if ((file == NULL) == !eject)
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "media: one of args.insert (a path) and args.eject is required");
+	if (file != NULL && (file[0] != '/' || strchr(file, '\n') != NULL))
+		return reply_error(r, PROTO_ERR_INVALID,
+		                   "media: insert '%s' must be an absolute path", file);
+	vm_media_change(vm, id, file, r->uid == 0 || r->uid == getuid(), persist, control_done, r);
+}
+
 static void
 cmd_apply(struct control_reply *r, struct vm *vm, const char *n, struct json_object *args)
 {
@@ -776,6 +797,7 @@ static const char *const args_create[] = {"memory_bytes", "vcpus",     "machine"
                                           "os_variant",   "autostart", "start",   "disks",
                                           "nets",         "cdrom",     NULL};
 static const char *const args_undefine[] = {"remove_disks", NULL};
+static const char *const args_media[] = {"id", "insert", "eject", "persist", NULL};
 static const char *const args_detach[] = {"id", "persist", "timeout_ms", NULL};
 static const char *const args_powerdown[] = {"timeout_ms", "wait", "all", NULL};
 static const char *const args_timeout[] = {"timeout_ms", NULL};
@@ -801,6 +823,7 @@ static const struct control_cmd control_cmds[] = {
     {"jobs", CMD_VM_OPTIONAL, NULL, cmd_jobs},
     {"kill", CMD_VM_REQUIRED, NULL, cmd_kill},
     {"list", CMD_VM_NONE, NULL, cmd_list},
+    {"media", CMD_VM_REQUIRED, args_media, cmd_media},
     {"pause", CMD_VM_REQUIRED, NULL, cmd_pause},
     {"powerdown", CMD_VM_OPTIONAL, args_powerdown, cmd_powerdown},
     {"qmp", CMD_VM_REQUIRED, args_qmp, cmd_qmp},

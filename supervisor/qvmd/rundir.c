@@ -101,9 +101,9 @@ rundir_remove_qemu_dir(struct vm *vm)
 void
 rundir_remove(struct vm *vm)
 {
-	static const char *const files[] = {"state.json",   "qmp.sock",         "state.json.tmp",
-	                                    "devices.json", "devices.json.tmp", "jobs.json",
-	                                    "jobs.json.tmp"};
+	static const char *const files[] = {
+	    "state.json", "qmp.sock",      "state.json.tmp", "devices.json",   "devices.json.tmp",
+	    "jobs.json",  "jobs.json.tmp", "media.json",     "media.json.tmp", "vnc.sock"};
 	char *dir = vm_run_path(vm, ""), *def = rundir_def_path(vm),
 	     *deftmp = xasprintf("%s.tmp", def);
 

@@ -9,6 +9,7 @@
 #include "vm.h"
 #include "vm_job.h"
 #include "vm_private.h"
+#include "vm_vnc.h"
 
 #include "cfg.h"
 #include "clock.h"
@@ -172,6 +173,7 @@ vm_reload_definition(struct vm *vm, bool running_matches)
 			free(vm->live_cfg->path);
 			vm->live_cfg->path = path;
 		}
+		vm_media_load(vm); /* the drives hold what they hold, whatever the file says */
 		rundir_save(vm);
 	}
 }
@@ -279,6 +281,7 @@ vm_detach(struct vm *vm)
 {
 	/* Jobs end first: their QMP commands are cancelled before the connection goes. */
 	vm_jobs_abort(vm, PROTO_ERR_FAILED, "qvmd is exiting");
+	vm_vnc_close(vm);
 	vm_drop_qmp(vm);
 }
 
@@ -288,6 +291,7 @@ vm_free(struct vm *vm)
 	if (vm == NULL)
 		return;
 	vm_jobs_abort(vm, PROTO_ERR_FAILED, "the vm is being removed");
+	vm_vnc_close(vm);
 	vm_devs_clear(vm);
 	vm_jobrecs_free(vm);
 	if (vm->restart_ev)
@@ -323,8 +327,15 @@ vm_qmp_ready(struct qmp_conn *conn, void *arg)
 {
 	struct vm *vm = arg;
 
+	char *cause = NULL;
+
 	if (!vm_start_qmp_ready(vm))
 		vm_adopt_qmp_ready(vm);
+	/* From now on QEMU can take VNC clients (again, after a restart of qvmd). */
+	if (vm_vnc_open(vm, &cause) < 0) {
+		log_error("vm %s: no vnc display: %s", vm->name, cause);
+		free(cause);
+	}
 }
 
 static void
@@ -561,6 +572,7 @@ vm_maybe_finalize(struct vm *vm)
 	if (!vm_jobs_claim_exit(vm, &exit))
 		vm_unexpected_exit(vm, &exit);
 	vm_jobs_end_unclaimed(vm, &exit);
+	vm_vnc_close(vm);
 	vm_drop_qmp(vm);
 	rundir_remove(vm);
 	vm_devs_clear(vm);

@@ -176,6 +176,7 @@ vm_adopt(struct vm *vm)
 	}
 	vm->live_text = vm_read_text(ini);
 	free(ini);
+	vm_media_load(vm);
 	vm_set_state(vm, VM_RUNNING);
 	vm_devs_load(vm);
 	rundir_save(vm);

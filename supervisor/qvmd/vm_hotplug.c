@@ -1061,8 +1061,8 @@ hp_prepared(struct hp_op *op)
 /* ---- validation ---- */
 
 /* Whether path (or, for a file still to be created, its directory) lies below an image dir. */
-static bool
-path_allowed(const struct vm *vm, const char *path, bool create)
+bool
+vm_image_path_allowed(const struct vm *vm, const char *path, bool create)
 {
 	char real[PATH_MAX], *dir = NULL;
 	bool ok = false;
@@ -1251,7 +1251,7 @@ attach_disk_op(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 		       xasprintf("vm %s: %s: %s", vm->name, disk->file, strerror(errno)));
 		return NULL;
 	}
-	if (disk->file[0] != '/' || !path_allowed(vm, disk->file, create_size > 0)) {
+	if (disk->file[0] != '/' || !vm_image_path_allowed(vm, disk->file, create_size > 0)) {
 		refuse(
 		    cb, arg, PROTO_ERR_DENIED,
 		    xasprintf("vm %s: %s is not below an image directory qvmd may use (image_dirs "

@@ -28,6 +28,7 @@ struct qmp_conn;
 struct qmp_reply;
 struct vm_images;
 struct vm_job;
+struct vm_vnc;
 
 #include "cfg.h"
 
@@ -103,6 +104,8 @@ struct vm {
 	char bg_cancelled[96]; /* the background job a powerdown or kill cancelled first, for its
 	                        * reply ("snapshot snapshot-3"); "" when none */
 	bool jobrec_polling;
+
+	struct vm_vnc *vnc; /* display = vnc: the listening socket while QMP is ready */
 };
 
 /* vm.c: the VM object, its QEMU process and QMP connection. */
@@ -215,10 +218,16 @@ struct json_object *vm_dev_json(const struct vm_dev *dev);
 int vm_devs_save(struct vm *vm);
 void vm_devs_load(struct vm *vm);
 
+/* vm_media.c: the media in the cdrom drives, recorded in the run directory (media.json): after a
+ * restart of qvmd, the running definition gets the media they held (live_cfg must be set). */
+void vm_media_load(struct vm *vm);
+
 /* vm_hotplug.c: devices released by the guest without a detach waiting, and the books checked
  * against QEMU after a re-attach. */
 void vm_hotplug_device_deleted(struct vm *vm, struct json_object *data);
 void vm_hotplug_reconcile(struct vm *vm);
+/* Whether path (or, to create it, its directory: create) lies below one of image_dirs. */
+bool vm_image_path_allowed(const struct vm *vm, const char *path, bool create);
 /*
  * Hot-plug operations composed in one job (apply): each is checked and carried out as a single
  * attach (never persisted) or detach would be, its QMP commands pipelined with the others', and

@@ -2,6 +2,7 @@
 #include "vm_private.h"
 
 #include "vm_apply.h"
+#include "vm_vnc.h"
 
 #include "cfg.h"
 #include "vm_job.h"
@@ -125,8 +126,55 @@ status_definition(const struct vm *vm, struct json_object *o)
 		json_object_object_add(o, "pending", pending);
 }
 
+/* What QEMU says of drive id in query-block's result: whether it holds a medium, the tray. */
+static bool
+block_drive(struct json_object *block, const char *id, bool *inserted, bool *tray_open)
+{
+	for (size_t i = 0; block != NULL && i < json_object_array_length(block); i++) {
+		struct json_object *dev = json_object_array_get_idx(block, i), *v;
+
+		if (!json_object_object_get_ex(dev, "qdev", &v) ||
+		    strcmp(json_object_get_string(v), id) != 0)
+			continue;
+		*inserted = json_object_object_get_ex(dev, "inserted", &v) && v != NULL;
+		*tray_open =
+		    json_object_object_get_ex(dev, "tray_open", &v) && json_object_get_boolean(v);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * The cdrom drives: {id, medium (the image's path, or null: empty), tray ("open", "closed", or
+ * null when QEMU was not asked), boot}. Which file a drive holds is qvmd's record; whether it
+ * holds one at all and the tray are QEMU's (block: query-block's result, or NULL).
+ */
 static struct json_object *
-status_object(const struct vm *vm, const char *qemu_status)
+status_cdroms(const struct vm_config *cfg, struct json_object *block)
+{
+	struct json_object *arr = json_object_new_array();
+
+	for (size_t i = 0; cfg != NULL && i < cfg->ncdroms; i++) {
+		const struct cfg_cdrom *cd = &cfg->cdroms[i];
+		struct json_object *o = json_object_new_object();
+		bool inserted = cd->file != NULL, tray_open = false;
+		bool asked = block_drive(block, cd->id, &inserted, &tray_open);
+
+		json_object_object_add(o, "id", json_object_new_string(cd->id));
+		json_object_object_add(
+		    o, "medium",
+		    inserted && cd->file != NULL ? json_object_new_string(cd->file) : NULL);
+		json_object_object_add(o, "tray",
+		                       asked ? json_object_new_string(tray_open ? "open" : "closed")
+		                             : NULL);
+		json_object_object_add(o, "boot", json_object_new_boolean(cd->boot));
+		json_object_array_add(arr, o);
+	}
+	return arr;
+}
+
+static struct json_object *
+status_object(const struct vm *vm, const char *qemu_status, struct json_object *block)
 {
 	const struct vm_config *cfg = vm->live_cfg && vm_is_active(vm) ? vm->live_cfg : vm->cfg;
 	struct json_object *o = vm_list_row(vm), *disks, *nets;
@@ -169,6 +217,12 @@ status_object(const struct vm *vm, const char *qemu_status)
 	}
 	json_object_object_add(o, "disks", disks);
 	json_object_object_add(o, "nets", nets);
+	json_object_object_add(o, "cdroms", status_cdroms(cfg, block));
+	json_object_object_add(o, "display",
+	                       json_object_new_string(cfg_display_name(
+	                           cfg != NULL ? cfg->display : CFG_DISPLAY_NONE)));
+	json_object_object_add(
+	    o, "vnc_socket", vm_vnc_socket(vm) ? json_object_new_string(vm_vnc_socket(vm)) : NULL);
 	status_definition(vm, o);
 	return o;
 }
@@ -178,6 +232,10 @@ struct query {
 	struct vm *vm;
 	vm_done_cb cb;
 	void *arg;
+	/* status: query-status (and query-block for the cdroms) */
+	unsigned pending;
+	char qemu_status[32];
+	struct json_object *block;
 };
 
 static void
@@ -185,15 +243,25 @@ status_done(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 {
 	struct query *q = arg;
 	struct json_object *st;
-	const char *qs = "unknown";
 
-	if (r->status == QMP_OK && json_object_object_get_ex(r->result, "status", &st))
-		qs = json_object_get_string(st);
-	else if (r->status == QMP_TIMEOUT)
-		qs = "timeout";
-	if (r->status == QMP_OK)
-		snprintf(q->vm->qemu_status, sizeof q->vm->qemu_status, "%s", qs);
-	q->cb(status_object(q->vm, qs), PROTO_OK, NULL, q->arg);
+	if (strcmp(r->command, "query-block") == 0) {
+		if (r->status == QMP_OK)
+			q->block = json_object_get(r->result);
+	} else {
+		const char *qs = "unknown";
+
+		if (r->status == QMP_OK && json_object_object_get_ex(r->result, "status", &st))
+			qs = json_object_get_string(st);
+		else if (r->status == QMP_TIMEOUT)
+			qs = "timeout";
+		if (r->status == QMP_OK)
+			snprintf(q->vm->qemu_status, sizeof q->vm->qemu_status, "%s", qs);
+		snprintf(q->qemu_status, sizeof q->qemu_status, "%s", qs);
+	}
+	if (--q->pending > 0)
+		return;
+	q->cb(status_object(q->vm, q->qemu_status, q->block), PROTO_OK, NULL, q->arg);
+	json_object_put(q->block);
 	free(q);
 }
 
@@ -206,7 +274,7 @@ vm_status(struct vm *vm, vm_done_cb cb, void *arg)
 	/* A background job may hold QEMU's monitor for a long time (snapshot-save writes all RAM
 	 * before QEMU reads another command): status then comes from what qvmd knows. */
 	if (vm->qmp == NULL || vm->qmp_closed || !qmp_conn_is_ready(vm->qmp) || vm->bg != NULL) {
-		cb(status_object(vm, vm->qemu_status), PROTO_OK, NULL, arg);
+		cb(status_object(vm, vm->qemu_status, NULL), PROTO_OK, NULL, arg);
 		return;
 	}
 	q = xcalloc(1, sizeof *q);
@@ -217,7 +285,17 @@ vm_status(struct vm *vm, vm_done_cb cb, void *arg)
 	                &cause) < 0) {
 		free(cause);
 		free(q);
-		cb(status_object(vm, vm->qemu_status), PROTO_OK, NULL, arg);
+		cb(status_object(vm, vm->qemu_status, NULL), PROTO_OK, NULL, arg);
+		return;
+	}
+	q->pending = 1;
+	/* The drives' media and trays, in the same round trip. */
+	if (vm->live_cfg != NULL && vm->live_cfg->ncdroms > 0) {
+		if (qmp_execute(vm->qmp, "query-block", NULL, VM_QUERY_TIMEOUT_MS, status_done, q,
+		                &cause) < 0)
+			free(cause);
+		else
+			q->pending++;
 	}
 }
 

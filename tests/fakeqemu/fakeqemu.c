@@ -563,6 +563,15 @@ root_bus(const struct fq *fq)
 	return fq->q35 ? "pcie.0" : "pci.0";
 }
 
+/* The machine's own disk controller: q35's ICH9 AHCI (ide.0 .. ide.5), pc's PIIX IDE (ide.0 and
+ * ide.1), present with -nodefaults too. */
+static int
+builtin_ide_bus(const struct fq *fq, const char *bus)
+{
+	return strncmp(bus, "ide.", 4) == 0 && bus[4] >= '0' && bus[4] <= (fq->q35 ? '5' : '1') &&
+	       bus[5] == '\0';
+}
+
 static struct fq_device *
 device_find(struct fq *fq, const char *id)
 {
@@ -769,7 +778,8 @@ device_create(struct fq *fq, struct json_object *props, int hotplug, struct fq_r
 			owner = device_find(fq, base);
 			free(base);
 		}
-		if (owner == NULL || !in_table(fq_bus_providers, owner->driver)) {
+		if (!builtin_ide_bus(fq, bus) &&
+		    (owner == NULL || !in_table(fq_bus_providers, owner->driver))) {
 			reply_error(r, "GenericError", "Bus '%s' not found", bus);
 			return -1;
 		}
