@@ -142,6 +142,8 @@ build_disks(struct daemon *d, const struct daemon_create *a, const struct cfg_va
 	struct stat st;
 
 	cfg->disks = xcalloc(a->ndisks + 1, sizeof *cfg->disks);
+	/* Counted at once: the ids set before a refusal are freed with cfg. */
+	cfg->ndisks = a->ndisks;
 	/* Named disks first, so that a generated id never takes a name given later. */
 	for (size_t i = 0; i < a->ndisks; i++) {
 		const char *id = a->disks[i].id;
@@ -162,7 +164,6 @@ build_disks(struct daemon *d, const struct daemon_create *a, const struct cfg_va
 		}
 		cfg->disks[i].id = xstrdup(id);
 	}
-	cfg->ndisks = a->ndisks;
 	for (size_t i = 0; i < a->ndisks; i++) {
 		const struct daemon_create_disk *in = &a->disks[i];
 		struct cfg_disk *disk = &cfg->disks[i];
