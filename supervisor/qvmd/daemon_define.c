@@ -83,18 +83,19 @@ below_image_dirs(const struct daemon_config *conf, const char *real, bool dir_ok
 
 /*
  * The rule of attach-disk for files qvmd opens for an unprivileged QEMU: a requester other than
- * root names only files below image_dirs (an existing file by its real path; a file to create by
- * its directory's). Root may name any absolute path (an LVM volume).
+ * root names only files below image_dirs (an existing file, or a symbolic link, by its real path;
+ * a file to create by its directory's). Root may name any absolute path (an LVM volume).
  */
 static bool
-file_allowed(const struct daemon_config *conf, uid_t uid, const char *file, bool create)
+file_allowed(const struct daemon_config *conf, uid_t uid, const char *file)
 {
 	char real[PATH_MAX], *dir, *slash;
+	struct stat st;
 	bool ok;
 
 	if (uid == 0)
 		return true;
-	if (!create)
+	if (lstat(file, &st) == 0 || errno != ENOENT)
 		return realpath(file, real) != NULL && below_image_dirs(conf, real, false);
 	dir = xstrdup(file);
 	slash = strrchr(dir, '/');
@@ -206,18 +207,18 @@ build_disks(struct daemon *d, const struct daemon_create *a, const struct cfg_va
 			                   disk->file);
 			return PROTO_ERR_INVALID;
 		}
+		/* The right to the path first: a refusal tells nothing of what is outside. */
+		if (!file_allowed(d->conf, a->uid, disk->file)) {
+			*cause = xasprintf("disk %s: %s is not below an image directory qvmd may "
+			                   "use (image_dirs in qvmd.conf)",
+			                   disk->id, disk->file);
+			return PROTO_ERR_DENIED;
+		}
 		if (lstat(disk->file, &st) < 0 && (errno != ENOENT || in->size == 0)) {
 			*cause =
 			    xasprintf("disk %s: %s: %s%s", disk->id, disk->file, strerror(errno),
 			              errno == ENOENT ? " (give a size to create it)" : "");
 			return PROTO_ERR_INVALID;
-		}
-		if (!file_allowed(d->conf, a->uid, disk->file,
-		                  lstat(disk->file, &st) < 0 && errno == ENOENT)) {
-			*cause = xasprintf("disk %s: %s is not below an image directory qvmd may "
-			                   "use (image_dirs in qvmd.conf)",
-			                   disk->id, disk->file);
-			return PROTO_ERR_DENIED;
 		}
 	}
 	for (size_t i = 0; i < cfg->ndisks; i++) {
@@ -266,6 +267,13 @@ build_nets(struct daemon *d, const struct daemon_create *a, const struct cfg_var
 			*cause = xasprintf("cdrom: '%s' is not an absolute path", a->cdrom);
 			return PROTO_ERR_INVALID;
 		}
+		/* Before qvmd opens it: root opening a device for a requester may do things. */
+		if (!file_allowed(d->conf, a->uid, a->cdrom)) {
+			*cause = xasprintf("cdrom: %s is not below an image directory qvmd may use "
+			                   "(image_dirs in qvmd.conf)",
+			                   a->cdrom);
+			return PROTO_ERR_DENIED;
+		}
 		/* It must be there and readable now: an installer that is not is a typo. */
 		fd = open(a->cdrom, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 		if (fd < 0 || fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
@@ -276,12 +284,6 @@ build_nets(struct daemon *d, const struct daemon_create *a, const struct cfg_var
 			return PROTO_ERR_INVALID;
 		}
 		close(fd);
-		if (!file_allowed(d->conf, a->uid, a->cdrom, false)) {
-			*cause = xasprintf("cdrom: %s is not below an image directory qvmd may use "
-			                   "(image_dirs in qvmd.conf)",
-			                   a->cdrom);
-			return PROTO_ERR_DENIED;
-		}
 	}
 	return PROTO_OK;
 }
