@@ -7,6 +7,9 @@
  * ones the requester may give, the text is validated by the same loader as reload), then the
  * images are created (qemu-img, asynchronously), then the file is written, then the VM is loaded
  * and started if asked. A failure at any step leaves nothing behind: no file, no new image.
+ * qvmd killed while the images are made leaves no definition; the images being made (qemu-img
+ * goes on without qvmd) are listed in a record that makes the next create of the name refuse,
+ * naming them, until they are dealt with (vm_define_leftovers).
  */
 #include "daemon.h"
 
@@ -534,7 +537,7 @@ daemon_create(struct daemon *d, const struct daemon_create *a, vm_done_cb cb, vo
 	struct vm_config *cfg = NULL, *loaded;
 	struct define_op *op;
 	enum proto_err code;
-	char *why, *cause = NULL, *path, *text, *header;
+	char *why, *cause = NULL, *path, *text, *header, *left;
 	struct stat st;
 
 	if ((why = cfg_name_problem(a->name)) != NULL) {
@@ -555,6 +558,17 @@ daemon_create(struct daemon *d, const struct daemon_create *a, vm_done_cb cb, vo
 		            "vm %s: %s already exists (a definition that does not load: qvmd -n "
 		            "says why)",
 		            a->name, path);
+		free(path);
+		return;
+	}
+	if ((left = vm_define_leftovers(d->conf->state_dir, a->name)) != NULL) {
+		define_fail(
+		    cb, arg, PROTO_ERR_INVALID,
+		    "vm %s: a create of it that qvmd did not finish left %s (perhaps "
+		    "half-written): remove them, or remove %s/%s/creating to use them, then "
+		    "create again",
+		    a->name, left, d->conf->state_dir, a->name);
+		free(left);
 		free(path);
 		return;
 	}
