@@ -256,6 +256,24 @@ expect_error(struct json_object *reply, enum proto_err code, const char *vm, con
 	expect_error_id(reply, false, code, vm, want);
 }
 
+/* Checks a failure (id 1) whose message is exactly msg; frees reply. */
+static void
+expect_error_exact(struct json_object *reply, enum proto_err code, const char *msg)
+{
+	struct json_object *e;
+
+	assert_non_null(reply);
+	assert_keys(reply, "id ok error");
+	assert_int_equal(json_object_get_int(get(reply, "id")), 1);
+	assert_false(json_object_get_boolean(get(reply, "ok")));
+	e = get(reply, "error");
+	assert_keys(e, "code message");
+	assert_string_equal(json_object_get_string(get(e, "code")), proto_err_name(code));
+	assert_string_equal(json_object_get_string(get(e, "message")), msg);
+	seen[code] = true;
+	json_object_put(reply);
+}
+
 /* Checks a success's shape; returns its result (owned by reply, which the caller puts). */
 static struct json_object *
 expect_ok(struct json_object *reply)
@@ -645,6 +663,184 @@ test_control_cmds_subscribe(void **state)
 	close(s);
 }
 
+/* create: "vm NAME: " (or "create: " without a name) then the argument at fault. */
+#define CREATE(name, args) "{\"id\":1,\"cmd\":\"create\",\"vm\":\"" name "\",\"args\":" args "}"
+
+/*
+ * create's argument checks, each with its exact reply: the request's keys, the keys inside
+ * disks[] and nets[], the types, the name, the variant. Nothing is written for any of them.
+ */
+static void
+test_control_cmds_create_args(void **state)
+{
+	char path[256];
+	struct stat st;
+
+	(void)state;
+	expect_error_exact(
+	    call("{\"id\":1,\"cmd\":\"create\",\"args\":{\"memory_bytes\":67108864}}"),
+	    PROTO_ERR_INVALID, "create: \"vm\" (the new name) is required");
+	expect_error_exact(call(CREATE("n1", "{}")), PROTO_ERR_INVALID,
+	                   "vm n1: create: args.memory_bytes is required");
+	expect_error_exact(call("{\"id\":1,\"cmd\":\"create\",\"vm\":\"n1\"}"), PROTO_ERR_INVALID,
+	                   "vm n1: create: args.memory_bytes is required");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":\"64M\"}")), PROTO_ERR_INVALID,
+	                   "vm n1: args.memory_bytes must be a non-negative integer");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":-1}")), PROTO_ERR_INVALID,
+	                   "vm n1: args.memory_bytes must be a non-negative integer");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"vcpus\":1025}")),
+	                   PROTO_ERR_INVALID, "vm n1: create: args.vcpus is out of range");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"start\":1}")),
+	                   PROTO_ERR_INVALID, "vm n1: args.start must be true or false");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"cdrom\":7}")),
+	                   PROTO_ERR_INVALID, "vm n1: args.cdrom must be a string");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"size\":1}")),
+	                   PROTO_ERR_INVALID, "vm n1: create: unknown argument args.size");
+
+	/* disks[] and nets[]: arrays of objects with known keys only. */
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":{}}")),
+	                   PROTO_ERR_INVALID,
+	                   "vm n1: create: args.disks must be an array of at most 28");
+	expect_error_exact(
+	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[{},{},{},{},{},{},{},{},{},{},"
+	                      "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]}")),
+	    PROTO_ERR_INVALID, "vm n1: create: args.disks must be an array of at most 28");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[8388608]}")),
+	                   PROTO_ERR_INVALID,
+	                   "vm n1: create: args.disks must be an array of objects");
+	expect_error_exact(
+	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[{\"size\":8388608}]}")),
+	    PROTO_ERR_INVALID, "vm n1: create: unknown argument args.disks[].size");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":"
+	                                     "[{\"size_bytes\":8388608},{\"file\":\"/x\"}]}")),
+	                   PROTO_ERR_INVALID, "vm n1: create: unknown argument args.disks[].file");
+	expect_error_exact(
+	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[{\"size_bytes\":\"8M\"}]}")),
+	    PROTO_ERR_INVALID, "vm n1: args.size_bytes must be a non-negative integer");
+	expect_error_exact(
+	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[{\"path\":1}]}")),
+	    PROTO_ERR_INVALID, "vm n1: args.path must be a string");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"nets\":\"user\"}")),
+	                   PROTO_ERR_INVALID,
+	                   "vm n1: create: args.nets must be an array of at most 28");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"nets\":[\"user\"]}")),
+	                   PROTO_ERR_INVALID,
+	                   "vm n1: create: args.nets must be an array of objects");
+	expect_error_exact(
+	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"nets\":[{\"type\":\"user\",\"mac\":"
+	                      "\"52:54:00:00:00:01\"}]}")),
+	    PROTO_ERR_INVALID, "vm n1: create: unknown argument args.nets[].mac");
+	expect_error_exact(
+	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"nets\":[{\"restrict\":\"yes\"}]}")),
+	    PROTO_ERR_INVALID, "vm n1: args.restrict must be true or false");
+
+	/* The daemon's checks: the name, the variant, the values. */
+	expect_error_exact(
+	    call(CREATE("../x", "{\"memory_bytes\":67108864}")), PROTO_ERR_INVALID,
+	    "vm ../x: create: '../x' is not a valid name (a letter or digit, then up "
+	    "to 62 letters, digits, '_', '.' or '-')");
+	expect_error_exact(call(CREATE("qvmd.define", "{\"memory_bytes\":67108864}")),
+	                   PROTO_ERR_INVALID,
+	                   "vm qvmd.define: create: 'qvmd.define' is reserved (names starting with "
+	                   "'qvmd.' are qvmd's own files in run_dir)");
+	expect_error_exact(call(CREATE("web1", "{\"memory_bytes\":67108864}")), PROTO_ERR_INVALID,
+	                   "vm web1: already defined");
+	expect_error_exact(
+	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"os_variant\":\"beos\"}")),
+	    PROTO_ERR_INVALID,
+	    "vm n1: unknown --os-variant 'beos' (known: linux, windows, generic)");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"machine\":\"isapc\"}")),
+	                   PROTO_ERR_INVALID, "vm n1: machine 'isapc' (use q35 or pc)");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"accel\":\"hvf\"}")),
+	                   PROTO_ERR_INVALID, "vm n1: accel 'hvf' (use kvm or tcg)");
+	expect_error_exact(
+	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[{\"format\":\"raw\"}]}")),
+	    PROTO_ERR_INVALID, "vm n1: disk disk0: a size is required for a new image");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":"
+	                                     "[{\"size_bytes\":8388608,\"format\":\"vmdk\"}]}")),
+	                   PROTO_ERR_INVALID,
+	                   "vm n1: disk disk0: format 'vmdk' (use qcow2 or raw)");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":"
+	                                     "[{\"path\":\"rel.qcow2\"}]}")),
+	                   PROTO_ERR_INVALID,
+	                   "vm n1: disk disk0: 'rel.qcow2' is not an absolute path");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":"
+	                                     "[{\"size_bytes\":8388608,\"id\":\"a\"},"
+	                                     "{\"size_bytes\":8388608,\"id\":\"a\"}]}")),
+	                   PROTO_ERR_INVALID, "vm n1: disk a: id given twice");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"nets\":"
+	                                     "[{\"type\":\"slirp\"}]}")),
+	                   PROTO_ERR_INVALID,
+	                   "vm n1: net net0: type 'slirp' (use user, tap or bridge)");
+	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"cdrom\":\"x.iso\"}")),
+	                   PROTO_ERR_INVALID, "vm n1: cdrom: 'x.iso' is not an absolute path");
+
+	/* None of them left a definition, an image or a VM. */
+	snprintf(path, sizeof path, "%s/vms/n1.ini", dir);
+	assert_int_equal(stat(path, &st), -1);
+	snprintf(path, sizeof path, "%s/images/n1-disk0.qcow2", dir);
+	assert_int_equal(stat(path, &st), -1);
+	assert_null(daemon_find_vm(&d, "n1"));
+	assert_int_equal(d.nvms, 3);
+}
+
+/* undefine's checks, then a create and an undefine that succeed, their replies key by key. */
+static void
+test_control_cmds_create_undefine(void **state)
+{
+	struct json_object *reply, *res;
+	char path[256], req[512];
+	struct stat st;
+
+	(void)state;
+	expect_error_exact(call("{\"id\":1,\"cmd\":\"undefine\"}"), PROTO_ERR_INVALID,
+	                   "undefine: \"vm\" is required");
+	expect_error_exact(call("{\"id\":1,\"cmd\":\"undefine\",\"vm\":\"nope\"}"),
+	                   PROTO_ERR_NOT_FOUND, "vm nope: no such vm");
+	expect_error_exact(call("{\"id\":1,\"cmd\":\"undefine\",\"vm\":\"db\",\"args\":"
+	                        "{\"remove_disks\":\"yes\"}}"),
+	                   PROTO_ERR_INVALID, "vm db: args.remove_disks must be true or false");
+	expect_error_exact(call("{\"id\":1,\"cmd\":\"undefine\",\"vm\":\"db\",\"args\":"
+	                        "{\"force\":true}}"),
+	                   PROTO_ERR_INVALID, "vm db: undefine: unknown argument args.force");
+	assert_non_null(daemon_find_vm(&d, "db"));
+
+	reply = call(
+	    CREATE("n2", "{\"memory_bytes\":67108864,\"accel\":\"tcg\","
+	                 "\"disks\":[{\"size_bytes\":8388608}],\"nets\":[{\"restrict\":true}]}"));
+	res = expect_ok(reply);
+	assert_keys(res, "name path definition images_created started");
+	assert_string_equal(json_object_get_string(get(res, "name")), "n2");
+	snprintf(path, sizeof path, "%s/vms/n2.ini", dir);
+	assert_string_equal(json_object_get_string(get(res, "path")), path);
+	assert_type(res, "definition", json_type_string);
+	assert_false(json_object_get_boolean(get(res, "started")));
+	assert_int_equal(json_object_array_length(get(res, "images_created")), 1);
+	snprintf(path, sizeof path, "%s/images/n2-disk0.qcow2", dir);
+	assert_string_equal(
+	    json_object_get_string(json_object_array_get_idx(get(res, "images_created"), 0)), path);
+	assert_int_equal(stat(path, &st), 0);
+	json_object_put(reply);
+	assert_int_equal(state_of("n2"), VM_STOPPED);
+	expect_error_exact(call(CREATE("n2", "{\"memory_bytes\":67108864}")), PROTO_ERR_INVALID,
+	                   "vm n2: already defined");
+
+	snprintf(req, sizeof req,
+	         "{\"id\":1,\"cmd\":\"undefine\",\"vm\":\"n2\",\"args\":{\"remove_disks\":true}}");
+	reply = call(req);
+	res = expect_ok(reply);
+	assert_keys(res, "name removed_file removed_images kept_images backups_kept");
+	assert_int_equal(json_object_array_length(get(res, "removed_images")), 1);
+	assert_int_equal(json_object_array_length(get(res, "kept_images")), 0);
+	assert_null(get(res, "backups_kept"));
+	json_object_put(reply);
+	assert_int_equal(stat(path, &st), -1);
+	snprintf(path, sizeof path, "%s/vms/n2.ini", dir);
+	assert_int_equal(stat(path, &st), -1);
+	assert_null(daemon_find_vm(&d, "n2"));
+	run_for(10); /* the VM is freed on the next loop turn */
+}
+
 /* Raw qmp: the check on its own, then through the socket as a socket_group member. */
 static void
 test_control_cmds_qmp_denied(void **state)
@@ -874,6 +1070,8 @@ main(void)
 	    cmocka_unit_test(test_control_cmds_not_running),
 	    cmocka_unit_test(test_control_cmds_shapes_stopped),
 	    cmocka_unit_test(test_control_cmds_subscribe),
+	    cmocka_unit_test(test_control_cmds_create_args),
+	    cmocka_unit_test(test_control_cmds_create_undefine),
 	    cmocka_unit_test(test_control_cmds_qmp_denied),
 	    cmocka_unit_test(test_control_cmds_running),
 	    cmocka_unit_test(test_control_cmds_connection_codes),

@@ -7,6 +7,9 @@
  * ones the requester may give, the text is validated by the same loader as reload), then the
  * images are created (qemu-img, asynchronously), then the file is written, then the VM is loaded
  * and started if asked. A failure at any step leaves nothing behind: no file, no new image.
+ * qvmd killed while the images are made leaves no definition; the images being made (qemu-img
+ * goes on without qvmd) are listed in a record that makes the next create of the name refuse,
+ * naming them, until they are dealt with (vm_define_leftovers).
  */
 #include "daemon.h"
 
@@ -83,18 +86,19 @@ below_image_dirs(const struct daemon_config *conf, const char *real, bool dir_ok
 
 /*
  * The rule of attach-disk for files qvmd opens for an unprivileged QEMU: a requester other than
- * root names only files below image_dirs (an existing file by its real path; a file to create by
- * its directory's). Root may name any absolute path (an LVM volume).
+ * root names only files below image_dirs (an existing file, or a symbolic link, by its real path;
+ * a file to create by its directory's). Root may name any absolute path (an LVM volume).
  */
 static bool
-file_allowed(const struct daemon_config *conf, uid_t uid, const char *file, bool create)
+file_allowed(const struct daemon_config *conf, uid_t uid, const char *file)
 {
 	char real[PATH_MAX], *dir, *slash;
+	struct stat st;
 	bool ok;
 
 	if (uid == 0)
 		return true;
-	if (!create)
+	if (lstat(file, &st) == 0 || errno != ENOENT)
 		return realpath(file, real) != NULL && below_image_dirs(conf, real, false);
 	dir = xstrdup(file);
 	slash = strrchr(dir, '/');
@@ -142,6 +146,8 @@ build_disks(struct daemon *d, const struct daemon_create *a, const struct cfg_va
 	struct stat st;
 
 	cfg->disks = xcalloc(a->ndisks + 1, sizeof *cfg->disks);
+	/* Counted at once: the ids set before a refusal are freed with cfg. */
+	cfg->ndisks = a->ndisks;
 	/* Named disks first, so that a generated id never takes a name given later. */
 	for (size_t i = 0; i < a->ndisks; i++) {
 		const char *id = a->disks[i].id;
@@ -162,7 +168,6 @@ build_disks(struct daemon *d, const struct daemon_create *a, const struct cfg_va
 		}
 		cfg->disks[i].id = xstrdup(id);
 	}
-	cfg->ndisks = a->ndisks;
 	for (size_t i = 0; i < a->ndisks; i++) {
 		const struct daemon_create_disk *in = &a->disks[i];
 		struct cfg_disk *disk = &cfg->disks[i];
@@ -205,18 +210,18 @@ build_disks(struct daemon *d, const struct daemon_create *a, const struct cfg_va
 			                   disk->file);
 			return PROTO_ERR_INVALID;
 		}
+		/* The right to the path first: a refusal tells nothing of what is outside. */
+		if (!file_allowed(d->conf, a->uid, disk->file)) {
+			*cause = xasprintf("disk %s: %s is not below an image directory qvmd may "
+			                   "use (image_dirs in qvmd.conf)",
+			                   disk->id, disk->file);
+			return PROTO_ERR_DENIED;
+		}
 		if (lstat(disk->file, &st) < 0 && (errno != ENOENT || in->size == 0)) {
 			*cause =
 			    xasprintf("disk %s: %s: %s%s", disk->id, disk->file, strerror(errno),
 			              errno == ENOENT ? " (give a size to create it)" : "");
 			return PROTO_ERR_INVALID;
-		}
-		if (!file_allowed(d->conf, a->uid, disk->file,
-		                  lstat(disk->file, &st) < 0 && errno == ENOENT)) {
-			*cause = xasprintf("disk %s: %s is not below an image directory qvmd may "
-			                   "use (image_dirs in qvmd.conf)",
-			                   disk->id, disk->file);
-			return PROTO_ERR_DENIED;
 		}
 	}
 	for (size_t i = 0; i < cfg->ndisks; i++) {
@@ -265,6 +270,13 @@ build_nets(struct daemon *d, const struct daemon_create *a, const struct cfg_var
 			*cause = xasprintf("cdrom: '%s' is not an absolute path", a->cdrom);
 			return PROTO_ERR_INVALID;
 		}
+		/* Before qvmd opens it: root opening a device for a requester may do things. */
+		if (!file_allowed(d->conf, a->uid, a->cdrom)) {
+			*cause = xasprintf("cdrom: %s is not below an image directory qvmd may use "
+			                   "(image_dirs in qvmd.conf)",
+			                   a->cdrom);
+			return PROTO_ERR_DENIED;
+		}
 		/* It must be there and readable now: an installer that is not is a typo. */
 		fd = open(a->cdrom, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 		if (fd < 0 || fstat(fd, &st) < 0 || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
@@ -275,12 +287,6 @@ build_nets(struct daemon *d, const struct daemon_create *a, const struct cfg_var
 			return PROTO_ERR_INVALID;
 		}
 		close(fd);
-		if (!file_allowed(d->conf, a->uid, a->cdrom, false)) {
-			*cause = xasprintf("cdrom: %s is not below an image directory qvmd may use "
-			                   "(image_dirs in qvmd.conf)",
-			                   a->cdrom);
-			return PROTO_ERR_DENIED;
-		}
 	}
 	return PROTO_OK;
 }
@@ -531,7 +537,7 @@ daemon_create(struct daemon *d, const struct daemon_create *a, vm_done_cb cb, vo
 	struct vm_config *cfg = NULL, *loaded;
 	struct define_op *op;
 	enum proto_err code;
-	char *why, *cause = NULL, *path, *text, *header;
+	char *why, *cause = NULL, *path, *text, *header, *left;
 	struct stat st;
 
 	if ((why = cfg_name_problem(a->name)) != NULL) {
@@ -552,6 +558,17 @@ daemon_create(struct daemon *d, const struct daemon_create *a, vm_done_cb cb, vo
 		            "vm %s: %s already exists (a definition that does not load: qvmd -n "
 		            "says why)",
 		            a->name, path);
+		free(path);
+		return;
+	}
+	if ((left = vm_define_leftovers(d->conf->state_dir, a->name)) != NULL) {
+		define_fail(
+		    cb, arg, PROTO_ERR_INVALID,
+		    "vm %s: a create of it that qvmd did not finish left %s (perhaps "
+		    "half-written): remove them, or remove %s/%s/creating to use them, then "
+		    "create again",
+		    a->name, left, d->conf->state_dir, a->name);
+		free(left);
 		free(path);
 		return;
 	}

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,6 +20,8 @@
 
 /* Directories below a VM's own are qvmd's making and shallow: deeper is not followed. */
 #define REMOVE_DEPTH_MAX 8
+/* The record of the images a create is making, in the VM's state directory: a path a line. */
+#define DEFINE_RECORD "creating"
 
 struct vm_define_images {
 	struct vm *vm;
@@ -30,7 +33,60 @@ struct vm_define_images {
 	char **files; /* the images to create, NULL-terminated */
 	size_t nfiles;
 	bool made_state; /* the VM's state directory did not exist before */
+	bool recorded;   /* DEFINE_RECORD written */
 };
+
+/*
+ * Writes the record of w's images (temporary file, fsync, rename): should qvmd die before the
+ * definition is written, the next create of the name finds what may be left.
+ */
+static int
+record_write(struct vm_define_images *w, char **cause)
+{
+	char *path = vm_state_path(w->vm, DEFINE_RECORD), *tmp = xasprintf("%s.tmp", path);
+	FILE *f = fopen(tmp, "we");
+	int rc = -1;
+
+	if (f != NULL) {
+		for (size_t i = 0; i < w->nfiles; i++)
+			fprintf(f, "%s\n", w->files[i]);
+		if (fflush(f) == 0 && fsync(fileno(f)) == 0 && fclose(f) == 0) {
+			f = NULL;
+			rc = rename(tmp, path);
+		}
+	}
+	if (rc < 0) {
+		*cause = xasprintf("cannot write %s: %s", path, strerror(errno));
+		if (f != NULL)
+			fclose(f);
+		unlink(tmp);
+	}
+	free(tmp);
+	free(path);
+	return rc;
+}
+
+char *
+vm_define_leftovers(const char *state_dir, const char *name)
+{
+	char *path = xasprintf("%s/%s/%s", state_dir, name, DEFINE_RECORD), *list = NULL, *t;
+	char *text = vm_read_text(path), *save = NULL;
+	struct stat st;
+
+	for (char *line = text != NULL ? strtok_r(text, "\n", &save) : NULL; line != NULL;
+	     line = strtok_r(NULL, "\n", &save)) {
+		if (lstat(line, &st) < 0)
+			continue;
+		t = list == NULL ? xstrdup(line) : xasprintf("%s, %s", list, line);
+		free(list);
+		list = t;
+	}
+	if (text != NULL && list == NULL && unlink(path) == 0)
+		log_info("vm %s: removed %s (the images it lists are gone)", name, path);
+	free(text);
+	free(path);
+	return list;
+}
 
 static void
 images_report(evutil_socket_t fd, short what, void *arg)
@@ -77,12 +133,13 @@ vm_define_images(struct vm *vm, void (*done)(void *arg, char *error), void *arg)
 	w->made_state = stat(state, &st) < 0;
 	free(state);
 	/* qemu-img's output goes to the VM's qemu.log, in its state directory. */
-	if (w->nfiles > 0 && vm_host_dirs(vm, &cause) < 0) {
+	if (w->nfiles > 0 && (vm_host_dirs(vm, &cause) < 0 || record_write(w, &cause) < 0)) {
 		w->error = xasprintf("vm %s: %s", vm->name, cause);
 		free(cause);
 		event_active(w->ev, EV_TIMEOUT, 0);
 		return w;
 	}
+	w->recorded = w->nfiles > 0;
 	cfg_vm_free(vm->live_cfg);
 	vm->live_cfg = cfg_vm_dup(vm->cfg);
 	vm_host_create_images(vm, &w->batch, images_batch_done, w);
@@ -111,6 +168,13 @@ vm_define_images_free(struct vm_define_images *w, bool undo)
 		if (undo && unlink(w->files[i]) == 0)
 			log_info("vm %s: removed image %s again", w->vm->name, w->files[i]);
 		free(w->files[i]);
+	}
+	/* Done, or undone: what the record warns of is settled either way. */
+	if (w->recorded) {
+		char *record = vm_state_path(w->vm, DEFINE_RECORD);
+
+		unlink(record);
+		free(record);
 	}
 	if (undo && w->made_state) {
 		char *cause = NULL;

@@ -17,11 +17,20 @@ struct vm_define_images;
  * start would), for a VM with no QEMU that its owner has not published yet. done(arg, error) runs
  * on a later loop turn, never inside this call: error NULL when every image exists, else the
  * first failure (allocated, the callee's to free; nothing is left of the image that failed).
+ * Until then a record of the images being made is in the VM's state directory (see
+ * vm_define_leftovers); vm_define_images_free removes it.
  * Returns the work, which the caller frees with vm_define_images_free once done ran (or to stop it
  * early: done never runs then). Both borrow vm, which must outlive them.
  */
 struct vm_define_images *vm_define_images(struct vm *vm, void (*done)(void *arg, char *error),
                                           void *arg);
+/*
+ * What a create of name that qvmd did not finish (killed while it made the images, before it wrote
+ * the definition) left: the files of its record (state_dir/NAME/creating, written before the
+ * first qemu-img runs) that exist, as "FILE, FILE" (caller frees); NULL when there is no record
+ * or when every file it lists is gone, and then the record goes too.
+ */
+char *vm_define_leftovers(const char *state_dir, const char *name);
 /* The images this work creates (absolute paths, borrowed from it), in definition order. */
 const char *const *vm_define_images_list(const struct vm_define_images *w, size_t *n);
 /* Stops the work (children killed); undo: every image it created is removed, and the VM's state
