@@ -67,50 +67,12 @@ define_fail(vm_done_cb cb, void *arg, enum proto_err code, const char *fmt, ...)
 	free(msg);
 }
 
-/* Whether the real path real is below one of image_dirs (or is one, with dir_ok). */
-static bool
-below_image_dirs(const struct daemon_config *conf, const char *real, bool dir_ok)
-{
-	for (char **d = conf->image_dirs; d != NULL && *d != NULL; d++) {
-		char rd[PATH_MAX];
-		size_t n;
-
-		if (realpath(*d, rd) == NULL)
-			continue;
-		n = strlen(rd);
-		if (strncmp(real, rd, n) == 0 && (real[n] == '/' || (dir_ok && real[n] == '\0')))
-			return true;
-	}
-	return false;
-}
-
-/*
- * The rule of attach-disk for files qvmd opens for an unprivileged QEMU: a requester other than
- * root names only files below image_dirs (an existing file, or a symbolic link, by its real path;
- * a file to create by its directory's). Root may name any absolute path (an LVM volume).
- */
+/* The rule of attach-disk for files qvmd opens for an unprivileged QEMU (vm_image_path_allowed);
+ * root may name any absolute path (an LVM volume). */
 static bool
 file_allowed(const struct daemon_config *conf, uid_t uid, const char *file)
 {
-	char real[PATH_MAX], *dir, *slash;
-	struct stat st;
-	bool ok;
-
-	if (uid == 0)
-		return true;
-	if (lstat(file, &st) == 0 || errno != ENOENT)
-		return realpath(file, real) != NULL && below_image_dirs(conf, real, false);
-	dir = xstrdup(file);
-	slash = strrchr(dir, '/');
-	if (slash == NULL || slash == dir || strcmp(slash, "/..") == 0 ||
-	    strcmp(slash, "/.") == 0) {
-		free(dir);
-		return false;
-	}
-	*slash = '\0';
-	ok = realpath(dir, real) != NULL && below_image_dirs(conf, real, true);
-	free(dir);
-	return ok;
+	return uid == 0 || vm_image_path_allowed(conf, file, true);
 }
 
 static bool
@@ -671,7 +633,7 @@ undefine_images(struct daemon *d, struct vm *vm, const struct vm_config *cfg, bo
 			free(why);
 			continue;
 		}
-		if (!below_image_dirs(d->conf, real, false)) {
+		if (!vm_image_path_allowed(d->conf, real, false)) {
 			add_kept(kept, file, "not below image_dirs");
 			continue;
 		}

@@ -54,6 +54,14 @@ struct vm_env {
 	void *arg;
 };
 
+/*
+ * The rule for every file qvmd opens for an unprivileged QEMU at the request of someone other
+ * than root: it lies below one of conf's image_dirs by its real path (symbolic links and ".."
+ * resolved). An existing path is judged itself; a missing one, when it may be created (create),
+ * by its directory, which may be an image dir itself.
+ */
+bool vm_image_path_allowed(const struct daemon_config *conf, const char *path, bool create);
+
 /* Takes ownership of cfg. */
 struct vm *vm_new(const struct vm_env *env, struct vm_config *cfg);
 /* Frees a VM that has no QEMU (state stopped or crashed, no job). */

@@ -18,6 +18,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/if_tun.h>
 #include <linux/sockios.h>
 #include <net/if.h>
@@ -31,6 +32,45 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+/* Whether the real path real is an image dir (dir_ok) or below one. */
+static bool
+below_image_dirs(const struct daemon_config *conf, const char *real, bool dir_ok)
+{
+	for (char **d = conf->image_dirs; d != NULL && *d != NULL; d++) {
+		char rd[PATH_MAX];
+		size_t n;
+
+		if (realpath(*d, rd) == NULL)
+			continue;
+		n = strlen(rd);
+		if (strncmp(real, rd, n) == 0 && (real[n] == '/' || (dir_ok && real[n] == '\0')))
+			return true;
+	}
+	return false;
+}
+
+bool
+vm_image_path_allowed(const struct daemon_config *conf, const char *path, bool create)
+{
+	char real[PATH_MAX], *dir, *slash;
+	struct stat st;
+	bool ok;
+
+	if (lstat(path, &st) == 0 || errno != ENOENT || !create)
+		return realpath(path, real) != NULL && below_image_dirs(conf, real, false);
+	dir = xstrdup(path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir || strcmp(slash, "/..") == 0 ||
+	    strcmp(slash, "/.") == 0) {
+		free(dir);
+		return false;
+	}
+	*slash = '\0';
+	ok = realpath(dir, real) != NULL && below_image_dirs(conf, real, true);
+	free(dir);
+	return ok;
+}
 
 /* ---- directories ---- */
 

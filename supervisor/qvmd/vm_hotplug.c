@@ -1060,43 +1060,6 @@ hp_prepared(struct hp_op *op)
 
 /* ---- validation ---- */
 
-/* Whether path (or, for a file still to be created, its directory) lies below an image dir. */
-bool
-vm_image_path_allowed(const struct vm *vm, const char *path, bool create)
-{
-	char real[PATH_MAX], *dir = NULL;
-	bool ok = false;
-
-	if (create) {
-		char *slash;
-
-		dir = xstrdup(path);
-		slash = strrchr(dir, '/');
-		if (slash == NULL || slash == dir) {
-			free(dir);
-			return false;
-		}
-		*slash = '\0';
-		if (realpath(dir, real) == NULL) {
-			free(dir);
-			return false;
-		}
-		free(dir);
-	} else if (realpath(path, real) == NULL) {
-		return false;
-	}
-	for (char **d = vm->env.conf->image_dirs; d && *d && !ok; d++) {
-		char rd[PATH_MAX];
-		size_t n;
-
-		if (realpath(*d, rd) == NULL)
-			continue;
-		n = strlen(rd);
-		ok = strncmp(real, rd, n) == 0 && (real[n] == '/' || (create && real[n] == '\0'));
-	}
-	return ok;
-}
-
 /* Checks an image file: readable, and of the format it is said to be. */
 static char *
 check_image(const char *file, enum cfg_format format)
@@ -1251,7 +1214,8 @@ attach_disk_op(struct vm *vm, const struct cfg_disk *disk, uint64_t create_size,
 		       xasprintf("vm %s: %s: %s", vm->name, disk->file, strerror(errno)));
 		return NULL;
 	}
-	if (disk->file[0] != '/' || !vm_image_path_allowed(vm, disk->file, create_size > 0)) {
+	if (disk->file[0] != '/' ||
+	    !vm_image_path_allowed(vm->env.conf, disk->file, create_size > 0)) {
 		refuse(
 		    cb, arg, PROTO_ERR_DENIED,
 		    xasprintf("vm %s: %s is not below an image directory qvmd may use (image_dirs "

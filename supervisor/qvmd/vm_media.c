@@ -540,7 +540,7 @@ open_medium(struct vm *vm, const char *file, bool any_path, vm_done_cb cb, void 
 		close(fd);
 		return -1;
 	}
-	if (!any_path && !vm_image_path_allowed(vm, file, false)) {
+	if (!any_path && !vm_image_path_allowed(vm->env.conf, file, false)) {
 		refuse(cb, arg, PROTO_ERR_DENIED,
 		       xasprintf("vm %s: %s is not below an image directory qvmd may use "
 		                 "(image_dirs in qvmd.conf)",

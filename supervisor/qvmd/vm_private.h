@@ -226,8 +226,6 @@ void vm_media_load(struct vm *vm);
  * against QEMU after a re-attach. */
 void vm_hotplug_device_deleted(struct vm *vm, struct json_object *data);
 void vm_hotplug_reconcile(struct vm *vm);
-/* Whether path (or, to create it, its directory: create) lies below one of image_dirs. */
-bool vm_image_path_allowed(const struct vm *vm, const char *path, bool create);
 /*
  * Hot-plug operations composed in one job (apply): each is checked and carried out as a single
  * attach (never persisted) or detach would be, its QMP commands pipelined with the others', and
