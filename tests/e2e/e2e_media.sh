@@ -4,7 +4,9 @@
 # shows it (query-block: the medium is /dev/fdset/N, read-only; the old fdsets and nodes are
 # gone); a drive started with a file; the refusals (unknown drive, stopped VM, missing file, a
 # directory, a path outside image_dirs for a requester that is not root); and a qvmd killed and
-# started again still knows which file each drive holds and can eject it.
+# started again still knows which file each drive holds and can eject it. --persist writes the
+# medium into the definition (a stopped VM: only there; the next start boots with it), eject
+# --persist removes the line, and devices lists the drives.
 . "$(dirname "$0")/lib.sh"
 
 # Any file is a raw medium for QEMU: no ISO tools needed.
@@ -153,4 +155,69 @@ check "m1 stopped: status shows the definition's (empty) drive, tray unknown" \
 	contains "$(jctl status m1)" '"cdroms":[{"id":"cd0","medium":null,"tray":null'
 check "m1's run directory has no media record" [ ! -e "$T/run/m1/media.json" ]
 check "kill m2" ctl kill m2
+
+# --persist on a stopped VM: only the definition changes; the next start boots with it.
+echo "# the operator's note" >>"$T/vms/m1.ini"
+out=$(ctl media m1 cd0 --insert "$T/images/a.iso" --persist 2>&1); rc=$?
+check "m1 stopped: --persist insert ($out)" exited_with $rc 0 "$out" \
+	"cdrom cd0: $T/images/a.iso in the definition (not running"
+check "m1.ini: file = a.iso right below [cdrom cd0]" \
+	grep -A1 -xF "[cdrom cd0]" "$T/vms/m1.ini" | grep -qxF "file = $T/images/a.iso"
+check "m1.ini: the operator's comment is kept" grep -qxF "# the operator's note" "$T/vms/m1.ini"
+check "m1 is still stopped" [ "$(ctl --json status m1 | field .state)" = stopped ]
+out=$("$QVMD" -n -c "$T/qvmd.conf" 2>&1); rc=$?
+check "qvmd -n accepts the edited definition ($out)" [ $rc -eq 0 ]
+out=$(ctl devices m1)
+check "m1 stopped: devices lists cd0 with a.iso, not live ($out)" \
+	contains "$(printf '%s\n' "$out" | grep '^cd0 ' | tr -s ' ')" "cd0 cdrom $T/images/a.iso raw - - no yes"
+st=$(jctl devices m1)
+check "m1 stopped: devices --json: the cdrom row ($st)" contains "$st" \
+	"{\"id\":\"cd0\",\"kind\":\"cdrom\",\"medium\":\"$T/images/a.iso\",\"boot\":false"
+check "m2 stopped: --persist insert b.iso" ctl media m2 cd1 --insert "$T/images/b.iso" --persist
+check "m2.ini: the file line replaced in place, boot kept" \
+	grep -A2 -xF "[cdrom cd1]" "$T/vms/m2.ini" | tr '\n' '|' | grep -qxF "[cdrom cd1]|file = $T/images/b.iso|boot = yes|"
+out=$(ctl media m1 cd0 --eject 2>&1); rc=$?
+check "m1 stopped: without --persist: not running ($out)" failed_with $rc "$out" "use --persist"
+check "start m1 (with the persisted medium)" ctl start m1
+check "m1 running" wait_state m1 running 30
+d=$(drive m1 cd0)
+check "m1: qemu has a medium in cd0 at start ($d)" contains "$d" "/dev/fdset/"
+check "m1: ... 1 MiB, a.iso" contains "$(ctl --json qmp m1 query-block | field .)" '"virtual-size":1048576'
+check "m1: status shows a.iso" contains "$(jctl status m1)" "\"id\":\"cd0\",\"medium\":\"$T/images/a.iso\""
+st=$(jctl devices m1)
+check "m1 running: devices --json: cd0 live and persistent ($st)" contains "$st" \
+	"\"medium\":\"$T/images/a.iso\",\"boot\":false,\"bus\":null,\"pending_attach\":false,\"pending_removal\":false,\"pci_addr\":null,\"live\":true,\"persistent\":true"
+
+# --persist on a running VM: the drive and the file.
+out=$(ctl media m1 cd0 --insert "$T/images/b.iso" --persist 2>&1); rc=$?
+check "m1: --persist insert b.iso ($out)" exited_with $rc 0 "$out" "b.iso inserted (persisted)"
+check "m1.ini: file = b.iso, one file line" \
+	[ "$(grep -c '^file = ' "$T/vms/m1.ini")" -eq 1 ] && grep -qxF "file = $T/images/b.iso" "$T/vms/m1.ini"
+check "m1: qemu has b.iso" contains "$(ctl --json qmp m1 query-block | field .)" '"virtual-size":2097152'
+check "m1: the file and the drive agree (diff)" [ "$(ctl diff m1 2>&1)" = "no differences" ]
+out=$(ctl media m1 cd0 --eject --persist 2>&1); rc=$?
+check "m1: --persist eject ($out)" exited_with $rc 0 "$out" "cdrom cd0: empty (persisted)"
+check "m1.ini: no file line left" [ "$(grep -c '^file' "$T/vms/m1.ini")" -eq 0 ]
+check "m1.ini: [cdrom cd0] and the comment are kept" \
+	grep -qxF "[cdrom cd0]" "$T/vms/m1.ini" && grep -qxF "# the operator's note" "$T/vms/m1.ini"
+check "m1: qemu shows cd0 empty" [ "$(drive m1 cd0)" = empty ]
+out=$("$QVMD" -n -c "$T/qvmd.conf" 2>&1); rc=$?
+check "qvmd -n accepts it ($out)" [ $rc -eq 0 ]
+
+# Refused before QEMU is touched: a path a definition cannot carry.
+head -c 65536 /dev/urandom >"$T/images/c,d.iso"
+out=$(ctl media m1 cd0 --insert "$T/images/c,d.iso" --persist 2>&1); rc=$?
+check "m1: --persist of a path with ',' ($out)" failed_with $rc "$out" "must not contain ','"
+check "m1: the drive is untouched" [ "$(drive m1 cd0)" = empty ]
+
+# The file changed behind qvmd's back (the drive gone from it): the drive changes, with a warning.
+cp "$T/vms/m1.ini" "$T/m1.ini.saved"
+grep -vxF "[cdrom cd0]" "$T/m1.ini.saved" >"$T/vms/m1.ini"
+out=$(ctl media m1 cd0 --insert "$T/images/a.iso" --persist 2>&1); rc=$?
+check "m1: drive changed, file not: ok with a warning ($out)" exited_with $rc 0 "$out" \
+	"a.iso inserted live, but the definition was not updated"
+check "m1: ... and why" contains "$out" "[cdrom cd0]: no such section"
+check "m1: qemu has a.iso" contains "$(ctl --json qmp m1 query-block | field .)" '"virtual-size":1048576'
+cp "$T/m1.ini.saved" "$T/vms/m1.ini"
+check "kill m1 again" ctl kill m1
 finish
