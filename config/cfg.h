@@ -342,5 +342,13 @@ const char *cfg_display_name(enum cfg_display d);     /* "none", "vnc" */
 int cfg_write_add_disk(const char *path, const struct cfg_disk *disk, char **cause);
 int cfg_write_add_net(const char *path, const struct cfg_net *net, char **cause);
 int cfg_write_remove_device(const char *path, const char *id, char **cause);
+/*
+ * Writer for media --persist: sets the medium of [cdrom id] (file: an absolute path without ',';
+ * NULL: an empty drive) by replacing its file line in place, adding one right below the header, or
+ * removing it; every other byte stays. Atomic, as above; a file that already says so is left as it
+ * is. Refuses a missing section ("PATH: [cdrom ID]: no such section") and a value the loader would
+ * refuse or read differently. Returns 0, or -1 with *cause.
+ */
+int cfg_write_cdrom_medium(const char *path, const char *id, const char *file, char **cause);
 
 #endif

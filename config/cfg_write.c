@@ -473,8 +473,21 @@ struct line {
 	bool match; /* the section header of the device being removed */
 };
 
+/* The section kinds that cfg_write_remove_device removes. */
+static const char *const removable_kinds[] = {"disk", "net", NULL};
+
+static bool
+kind_in(const char *kind, const char *const *kinds)
+{
+	for (size_t i = 0; kind != NULL && kinds[i] != NULL; i++)
+		if (strcmp(kind, kinds[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The lines of text; match marks the headers [KIND id] for a KIND in kinds. */
 static struct line *
-split_lines(const char *text, size_t len, const char *id, size_t *nlines)
+split_lines(const char *text, size_t len, const char *const *kinds, const char *id, size_t *nlines)
 {
 	struct line *v = NULL;
 	size_t n = 0;
@@ -488,8 +501,7 @@ split_lines(const char *text, size_t len, const char *id, size_t *nlines)
 		v[n].start = pos;
 		v[n].len = l;
 		v[n].kind = ini_classify_line(text + pos, l, &kind, &sid);
-		v[n].match = v[n].kind == INI_LINE_SECTION && kind != NULL && sid != NULL &&
-		             (strcmp(kind, "disk") == 0 || strcmp(kind, "net") == 0) &&
+		v[n].match = v[n].kind == INI_LINE_SECTION && sid != NULL && kind_in(kind, kinds) &&
 		             strcmp(sid, id) == 0;
 		free(kind);
 		free(sid);
@@ -521,7 +533,7 @@ cfg_write_remove_device(const char *path, const char *id, char **cause)
 		original_free(&o);
 		return -1;
 	}
-	lines = split_lines(o.text, o.len, id, &n);
+	lines = split_lines(o.text, o.len, removable_kinds, id, &n);
 	for (h = 0; h < n && !lines[h].match; h++)
 		;
 	if (h == n) {
@@ -559,6 +571,133 @@ cfg_write_remove_device(const char *path, const char *id, char **cause)
 	cfg_vm_free(vm);
 	ret = replace_file(path, &o, b.p, b.n, cause);
 out:
+	free(b.p);
+	original_free(&o);
+	return ret;
+}
+
+/* Why file cannot be a cdrom's medium in a definition (allocated), or NULL: the loader's rules
+ * for [cdrom] file (absolute, no ','), and no control character (the file is line based). */
+static char *
+medium_problem(const char *id, const char *file)
+{
+	if (file[0] != '/')
+		return cfg_xprintf("[cdrom %s] file: '%s' is not an absolute path", id, file);
+	if (strchr(file, ',') != NULL)
+		return cfg_xprintf("[cdrom %s] file: '%s' must not contain ',' (it ends up in QEMU "
+		                   "option strings)",
+		                   id, file);
+	if (cfg_has_control(file))
+		return cfg_xprintf("[cdrom %s] file: contains a control character", id);
+	return NULL;
+}
+
+/* The line of key in section [kind id] as the loader's lexer sees it (1-based), or 0. */
+static int
+key_line(const struct original *o, const char *kind, const char *id, const char *key)
+{
+	struct cfg_errors errs;
+	struct ini_doc doc = {0};
+	struct cfg_diag d;
+	int line = 0;
+
+	cfg_errors_init(&errs);
+	cfg_diag_init(&d, o->real);
+	ini_lex(o->text, o->len, &doc, &d);
+	cfg_diag_flush(&d, &errs);
+	cfg_errors_free(&errs);
+	for (size_t i = 0; i < doc.n && line == 0; i++) {
+		const struct ini_section *s = &doc.secs[i];
+
+		if (s->ignored || s->id == NULL || strcmp(s->kind, kind) != 0 ||
+		    strcmp(s->id, id) != 0)
+			continue;
+		for (size_t k = 0; k < s->n; k++)
+			if (strcmp(s->entries[k].key, key) == 0)
+				line = s->entries[k].line;
+	}
+	ini_doc_free(&doc);
+	return line;
+}
+
+int
+cfg_write_cdrom_medium(const char *path, const char *id, const char *file, char **cause)
+{
+	static const char *const cdrom_kind[] = {"cdrom", NULL};
+	const struct cfg_cdrom *cd, *got;
+	struct original o;
+	struct line *lines = NULL;
+	struct vm_config *vm;
+	struct buf b = {0};
+	size_t n, at, skip = 0;
+	const char *eol;
+	char *why;
+	int fl, ret = -1;
+
+	if (id == NULL || !cfg_valid_device_id(id)) {
+		*cause = cfg_xprintf("%s: '%s' is not a valid device id", path, id ? id : "");
+		return -1;
+	}
+	if (file != NULL && (why = medium_problem(id, file)) != NULL)
+		return refuse(path, why, cause);
+	if (original_read(path, &o, cause) < 0)
+		return -1;
+	if ((cd = cfg_vm_cdrom(o.vm, id)) == NULL) {
+		*cause = cfg_xprintf("%s: [cdrom %s]: no such section", path, id);
+		goto out;
+	}
+	if (same_opt(cd->file, file)) { /* nothing to change: the file stays as it is */
+		ret = 0;
+		goto out;
+	}
+	lines = split_lines(o.text, o.len, cdrom_kind, id, &n);
+	fl = key_line(&o, "cdrom", id, "file");
+	if (cd->line < 1 || (size_t)cd->line > n || !lines[cd->line - 1].match ||
+	    (fl != 0 && (fl <= cd->line || (size_t)fl > n))) {
+		*cause = cfg_xprintf("%s: cannot find the section of cdrom '%s'", path, id);
+		goto out;
+	}
+	if (fl != 0) {
+		/* The file line goes, or another takes its place. */
+		const struct line *f = &lines[fl - 1];
+
+		at = f->start;
+		skip = (size_t)fl < n ? lines[fl].start - at : o.len - at;
+		eol = f->len > 0 && o.text[at + f->len - 1] == '\r' ? "\r\n" : "\n";
+		if (at + f->len == o.len)
+			eol = ""; /* the last line, and no newline after it */
+	} else {
+		/* Right below the header, with the header's line ending. */
+		const struct line *h = &lines[cd->line - 1];
+
+		at = h->start + h->len;
+		eol = h->len > 0 && o.text[at - 1] == '\r' ? "\r\n" : "\n";
+		if (at < o.len)
+			at++; /* after its '\n' */
+	}
+	buf_add(&b, o.text, at);
+	if (file != NULL) {
+		if (fl == 0 && at == o.len && (at == 0 || o.text[at - 1] != '\n'))
+			buf_add(&b, eol, strlen(eol)); /* the header ended the file */
+		buf_printf(&b, "file = %s%s", file, eol);
+	}
+	buf_add(&b, o.text + at + skip, o.len - at - skip);
+	vm = load_new(path, &b, cause);
+	if (vm == NULL)
+		goto out;
+	got = cfg_vm_cdrom(vm, id);
+	if (got == NULL || !same_opt(got->file, file)) {
+		*cause =
+		    cfg_xprintf("%s: [cdrom %s] file cannot be written as given (check the file "
+		                "name for leading or trailing spaces and ' ;')",
+		                path, id);
+		cfg_vm_free(vm);
+		goto out;
+	}
+	cfg_vm_free(vm);
+	ret = replace_file(path, &o, b.p, b.n, cause);
+out:
+	free(lines);
 	free(b.p);
 	original_free(&o);
 	return ret;

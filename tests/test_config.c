@@ -1372,6 +1372,168 @@ test_config_write_no_trailing_newline(void **state)
 	rm_tmpdir(dir);
 }
 
+/* media --persist: [cdrom ID] file replaced in place, added below the header, removed. */
+static const char cdrom_base[] = "[vm]\n"
+                                 "name = wr\n"
+                                 "memory = 1G\n"
+                                 "\n"
+                                 "; the installer drive\n"
+                                 "[cdrom cd0]   # first\n"
+                                 "boot = yes ; keep\n"
+                                 "\n"
+                                 "[cdrom cd1]\n"
+                                 "  file  =  /isos/old.iso   ; the old one\n"
+                                 "# after file\n"
+                                 "\n"
+                                 "[disk root]\n"
+                                 "file = /r.img\n";
+
+static void
+test_config_write_cdrom_medium(void **state)
+{
+	static const char added[] = "[vm]\n"
+	                            "name = wr\n"
+	                            "memory = 1G\n"
+	                            "\n"
+	                            "; the installer drive\n"
+	                            "[cdrom cd0]   # first\n"
+	                            "file = /isos/new.iso\n"
+	                            "boot = yes ; keep\n"
+	                            "\n"
+	                            "[cdrom cd1]\n"
+	                            "  file  =  /isos/old.iso   ; the old one\n"
+	                            "# after file\n"
+	                            "\n"
+	                            "[disk root]\n"
+	                            "file = /r.img\n";
+	static const char replaced[] = "[vm]\n"
+	                               "name = wr\n"
+	                               "memory = 1G\n"
+	                               "\n"
+	                               "; the installer drive\n"
+	                               "[cdrom cd0]   # first\n"
+	                               "file = /isos/new.iso\n"
+	                               "boot = yes ; keep\n"
+	                               "\n"
+	                               "[cdrom cd1]\n"
+	                               "file = /isos/other.iso\n"
+	                               "# after file\n"
+	                               "\n"
+	                               "[disk root]\n"
+	                               "file = /r.img\n";
+	static const char removed[] = "[vm]\n"
+	                              "name = wr\n"
+	                              "memory = 1G\n"
+	                              "\n"
+	                              "; the installer drive\n"
+	                              "[cdrom cd0]   # first\n"
+	                              "file = /isos/new.iso\n"
+	                              "boot = yes ; keep\n"
+	                              "\n"
+	                              "[cdrom cd1]\n"
+	                              "# after file\n"
+	                              "\n"
+	                              "[disk root]\n"
+	                              "file = /r.img\n";
+	char *dir, *path = writer_setup(&dir, cdrom_base), *cause = NULL;
+	struct vm_config *vm;
+
+	(void)state;
+	/* add: right below the header, comments and the other keys as they were */
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd0", "/isos/new.iso", &cause), 0);
+	assert_null(cause);
+	assert_file_is(path, added);
+	vm = load_ok(path);
+	assert_string_equal(cfg_vm_cdrom(vm, "cd0")->file, "/isos/new.iso");
+	assert_true(cfg_vm_cdrom(vm, "cd0")->boot);
+	cfg_vm_free(vm);
+	/* replace: the line itself, in place */
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd1", "/isos/other.iso", &cause), 0);
+	assert_file_is(path, replaced);
+	vm = load_ok(path);
+	assert_string_equal(cfg_vm_cdrom(vm, "cd1")->file, "/isos/other.iso");
+	cfg_vm_free(vm);
+	/* remove: only that line */
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd1", NULL, &cause), 0);
+	assert_file_is(path, removed);
+	vm = load_ok(path);
+	assert_null(cfg_vm_cdrom(vm, "cd1")->file);
+	cfg_vm_free(vm);
+	/* removing an absent line, or writing what is there: nothing changes */
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd1", NULL, &cause), 0);
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd0", "/isos/new.iso", &cause), 0);
+	assert_file_is(path, removed);
+	assert_int_equal(count_entries(dir), 1); /* no temp file left behind */
+	free(path);
+	rm_tmpdir(dir);
+}
+
+/* A header that ends the file (no newline), and CRLF lines, keep their shape. */
+static void
+test_config_write_cdrom_medium_edges(void **state)
+{
+	char *dir, *path = writer_setup(&dir, "[vm]\nname = wr\nmemory = 1G\n[cdrom cd0]"),
+	           *cause = NULL;
+
+	(void)state;
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd0", "/a.iso", &cause), 0);
+	assert_file_is(path, "[vm]\nname = wr\nmemory = 1G\n[cdrom cd0]\nfile = /a.iso\n");
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd0", NULL, &cause), 0);
+	assert_file_is(path, "[vm]\nname = wr\nmemory = 1G\n[cdrom cd0]\n");
+	write_all(path, "[vm]\r\nname = wr\r\nmemory = 1G\r\n[cdrom cd0]\r\nboot = yes\r\n");
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd0", "/a.iso", &cause), 0);
+	assert_file_is(path,
+	               "[vm]\r\nname = wr\r\nmemory = 1G\r\n[cdrom cd0]\r\nfile = /a.iso\r\nboot = "
+	               "yes\r\n");
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd0", "/b.iso", &cause), 0);
+	assert_file_is(path,
+	               "[vm]\r\nname = wr\r\nmemory = 1G\r\n[cdrom cd0]\r\nfile = /b.iso\r\nboot = "
+	               "yes\r\n");
+	free(path);
+	rm_tmpdir(dir);
+}
+
+/* Refusals leave the file byte for byte as it was. */
+static void
+test_config_write_cdrom_medium_refuses(void **state)
+{
+	static const struct {
+		const char *id, *file, *want;
+	} bad[] = {
+	    {"cd9", "/a.iso", "[cdrom cd9]: no such section"},
+	    {"root", "/a.iso", "[cdrom root]: no such section"}, /* a disk is no cdrom */
+	    {"cd0", "/a,b.iso", "[cdrom cd0] file: '/a,b.iso' must not contain ','"},
+	    {"cd0", "a.iso", "[cdrom cd0] file: 'a.iso' is not an absolute path"},
+	    {"cd0", "/a.iso\nboot = no", "contains a control character"},
+	    {"cd0", "/a.iso ; x", "cannot be written as given"},
+	    {"cd0", "/a.iso ", "cannot be written as given"},
+	    {"cd0", "/r.img", "already used by [disk root]"}, /* the result would not load */
+	    {"0bad", "/a.iso", "not a valid device id"},
+	};
+	char *dir, *path = writer_setup(&dir, cdrom_base), *cause;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cause = NULL;
+		assert_int_equal(cfg_write_cdrom_medium(path, bad[i].id, bad[i].file, &cause), -1);
+		assert_non_null(cause);
+		if (strstr(cause, bad[i].want) == NULL)
+			fail_msg("%s / %s: got '%s', want '%s'", bad[i].id, bad[i].file, cause,
+			         bad[i].want);
+		assert_true(strncmp(cause, path, strlen(path)) == 0); /* "PATH: ..." */
+		free(cause);
+		assert_file_is(path, cdrom_base);
+	}
+	cause = NULL;
+	assert_int_equal(cfg_write_cdrom_medium(path, "cd9", NULL, &cause), -1);
+	assert_non_null(strstr(cause, "[cdrom cd9]: no such section"));
+	free(cause);
+	assert_file_is(path, cdrom_base);
+	assert_int_equal(count_entries(dir), 1);
+	free(path);
+	rm_tmpdir(dir);
+}
+
 /* --- shipped examples --- */
 
 static void
@@ -1777,6 +1939,9 @@ main(void)
 	    cmocka_unit_test(test_config_write_refuses),
 	    cmocka_unit_test(test_config_write_atomic_on_invalid),
 	    cmocka_unit_test(test_config_write_no_trailing_newline),
+	    cmocka_unit_test(test_config_write_cdrom_medium),
+	    cmocka_unit_test(test_config_write_cdrom_medium_edges),
+	    cmocka_unit_test(test_config_write_cdrom_medium_refuses),
 	    cmocka_unit_test(test_config_examples_load),
 	    cmocka_unit_test(test_config_parse_timeout),
 	    cmocka_unit_test(test_config_net_check),

@@ -187,6 +187,10 @@ ctl_dev_devices(struct ctl *ctl, struct ctl_args *args)
 		if (strcmp(kind, "net") == 0) {
 			row[2] = ctl_json_str(dev, "type", "-");
 			row[3] = ctl_json_str(dev, "mac", "-");
+		} else if (strcmp(kind, "cdrom") == 0) {
+			/* A drive's backend is its medium; an ISO is read raw. */
+			row[2] = ctl_json_str(dev, "medium", "(empty)");
+			row[3] = ctl_json_str(dev, "medium", NULL) != NULL ? "raw" : "-";
 		} else {
 			row[2] = ctl_json_str(dev, "file", "-");
 			row[3] = ctl_json_str(dev, "format", "-");
@@ -272,6 +276,6 @@ const struct ctl_verb ctl_verb_devices = {
     1,
     NULL,
     ctl_dev_devices,
-    "a VM's disks and NICs: id, kind, port, address, file or MAC",
+    "a VM's disks, NICs and cdrom drives: id, kind, port, address, file, MAC or medium",
     NULL,
 };

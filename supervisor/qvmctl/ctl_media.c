@@ -1,4 +1,6 @@
-/* The media verb: insert an image into a running VM's cdrom drive, or empty the drive. */
+/* The media verb: insert an image into a running VM's cdrom drive, or empty the drive; with
+ * --persist also in its definition (on a stopped VM, only there). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +15,8 @@ ctl_media(struct ctl *ctl, struct ctl_args *args)
 	const char *insert = ctl_args_get(args, "insert");
 	bool eject = ctl_args_has(args, "eject");
 	struct json_object *req, *reply, *res;
+	const char *medium;
+	bool persisted;
 	int rc;
 
 	if ((insert == NULL) == !eject)
@@ -35,14 +39,21 @@ ctl_media(struct ctl *ctl, struct ctl_args *args)
 		json_object_object_add(req, "persist", json_object_new_boolean(1));
 	if ((rc = ctl_call(ctl, "media", vm, req, &reply, &res)) != CTL_EXIT_OK)
 		return rc;
+	medium = ctl_json_str(res, "medium", NULL);
+	persisted = ctl_json_bool(res, "persisted", false);
 	if (ctl->json)
 		ctl_print_json(stdout, res);
-	else if (ctl_json_str(res, "medium", NULL) != NULL)
-		printf("%s: cdrom %s: %s inserted%s\n", vm, id, ctl_json_str(res, "medium", "?"),
-		       ctl_json_bool(res, "persisted", false) ? " (persisted)" : "");
+	else if (!ctl_json_bool(res, "live", true))
+		printf("%s: cdrom %s: %s in the definition (not running: the next start uses it)\n",
+		       vm, id, medium != NULL ? medium : "empty");
+	else if (medium != NULL)
+		printf("%s: cdrom %s: %s inserted%s\n", vm, id, medium,
+		       persisted ? " (persisted)" : "");
 	else
-		printf("%s: cdrom %s: empty%s\n", vm, id,
-		       ctl_json_bool(res, "persisted", false) ? " (persisted)" : "");
+		printf("%s: cdrom %s: empty%s\n", vm, id, persisted ? " (persisted)" : "");
+	/* The drive changed but the file could not say so: the operator must know. */
+	if (!ctl->json && ctl_json_str(res, "warning", NULL) != NULL)
+		fprintf(stderr, "qvmctl: %s\n", ctl_json_str(res, "warning", "?"));
 	json_object_put(reply);
 	return CTL_EXIT_OK;
 }
@@ -50,7 +61,7 @@ ctl_media(struct ctl *ctl, struct ctl_args *args)
 static const struct ctl_opt ctl_media_opts[] = {
     {"insert", true, "the image to put in the drive (an ISO; below image_dirs unless root)"},
     {"eject", false, "take the medium out, leaving the drive closed and empty"},
-    {"persist", false, "also write the medium into the VM's definition"},
+    {"persist", false, "also write the medium into the VM's definition (a stopped VM: only there)"},
     {NULL, false, NULL},
 };
 
@@ -62,6 +73,6 @@ const struct ctl_verb ctl_verb_media = {
     ctl_media_opts,
     ctl_media,
     "change the medium of a running VM's cdrom drive (the tray is opened, even if the guest "
-    "locked it, and closed again)",
+    "locked it, and closed again); --persist: also in its definition",
     NULL,
 };

@@ -2026,8 +2026,28 @@ struct devices_query {
 	struct json_object *peri; /* qom-list result, or NULL */
 };
 
+/* A cdrom drive's row: its medium (what the drive holds when live, else what the file says). */
+static struct json_object *
+cdrom_json(const struct cfg_cdrom *cd, bool live, bool persistent)
+{
+	struct json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "id", json_object_new_string(cd->id));
+	json_object_object_add(o, "kind", json_object_new_string("cdrom"));
+	json_object_object_add(o, "medium", cd->file ? json_object_new_string(cd->file) : NULL);
+	json_object_object_add(o, "boot", json_object_new_boolean(cd->boot));
+	json_object_object_add(o, "bus", NULL);
+	json_object_object_add(o, "pending_attach", json_object_new_boolean(0));
+	json_object_object_add(o, "pending_removal", json_object_new_boolean(0));
+	json_object_object_add(o, "pci_addr", NULL);
+	json_object_object_add(o, "live", json_object_new_boolean(live));
+	json_object_object_add(o, "persistent", json_object_new_boolean(persistent));
+	return o;
+}
+
 /* Builds the reply: the tracked devices (live as QOM shows them when it answered, PCI address
- * when query-pci knows it), then the definition's devices that are not live. */
+ * when query-pci knows it), then the definition's devices that are not live; then the cdrom
+ * drives the QEMU runs with, and the definition's others. */
 static void
 devices_reply(struct vm *vm, struct json_object *pci, struct json_object *peri, vm_done_cb cb,
               void *arg)
@@ -2068,6 +2088,18 @@ devices_reply(struct vm *vm, struct json_object *pci, struct json_object *peri, 
 		json_object_object_add(o, "live", json_object_new_boolean(0));
 		json_object_object_add(o, "persistent", json_object_new_boolean(1));
 		json_object_array_add(arr, o);
+	}
+	for (size_t i = 0; active && vm->live_cfg && i < vm->live_cfg->ncdroms; i++) {
+		const struct cfg_cdrom *cd = &vm->live_cfg->cdroms[i];
+
+		json_object_array_add(arr,
+		                      cdrom_json(cd, peri ? peripheral_has(peri, cd->id) : true,
+		                                 cfg && cfg_vm_cdrom(cfg, cd->id)));
+	}
+	for (size_t i = 0; cfg && i < cfg->ncdroms; i++) {
+		if (active && vm->live_cfg && cfg_vm_cdrom(vm->live_cfg, cfg->cdroms[i].id))
+			continue;
+		json_object_array_add(arr, cdrom_json(&cfg->cdroms[i], false, true));
 	}
 	json_object_object_add(res, "devices", arr);
 	cb(res, PROTO_OK, NULL, arg);

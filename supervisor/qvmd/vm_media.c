@@ -211,16 +211,32 @@ media_record(struct vm *vm, size_t index, const char *file)
 
 /* ---- the end ---- */
 
+/* What a change answers: the drive's medium, whether QEMU has it (live) and the file says it. */
 static struct json_object *
-media_result(struct media_job *mj, const char *medium)
+media_result(const char *id, const char *medium, bool live, bool persisted)
 {
 	struct json_object *res = json_object_new_object();
 
-	json_object_object_add(res, "id", json_object_new_string(mj->id));
+	json_object_object_add(res, "id", json_object_new_string(id));
 	json_object_object_add(res, "medium", medium ? json_object_new_string(medium) : NULL);
-	json_object_object_add(res, "tray", json_object_new_string("closed"));
-	json_object_object_add(res, "persisted", json_object_new_boolean(0));
+	json_object_object_add(res, "tray", live ? json_object_new_string("closed") : NULL);
+	json_object_object_add(res, "live", json_object_new_boolean(live));
+	json_object_object_add(res, "persisted", json_object_new_boolean(persisted));
 	return res;
+}
+
+/* Writes the medium into the definition and reloads it: 0, or -1 with *cause. */
+static int
+media_persist(struct vm *vm, const char *id, const char *file, char **cause)
+{
+	if (vm->cfg == NULL) {
+		*cause = xstrdup("definition file was removed");
+		return -1;
+	}
+	if (cfg_write_cdrom_medium(vm->cfg->path, id, file, cause) < 0)
+		return -1;
+	vm_reload_definition(vm, false);
+	return 0;
 }
 
 static void
@@ -229,10 +245,35 @@ media_finish(struct media_job *mj)
 	struct vm *vm = mj->vm;
 
 	if (mj->error == NULL) {
+		struct json_object *res;
+		char *cause = NULL;
+		bool persisted = false;
+
 		media_record(vm, mj->index, mj->file);
 		log_info("vm %s: cdrom %s: %s%s", vm->name, mj->id,
 		         mj->file ? "inserted " : "ejected", mj->file ? mj->file : "");
-		vm_job_done(mj->job, media_result(mj, mj->file), PROTO_OK, NULL);
+		if (mj->persist && media_persist(vm, mj->id, mj->file, &cause) < 0) {
+			/* The drive changed: that is the answer, and the file that lags a warning.
+			 */
+			char *warning =
+			    xasprintf("vm %s: cdrom %s: %s%s live, but the definition was "
+			              "not updated: %s",
+			              vm->name, mj->id, mj->file ? mj->file : "ejected",
+			              mj->file ? " inserted" : "", cause);
+
+			log_warn("%s", warning);
+			res = media_result(mj->id, mj->file, true, false);
+			json_object_object_add(res, "warning", json_object_new_string(warning));
+			free(warning);
+			free(cause);
+		} else {
+			persisted = mj->persist;
+			if (persisted)
+				log_info("vm %s: cdrom %s: persisted in %s", vm->name, mj->id,
+				         vm->cfg->path);
+			res = media_result(mj->id, mj->file, true, persisted);
+		}
+		vm_job_done(mj->job, res, PROTO_OK, NULL);
 		return;
 	}
 	if (mj->inserted) {
@@ -488,11 +529,12 @@ refuse(vm_done_cb cb, void *arg, enum proto_err code, char *msg)
 	free(msg);
 }
 
-/* The cdrom's index in the running definition; else refuses naming the drives there are. */
+/* The cdrom's index in cfg (the running definition, or the file's); else refuses naming the
+ * drives there are. */
 static bool
-find_cdrom(struct vm *vm, const char *id, size_t *index, vm_done_cb cb, void *arg)
+find_cdrom(struct vm *vm, const struct vm_config *cfg, const char *id, size_t *index, vm_done_cb cb,
+           void *arg)
 {
-	const struct vm_config *cfg = vm->live_cfg;
 	char *list = NULL;
 
 	for (size_t i = 0; cfg != NULL && i < cfg->ncdroms; i++) {
@@ -563,6 +605,61 @@ open_medium(struct vm *vm, const char *file, bool any_path, vm_done_cb cb, void 
 	return fd;
 }
 
+/* --persist refused before QEMU is touched when the file could not take the medium: no file,
+ * no such section there, or a path the loader refuses (QEMU gets the image as an fd, a definition
+ * names it in option strings). */
+static bool
+refuse_persist(struct vm *vm, const char *id, const char *file, vm_done_cb cb, void *arg)
+{
+	size_t index;
+
+	if (vm->cfg == NULL) {
+		refuse(cb, arg, PROTO_ERR_NOT_FOUND,
+		       xasprintf("vm %s: definition file was removed; cannot persist", vm->name));
+		return true;
+	}
+	if (!vm_is_active(vm))
+		return !find_cdrom(vm, vm->cfg, id, &index, cb, arg);
+	if (cfg_vm_cdrom(vm->cfg, id) == NULL) {
+		refuse(cb, arg, PROTO_ERR_NOT_FOUND,
+		       xasprintf("vm %s: cdrom %s is not in %s; cannot persist (change it without "
+		                 "--persist)",
+		                 vm->name, id, vm->cfg->path));
+		return true;
+	}
+	if (file != NULL && strchr(file, ',') != NULL) {
+		refuse(cb, arg, PROTO_ERR_INVALID,
+		       xasprintf("vm %s: cdrom %s: '%s' cannot be persisted: a definition's file "
+		                 "must not contain ','",
+		                 vm->name, id, file));
+		return true;
+	}
+	return false;
+}
+
+/* A stopped VM: --persist edits only its definition (the next start uses it). */
+static void
+media_persist_only(struct vm *vm, const char *id, const char *file, bool any_path, vm_done_cb cb,
+                   void *arg)
+{
+	char *cause = NULL;
+	int fd;
+
+	if (file != NULL) {
+		if ((fd = open_medium(vm, file, any_path, cb, arg)) < 0)
+			return;
+		close(fd);
+	}
+	if (media_persist(vm, id, file, &cause) < 0) {
+		refuse(cb, arg, PROTO_ERR_FAILED, xasprintf("vm %s: %s", vm->name, cause));
+		free(cause);
+		return;
+	}
+	log_info("vm %s: cdrom %s: %s%s in the definition (not running)", vm->name, id,
+	         file ? "medium " : "no medium", file ? file : "");
+	cb(media_result(id, file, false, true), PROTO_OK, NULL, arg);
+}
+
 void
 vm_media_change(struct vm *vm, const char *id, const char *file, bool any_path, bool persist,
                 vm_done_cb cb, void *arg)
@@ -574,6 +671,18 @@ vm_media_change(struct vm *vm, const char *id, const char *file, bool any_path, 
 
 	if (!vm_job_admit(vm, VM_OP_ATTACH, cb, arg))
 		return;
+	if (!vm_is_active(vm) && !persist) {
+		refuse(cb, arg, PROTO_ERR_NOT_RUNNING,
+		       xasprintf("vm %s: not running; use --persist to change its definition",
+		                 vm->name));
+		return;
+	}
+	if (persist && refuse_persist(vm, id, file, cb, arg))
+		return;
+	if (!vm_is_active(vm)) {
+		media_persist_only(vm, id, file, any_path, cb, arg);
+		return;
+	}
 	if ((vm->state != VM_RUNNING && vm->state != VM_PAUSED) || vm->qmp == NULL ||
 	    vm->live_cfg == NULL) {
 		refuse(
@@ -581,13 +690,8 @@ vm_media_change(struct vm *vm, const char *id, const char *file, bool any_path, 
 		    xasprintf("vm %s: not running (state %s)", vm->name, vm_state_name(vm->state)));
 		return;
 	}
-	if (!find_cdrom(vm, id, &index, cb, arg))
+	if (!find_cdrom(vm, vm->live_cfg, id, &index, cb, arg))
 		return;
-	if (persist) {
-		refuse(cb, arg, PROTO_ERR_INVALID,
-		       xasprintf("vm %s: cdrom %s: --persist is not supported yet", vm->name, id));
-		return;
-	}
 	if (file != NULL && (fd = open_medium(vm, file, any_path, cb, arg)) < 0)
 		return;
 	mj = xcalloc(1, sizeof *mj);

@@ -4,7 +4,9 @@
 # shows it (query-block: the medium is /dev/fdset/N, read-only; the old fdsets and nodes are
 # gone); a drive started with a file; the refusals (unknown drive, stopped VM, missing file, a
 # directory, a path outside image_dirs for a requester that is not root); and a qvmd killed and
-# started again still knows which file each drive holds and can eject it.
+# started again still knows which file each drive holds and can eject it. --persist writes the
+# medium into the definition (a stopped VM: only there; the next start boots with it), eject
+# --persist removes the line, and devices lists the drives.
 . "$(dirname "$0")/lib.sh"
 
 # Any file is a raw medium for QEMU: no ISO tools needed.
@@ -153,4 +155,77 @@ check "m1 stopped: status shows the definition's (empty) drive, tray unknown" \
 	contains "$(jctl status m1)" '"cdroms":[{"id":"cd0","medium":null,"tray":null'
 check "m1's run directory has no media record" [ ! -e "$T/run/m1/media.json" ]
 check "kill m2" ctl kill m2
+
+# --persist on a stopped VM: only the definition changes; the next start boots with it.
+# section FILE HEADER: the lines of that section, each ended by '|'.
+section() { awk -v h="$2" '$0 == h { p = 1; print; next } /^\[/ { p = 0 } p' "$1" | tr '\n' '|'; }
+loads() { "$QVMD" -n -c "$T/qvmd.conf" >/dev/null 2>&1; }
+echo "# the operator's note" >>"$T/vms/m1.ini"
+out=$(ctl media m1 cd0 --insert "$T/images/a.iso" --persist 2>&1); rc=$?
+check "m1 stopped: --persist insert ($out)" exited_with $rc 0 "$out" \
+	"cdrom cd0: $T/images/a.iso in the definition (not running"
+s1=$(section "$T/vms/m1.ini" "[cdrom cd0]")
+check "m1.ini: file = a.iso right below [cdrom cd0], the comment kept ($s1)" \
+	[ "$s1" = "[cdrom cd0]|file = $T/images/a.iso|# the operator's note|" ]
+check "m1.ini: qvmd -n accepts it" eval 'loads && grep -qxF "file = $T/images/a.iso" "$T/vms/m1.ini"'
+st=$(jctl status m1)
+check "m1 stays stopped, its definition's drive holds a.iso ($st)" eval \
+	'contains "$st" "\"state\":\"stopped\"" && contains "$st" "\"id\":\"cd0\",\"medium\":\"$T/images/a.iso\""'
+out=$(ctl devices m1)
+check "m1 stopped: devices lists cd0 with a.iso, not live ($out)" \
+	contains "$(printf '%s\n' "$out" | grep '^cd0 ' | tr -s ' ')" "cd0 cdrom $T/images/a.iso raw - - no yes"
+st=$(jctl devices m1)
+check "m1 stopped: devices --json: the cdrom row ($st)" contains "$st" \
+	"{\"id\":\"cd0\",\"kind\":\"cdrom\",\"medium\":\"$T/images/a.iso\",\"boot\":false"
+check "m2 stopped: --persist insert b.iso" ctl media m2 cd1 --insert "$T/images/b.iso" --persist
+s2=$(section "$T/vms/m2.ini" "[cdrom cd1]")
+check "m2.ini: the file line replaced in place, boot kept ($s2)" \
+	[ "$s2" = "[cdrom cd1]|file = $T/images/b.iso|boot = yes|" ]
+out=$(ctl media m1 cd0 --eject 2>&1); rc=$?
+check "m1 stopped: without --persist: not running, use --persist ($out)" \
+	failed_with $rc "$out" "not running; use --persist"
+check "start m1 (with the persisted medium)" ctl start m1
+check "m1 running" wait_state m1 running 30
+d=$(drive m1 cd0)
+check "m1: qemu has a medium in cd0 at start ($d)" contains "$d" "/dev/fdset/"
+check "m1: ... 1 MiB, a.iso" contains "$(ctl --json qmp m1 query-block | field .)" '"virtual-size":1048576'
+check "m1: status shows a.iso" contains "$(jctl status m1)" "\"id\":\"cd0\",\"medium\":\"$T/images/a.iso\""
+st=$(jctl devices m1)
+check "m1 running: devices --json: cd0 live and persistent ($st)" contains "$st" \
+	"\"medium\":\"$T/images/a.iso\",\"boot\":false,\"bus\":null,\"pending_attach\":false,\"pending_removal\":false,\"pci_addr\":null,\"live\":true,\"persistent\":true"
+
+# --persist on a running VM: the drive and the file.
+out=$(ctl media m1 cd0 --insert "$T/images/b.iso" --persist 2>&1); rc=$?
+check "m1: --persist insert b.iso ($out)" exited_with $rc 0 "$out" "b.iso inserted (persisted)"
+s1=$(section "$T/vms/m1.ini" "[cdrom cd0]")
+check "m1.ini: the file line replaced ($s1)" \
+	[ "$s1" = "[cdrom cd0]|file = $T/images/b.iso|# the operator's note|" ]
+check "m1: qemu has b.iso" contains "$(ctl --json qmp m1 query-block | field .)" '"virtual-size":2097152'
+check "m1: qvmd -n accepts the file, and it agrees with the drive (diff)" \
+	eval 'loads && grep -qxF "file = $T/images/b.iso" "$T/vms/m1.ini" && [ "$(ctl diff m1 2>&1)" = "no differences" ]'
+out=$(ctl media m1 cd0 --eject --persist 2>&1); rc=$?
+check "m1: --persist eject ($out)" exited_with $rc 0 "$out" "cdrom cd0: empty (persisted)"
+s1=$(section "$T/vms/m1.ini" "[cdrom cd0]")
+check "m1.ini: the file line removed, the rest kept ($s1)" \
+	[ "$s1" = "[cdrom cd0]|# the operator's note|" ]
+check "m1: qemu shows cd0 empty, qvmd -n accepts the file" \
+	eval '[ "$(drive m1 cd0)" = empty ] && loads && [ "$(grep -c "^file" "$T/vms/m1.ini")" -eq 0 ]'
+
+# Refused before QEMU is touched: a path a definition cannot carry.
+head -c 65536 /dev/urandom >"$T/images/c,d.iso"
+check "m1: an insert to refuse next" ctl media m1 cd0 --insert "$T/images/b.iso"
+out=$(ctl media m1 cd0 --insert "$T/images/c,d.iso" --persist 2>&1); rc=$?
+check "m1: --persist of a path with ',' refused, the drive untouched ($out)" \
+	eval 'failed_with $rc "$out" "must not contain '"','"'" && contains "$(ctl --json qmp m1 query-block | field .)" "\"virtual-size\":2097152"'
+
+# The file changed behind qvmd's back (the drive gone from it): the drive changes, with a warning.
+cp "$T/vms/m1.ini" "$T/m1.ini.saved"
+grep -vxF "[cdrom cd0]" "$T/m1.ini.saved" >"$T/vms/m1.ini"
+out=$(ctl media m1 cd0 --insert "$T/images/a.iso" --persist 2>&1); rc=$?
+check "m1: drive changed, file not: ok with a warning ($out)" exited_with $rc 0 "$out" \
+	"a.iso inserted live, but the definition was not updated"
+check "m1: ... and why" contains "$out" "[cdrom cd0]: no such section"
+check "m1: qemu has a.iso" contains "$(ctl --json qmp m1 query-block | field .)" '"virtual-size":1048576'
+cp "$T/m1.ini.saved" "$T/vms/m1.ini"
+check "kill m1 again" ctl kill m1
 finish
