@@ -53,9 +53,13 @@ ctl_events_print(struct json_object *ev)
 		                 ctl_json_str(data, "error", NULL) ? ": " : "",
 		                 ctl_json_str(data, "error", ""));
 	} else if (strcmp(kind, "device") == 0) {
-		/* "device attached disk d1", "... removal-pending net n2" */
-		text = xasprintf("%s %s %s%s", ctl_json_str(ev, "action", "?"),
+		/* "device attached disk d1", "... removal-pending net n2",
+		 * "... inserted cdrom cd0 /srv/iso/x.iso" */
+		const char *medium = ctl_json_str(ev, "medium", NULL);
+
+		text = xasprintf("%s %s %s%s%s%s", ctl_json_str(ev, "action", "?"),
 		                 ctl_json_str(ev, "kind", "?"), ctl_json_str(ev, "device", "?"),
+		                 medium ? " " : "", medium ? medium : "",
 		                 ctl_json_bool(ev, "persistent", false) ? " (persistent)" : "");
 	} else if (strcmp(kind, "restart") == 0) {
 		if (ctl_json_bool(ev, "scheduled", false))

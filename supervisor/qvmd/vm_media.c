@@ -239,6 +239,20 @@ media_persist(struct vm *vm, const char *id, const char *file, char **cause)
 	return 0;
 }
 
+/* A changed medium, for subscribers (`qvmctl events`): "device inserted cdrom cd0 /x.iso". */
+static void
+media_event(struct vm *vm, const char *id, const char *file, bool persistent)
+{
+	struct json_object *f = json_object_new_object();
+
+	json_object_object_add(f, "action", json_object_new_string(file ? "inserted" : "ejected"));
+	json_object_object_add(f, "kind", json_object_new_string("cdrom"));
+	json_object_object_add(f, "device", json_object_new_string(id));
+	json_object_object_add(f, "medium", file ? json_object_new_string(file) : NULL);
+	json_object_object_add(f, "persistent", json_object_new_boolean(persistent));
+	vm_event(vm, "device", f);
+}
+
 static void
 media_finish(struct media_job *mj)
 {
@@ -273,6 +287,7 @@ media_finish(struct media_job *mj)
 				         vm->cfg->path);
 			res = media_result(mj->id, mj->file, true, persisted);
 		}
+		media_event(vm, mj->id, mj->file, persisted);
 		vm_job_done(mj->job, res, PROTO_OK, NULL);
 		return;
 	}

@@ -21,6 +21,8 @@ fw_vm m2 pc "
 file = $T/images/a.iso
 boot = yes"
 start_qvmd || { not_ok "qvmd starts"; finish; exit 1; }
+# qvmd's own events: a changed medium is one ("device inserted cdrom cd0 FILE").
+"$QVMCTL" -s "$SOCK" events m1 >"$T/events.log" 2>&1 &
 
 # The drive as QEMU shows it: "empty", or "FILE ro" (FILE: its file node's filename).
 drive() {
@@ -74,6 +76,10 @@ check "m1: the new medium is 2 MiB (b.iso)" \
 # Eject.
 out=$(ctl media m1 cd0 --eject 2>&1); rc=$?
 check "m1: eject ($out)" exited_with $rc 0 "$out" "cdrom cd0: empty"
+i=0
+while ! grep -q "device ejected cdrom cd0" "$T/events.log" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+check "events: the insert, with its medium" grep -q "device inserted cdrom cd0 $T/images/b.iso" "$T/events.log"
+check "events: the eject" grep -q "device ejected cdrom cd0" "$T/events.log"
 check "m1: qemu shows cd0 empty" [ "$(drive m1 cd0)" = empty ]
 check "m1: no fdset left for cd0" [ "$(fdsets m1 cd0)" -eq 0 ]
 check "m1: no node left for cd0 ($(nodes m1 cd0))" [ -z "$(nodes m1 cd0)" ]
