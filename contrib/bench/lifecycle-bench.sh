@@ -157,9 +157,16 @@ echo
 scale() {
 	local dir=$1 prefix=$2 n=$3 runs=$4
 	shift 4
+	local s0 s1
 	echo "start all: $n VMs, $PAR clients, '$*' per VM"
+	s0=$(awk '{print $14 + $15}' /proc/"$QVMD_PID"/stat)
 	"$LB" many "$SOCK" "$PAR" "$prefix" "$n" "$@" >"$T/$dir/many.out"
+	s1=$(awk '{print $14 + $15}' /proc/"$QVMD_PID"/stat)
 	echo "  all done in $(get many_s "$T/$dir/many.out") s, $(get many_failed "$T/$dir/many.out") failed"
+	# CPU time is what load does not stretch: qvmd's own share of the wall time above.
+	echo "  qvmd CPU for it: $(((s1 - s0) * 1000 / $(getconf CLK_TCK))) ms," \
+		"$(awk -v t="$((s1 - s0))" -v n="$n" -v hz="$(getconf CLK_TCK)" \
+			'BEGIN { printf "%.2f", t * 1000 / hz / n }') ms per VM"
 	echo "  running/paused now: $(ctl list | grep -cE ' (running|paused) ')" \
 		"($(ctl list | grep -c ' paused ') paused)"
 	"$LB" cli list_ms "$runs" "$QVMCTL" -s "$SOCK" list |
