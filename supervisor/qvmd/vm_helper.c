@@ -55,28 +55,6 @@ struct vm_helper {
 
 /* ---- the process ---- */
 
-/* Makes a directory root's (or, owned, the helper's) with gid's group and mode, refusing a
- * symlink in its place: the same ownership the VM's QEMU gets at a start (vm_start.c). */
-static int
-own_dir(const char *path, bool owned, const struct vm_ids *ids, mode_t mode, char **cause)
-{
-	int fd;
-
-	if (mkdir(path, mode) < 0 && errno != EEXIST) {
-		*cause = xasprintf("cannot create %s: %s", path, strerror(errno));
-		return -1;
-	}
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || fchown(fd, owned ? ids->uid : 0, ids->gid) < 0 || fchmod(fd, mode) < 0) {
-		*cause = xasprintf("%s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	close(fd);
-	return 0;
-}
-
 /* Whom the helper runs as: the VM's ids (as root), with its pidfile directory its own; the run
  * directory stays root's, traversable by the VM's gid. *use false: qvmd is not root. */
 static int
@@ -99,8 +77,8 @@ helper_creds(struct vm *vm, struct proc_creds *creds, struct proc_path *path, bo
 		goto out;
 	}
 	if (vm_uid_assign(vm->env.uids, vm->name, &ids, cause) < 0 ||
-	    own_dir(run, false, &ids, 0710, cause) < 0 ||
-	    own_dir(qemu_dir, true, &ids, 0700, cause) < 0)
+	    vm_host_own_dir(run, false, &ids, 0710, cause) < 0 ||
+	    vm_host_own_dir(qemu_dir, true, &ids, 0700, cause) < 0)
 		goto out;
 	*path = (struct proc_path){"pidfile directory", NULL, W_OK | X_OK};
 	*creds = (struct proc_creds){

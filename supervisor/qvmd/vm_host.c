@@ -13,6 +13,7 @@
 #include "cfg.h"
 #include "log.h"
 #include "proc.h"
+#include "vm_uid.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -70,6 +71,26 @@ vm_image_path_allowed(const struct daemon_config *conf, const char *path, bool c
 	ok = realpath(dir, real) != NULL && below_image_dirs(conf, real, true);
 	free(dir);
 	return ok;
+}
+
+int
+vm_host_own_dir(const char *path, bool owned, const struct vm_ids *ids, mode_t mode, char **cause)
+{
+	int fd;
+
+	if (mkdir(path, mode) < 0 && errno != EEXIST) {
+		*cause = xasprintf("cannot create %s: %s", path, strerror(errno));
+		return -1;
+	}
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fchown(fd, owned ? ids->uid : 0, ids->gid) < 0 || fchmod(fd, mode) < 0) {
+		*cause = xasprintf("%s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
 }
 
 /* ---- directories ---- */

@@ -27,6 +27,7 @@ struct event;
 struct qmp_conn;
 struct qmp_reply;
 struct vm_images;
+struct vm_ids;
 struct vm_job;
 struct vm_vnc;
 
@@ -146,6 +147,11 @@ void vm_adopt_qmp_ready(struct vm *vm);
 /* vm_host.c: what a VM uses of the host: its directories, images, firmware variables, taps and
  * QMP socket. The one place that knows which files a VM's QEMU opens. */
 int vm_host_dirs(struct vm *vm, char **cause);
+/* Makes a directory root's (or, owned, ids' uid's) with ids' gid as its group and mode, refusing
+ * a symlink in its place: how a VM's QEMU (and its backup helper) get their directories. 0, or -1
+ * with *cause. */
+int vm_host_own_dir(const char *path, bool owned, const struct vm_ids *ids, mode_t mode,
+                    char **cause);
 /* Creates the definition's missing disk images (qemu-img); done(arg, error) runs when all exist
  * or one failed (error allocated, or NULL), possibly before this returns. *batch holds the work
  * in progress until then (set before anything else, cleared by no one but the owner);

@@ -108,30 +108,6 @@ start_fail(struct vm_job *job, char *msg)
 }
 
 /*
- * Makes a directory root's (or, qemu_dir, the QEMU's own) with gid's group and mode, refusing a
- * symlink in its place. 0, or -1 with *cause.
- */
-static int
-start_own_dir(const char *path, bool qemu_dir, const struct vm_ids *ids, mode_t mode, char **cause)
-{
-	int fd;
-
-	if (mkdir(path, mode) < 0 && errno != EEXIST) {
-		*cause = xasprintf("cannot create %s: %s", path, strerror(errno));
-		return -1;
-	}
-	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || fchown(fd, qemu_dir ? ids->uid : 0, ids->gid) < 0 || fchmod(fd, mode) < 0) {
-		*cause = xasprintf("%s: %s", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	close(fd);
-	return 0;
-}
-
-/*
  * Who the VM's QEMU runs as, and what it needs of the file system under those ids. Its run and
  * state directories stay root's but become traversable (not listable, not writable) by its gid;
  * it creates files only in <run_dir>/<name>/qemu/ (its pidfile), a directory of its own. Its
@@ -162,9 +138,9 @@ start_creds(struct vm *vm, const char *qemu_dir, struct proc_creds *creds, struc
 		goto out;
 	}
 	if (vm_uid_assign(vm->env.uids, vm->name, &ids, cause) < 0 ||
-	    start_own_dir(run, false, &ids, 0710, cause) < 0 ||
-	    start_own_dir(qemu_dir, true, &ids, 0700, cause) < 0 ||
-	    start_own_dir(state, false, &ids, 0710, cause) < 0)
+	    vm_host_own_dir(run, false, &ids, 0710, cause) < 0 ||
+	    vm_host_own_dir(qemu_dir, true, &ids, 0700, cause) < 0 ||
+	    vm_host_own_dir(state, false, &ids, 0710, cause) < 0)
 		goto out;
 	if (cfg->console == CFG_CONSOLE_LOG) {
 		fd =
