@@ -244,6 +244,59 @@ test_proc_spawn_as_drops_every_privilege(void **state)
 }
 
 static void
+on_usr1(int sig)
+{
+	(void)sig;
+}
+
+/*
+ * The child shares qvmd's memory until exec (clone, not fork): what it changes for itself (ids,
+ * signal dispositions and mask) must stay its own, and the program it runs starts with default
+ * dispositions and nothing blocked, whatever qvmd ignores or blocks.
+ */
+static void
+test_proc_spawn_leaves_the_parent_as_it_was(void **state)
+{
+	struct proc_creds c = {.uid = 200123, .gid = 200124, .extra_gid = (gid_t)-1};
+	char *argv[] = {"/bin/cat", "/proc/self/status", NULL};
+	char *cause = NULL, *out, v[128];
+	struct sigaction usr1 = {.sa_handler = on_usr1}, old_usr1, now;
+	sigset_t blocked, old_mask, mask;
+	uid_t r, e, s;
+
+	(void)state;
+	sigemptyset(&usr1.sa_mask);
+	assert_int_equal(sigaction(SIGUSR1, &usr1, &old_usr1), 0);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&blocked);
+	sigaddset(&blocked, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &blocked, &old_mask);
+
+	out = spawn_output(argv, geteuid() == 0 ? &c : NULL, &cause);
+	assert_non_null(out);
+	status_field(out, "\nSigBlk", v, sizeof v);
+	assert_string_equal(v, "0000000000000000");
+	status_field(out, "\nSigIgn", v, sizeof v);
+	assert_string_equal(v, "0000000000000000");
+	free(out);
+
+	assert_int_equal(getresuid(&r, &e, &s), 0);
+	if (geteuid() == 0 || r == 0)
+		assert_true(r == 0 && e == 0 && s == 0);
+	assert_int_equal(sigaction(SIGUSR1, NULL, &now), 0);
+	assert_ptr_equal(now.sa_handler, on_usr1);
+	assert_int_equal(sigaction(SIGPIPE, NULL, &now), 0);
+	assert_ptr_equal(now.sa_handler, SIG_IGN);
+	sigprocmask(SIG_SETMASK, NULL, &mask);
+	assert_true(sigismember(&mask, SIGUSR2));
+	assert_false(sigismember(&mask, SIGUSR1));
+
+	sigprocmask(SIG_SETMASK, &old_mask, NULL);
+	signal(SIGPIPE, SIG_DFL);
+	sigaction(SIGUSR1, &old_usr1, NULL);
+}
+
+static void
 test_proc_spawn_as_names_the_untraversable_directory(void **state)
 {
 	char dir[] = "/tmp/qvmd-paths-XXXXXX", sub[128], file[160], want[512];
@@ -383,6 +436,7 @@ main(void)
 	    cmocka_unit_test(test_proc_spawn_pidfd_reports_exit),
 	    cmocka_unit_test(test_proc_spawn_missing_program_fails),
 	    cmocka_unit_test(test_proc_spawn_as_drops_every_privilege),
+	    cmocka_unit_test(test_proc_spawn_leaves_the_parent_as_it_was),
 	    cmocka_unit_test(test_proc_spawn_as_names_the_untraversable_directory),
 	    cmocka_unit_test(test_proc_uids_reads_status),
 	    cmocka_unit_test(test_proc_file_tail_joins_last_lines),
