@@ -361,11 +361,8 @@ pid_t
 proc_spawn_as(char *const *argv, int out_fd, const int *keep, size_t nkeep,
               const struct proc_creds *creds, int *pidfd, char **cause)
 {
-	struct spawn_args a = {.argv = argv,
-	                       .out_fd = out_fd,
-	                       .keep = keep,
-	                       .nkeep = nkeep,
-	                       .creds = creds};
+	struct spawn_args a = {
+	    .argv = argv, .out_fd = out_fd, .keep = keep, .nkeep = nkeep, .creds = creds};
 	char msg[1024], *stack = spawn_stack_top();
 	sigset_t all, old;
 	size_t len = 0;
