@@ -8,13 +8,14 @@
 #             manifest) vs "qemu-img convert -O qcow2 -t writeback" of an identical copy of the
 #             disk (the limit: the same data copied and flushed, nothing else). Target <= 1.5 x.
 #   inc:      1% of the disk (164 writes of 64 KiB at scattered offsets) rewritten, then
-#             "qvmctl backup --incremental". Target <= 5% of the full backup.
+#             "qvmctl backup --incremental". Target <= 5% of the full backup. Also printed: QEMU's
+#             own copy job within it (JOB_STATUS_CHANGE running -> pending, from "qvmctl events").
 #   restore:  "qvmctl restore --to" of the last incremental (a standalone qcow2 of its chain) vs
 #             "qemu-img convert -O qcow2 -t writeback" of the same chain. Target <= 1.5 x.
 # Every restore is compared with its convert (qemu-img compare) before it counts.
 # Environment: QVMD_BENCH_DIR (build dir, default build-bench), BB_RUNS (3), BB_DATA_MB (512),
 # BB_DISK_MB (1024). The last line sums it up (its fields are a contract):
-#   backup-bench: full_ms=.. convert_ms=.. full_ratio=.. inc_ms=.. inc_ratio=.. restore_ms=.. restore_ratio=..
+#   backup-bench: full_ms=.. convert_ms=.. full_ratio=.. inc_ms=.. inc_ratio=.. restore_ms=.. restore_ratio=.. inc_copy_ms=..
 set -eu
 cd "$(dirname "$0")/../.."
 . contrib/bench/bench-lib.sh
@@ -79,6 +80,13 @@ median() { printf '%s\n' $1 | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? 
 id_of() { grep -o '"id": *"[0-9T.Z]*"' "$1" | head -n 1 | sed 's/.*"\([0-9T.Z]*\)"$/\1/'; }
 # The same cache mode qvmd's restore uses: the output is flushed before qemu-img exits.
 convert() { qemu-img convert -q -O qcow2 -t writeback "$1" "$2"; }
+# job_ms EVENTS: ms from the backup job's JOB_STATUS_CHANGE "running" to "pending" (QEMU's clock).
+job_ms() {
+	grep '"JOB_STATUS_CHANGE"' "$1" | grep '"bk-d"' | awk '
+		/"status": *"running"/ && !r { match($0, /"ts": *[0-9]+/); r = substr($0, RSTART, RLENGTH) }
+		/"status": *"pending"/ && !p { match($0, /"ts": *[0-9]+/); p = substr($0, RSTART, RLENGTH) }
+		END { gsub(/[^0-9]/, "", r); gsub(/[^0-9]/, "", p); print (r != "" && p != "") ? p - r : "?" }'
+}
 
 # Full backups vs convert, alternating; each run's output removed before the next.
 for r in $(seq "$RUNS"); do
@@ -99,7 +107,14 @@ for r in $(seq "$RUNS"); do
 			"{\"command-line\":\"qemu-io -d /machine/peripheral/d/virtio-backend \\\"write -P $((k % 250 + 1)) $off 64k\\\"\"}" \
 			>/dev/null
 	done
+	# QEMU's own share: its copy job from "running" to "pending" (QMP event timestamps).
+	ctl --json events bb >"$T/events.$r" 2>/dev/null &
+	ev_pid=$!
+	sleep 0.2
 	timed inc ctl --json backup bb --incremental >"$T/inc.json"
+	kill "$ev_pid" 2>/dev/null || true
+	wait "$ev_pid" 2>/dev/null || true
+	qcopy="${qcopy:-} $(job_ms "$T/events.$r")"
 	last=$(id_of "$T/inc.json")
 	grep -q '"type": *"incremental"' "$T/inc.json" ||
 		{ echo "backup-bench: not an incremental: $(cat "$T/inc.json")" >&2; exit 1; }
@@ -122,7 +137,9 @@ restore_ms=$(median "$rest")
 rconv_ms=$(median "$rconv")
 echo "full backup (qvmctl backup --full) ms:       $full  median $full_ms"
 echo "qemu-img convert -O qcow2 of the disk ms:    $conv  median $convert_ms"
+inc_copy_ms=$(median "$qcopy")
 echo "incremental after 1% rewritten ms:           $inc  median $inc_ms"
+echo "  of it, QEMU's copy job (running -> pending): $qcopy  median $inc_copy_ms"
 echo "restore of the last incremental ms:          $rest  median $restore_ms"
 echo "qemu-img convert -O qcow2 of its chain ms:   $rconv  median $rconv_ms"
 ratios=$(awk -v f="$full_ms" -v c="$convert_ms" -v i="$inc_ms" -v r="$restore_ms" -v rc="$rconv_ms" \
@@ -132,4 +149,4 @@ verdict() { awk -v v="$2" -v lim="$3" -v what="$1" 'BEGIN {printf "-> %s: %s (ta
 verdict "full / convert" "$1" 1.5
 verdict "incremental / full" "$2" 0.05
 verdict "restore / convert of the chain" "$3" 1.5
-echo "backup-bench: full_ms=$full_ms convert_ms=$convert_ms full_ratio=$1 inc_ms=$inc_ms inc_ratio=$2 restore_ms=$restore_ms restore_ratio=$3"
+echo "backup-bench: full_ms=$full_ms convert_ms=$convert_ms full_ratio=$1 inc_ms=$inc_ms inc_ratio=$2 restore_ms=$restore_ms restore_ratio=$3 inc_copy_ms=$inc_copy_ms"
