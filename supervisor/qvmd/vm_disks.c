@@ -36,6 +36,23 @@ same_file(const struct vm_image_id *held, dev_t dev, ino_t ino)
 	return held->ino != 0 && held->dev == dev && held->ino == ino;
 }
 
+/* The cdrom of a running VM whose medium is the file dev/ino (a medium is held read-only), or
+ * NULL. The media are known by name (live_cfg, media.json after a restart of qvmd). */
+static const struct cfg_cdrom *
+medium_of(const struct vm *vm, dev_t dev, ino_t ino)
+{
+	struct stat st;
+
+	for (size_t i = 0; vm->live_cfg != NULL && i < vm->live_cfg->ncdroms; i++) {
+		const struct cfg_cdrom *cd = &vm->live_cfg->cdroms[i];
+
+		if (cd->file != NULL && stat(cd->file, &st) == 0 && st.st_dev == dev &&
+		    st.st_ino == ino)
+			return cd;
+	}
+	return NULL;
+}
+
 bool
 vm_holds_image(const struct vm *vm, dev_t dev, ino_t ino, bool *writable)
 {
@@ -44,6 +61,8 @@ vm_holds_image(const struct vm *vm, dev_t dev, ino_t ino, bool *writable)
 	*writable = false;
 	if (!vm_is_active(vm))
 		return false;
+	if (medium_of(vm, dev, ino) != NULL)
+		held = true;
 	if (same_file(&vm->fw_vars, dev, ino)) {
 		held = true;
 		*writable = true;
@@ -82,8 +101,15 @@ static int
 check_own(struct vm *vm, const char *what, const struct vm_dev *self,
           const struct imgchain_image *im, bool writable, bool top, char **cause)
 {
+	const struct cfg_cdrom *cd;
+
 	if (same_file(&vm->fw_vars, im->dev, im->ino)) {
 		*cause = xasprintf("%s: image %s is this vm's uefi variable store", what, im->path);
+		return -1;
+	}
+	if (writable && (cd = medium_of(vm, im->dev, im->ino)) != NULL) {
+		*cause = xasprintf("%s: image %s is the medium in cdrom %s of this vm", what,
+		                   im->path, cd->id);
 		return -1;
 	}
 	for (size_t i = 0; i < vm->ndevs; i++) {
@@ -130,6 +156,19 @@ check_start(const struct vm_config *cfg, const struct vm_disk_fds *fds, size_t n
 		}
 	}
 	return 0;
+}
+
+int
+vm_medium_check(struct vm *vm, const struct cfg_cdrom *cd, const struct vm_disk_fds *fds,
+                const struct imgchain_image *im, char **cause)
+{
+	char *what = xasprintf("cdrom %s", cd->id);
+	int rc = check_others(vm, what, im, false, cause);
+
+	if (rc == 0)
+		rc = check_start(vm->live_cfg, fds, fds->n, what, im, false, false, cause);
+	free(what);
+	return rc;
 }
 
 /* Hands an image's descriptors to keep[] (they are the spawn's now) and describes it to argv. */

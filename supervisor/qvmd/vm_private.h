@@ -178,6 +178,7 @@ int vm_qmp_dial(const char *path);
 struct argv_chain;
 struct argv_image;
 struct imgchain;
+struct imgchain_image;
 /* Everything a start passes: per disk its chain, and the UEFI variable store. */
 struct vm_disk_fds {
 	struct imgchain *chains; /* per live_cfg disk */
@@ -192,6 +193,10 @@ struct vm_disk_fds {
  * *cause ("disk ID: ...") and nothing left open. */
 int vm_disks_open(struct vm *vm, struct vm_disk_fds *fds, int *keep, size_t *nkeep, size_t keep_max,
                   char **cause);
+/* Checks a cdrom's medium (opened as im) for a start: no other VM and no disk of this start
+ * (fds) may write it; sharing it read-only is fine. 0, or -1 with *cause ("cdrom ID: ..."). */
+int vm_medium_check(struct vm *vm, const struct cfg_cdrom *cd, const struct vm_disk_fds *fds,
+                    const struct imgchain_image *im, char **cause);
 /* Records the images of a started QEMU on its devices (after vm_devs_init). */
 void vm_disks_record(struct vm *vm, const struct vm_disk_fds *fds);
 void vm_disks_close(struct vm_disk_fds *fds);

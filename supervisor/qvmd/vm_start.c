@@ -194,15 +194,28 @@ start_media_close(struct start_media *m)
 	memset(m, 0, sizeof *m);
 }
 
+/* The first fdset after the variable store's and the disks' images (vm_disks_open's). */
+static long long
+start_next_set(const struct vm_disk_fds *fds)
+{
+	long long n = fds->argv_vars != NULL ? 1 : 0;
+
+	for (size_t i = 0; i < fds->n; i++)
+		n += (long long)fds->argv_chains[i].n;
+	return n;
+}
+
 /*
  * Opens each cdrom's medium read-only (imgchain: a regular file or a block device, opened without
  * blocking, no tty; never created) and hands its descriptor to keep[], in the fdset after the
- * disks' (first_set on). A missing medium fails the start: "cdrom ID: PATH: why".
+ * disks' on. A missing medium fails the start: "cdrom ID: PATH: why"; so does one that another VM
+ * or a disk of this start writes.
  */
 static int
-start_media_open(struct vm *vm, struct start_media *m, long long first_set, int *keep,
+start_media_open(struct vm *vm, struct start_media *m, const struct vm_disk_fds *disks, int *keep,
                  size_t *nkeep, char **cause)
 {
+	long long first_set = start_next_set(disks);
 	const struct vm_config *cfg = vm->live_cfg;
 	long long set = first_set;
 	char *why = NULL;
@@ -233,23 +246,14 @@ start_media_open(struct vm *vm, struct start_media *m, long long first_set, int 
 			return -1;
 		}
 		im = &m->chains[i].v[0];
+		if (vm_medium_check(vm, cd, disks, im, cause) < 0)
+			return -1;
 		m->images[i].set = set++;
 		m->images[i].fd_ro = im->fd_ro;
 		keep[(*nkeep)++] = im->fd_ro; /* the spawn's now */
 		im->fd_ro = -1;
 	}
 	return 0;
-}
-
-/* The first fdset after the variable store's and the disks' images (vm_disks_open's). */
-static long long
-start_next_set(const struct vm_disk_fds *fds)
-{
-	long long n = fds->argv_vars != NULL ? 1 : 0;
-
-	for (size_t i = 0; i < fds->n; i++)
-		n += (long long)fds->argv_chains[i].n;
-	return n;
 }
 
 /* Spawns QEMU once the disk images exist. */
@@ -295,7 +299,7 @@ start_spawn(struct vm_job *job)
 		goto fail;
 	env.disks = disk_fds.argv_chains;
 	env.fw_vars = disk_fds.argv_vars;
-	if (start_media_open(vm, &media, start_next_set(&disk_fds), keep, &nkeep, &cause) < 0)
+	if (start_media_open(vm, &media, &disk_fds, keep, &nkeep, &cause) < 0)
 		goto fail;
 	env.cdroms = media.images;
 	argv = argv_build(vm->live_cfg, &env, &cause);

@@ -85,6 +85,57 @@ out=$(ctl start d 2>&1); rc=$?
 check "d naming one image twice (by two names) is refused ($out)" \
 	failed_with $rc "$out" "vm d: disk two: image $I/link.raw is also used by disk one"
 
+# A cdrom's medium is held read-only: other VMs may read it too, none may write it, and a VM
+# never has its own medium as a writable disk.
+qemu-img create -q -f raw "$I/inst.iso" 1M
+qemu-img create -q -f raw "$I/inst2.iso" 1M
+qemu-img create -q -f raw "$I/own.raw" 1M
+ln -s own.raw "$I/own.iso"
+chmod 0600 "$I/inst.iso" "$I/inst2.iso" "$I/own.raw"
+fw_vm cd1 q35 "hotplug_slots = 1
+
+[cdrom inst]
+file = $I/inst.iso"
+fw_vm cd2 q35 "[cdrom inst]
+file = $I/inst.iso"
+fw_vm w1 q35 "[disk data]
+file = $I/inst.iso
+format = raw"
+fw_vm w2 q35 "[disk data]
+file = $I/inst2.iso
+format = raw"
+fw_vm cd3 q35 "[cdrom inst]
+file = $I/inst2.iso"
+fw_vm own q35 "[disk data]
+file = $I/own.raw
+format = raw
+
+[cdrom inst]
+file = $I/own.iso"
+ctl reload >/dev/null
+out=$(ctl start cd1 2>&1)
+check "cd1 with inst.iso in its cdrom starts ($out)" [ $? -eq 0 ]
+out=$(ctl attach-disk cd1 hx --file "$I/inst.iso" --format raw 2>&1); rc=$?
+check "cd1: its own medium as a writable disk is refused ($out)" \
+	failed_with $rc "$out" "vm cd1: disk hx: image $I/inst.iso is the medium in cdrom inst of this vm"
+out=$(ctl start w1 2>&1); rc=$?
+check "w1 writing cd1's medium is refused ($out)" \
+	failed_with $rc "$out" "vm w1: disk data: image $I/inst.iso is in use by vm cd1"
+out=$(ctl attach-disk a hx --file "$I/inst.iso" --format raw 2>&1); rc=$?
+check "attaching cd1's medium writable to a is refused ($out)" failed_with $rc "$out" "in use by vm cd1"
+out=$(ctl start cd2 2>&1)
+check "cd2 reading the same medium starts ($out)" [ $? -eq 0 ]
+out=$(ctl start w2 2>&1)
+check "w2 writing inst2.iso starts ($out)" [ $? -eq 0 ]
+out=$(ctl start cd3 2>&1); rc=$?
+check "cd3 with w2's disk as its medium is refused ($out)" \
+	failed_with $rc "$out" "vm cd3: cdrom inst: image $I/inst2.iso is in use by vm w2"
+check "cd3 stays stopped" [ "$(jctl status cd3 | field .state)" = stopped ]
+out=$(ctl start own 2>&1); rc=$?
+check "own: its disk as its medium (by another name) is refused ($out)" \
+	failed_with $rc "$out" "vm own: cdrom inst: image $I/own.iso is also used by disk data"
+for v in cd1 cd2 w2; do ctl kill "$v" >/dev/null 2>&1; done
+
 # Images that cannot be opened.
 fw_vm m q35 "[disk gone]
 file = $I/missing.qcow2"
