@@ -558,7 +558,9 @@ test_control_cmds_shapes_stopped(void **state)
 
 	reply = call("{\"id\":1,\"cmd\":\"status\",\"vm\":\"web1\"}");
 	res = expect_ok(reply);
-	assert_keys(res, LIST_ROW_KEYS " machine accel job disks nets cdroms display vnc_socket definition_errors last_exit");
+	assert_keys(
+	    res, LIST_ROW_KEYS
+	    " machine accel job disks nets cdroms display vnc_socket definition_errors last_exit");
 	check_stopped_row(res);
 	assert_string_equal(json_object_get_string(get(res, "machine")), "q35");
 	assert_string_equal(json_object_get_string(get(res, "accel")), "tcg");
@@ -706,33 +708,31 @@ test_control_cmds_create_args(void **state)
 	                      "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}]}")),
 	    PROTO_ERR_INVALID, "vm n1: create: args.disks must be an array of at most 28");
 	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[8388608]}")),
-	                   PROTO_ERR_INVALID,
-	                   "vm n1: create: args.disks must be an array of objects");
+	                   PROTO_ERR_INVALID, "vm n1: create: args.disks[0] must be an object");
 	expect_error_exact(
 	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[{\"size\":8388608}]}")),
-	    PROTO_ERR_INVALID, "vm n1: create: unknown argument args.disks[].size");
+	    PROTO_ERR_INVALID, "vm n1: create: unknown argument args.disks[0].size");
 	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":"
 	                                     "[{\"size_bytes\":8388608},{\"file\":\"/x\"}]}")),
-	                   PROTO_ERR_INVALID, "vm n1: create: unknown argument args.disks[].file");
+	                   PROTO_ERR_INVALID, "vm n1: create: unknown argument args.disks[1].file");
 	expect_error_exact(
 	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[{\"size_bytes\":\"8M\"}]}")),
-	    PROTO_ERR_INVALID, "vm n1: args.size_bytes must be a non-negative integer");
+	    PROTO_ERR_INVALID, "vm n1: args.disks[0].size_bytes must be a non-negative integer");
 	expect_error_exact(
 	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"disks\":[{\"path\":1}]}")),
-	    PROTO_ERR_INVALID, "vm n1: args.path must be a string");
+	    PROTO_ERR_INVALID, "vm n1: args.disks[0].path must be a string");
 	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"nets\":\"user\"}")),
 	                   PROTO_ERR_INVALID,
 	                   "vm n1: create: args.nets must be an array of at most 28");
 	expect_error_exact(call(CREATE("n1", "{\"memory_bytes\":67108864,\"nets\":[\"user\"]}")),
-	                   PROTO_ERR_INVALID,
-	                   "vm n1: create: args.nets must be an array of objects");
+	                   PROTO_ERR_INVALID, "vm n1: create: args.nets[0] must be an object");
 	expect_error_exact(
 	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"nets\":[{\"type\":\"user\",\"mac\":"
 	                      "\"52:54:00:00:00:01\"}]}")),
-	    PROTO_ERR_INVALID, "vm n1: create: unknown argument args.nets[].mac");
+	    PROTO_ERR_INVALID, "vm n1: create: unknown argument args.nets[0].mac");
 	expect_error_exact(
 	    call(CREATE("n1", "{\"memory_bytes\":67108864,\"nets\":[{\"restrict\":\"yes\"}]}")),
-	    PROTO_ERR_INVALID, "vm n1: args.restrict must be true or false");
+	    PROTO_ERR_INVALID, "vm n1: args.nets[0].restrict must be true or false");
 
 	/* The daemon's checks: the name, the variant, the values. */
 	expect_error_exact(

@@ -48,20 +48,30 @@ reply_error(struct control_reply *r, enum proto_err code, const char *fmt, ...)
 	free(msg);
 }
 
-/* Reads an optional non-negative integer argument; false (and a reply) when it is malformed. */
+/* Reads an optional non-negative integer member key of obj (named where.key in messages); false
+ * (and a reply) when it is malformed. */
 static bool
-arg_uint(struct control_reply *r, struct json_object *args, const char *key, uint64_t *out)
+member_uint(struct control_reply *r, struct json_object *obj, const char *where, const char *key,
+            uint64_t *out)
 {
 	struct json_object *v;
 
-	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
+	if (obj == NULL || !json_object_object_get_ex(obj, key, &v) || v == NULL)
 		return true;
 	if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
-		reply_error(r, PROTO_ERR_INVALID, "args.%s must be a non-negative integer", key);
+		reply_error(r, PROTO_ERR_INVALID, "%s.%s must be a non-negative integer", where,
+		            key);
 		return false;
 	}
 	*out = (uint64_t)json_object_get_int64(v);
 	return true;
+}
+
+/* Reads an optional non-negative integer argument; false (and a reply) when it is malformed. */
+static bool
+arg_uint(struct control_reply *r, struct json_object *args, const char *key, uint64_t *out)
+{
+	return member_uint(r, args, "args", key, out);
 }
 
 /* Reads an optional timeout in milliseconds, within the range definitions allow. */
@@ -86,18 +96,25 @@ arg_timeout(struct control_reply *r, struct json_object *args, const char *key, 
 }
 
 static bool
-arg_bool(struct control_reply *r, struct json_object *args, const char *key, bool *out)
+member_bool(struct control_reply *r, struct json_object *obj, const char *where, const char *key,
+            bool *out)
 {
 	struct json_object *v;
 
-	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
+	if (obj == NULL || !json_object_object_get_ex(obj, key, &v) || v == NULL)
 		return true;
 	if (!json_object_is_type(v, json_type_boolean)) {
-		reply_error(r, PROTO_ERR_INVALID, "args.%s must be true or false", key);
+		reply_error(r, PROTO_ERR_INVALID, "%s.%s must be true or false", where, key);
 		return false;
 	}
 	*out = json_object_get_boolean(v);
 	return true;
+}
+
+static bool
+arg_bool(struct control_reply *r, struct json_object *args, const char *key, bool *out)
+{
+	return member_bool(r, args, "args", key, out);
 }
 
 static void
@@ -282,20 +299,29 @@ cmd_version(struct control_reply *r, struct vm *unused, const char *n, struct js
 	control_done(res, PROTO_OK, NULL, r);
 }
 
-/* Reads an optional string argument; false (and a reply) when it is not a string. */
+/* Reads an optional string member key of obj (named where.key in messages); false (and a reply)
+ * when it is not a string. */
 static bool
-arg_str(struct control_reply *r, struct json_object *args, const char *key, const char **out)
+member_str(struct control_reply *r, struct json_object *obj, const char *where, const char *key,
+           const char **out)
 {
 	struct json_object *v;
 
-	if (args == NULL || !json_object_object_get_ex(args, key, &v) || v == NULL)
+	if (obj == NULL || !json_object_object_get_ex(obj, key, &v) || v == NULL)
 		return true;
 	if (!json_object_is_type(v, json_type_string)) {
-		reply_error(r, PROTO_ERR_INVALID, "args.%s must be a string", key);
+		reply_error(r, PROTO_ERR_INVALID, "%s.%s must be a string", where, key);
 		return false;
 	}
 	*out = json_object_get_string(v);
 	return true;
+}
+
+/* Reads an optional string argument; false (and a reply) when it is not a string. */
+static bool
+arg_str(struct control_reply *r, struct json_object *args, const char *key, const char **out)
+{
+	return member_str(r, args, "args", key, out);
 }
 
 /* Reads a required device id. */
@@ -671,14 +697,13 @@ cmd_backup_verify(struct control_reply *r, struct vm *vm, const char *n, struct 
 	vm_backup_verify(vm, id, !wait, control_done, r);
 }
 
-/* Whether obj (an element of args.NAME) holds only the keys of known; else a reply. */
+/* Whether obj (the element where of an array) holds only the keys of known; else a reply. */
 static bool
-arg_keys(struct control_reply *r, struct json_object *obj, const char *name,
+arg_keys(struct control_reply *r, struct json_object *obj, const char *where,
          const char *const *known)
 {
 	if (!json_object_is_type(obj, json_type_object)) {
-		reply_error(r, PROTO_ERR_INVALID, "create: args.%s must be an array of objects",
-		            name);
+		reply_error(r, PROTO_ERR_INVALID, "create: %s must be an object", where);
 		return false;
 	}
 	json_object_object_foreach(obj, key, val)
@@ -689,8 +714,8 @@ arg_keys(struct control_reply *r, struct json_object *obj, const char *name,
 		for (const char *const *k = known; *k != NULL && !ok; k++)
 			ok = strcmp(*k, key) == 0;
 		if (!ok) {
-			reply_error(r, PROTO_ERR_INVALID, "create: unknown argument args.%s[].%s",
-			            name, key);
+			reply_error(r, PROTO_ERR_INVALID, "create: unknown argument %s.%s", where,
+			            key);
 			return false;
 		}
 	}
@@ -749,22 +774,26 @@ cmd_create(struct control_reply *r, struct vm *unused, const char *name, struct 
 	a.vcpus = (unsigned)vcpus;
 	for (size_t i = 0; i < a.ndisks; i++) {
 		struct json_object *o = json_object_array_get_idx(jd, i);
+		char at[48];
 
+		snprintf(at, sizeof at, "args.disks[%zu]", i);
 		memset(&disks[i], 0, sizeof disks[i]);
-		if (!arg_keys(r, o, "disks", disk_keys) || !arg_str(r, o, "id", &disks[i].id) ||
-		    !arg_str(r, o, "path", &disks[i].path) ||
-		    !arg_str(r, o, "format", &disks[i].format) ||
-		    !arg_uint(r, o, "size_bytes", &disks[i].size))
+		if (!arg_keys(r, o, at, disk_keys) || !member_str(r, o, at, "id", &disks[i].id) ||
+		    !member_str(r, o, at, "path", &disks[i].path) ||
+		    !member_str(r, o, at, "format", &disks[i].format) ||
+		    !member_uint(r, o, at, "size_bytes", &disks[i].size))
 			return;
 	}
 	for (size_t i = 0; i < a.nnets; i++) {
 		struct json_object *o = json_object_array_get_idx(jn, i);
+		char at[48];
 
+		snprintf(at, sizeof at, "args.nets[%zu]", i);
 		memset(&nets[i], 0, sizeof nets[i]);
-		if (!arg_keys(r, o, "nets", net_keys) || !arg_str(r, o, "type", &nets[i].type) ||
-		    !arg_str(r, o, "bridge", &nets[i].bridge) ||
-		    !arg_str(r, o, "ifname", &nets[i].ifname) ||
-		    !arg_bool(r, o, "restrict", &nets[i].restricted))
+		if (!arg_keys(r, o, at, net_keys) || !member_str(r, o, at, "type", &nets[i].type) ||
+		    !member_str(r, o, at, "bridge", &nets[i].bridge) ||
+		    !member_str(r, o, at, "ifname", &nets[i].ifname) ||
+		    !member_bool(r, o, at, "restrict", &nets[i].restricted))
 			return;
 	}
 	daemon_create(control_daemon(r->c), &a, control_done, r);
