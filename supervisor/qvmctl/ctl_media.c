@@ -51,9 +51,6 @@ ctl_media(struct ctl *ctl, struct ctl_args *args)
 		       persisted ? " (persisted)" : "");
 	else
 		printf("%s: cdrom %s: empty%s\n", vm, id, persisted ? " (persisted)" : "");
-	/* The drive changed but the file could not say so: the operator must know. */
-	if (!ctl->json && ctl_json_str(res, "warning", NULL) != NULL)
-		fprintf(stderr, "qvmctl: %s\n", ctl_json_str(res, "warning", "?"));
 	json_object_put(reply);
 	return CTL_EXIT_OK;
 }

@@ -267,26 +267,24 @@ media_finish(struct media_job *mj)
 		log_info("vm %s: cdrom %s: %s%s", vm->name, mj->id,
 		         mj->file ? "inserted " : "ejected", mj->file ? mj->file : "");
 		if (mj->persist && media_persist(vm, mj->id, mj->file, &cause) < 0) {
-			/* The drive changed: that is the answer, and the file that lags a warning.
-			 */
-			char *warning =
-			    xasprintf("vm %s: cdrom %s: %s%s live, but the definition was "
-			              "not updated: %s",
-			              vm->name, mj->id, mj->file ? mj->file : "ejected",
-			              mj->file ? " inserted" : "", cause);
-
-			log_warn("%s", warning);
-			res = media_result(mj->id, mj->file, true, false);
-			json_object_object_add(res, "warning", json_object_new_string(warning));
-			free(warning);
+			/* The drive changed (the event says so), the file did not: asked to do
+			 * both, the command failed, as an attach whose --persist cannot be
+			 * written does; the message says what the drive holds now. */
+			media_event(vm, mj->id, mj->file, false);
+			log_warn("vm %s: cdrom %s: the definition was not updated: %s", vm->name,
+			         mj->id, cause);
+			vm_job_done(mj->job, NULL, PROTO_ERR_FAILED,
+			            "vm %s: cdrom %s: %s%s live, but not persisted: %s", vm->name,
+			            mj->id, mj->file ? mj->file : "ejected",
+			            mj->file ? " inserted" : "", cause);
 			free(cause);
-		} else {
-			persisted = mj->persist;
-			if (persisted)
-				log_info("vm %s: cdrom %s: persisted in %s", vm->name, mj->id,
-				         vm->cfg->path);
-			res = media_result(mj->id, mj->file, true, persisted);
+			return;
 		}
+		persisted = mj->persist;
+		if (persisted)
+			log_info("vm %s: cdrom %s: persisted in %s", vm->name, mj->id,
+			         vm->cfg->path);
+		res = media_result(mj->id, mj->file, true, persisted);
 		media_event(vm, mj->id, mj->file, persisted);
 		vm_job_done(mj->job, res, PROTO_OK, NULL);
 		return;

@@ -224,12 +224,13 @@ out=$(ctl media m1 cd0 --insert "$T/images/c,d.iso" --persist 2>&1); rc=$?
 check "m1: --persist of a path with ',' refused, the drive untouched ($out)" \
 	eval 'failed_with $rc "$out" "must not contain '"','"'" && contains "$(ctl --json qmp m1 query-block | field .)" "\"virtual-size\":2097152"'
 
-# The file changed behind qvmd's back (the drive gone from it): the drive changes, with a warning.
+# The file changed behind qvmd's back (the drive gone from it): the drive changes, the command
+# fails saying so (as attach --persist does).
 cp "$T/vms/m1.ini" "$T/m1.ini.saved"
 grep -vxF "[cdrom cd0]" "$T/m1.ini.saved" >"$T/vms/m1.ini"
 out=$(ctl media m1 cd0 --insert "$T/images/a.iso" --persist 2>&1); rc=$?
-check "m1: drive changed, file not: ok with a warning ($out)" exited_with $rc 0 "$out" \
-	"a.iso inserted live, but the definition was not updated"
+check "m1: drive changed, file not: failed, saying both ($out)" failed_with $rc "$out" \
+	"vm m1: cdrom cd0: $T/images/a.iso inserted live, but not persisted"
 check "m1: ... and why" contains "$out" "[cdrom cd0]: no such section"
 check "m1: qemu has a.iso" contains "$(ctl --json qmp m1 query-block | field .)" '"virtual-size":1048576'
 cp "$T/m1.ini.saved" "$T/vms/m1.ini"
