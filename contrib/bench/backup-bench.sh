@@ -66,15 +66,14 @@ bench_start_qvmd "$QVMD" "$T"
 ctl() { "$QVMCTL" -s "$SOCK" "$@"; }
 ctl start bb >/dev/null
 
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 # timed VAR CMD...: runs CMD, appends its wall time in ms to the list in VAR.
 timed() {
 	local var=$1 t0 t1
 	shift
-	t0=$(now_ms)
+	bench_now_us t0
 	"$@"
-	t1=$(now_ms)
-	eval "$var=\"\${$var:-} $((t1 - t0))\""
+	bench_now_us t1
+	eval "$var=\"\${$var:-} $(((t1 - t0) / 1000))\""
 }
 median() { printf '%s\n' $1 | sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 id_of() { grep -o '"id": *"[0-9T.Z]*"' "$1" | head -n 1 | sed 's/.*"\([0-9T.Z]*\)"$/\1/'; }

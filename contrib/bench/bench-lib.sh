@@ -12,6 +12,13 @@ bench_traps() {
 	trap 'exit 143' TERM
 }
 
+# bench_now_us VAR: sets VAR to the wall clock in microseconds, from bash's own clock (no process
+# and no subshell: a "date" forked for a timestamp adds its start-up, 1-15 ms here, to every
+# figure measured with it).
+bench_now_us() {
+	printf -v "$1" '%s' "${EPOCHREALTIME/[.,]/}"
+}
+
 # bench_accel: "kvm" when /dev/kvm works, else "tcg". A QEMU that initialises KVM runs until
 # timeout kills it (exit 124); on a machine whose /dev/kvm is missing or unusable it fails at once.
 bench_accel() {

@@ -93,7 +93,6 @@ bench_verdict "detach" "$det" "$rdet"
 # Six devices at once: one apply against six attaches (medians of APPLY_RUNS each).
 for i in 1 2 3 4; do qemu-img create -q -f qcow2 "$T/images/a$i.qcow2" 16M; done
 cp "$T/vms/h1.ini" "$T/h1.base"
-now_ns() { date +%s%N; }
 # settle: the file back to its base and the devices gone (an untimed apply waits for the guest).
 settle() {
 	cp "$T/h1.base" "$T/vms/h1.ini"
@@ -106,21 +105,21 @@ sections() {
 : >"$T/apply6"
 : >"$T/attach6"
 for r in $(seq "$APPLY_RUNS"); do
-	t0=$(now_ns)
+	bench_now_us t0
 	for i in 1 2 3 4; do
 		"$QVMCTL" -s "$SOCK" attach-disk h1 "a$i" --file "$T/images/a$i.qcow2" >/dev/null
 	done
 	"$QVMCTL" -s "$SOCK" attach-net h1 n1 --restrict >/dev/null
 	"$QVMCTL" -s "$SOCK" attach-net h1 n2 --restrict >/dev/null
-	t1=$(now_ns)
-	echo $(((t1 - t0) / 1000)) >>"$T/attach6"
+	bench_now_us t1
+	echo $((t1 - t0)) >>"$T/attach6"
 	settle
 	sections >>"$T/vms/h1.ini"
-	t0=$(now_ns)
+	bench_now_us t0
 	out=$("$QVMCTL" -s "$SOCK" apply h1)
-	t1=$(now_ns)
+	bench_now_us t1
 	case $out in *"6 applied, 0 pending, 0 failed"*) ;; *) echo "apply: $out" >&2; exit 1 ;; esac
-	echo $(((t1 - t0) / 1000)) >>"$T/apply6"
+	echo $((t1 - t0)) >>"$T/apply6"
 	settle
 done
 median_ms() { sort -n "$1" | awk '{v[NR] = $1} END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f", m / 1000}'; }

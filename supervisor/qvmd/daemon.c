@@ -1,6 +1,7 @@
 /* The daemon's VM table: loading and reloading definitions, lookups, event fan-out. */
 #include "daemon.h"
 
+#include "bgsync.h"
 #include "cfg.h"
 #include "clock.h"
 #include "control.h"
@@ -134,6 +135,7 @@ daemon_init(struct daemon *d, struct event_base *base, struct daemon_config *con
 	d->vm_env.base = base;
 	d->vm_env.conf = conf;
 	d->vm_env.uids = vm_uid_books_new(conf);
+	d->vm_env.bgsync = bgsync_new(base);
 	d->vm_env.publish = env_publish;
 	d->vm_env.gone = env_gone;
 	d->vm_env.may_restart = env_may_restart;

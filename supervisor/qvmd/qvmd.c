@@ -5,6 +5,7 @@
  * running when it exits unless on_daemon_stop = powerdown.
  */
 #include "argv.h"
+#include "bgsync.h"
 #include "cfg.h"
 #include "control.h"
 #include "daemon.h"
@@ -141,6 +142,7 @@ check_config(struct daemon_config *conf)
 		vm_free(d.vms[i]);
 	free(d.vms);
 	vm_uid_books_free(d.vm_env.uids);
+	bgsync_free(d.vm_env.bgsync);
 	event_base_free(d.base);
 	return n ? 1 : 0;
 }
@@ -562,6 +564,7 @@ main(int argc, char **argv)
 	event_base_loop(d.base, EVLOOP_NONBLOCK);
 	free(d.vms);
 	vm_uid_books_free(d.vm_env.uids);
+	bgsync_free(d.vm_env.bgsync);
 	event_base_free(d.base);
 	cfg_daemon_free(&conf);
 	close(lock_fd);

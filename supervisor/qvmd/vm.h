@@ -20,6 +20,7 @@ struct json_object;
 struct vm;
 struct vm_config;
 struct vm_uid_books;
+struct bgsync;
 
 enum vm_state { VM_STOPPED, VM_STARTING, VM_RUNNING, VM_PAUSED, VM_STOPPING, VM_CRASHED };
 
@@ -36,6 +37,7 @@ struct vm_env {
 	struct event_base *base;
 	const struct daemon_config *conf;
 	struct vm_uid_books *uids; /* whom each QEMU runs as (vm_uid.h) */
+	struct bgsync *bgsync;     /* background fdatasyncs (bgsync.h); may be NULL */
 	/* Where the VM's events go (takes ev). */
 	void (*publish)(void *arg, const char *vm, struct json_object *ev);
 	/* The VM has no QEMU, no job and no definition any more: its owner may forget it (free it

@@ -12,7 +12,9 @@
  * helper that was killed leaves its bitmaps inconsistent: the next backup is full and says so.
  * While the helper holds the disks, the VM cannot start (busy, by the job's masks).
  *
- * A backup is, over QMP:
+ * A backup is, over QMP, a few batches of commands (QEMU runs one monitor's commands in order,
+ * so a batch costs one round trip; and QEMU 7.2 reads QMP input one byte per main-loop turn,
+ * ≈ 15 µs a byte measured here, so commands carry no argument that only repeats a default):
  *   clean:  query-jobs, query-named-block-nodes, query-fdsets; what an interrupted
  *           backup left in QEMU (concluded "bk-*" jobs, target nodes "bk-*", their fdsets) is
  *           dismissed and removed, so a leftover never blocks the next backup
@@ -22,12 +24,13 @@
  *           recording, not inconsistent, not busy, and the disk in the last complete backup,
  *           which is the one the bitmaps count from); an inconsistent bitmap (QEMU was killed)
  *           is removed, a missing one added (block-dirty-bitmap-add persistent)
- *   files:  qvmd creates each target file (empty), hands QEMU the descriptors (add-fd), adds a
+ *   files:  qvmd creates each target file (empty), hands QEMU the descriptor (add-fd), adds a
  *           "file" node on /dev/fdset/N (no-flush: qvmd fsyncs once at the end), has QEMU
  *           format it (blockdev-create of a qcow2, an incremental's with its parent's file as
- *           backing file by relative name), then adds the qcow2 node "bk-<disk>" (no backing
- *           node: a backup job only writes whole clusters to it)
- *   copy:   one `transaction` of every disk's blockdev-backup (job "bk-<disk>", sync full or
+ *           backing file by relative name)
+ *   copy:   in one batch: the create jobs' errors and dismissal, the qcow2 node "bk-<disk>" on
+ *           each target (no backing node: a backup job only writes whole clusters to it), and
+ *           one `transaction` of every disk's blockdev-backup (job "bk-<disk>", sync full or
  *           incremental, the bitmap with bitmap-mode on-success, auto-dismiss and auto-finalize
  *           false), completion mode grouped: one disk failing cancels them all. With on-success a
  *           bitmap is cleared only when its job succeeds and is finalized; a failed or cancelled
@@ -35,15 +38,18 @@
  *           backup is never lost. qvmd finalizes the group itself once every job is pending
  *           (copied): before that, a cancel, a failure or a qvmd killed loses nothing; after it
  *           (backups.json running_copy), a backup that does not complete makes the next one full.
- *   end:    every job concluded: errors from query-jobs, job-dismiss, blockdev-del, remove-fd;
- *           then each file is hashed (xxh3, a piece per loop turn) and fsynced, and only then
- *           does the manifest say complete.
+ *   end:    every job concluded, in one batch: errors from query-jobs, job-dismiss,
+ *           blockdev-del, remove-fd; then each file is hashed (xxh3, a piece per loop turn) and
+ *           fsynced, and only then does the manifest say complete. Each file's data starts
+ *           going to disk in the background as soon as its job is pending (bgsync.c), so that
+ *           fsync mostly finds it written.
  * A failed backup's files are removed and its manifest says failed (and why). The backup the
  * bitmaps count from is recorded only when a backup completed; when a full backup adds a bitmap
  * to a disk the last backup had, that record is cleared first, so a failure can never let an
  * incremental build on a point its bitmaps do not count from.
  */
 #include "vm_backup.h"
+#include "bgsync.h"
 #include "vm_helper.h"
 #include "vm_private.h"
 
@@ -69,19 +75,7 @@
 #define BK_HASH_SLICE (16 * 1024 * 1024)
 #define BK_PREFIX     "bk-"
 
-enum bk_step {
-	BK_CLEAN,
-	BK_PLAN,
-	BK_BITMAPS,
-	BK_FDS,
-	BK_FILES,
-	BK_CREATE,
-	BK_CREATED,
-	BK_NODES,
-	BK_COPY,
-	BK_END,
-	BK_DETACH
-};
+enum bk_step { BK_CLEAN, BK_PLAN, BK_BITMAPS, BK_FDS, BK_FILES, BK_CREATE, BK_COPY, BK_END };
 
 struct bk_disk {
 	char *id;
@@ -94,14 +88,14 @@ struct bk_disk {
 	bool incremental; /* sync incremental (else full) */
 	char *file;       /* the target's path */
 	char *backing;    /* its backing file (relative), or NULL */
-	int fd_rw, fd_ro;
-	bool file_node; /* its file node added */
-	bool creating;  /* its blockdev-create job exists (until dismissed) */
-	bool created;   /* ... and concluded */
-	int64_t set;    /* its fdset in QEMU, -1: none yet */
-	bool nodes;     /* target nodes added */
-	bool started;   /* its QEMU job exists */
-	bool waiting;   /* its job is pending: copied, waiting for job-finalize */
+	int fd;           /* the target, open read-write until QEMU has its own copy */
+	bool file_node;   /* its file node added */
+	bool creating;    /* its blockdev-create job exists (until dismissed) */
+	bool created;     /* ... and concluded */
+	int64_t set;      /* its fdset in QEMU, -1: none yet */
+	bool nodes;       /* target nodes added */
+	bool started;     /* its QEMU job exists */
+	bool waiting;     /* its job is pending: copied, waiting for job-finalize */
 	bool concluded;
 	char *checksum;
 	uint64_t cur, total;
@@ -190,10 +184,8 @@ bk_free(void *data)
 		free(d->file);
 		free(d->backing);
 		free(d->checksum);
-		if (d->fd_rw >= 0)
-			close(d->fd_rw);
-		if (d->fd_ro >= 0)
-			close(d->fd_ro);
+		if (d->fd >= 0)
+			close(d->fd);
 	}
 	free(b->disks);
 	while (b->calls != NULL) {
@@ -617,7 +609,7 @@ disk_add(struct bk *b, const char *id)
 	d = &b->disks[b->ndisks++];
 	memset(d, 0, sizeof *d);
 	d->id = xstrdup(id);
-	d->fd_rw = d->fd_ro = -1;
+	d->fd = -1;
 	d->set = -1;
 	return d;
 }
@@ -975,14 +967,16 @@ plan_send(struct bk *b)
 
 /* ---- files ----
  *
- * qvmd makes each target an empty file it opens itself (QEMU gets the descriptors, never a
- * name), and QEMU formats it: blockdev-create of a qcow2 on the file node (an incremental's with
- * its parent's file as backing file, by relative name). No qemu-img process per disk, and no
- * flush either: the file node has no-flush, so QEMU never syncs the target; qvmd fsyncs each file
- * once the copy is over, before the manifest says complete.
+ * qvmd makes each target an empty file it opens itself (QEMU gets the read-write descriptor,
+ * never a name; nothing reopens a target read-only, so no second descriptor), and QEMU formats it:
+ * blockdev-create of a qcow2 on the file node (an incremental's with its parent's file as backing
+ * file, by relative name). No qemu-img process per disk, and no flush either: the file node has
+ * no-flush, so QEMU never syncs the target; qvmd fsyncs each file once the copy is over, before the
+ * manifest says complete.
  */
 
 static void fd_added(struct bk *b, const struct qmp_reply *r, size_t disk);
+static void copy_send(struct bk *b);
 
 /* Makes and opens the target files, then hands them to QEMU. */
 static void
@@ -993,13 +987,12 @@ files_send(struct bk *b)
 		struct bk_disk *d = &b->disks[i];
 		char opaque[96];
 
-		d->fd_rw = open(d->file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		d->fd_ro = d->fd_rw >= 0 ? open(d->file, O_RDONLY | O_CLOEXEC) : -1;
-		if (d->fd_rw < 0 || d->fd_ro < 0)
+		d->fd = open(d->file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (d->fd < 0)
 			return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s: %s", b->vm->name,
 			               b->id, d->file, strerror(errno));
 		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
-		if (!bk_send(b, "add-fd", obj1("opaque", opaque), d->fd_rw, fd_added, i))
+		if (!bk_send(b, "add-fd", obj1("opaque", opaque), d->fd, fd_added, i))
 			return;
 	}
 }
@@ -1009,6 +1002,9 @@ fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
 	struct json_object *v;
 
+	/* Answered: QEMU holds its own copy (or none, on an error). */
+	close(b->disks[disk].fd);
+	b->disks[disk].fd = -1;
 	if (r->status == QMP_OK && json_object_object_get_ex(r->result, "fdset-id", &v)) {
 		b->disks[disk].set = json_object_get_int64(v);
 		return;
@@ -1039,16 +1035,11 @@ create_send(struct bk *b)
 		char opaque[96], path[64], job[96];
 
 		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
-		a = obj1("opaque", opaque);
-		json_object_object_add(a, "fdset-id", json_object_new_int64(d->set));
-		if (!bk_send(b, "add-fd", a, d->fd_ro, NULL, i))
-			return;
 		snprintf(path, sizeof path, "/dev/fdset/%" PRId64, d->set);
 		a = obj1("driver", "file");
 		json_object_object_add(a, "node-name", json_object_new_string(opaque));
 		json_object_object_add(a, "filename", json_object_new_string(path));
 		cache = json_object_new_object();
-		json_object_object_add(cache, "direct", json_object_new_boolean(false));
 		json_object_object_add(cache, "no-flush", json_object_new_boolean(true));
 		json_object_object_add(a, "cache", cache);
 		if (!bk_send(b, "blockdev-add", a, -1, NULL, i))
@@ -1057,7 +1048,6 @@ create_send(struct bk *b)
 		o = obj1("driver", "qcow2");
 		json_object_object_add(o, "file", json_object_new_string(opaque));
 		json_object_object_add(o, "size", json_object_new_int64((int64_t)d->vsize));
-		json_object_object_add(o, "cluster-size", json_object_new_int64(65536));
 		if (d->backing != NULL) {
 			json_object_object_add(o, "backing-file",
 			                       json_object_new_string(d->backing));
@@ -1100,23 +1090,6 @@ created_jobs(struct bk *b, const struct qmp_reply *r, size_t unused)
 	}
 }
 
-/* Every target formatted: their errors (query-jobs), then the jobs dismissed. */
-static void
-created_send(struct bk *b)
-{
-	b->step = BK_CREATED;
-	if (!bk_send(b, "query-jobs", NULL, -1, created_jobs, 0))
-		return;
-	for (size_t i = 0; i < b->ndisks; i++) {
-		char job[96];
-
-		create_job_name(&b->disks[i], job, sizeof job);
-		if (!bk_send(b, "job-dismiss", obj1("id", job), -1, NULL, i))
-			return;
-		b->disks[i].creating = false;
-	}
-}
-
 /* A JOB_STATUS_CHANGE of a target's blockdev-create (also learnt by polling). */
 static void
 create_status(struct bk *b, const char *id, const char *status)
@@ -1131,7 +1104,7 @@ create_status(struct bk *b, const char *id, const char *status)
 			b->disks[i].created = true;
 	}
 	if (b->step == BK_CREATE && all_created(b) && b->pending == 0)
-		created_send(b);
+		copy_send(b);
 }
 
 static void
@@ -1143,29 +1116,6 @@ create_poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 		struct json_object *j = json_object_array_get_idx(r->result, i);
 
 		create_status(b, jstr(j, "id"), jstr(j, "status"));
-	}
-}
-
-/* The qcow2 nodes on the formatted targets. */
-static void
-nodes_send(struct bk *b)
-{
-	b->step = BK_NODES;
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-		struct json_object *a;
-		char opaque[96], node[96];
-
-		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
-		snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
-		a = obj1("driver", "qcow2");
-		json_object_object_add(a, "node-name", json_object_new_string(node));
-		json_object_object_add(a, "file", json_object_new_string(opaque));
-		/* null: QEMU opens no backing file by name; a backup job never reads it */
-		json_object_object_add(a, "backing", NULL);
-		if (!bk_send(b, "blockdev-add", a, -1, NULL, i))
-			return;
-		d->nodes = true;
 	}
 }
 
@@ -1184,13 +1134,53 @@ transaction_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 		b->disks[i].started = true;
 }
 
+/* The qcow2 node on a disk's formatted target. */
+static bool
+node_send(struct bk *b, size_t i)
+{
+	struct bk_disk *d = &b->disks[i];
+	struct json_object *a;
+	char opaque[96], node[96];
+
+	snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
+	snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
+	a = obj1("driver", "qcow2");
+	json_object_object_add(a, "node-name", json_object_new_string(node));
+	json_object_object_add(a, "file", json_object_new_string(opaque));
+	/* null: QEMU opens no backing file by name; a backup job never reads it */
+	json_object_object_add(a, "backing", NULL);
+	if (!bk_send(b, "blockdev-add", a, -1, NULL, i))
+		return false;
+	d->nodes = true;
+	return true;
+}
+
+/*
+ * Every target formatted: one batch has the create jobs' errors (query-jobs) and their
+ * dismissal, the qcow2 node on each target and the transaction that starts the copy. QEMU runs
+ * a monitor's commands in order, so a create that failed makes what follows it fail too, and its
+ * error, the first, is the one reported; a job started all the same is cancelled by the failed
+ * backup (bk_fail), its bitmap merged back.
+ */
 static void
 copy_send(struct bk *b)
 {
-	struct json_object *args = json_object_new_object(), *actions = json_object_new_array(),
-	                   *props = json_object_new_object();
+	struct json_object *args = json_object_new_object(), *actions = json_object_new_array();
 
 	b->step = BK_COPY;
+	if (!bk_send(b, "query-jobs", NULL, -1, created_jobs, 0))
+		goto fail;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		char job[96];
+
+		create_job_name(d, job, sizeof job);
+		if (!bk_send(b, "job-dismiss", obj1("id", job), -1, NULL, i))
+			goto fail;
+		d->creating = false;
+		if (!node_send(b, i))
+			goto fail;
+	}
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
 		struct json_object *a = json_object_new_object(), *data = json_object_new_object(),
@@ -1221,11 +1211,19 @@ copy_send(struct bk *b)
 		json_object_object_add(a, "data", data);
 		json_object_array_add(actions, a);
 	}
-	json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
 	json_object_object_add(args, "actions", actions);
-	json_object_object_add(args, "properties", props);
+	if (b->ndisks > 1) {
+		struct json_object *props = json_object_new_object();
+
+		json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
+		json_object_object_add(args, "properties", props);
+	}
 	if (bk_send(b, "transaction", args, -1, transaction_done, 0))
 		vm_job_arm(b->job, BK_POLL_MS);
+	return;
+fail:
+	json_object_put(args);
+	json_object_put(actions);
 }
 
 static struct bk_disk *
@@ -1266,21 +1264,59 @@ end_jobs(struct bk *b, const struct qmp_reply *r, size_t unused)
 	}
 }
 
-/* Every job concluded: their errors, then dismissed. */
+/* Every job concluded: in one batch, their errors (query-jobs), their dismissal and the targets
+ * detached (the nodes deleted, which writes their last metadata, and the fdsets removed). */
 static void
 end_send(struct bk *b)
 {
 	b->step = BK_END;
+	b->next = 0; /* the disk being hashed, once every target is detached */
 	if (!bk_send(b, "query-jobs", NULL, -1, end_jobs, 0))
 		return;
 	for (size_t i = 0; i < b->ndisks; i++) {
-		char job[96];
+		struct bk_disk *d = &b->disks[i];
+		char job[96], node[96];
 
-		snprintf(job, sizeof job, BK_PREFIX "%s", b->disks[i].id);
+		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
 		if (!bk_send(b, "job-dismiss", obj1("id", job), -1, NULL, i))
 			return;
-		b->disks[i].started = false;
+		d->started = false;
+		if (d->nodes) {
+			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
+			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
+				return;
+			d->nodes = false;
+		}
+		if (d->file_node) {
+			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
+			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
+				return;
+			d->file_node = false;
+		}
+		if (d->set >= 0) {
+			if (!bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, NULL, i))
+				return;
+			d->set = -1;
+		}
 	}
+}
+
+/* A disk's job is pending: its target holds every cluster of the copy (only the qcow2 metadata
+ * QEMU caches is still to come, when the node is deleted). Its data starts going to disk now, in
+ * the background, while the jobs are finalized and the targets detached: the fsync before the
+ * manifest says complete then finds little left to write. */
+static void
+disk_copied(struct bk *b, struct bk_disk *d)
+{
+	int fd;
+
+	if (d->waiting)
+		return;
+	d->waiting = true;
+	if ((fd = open(d->file, O_RDONLY | O_CLOEXEC)) < 0 ||
+	    bgsync_start(b->vm->env.bgsync, fd) < 0)
+		log_debug("vm %s: backup %s: disk %s: no background sync: %s", b->vm->name, b->id,
+		          d->id, strerror(errno));
 }
 
 static bool
@@ -1332,7 +1368,7 @@ bk_event(struct vm_job *job, const char *name, struct json_object *data)
 	if ((d = disk_of_job(b, jstr(data, "id"))) == NULL)
 		return;
 	if (strcmp(jstr(data, "status"), "pending") == 0)
-		d->waiting = true;
+		disk_copied(b, d);
 	else if (strcmp(jstr(data, "status"), "concluded") == 0)
 		d->concluded = true;
 	else
@@ -1359,7 +1395,7 @@ poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 		if (json_object_object_get_ex(j, "total-progress", &v))
 			d->total = (uint64_t)json_object_get_int64(v);
 		if (strcmp(jstr(j, "status"), "pending") == 0)
-			d->waiting = true; /* an event missed */
+			disk_copied(b, d); /* an event missed */
 		if (strcmp(jstr(j, "status"), "concluded") == 0)
 			d->concluded = true;
 	}
@@ -1375,36 +1411,7 @@ poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 	}
 }
 
-/* ---- detaching the targets, then checksums ---- */
-
-static void
-detach_send(struct bk *b)
-{
-	b->step = BK_DETACH;
-	b->next = 0; /* the disk being hashed, once every target is detached */
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-		char node[96];
-
-		if (d->nodes) {
-			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
-			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
-				return;
-			d->nodes = false;
-		}
-		if (d->file_node) {
-			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
-			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
-				return;
-			d->file_node = false;
-		}
-		if (d->set >= 0) {
-			if (!bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, NULL, i))
-				return;
-			d->set = -1;
-		}
-	}
-}
+/* ---- checksums ---- */
 
 /* Every file is durable and hashed: the manifest says complete. */
 static void
@@ -1490,7 +1497,7 @@ bk_timer(struct vm_job *job)
 		return;
 	/* The copy's poll may still fire while the targets are detached: the hashing starts only
 	 * once they are (bk_advance). */
-	if (b->step == BK_DETACH) {
+	if (b->step == BK_END) {
 		if (b->pending == 0)
 			hash_step(b);
 		return;
@@ -1516,7 +1523,7 @@ bk_timer(struct vm_job *job)
 static void
 bk_advance(struct bk *b)
 {
-	if (b->error != NULL && b->step != BK_COPY && b->step != BK_END && b->step != BK_DETACH) {
+	if (b->error != NULL && b->step != BK_COPY && b->step != BK_END) {
 		char *e = b->error;
 
 		b->error = NULL;
@@ -1540,26 +1547,19 @@ bk_advance(struct bk *b)
 	case BK_FILES:
 		b->step = BK_CREATE;
 		if (all_created(b))
-			created_send(b);
+			copy_send(b);
 		else
 			vm_job_arm(b->job, BK_POLL_MS);
 		return;
 	case BK_CREATE:
 		/* The jobs' events (or the poll in bk_timer) say when they are done. */
 		if (all_created(b))
-			created_send(b);
+			copy_send(b);
 		return;
-	case BK_CREATED:
-		return nodes_send(b);
-	case BK_NODES:
-		for (size_t i = 0; i < b->ndisks; i++) {
-			close(b->disks[i].fd_rw);
-			close(b->disks[i].fd_ro);
-			b->disks[i].fd_rw = b->disks[i].fd_ro = -1;
-		}
-		return copy_send(b);
 	case BK_COPY:
-		if (b->error != NULL) { /* the transaction was refused: no job exists */
+		/* A target not made, or the transaction refused: bk_fail cancels a job that
+		 * started. */
+		if (b->error != NULL) {
 			char *e = b->error;
 
 			b->error = NULL;
@@ -1570,8 +1570,6 @@ bk_advance(struct bk *b)
 		copy_next(b);
 		return;
 	case BK_END:
-		return detach_send(b);
-	case BK_DETACH:
 		if (b->error != NULL) {
 			char *e = b->error;
 
