@@ -90,7 +90,7 @@ check "write G" wr d1 0x77 6M 64k
 check "backup after the cancel" bk p6
 check "... is incremental" [ "$(jf p6 .type)" = incremental ]
 
-# A full target file system: a 4M tmpfs below image_dirs.
+# A full target file system: a 2M tmpfs below image_dirs.
 mkdir -p "$T/images/small"
 if mount -t tmpfs -o size=2M tmpfs "$T/images/small" 2>/dev/null; then
 	SMALL=1
@@ -103,6 +103,20 @@ if mount -t tmpfs -o size=2M tmpfs "$T/images/small" 2>/dev/null; then
 	check "... it is failed or removed" sh -c '! grep -q "\"running\"\|\"complete\"" "$0"/*/manifest.json 2>/dev/null' "$T/images/small"
 	# QEMU 7.2 closes removed fdset descriptors lazily: detach the mount even if still held.
 	umount "$T/images/small" 2>/dev/null || umount -l "$T/images/small"
+	# Room for the manifest but not for a qcow2's metadata (a fresh 2M tmpfs, 8 KiB left): QEMU
+	# cannot format the targets.
+	mkdir -p "$T/images/tiny"
+	mount -t tmpfs -o size=2M tmpfs "$T/images/tiny"
+	head -c 8k /dev/zero >"$T/images/tiny/reserve"
+	dd if=/dev/zero of="$T/images/tiny/filler" bs=4k 2>/dev/null
+	rm -f "$T/images/tiny/reserve"
+	out=$(ctl backup b --full --to "$T/images/tiny" 2>&1); rc=$?
+	check "a backup whose targets cannot be formatted fails, saying so ($out)" \
+		sh -c '[ "$0" -ne 0 ] && echo "$1" | grep -q "creating .*No space left on device"' "$rc" "$out"
+	check "... and leaves no image behind" sh -c '! ls "$0"/*/*.qcow2 2>/dev/null | grep -q .' "$T/images/tiny"
+	check "... nor a QEMU job or target node" sh -c '! "$0" -s "$1" qmp b query-jobs | grep -q "bk-" &&
+		! "$0" -s "$1" qmp b query-named-block-nodes | grep -q "\"bk-"' "$QVMCTL" "$SOCK"
+	umount "$T/images/tiny" 2>/dev/null || umount -l "$T/images/tiny"
 	check "backup after the failed one" bk p7
 	check "... is incremental on p6" sh -c '[ "$0" = incremental ] && [ "$1" = "$2" ]' "$(jf p7 .type)" "$(jf p7 .parent)" "$(jf p6 .id)"
 else
