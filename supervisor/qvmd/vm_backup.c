@@ -14,35 +14,38 @@
  *
  * A backup is, over QMP, a few batches of commands (QEMU runs one monitor's commands in order,
  * so a batch costs one round trip; and QEMU 7.2 reads QMP input one byte per main-loop turn,
- * ≈ 15 µs a byte measured here, so commands carry no argument that only repeats a default):
- *   clean:  query-jobs, query-named-block-nodes, query-fdsets; what an interrupted
- *           backup left in QEMU (concluded "bk-*" jobs, target nodes "bk-*", their fdsets) is
- *           dismissed and removed, so a leftover never blocks the next backup
+ * ≈ 15 µs a byte measured here, so commands carry no argument that only repeats a default, and
+ * what qvmd can do itself it does):
+ *   clean:  query-named-block-nodes; and, unless the QEMU is a new helper or its last backup
+ *           here was complete (vm->backup_clean), query-jobs and query-fdsets: what an
+ *           interrupted backup left in QEMU (concluded "bk-*" jobs, target nodes "bk-*", their
+ *           fdsets) is dismissed and removed, so a leftover never blocks the next backup
  *   plan:   the disks: the format nodes "ID.fmt" of the VM's writable disks, as
  *           query-named-block-nodes shows them (format, virtual size, dirty bitmaps);
  *           per disk: full or incremental (its persistent dirty bitmap BK_BITMAP present,
  *           recording, not inconsistent, not busy, and the disk in the last complete backup,
  *           which is the one the bitmaps count from); an inconsistent bitmap (QEMU was killed)
  *           is removed, a missing one added (block-dirty-bitmap-add persistent)
- *   files:  qvmd creates each target file (empty), hands QEMU the descriptor (add-fd), adds a
- *           "file" node on /dev/fdset/N (no-flush: qvmd fsyncs once at the end), has QEMU
- *           format it (blockdev-create of a qcow2, an incremental's with its parent's file as
- *           backing file by relative name)
- *   copy:   in one batch: the create jobs' errors and dismissal, the qcow2 node "bk-<disk>" on
- *           each target (no backing node: a backup job only writes whole clusters to it), and
- *           one `transaction` of every disk's blockdev-backup (job "bk-<disk>", sync full or
- *           incremental, the bitmap with bitmap-mode on-success, auto-dismiss and auto-finalize
- *           false), completion mode grouped: one disk failing cancels them all. With on-success a
- *           bitmap is cleared only when its job succeeds and is finalized; a failed or cancelled
- *           job merges the changes it had frozen back, so the dirty information of a failed
- *           backup is never lost. qvmd finalizes the group itself once every job is pending
- *           (copied): before that, a cancel, a failure or a qvmd killed loses nothing; after it
- *           (backups.json running_copy), a backup that does not complete makes the next one full.
- *   end:    every job concluded, in one batch: errors from query-jobs, job-dismiss,
- *           blockdev-del, remove-fd; then each file is hashed (xxh3, a piece per loop turn) and
- *           fsynced, and only then does the manifest say complete. Each file's data starts
- *           going to disk in the background as soon as its job is pending (bgsync.c), so that
- *           fsync mostly finds it written.
+ *   files:  qvmd creates each target file and writes an empty qcow2 into it (qcow2_new.c; an
+ *           incremental's with its parent's file as backing file by relative name), and hands
+ *           QEMU the descriptor (add-fd)
+ *   copy:   in one batch: the qcow2 node "bk-<disk>" on each target (its file node inline, on
+ *           /dev/fdset/N, no-flush: qvmd fsyncs once at the end; no backing node: a backup job
+ *           only writes whole clusters to it), the fdset removed (the node keeps its own
+ *           descriptor), and one `transaction` of every disk's blockdev-backup (job
+ *           "bk-<disk>", sync full or incremental, the bitmap with bitmap-mode on-success,
+ *           auto-dismiss and auto-finalize false), completion mode grouped: one disk failing
+ *           cancels them all. With on-success a bitmap is cleared only when its job succeeds
+ *           and is finalized; a failed or cancelled job merges the changes it had frozen back,
+ *           so the dirty information of a failed backup is never lost.
+ *   end:    once every job is pending (copied), in one batch: job-finalize of the group
+ *           (before it, a cancel, a failure or a qvmd killed loses nothing; from it on,
+ *           backups.json running_copy, a backup that does not complete makes the next one
+ *           full), job-dismiss, blockdev-del; a job that concluded unfinalized (failed,
+ *           cancelled) ends the same way, with query-jobs for its error. Then each file is
+ *           hashed (xxh3, a piece per loop turn) and fsynced, and only then does the manifest
+ *           say complete. Each file's data starts going to disk in the background as soon as
+ *           its job is pending (bgsync.c), so that fsync mostly finds it written.
  * A failed backup's files are removed and its manifest says failed (and why). The backup the
  * bitmaps count from is recorded only when a backup completed; when a full backup adds a bitmap
  * to a disk the last backup had, that record is cleared first, so a failure can never let an
@@ -50,6 +53,7 @@
  */
 #include "vm_backup.h"
 #include "bgsync.h"
+#include "qcow2_new.h"
 #include "vm_helper.h"
 #include "vm_private.h"
 
@@ -75,7 +79,7 @@
 #define BK_HASH_SLICE (16 * 1024 * 1024)
 #define BK_PREFIX     "bk-"
 
-enum bk_step { BK_CLEAN, BK_PLAN, BK_BITMAPS, BK_FDS, BK_FILES, BK_CREATE, BK_COPY, BK_END };
+enum bk_step { BK_CLEAN, BK_PLAN, BK_BITMAPS, BK_FDS, BK_COPY, BK_END };
 
 struct bk_disk {
 	char *id;
@@ -89,14 +93,12 @@ struct bk_disk {
 	char *file;       /* the target's path */
 	char *backing;    /* its backing file (relative), or NULL */
 	int fd;           /* the target, open read-write until QEMU has its own copy */
-	bool file_node;   /* its file node added */
-	bool creating;    /* its blockdev-create job exists (until dismissed) */
-	bool created;     /* ... and concluded */
-	int64_t set;      /* its fdset in QEMU, -1: none yet */
-	bool nodes;       /* target nodes added */
-	bool started;     /* its QEMU job exists */
+	int64_t set;      /* its fdset in QEMU, -1: none (yet, or any more) */
+	bool nodes;       /* its target node is in QEMU */
+	bool started;     /* its QEMU job exists (until dismissed) */
 	bool waiting;     /* its job is pending: copied, waiting for job-finalize */
 	bool concluded;
+	bool completed; /* BLOCK_JOB_COMPLETED without an error: the copy is whole */
 	char *checksum;
 	uint64_t cur, total;
 };
@@ -148,14 +150,6 @@ struct bk {
 };
 
 static void bk_advance(struct bk *b);
-
-/* The blockdev-create job of a disk's target: "bk-ID.create" ('.' is in no device id, so it is
- * never the backup job of another disk; the "bk-" prefix lets a later backup clean it up). */
-static void
-create_job_name(const struct bk_disk *d, char *out, size_t len)
-{
-	snprintf(out, len, BK_PREFIX "%s.create", d->id);
-}
 
 static char *
 state_path(struct vm *vm)
@@ -341,6 +335,21 @@ bk_end(struct bk *b, enum vm_jobrec_state state, struct json_object *result, enu
 		bk_finish(b);
 }
 
+/* A backup failed after its jobs were finalized: they had cleared the bitmaps, so what they
+ * copied is in no backup now, and the next backup must be full. */
+static void
+chain_cleared(struct bk *b)
+{
+	char *why =
+	    xasprintf("backup %s failed after its copy had cleared the dirty bitmaps", b->id);
+
+	log_warn("vm %s: %s: the next backup is full", b->vm->name, why);
+	bk_state_set(&b->st.last_id, NULL);
+	bk_state_set(&b->st.last_dir, NULL);
+	bk_state_set(&b->st.next_full, why);
+	free(why);
+}
+
 /* The failed backup: what it left in QEMU goes (what cannot go yet is left to the next
  * backup's clean step), its files are removed, its manifest says why. */
 static void bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
@@ -361,6 +370,9 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 		free(msg);
 		return;
 	}
+	/* What is fired below is not waited for: the next backup asks what is left. */
+	if (b->helper == NULL)
+		vm->backup_clean = false;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
 		char job[96];
@@ -373,20 +385,12 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 	}
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		char node[96], job[96];
+		char node[96];
 
 		if (d->started && !d->concluded)
 			continue; /* still in use: the next backup removes it */
-		if (d->creating) {
-			create_job_name(d, job, sizeof job);
-			fire(bk_qmp(b), "job-dismiss", obj1("id", job));
-		}
 		if (d->nodes) {
 			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
-			fire(bk_qmp(b), "blockdev-del", obj1("node-name", node));
-		}
-		if (d->file_node) {
-			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
 			fire(bk_qmp(b), "blockdev-del", obj1("node-name", node));
 		}
 		if (d->set >= 0)
@@ -406,20 +410,8 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 		bk_state_set(&b->st.running_id, NULL);
 		bk_state_set(&b->st.running_dir, NULL);
 		b->st.running_copy = false;
-		if (b->finalized) {
-			/* The jobs had cleared the bitmaps: what they copied is in no backup now.
-			 */
-			char *why =
-			    xasprintf("backup %s failed after its copy had cleared the dirty "
-			              "bitmaps",
-			              b->id);
-
-			log_warn("vm %s: %s: the next backup is full", vm->name, why);
-			bk_state_set(&b->st.last_id, NULL);
-			bk_state_set(&b->st.last_dir, NULL);
-			bk_state_set(&b->st.next_full, why);
-			free(why);
-		}
+		if (b->finalized)
+			chain_cleared(b);
 		state_save(b, b->finalized);
 	}
 	bk_end(b, b->cancelled ? VM_JOBREC_CANCELLED : VM_JOBREC_FAILED, NULL, code, msg);
@@ -505,15 +497,22 @@ keep_result(struct bk *b, const struct qmp_reply *r, size_t which)
 	*slot = json_object_get(r->result);
 }
 
+/* The first batch: the block nodes, and what an earlier backup may have left in this QEMU. A
+ * helper is new, and a QEMU whose last backup here ended with everything detached (a complete
+ * backup) holds nothing of one, so only the nodes are asked for then. */
 static void
 clean_query(struct bk *b)
 {
 	struct json_object *flat = json_object_new_object();
+	bool leftovers = b->helper == NULL && !b->vm->backup_clean;
 
 	json_object_object_add(flat, "flat", json_object_new_boolean(true));
 	b->step = BK_CLEAN;
-	if (bk_send(b, "query-jobs", NULL, -1, keep_result, 0) &&
-	    bk_send(b, "query-named-block-nodes", flat, -1, keep_result, 1))
+	if (leftovers && !bk_send(b, "query-jobs", NULL, -1, keep_result, 0)) {
+		json_object_put(flat);
+		return;
+	}
+	if (bk_send(b, "query-named-block-nodes", flat, -1, keep_result, 1) && leftovers)
 		bk_send(b, "query-fdsets", NULL, -1, keep_result, 2);
 }
 
@@ -567,19 +566,12 @@ clean_send(struct bk *b)
 			return false;
 	}
 	n = b->q_nodes ? json_object_array_length(b->q_nodes) : 0;
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < n; i++) {
-			const char *node =
-			    jstr(json_object_array_get_idx(b->q_nodes, i), "node-name");
-			size_t len = strlen(node);
-			bool file = len > 2 && strcmp(node + len - 2, "-f") == 0;
+	for (size_t i = 0; i < n; i++) {
+		const char *node = jstr(json_object_array_get_idx(b->q_nodes, i), "node-name");
 
-			if (!has_prefix(node, BK_PREFIX) || file != (pass == 1))
-				continue;
-			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, ignore_reply,
-			             0))
-				return false;
-		}
+		if (has_prefix(node, BK_PREFIX) &&
+		    !bk_send(b, "blockdev-del", obj1("node-name", node), -1, ignore_reply, 0))
+			return false;
 	}
 	n = b->q_fdsets ? json_object_array_length(b->q_fdsets) : 0;
 	for (size_t i = 0; i < n; i++) {
@@ -967,31 +959,37 @@ plan_send(struct bk *b)
 
 /* ---- files ----
  *
- * qvmd makes each target an empty file it opens itself (QEMU gets the read-write descriptor,
- * never a name; nothing reopens a target read-only, so no second descriptor), and QEMU formats it:
- * blockdev-create of a qcow2 on the file node (an incremental's with its parent's file as backing
- * file, by relative name). No qemu-img process per disk, and no flush either: the file node has
- * no-flush, so QEMU never syncs the target; qvmd fsyncs each file once the copy is over, before the
- * manifest says complete.
+ * qvmd makes each target itself: an empty file it creates and formats as an empty qcow2 (an
+ * incremental's with its parent's file as backing file, by relative name; qcow2_new.c, the
+ * image qemu-img would make), and QEMU gets the read-write descriptor, never a name. No
+ * qemu-img process and no blockdev-create job per disk: at QEMU's byte a turn, the create
+ * alone cost an incremental more than its copy. The target is never synced by QEMU (no-flush);
+ * qvmd fsyncs each file once the copy is over, before the manifest says complete.
  */
 
 static void fd_added(struct bk *b, const struct qmp_reply *r, size_t disk);
-static void copy_send(struct bk *b);
 
-/* Makes and opens the target files, then hands them to QEMU. */
+/* Makes the target files, then hands them to QEMU. */
 static void
 files_send(struct bk *b)
 {
 	b->step = BK_FDS;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		char opaque[96];
+		char opaque[96], *cause = NULL;
 
 		d->fd = open(d->file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (d->fd < 0)
 			return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s: %s", b->vm->name,
 			               b->id, d->file, strerror(errno));
-		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
+		if (qcow2_new(d->fd, d->vsize, d->backing, d->backing ? "qcow2" : NULL, &cause) <
+		    0) {
+			bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: disk %s: creating %s: %s",
+			        b->vm->name, b->id, d->id, d->file, cause);
+			free(cause);
+			return;
+		}
+		snprintf(opaque, sizeof opaque, BK_PREFIX "%s", d->id);
 		if (!bk_send(b, "add-fd", obj1("opaque", opaque), d->fd, fd_added, i))
 			return;
 	}
@@ -1014,153 +1012,73 @@ fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 		b->error = xasprintf("add-fd: %s", r->error_desc ? r->error_desc : "no fdset-id");
 }
 
-static void
-create_started(struct bk *b, const struct qmp_reply *r, size_t disk)
-{
-	if (r->status == QMP_OK)
-		b->disks[disk].creating = true;
-	else if (b->error == NULL)
-		b->error =
-		    xasprintf("blockdev-create: %s", r->error_desc ? r->error_desc : "failed");
-}
-
-/* The file nodes on the descriptors, and a qcow2 made on each. */
-static void
-create_send(struct bk *b)
-{
-	b->step = BK_FILES;
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-		struct json_object *a, *cache, *o;
-		char opaque[96], path[64], job[96];
-
-		snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
-		snprintf(path, sizeof path, "/dev/fdset/%" PRId64, d->set);
-		a = obj1("driver", "file");
-		json_object_object_add(a, "node-name", json_object_new_string(opaque));
-		json_object_object_add(a, "filename", json_object_new_string(path));
-		cache = json_object_new_object();
-		json_object_object_add(cache, "no-flush", json_object_new_boolean(true));
-		json_object_object_add(a, "cache", cache);
-		if (!bk_send(b, "blockdev-add", a, -1, NULL, i))
-			return;
-		d->file_node = true;
-		o = obj1("driver", "qcow2");
-		json_object_object_add(o, "file", json_object_new_string(opaque));
-		json_object_object_add(o, "size", json_object_new_int64((int64_t)d->vsize));
-		if (d->backing != NULL) {
-			json_object_object_add(o, "backing-file",
-			                       json_object_new_string(d->backing));
-			json_object_object_add(o, "backing-fmt", json_object_new_string("qcow2"));
-		}
-		create_job_name(d, job, sizeof job);
-		a = obj1("job-id", job);
-		json_object_object_add(a, "options", o);
-		if (!bk_send(b, "blockdev-create", a, -1, create_started, i))
-			return;
-	}
-}
-
-static bool
-all_created(struct bk *b)
-{
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (!b->disks[i].created)
-			return false;
-	return true;
-}
-
-static void
-created_jobs(struct bk *b, const struct qmp_reply *r, size_t unused)
-{
-	char job[96];
-
-	if (r->status != QMP_OK)
-		return;
-	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
-		struct json_object *j = json_object_array_get_idx(r->result, i), *v;
-
-		for (size_t k = 0; k < b->ndisks; k++) {
-			create_job_name(&b->disks[k], job, sizeof job);
-			if (strcmp(jstr(j, "id"), job) == 0 &&
-			    json_object_object_get_ex(j, "error", &v) && b->error == NULL)
-				b->error = xasprintf("disk %s: creating %s: %s", b->disks[k].id,
-				                     b->disks[k].file, json_object_get_string(v));
-		}
-	}
-}
-
-/* A JOB_STATUS_CHANGE of a target's blockdev-create (also learnt by polling). */
-static void
-create_status(struct bk *b, const char *id, const char *status)
-{
-	char job[96];
-
-	if (strcmp(status, "concluded") != 0)
-		return;
-	for (size_t i = 0; i < b->ndisks; i++) {
-		create_job_name(&b->disks[i], job, sizeof job);
-		if (strcmp(id, job) == 0)
-			b->disks[i].created = true;
-	}
-	if (b->step == BK_CREATE && all_created(b) && b->pending == 0)
-		copy_send(b);
-}
-
-static void
-create_poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
-{
-	if (r->status != QMP_OK)
-		return;
-	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
-		struct json_object *j = json_object_array_get_idx(r->result, i);
-
-		create_status(b, jstr(j, "id"), jstr(j, "status"));
-	}
-}
-
 /* ---- the copy ---- */
+
+/* Records a failed command of a batch (the first error is the one reported). */
+static void
+batch_error(struct bk *b, const struct qmp_reply *r, const char *disk)
+{
+	if (b->error == NULL)
+		b->error = xasprintf("%s%s%s: %s", disk ? "disk " : "", disk ? disk : "",
+		                     disk ? ": " : "", r->error_desc ? r->error_desc : "failed");
+}
 
 static void
 transaction_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 {
-	if (r->status != QMP_OK) {
-		if (b->error == NULL)
-			b->error =
-			    xasprintf("transaction: %s", r->error_desc ? r->error_desc : "failed");
-		return;
-	}
+	if (r->status != QMP_OK)
+		return batch_error(b, r, NULL);
 	for (size_t i = 0; i < b->ndisks; i++)
 		b->disks[i].started = true;
 }
 
-/* The qcow2 node on a disk's formatted target. */
+static void
+node_added(struct bk *b, const struct qmp_reply *r, size_t disk)
+{
+	if (r->status != QMP_OK)
+		return batch_error(b, r, b->disks[disk].id);
+	b->disks[disk].nodes = true;
+}
+
+/* The fdset's own descriptor is closed; the node's copy lives as long as the node. */
+static void
+fd_removed(struct bk *b, const struct qmp_reply *r, size_t disk)
+{
+	if (r->status != QMP_OK)
+		return batch_error(b, r, b->disks[disk].id);
+	b->disks[disk].set = -1;
+}
+
+/* The qcow2 node on a disk's target, its file given inline (deleted with it); then the fdset is
+ * removed at once: QEMU closes its descriptor there and the node keeps its own. */
 static bool
 node_send(struct bk *b, size_t i)
 {
 	struct bk_disk *d = &b->disks[i];
-	struct json_object *a;
-	char opaque[96], node[96];
+	struct json_object *a, *file, *cache;
+	char node[96], path[64];
 
-	snprintf(opaque, sizeof opaque, BK_PREFIX "%s-f", d->id);
 	snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
+	snprintf(path, sizeof path, "/dev/fdset/%" PRId64, d->set);
+	file = obj1("driver", "file");
+	json_object_object_add(file, "filename", json_object_new_string(path));
 	a = obj1("driver", "qcow2");
 	json_object_object_add(a, "node-name", json_object_new_string(node));
-	json_object_object_add(a, "file", json_object_new_string(opaque));
+	json_object_object_add(a, "file", file);
+	/* inherited by the file: QEMU never syncs the target */
+	cache = json_object_new_object();
+	json_object_object_add(cache, "no-flush", json_object_new_boolean(true));
+	json_object_object_add(a, "cache", cache);
 	/* null: QEMU opens no backing file by name; a backup job never reads it */
 	json_object_object_add(a, "backing", NULL);
-	if (!bk_send(b, "blockdev-add", a, -1, NULL, i))
-		return false;
-	d->nodes = true;
-	return true;
+	return bk_send(b, "blockdev-add", a, -1, node_added, i) &&
+	       bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, fd_removed, i);
 }
 
 /*
- * Every target formatted: one batch has the create jobs' errors (query-jobs) and their
- * dismissal, the qcow2 node on each target and the transaction that starts the copy. QEMU runs
- * a monitor's commands in order, so a create that failed makes what follows it fail too, and its
- * error, the first, is the one reported; a job started all the same is cancelled by the failed
- * backup (bk_fail), its bitmap merged back.
+ * Every target handed over: one batch has the node on each target and the transaction that
+ * starts the copy. QEMU runs a monitor's commands in order, so a node that failed makes the
+ * transaction fail too, and its error, the first, is the one reported.
  */
 static void
 copy_send(struct bk *b)
@@ -1168,19 +1086,9 @@ copy_send(struct bk *b)
 	struct json_object *args = json_object_new_object(), *actions = json_object_new_array();
 
 	b->step = BK_COPY;
-	if (!bk_send(b, "query-jobs", NULL, -1, created_jobs, 0))
-		goto fail;
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-		char job[96];
-
-		create_job_name(d, job, sizeof job);
-		if (!bk_send(b, "job-dismiss", obj1("id", job), -1, NULL, i))
-			goto fail;
-		d->creating = false;
+	for (size_t i = 0; i < b->ndisks; i++)
 		if (!node_send(b, i))
 			goto fail;
-	}
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
 		struct json_object *a = json_object_new_object(), *data = json_object_new_object(),
@@ -1193,11 +1101,12 @@ copy_send(struct bk *b)
 		json_object_object_add(data, "target", json_object_new_string(job));
 		json_object_object_add(
 		    data, "sync", json_object_new_string(d->incremental ? "incremental" : "full"));
-		if (d->qcow2) {
+		if (d->qcow2)
 			json_object_object_add(data, "bitmap", json_object_new_string(BK_BITMAP));
+		/* incremental implies on-success (and refuses any other mode) */
+		if (d->qcow2 && !d->incremental)
 			json_object_object_add(data, "bitmap-mode",
 			                       json_object_new_string("on-success"));
-		}
 		json_object_object_add(data, "auto-dismiss", json_object_new_boolean(false));
 		/* qvmd finalizes: until then a cancel or failure merges the bitmaps back. */
 		json_object_object_add(data, "auto-finalize", json_object_new_boolean(false));
@@ -1255,50 +1164,71 @@ end_jobs(struct bk *b, const struct qmp_reply *r, size_t unused)
 		struct json_object *j = json_object_array_get_idx(r->result, i), *v;
 		struct bk_disk *d = disk_of_job(b, jstr(j, "id"));
 
-		if (d == NULL)
-			continue;
-		if (json_object_object_get_ex(j, "current-progress", &v))
-			d->cur = (uint64_t)json_object_get_int64(v);
-		if (json_object_object_get_ex(j, "error", &v) && b->error == NULL)
+		if (d != NULL && json_object_object_get_ex(j, "error", &v) && b->error == NULL)
 			b->error = xasprintf("disk %s: %s", d->id, json_object_get_string(v));
 	}
 }
 
-/* Every job concluded: in one batch, their errors (query-jobs), their dismissal and the targets
- * detached (the nodes deleted, which writes their last metadata, and the fdsets removed). */
 static void
-end_send(struct bk *b)
+dismissed(struct bk *b, const struct qmp_reply *r, size_t disk)
+{
+	if (r->status != QMP_OK)
+		return batch_error(b, r, b->disks[disk].id);
+	b->disks[disk].started = false;
+}
+
+static void
+node_deleted(struct bk *b, const struct qmp_reply *r, size_t disk)
+{
+	if (r->status != QMP_OK)
+		return batch_error(b, r, b->disks[disk].id);
+	b->disks[disk].nodes = false;
+}
+
+/* Detaches every target: the jobs dismissed, the nodes deleted (which writes their last qcow2
+ * metadata and closes QEMU's descriptors). */
+static void
+detach_send(struct bk *b)
 {
 	b->step = BK_END;
 	b->next = 0; /* the disk being hashed, once every target is detached */
-	if (!bk_send(b, "query-jobs", NULL, -1, end_jobs, 0))
-		return;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		char job[96], node[96];
+		char name[96];
 
-		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
-		if (!bk_send(b, "job-dismiss", obj1("id", job), -1, NULL, i))
+		snprintf(name, sizeof name, BK_PREFIX "%s", d->id);
+		if (d->started && !bk_send(b, "job-dismiss", obj1("id", name), -1, dismissed, i))
 			return;
-		d->started = false;
-		if (d->nodes) {
-			snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
-			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
-				return;
-			d->nodes = false;
-		}
-		if (d->file_node) {
-			snprintf(node, sizeof node, BK_PREFIX "%s-f", d->id);
-			if (!bk_send(b, "blockdev-del", obj1("node-name", node), -1, NULL, i))
-				return;
-			d->file_node = false;
-		}
-		if (d->set >= 0) {
-			if (!bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, NULL, i))
-				return;
-			d->set = -1;
-		}
+		if (d->nodes &&
+		    !bk_send(b, "blockdev-del", obj1("node-name", name), -1, node_deleted, i))
+			return;
 	}
+}
+
+/* Every job concluded before it was finalized (failed or cancelled): their errors, and the
+ * targets detached, in one batch. */
+static void
+end_send(struct bk *b)
+{
+	if (bk_send(b, "query-jobs", NULL, -1, end_jobs, 0))
+		detach_send(b);
+}
+
+/* Every job pending (copied): in one batch, the group finalized (the bitmaps cleared; each job
+ * concludes within the command, and its BLOCK_JOB_COMPLETED, with an error if it failed, comes
+ * before the reply) and the targets detached. Only a complete backup may leave the bitmaps
+ * cleared: backups.json says the copy is done first, for a qvmd that dies in between. */
+static void
+finalize_send(struct bk *b)
+{
+	char id[96];
+
+	b->finalized = true;
+	b->st.running_copy = true;
+	state_save(b, false);
+	snprintf(id, sizeof id, BK_PREFIX "%s", b->disks[0].id);
+	if (bk_send(b, "job-finalize", obj1("id", id), -1, NULL, 0))
+		detach_send(b);
 }
 
 /* A disk's job is pending: its target holds every cluster of the copy (only the qcow2 metadata
@@ -1330,27 +1260,38 @@ all_waiting(struct bk *b)
 
 /*
  * The copy's next step, once its batch is answered: every job pending (copied, in one group) is
- * finalized, which clears the bitmaps; every job concluded (finalized, or failed: a failed job
- * goes straight to concluded, its bitmap merged back) ends the copy. Up to job-finalize nothing
- * is lost whatever happens; from it on the backup must complete or make the next one full
- * (bk_fail), and backups.json says so for a qvmd that dies in between (bk_restore).
+ * finalized, which clears the bitmaps; every job concluded before that (failed or cancelled: a
+ * failed job goes straight to concluded, its bitmap merged back) ends the copy. Up to
+ * job-finalize nothing is lost whatever happens; from it on the backup must complete or make
+ * the next one full (bk_fail), and backups.json says so for a qvmd that dies in between
+ * (bk_restore).
  */
 static void
 copy_next(struct bk *b)
 {
-	char id[96];
-
-	if (b->pending > 0)
+	if (b->pending > 0 || b->step != BK_COPY)
 		return;
 	if (all_concluded(b))
 		return end_send(b);
-	if (b->finalized || b->cancelled || !all_waiting(b))
+	if (b->cancelled || !all_waiting(b))
 		return;
-	b->finalized = true;
-	b->st.running_copy = true;
-	state_save(b, false);
-	snprintf(id, sizeof id, BK_PREFIX "%s", b->disks[0].id);
-	bk_send(b, "job-finalize", obj1("id", id), -1, NULL, 0);
+	finalize_send(b);
+}
+
+/* A disk's BLOCK_JOB_COMPLETED: the bytes it copied, and whether it failed. */
+static void
+disk_completed(struct bk *b, struct bk_disk *d, struct json_object *data)
+{
+	struct json_object *v;
+
+	if (json_object_object_get_ex(data, "offset", &v))
+		d->cur = (uint64_t)json_object_get_int64(v);
+	if (!json_object_object_get_ex(data, "error", &v)) {
+		d->completed = true;
+		return;
+	}
+	if (b->error == NULL)
+		b->error = xasprintf("disk %s: %s", d->id, json_object_get_string(v));
 }
 
 static void
@@ -1359,13 +1300,15 @@ bk_event(struct vm_job *job, const char *name, struct json_object *data)
 	struct bk *b = job->data;
 	struct bk_disk *d;
 
-	if (strcmp(name, "JOB_STATUS_CHANGE") != 0 || b->ending)
+	if (b->ending || (b->step != BK_COPY && b->step != BK_END))
 		return;
-	if (b->step == BK_FILES || b->step == BK_CREATE)
-		return create_status(b, jstr(data, "id"), jstr(data, "status"));
-	if (b->step != BK_COPY)
+	if (strcmp(name, "BLOCK_JOB_COMPLETED") == 0) {
+		if ((d = disk_of_job(b, jstr(data, "device"))) != NULL)
+			disk_completed(b, d, data);
 		return;
-	if ((d = disk_of_job(b, jstr(data, "id"))) == NULL)
+	}
+	if (strcmp(name, "JOB_STATUS_CHANGE") != 0 ||
+	    (d = disk_of_job(b, jstr(data, "id"))) == NULL)
 		return;
 	if (strcmp(jstr(data, "status"), "pending") == 0)
 		disk_copied(b, d);
@@ -1453,6 +1396,9 @@ bk_complete(struct bk *b)
 	state_save(b, true);
 	/* A complete backup after a restore in place: the old disk files are not needed now. */
 	bk_pre_restore_clear(b->vm);
+	/* Every job dismissed, every node deleted, every fdset removed: nothing left to clean. */
+	if (b->helper == NULL)
+		b->vm->backup_clean = true;
 	bk_end(b, VM_JOBREC_DONE, result_json(b), PROTO_OK, NULL);
 }
 
@@ -1502,13 +1448,6 @@ bk_timer(struct vm_job *job)
 			hash_step(b);
 		return;
 	}
-	if (b->step == BK_CREATE) {
-		/* An event missed would leave the backup waiting: ask. */
-		if (b->pending == 0 && !bk_send(b, "query-jobs", NULL, -1, create_poll_done, 0))
-			return;
-		vm_job_arm(job, BK_POLL_MS);
-		return;
-	}
 	if (b->step != BK_COPY)
 		return;
 	if (!b->polling && b->pending == 0) {
@@ -1543,19 +1482,7 @@ bk_advance(struct bk *b)
 	case BK_BITMAPS:
 		return files_send(b);
 	case BK_FDS:
-		return create_send(b);
-	case BK_FILES:
-		b->step = BK_CREATE;
-		if (all_created(b))
-			copy_send(b);
-		else
-			vm_job_arm(b->job, BK_POLL_MS);
-		return;
-	case BK_CREATE:
-		/* The jobs' events (or the poll in bk_timer) say when they are done. */
-		if (all_created(b))
-			copy_send(b);
-		return;
+		return copy_send(b);
 	case BK_COPY:
 		/* A target not made, or the transaction refused: bk_fail cancels a job that
 		 * started. */
@@ -1580,6 +1507,12 @@ bk_advance(struct bk *b)
 			free(e);
 			return;
 		}
+		for (size_t i = 0; i < b->ndisks; i++)
+			if (!b->disks[i].completed)
+				return bk_fail(b, PROTO_ERR_QEMU,
+				               "vm %s: backup %s: disk %s: qemu did not report its "
+				               "copy complete",
+				               b->vm->name, b->id, b->disks[i].id);
 		b->next = 0;
 		return hash_step(b);
 	}
@@ -1595,6 +1528,13 @@ bk_cancel(struct vm_job *job, const char *why)
 
 	if (b->ending)
 		return;
+	/* Finalized, the copy is over and the bitmaps are cleared: stopping now would only make
+	 * the next backup full. It completes. */
+	if (b->finalized) {
+		log_info("vm %s: backup %s: not cancelled (%s): its copy is over, it completes",
+		         b->vm->name, b->id, why);
+		return;
+	}
 	b->cancelled = true;
 	for (size_t i = 0; i < b->ndisks; i++)
 		running |= b->disks[i].started && !b->disks[i].concluded;
@@ -1638,7 +1578,9 @@ bk_qemu_gone(struct vm_job *job, const struct vm_exit *exit)
 	bk_state_set(&b->st.running_id, NULL);
 	bk_state_set(&b->st.running_dir, NULL);
 	b->st.running_copy = false;
-	state_save(b, false);
+	if (b->finalized)
+		chain_cleared(b);
+	state_save(b, b->finalized);
 	return false;
 }
 
@@ -1689,8 +1631,8 @@ restore_settle_jobs(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 			struct json_object *j = json_object_array_get_idx(r->result, i);
 			const char *id = jstr(j, "id");
 
-			if (!has_prefix(id, BK_PREFIX) || strchr(id, '.') != NULL)
-				continue; /* not a disk's backup job (a target's blockdev-create) */
+			if (!has_prefix(id, BK_PREFIX))
+				continue;
 			seen = true;
 			if (strcmp(jstr(j, "status"), "concluded") != 0)
 				fire(conn, "job-cancel", obj1("id", id));

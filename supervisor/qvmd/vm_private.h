@@ -81,6 +81,8 @@ struct vm {
 
 	struct qmp_conn *qmp;
 	bool qmp_closed;
+	bool backup_clean; /* this QEMU holds nothing of a backup: its last one here completed
+	                    * (vm_backup.c); false with each new QMP connection */
 	struct event *eof_timer;
 	bool shutdown_seen;
 	bool shutdown_guest;

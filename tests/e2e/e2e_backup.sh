@@ -158,13 +158,13 @@ check "restore --to outside ($out)" failed_with $rc "$out" "neither below"
 # QEMU stopped: the first backup waits for its answers, however fast it would be.
 qpid=$(ctl --json status b | field .pid)
 kill -STOP "$qpid"
-fdsets() { grep -c '"execute":"query-fdsets"' "$T/qvmd.log"; }
-c0=$(fdsets)
+nodes() { grep -c '"execute":"query-named-block-nodes"' "$T/qvmd.log"; }
+c0=$(nodes)
 ctl backup b --full >/dev/null 2>&1 &
 first=$!
 # Admitted once its first step went to QEMU (jobs lists it only once QEMU answered).
 n=0
-while [ $n -lt 300 ] && [ "$(fdsets)" -le "$c0" ]; do sleep 0.1; n=$((n + 1)); done
+while [ $n -lt 300 ] && [ "$(nodes)" -le "$c0" ]; do sleep 0.1; n=$((n + 1)); done
 out=$(ctl backup b 2>&1); rc=$?
 check "two backups of one vm at once ($out)" failed_with $rc "$out" "busy"
 kill -CONT "$qpid"
