@@ -125,8 +125,10 @@ ctl_backup_follow(struct ctl *ctl, const char *vm, const char *job, const char *
 	free(what);
 	if (rc != CTL_EXIT_OK)
 		return rc;
+	/* The entry comes with the job's end (from a qvmd that sends it), else from the list. */
+	e = json_object_get(ctl_json_obj(done, "result"));
 	json_object_put(done);
-	if ((e = ctl_backup_entry(ctl, vm, id)) == NULL)
+	if (e == NULL && (e = ctl_backup_entry(ctl, vm, id)) == NULL)
 		return CTL_EXIT_FAILED;
 	ctl_backup_print(ctl, vm, e);
 	json_object_put(e);

@@ -34,18 +34,20 @@
  *           only writes whole clusters to it), the fdset removed (the node keeps its own
  *           descriptor), and one `transaction` of every disk's blockdev-backup (job
  *           "bk-<disk>", sync full or incremental, the bitmap with bitmap-mode on-success,
- *           auto-dismiss and auto-finalize false), completion mode grouped: one disk failing
- *           cancels them all. With on-success a bitmap is cleared only when its job succeeds
- *           and is finalized; a failed or cancelled job merges the changes it had frozen back,
- *           so the dirty information of a failed backup is never lost.
+ *           auto-finalize false), completion mode grouped: one disk failing cancels them all
+ *           (one disk: its blockdev-backup alone, a transaction of one action in QEMU). With
+ *           on-success a bitmap is cleared only when its job succeeds and is finalized; a failed
+ *           or cancelled job merges the changes it had frozen back, so the dirty information of
+ *           a failed backup is never lost.
  *   end:    once every job is pending (copied), in one batch: job-finalize of the group
  *           (before it, a cancel, a failure or a qvmd killed loses nothing; from it on,
  *           backups.json running_copy, a backup that does not complete makes the next one
- *           full), job-dismiss, blockdev-del; a job that concluded unfinalized (failed,
- *           cancelled) ends the same way, with query-jobs for its error. Then each file is
- *           hashed (xxh3, a piece per loop turn) and fsynced, and only then does the manifest
- *           say complete. Each file's data starts going to disk in the background as soon as
- *           its job is pending (bgsync.c), so that fsync mostly finds it written.
+ *           full) and blockdev-del; a concluded job is dismissed by QEMU, and what it did comes
+ *           with its BLOCK_JOB_COMPLETED (bytes, error). A job that concluded unfinalized
+ *           (failed, cancelled) ends the same way. Then each file is hashed (xxh3, a piece per
+ *           loop turn) and fsynced, and only then does the manifest say complete. Each file's
+ *           data starts going to disk in the background as soon as its job is pending
+ *           (bgsync.c), so that fsync mostly finds it written.
  * A failed backup's files are removed and its manifest says failed (and why). The backup the
  * bitmaps count from is recorded only when a backup completed; when a full backup adds a bitmap
  * to a disk the last backup had, that record is cleared first, so a failure can never let an
@@ -95,10 +97,10 @@ struct bk_disk {
 	int fd;           /* the target, open read-write until QEMU has its own copy */
 	int64_t set;      /* its fdset in QEMU, -1: none (yet, or any more) */
 	bool nodes;       /* its target node is in QEMU */
-	bool started;     /* its QEMU job exists (until dismissed) */
+	bool started;     /* its QEMU job was made */
 	bool waiting;     /* its job is pending: copied, waiting for job-finalize */
-	bool concluded;
-	bool completed; /* BLOCK_JOB_COMPLETED without an error: the copy is whole */
+	bool concluded;   /* ... and has ended (QEMU dismisses it then) */
+	bool completed;   /* BLOCK_JOB_COMPLETED without an error: the copy is whole */
 	char *checksum;
 	uint64_t cur, total;
 };
@@ -303,6 +305,9 @@ bk_finish(struct bk *b)
 	struct vm_job *job = b->job;
 
 	b->end_result = NULL;
+	/* The backup's entry rides on the job's end event: a waiting qvmctl needs nothing more. */
+	if (job->rec != NULL && b->end_state == VM_JOBREC_DONE && result != NULL)
+		job->rec->result = json_object_get(result);
 	if (job->rec != NULL)
 		vm_jobrec_end(b->vm, job->rec, b->end_state,
 		              b->end_state == VM_JOBREC_DONE ? NULL : b->end_msg);
@@ -380,8 +385,6 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
 		if (d->started && !d->concluded)
 			fire(bk_qmp(b), "job-cancel", obj1("id", job));
-		else if (d->started)
-			fire(bk_qmp(b), "job-dismiss", obj1("id", job));
 	}
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
@@ -855,10 +858,9 @@ manifest_new(struct bk *b)
 static struct json_object *
 result_json(struct bk *b)
 {
-	struct json_object *e = bk_manifest_entry(b->manifest);
+	struct json_object *e = bk_entry(b->manifest, b->dir);
 
 	json_object_object_add(e, "vm", json_object_new_string(b->vm->name));
-	json_object_object_add(e, "dir", json_object_new_string(b->dir));
 	json_object_object_add(e, "job",
 	                       b->job->rec ? json_object_new_string(b->job->rec->id) : NULL);
 	return e;
@@ -1075,64 +1077,73 @@ node_send(struct bk *b, size_t i)
 	       bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, fd_removed, i);
 }
 
+/* The blockdev-backup arguments of a disk's job "bk-<disk>". */
+static struct json_object *
+backup_args(const struct bk_disk *d)
+{
+	struct json_object *a = json_object_new_object(), *perf;
+	char job[96];
+
+	snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
+	json_object_object_add(a, "job-id", json_object_new_string(job));
+	json_object_object_add(a, "device", json_object_new_string(d->node));
+	json_object_object_add(a, "target", json_object_new_string(job));
+	json_object_object_add(a, "sync",
+	                       json_object_new_string(d->incremental ? "incremental" : "full"));
+	if (d->qcow2)
+		json_object_object_add(a, "bitmap", json_object_new_string(BK_BITMAP));
+	/* incremental implies on-success (and refuses any other mode) */
+	if (d->qcow2 && !d->incremental)
+		json_object_object_add(a, "bitmap-mode", json_object_new_string("on-success"));
+	/* qvmd finalizes: until then a cancel or failure merges the bitmaps back. A concluded
+	 * job goes by itself (auto-dismiss); what it did, its BLOCK_JOB_COMPLETED says. */
+	json_object_object_add(a, "auto-finalize", json_object_new_boolean(false));
+	/* Copy offload (copy_file_range between the descriptors): several times faster than
+	 * QEMU's read and write loop here; QEMU falls back to that loop by itself where the
+	 * kernel or file system cannot. */
+	perf = json_object_new_object();
+	json_object_object_add(perf, "use-copy-range", json_object_new_boolean(true));
+	json_object_object_add(a, "x-perf", perf);
+	return a;
+}
+
 /*
- * Every target handed over: one batch has the node on each target and the transaction that
- * starts the copy. QEMU runs a monitor's commands in order, so a node that failed makes the
- * transaction fail too, and its error, the first, is the one reported.
+ * Every target handed over: one batch has the node on each target and what starts the copy:
+ * a `transaction` of every disk's blockdev-backup, completion mode grouped (one disk failing
+ * cancels them all), or one disk's blockdev-backup alone (which QEMU runs as a transaction of
+ * that one action). QEMU runs a monitor's commands in order, so a node that failed makes the
+ * copy fail too, and its error, the first, is the one reported.
  */
 static void
 copy_send(struct bk *b)
 {
-	struct json_object *args = json_object_new_object(), *actions = json_object_new_array();
+	struct json_object *args, *actions, *props;
 
 	b->step = BK_COPY;
 	for (size_t i = 0; i < b->ndisks; i++)
 		if (!node_send(b, i))
-			goto fail;
+			return;
+	if (b->ndisks == 1) {
+		if (bk_send(b, "blockdev-backup", backup_args(&b->disks[0]), -1, transaction_done,
+		            0))
+			vm_job_arm(b->job, BK_POLL_MS);
+		return;
+	}
+	actions = json_object_new_array();
 	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-		struct json_object *a = json_object_new_object(), *data = json_object_new_object(),
-		                   *perf;
-		char job[96];
+		struct json_object *a = json_object_new_object();
 
-		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
-		json_object_object_add(data, "job-id", json_object_new_string(job));
-		json_object_object_add(data, "device", json_object_new_string(d->node));
-		json_object_object_add(data, "target", json_object_new_string(job));
-		json_object_object_add(
-		    data, "sync", json_object_new_string(d->incremental ? "incremental" : "full"));
-		if (d->qcow2)
-			json_object_object_add(data, "bitmap", json_object_new_string(BK_BITMAP));
-		/* incremental implies on-success (and refuses any other mode) */
-		if (d->qcow2 && !d->incremental)
-			json_object_object_add(data, "bitmap-mode",
-			                       json_object_new_string("on-success"));
-		json_object_object_add(data, "auto-dismiss", json_object_new_boolean(false));
-		/* qvmd finalizes: until then a cancel or failure merges the bitmaps back. */
-		json_object_object_add(data, "auto-finalize", json_object_new_boolean(false));
-		/* Copy offload (copy_file_range between the descriptors): several times faster
-		 * than QEMU's read and write loop here; QEMU falls back to that loop by itself
-		 * where the kernel or file system cannot. */
-		perf = json_object_new_object();
-		json_object_object_add(perf, "use-copy-range", json_object_new_boolean(true));
-		json_object_object_add(data, "x-perf", perf);
 		json_object_object_add(a, "type", json_object_new_string("blockdev-backup"));
-		json_object_object_add(a, "data", data);
+		json_object_object_add(a, "data", backup_args(&b->disks[i]));
 		json_object_array_add(actions, a);
 	}
+	args = json_object_new_object();
 	json_object_object_add(args, "actions", actions);
-	if (b->ndisks > 1) {
-		struct json_object *props = json_object_new_object();
-
-		json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
-		json_object_object_add(args, "properties", props);
-	}
+	props = json_object_new_object();
+	json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
+	json_object_object_add(args, "properties", props);
 	if (bk_send(b, "transaction", args, -1, transaction_done, 0))
 		vm_job_arm(b->job, BK_POLL_MS);
-	return;
-fail:
-	json_object_put(args);
-	json_object_put(actions);
 }
 
 static struct bk_disk *
@@ -1156,28 +1167,6 @@ all_concluded(struct bk *b)
 }
 
 static void
-end_jobs(struct bk *b, const struct qmp_reply *r, size_t unused)
-{
-	if (r->status != QMP_OK)
-		return;
-	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
-		struct json_object *j = json_object_array_get_idx(r->result, i), *v;
-		struct bk_disk *d = disk_of_job(b, jstr(j, "id"));
-
-		if (d != NULL && json_object_object_get_ex(j, "error", &v) && b->error == NULL)
-			b->error = xasprintf("disk %s: %s", d->id, json_object_get_string(v));
-	}
-}
-
-static void
-dismissed(struct bk *b, const struct qmp_reply *r, size_t disk)
-{
-	if (r->status != QMP_OK)
-		return batch_error(b, r, b->disks[disk].id);
-	b->disks[disk].started = false;
-}
-
-static void
 node_deleted(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
 	if (r->status != QMP_OK)
@@ -1185,10 +1174,11 @@ node_deleted(struct bk *b, const struct qmp_reply *r, size_t disk)
 	b->disks[disk].nodes = false;
 }
 
-/* Detaches every target: the jobs dismissed, the nodes deleted (which writes their last qcow2
- * metadata and closes QEMU's descriptors). */
+/* Detaches every target, its job concluded (and gone): the nodes deleted, which writes their
+ * last qcow2 metadata and closes QEMU's descriptors. A job that concluded unfinalized (failed
+ * or cancelled) ends the copy this way too; its error came with its BLOCK_JOB_COMPLETED. */
 static void
-detach_send(struct bk *b)
+end_send(struct bk *b)
 {
 	b->step = BK_END;
 	b->next = 0; /* the disk being hashed, once every target is detached */
@@ -1197,27 +1187,16 @@ detach_send(struct bk *b)
 		char name[96];
 
 		snprintf(name, sizeof name, BK_PREFIX "%s", d->id);
-		if (d->started && !bk_send(b, "job-dismiss", obj1("id", name), -1, dismissed, i))
-			return;
 		if (d->nodes &&
 		    !bk_send(b, "blockdev-del", obj1("node-name", name), -1, node_deleted, i))
 			return;
 	}
 }
 
-/* Every job concluded before it was finalized (failed or cancelled): their errors, and the
- * targets detached, in one batch. */
-static void
-end_send(struct bk *b)
-{
-	if (bk_send(b, "query-jobs", NULL, -1, end_jobs, 0))
-		detach_send(b);
-}
-
 /* Every job pending (copied): in one batch, the group finalized (the bitmaps cleared; each job
- * concludes within the command, and its BLOCK_JOB_COMPLETED, with an error if it failed, comes
- * before the reply) and the targets detached. Only a complete backup may leave the bitmaps
- * cleared: backups.json says the copy is done first, for a qvmd that dies in between. */
+ * concludes within the command and is dismissed, its BLOCK_JOB_COMPLETED, with an error if it
+ * failed, before the reply) and the targets detached. Only a complete backup may leave the
+ * bitmaps cleared: backups.json says the copy is done first, for a qvmd that dies in between. */
 static void
 finalize_send(struct bk *b)
 {
@@ -1228,7 +1207,7 @@ finalize_send(struct bk *b)
 	state_save(b, false);
 	snprintf(id, sizeof id, BK_PREFIX "%s", b->disks[0].id);
 	if (bk_send(b, "job-finalize", obj1("id", id), -1, NULL, 0))
-		detach_send(b);
+		end_send(b);
 }
 
 /* A disk's job is pending: its target holds every cluster of the copy (only the qcow2 metadata
@@ -1305,6 +1284,11 @@ bk_event(struct vm_job *job, const char *name, struct json_object *data)
 	if (strcmp(name, "BLOCK_JOB_COMPLETED") == 0) {
 		if ((d = disk_of_job(b, jstr(data, "device"))) != NULL)
 			disk_completed(b, d, data);
+		return;
+	}
+	if (strcmp(name, "BLOCK_JOB_CANCELLED") == 0) {
+		if ((d = disk_of_job(b, jstr(data, "device"))) != NULL && b->error == NULL)
+			b->error = xasprintf("disk %s: its copy was cancelled", d->id);
 		return;
 	}
 	if (strcmp(name, "JOB_STATUS_CHANGE") != 0 ||

@@ -54,6 +54,9 @@ struct json_object *bk_manifest_read(const char *dir);
 /* The entry `backups` shows for a manifest (a new object): id, type, parent, created, status,
  * disks [{id, file, size}], and reason, error when set. */
 struct json_object *bk_manifest_entry(struct json_object *m);
+/* The entry as `backups` lists it: the manifest's (m, of the backup in dir), with "dir" and each
+ * disk's "file" as a path. */
+struct json_object *bk_entry(struct json_object *m, const char *dir);
 /* A disk of a manifest by id, or NULL (borrowed). */
 struct json_object *bk_manifest_disk(struct json_object *m, const char *id);
 

@@ -279,6 +279,27 @@ bk_manifest_entry(struct json_object *m)
 	return e;
 }
 
+struct json_object *
+bk_entry(struct json_object *m, const char *dir)
+{
+	struct json_object *e = bk_manifest_entry(m), *disks;
+
+	json_object_object_add(e, "dir", json_object_new_string(dir));
+	json_object_object_get_ex(e, "disks", &disks);
+	for (size_t i = 0; i < json_object_array_length(disks); i++) {
+		struct json_object *o = json_object_array_get_idx(disks, i);
+		const char *f = bk_jstr(o, "file");
+		char *full;
+
+		if (f == NULL || strchr(f, '/') != NULL)
+			continue;
+		full = xasprintf("%s/%s", dir, f);
+		json_object_object_add(o, "file", json_object_new_string(full));
+		free(full);
+	}
+	return e;
+}
+
 /* ---- the VM's backup state ---- */
 
 void
@@ -407,24 +428,7 @@ bk_list(char *const *stores, const char *vm)
 			mid = bk_jstr(m, "id");
 			if (m != NULL && mvm != NULL && strcmp(mvm, vm) == 0 && mid != NULL &&
 			    strcmp(mid, de->d_name) == 0) {
-				struct json_object *disks;
-
-				e = bk_manifest_entry(m);
-				json_object_object_add(e, "dir", json_object_new_string(dir));
-				json_object_object_get_ex(e, "disks", &disks);
-				for (size_t i = 0; i < json_object_array_length(disks); i++) {
-					struct json_object *o = json_object_array_get_idx(disks, i);
-					const char *f = bk_jstr(o, "file");
-
-					char *full;
-
-					if (f == NULL || strchr(f, '/') != NULL)
-						continue;
-					full = xasprintf("%s/%s", dir, f);
-					json_object_object_add(o, "file",
-					                       json_object_new_string(full));
-					free(full);
-				}
+				e = bk_entry(m, dir);
 				v = xrealloc(v, (n + 1) * sizeof *v);
 				v[n++] = e;
 			}

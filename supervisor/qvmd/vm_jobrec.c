@@ -51,6 +51,7 @@ rec_free(struct vm_jobrec *rec)
 	free(rec->kind);
 	free(rec->target);
 	free(rec->error);
+	json_object_put(rec->result);
 	free(rec);
 }
 
@@ -75,6 +76,8 @@ vm_jobrec_json(const struct vm *vm, const struct vm_jobrec *rec)
 	json_object_object_add(o, "ended_ms",
 	                       rec->ended ? json_object_new_int64(rec->ended) : NULL);
 	json_object_object_add(o, "error", rec->error ? json_object_new_string(rec->error) : NULL);
+	if (rec->result != NULL)
+		json_object_object_add(o, "result", json_object_get(rec->result));
 	return o;
 }
 

@@ -290,6 +290,8 @@ struct vm_jobrec {
 	uint64_t cur, total;    /* progress */
 	int64_t started, ended; /* epoch ms; ended 0 while running */
 	char *error;
+	struct json_object *result; /* what a done job made (a backup's entry), or NULL; saved in
+	                             * jobs.json but not read back after a restart */
 };
 const char *vm_jobrec_state_name(enum vm_jobrec_state s);
 /* A new running record (saved, published); the VM owns it. */

@@ -37,6 +37,9 @@ check "write B on the raw disk" wr d2 0x22 64k 64k
 check "second backup" bk p2
 check "second backup is incremental" [ "$(jf p2 .type)" = incremental ]
 check "... its parent is the first" [ "$(jf p2 .parent)" = "$(jf p1 .id)" ]
+# The entry qvmctl printed came with the job's end event (no second request): the job says so.
+check "the backup's job carries its entry ($(ctl --json jobs b | tr -d '\n' | cut -c1-160))" \
+	sh -c '"$0" --json jobs b | tr -d " \n" | grep -q "\"result\":{\"id\":\"$1\",\"type\":\"incremental\""' "$QVMCTL" "$(jf p2 .id)"
 check "... the raw disk's full copy is said ($(jf p2 .reason))" contains "$(jf p2 .reason)" "d2 is raw"
 d1=$(ls "$T/state/backups/b/$(jf p2 .id)/")
 check "the incremental's d1 file has the full one as backing file (relative)" \
