@@ -1210,22 +1210,33 @@ finalize_send(struct bk *b)
 		end_send(b);
 }
 
-/* A disk's job is pending: its target holds every cluster of the copy (only the qcow2 metadata
- * QEMU caches is still to come, when the node is deleted). Its data starts going to disk now, in
- * the background, while the jobs are finalized and the targets detached: the fsync before the
- * manifest says complete then finds little left to write. */
+/* A disk's target holds every cluster of the copy (only the qcow2 metadata QEMU caches is still
+ * to come, when the node is deleted): its data starts going to disk now, in the background,
+ * while the jobs are finalized and the targets detached, so that the fsync before the manifest
+ * says complete finds little left to write. */
 static void
-disk_copied(struct bk *b, struct bk_disk *d)
+disk_sync(struct bk *b, struct bk_disk *d)
 {
 	int fd;
 
-	if (d->waiting)
-		return;
-	d->waiting = true;
 	if ((fd = open(d->file, O_RDONLY | O_CLOEXEC)) < 0 ||
 	    bgsync_start(b->vm->env.bgsync, fd) < 0)
 		log_debug("vm %s: backup %s: disk %s: no background sync: %s", b->vm->name, b->id,
 		          d->id, strerror(errno));
+}
+
+static void copy_next(struct bk *b);
+
+/* A disk's job is pending (copied). When it is the last, the group is finalized first: the
+ * state saved before that must not wait behind the sync's journal commit. */
+static void
+disk_copied(struct bk *b, struct bk_disk *d)
+{
+	if (d->waiting)
+		return;
+	d->waiting = true;
+	copy_next(b);
+	disk_sync(b, d);
 }
 
 static bool
@@ -1295,12 +1306,11 @@ bk_event(struct vm_job *job, const char *name, struct json_object *data)
 	    (d = disk_of_job(b, jstr(data, "id"))) == NULL)
 		return;
 	if (strcmp(jstr(data, "status"), "pending") == 0)
-		disk_copied(b, d);
-	else if (strcmp(jstr(data, "status"), "concluded") == 0)
+		return disk_copied(b, d);
+	if (strcmp(jstr(data, "status"), "concluded") == 0) {
 		d->concluded = true;
-	else
-		return;
-	copy_next(b);
+		copy_next(b);
+	}
 }
 
 static void
