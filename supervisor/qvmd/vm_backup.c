@@ -31,14 +31,16 @@
  *           QEMU the descriptor (add-fd)
  *   copy:   in one batch: the qcow2 node "bk-<disk>" on each target (its file node inline, on
  *           /dev/fdset/N, no-flush: qvmd fsyncs once at the end; no backing node: a backup job
- *           only writes whole clusters to it), the fdset removed (the node keeps its own
- *           descriptor), and one `transaction` of every disk's blockdev-backup (job
- *           "bk-<disk>", sync full or incremental, the bitmap with bitmap-mode on-success,
- *           auto-finalize false), completion mode grouped: one disk failing cancels them all
+ *           only writes whole clusters to it), one `transaction` of every disk's
+ *           blockdev-backup (job "bk-<disk>", sync full or incremental, the bitmap with
+ *           bitmap-mode on-success, auto-finalize false), completion mode grouped: one disk
+ *           failing cancels them all
  *           (one disk: its blockdev-backup alone, a transaction of one action in QEMU). With
  *           on-success a bitmap is cleared only when its job succeeds and is finalized; a failed
  *           or cancelled job merges the changes it had frozen back, so the dirty information of
- *           a failed backup is never lost.
+ *           a failed backup is never lost. Then the fdsets are removed (the nodes keep their
+ *           own descriptors), while QEMU copies; and while it does, what it has written is sent
+ *           on to the disk every BK_WRITEBACK_MS (writeback_kick).
  *   end:    once every job is pending (copied), in one batch: job-finalize of the group
  *           (before it, a cancel, a failure or a qvmd killed loses nothing; from it on,
  *           backups.json running_copy, a backup that does not complete makes the next one
@@ -77,6 +79,8 @@
 
 #define BK_QMP_TIMEOUT_MS (60 * 1000)
 #define BK_POLL_MS        1000
+/* While the copy runs, how often what QEMU wrote is sent on to the disk (writeback_kick). */
+#define BK_WRITEBACK_MS 4
 /* Bytes hashed per loop turn. */
 #define BK_HASH_SLICE (16 * 1024 * 1024)
 #define BK_PREFIX     "bk-"
@@ -94,7 +98,7 @@ struct bk_disk {
 	bool incremental; /* sync incremental (else full) */
 	char *file;       /* the target's path */
 	char *backing;    /* its backing file (relative), or NULL */
-	int fd;           /* the target, open read-write until QEMU has its own copy */
+	int fd;           /* the target, open read-write (QEMU gets a copy) */
 	int64_t set;      /* its fdset in QEMU, -1: none (yet, or any more) */
 	bool nodes;       /* its target node is in QEMU */
 	bool started;     /* its QEMU job was made */
@@ -147,7 +151,8 @@ struct bk {
 	struct json_object *manifest;
 	struct bk_state st;
 	bool polling;
-	bool finalized; /* job-finalize sent: the jobs succeeded and clear their bitmaps */
+	int64_t polled_ms; /* when the copy's progress was last asked for */
+	bool finalized;    /* job-finalize sent: the jobs succeeded and clear their bitmaps */
 	struct bk_call *calls;
 };
 
@@ -1002,9 +1007,6 @@ fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
 	struct json_object *v;
 
-	/* Answered: QEMU holds its own copy (or none, on an error). */
-	close(b->disks[disk].fd);
-	b->disks[disk].fd = -1;
 	if (r->status == QMP_OK && json_object_object_get_ex(r->result, "fdset-id", &v)) {
 		b->disks[disk].set = json_object_get_int64(v);
 		return;
@@ -1051,8 +1053,7 @@ fd_removed(struct bk *b, const struct qmp_reply *r, size_t disk)
 	b->disks[disk].set = -1;
 }
 
-/* The qcow2 node on a disk's target, its file given inline (deleted with it); then the fdset is
- * removed at once: QEMU closes its descriptor there and the node keeps its own. */
+/* The qcow2 node on a disk's target, its file given inline (deleted with it). */
 static bool
 node_send(struct bk *b, size_t i)
 {
@@ -1073,8 +1074,28 @@ node_send(struct bk *b, size_t i)
 	json_object_object_add(a, "cache", cache);
 	/* null: QEMU opens no backing file by name; a backup job never reads it */
 	json_object_object_add(a, "backing", NULL);
-	return bk_send(b, "blockdev-add", a, -1, node_added, i) &&
-	       bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, fd_removed, i);
+	return bk_send(b, "blockdev-add", a, -1, node_added, i);
+}
+
+/* The fdsets removed once the copy has started (QEMU reads them while it copies): QEMU closes
+ * its descriptor there and the node keeps its own. */
+static void
+fdsets_send(struct bk *b)
+{
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (b->disks[i].set >= 0 &&
+		    !bk_send(b, "remove-fd", obj1_int("fdset-id", b->disks[i].set), -1, fd_removed,
+		             i))
+			return;
+}
+
+/* The copy has started: the job's timer sends its writes on to the disk and asks for its
+ * progress (bk_timer). */
+static void
+copy_watch(struct bk *b)
+{
+	b->polled_ms = clock_mono_ms();
+	vm_job_arm(b->job, BK_WRITEBACK_MS);
 }
 
 /* The blockdev-backup arguments of a disk's job "bk-<disk>". */
@@ -1125,8 +1146,10 @@ copy_send(struct bk *b)
 			return;
 	if (b->ndisks == 1) {
 		if (bk_send(b, "blockdev-backup", backup_args(&b->disks[0]), -1, transaction_done,
-		            0))
-			vm_job_arm(b->job, BK_POLL_MS);
+		            0)) {
+			fdsets_send(b);
+			copy_watch(b);
+		}
 		return;
 	}
 	actions = json_object_new_array();
@@ -1142,8 +1165,10 @@ copy_send(struct bk *b)
 	props = json_object_new_object();
 	json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
 	json_object_object_add(args, "properties", props);
-	if (bk_send(b, "transaction", args, -1, transaction_done, 0))
-		vm_job_arm(b->job, BK_POLL_MS);
+	if (bk_send(b, "transaction", args, -1, transaction_done, 0)) {
+		fdsets_send(b);
+		copy_watch(b);
+	}
 }
 
 static struct bk_disk *
@@ -1208,6 +1233,19 @@ finalize_send(struct bk *b)
 	snprintf(id, sizeof id, BK_PREFIX "%s", b->disks[0].id);
 	if (bk_send(b, "job-finalize", obj1("id", id), -1, NULL, 0))
 		end_send(b);
+}
+
+/* While the copy runs, what QEMU has written so far starts going to disk (sync_file_range:
+ * writeback begun, not waited for), so that it does not wait in the page cache for the sync at
+ * the end: the device writes while QEMU copies. */
+static void
+writeback_kick(struct bk *b)
+{
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (b->disks[i].fd >= 0 && !b->disks[i].waiting &&
+		    sync_file_range(b->disks[i].fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0)
+			log_debug("vm %s: backup %s: disk %s: sync_file_range: %s", b->vm->name,
+			          b->id, b->disks[i].id, strerror(errno));
 }
 
 /* A disk's target holds every cluster of the copy (only the qcow2 metadata QEMU caches is still
@@ -1444,12 +1482,14 @@ bk_timer(struct vm_job *job)
 	}
 	if (b->step != BK_COPY)
 		return;
-	if (!b->polling && b->pending == 0) {
+	writeback_kick(b);
+	if (!b->polling && b->pending == 0 && clock_mono_ms() - b->polled_ms >= BK_POLL_MS) {
 		b->polling = true;
+		b->polled_ms = clock_mono_ms();
 		if (!bk_send(b, "query-jobs", NULL, -1, poll_done, 0))
 			return;
 	}
-	vm_job_arm(job, BK_POLL_MS);
+	vm_job_arm(job, BK_WRITEBACK_MS);
 }
 
 /* The current batch is answered: the next step. */
