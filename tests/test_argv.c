@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "scratch.h"
 #include <json-c/json.h>
 
 #include "argv.h"
@@ -81,20 +83,6 @@ fake_env(struct fake_fds *f, const struct argv_env *base, const struct vm_config
 	}
 	f->env.cdroms = f->media;
 	return &f->env;
-}
-
-static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *
-xprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	assert_true(vasprintf(&s, fmt, ap) >= 0);
-	va_end(ap);
-	return s;
 }
 
 /* A small valid definition: 256M, 1 vCPU, q35, tcg, no devices. Strings are literals. */
@@ -874,10 +862,10 @@ test_argv_golden(void **state)
 			free(names[i]);
 			continue;
 		}
-		base = xprintf("%.*s", (int)(len - 4), name);
-		ini = xprintf("%s.ini", base);
-		argv_path = xprintf("%s.argv", base);
-		err_path = xprintf("%s.err", base);
+		base = scratch_printf("%.*s", (int)(len - 4), name);
+		ini = scratch_printf("%s.ini", base);
+		argv_path = scratch_printf("%s.argv", base);
+		err_path = scratch_printf("%s.err", base);
 		got = golden_output(ini, &refused);
 		if (regen) {
 			spit(refused ? err_path : argv_path, got);

@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "scratch.h"
 #include <json-c/json.h>
 
 #include "argv.h"
@@ -47,20 +49,6 @@ struct fixture {
 	struct argv_image media_images[4];
 };
 
-static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *
-xprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	assert_true(vasprintf(&s, fmt, ap) >= 0);
-	va_end(ap);
-	return s;
-}
-
 static double
 now_ms(void)
 {
@@ -85,11 +73,11 @@ setup(void **state)
 	assert_non_null(f);
 	strcpy(f->dir, "/tmp/qvmd-argv-XXXXXX");
 	assert_non_null(mkdtemp(f->dir));
-	f->run_dir = xprintf("%s/run", f->dir);
-	f->state_dir = xprintf("%s/state", f->dir);
+	f->run_dir = scratch_printf("%s/run", f->dir);
+	f->state_dir = scratch_printf("%s/state", f->dir);
 	xmkdir(f->run_dir);
 	xmkdir(f->state_dir);
-	p = xprintf("%s/images", f->dir);
+	p = scratch_printf("%s/images", f->dir);
 	xmkdir(p);
 	free(p);
 	f->pid = -1;
@@ -147,7 +135,7 @@ run(char *const argv[])
 static char *
 make_image(struct fixture *f, const char *name, const char *format)
 {
-	char *path = xprintf("%s/images/%s", f->dir, name);
+	char *path = scratch_printf("%s/images/%s", f->dir, name);
 	char *argv[] = {QVMD_TEST_QEMU_IMG, "create", "-q",  "-f",
 	                (char *)format,     path,     "64M", NULL};
 
@@ -159,14 +147,14 @@ make_image(struct fixture *f, const char *name, const char *format)
 static void
 make_vm_dirs(struct fixture *f, const char *name)
 {
-	char *p = xprintf("%s/%s", f->run_dir, name);
+	char *p = scratch_printf("%s/%s", f->run_dir, name);
 
 	xmkdir(p);
 	free(p);
-	p = xprintf("%s/%s/qemu", f->run_dir, name); /* the pidfile's */
+	p = scratch_printf("%s/%s/qemu", f->run_dir, name); /* the pidfile's */
 	xmkdir(p);
 	free(p);
-	p = xprintf("%s/%s", f->state_dir, name);
+	p = scratch_printf("%s/%s", f->state_dir, name);
 	xmkdir(p);
 	free(p);
 }
@@ -190,8 +178,8 @@ listen_unix(const char *path)
 static void
 start_qemu(struct fixture *f, const struct vm_config *vm, char **argv)
 {
-	char *sock = xprintf("%s/%s/qmp.sock", f->run_dir, vm->name);
-	char *log = xprintf("%s/%s/qemu.log", f->state_dir, vm->name);
+	char *sock = scratch_printf("%s/%s/qmp.sock", f->run_dir, vm->name);
+	char *log = scratch_printf("%s/%s/qemu.log", f->state_dir, vm->name);
 	char *cause = NULL;
 	double t0 = now_ms();
 
@@ -258,7 +246,7 @@ qom_get_str(struct fixture *f, const char *path, const char *prop)
 	struct json_object *reply, *ret;
 	char *args, *value;
 
-	args = xprintf("{\"path\":\"%s\",\"property\":\"%s\"}", path, prop);
+	args = scratch_printf("{\"path\":\"%s\",\"property\":\"%s\"}", path, prop);
 	ret = qmp_ok(f, "qom-get", args, &reply);
 	value = strdup(json_object_get_string(ret));
 	json_object_put(reply);
@@ -270,7 +258,7 @@ qom_get_str(struct fixture *f, const char *path, const char *prop)
 static void
 check_pidfile(struct fixture *f, const char *name)
 {
-	char *path = xprintf("%s/%s/qemu/qemu.pid", f->run_dir, name);
+	char *path = scratch_printf("%s/%s/qemu/qemu.pid", f->run_dir, name);
 	FILE *pf = fopen(path, "r");
 	long pid = -1;
 
@@ -307,7 +295,8 @@ check_block_nodes(struct fixture *f, const struct vm_config *vm)
 	assert_int_equal(n, 2 * (vm->ndisks + media));
 	for (size_t i = 0; i < vm->ndisks; i++) {
 		const struct cfg_disk *d = &vm->disks[i];
-		char *want_file = xprintf("%s.file", d->id), *want_fmt = xprintf("%s.fmt", d->id);
+		char *want_file = scratch_printf("%s.file", d->id),
+		     *want_fmt = scratch_printf("%s.fmt", d->id);
 		int found = 0;
 
 		for (size_t k = 0; k < n; k++) {
@@ -339,7 +328,7 @@ static void
 check_macs(struct fixture *f, const struct vm_config *vm)
 {
 	for (size_t i = 0; i < vm->nnets; i++) {
-		char *path = xprintf("/machine/peripheral/%s", vm->nets[i].id);
+		char *path = scratch_printf("/machine/peripheral/%s", vm->nets[i].id);
 		char *mac = qom_get_str(f, path, "mac");
 		char want[18];
 
@@ -355,7 +344,7 @@ static void
 quit_qemu(struct fixture *f, const char *name)
 {
 	struct json_object *reply;
-	char *pidfile = xprintf("%s/%s/qemu/qemu.pid", f->run_dir, name);
+	char *pidfile = scratch_printf("%s/%s/qemu/qemu.pid", f->run_dir, name);
 	int status;
 
 	qmp_ok(f, "quit", NULL, &reply);
@@ -529,7 +518,7 @@ static bool
 port_occupied(struct fixture *f, const char *port)
 {
 	struct json_object *reply, *ret;
-	char *args = xprintf("{\"path\":\"/machine/peripheral/%s/%s\"}", port, port);
+	char *args = scratch_printf("{\"path\":\"/machine/peripheral/%s/%s\"}", port, port);
 	bool child = false;
 
 	ret = qmp_ok(f, "qom-list", args, &reply);
@@ -570,7 +559,7 @@ test_argv_qemu_q35(void **state)
 	make_vm_dirs(f, vm.name);
 
 	/* The qmp_fd variant: QEMU inherits a socket already listening at the usual path. */
-	sock = xprintf("%s/%s/qmp.sock", f->run_dir, vm.name);
+	sock = scratch_printf("%s/%s/qmp.sock", f->run_dir, vm.name);
 	lfd = listen_unix(sock);
 	argv = build(f, &vm, lfd);
 	start_qemu(f, &vm, argv);
@@ -599,10 +588,11 @@ test_argv_qemu_q35(void **state)
 	json_object_put(reply);
 
 	for (size_t k = 0; k < 4; k++) {
-		char *path = xprintf("/machine/peripheral/%s", devices[k]);
-		char *want = xprintf("/machine/peripheral/rp.%s/rp.%s", devices[k], devices[k]);
+		char *path = scratch_printf("/machine/peripheral/%s", devices[k]);
+		char *want =
+		    scratch_printf("/machine/peripheral/rp.%s/rp.%s", devices[k], devices[k]);
 		char *bus = qom_get_str(f, path, "parent_bus");
-		char *port = xprintf("rp.%s", devices[k]);
+		char *port = scratch_printf("rp.%s", devices[k]);
 
 		assert_string_equal(bus, want);
 		assert_true(port_occupied(f, port));
@@ -612,8 +602,8 @@ test_argv_qemu_q35(void **state)
 		free(path);
 	}
 	for (unsigned k = 0; k < vm.hotplug_slots; k++) {
-		char *port = xprintf("hp.%u", k);
-		char *path = xprintf("/machine/peripheral/%s", port);
+		char *port = scratch_printf("hp.%u", k);
+		char *path = scratch_printf("/machine/peripheral/%s", port);
 		char *type = qom_get_str(f, path, "type");
 
 		assert_string_equal(type, "pcie-root-port");
@@ -734,7 +724,7 @@ test_argv_qemu_q35_full(void **state)
 	        ARGV_MAX_PORTS, now_ms() - t0);
 	assert_int_equal(ports, ARGV_MAX_PORTS);
 
-	console = xprintf("%s/%s/console.log", f->state_dir, vm.name);
+	console = scratch_printf("%s/%s/console.log", f->state_dir, vm.name);
 	assert_int_equal(stat(console, &st), 0);
 	free(console);
 	quit_qemu(f, vm.name);
@@ -751,7 +741,7 @@ qom_get_int(struct fixture *f, const char *path, const char *prop)
 	char *args;
 	long long value;
 
-	args = xprintf("{\"path\":\"%s\",\"property\":\"%s\"}", path, prop);
+	args = scratch_printf("{\"path\":\"%s\",\"property\":\"%s\"}", path, prop);
 	ret = qmp_ok(f, "qom-get", args, &reply);
 	value = json_object_get_int64(ret);
 	json_object_put(reply);
@@ -784,7 +774,7 @@ block_of(struct fixture *f, const char *qdev)
 static void
 check_device(struct fixture *f, const char *id, const char *type, const char *bus, int unit)
 {
-	char *path = xprintf("/machine/peripheral/%s", id);
+	char *path = scratch_printf("/machine/peripheral/%s", id);
 	char *got_type = qom_get_str(f, path, "type"), *parent = qom_get_str(f, path, "parent_bus");
 	const char *last = strrchr(parent, '/');
 
@@ -809,7 +799,7 @@ check_cdrom(struct fixture *f, const struct cfg_cdrom *cd)
 	if (cd->file == NULL) {
 		assert_false(json_object_object_get_ex(b, "inserted", &ins));
 	} else {
-		char *node = xprintf("%s.fmt", cd->id);
+		char *node = scratch_printf("%s.fmt", cd->id);
 
 		assert_true(json_object_object_get_ex(b, "inserted", &ins));
 		assert_string_equal(jstr(ins, "node-name"), node);
@@ -846,21 +836,22 @@ insert_medium(struct fixture *f, const char *id, const char *file)
 	struct json_object *reply;
 	char *args;
 
-	args = xprintf("{\"driver\":\"raw\",\"node-name\":\"new.fmt\",\"read-only\":true,"
-	               "\"file\":{\"driver\":\"file\",\"filename\":\"%s\",\"read-only\":true}}",
-	               file);
+	args =
+	    scratch_printf("{\"driver\":\"raw\",\"node-name\":\"new.fmt\",\"read-only\":true,"
+	                   "\"file\":{\"driver\":\"file\",\"filename\":\"%s\",\"read-only\":true}}",
+	                   file);
 	qmp_ok(f, "blockdev-add", args, &reply);
 	json_object_put(reply);
 	free(args);
-	args = xprintf("{\"id\":\"%s\"}", id);
+	args = scratch_printf("{\"id\":\"%s\"}", id);
 	qmp_ok(f, "blockdev-open-tray", args, &reply);
 	json_object_put(reply);
 	free(args);
-	args = xprintf("{\"id\":\"%s\",\"node-name\":\"new.fmt\"}", id);
+	args = scratch_printf("{\"id\":\"%s\",\"node-name\":\"new.fmt\"}", id);
 	qmp_ok(f, "blockdev-insert-medium", args, &reply);
 	json_object_put(reply);
 	free(args);
-	args = xprintf("{\"id\":\"%s\"}", id);
+	args = scratch_printf("{\"id\":\"%s\"}", id);
 	qmp_ok(f, "blockdev-close-tray", args, &reply);
 	json_object_put(reply);
 	free(args);

@@ -18,24 +18,11 @@
 #include <cmocka.h>
 
 #include "imgchain.h"
+#include "scratch.h"
 
 struct fixture {
-	char dir[64];
+	char *dir;
 };
-
-static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *
-xprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	assert_true(vasprintf(&s, fmt, ap) >= 0);
-	va_end(ap);
-	return s;
-}
 
 static int
 setup(void **state)
@@ -43,8 +30,7 @@ setup(void **state)
 	struct fixture *f = calloc(1, sizeof(*f));
 
 	assert_non_null(f);
-	strcpy(f->dir, "/tmp/qvmd-imgchain-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
+	f->dir = scratch_dir_new("imgchain");
 	*state = f;
 	return 0;
 }
@@ -53,10 +39,8 @@ static int
 teardown(void **state)
 {
 	struct fixture *f = *state;
-	char *cmd = xprintf("rm -rf '%s'", f->dir);
 
-	assert_int_equal(system(cmd), 0);
-	free(cmd);
+	scratch_dir_remove(f->dir);
 	free(f);
 	return 0;
 }
@@ -66,7 +50,7 @@ static void
 img(struct fixture *f, const char *name, const char *format, const char *backing,
     const char *bformat)
 {
-	char *path = xprintf("%s/%s", f->dir, name);
+	char *path = scratch_printf("%s/%s", f->dir, name);
 	char *argv[] = {QVMD_TEST_QEMU_IMG,
 	                "create",
 	                "-q",
@@ -80,8 +64,6 @@ img(struct fixture *f, const char *name, const char *format, const char *backing
 	                NULL,
 	                NULL,
 	                NULL};
-	int status;
-	pid_t pid;
 
 	if (backing != NULL) {
 		argv[6] = "-u";
@@ -91,14 +73,7 @@ img(struct fixture *f, const char *name, const char *format, const char *backing
 		argv[10] = (char *)bformat;
 		argv[11] = "16M";
 	}
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(scratch_run(argv, NULL), 0);
 	free(path);
 }
 
@@ -118,7 +93,7 @@ handmade(struct fixture *f, const char *name, const char *backing, const char *f
          uint32_t incompat)
 {
 	unsigned char buf[1024] = {'Q', 'F', 'I', 0xfb};
-	char *path = xprintf("%s/%s", f->dir, name);
+	char *path = scratch_printf("%s/%s", f->dir, name);
 	size_t off = 104;
 	int fd;
 
@@ -148,7 +123,7 @@ static char *
 open_chain(struct fixture *f, const char *name, enum cfg_format format, bool writable,
            struct imgchain *c)
 {
-	char *path = xprintf("%s/%s", f->dir, name), *cause = NULL;
+	char *path = scratch_printf("%s/%s", f->dir, name), *cause = NULL;
 
 	memset(c, 0, sizeof(*c));
 	if (imgchain_open(c, path, format, writable, &cause) == 0) {
@@ -175,7 +150,7 @@ test_imgchain_single(void **state)
 	struct fixture *f = *state;
 	struct imgchain c;
 	struct stat st;
-	char *path = xprintf("%s/a.qcow2", f->dir);
+	char *path = scratch_printf("%s/a.qcow2", f->dir);
 
 	img(f, "a.qcow2", "qcow2", NULL, NULL);
 	assert_null(open_chain(f, "a.qcow2", CFG_FORMAT_QCOW2, true, &c));
@@ -201,7 +176,7 @@ test_imgchain_backing(void **state)
 {
 	struct fixture *f = *state;
 	struct imgchain c;
-	char *sub = xprintf("%s/sub", f->dir);
+	char *sub = scratch_printf("%s/sub", f->dir);
 
 	assert_int_equal(mkdir(sub, 0700), 0);
 	img(f, "base.raw", "raw", NULL, NULL);
@@ -230,8 +205,9 @@ test_imgchain_errors(void **state)
 	assert_cause(open_chain(f, "none.qcow2", CFG_FORMAT_QCOW2, true, &c),
 	             "none.qcow2: No such file or directory");
 	img(f, "orphan.qcow2", "qcow2", "gone.qcow2", "qcow2");
-	p = xprintf("backing file %s/gone.qcow2: No such file or directory (of %s/orphan.qcow2)",
-	            f->dir, f->dir);
+	p = scratch_printf(
+	    "backing file %s/gone.qcow2: No such file or directory (of %s/orphan.qcow2)", f->dir,
+	    f->dir);
 	assert_cause(open_chain(f, "orphan.qcow2", CFG_FORMAT_QCOW2, true, &c), p);
 	free(p);
 	img(f, "l1.qcow2", "qcow2", "l2.qcow2", "qcow2");
@@ -239,7 +215,7 @@ test_imgchain_errors(void **state)
 	assert_cause(open_chain(f, "l1.qcow2", CFG_FORMAT_QCOW2, true, &c), "loops back to");
 	img(f, "r.raw", "raw", NULL, NULL);
 	assert_cause(open_chain(f, "r.raw", CFG_FORMAT_QCOW2, true, &c), "not a qcow2 image");
-	p = xprintf("%s/fifo", f->dir);
+	p = scratch_printf("%s/fifo", f->dir);
 	assert_int_equal(mkfifo(p, 0600), 0);
 	free(p);
 	assert_cause(open_chain(f, "fifo", CFG_FORMAT_RAW, false, &c),

@@ -19,72 +19,20 @@
 #include <cmocka.h>
 
 #include "qcow2_new.h"
-
-struct fixture {
-	char dir[64];
-};
-
-static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *
-xprintf(const char *fmt, ...)
-{
-	va_list ap;
-	char *s;
-
-	va_start(ap, fmt);
-	assert_true(vasprintf(&s, fmt, ap) >= 0);
-	va_end(ap);
-	return s;
-}
+#include "scratch.h"
 
 static int
 setup(void **state)
 {
-	struct fixture *f = calloc(1, sizeof(*f));
-
-	assert_non_null(f);
-	strcpy(f->dir, "/tmp/qvmd-qcow2new-XXXXXX");
-	assert_non_null(mkdtemp(f->dir));
-	*state = f;
+	*state = scratch_dir_new("qcow2new");
 	return 0;
 }
 
 static int
 teardown(void **state)
 {
-	struct fixture *f = *state;
-	char *argv[] = {"rm", "-rf", f->dir, NULL};
-	pid_t pid = fork();
-
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	assert_int_equal(waitpid(pid, NULL, 0), pid);
-	free(f);
+	scratch_dir_remove(*state);
 	return 0;
-}
-
-/* Runs argv (no shell) with stdout into out (NULL: /dev/null); returns its exit status. */
-static int
-run(char *const argv[], const char *out)
-{
-	int status;
-	pid_t pid = fork();
-
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		int fd = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
-
-		if (fd < 0 || dup2(fd, 1) < 0)
-			_exit(126);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
 /* Reads a whole file; *len its length. */
@@ -108,10 +56,11 @@ slurp(const char *path, size_t *len)
 /* Writes DIR/mine.qcow2 with qcow2_new and DIR/ref.qcow2 with qemu-img create (same size and
  * backing file, not opened: -u) and asserts they are the same bytes. */
 static void
-same_as_qemu_img(struct fixture *f, uint64_t size, const char *backing)
+same_as_qemu_img(const char *dir, uint64_t size, const char *backing)
 {
-	char *mine = xprintf("%s/mine.qcow2", f->dir), *ref = xprintf("%s/ref.qcow2", f->dir);
-	char *sz = xprintf("%llu", (unsigned long long)size), *cause = NULL;
+	char *mine = scratch_printf("%s/mine.qcow2", dir),
+	     *ref = scratch_printf("%s/ref.qcow2", dir);
+	char *sz = scratch_printf("%llu", (unsigned long long)size), *cause = NULL;
 	char *argv[] = {QVMD_TEST_QEMU_IMG,
 	                "create",
 	                "-q",
@@ -140,7 +89,7 @@ same_as_qemu_img(struct fixture *f, uint64_t size, const char *backing)
 		argv[10] = "qcow2";
 		argv[11] = sz;
 	}
-	assert_int_equal(run(argv, NULL), 0);
+	assert_int_equal(scratch_run(argv, NULL), 0);
 	fd = open(mine, O_RDWR | O_CREAT | O_EXCL, 0600);
 	assert_true(fd >= 0);
 	if (qcow2_new(fd, size, backing, backing ? "qcow2" : NULL, &cause) < 0)
@@ -189,9 +138,10 @@ test_qcow2_new_same_as_qemu_img(void **state)
 static void
 test_qcow2_new_qemu_uses_it(void **state)
 {
-	struct fixture *f = *state;
-	char *base = xprintf("%s/base.qcow2", f->dir), *top = xprintf("%s/top.qcow2", f->dir);
-	char *out = xprintf("%s/out", f->dir), *cause = NULL;
+	const char *dir = *state;
+	char *base = scratch_printf("%s/base.qcow2", dir),
+	     *top = scratch_printf("%s/top.qcow2", dir);
+	char *out = scratch_printf("%s/out", dir), *cause = NULL;
 	char *mk[] = {QVMD_TEST_QEMU_IMG, "create", "-q", "-f", "qcow2", base, "64M", NULL};
 	char *wb[] = {"/usr/bin/qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 1M 64k", base, NULL};
 	char *wt[] = {"/usr/bin/qemu-io", "-f", "qcow2", "-c", "write -P 0xa5 8M 64k", top, NULL};
@@ -202,20 +152,20 @@ test_qcow2_new_qemu_uses_it(void **state)
 	size_t len;
 	int fd;
 
-	assert_int_equal(run(mk, NULL), 0);
-	assert_int_equal(run(wb, NULL), 0);
+	assert_int_equal(scratch_run(mk, NULL), 0);
+	assert_int_equal(scratch_run(wb, NULL), 0);
 	fd = open(top, O_RDWR | O_CREAT | O_EXCL, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(qcow2_new(fd, 64ull << 20, "base.qcow2", "qcow2", &cause), 0);
 	close(fd);
-	assert_int_equal(run(wt, NULL), 0);
-	assert_int_equal(run(rd, out), 0);
+	assert_int_equal(scratch_run(wt, NULL), 0);
+	assert_int_equal(scratch_run(rd, out), 0);
 	o = slurp(out, &len);
 	o[len] = '\0';
 	/* qemu-io prints a failed pattern check and still exits 0 */
 	assert_null(strstr((char *)o, "Pattern verification failed"));
 	assert_non_null(strstr((char *)o, "read 65536/65536 bytes at offset 8388608"));
-	assert_int_equal(run(ck, NULL), 0);
+	assert_int_equal(scratch_run(ck, NULL), 0);
 	free(o);
 	free(base);
 	free(top);
@@ -225,8 +175,8 @@ test_qcow2_new_qemu_uses_it(void **state)
 static void
 test_qcow2_new_refuses(void **state)
 {
-	struct fixture *f = *state;
-	char *path = xprintf("%s/bad.qcow2", f->dir), *cause = NULL;
+	const char *dir = *state;
+	char *path = scratch_printf("%s/bad.qcow2", dir), *cause = NULL;
 	char name[1100];
 	int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
 
