@@ -39,8 +39,7 @@
  *           on-success a bitmap is cleared only when its job succeeds and is finalized; a failed
  *           or cancelled job merges the changes it had frozen back, so the dirty information of
  *           a failed backup is never lost. Then the fdsets are removed (the nodes keep their
- *           own descriptors), while QEMU copies; and while it does, what it has written is sent
- *           on to the disk every BK_WRITEBACK_MS (writeback_kick).
+ *           own descriptors), while QEMU copies.
  *   end:    once every job is pending (copied), in one batch: job-finalize of the group
  *           (before it, a cancel, a failure or a qvmd killed loses nothing; from it on,
  *           backups.json running_copy, a backup that does not complete makes the next one
@@ -79,8 +78,6 @@
 
 #define BK_QMP_TIMEOUT_MS (60 * 1000)
 #define BK_POLL_MS        1000
-/* While the copy runs, how often what QEMU wrote is sent on to the disk (writeback_kick). */
-#define BK_WRITEBACK_MS 4
 /* Bytes hashed per loop turn. */
 #define BK_HASH_SLICE (16 * 1024 * 1024)
 #define BK_PREFIX     "bk-"
@@ -98,7 +95,7 @@ struct bk_disk {
 	bool incremental; /* sync incremental (else full) */
 	char *file;       /* the target's path */
 	char *backing;    /* its backing file (relative), or NULL */
-	int fd;           /* the target, open read-write (QEMU gets a copy) */
+	int fd;           /* the target, open read-write until QEMU has its own copy */
 	int64_t set;      /* its fdset in QEMU, -1: none (yet, or any more) */
 	bool nodes;       /* its target node is in QEMU */
 	bool started;     /* its QEMU job was made */
@@ -151,8 +148,7 @@ struct bk {
 	struct json_object *manifest;
 	struct bk_state st;
 	bool polling;
-	int64_t polled_ms; /* when the copy's progress was last asked for */
-	bool finalized;    /* job-finalize sent: the jobs succeeded and clear their bitmaps */
+	bool finalized; /* job-finalize sent: the jobs succeeded and clear their bitmaps */
 	struct bk_call *calls;
 };
 
@@ -1007,6 +1003,9 @@ fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
 	struct json_object *v;
 
+	/* Answered: QEMU holds its own copy (or none, on an error). */
+	close(b->disks[disk].fd);
+	b->disks[disk].fd = -1;
 	if (r->status == QMP_OK && json_object_object_get_ex(r->result, "fdset-id", &v)) {
 		b->disks[disk].set = json_object_get_int64(v);
 		return;
@@ -1089,15 +1088,6 @@ fdsets_send(struct bk *b)
 			return;
 }
 
-/* The copy has started: the job's timer sends its writes on to the disk and asks for its
- * progress (bk_timer). */
-static void
-copy_watch(struct bk *b)
-{
-	b->polled_ms = clock_mono_ms();
-	vm_job_arm(b->job, BK_WRITEBACK_MS);
-}
-
 /* The blockdev-backup arguments of a disk's job "bk-<disk>". */
 static struct json_object *
 backup_args(const struct bk_disk *d)
@@ -1148,7 +1138,7 @@ copy_send(struct bk *b)
 		if (bk_send(b, "blockdev-backup", backup_args(&b->disks[0]), -1, transaction_done,
 		            0)) {
 			fdsets_send(b);
-			copy_watch(b);
+			vm_job_arm(b->job, BK_POLL_MS);
 		}
 		return;
 	}
@@ -1167,7 +1157,7 @@ copy_send(struct bk *b)
 	json_object_object_add(args, "properties", props);
 	if (bk_send(b, "transaction", args, -1, transaction_done, 0)) {
 		fdsets_send(b);
-		copy_watch(b);
+		vm_job_arm(b->job, BK_POLL_MS);
 	}
 }
 
@@ -1233,19 +1223,6 @@ finalize_send(struct bk *b)
 	snprintf(id, sizeof id, BK_PREFIX "%s", b->disks[0].id);
 	if (bk_send(b, "job-finalize", obj1("id", id), -1, NULL, 0))
 		end_send(b);
-}
-
-/* While the copy runs, what QEMU has written so far starts going to disk (sync_file_range:
- * writeback begun, not waited for), so that it does not wait in the page cache for the sync at
- * the end: the device writes while QEMU copies. */
-static void
-writeback_kick(struct bk *b)
-{
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (b->disks[i].fd >= 0 && !b->disks[i].waiting &&
-		    sync_file_range(b->disks[i].fd, 0, 0, SYNC_FILE_RANGE_WRITE) < 0)
-			log_debug("vm %s: backup %s: disk %s: sync_file_range: %s", b->vm->name,
-			          b->id, b->disks[i].id, strerror(errno));
 }
 
 /* A disk's target holds every cluster of the copy (only the qcow2 metadata QEMU caches is still
@@ -1482,14 +1459,12 @@ bk_timer(struct vm_job *job)
 	}
 	if (b->step != BK_COPY)
 		return;
-	writeback_kick(b);
-	if (!b->polling && b->pending == 0 && clock_mono_ms() - b->polled_ms >= BK_POLL_MS) {
+	if (!b->polling && b->pending == 0) {
 		b->polling = true;
-		b->polled_ms = clock_mono_ms();
 		if (!bk_send(b, "query-jobs", NULL, -1, poll_done, 0))
 			return;
 	}
-	vm_job_arm(job, BK_WRITEBACK_MS);
+	vm_job_arm(job, BK_POLL_MS);
 }
 
 /* The current batch is answered: the next step. */
