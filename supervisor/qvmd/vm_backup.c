@@ -95,7 +95,7 @@ struct bk_disk {
 	bool incremental; /* sync incremental (else full) */
 	char *file;       /* the target's path */
 	char *backing;    /* its backing file (relative), or NULL */
-	int fd;           /* the target, open read-write until QEMU has its own copy */
+	int fd;           /* the target, open read-write from its creation to the end */
 	int64_t set;      /* its fdset in QEMU, -1: none (yet, or any more) */
 	bool nodes;       /* its target node is in QEMU */
 	bool started;     /* its QEMU job was made */
@@ -717,6 +717,13 @@ chain_problem(struct bk *b, struct json_object **parent)
 		return xstrdup("a full backup was asked for (--full)");
 	if (b->st.next_full != NULL)
 		return xstrdup(b->st.next_full);
+	/* A backup whose end could not be recorded (a qvmd that died then is settled at its
+	 * restart, bk_restore): once its copy was finalized, the bitmaps count from it. */
+	if (b->st.running_id != NULL && b->st.running_copy)
+		return xasprintf(
+		    "backup %s ended after its copy had cleared the dirty bitmaps, and "
+		    "its end was not recorded",
+		    b->st.running_id);
 	if (b->st.last_id == NULL || b->st.last_dir == NULL)
 		return xstrdup("no complete backup to build on");
 	if (strncmp(b->st.last_dir, b->store, strlen(b->store)) != 0 ||
@@ -1003,9 +1010,7 @@ fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
 	struct json_object *v;
 
-	/* Answered: QEMU holds its own copy (or none, on an error). */
-	close(b->disks[disk].fd);
-	b->disks[disk].fd = -1;
+	/* qvmd keeps its descriptor: the fsync that makes the file durable is on it */
 	if (r->status == QMP_OK && json_object_object_get_ex(r->result, "fdset-id", &v)) {
 		b->disks[disk].set = json_object_get_int64(v);
 		return;
@@ -1228,7 +1233,9 @@ finalize_send(struct bk *b)
 /* A disk's target holds every cluster of the copy (only the qcow2 metadata QEMU caches is still
  * to come, when the node is deleted): its data starts going to disk now, in the background,
  * while the jobs are finalized and the targets detached, so that the fsync before the manifest
- * says complete finds little left to write. */
+ * says complete finds little left to write. The background sync has a descriptor of its own:
+ * a write-back error is reported once to each open file that existed when it happened, so the
+ * error this sync takes (and ignores) is still there for the fsync on the creating descriptor. */
 static void
 disk_sync(struct bk *b, struct bk_disk *d)
 {
@@ -1365,7 +1372,20 @@ poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 
 /* ---- checksums ---- */
 
-/* Every file is durable and hashed: the manifest says complete. */
+/* Every target's data on the disk, through the descriptor qvmd created it with (opened before
+ * anything was written: any write-back error since is reported to it). */
+static int
+disks_fsync(struct bk *b, char **cause)
+{
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (fsync(b->disks[i].fd) < 0) {
+			*cause = xasprintf("%s: fsync: %s", b->disks[i].file, strerror(errno));
+			return -1;
+		}
+	return 0;
+}
+
+/* Every file is hashed: the manifest says complete once they are durable. */
 static void
 bk_complete(struct bk *b)
 {
@@ -1384,15 +1404,16 @@ bk_complete(struct bk *b)
 
 		json_object_object_add(o, "checksum", json_object_new_string(b->disks[i].checksum));
 		json_object_object_add(o, "size",
-		                       json_object_new_uint64(stat(b->disks[i].file, &sb) == 0
+		                       json_object_new_uint64(fstat(b->disks[i].fd, &sb) == 0
 		                                                  ? (uint64_t)sb.st_size
 		                                                  : 0));
 		json_object_object_add(o, "bytes_written", json_object_new_uint64(b->disks[i].cur));
 	}
 	json_object_object_add(b->manifest, "status", json_object_new_string("complete"));
-	if (bk_sync_dir(b->dir) < 0 || bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
-		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s", b->vm->name, b->id,
-		        cause ? cause : strerror(errno));
+	if (disks_fsync(b, &cause) == 0 && bk_sync_dir(b->dir) < 0)
+		cause = xasprintf("%s: %s", b->dir, strerror(errno));
+	if (cause != NULL || bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
+		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s", b->vm->name, b->id, cause);
 		free(cause);
 		return;
 	}
@@ -1402,6 +1423,8 @@ bk_complete(struct bk *b)
 	bk_state_set(&b->st.running_dir, NULL);
 	b->st.running_copy = false;
 	bk_state_set(&b->st.next_full, NULL);
+	/* A state that cannot say so (logged) still names the backup as running with its copy
+	 * finalized, which makes the next backup full (chain_problem). */
 	state_save(b, true);
 	/* A complete backup after a restore in place: the old disk files are not needed now. */
 	bk_pre_restore_clear(b->vm);
@@ -1433,8 +1456,6 @@ hash_step(struct bk *b)
 			return;
 		}
 		d->checksum = hex;
-		if (bk_hash_sync(b->hash, &cause) < 0)
-			break;
 		bk_hash_free(b->hash);
 		b->hash = NULL;
 		b->next++;

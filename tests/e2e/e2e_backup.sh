@@ -127,7 +127,18 @@ else
 	check "backup p7" bk p7
 fi
 
-for p in p1 p2 p3 p4 p5 p6 p7; do
+# A backup whose end could not be recorded (its state write failed, after its copy had cleared
+# the bitmaps): the state still names it as running with its copy finalized.
+st="$T/state/b/backups.json"
+check "the state names no running backup" grep -q '"running_id": *null' "$st"
+sed -i 's/"running_id": *null/"running_id": "20260101T000000.000Z"/; s/"running_copy": *false/"running_copy": true/' "$st"
+check "write I" wr d1 0x49 7M 64k
+check "backup after one whose end was not recorded" bk p8
+check "... is full, saying why ($(jf p8 .type): $(jf p8 .reason))" sh -c '[ "$0" = full ] && echo "$1" | grep -q "20260101T000000.000Z.*its end was not recorded"' \
+	"$(jf p8 .type)" "$(jf p8 .reason)"
+check "... and the state names no running backup again" grep -q '"running_id": *null' "$st"
+
+for p in p1 p2 p3 p4 p5 p6 p7 p8; do
 	check "restore $p and compare with the disks of its instant" restored_ok $p
 done
 
