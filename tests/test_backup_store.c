@@ -2,7 +2,8 @@
  * supervisor/qvmd/vm_backup_store: the backup store as files. Ids sort by time and nothing else
  * passes for one; --to must lie below backup_dir or an image_dirs entry (also through symlinks
  * and "..": refused); a manifest written is read back and only a manifest naming its own VM and
- * id is listed, oldest first, with absolute file names; the state round-trips; checksums are
+ * id is listed, oldest first, with absolute file names; the state round-trips; a file staged
+ * replaces its old version only when put in place; checksums are
  * xxh3 of the whole file, in slices. Reading backup files: a qcow2 header's backing name is seen
  * but never followed, an external data file is refused, a chain is described from the manifests
  * alone. Pruning: what is kept, deleted and made standalone; a pending rewrite is settled from the
@@ -197,6 +198,70 @@ test_backup_store_state_round_trip(void **state)
 	assert_null(back.running_id);
 	bk_state_free(&st);
 	bk_state_free(&back);
+}
+
+/* Reads a whole small file into buf (NUL-terminated); -1 when it cannot be opened. */
+static int
+slurp(const char *p, char *buf, size_t size)
+{
+	FILE *f = fopen(p, "r");
+	size_t n;
+
+	if (f == NULL)
+		return -1;
+	n = fread(buf, 1, size - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return 0;
+}
+
+/* A staged file is written beside its path and replaces it only when put in place; a dropped
+ * one leaves no trace; one that cannot be put keeps the old file and says why. */
+static void
+test_backup_store_stage_put_drop(void **state)
+{
+	char *p = path("%s/%s", "f.json"), *tmp = path("%s/%s", "f.json.tmp");
+	char *sub = path("%s/%s", "sub"), *lost = path("%s/%s", "sub/f.json");
+	char buf[64], *cause = NULL;
+	struct bk_staged *s;
+	FILE *f = fopen(p, "w");
+
+	fputs("old", f);
+	fclose(f);
+	s = bk_stage(p, "new", &cause);
+	assert_non_null(s);
+	assert_true(bk_stage_fd(s) >= 0);
+	assert_int_equal(fsync(bk_stage_fd(s)), 0);
+	assert_int_equal(slurp(p, buf, sizeof buf), 0);
+	assert_string_equal(buf, "old");
+	assert_int_equal(slurp(tmp, buf, sizeof buf), 0);
+	assert_string_equal(buf, "new");
+	assert_int_equal(bk_stage_put(s, &cause), 0);
+	assert_int_equal(slurp(p, buf, sizeof buf), 0);
+	assert_string_equal(buf, "new");
+	assert_int_not_equal(access(tmp, F_OK), 0);
+
+	s = bk_stage(p, "dropped", &cause);
+	assert_non_null(s);
+	bk_stage_drop(s);
+	bk_stage_drop(NULL);
+	assert_int_equal(slurp(p, buf, sizeof buf), 0);
+	assert_string_equal(buf, "new");
+	assert_int_not_equal(access(tmp, F_OK), 0);
+
+	/* the temporary goes away between staging and putting */
+	assert_int_equal(mkdir(sub, 0700), 0);
+	s = bk_stage(lost, "x", &cause);
+	assert_non_null(s);
+	assert_int_equal(unlink(path("%s/%s", "sub/f.json.tmp")), 0);
+	assert_int_equal(bk_stage_put(s, &cause), -1);
+	assert_non_null(strstr(cause, "sub/f.json: No such file"));
+	free(cause);
+	cause = NULL;
+	assert_int_equal(rmdir(sub), 0);
+	assert_null(bk_stage(lost, "x", &cause));
+	assert_non_null(strstr(cause, "No such file"));
+	free(cause);
 }
 
 static void
@@ -599,6 +664,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_backup_store_dir_allowed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backup_store_list_and_find, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backup_store_state_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_backup_store_stage_put_drop, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backup_store_hash_whole_file_in_slices, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_backup_store_qcow2_probe, setup, teardown),

@@ -2,7 +2,9 @@
  * supervisor/qvmd/bgsync: background fdatasyncs end on their own: the event loop sees their
  * completions and lets go of each descriptor; one the kernel refuses (a pipe cannot be synced)
  * fails at once with the kernel's errno, its descriptor closed all the same; without a queue
- * nothing starts (ENOSYS). Freeing the queue with syncs in flight waits for them.
+ * nothing starts (ENOSYS). Freeing the queue with syncs in flight waits for them. Several
+ * fsyncs at once (bgsync_all): each descriptor's own result, with the queue and without, and a
+ * background sync that ends meanwhile is let go there.
  */
 #include <setjmp.h>
 #include <stdbool.h>
@@ -107,6 +109,78 @@ test_bgsync_free_waits(void **state)
 	event_base_free(base);
 }
 
+static void
+test_bgsync_all_results(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct bgsync *s = bgsync_new(base);
+	char p1[] = "/var/tmp/qvmd-bgsync.XXXXXX", p2[] = "/var/tmp/qvmd-bgsync.XXXXXX";
+	int p[2], fds[5], errs[5];
+
+	(void)state;
+	assert_int_equal(pipe(p), 0);
+	fds[0] = dirty_file(p1);
+	fds[1] = open("/var/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fds[2] = dirty_file(p2);
+	assert_true(fds[1] >= 0);
+	/* Files and a directory: all synced. */
+	memset(errs, 0xff, sizeof errs);
+	assert_int_equal(bgsync_all(s, fds, 3, errs), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(errs[i], 0);
+	/* A pipe cannot be synced and a closed descriptor is none: each says so, the rest are
+	 * synced all the same; with the queue and without. */
+	fds[3] = p[0];
+	fds[4] = 1000;
+	for (int k = 0; k < 2; k++) {
+		memset(errs, 0xff, sizeof errs);
+		assert_int_equal(bgsync_all(k == 0 ? s : NULL, fds, 5, errs), -1);
+		assert_int_equal(errs[0], 0);
+		assert_int_equal(errs[1], 0);
+		assert_int_equal(errs[2], 0);
+		assert_int_equal(errs[3], EINVAL);
+		assert_int_equal(errs[4], EBADF);
+	}
+	assert_int_equal(bgsync_all(s, fds, 0, errs), 0);
+	/* The descriptors are the caller's. */
+	for (int i = 0; i < 4; i++) {
+		assert_true(is_open(fds[i]));
+		close(fds[i]);
+	}
+	close(p[1]);
+	bgsync_free(s);
+	event_base_free(base);
+}
+
+/* A background sync that ends while bgsync_all waits on the same queue is let go there (its
+ * descriptor closed without a loop turn), and the loop's own completion handling finds nothing
+ * left afterwards. */
+static void
+test_bgsync_all_beside_background(void **state)
+{
+	struct event_base *base = event_base_new();
+	struct bgsync *s = bgsync_new(base);
+	char p1[] = "/var/tmp/qvmd-bgsync.XXXXXX", p2[] = "/var/tmp/qvmd-bgsync.XXXXXX",
+	     p3[] = "/var/tmp/qvmd-bgsync.XXXXXX";
+	int bg = dirty_file(p1), mine = dirty_file(p2), later, err;
+
+	(void)state;
+	assert_int_equal(bgsync_start(s, bg), 0);
+	for (int i = 0; i < 2000 && is_open(bg); i++)
+		assert_int_equal(bgsync_all(s, &mine, 1, &err), 0);
+	assert_false(is_open(bg));
+	assert_int_equal(event_base_loop(base, EVLOOP_NONBLOCK), 0);
+	/* and the queue goes on working */
+	later = dirty_file(p3);
+	assert_int_equal(bgsync_start(s, later), 0);
+	for (int turns = 0; is_open(later) && turns < 100000; turns++)
+		assert_int_equal(event_base_loop(base, EVLOOP_ONCE), 0);
+	assert_false(is_open(later));
+	close(mine);
+	bgsync_free(s);
+	event_base_free(base);
+}
+
 int
 main(void)
 {
@@ -114,6 +188,8 @@ main(void)
 	    cmocka_unit_test(test_bgsync_ends_and_lets_go),
 	    cmocka_unit_test(test_bgsync_refused),
 	    cmocka_unit_test(test_bgsync_free_waits),
+	    cmocka_unit_test(test_bgsync_all_results),
+	    cmocka_unit_test(test_bgsync_all_beside_background),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -46,9 +46,10 @@
  *           full) and blockdev-del; a concluded job is dismissed by QEMU, and what it did comes
  *           with its BLOCK_JOB_COMPLETED (bytes, error). A job that concluded unfinalized
  *           (failed, cancelled) ends the same way. Then each file is hashed (xxh3, a piece per
- *           loop turn) and fsynced, and only then does the manifest say complete. Each file's
- *           data starts going to disk in the background as soon as its job is pending
- *           (bgsync.c), so that fsync mostly finds it written.
+ *           loop turn); the files and the new manifest and state are fsynced side by side, and
+ *           only then are the manifest (saying complete) and the state put in place
+ *           (bk_complete). Each file's data starts going to disk in the background as soon as
+ *           its job is pending (bgsync.c), so that the fsync mostly finds it written.
  * A failed backup's files are removed and its manifest says failed (and why). The backup the
  * bitmaps count from is recorded only when a backup completed; when a full backup adds a bitmap
  * to a disk the last backup had, that record is cleared first, so a failure can never let an
@@ -1372,31 +1373,47 @@ poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 
 /* ---- checksums ---- */
 
-/* Every target's data on the disk, through the descriptor qvmd created it with (opened before
- * anything was written: any write-back error since is reported to it). */
-static int
-disks_fsync(struct bk *b, char **cause)
+/* What descriptor i of bk_complete's first round of fsyncs is (for its error). */
+static const char *
+synced_name(const struct bk *b, size_t i)
 {
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (fsync(b->disks[i].fd) < 0) {
-			*cause = xasprintf("%s: fsync: %s", b->disks[i].file, strerror(errno));
-			return -1;
-		}
-	return 0;
+	if (i < b->ndisks)
+		return b->disks[i].file;
+	return i == b->ndisks ? b->dir : "manifest.json.tmp";
 }
 
-/* Every file is hashed: the manifest says complete once they are durable. */
+/*
+ * Every file is hashed: the manifest says complete once they are durable. Two rounds of fsyncs,
+ * each run side by side (bgsync_all: one journal commit and device flush where the file system
+ * allows, instead of one per file):
+ *  1. every target's data, through the descriptor qvmd created it with (opened before anything
+ *     was written: a write-back error since is reported to it, whoever else saw it first), the
+ *     backup's directory (the targets' entries), and the temporaries of the new manifest and
+ *     state;
+ *  2. once both are renamed into place: the backup's directory and the state's.
+ * The renames of round 2 may reach the disk in either order: a state naming a backup whose
+ * manifest is not complete makes the next backup full (chain_problem), and a complete manifest
+ * with an older state means QEMU died with the power, and its bitmaps' consistency with it (the
+ * next backup is full again).
+ */
 static void
 bk_complete(struct bk *b)
 {
 	struct json_object *disks;
-	char *cause = NULL;
+	struct bk_staged *man = NULL, *st = NULL;
+	char *cause = NULL, *path = state_path(b->vm), *sdir = xstrdup(path), *slash;
+	size_t n = 0;
+	int *fds = xcalloc(b->ndisks + 3, sizeof *fds),
+	    *errs = xcalloc(b->ndisks + 3, sizeof *errs);
+	int dirs[2] = {-1, -1}, derrs[2];
 
-	for (size_t i = 0; i < b->ndisks; i++)
+	if ((slash = strrchr(sdir, '/')) != NULL)
+		*slash = '\0';
+	for (size_t i = 0; cause == NULL && i < b->ndisks; i++)
 		if (b->disks[i].checksum == NULL)
-			return bk_fail(b, PROTO_ERR_FAILED,
-			               "vm %s: backup %s: disk %s was not hashed", b->vm->name,
-			               b->id, b->disks[i].id);
+			cause = xasprintf("disk %s was not hashed", b->disks[i].id);
+	if (cause != NULL)
+		goto end;
 	json_object_object_get_ex(b->manifest, "disks", &disks);
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct json_object *o = json_object_array_get_idx(disks, i);
@@ -1410,22 +1427,71 @@ bk_complete(struct bk *b)
 		json_object_object_add(o, "bytes_written", json_object_new_uint64(b->disks[i].cur));
 	}
 	json_object_object_add(b->manifest, "status", json_object_new_string("complete"));
-	if (disks_fsync(b, &cause) == 0 && bk_sync_dir(b->dir) < 0)
-		cause = xasprintf("%s: %s", b->dir, strerror(errno));
-	if (cause != NULL || bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
-		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s", b->vm->name, b->id, cause);
-		free(cause);
-		return;
-	}
+	/* From here on a failure goes through bk_fail, which records the chain as cleared. */
 	bk_state_set(&b->st.last_id, b->id);
 	bk_state_set(&b->st.last_dir, b->dir);
 	bk_state_set(&b->st.running_id, NULL);
 	bk_state_set(&b->st.running_dir, NULL);
 	b->st.running_copy = false;
 	bk_state_set(&b->st.next_full, NULL);
-	/* A state that cannot say so (logged) still names the backup as running with its copy
-	 * finalized, which makes the next backup full (chain_problem). */
-	state_save(b, true);
+	if ((man = bk_manifest_stage(b->dir, b->manifest, &cause)) == NULL ||
+	    (st = bk_state_stage(&b->st, path, &cause)) == NULL)
+		goto end;
+	if ((dirs[0] = open(b->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    (dirs[1] = open(sdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		cause = xasprintf("%s: %s", dirs[0] < 0 ? b->dir : sdir, strerror(errno));
+		goto end;
+	}
+	for (size_t i = 0; i < b->ndisks; i++)
+		fds[n++] = b->disks[i].fd;
+	fds[n++] = dirs[0];
+	fds[n++] = bk_stage_fd(man);
+	fds[n++] = bk_stage_fd(st);
+	bgsync_all(b->vm->env.bgsync, fds, n, errs);
+	for (size_t i = 0; cause == NULL && i < n - 1; i++)
+		if (errs[i] != 0)
+			cause = xasprintf("%s: fsync: %s", synced_name(b, i), strerror(errs[i]));
+	if (cause != NULL)
+		goto end;
+	if (bk_stage_put(man, &cause) < 0) {
+		man = NULL; /* dropped by bk_stage_put */
+		goto end;
+	}
+	man = NULL;
+	/* The state's temporary was synced beside them: if it failed, or cannot be put in place,
+	 * the old state stays, naming this backup as running with its copy finalized (the next
+	 * backup is full). */
+	if (errs[n - 1] != 0) {
+		log_error("vm %s: backup %s: %s: fsync: %s", b->vm->name, b->id, path,
+		          strerror(errs[n - 1]));
+		bk_stage_drop(st);
+	} else if (bk_stage_put(st, &cause) < 0) {
+		log_error("vm %s: backup %s: %s", b->vm->name, b->id, cause);
+		free(cause);
+		cause = NULL;
+	}
+	st = NULL;
+	bgsync_all(b->vm->env.bgsync, dirs, 2, derrs);
+	if (derrs[0] != 0)
+		cause = xasprintf("%s: fsync: %s", b->dir, strerror(derrs[0]));
+	else if (derrs[1] != 0)
+		log_error("vm %s: backup %s: %s: fsync: %s", b->vm->name, b->id, sdir,
+		          strerror(derrs[1]));
+end: /* failed when cause is set */
+	bk_stage_drop(man);
+	bk_stage_drop(st);
+	for (size_t i = 0; i < 2; i++)
+		if (dirs[i] >= 0)
+			close(dirs[i]);
+	free(fds);
+	free(errs);
+	free(path);
+	free(sdir);
+	if (cause != NULL) {
+		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s", b->vm->name, b->id, cause);
+		free(cause);
+		return;
+	}
 	/* A complete backup after a restore in place: the old disk files are not needed now. */
 	bk_pre_restore_clear(b->vm);
 	/* Every job dismissed, every node deleted, every fdset removed: nothing left to clean. */

@@ -46,9 +46,25 @@ char *bk_dir_allowed(const struct daemon_config *conf, const char *dir, char **c
 /* A string member of a manifest or state object, or NULL (absent, null or not a string). */
 const char *bk_jstr(struct json_object *o, const char *key);
 
+/* A file's next text, written beside it (PATH.tmp), not yet in place: what bk_manifest_write and
+ * bk_state_save do in one step, apart, so that the temporary can be fsynced together with other
+ * files before it is put in place. */
+struct bk_staged;
+/* Writes text to path.tmp; NULL with *cause. */
+struct bk_staged *bk_stage(const char *path, const char *text, char **cause);
+/* The temporary's descriptor (open until put or dropped), to fsync. */
+int bk_stage_fd(const struct bk_staged *s);
+/* Renames it over path (no fsync: the caller has synced the descriptor where it needs to, and
+ * syncs the directory after); frees s. 0, or -1 with *cause (the old file stays). */
+int bk_stage_put(struct bk_staged *s, char **cause);
+/* Forgets it (the temporary is removed); NULL is fine. */
+void bk_stage_drop(struct bk_staged *s);
+
 /* Writes m as dir/manifest.json atomically, and durably unless it says running (such a backup
  * is of no use after a power loss). 0, or -1 with *cause. */
 int bk_manifest_write(const char *dir, struct json_object *m, char **cause);
+/* Stages what bk_manifest_write writes; NULL with *cause. */
+struct bk_staged *bk_manifest_stage(const char *dir, struct json_object *m, char **cause);
 /* Reads dir/manifest.json (caller puts it), or NULL. */
 struct json_object *bk_manifest_read(const char *dir);
 /* The entry `backups` shows for a manifest (a new object): id, type, parent, created, status,
@@ -76,6 +92,8 @@ void bk_state_load(struct bk_state *st, const char *path);
 /* Writes it atomically, and durably with durable (what a completed backup or a restore in place
  * records); 0, or -1 with *cause. */
 int bk_state_save(const struct bk_state *st, const char *path, bool durable, char **cause);
+/* Stages what bk_state_save writes; NULL with *cause. */
+struct bk_staged *bk_state_stage(const struct bk_state *st, const char *path, char **cause);
 void bk_state_free(struct bk_state *st);
 /* Adds store to the list (once). */
 void bk_state_add_store(struct bk_state *st, const char *store);

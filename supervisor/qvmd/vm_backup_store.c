@@ -150,19 +150,52 @@ bk_jstr(struct json_object *o, const char *key)
 	return json_object_get_string(v);
 }
 
-/* Writes text to path atomically (a temporary file renamed over it); durable: also fsynced, file
- * and directory, so that it survives a power loss. */
-static int
-write_atomic(const char *dir, const char *path, const char *text, bool durable, char **cause)
-{
-	char *tmp = xasprintf("%s.tmp", path);
-	size_t len = strlen(text), off = 0;
-	int fd, saved;
+/* ---- files replaced atomically ----
+ *
+ * A file's next text is written beside it (PATH.tmp) and renamed over it; durable: the
+ * temporary is fsynced before the rename and the directory after it, so that the file survives
+ * a power loss as one version or the other. Staging and putting in place are apart so that a
+ * caller can fsync the temporary together with other files.
+ */
 
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+struct bk_staged {
+	char *path;
+	char *tmp;
+	int fd;
+};
+
+static void
+staged_free(struct bk_staged *s)
+{
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s->path);
+	free(s->tmp);
+	free(s);
+}
+
+void
+bk_stage_drop(struct bk_staged *s)
+{
+	if (s == NULL)
+		return;
+	unlink(s->tmp);
+	staged_free(s);
+}
+
+struct bk_staged *
+bk_stage(const char *path, const char *text, char **cause)
+{
+	struct bk_staged *s = xcalloc(1, sizeof *s);
+	size_t len = strlen(text), off = 0;
+	int saved;
+
+	s->path = xstrdup(path);
+	s->tmp = xasprintf("%s.tmp", path);
+	if ((s->fd = open(s->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
 		goto fail;
 	while (off < len) {
-		ssize_t n = write(fd, text + off, len - off);
+		ssize_t n = write(s->fd, text + off, len - off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -173,24 +206,69 @@ write_atomic(const char *dir, const char *path, const char *text, bool durable, 
 		}
 		off += (size_t)n;
 	}
-	if ((durable && fsync(fd) < 0) || close(fd) < 0) {
-		fd = -1;
-		goto fail;
-	}
-	fd = -1;
-	if (rename(tmp, path) < 0 || (durable && bk_sync_dir(dir) < 0))
-		goto fail;
-	free(tmp);
-	return 0;
+	return s;
 fail:
 	saved = errno;
-	if (fd >= 0)
-		close(fd);
-	unlink(tmp);
 	*cause = xasprintf("%s: %s", path, strerror(saved));
-	free(tmp);
+	bk_stage_drop(s);
 	errno = saved;
-	return -1;
+	return NULL;
+}
+
+int
+bk_stage_fd(const struct bk_staged *s)
+{
+	return s->fd;
+}
+
+int
+bk_stage_put(struct bk_staged *s, char **cause)
+{
+	int fd = s->fd, saved;
+
+	s->fd = -1;
+	if (close(fd) < 0 || rename(s->tmp, s->path) < 0) {
+		saved = errno;
+		*cause = xasprintf("%s: %s", s->path, strerror(saved));
+		bk_stage_drop(s);
+		errno = saved;
+		return -1;
+	}
+	staged_free(s);
+	return 0;
+}
+
+/* Writes text to path (in dir) atomically; durable: also fsynced, file and directory. */
+static int
+write_atomic(const char *dir, const char *path, const char *text, bool durable, char **cause)
+{
+	struct bk_staged *s = bk_stage(path, text, cause);
+
+	if (s == NULL)
+		return -1;
+	if (durable && fsync(s->fd) < 0) {
+		*cause = xasprintf("%s: %s", path, strerror(errno));
+		bk_stage_drop(s);
+		return -1;
+	}
+	if (bk_stage_put(s, cause) < 0)
+		return -1;
+	if (durable && bk_sync_dir(dir) < 0) {
+		*cause = xasprintf("%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+struct bk_staged *
+bk_manifest_stage(const char *dir, struct json_object *m, char **cause)
+{
+	char *path = xasprintf("%s/manifest.json", dir);
+	struct bk_staged *s =
+	    bk_stage(path, json_object_to_json_string_ext(m, JSON_C_TO_STRING_PRETTY), cause);
+
+	free(path);
+	return s;
 }
 
 int
@@ -369,15 +447,13 @@ jstr_or_null(const char *s)
 	return s ? json_object_new_string(s) : NULL;
 }
 
-int
-bk_state_save(const struct bk_state *st, const char *path, bool durable, char **cause)
+/* The state's text (a new string). */
+static char *
+state_text(const struct bk_state *st)
 {
 	struct json_object *o = json_object_new_object(), *a = json_object_new_array();
-	char *dir = xstrdup(path), *slash = strrchr(dir, '/');
-	int rc;
+	char *text;
 
-	if (slash != NULL)
-		*slash = '\0';
 	for (size_t i = 0; st->stores != NULL && st->stores[i] != NULL; i++)
 		json_object_array_add(a, json_object_new_string(st->stores[i]));
 	json_object_object_add(o, "stores", a);
@@ -387,11 +463,33 @@ bk_state_save(const struct bk_state *st, const char *path, bool durable, char **
 	json_object_object_add(o, "running_dir", jstr_or_null(st->running_dir));
 	json_object_object_add(o, "next_full", jstr_or_null(st->next_full));
 	json_object_object_add(o, "running_copy", json_object_new_boolean(st->running_copy));
-	rc = write_atomic(dir, path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY),
-	                  durable, cause);
+	text = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY));
 	json_object_put(o);
+	return text;
+}
+
+int
+bk_state_save(const struct bk_state *st, const char *path, bool durable, char **cause)
+{
+	char *dir = xstrdup(path), *slash = strrchr(dir, '/'), *text = state_text(st);
+	int rc;
+
+	if (slash != NULL)
+		*slash = '\0';
+	rc = write_atomic(dir, path, text, durable, cause);
+	free(text);
 	free(dir);
 	return rc;
+}
+
+struct bk_staged *
+bk_state_stage(const struct bk_state *st, const char *path, char **cause)
+{
+	char *text = state_text(st);
+	struct bk_staged *s = bk_stage(path, text, cause);
+
+	free(text);
+	return s;
 }
 
 /* ---- listing ---- */
