@@ -1,7 +1,8 @@
 /*
- * supervisor/qvmd/lockfile: one qvmd per run directory. The lock is an flock(2) on <run_dir>/qvmd.lock
- * held for the daemon's whole life; the kernel drops it when the daemon dies, however it dies, so a
- * stale file never blocks. The file holds the owner's pid so that a refusal can name it.
+ * supervisor/qvmd/lockfile: one qvmd per run directory. The lock is an flock(2) on
+ * <run_dir>/qvmd.lock held for the daemon's whole life; the kernel drops it when the daemon dies,
+ * however it dies, so a stale file never blocks. The file holds the owner's pid so that a refusal
+ * can name it.
  */
 #ifndef QVMD_LOCKFILE_H
 #define QVMD_LOCKFILE_H

@@ -412,6 +412,10 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 				free(cause);
 			}
 		}
+	}
+	/* Recorded as running (running_record), or past job-finalize: the record says it ended. */
+	if (b->finalized || (b->id[0] != '\0' && b->st.running_id != NULL &&
+	                     strcmp(b->st.running_id, b->id) == 0)) {
 		bk_state_set(&b->st.running_id, NULL);
 		bk_state_set(&b->st.running_dir, NULL);
 		b->st.running_copy = false;
@@ -502,9 +506,39 @@ keep_result(struct bk *b, const struct qmp_reply *r, size_t which)
 	*slot = json_object_get(r->result);
 }
 
+static void bk_pick_id(struct bk *b);
+
+/* The backup's id and directory are picked (a stopped VM's backup has them already) and
+ * recorded as running, with its store, so that a qvmd that dies from here on finds them at its
+ * restart (bk_restore). */
+static void
+running_record(struct bk *b)
+{
+	/* One the record still names as running past job-finalize ended without its end recorded
+	 * (backups.json could not be written; a qvmd that died then is settled at its restart,
+	 * bk_restore): its jobs cleared the bitmaps, so the next backup must be full. */
+	if (b->st.running_id != NULL && b->st.running_copy && b->st.next_full == NULL) {
+		char *why =
+		    xasprintf("backup %s ended after its copy had cleared the dirty bitmaps, "
+		              "and its end was not recorded",
+		              b->st.running_id);
+
+		bk_state_set(&b->st.next_full, why);
+		free(why);
+	}
+	b->st.running_copy = false;
+	if (b->id[0] == '\0')
+		bk_pick_id(b);
+	bk_state_add_store(&b->st, b->store);
+	bk_state_set(&b->st.running_id, b->id);
+	bk_state_set(&b->st.running_dir, b->dir);
+	state_save(b, false);
+}
+
 /* The first batch: the block nodes, and what an earlier backup may have left in this QEMU. A
  * helper is new, and a QEMU whose last backup here ended with everything detached (a complete
- * backup) holds nothing of one, so only the nodes are asked for then. */
+ * backup) holds nothing of one, so only the nodes are asked for then. While QEMU answers, the
+ * backup is recorded as running. */
 static void
 clean_query(struct bk *b)
 {
@@ -517,8 +551,10 @@ clean_query(struct bk *b)
 		json_object_put(flat);
 		return;
 	}
-	if (bk_send(b, "query-named-block-nodes", flat, -1, keep_result, 1) && leftovers)
-		bk_send(b, "query-fdsets", NULL, -1, keep_result, 2);
+	if (!bk_send(b, "query-named-block-nodes", flat, -1, keep_result, 1) ||
+	    (leftovers && !bk_send(b, "query-fdsets", NULL, -1, keep_result, 2)))
+		return;
+	running_record(b);
 }
 
 static const char *
@@ -718,13 +754,6 @@ chain_problem(struct bk *b, struct json_object **parent)
 		return xstrdup("a full backup was asked for (--full)");
 	if (b->st.next_full != NULL)
 		return xstrdup(b->st.next_full);
-	/* A backup whose end could not be recorded (a qvmd that died then is settled at its
-	 * restart, bk_restore): once its copy was finalized, the bitmaps count from it. */
-	if (b->st.running_id != NULL && b->st.running_copy)
-		return xasprintf(
-		    "backup %s ended after its copy had cleared the dirty bitmaps, and "
-		    "its end was not recorded",
-		    b->st.running_id);
 	if (b->st.last_id == NULL || b->st.last_dir == NULL)
 		return xstrdup("no complete backup to build on");
 	if (strncmp(b->st.last_dir, b->store, strlen(b->store)) != 0 ||
@@ -898,8 +927,6 @@ plan_send(struct bk *b)
 	char *cause = NULL;
 	bool clear_last = false;
 
-	if (b->id[0] == '\0')
-		bk_pick_id(b);
 	plan_disks(b);
 	if (!plan(b))
 		return;
@@ -928,14 +955,12 @@ plan_send(struct bk *b)
 		free(cause);
 		return;
 	}
-	bk_state_add_store(&b->st, b->store);
-	bk_state_set(&b->st.running_id, b->id);
-	bk_state_set(&b->st.running_dir, b->dir);
-	if (clear_last && !b->incremental) {
+	/* before the bitmaps are made */
+	if (clear_last && !b->incremental && b->st.last_id != NULL) {
 		bk_state_set(&b->st.last_id, NULL);
 		bk_state_set(&b->st.last_dir, NULL);
+		state_save(b, false);
 	}
-	state_save(b, false);
 	if (b->job->rec == NULL)
 		b->job->rec = vm_jobrec_new(b->vm, "backup", b->id, false);
 	log_info("vm %s: backup %s: %s%s%s", b->vm->name, b->id,
@@ -1460,7 +1485,7 @@ bk_complete(struct bk *b)
 	man = NULL;
 	/* The state's temporary was synced beside them: if it failed, or cannot be put in place,
 	 * the old state stays, naming this backup as running with its copy finalized (the next
-	 * backup is full). */
+	 * backup is full: running_record). */
 	if (errs[n - 1] != 0) {
 		log_error("vm %s: backup %s: %s: fsync: %s", b->vm->name, b->id, path,
 		          strerror(errs[n - 1]));
