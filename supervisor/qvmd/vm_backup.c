@@ -507,17 +507,27 @@ keep_result(struct bk *b, const struct qmp_reply *r, size_t which)
 }
 
 static void bk_pick_id(struct bk *b);
+static const char *jstr(struct json_object *o, const char *key);
 
-/* The backup's id and directory are picked (a stopped VM's backup has them already) and
- * recorded as running, with its store, so that a qvmd that dies from here on finds them at its
- * restart (bk_restore). */
+/*
+ * The record names a backup as running although none is (this one was admitted alone, and a
+ * restarted qvmd settles the backups it has job records of, bk_restore): one whose end could
+ * not be recorded (backups.json could not be written), or one whose job record was never written
+ * (a qvmd that died between the two). If its copy had been finalized, its jobs cleared the
+ * bitmaps: the next backup must be full. A directory of it that still says running is marked
+ * failed and its files removed.
+ */
 static void
-running_record(struct bk *b)
+stale_settle(struct bk *b)
 {
-	/* One the record still names as running past job-finalize ended without its end recorded
-	 * (backups.json could not be written; a qvmd that died then is settled at its restart,
-	 * bk_restore): its jobs cleared the bitmaps, so the next backup must be full. */
-	if (b->st.running_id != NULL && b->st.running_copy && b->st.next_full == NULL) {
+	struct json_object *m;
+	char *cause = NULL;
+
+	if (b->st.running_id == NULL)
+		return;
+	log_warn("vm %s: backup %s had not ended in backups.json: settled now", b->vm->name,
+	         b->st.running_id);
+	if (b->st.running_copy && b->st.next_full == NULL) {
 		char *why =
 		    xasprintf("backup %s ended after its copy had cleared the dirty bitmaps, "
 		              "and its end was not recorded",
@@ -526,6 +536,28 @@ running_record(struct bk *b)
 		bk_state_set(&b->st.next_full, why);
 		free(why);
 	}
+	if (b->st.running_dir == NULL || (m = bk_manifest_read(b->st.running_dir)) == NULL)
+		return;
+	if (strcmp(jstr(m, "status"), "running") == 0) {
+		bk_remove_files(b->st.running_dir);
+		json_object_object_add(m, "status", json_object_new_string("failed"));
+		json_object_object_add(
+		    m, "error", json_object_new_string("interrupted before its end was recorded"));
+		if (bk_manifest_write(b->st.running_dir, m, &cause) < 0) {
+			log_error("vm %s: %s", b->vm->name, cause);
+			free(cause);
+		}
+	}
+	json_object_put(m);
+}
+
+/* The backup's id and directory are picked (a stopped VM's backup has them already) and
+ * recorded as running, with its store, so that a qvmd that dies from here on finds them at its
+ * restart (bk_restore). */
+static void
+running_record(struct bk *b)
+{
+	stale_settle(b);
 	b->st.running_copy = false;
 	if (b->id[0] == '\0')
 		bk_pick_id(b);

@@ -137,8 +137,22 @@ check "backup after one whose end was not recorded" bk p8
 check "... is full, saying why ($(jf p8 .type): $(jf p8 .reason))" sh -c '[ "$0" = full ] && echo "$1" | grep -q "20260101T000000.000Z.*its end was not recorded"' \
 	"$(jf p8 .type)" "$(jf p8 .reason)"
 check "... and the state names no running backup again" grep -q '"running_id": *null' "$st"
+# One whose job record was never written (qvmd died right after making its directory): the
+# record names it as running, its directory says running and holds a file.
+sid=$(date -u +%Y%m%dT%H%M%S).000Z
+stale="$T/state/backups/b/$sid"
+mkdir -p "$stale"
+printf '{"format":1,"vm":"b","id":"%s","type":"full","parent":null,"created":"x","status":"running","disks":[]}\n' "$sid" >"$stale/manifest.json"
+: >"$stale/d1.qcow2"
+sed -i "s|\"running_id\": *null|\"running_id\": \"$sid\"|; s|\"running_dir\": *null|\"running_dir\": \"$stale\"|" "$st"
+check "write J" wr d1 0x4a 9M 64k
+check "backup after one that was never settled" bk p9
+check "... is incremental on p8 (its copy had not started: $(jf p9 .type) $(jf p9 .reason))" \
+	sh -c '[ "$0" = incremental ] && [ "$1" = "$2" ]' "$(jf p9 .type)" "$(jf p9 .parent)" "$(jf p8 .id)"
+check "... the stale one is failed now, its file removed" \
+	sh -c 'grep -q "\"status\": *\"failed\"" "$0/manifest.json" && [ ! -e "$0/d1.qcow2" ]' "$stale"
 
-for p in p1 p2 p3 p4 p5 p6 p7 p8; do
+for p in p1 p2 p3 p4 p5 p6 p7 p8 p9; do
 	check "restore $p and compare with the disks of its instant" restored_ok $p
 done
 
