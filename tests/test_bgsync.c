@@ -23,22 +23,23 @@
 
 #include "bgsync.h"
 
-/* A temp file with 4 MiB of data dirty in the page cache, open read-only (as the backup opens
- * its targets for the sync). */
+/* An anonymous file (O_TMPFILE, on disk under /var/tmp: no name to pick or remove) with 4 MiB of
+ * data dirty in the page cache, opened again read-only (as the backup opens its targets for the
+ * sync). */
 static int
-dirty_file(char *path)
+dirty_file(void)
 {
-	char buf[65536];
-	int fd = mkstemp(path), ro;
+	char buf[65536], self[64];
+	int fd = open("/var/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600), ro;
 
 	assert_true(fd >= 0);
 	memset(buf, 0x5a, sizeof buf);
 	for (int i = 0; i < 64; i++)
 		assert_int_equal(write(fd, buf, sizeof buf), (ssize_t)sizeof buf);
-	ro = open(path, O_RDONLY | O_CLOEXEC);
+	snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+	ro = open(self, O_RDONLY | O_CLOEXEC);
 	assert_true(ro >= 0);
 	close(fd);
-	unlink(path);
 	return ro;
 }
 
@@ -53,8 +54,7 @@ test_bgsync_ends_and_lets_go(void **state)
 {
 	struct event_base *base = event_base_new();
 	struct bgsync *s = bgsync_new(base);
-	char p1[] = "/var/tmp/qvmd-bgsync.XXXXXX", p2[] = "/var/tmp/qvmd-bgsync.XXXXXX";
-	int a = dirty_file(p1), b = dirty_file(p2);
+	int a = dirty_file(), b = dirty_file();
 
 	(void)state;
 	assert_int_equal(bgsync_start(s, a), 0);
@@ -73,7 +73,6 @@ test_bgsync_refused(void **state)
 {
 	struct event_base *base = event_base_new();
 	struct bgsync *s = bgsync_new(base);
-	char path[] = "/var/tmp/qvmd-bgsync.XXXXXX";
 	int p[2], fd;
 
 	(void)state;
@@ -84,7 +83,7 @@ test_bgsync_refused(void **state)
 	assert_false(is_open(p[0]));
 	close(p[1]);
 	/* No queue: nothing starts, the descriptor is closed. */
-	fd = dirty_file(path);
+	fd = dirty_file();
 	errno = 0;
 	assert_int_equal(bgsync_start(NULL, fd), -1);
 	assert_int_equal(errno, ENOSYS);
@@ -99,8 +98,7 @@ test_bgsync_free_waits(void **state)
 {
 	struct event_base *base = event_base_new();
 	struct bgsync *s = bgsync_new(base);
-	char path[] = "/var/tmp/qvmd-bgsync.XXXXXX";
-	int fd = dirty_file(path);
+	int fd = dirty_file();
 
 	(void)state;
 	assert_int_equal(bgsync_start(s, fd), 0);
@@ -114,14 +112,13 @@ test_bgsync_all_results(void **state)
 {
 	struct event_base *base = event_base_new();
 	struct bgsync *s = bgsync_new(base);
-	char p1[] = "/var/tmp/qvmd-bgsync.XXXXXX", p2[] = "/var/tmp/qvmd-bgsync.XXXXXX";
 	int p[2], fds[5], errs[5];
 
 	(void)state;
 	assert_int_equal(pipe(p), 0);
-	fds[0] = dirty_file(p1);
+	fds[0] = dirty_file();
 	fds[1] = open("/var/tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	fds[2] = dirty_file(p2);
+	fds[2] = dirty_file();
 	assert_true(fds[1] >= 0);
 	/* Files and a directory: all synced. */
 	memset(errs, 0xff, sizeof errs);
@@ -160,9 +157,7 @@ test_bgsync_all_beside_background(void **state)
 {
 	struct event_base *base = event_base_new();
 	struct bgsync *s = bgsync_new(base);
-	char p1[] = "/var/tmp/qvmd-bgsync.XXXXXX", p2[] = "/var/tmp/qvmd-bgsync.XXXXXX",
-	     p3[] = "/var/tmp/qvmd-bgsync.XXXXXX";
-	int bg = dirty_file(p1), mine = dirty_file(p2), later, err;
+	int bg = dirty_file(), mine = dirty_file(), later, err;
 
 	(void)state;
 	assert_int_equal(bgsync_start(s, bg), 0);
@@ -171,7 +166,7 @@ test_bgsync_all_beside_background(void **state)
 	assert_false(is_open(bg));
 	assert_int_equal(event_base_loop(base, EVLOOP_NONBLOCK), 0);
 	/* and the queue goes on working */
-	later = dirty_file(p3);
+	later = dirty_file();
 	assert_int_equal(bgsync_start(s, later), 0);
 	for (int turns = 0; is_open(later) && turns < 100000; turns++)
 		assert_int_equal(event_base_loop(base, EVLOOP_ONCE), 0);

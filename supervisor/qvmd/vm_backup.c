@@ -1458,14 +1458,12 @@ bk_complete(struct bk *b)
 {
 	struct json_object *disks;
 	struct bk_staged *man = NULL, *st = NULL;
-	char *cause = NULL, *path = state_path(b->vm), *sdir = xstrdup(path), *slash;
+	char *cause = NULL, *path = state_path(b->vm), *sdir = vm_state_path(b->vm, "");
 	size_t n = 0;
 	int *fds = xcalloc(b->ndisks + 3, sizeof *fds),
 	    *errs = xcalloc(b->ndisks + 3, sizeof *errs);
 	int dirs[2] = {-1, -1}, derrs[2];
 
-	if ((slash = strrchr(sdir, '/')) != NULL)
-		*slash = '\0';
 	for (size_t i = 0; cause == NULL && i < b->ndisks; i++)
 		if (b->disks[i].checksum == NULL)
 			cause = xasprintf("disk %s was not hashed", b->disks[i].id);

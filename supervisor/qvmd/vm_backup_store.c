@@ -238,16 +238,12 @@ bk_stage_put(struct bk_staged *s, char **cause)
 	return 0;
 }
 
-/* Writes text to path (in dir) atomically; durable: also fsynced, file and directory. */
+/* Puts a staged file in place, in dir; durable: its temporary fsynced first, dir after. */
 static int
-write_atomic(const char *dir, const char *path, const char *text, bool durable, char **cause)
+stage_finish(struct bk_staged *s, const char *dir, bool durable, char **cause)
 {
-	struct bk_staged *s = bk_stage(path, text, cause);
-
-	if (s == NULL)
-		return -1;
 	if (durable && fsync(s->fd) < 0) {
-		*cause = xasprintf("%s: %s", path, strerror(errno));
+		*cause = xasprintf("%s: %s", s->path, strerror(errno));
 		bk_stage_drop(s);
 		return -1;
 	}
@@ -274,15 +270,14 @@ bk_manifest_stage(const char *dir, struct json_object *m, char **cause)
 int
 bk_manifest_write(const char *dir, struct json_object *m, char **cause)
 {
-	char *path = xasprintf("%s/manifest.json", dir);
 	const char *status = bk_jstr(m, "status");
+	struct bk_staged *s = bk_manifest_stage(dir, m, cause);
+
 	/* A running backup is of no use after a power loss (its QEMU died with it, and with it
 	 * the dirty bitmaps' consistency): what it says need not be durable, only atomic. */
-	int rc = write_atomic(dir, path, json_object_to_json_string_ext(m, JSON_C_TO_STRING_PRETTY),
-	                      status == NULL || strcmp(status, "running") != 0, cause);
-
-	free(path);
-	return rc;
+	return s != NULL
+	           ? stage_finish(s, dir, status == NULL || strcmp(status, "running") != 0, cause)
+	           : -1;
 }
 
 struct json_object *
@@ -468,20 +463,6 @@ state_text(const struct bk_state *st)
 	return text;
 }
 
-int
-bk_state_save(const struct bk_state *st, const char *path, bool durable, char **cause)
-{
-	char *dir = xstrdup(path), *slash = strrchr(dir, '/'), *text = state_text(st);
-	int rc;
-
-	if (slash != NULL)
-		*slash = '\0';
-	rc = write_atomic(dir, path, text, durable, cause);
-	free(text);
-	free(dir);
-	return rc;
-}
-
 struct bk_staged *
 bk_state_stage(const struct bk_state *st, const char *path, char **cause)
 {
@@ -490,6 +471,20 @@ bk_state_stage(const struct bk_state *st, const char *path, char **cause)
 
 	free(text);
 	return s;
+}
+
+int
+bk_state_save(const struct bk_state *st, const char *path, bool durable, char **cause)
+{
+	char *dir = xstrdup(path), *slash = strrchr(dir, '/');
+	struct bk_staged *s = bk_state_stage(st, path, cause);
+	int rc;
+
+	if (slash != NULL)
+		*slash = '\0';
+	rc = s != NULL ? stage_finish(s, dir, durable, cause) : -1;
+	free(dir);
+	return rc;
 }
 
 /* ---- listing ---- */
