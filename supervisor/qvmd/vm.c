@@ -436,6 +436,7 @@ vm_open_qmp(struct vm *vm, int fd, char **cause)
 	vm->qmp = qmp_conn_new(vm->env.base, &cbs);
 	vm->qmp_closed = false;
 	vm->backup_clean = false;
+	vm->backup_fdset = 0;
 	if (fd >= 0)
 		return qmp_conn_connect_fd(vm->qmp, fd, cause);
 	path = vm_run_path(vm, "qmp.sock");

@@ -12,10 +12,10 @@
  * helper that was killed leaves its bitmaps inconsistent: the next backup is full and says so.
  * While the helper holds the disks, the VM cannot start (busy, by the job's masks).
  *
- * A backup is, over QMP, a few batches of commands (QEMU runs one monitor's commands in order,
- * so a batch costs one round trip; and QEMU 7.2 reads QMP input one byte per main-loop turn,
- * ≈ 15 µs a byte measured here, so commands carry no argument that only repeats a default, and
- * what qvmd can do itself it does):
+ * A backup is, over QMP, two or three batches of commands (QEMU runs one monitor's commands in
+ * order, so a batch costs one round trip; and QEMU 7.2 reads QMP input one byte per main-loop
+ * turn, ≈ 15 µs a byte measured here, so commands carry no argument that only repeats a
+ * default, and what qvmd can do itself it does):
  *   clean:  query-named-block-nodes; and, unless the QEMU is a new helper or its last backup
  *           here was complete (vm->backup_clean), query-jobs and query-fdsets: what an
  *           interrupted backup left in QEMU (concluded "bk-*" jobs, target nodes "bk-*", their
@@ -24,22 +24,25 @@
  *           query-named-block-nodes shows them (format, virtual size, dirty bitmaps);
  *           per disk: full or incremental (its persistent dirty bitmap BK_BITMAP present,
  *           recording, not inconsistent, not busy, and the disk in the last complete backup,
- *           which is the one the bitmaps count from); an inconsistent bitmap (QEMU was killed)
- *           is removed, a missing one added (block-dirty-bitmap-add persistent)
- *   files:  qvmd creates each target file and writes an empty qcow2 into it (qcow2_new.c; an
- *           incremental's with its parent's file as backing file by relative name), and hands
- *           QEMU the descriptor (add-fd)
- *   copy:   in one batch: the qcow2 node "bk-<disk>" on each target (its file node inline, on
- *           /dev/fdset/N, no-flush: qvmd fsyncs once at the end; no backing node: a backup job
- *           only writes whole clusters to it), one `transaction` of every disk's
- *           blockdev-backup (job "bk-<disk>", sync full or incremental, the bitmap with
+ *           which is the one the bitmaps count from); a bitmap that counts nothing
+ *           (inconsistent: QEMU was killed; or not recording) is removed, and one is added
+ *           where there is none (block-dirty-bitmap-add persistent). qvmd creates each target
+ *           file and writes an empty qcow2 into it (qcow2_new.c; an incremental's with its
+ *           parent's file as backing file by relative name).
+ *   copy:   in one batch: the bitmap changes; each target's descriptor (add-fd into an fdset
+ *           whose id qvmd chose, BK_FDSET_BASE), the qcow2 node "bk-<disk>" on it (its file
+ *           node inline, on /dev/fdset/N, no-flush: qvmd fsyncs once at the end; no backing
+ *           node: a backup job only writes whole clusters to it), one `transaction` of every
+ *           disk's blockdev-backup (job "bk-<disk>", sync full or incremental, the bitmap with
  *           bitmap-mode on-success, auto-finalize false), completion mode grouped: one disk
- *           failing cancels them all
- *           (one disk: its blockdev-backup alone, a transaction of one action in QEMU). With
- *           on-success a bitmap is cleared only when its job succeeds and is finalized; a failed
- *           or cancelled job merges the changes it had frozen back, so the dirty information of
- *           a failed backup is never lost. Then the fdsets are removed (the nodes keep their
- *           own descriptors), while QEMU copies.
+ *           failing cancels them all (one disk: its blockdev-backup alone, a transaction of one
+ *           action in QEMU). With on-success a bitmap is cleared only when its job succeeds and
+ *           is finalized; a failed or cancelled job merges the changes it had frozen back, so
+ *           the dirty information of a failed backup is never lost. Then the fdsets are removed
+ *           (the nodes keep their own descriptors), while QEMU copies. The next incremental of
+ *           a chain on a QEMU whose last backup here completed sends its clean step and its
+ *           copy as one batch, planned from the last backup's manifest and checked against
+ *           QEMU's answer before anything is finalized (guess_send).
  *   end:    once every job is pending (copied), in one batch: job-finalize of the group
  *           (before it, a cancel, a failure or a qvmd killed loses nothing; from it on,
  *           backups.json running_copy, a backup that does not complete makes the next one
@@ -82,8 +85,16 @@
 /* Bytes hashed per loop turn. */
 #define BK_HASH_SLICE (16 * 1024 * 1024)
 #define BK_PREFIX     "bk-"
+/* The ids of backups' fdsets in QEMU start here. qvmd chooses them, so that a target's node can
+ * be added in the batch that hands QEMU its descriptor. QEMU numbers every other set (the VM's
+ * images at spawn, hot-plugged ones) from 0, the lowest free first. A set is never reused: QEMU
+ * 7.2 closes a removed set's descriptors only while the VM runs, and a descriptor added to a set
+ * that still holds them would join them; so each backup takes ids above every one taken before
+ * in its QEMU (vm->backup_fdset; after a new QMP connection, above the sets the clean step
+ * finds). */
+#define BK_FDSET_BASE 100000
 
-enum bk_step { BK_CLEAN, BK_PLAN, BK_BITMAPS, BK_FDS, BK_COPY, BK_END };
+enum bk_step { BK_CLEAN, BK_PLAN, BK_COPY, BK_RETREAT, BK_END };
 
 struct bk_disk {
 	char *id;
@@ -91,17 +102,18 @@ struct bk_disk {
 	bool qcow2;
 	uint64_t vsize;
 	bool bitmap;      /* BK_BITMAP exists on the disk */
-	bool bitmap_bad;  /* ... and is inconsistent: removed first */
+	bool bitmap_bad;  /* ... and counts nothing (inconsistent, or not recording): remade */
 	char *bitmap_why; /* why it cannot serve an incremental (NULL: it can) */
 	bool incremental; /* sync incremental (else full) */
 	char *file;       /* the target's path */
 	char *backing;    /* its backing file (relative), or NULL */
 	int fd;           /* the target, open read-write from its creation to the end */
-	int64_t set;      /* its fdset in QEMU, -1: none (yet, or any more) */
+	int64_t set;      /* its fdset in QEMU (fdset0 + index), -1: none (yet, or any more) */
 	bool nodes;       /* its target node is in QEMU */
 	bool started;     /* its QEMU job was made */
 	bool waiting;     /* its job is pending: copied, waiting for job-finalize */
 	bool concluded;   /* ... and has ended (QEMU dismisses it then) */
+	bool cancelling;  /* job-cancel sent (a wrong guess's job) */
 	bool completed;   /* BLOCK_JOB_COMPLETED without an error: the copy is whole */
 	char *checksum;
 	uint64_t cur, total;
@@ -148,6 +160,11 @@ struct bk {
 	struct bk_hash *hash;
 	struct json_object *manifest;
 	struct bk_state st;
+	bool dir_made;        /* dir is this backup's (made by it) */
+	int64_t fdset0;       /* the fdset of its first disk's target (copy_send) */
+	int64_t helper_fdset; /* a helper's next fdset id */
+	bool guessed;         /* started on a guessed plan, not checked yet (guess_send) */
+	bool retreat;         /* ... which QEMU's answer contradicts: undone, then planned anew */
 	bool polling;
 	bool finalized; /* job-finalize sent: the jobs succeeded and clear their bitmaps */
 	struct bk_call *calls;
@@ -159,6 +176,26 @@ static char *
 state_path(struct vm *vm)
 {
 	return vm_state_path(vm, "backups.json");
+}
+
+/* Lets go of the disks (the target files stay). */
+static void
+disks_free(struct bk *b)
+{
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+
+		free(d->id);
+		free(d->bitmap_why);
+		free(d->file);
+		free(d->backing);
+		free(d->checksum);
+		if (d->fd >= 0)
+			close(d->fd);
+	}
+	free(b->disks);
+	b->disks = NULL;
+	b->ndisks = 0;
 }
 
 static void
@@ -174,18 +211,7 @@ bk_free(void *data)
 	json_object_put(b->end_result);
 	free(b->end_msg);
 	bk_hash_free(b->hash);
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-
-		free(d->id);
-		free(d->bitmap_why);
-		free(d->file);
-		free(d->backing);
-		free(d->checksum);
-		if (d->fd >= 0)
-			close(d->fd);
-	}
-	free(b->disks);
+	disks_free(b);
 	while (b->calls != NULL) {
 		struct bk_call *c = b->calls;
 
@@ -515,7 +541,7 @@ static const char *jstr(struct json_object *o, const char *key);
  * not be recorded (backups.json could not be written), or one whose job record was never written
  * (a qvmd that died between the two). If its copy had been finalized, its jobs cleared the
  * bitmaps: the next backup must be full. A directory of it that still says running is marked
- * failed and its files removed.
+ * failed and its files removed; one without a manifest (it died before writing it) goes.
  */
 static void
 stale_settle(struct bk *b)
@@ -536,8 +562,13 @@ stale_settle(struct bk *b)
 		bk_state_set(&b->st.next_full, why);
 		free(why);
 	}
-	if (b->st.running_dir == NULL || (m = bk_manifest_read(b->st.running_dir)) == NULL)
+	if (b->st.running_dir == NULL)
 		return;
+	if ((m = bk_manifest_read(b->st.running_dir)) == NULL) {
+		bk_remove_files(b->st.running_dir);
+		rmdir(b->st.running_dir);
+		return;
+	}
 	if (strcmp(jstr(m, "status"), "running") == 0) {
 		bk_remove_files(b->st.running_dir);
 		json_object_object_add(m, "status", json_object_new_string("failed"));
@@ -574,16 +605,13 @@ running_record(struct bk *b)
 static void
 clean_query(struct bk *b)
 {
-	struct json_object *flat = json_object_new_object();
 	bool leftovers = b->helper == NULL && !b->vm->backup_clean;
 
-	json_object_object_add(flat, "flat", json_object_new_boolean(true));
 	b->step = BK_CLEAN;
-	if (leftovers && !bk_send(b, "query-jobs", NULL, -1, keep_result, 0)) {
-		json_object_put(flat);
+	if (leftovers && !bk_send(b, "query-jobs", NULL, -1, keep_result, 0))
 		return;
-	}
-	if (!bk_send(b, "query-named-block-nodes", flat, -1, keep_result, 1) ||
+	/* Not "flat": it only leaves out what qvmd does not read, and costs QEMU 28 bytes. */
+	if (!bk_send(b, "query-named-block-nodes", NULL, -1, keep_result, 1) ||
 	    (leftovers && !bk_send(b, "query-fdsets", NULL, -1, keep_result, 2)))
 		return;
 	running_record(b);
@@ -651,11 +679,17 @@ clean_send(struct bk *b)
 		struct json_object *s = json_object_array_get_idx(b->q_fdsets, i), *fds, *id;
 		bool ours = false;
 
+		if (!json_object_object_get_ex(s, "fdset-id", &id))
+			continue;
+		/* in the range, or named "bk-*" as a qvmd before the range named them */
+		ours = json_object_get_int64(id) >= BK_FDSET_BASE;
+		if (ours && json_object_get_int64(id) >= b->vm->backup_fdset)
+			b->vm->backup_fdset = json_object_get_int64(id) + 1;
 		if (json_object_object_get_ex(s, "fds", &fds))
 			for (size_t k = 0; k < json_object_array_length(fds); k++)
 				ours |= has_prefix(
 				    jstr(json_object_array_get_idx(fds, k), "opaque"), BK_PREFIX);
-		if (ours && json_object_object_get_ex(s, "fdset-id", &id) &&
+		if (ours &&
 		    !bk_send(b, "remove-fd", obj1_int("fdset-id", json_object_get_int64(id)), -1,
 		             ignore_reply, 0))
 			return false;
@@ -765,6 +799,7 @@ plan_disks(struct bk *b)
 				d->bitmap_why =
 				    xasprintf("disk %s: bitmap " BK_BITMAP " is busy", id);
 			} else if (!recording) {
+				d->bitmap_bad = true;
 				d->bitmap_why =
 				    xasprintf("disk %s: bitmap " BK_BITMAP " is not recording", id);
 			}
@@ -774,12 +809,12 @@ plan_disks(struct bk *b)
 		qsort(b->disks, b->ndisks, sizeof *b->disks, disk_cmp);
 }
 
-/* Why the last backup cannot be built on (allocated), or NULL with *parent its manifest. */
+/* Why the last backup cannot be built on (allocated), or NULL with *parent its manifest; its
+ * disks' files are chain_files's. */
 static char *
-chain_problem(struct bk *b, struct json_object **parent)
+chain_base(struct bk *b, struct json_object **parent)
 {
 	struct json_object *m;
-	char *why = NULL;
 
 	*parent = NULL;
 	if (b->mode == VM_BACKUP_FULL)
@@ -797,6 +832,16 @@ chain_problem(struct bk *b, struct json_object **parent)
 		json_object_put(m);
 		return xasprintf("the last backup %s is not complete", b->st.last_id);
 	}
+	*parent = m;
+	return NULL;
+}
+
+/* Why the last backup (manifest m) lacks the file of one of the disks, or NULL. */
+static char *
+chain_files(struct bk *b, struct json_object *m)
+{
+	char *why = NULL;
+
 	for (size_t i = 0; i < b->ndisks && why == NULL; i++) {
 		struct json_object *pd = bk_manifest_disk(m, b->disks[i].id);
 		char *f;
@@ -809,27 +854,36 @@ chain_problem(struct bk *b, struct json_object **parent)
 			why = xasprintf("the last backup %s lacks %s", b->st.last_id, f);
 		free(f);
 	}
-	if (why != NULL) {
-		json_object_put(m);
-		return why;
-	}
-	*parent = m;
-	return NULL;
+	return why;
 }
 
-/* Decides full or incremental for every disk; false (and failed) when it cannot be done as
- * asked. */
-static bool
-plan(struct bk *b)
+/* Why the last backup cannot be built on for the disks (allocated), or NULL with *parent its
+ * manifest. */
+static char *
+chain_problem(struct bk *b, struct json_object **parent)
+{
+	char *why = chain_base(b, parent);
+
+	if (why == NULL && (why = chain_files(b, *parent)) != NULL) {
+		json_object_put(*parent);
+		*parent = NULL;
+	}
+	return why;
+}
+
+/* Decides full or incremental for every disk (b->incremental, reason and parent too): NULL, or
+ * why it cannot be done as asked (allocated; nothing decided then). */
+static char *
+plan_decide(struct bk *b)
 {
 	struct json_object *parent = NULL;
-	char *why = chain_problem(b, &parent), *notes = NULL;
+	char *why = chain_problem(b, &parent), *notes = NULL, *msg;
 	bool any_incremental = false;
 
 	if (b->ndisks == 0) {
 		free(why);
-		bk_fail(b, PROTO_ERR_INVALID, "vm %s: no writable disk to back up", b->vm->name);
-		return false;
+		json_object_put(parent);
+		return xasprintf("vm %s: no writable disk to back up", b->vm->name);
 	}
 	/* A disk of the last backup whose bitmap cannot serve makes the whole backup full. */
 	for (size_t i = 0; why == NULL && i < b->ndisks; i++) {
@@ -867,12 +921,11 @@ plan(struct bk *b)
 	if (why == NULL && !any_incremental)
 		why = xstrdup(notes ? notes : "no disk can take an incremental backup");
 	if (why != NULL && b->mode == VM_BACKUP_INCREMENTAL) {
-		bk_fail(b, PROTO_ERR_INVALID, "vm %s: no incremental backup possible: %s",
-		        b->vm->name, why);
+		msg = xasprintf("vm %s: no incremental backup possible: %s", b->vm->name, why);
 		free(why);
 		free(notes);
 		json_object_put(parent);
-		return false;
+		return msg;
 	}
 	b->incremental = why == NULL;
 	b->reason = why != NULL ? why : notes;
@@ -881,7 +934,20 @@ plan(struct bk *b)
 	if (b->incremental)
 		b->parent = xstrdup(b->st.last_id);
 	json_object_put(parent);
-	return true;
+	return NULL;
+}
+
+/* plan_decide, or the backup fails (false). */
+static bool
+plan(struct bk *b)
+{
+	char *msg = plan_decide(b);
+
+	if (msg == NULL)
+		return true;
+	bk_fail(b, PROTO_ERR_INVALID, "%s", msg);
+	free(msg);
+	return false;
 }
 
 static struct json_object *
@@ -952,55 +1018,85 @@ bk_pick_id(struct bk *b)
 	}
 }
 
-/* Makes the backup's directory and manifest, then sends the bitmap changes. */
-static void
-plan_send(struct bk *b)
+/* Makes the store and the backup's directory (once), and names the disks' targets in it; false
+ * when it cannot (failed then). */
+static bool
+dir_make(struct bk *b)
 {
-	char *cause = NULL;
-	bool clear_last = false;
-
-	plan_disks(b);
-	if (!plan(b))
-		return;
-	if (mkdir(b->store, 0700) < 0 && errno != EEXIST) {
+	if (!b->dir_made && mkdir(b->store, 0700) < 0 && errno != EEXIST) {
 		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup: %s: %s", b->vm->name, b->store,
 		        strerror(errno));
-		return;
+		return false;
 	}
-	if (mkdir(b->dir, 0700) < 0) {
+	if (!b->dir_made && mkdir(b->dir, 0700) < 0) {
 		char *d = b->dir;
 
-		b->dir = NULL;
+		b->dir = NULL; /* not ours: bk_fail leaves it alone */
 		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup: %s: %s", b->vm->name, d,
 		        strerror(errno));
 		free(d);
-		return;
+		return false;
 	}
-	for (size_t i = 0; i < b->ndisks; i++) {
-		b->disks[i].file = xasprintf("%s/%s.qcow2", b->dir, b->disks[i].id);
-		/* A bitmap made now counts from now: the last backup is no base for it. */
-		clear_last |= b->disks[i].qcow2 && (!b->disks[i].bitmap || b->disks[i].bitmap_bad);
-	}
+	b->dir_made = true;
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (b->disks[i].file == NULL)
+			b->disks[i].file = xasprintf("%s/%s.qcow2", b->dir, b->disks[i].id);
+	return true;
+}
+
+/* The manifest, saying running, and the job's record; false when the manifest cannot be
+ * written (failed then). */
+static bool
+manifest_start(struct bk *b)
+{
+	char *cause = NULL;
+
+	json_object_put(b->manifest);
 	b->manifest = manifest_new(b);
 	if (bk_manifest_write(b->dir, b->manifest, &cause) < 0) {
 		bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup: %s", b->vm->name, cause);
 		free(cause);
-		return;
-	}
-	/* before the bitmaps are made */
-	if (clear_last && !b->incremental && b->st.last_id != NULL) {
-		bk_state_set(&b->st.last_id, NULL);
-		bk_state_set(&b->st.last_dir, NULL);
-		state_save(b, false);
+		return false;
 	}
 	if (b->job->rec == NULL)
 		b->job->rec = vm_jobrec_new(b->vm, "backup", b->id, false);
+	return true;
+}
+
+/* The plan is settled: the log says what it is, and --no-wait's reply goes. */
+static void
+plan_told(struct bk *b)
+{
 	log_info("vm %s: backup %s: %s%s%s", b->vm->name, b->id,
 	         b->incremental ? "incremental" : "full", b->reason ? ": " : "",
 	         b->reason ? b->reason : "");
 	if (b->no_wait)
 		vm_job_reply_early(b->job, result_json(b));
-	b->step = BK_BITMAPS;
+}
+
+static bool copy_send(struct bk *b);
+
+/* Plans from QEMU's block nodes, then sends the bitmap changes and the copy in one batch
+ * (QEMU runs them in order); the manifest and the job's record are written while QEMU reads
+ * it. */
+static void
+plan_send(struct bk *b)
+{
+	bool clear_last = false;
+
+	plan_disks(b);
+	if (!plan(b) || !dir_make(b))
+		return;
+	/* A bitmap made now counts from now: the last backup is no base for it. Recorded before
+	 * the bitmap is made. */
+	for (size_t i = 0; i < b->ndisks; i++)
+		clear_last |= b->disks[i].qcow2 && (!b->disks[i].bitmap || b->disks[i].bitmap_bad);
+	if (clear_last && !b->incremental && b->st.last_id != NULL) {
+		bk_state_set(&b->st.last_id, NULL);
+		bk_state_set(&b->st.last_dir, NULL);
+		state_save(b, false);
+	}
+	b->step = BK_COPY;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
 		struct json_object *a;
@@ -1021,8 +1117,8 @@ plan_send(struct bk *b)
 				return;
 		}
 	}
-	if (b->pending == 0)
-		bk_advance(b);
+	if (copy_send(b) && manifest_start(b))
+		plan_told(b);
 }
 
 /* ---- files ----
@@ -1035,47 +1131,59 @@ plan_send(struct bk *b)
  * qvmd fsyncs each file once the copy is over, before the manifest says complete.
  */
 
-static void fd_added(struct bk *b, const struct qmp_reply *r, size_t disk);
+static void batch_error(struct bk *b, const struct qmp_reply *r, const char *disk);
 
-/* Makes the target files, then hands them to QEMU. */
-static void
-files_send(struct bk *b)
+/* Makes the target files; false when one cannot be made (the backup has failed then). */
+static bool
+files_make(struct bk *b)
 {
-	b->step = BK_FDS;
 	for (size_t i = 0; i < b->ndisks; i++) {
 		struct bk_disk *d = &b->disks[i];
-		char opaque[96], *cause = NULL;
+		char *cause = NULL;
 
 		d->fd = open(d->file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (d->fd < 0)
-			return bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s: %s", b->vm->name,
-			               b->id, d->file, strerror(errno));
+		if (d->fd < 0) {
+			bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: %s: %s", b->vm->name, b->id,
+			        d->file, strerror(errno));
+			return false;
+		}
 		if (qcow2_new(d->fd, d->vsize, d->backing, d->backing ? "qcow2" : NULL, &cause) <
 		    0) {
 			bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup %s: disk %s: creating %s: %s",
 			        b->vm->name, b->id, d->id, d->file, cause);
 			free(cause);
-			return;
+			return false;
 		}
-		snprintf(opaque, sizeof opaque, BK_PREFIX "%s", d->id);
-		if (!bk_send(b, "add-fd", obj1("opaque", opaque), d->fd, fd_added, i))
-			return;
 	}
+	return true;
 }
 
+/* Takes fdset ids for the targets, above every one taken before in this QEMU. */
+static void
+fdsets_take(struct bk *b)
+{
+	int64_t *next = b->helper != NULL ? &b->helper_fdset : &b->vm->backup_fdset;
+
+	if (*next < BK_FDSET_BASE)
+		*next = BK_FDSET_BASE;
+	b->fdset0 = *next;
+	*next += (int64_t)b->ndisks;
+}
+
+/* The fdset QEMU gets disk i's target in. */
+static int64_t
+disk_fdset(const struct bk *b, size_t i)
+{
+	return b->fdset0 + (int64_t)i;
+}
+
+/* qvmd keeps its descriptor: the fsync that makes the file durable is on it. */
 static void
 fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
-	struct json_object *v;
-
-	/* qvmd keeps its descriptor: the fsync that makes the file durable is on it */
-	if (r->status == QMP_OK && json_object_object_get_ex(r->result, "fdset-id", &v)) {
-		b->disks[disk].set = json_object_get_int64(v);
-		return;
-	}
-	b->disks[disk].set = -1;
-	if (b->error == NULL)
-		b->error = xasprintf("add-fd: %s", r->error_desc ? r->error_desc : "no fdset-id");
+	if (r->status != QMP_OK)
+		return batch_error(b, r, b->disks[disk].id);
+	b->disks[disk].set = disk_fdset(b, disk);
 }
 
 /* ---- the copy ---- */
@@ -1124,7 +1232,7 @@ node_send(struct bk *b, size_t i)
 	char node[96], path[64];
 
 	snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
-	snprintf(path, sizeof path, "/dev/fdset/%" PRId64, d->set);
+	snprintf(path, sizeof path, "/dev/fdset/%" PRId64, disk_fdset(b, i));
 	file = obj1("driver", "file");
 	json_object_object_add(file, "filename", json_object_new_string(path));
 	a = obj1("driver", "qcow2");
@@ -1141,14 +1249,14 @@ node_send(struct bk *b, size_t i)
 
 /* The fdsets removed once the copy has started (QEMU reads them while it copies): QEMU closes
  * its descriptor there and the node keeps its own. */
-static void
+static bool
 fdsets_send(struct bk *b)
 {
 	for (size_t i = 0; i < b->ndisks; i++)
-		if (b->disks[i].set >= 0 &&
-		    !bk_send(b, "remove-fd", obj1_int("fdset-id", b->disks[i].set), -1, fd_removed,
+		if (!bk_send(b, "remove-fd", obj1_int("fdset-id", disk_fdset(b, i)), -1, fd_removed,
 		             i))
-			return;
+			return false;
+	return true;
 }
 
 /* The blockdev-backup arguments of a disk's job "bk-<disk>". */
@@ -1182,28 +1290,32 @@ backup_args(const struct bk_disk *d)
 }
 
 /*
- * Every target handed over: one batch has the node on each target and what starts the copy:
- * a `transaction` of every disk's blockdev-backup, completion mode grouped (one disk failing
- * cancels them all), or one disk's blockdev-backup alone (which QEMU runs as a transaction of
- * that one action). QEMU runs a monitor's commands in order, so a node that failed makes the
- * copy fail too, and its error, the first, is the one reported.
+ * The targets made, one batch hands each to QEMU (add-fd into the disk's fdset), adds the node
+ * on it, and starts the copy: a `transaction` of every disk's blockdev-backup, completion mode
+ * grouped (one disk failing cancels them all), or one disk's blockdev-backup alone (which QEMU
+ * runs as a transaction of that one action); then the fdsets go. QEMU runs a monitor's commands
+ * in order, so a descriptor or node that failed makes the copy fail too, and its error, the
+ * first, is the one reported. False when it could not be sent (the backup has failed then).
  */
-static void
+static bool
 copy_send(struct bk *b)
 {
 	struct json_object *args, *actions, *props;
+	bool sent;
 
 	b->step = BK_COPY;
+	if (!files_make(b))
+		return false;
+	fdsets_take(b);
 	for (size_t i = 0; i < b->ndisks; i++)
-		if (!node_send(b, i))
-			return;
+		if (!bk_send(b, "add-fd", obj1_int("fdset-id", disk_fdset(b, i)), b->disks[i].fd,
+		             fd_added, i) ||
+		    !node_send(b, i))
+			return false;
 	if (b->ndisks == 1) {
-		if (bk_send(b, "blockdev-backup", backup_args(&b->disks[0]), -1, transaction_done,
-		            0)) {
-			fdsets_send(b);
-			vm_job_arm(b->job, BK_POLL_MS);
-		}
-		return;
+		sent = bk_send(b, "blockdev-backup", backup_args(&b->disks[0]), -1,
+		               transaction_done, 0);
+		goto started;
 	}
 	actions = json_object_new_array();
 	for (size_t i = 0; i < b->ndisks; i++) {
@@ -1218,10 +1330,12 @@ copy_send(struct bk *b)
 	props = json_object_new_object();
 	json_object_object_add(props, "completion-mode", json_object_new_string("grouped"));
 	json_object_object_add(args, "properties", props);
-	if (bk_send(b, "transaction", args, -1, transaction_done, 0)) {
-		fdsets_send(b);
-		vm_job_arm(b->job, BK_POLL_MS);
-	}
+	sent = bk_send(b, "transaction", args, -1, transaction_done, 0);
+started:
+	if (!sent || !fdsets_send(b))
+		return false;
+	vm_job_arm(b->job, BK_POLL_MS);
+	return true;
 }
 
 static struct bk_disk *
@@ -1306,6 +1420,7 @@ disk_sync(struct bk *b, struct bk_disk *d)
 }
 
 static void copy_next(struct bk *b);
+static void retreat(struct bk *b);
 
 /* A disk's job is pending (copied). When it is the last, the group is finalized first: the
  * state saved before that must not wait behind the sync's journal commit. */
@@ -1343,7 +1458,7 @@ copy_next(struct bk *b)
 		return;
 	if (all_concluded(b))
 		return end_send(b);
-	if (b->cancelled || !all_waiting(b))
+	if (b->cancelled || b->guessed || b->retreat || !all_waiting(b))
 		return;
 	finalize_send(b);
 }
@@ -1370,8 +1485,18 @@ bk_event(struct vm_job *job, const char *name, struct json_object *data)
 	struct bk *b = job->data;
 	struct bk_disk *d;
 
-	if (b->ending || (b->step != BK_COPY && b->step != BK_END))
+	if (b->ending || (b->step != BK_COPY && b->step != BK_RETREAT && b->step != BK_END))
 		return;
+	/* Undoing a wrong guess: only the end of its jobs matters. */
+	if (b->step == BK_RETREAT) {
+		if (strcmp(name, "JOB_STATUS_CHANGE") == 0 &&
+		    strcmp(jstr(data, "status"), "concluded") == 0 &&
+		    (d = disk_of_job(b, jstr(data, "id"))) != NULL) {
+			d->concluded = true;
+			retreat(b);
+		}
+		return;
+	}
 	if (strcmp(name, "BLOCK_JOB_COMPLETED") == 0) {
 		if ((d = disk_of_job(b, jstr(data, "device"))) != NULL)
 			disk_completed(b, d, data);
@@ -1609,11 +1734,262 @@ bk_timer(struct vm_job *job)
 	vm_job_arm(job, BK_POLL_MS);
 }
 
+/*
+ * ---- the next incremental, guessed ----
+ *
+ * Most backups are the next incremental of a chain, on a QEMU whose last backup here
+ * completed: their plan is the last backup's manifest (the same disks, each incremental on its
+ * file there) unless something changed behind qvmd's back (a bitmap removed, disabled or left
+ * inconsistent, a disk resized or added). Such a backup does not wait for QEMU's block nodes
+ * before it starts: one batch asks for them and starts the copy as guessed, and QEMU's answer,
+ * the first reply, is checked against the guess long before the copy can be finalized. A wrong
+ * guess loses nothing: nothing is finalized before the check, so the jobs it started are
+ * cancelled (which merges their bitmaps back), their targets go, and the backup is planned
+ * from the answer as any other (retreat).
+ */
+
+/* The plan as decided, taken out of b (to compare, or to put back). */
+struct bk_plan {
+	struct bk_disk *disks;
+	size_t ndisks;
+	bool incremental;
+	char *reason, *parent;
+};
+
+static void
+plan_take(struct bk *b, struct bk_plan *p)
+{
+	*p = (struct bk_plan){b->disks, b->ndisks, b->incremental, b->reason, b->parent};
+	b->disks = NULL;
+	b->ndisks = 0;
+	b->incremental = false;
+	b->reason = b->parent = NULL;
+}
+
+/* Drops b's plan and puts p back in its place. */
+static void
+plan_put(struct bk *b, struct bk_plan *p)
+{
+	disks_free(b);
+	free(b->reason);
+	free(b->parent);
+	b->disks = p->disks;
+	b->ndisks = p->ndisks;
+	b->incremental = p->incremental;
+	b->reason = p->reason;
+	b->parent = p->parent;
+}
+
+static bool
+str_same(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+/* Whether b's plan is p's, disk by disk. */
+static bool
+plan_same(const struct bk *b, const struct bk_plan *p)
+{
+	if (b->ndisks != p->ndisks || b->incremental != p->incremental ||
+	    !str_same(b->reason, p->reason) || !str_same(b->parent, p->parent))
+		return false;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		const struct bk_disk *x = &b->disks[i], *y = &p->disks[i];
+
+		if (strcmp(x->id, y->id) != 0 || strcmp(x->node, y->node) != 0 ||
+		    x->qcow2 != y->qcow2 || x->vsize != y->vsize || x->bitmap != y->bitmap ||
+		    x->bitmap_bad != y->bitmap_bad || x->incremental != y->incremental ||
+		    !str_same(x->backing, y->backing))
+			return false;
+	}
+	return true;
+}
+
+/* The block nodes QEMU would list if nothing changed since the last backup (manifest m): each
+ * of its disks' format node, its format and size, a qcow2 one with the backup bitmap recording. */
+static struct json_object *
+nodes_expected(struct json_object *m)
+{
+	struct json_object *nodes = json_object_new_array(), *disks, *v;
+
+	if (!json_object_object_get_ex(m, "disks", &disks))
+		return nodes;
+	for (size_t i = 0; i < json_object_array_length(disks); i++) {
+		struct json_object *pd = json_object_array_get_idx(disks, i);
+		struct json_object *n = json_object_new_object(), *img = json_object_new_object();
+		char *name = xasprintf("%s.fmt", jstr(pd, "id"));
+
+		json_object_object_add(n, "node-name", json_object_new_string(name));
+		json_object_object_add(img, "format", json_object_new_string(jstr(pd, "format")));
+		if (json_object_object_get_ex(pd, "virtual_size", &v))
+			json_object_object_add(img, "virtual-size", json_object_get(v));
+		json_object_object_add(n, "image", img);
+		if (strcmp(jstr(pd, "bitmap"), BK_BITMAP) == 0) {
+			struct json_object *bm = json_object_new_object(), *bms;
+
+			json_object_object_add(bm, "name", json_object_new_string(BK_BITMAP));
+			json_object_object_add(bm, "recording", json_object_new_boolean(true));
+			json_object_object_add(bm, "busy", json_object_new_boolean(false));
+			bms = json_object_new_array();
+			json_object_array_add(bms, bm);
+			json_object_object_add(n, "dirty-bitmaps", bms);
+		}
+		json_object_array_add(nodes, n);
+		free(name);
+	}
+	return nodes;
+}
+
+/* Plans the backup from the block nodes QEMU would list if nothing changed since the last
+ * backup; true when that is an incremental (b planned), else false (nothing changed). The
+ * VM's writable disks must be the last backup's. */
+static bool
+guess(struct bk *b)
+{
+	struct json_object *m = NULL, *disks;
+	struct bk_plan none = {0};
+	size_t wanted = 0;
+	char *why;
+
+	if (b->helper != NULL || !b->vm->backup_clean || b->mode == VM_BACKUP_FULL ||
+	    b->st.running_id != NULL)
+		return false;
+	if ((why = chain_base(b, &m)) != NULL) {
+		free(why);
+		return false;
+	}
+	for (size_t i = 0; i < b->vm->ndevs; i++)
+		wanted += disk_wanted(b, b->vm->devs[i]->id);
+	if (!json_object_object_get_ex(m, "disks", &disks) ||
+	    json_object_array_length(disks) != wanted) {
+		json_object_put(m);
+		return false;
+	}
+	b->q_nodes = nodes_expected(m);
+	json_object_put(m);
+	plan_disks(b);
+	if ((why = plan_decide(b)) == NULL && b->incremental && b->ndisks == wanted)
+		return true;
+	free(why);
+	plan_put(b, &none);
+	json_object_put(b->q_nodes);
+	b->q_nodes = NULL;
+	return false;
+}
+
+/* QEMU's block nodes, the batch's first reply: the backup is planned from them as any other;
+ * the same plan confirms the guess, another one undoes it once the batch is answered. */
+static void
+guess_check(struct bk *b, const struct qmp_reply *r, size_t unused)
+{
+	struct bk_plan guessed;
+	char *why;
+	bool same;
+
+	json_object_put(b->q_nodes); /* the guess's */
+	b->q_nodes = NULL;
+	keep_result(b, r, 1);
+	if (r->status != QMP_OK)
+		return; /* the backup fails with the batch */
+	b->guessed = false;
+	plan_take(b, &guessed);
+	plan_disks(b);
+	why = plan_decide(b);
+	same = why == NULL && plan_same(b, &guessed);
+	if (!same && why == NULL)
+		why = xstrdup(b->reason ? b->reason : "its disks differ");
+	plan_put(b, &guessed);
+	if (same)
+		return plan_told(b);
+	log_info("vm %s: backup %s: not as at the last backup (%s): planned anew", b->vm->name,
+	         b->id, why);
+	free(why);
+	b->retreat = true;
+}
+
+/* Starts the guessed incremental: one batch asks for the block nodes and starts the copy;
+ * while QEMU reads it, the backup is recorded as running, and its manifest written. */
+static void
+guess_send(struct bk *b)
+{
+	b->step = BK_COPY;
+	b->guessed = true;
+	if (!bk_send(b, "query-named-block-nodes", NULL, -1, guess_check, 0))
+		return;
+	running_record(b);
+	if (dir_make(b) && copy_send(b))
+		manifest_start(b);
+}
+
+static void node_deleted(struct bk *b, const struct qmp_reply *r, size_t disk);
+
+/*
+ * Undoes a wrong guess, one step a call (each batch answered or event seen calls again): the
+ * guessed jobs cancelled (their bitmaps merged back) and waited for, their nodes deleted and
+ * fdsets removed, the targets closed and removed; then the backup is planned from QEMU's
+ * answer, in the same directory, under the same record.
+ */
+static void
+retreat(struct bk *b)
+{
+	struct bk_plan none = {0};
+	bool busy = false;
+
+	b->step = BK_RETREAT;
+	if (b->pending > 0)
+		return;
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		char job[96];
+
+		if (!d->started || d->concluded)
+			continue;
+		busy = true;
+		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
+		if (!d->cancelling &&
+		    !bk_send(b, "job-cancel", obj1("id", job), -1, ignore_reply, i))
+			return;
+		d->cancelling = true;
+	}
+	if (busy)
+		return; /* until every job has concluded */
+	for (size_t i = 0; i < b->ndisks; i++) {
+		struct bk_disk *d = &b->disks[i];
+		char node[96];
+
+		snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
+		if (d->nodes &&
+		    !bk_send(b, "blockdev-del", obj1("node-name", node), -1, node_deleted, i))
+			return;
+		if (d->set >= 0 &&
+		    !bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, fd_removed, i))
+			return;
+	}
+	if (b->pending > 0)
+		return;
+	if (b->error != NULL) {
+		char *e = b->error;
+
+		b->error = NULL;
+		bk_fail(b, PROTO_ERR_QEMU, "vm %s: backup %s: undoing its start: %s", b->vm->name,
+		        b->id, e);
+		free(e);
+		return;
+	}
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (b->disks[i].file != NULL)
+			unlink(b->disks[i].file);
+	plan_put(b, &none);
+	b->retreat = false;
+	b->step = BK_PLAN;
+	plan_send(b);
+}
+
 /* The current batch is answered: the next step. */
 static void
 bk_advance(struct bk *b)
 {
-	if (b->error != NULL && b->step != BK_COPY && b->step != BK_END) {
+	if (b->error != NULL && b->step != BK_COPY && b->step != BK_RETREAT && b->step != BK_END) {
 		char *e = b->error;
 
 		b->error = NULL;
@@ -1630,11 +2006,13 @@ bk_advance(struct bk *b)
 		return;
 	case BK_PLAN:
 		return plan_send(b);
-	case BK_BITMAPS:
-		return files_send(b);
-	case BK_FDS:
-		return copy_send(b);
 	case BK_COPY:
+		/* A wrong guess: its errors were the guess's. */
+		if (b->retreat && !b->cancelled) {
+			free(b->error);
+			b->error = NULL;
+			return retreat(b);
+		}
 		/* A target not made, or the transaction refused: bk_fail cancels a job that
 		 * started. */
 		if (b->error != NULL) {
@@ -1647,6 +2025,8 @@ bk_advance(struct bk *b)
 		}
 		copy_next(b);
 		return;
+	case BK_RETREAT:
+		return retreat(b);
 	case BK_END:
 		if (b->error != NULL) {
 			char *e = b->error;
@@ -1823,6 +2203,8 @@ bk_restore(struct vm *vm, struct vm_jobrec *rec, bool running, const char *error
 		struct json_object *m = bk_manifest_read(st.running_dir);
 
 		bk_remove_files(st.running_dir);
+		if (m == NULL)
+			rmdir(st.running_dir); /* it died before its manifest: never a backup */
 		if (m != NULL) {
 			json_object_object_add(m, "status", json_object_new_string("failed"));
 			json_object_object_add(
@@ -2031,7 +2413,10 @@ vm_backup(struct vm *vm, const struct vm_backup_args *a, vm_done_cb cb, void *ar
 	b->job = vm_job_new(vm, kind, b, cb, arg);
 	if (!offline) {
 		b->definition = vm->live_text ? xstrdup(vm->live_text) : NULL;
-		clean_query(b);
+		if (guess(b))
+			guess_send(b);
+		else
+			clean_query(b);
 		return;
 	}
 	/* The definition as it is now: the disks the VM would start with. */

@@ -81,8 +81,10 @@ struct vm {
 
 	struct qmp_conn *qmp;
 	bool qmp_closed;
-	bool backup_clean; /* this QEMU holds nothing of a backup: its last one here completed
-	                    * (vm_backup.c); false with each new QMP connection */
+	bool backup_clean;    /* this QEMU holds nothing of a backup: its last one here completed
+	                       * (vm_backup.c); false with each new QMP connection */
+	int64_t backup_fdset; /* the next fdset id a backup may give this QEMU (vm_backup.c); 0
+	                       * with each new QMP connection */
 	struct event *eof_timer;
 	bool shutdown_seen;
 	bool shutdown_guest;

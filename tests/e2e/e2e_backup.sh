@@ -152,7 +152,63 @@ check "... is incremental on p8 (its copy had not started: $(jf p9 .type) $(jf p
 check "... the stale one is failed now, its file removed" \
 	sh -c 'grep -q "\"status\": *\"failed\"" "$0/manifest.json" && [ ! -e "$0/d1.qcow2" ]' "$stale"
 
-for p in p1 p2 p3 p4 p5 p6 p7 p8 p9; do
+# The next incremental starts on a guess (the last backup's plan) before QEMU lists its block
+# nodes: one batch asks for them and starts the copy. The nodes are checked against the guess
+# before the copy is finalized; what changed behind qvmd's back makes it plan anew.
+qmplog() { grep -n 'vm b: qmp ' "$T/qvmd.log"; }
+check "write K" wr d1 0x4b 11M 64k
+l0=$(qmplog | wc -l)
+check "a steady-state incremental" bk p10
+check "... is incremental on p9" sh -c '[ "$0" = incremental ] && [ "$1" = "$2" ]' "$(jf p10 .type)" "$(jf p10 .parent)" "$(jf p9 .id)"
+# Its copy went to QEMU before QEMU's answer about the nodes came back.
+qmplog | tail -n +"$((l0 + 1))" >"$T/p10.qmp"
+check "... its copy was sent before QEMU listed the block nodes" 	sh -c 'sed -n "/qmp out.*query-named-block-nodes/,/qmp out.*blockdev-backup/p" "$0" | grep -q "qmp out.*blockdev-backup" &&
+		! sed -n "/qmp out.*query-named-block-nodes/,/qmp out.*blockdev-backup/p" "$0" | grep -q "qmp in"' "$T/p10.qmp"
+anew() { grep -c "planned anew" "$T/qvmd.log"; }
+a0=$(anew)
+check "the bitmap disabled behind qvmd's back" ctl qmp b block-dirty-bitmap-disable '{"node":"d1.fmt","name":"qvmd-backup"}'
+check "write L (the disabled bitmap misses it)" wr d1 0x4c 12M 64k
+check "backup after that" bk p11
+check "... is full, saying why ($(jf p11 .type): $(jf p11 .reason))" sh -c '[ "$0" = full ] && echo "$1" | grep -q "not recording"' "$(jf p11 .type)" "$(jf p11 .reason)"
+check "... planned anew from QEMU's nodes" [ "$(anew)" -eq $((a0 + 1)) ]
+check "write M" wr d1 0x4d 13M 64k
+check "the next one is incremental again (its bitmap was made anew)" bk p12
+check "... is incremental on p11" sh -c '[ "$0" = incremental ] && [ "$1" = "$2" ]' "$(jf p12 .type)" "$(jf p12 .parent)" "$(jf p11 .id)"
+check "the bitmap removed behind qvmd's back" ctl qmp b block-dirty-bitmap-remove '{"node":"d1.fmt","name":"qvmd-backup"}'
+check "write N" wr d1 0x4e 14M 64k
+check "backup after that" bk p13
+check "... is full, saying why ($(jf p13 .type): $(jf p13 .reason))" sh -c '[ "$0" = full ] && echo "$1" | grep -q "no bitmap"' "$(jf p13 .type)" "$(jf p13 .reason)"
+check "d1 grown behind qvmd's back (block_resize)" ctl qmp b block_resize '{"node-name":"d1.fmt","size":83886080}'
+truncate -s 80M "$T/ref-d1.raw"
+check "write O beyond the old end" wr d1 0x4f 70M 64k
+check "backup after that" bk p14
+check "... is full, saying why ($(jf p14 .type): $(jf p14 .reason))" sh -c '[ "$0" = full ] && echo "$1" | grep -q "changed size"' "$(jf p14 .type)" "$(jf p14 .reason)"
+check "... planned anew twice more" [ "$(anew)" -eq $((a0 + 3)) ]
+check "write P" wr d1 0x50 15M 64k
+check "backup after that" bk p15
+check "... is incremental on p14" sh -c '[ "$0" = incremental ] && [ "$1" = "$2" ]' "$(jf p15 .type)" "$(jf p15 .parent)" "$(jf p14 .id)"
+# A backup whose manifest was never written (qvmd died right after sending its first batch): the
+# record names its directory, which holds a target and no manifest; the next backup removes it.
+sid=$(date -u +%Y%m%dT%H%M%S).001Z
+stale="$T/state/backups/b/$sid"
+mkdir -p "$stale"
+: >"$stale/d1.qcow2"
+sed -i "s|\"running_id\": *null|\"running_id\": \"$sid\"|; s|\"running_dir\": *null|\"running_dir\": \"$stale\"|" "$st"
+check "write Q" wr d1 0x51 16M 64k
+check "backup after one that left no manifest" bk p16
+check "... is incremental on p15" sh -c '[ "$0" = incremental ] && [ "$1" = "$2" ]' "$(jf p16 .type)" "$(jf p16 .parent)" "$(jf p15 .id)"
+check "... the directory without a manifest is gone" [ ! -e "$stale" ]
+
+# No target node is left, and no target's descriptor ever joined another one's fdset (QEMU 7.2
+# keeps removed descriptors while the VM is paused, as it is for each backup here).
+ctl qmp b query-fdsets >"$T/fdsets.json"
+check "no target node is left in QEMU" sh -c '! "$0" -s "$1" qmp b query-named-block-nodes | grep -q "\"bk-"' "$QVMCTL" "$SOCK"
+check "each backup's fdset held its own target alone" awk '
+	/"fd":/ { n++ }
+	/"fdset-id":/ { id = $2 + 0; if (id >= 100000) { seen++; if (n != 1) bad++ } n = 0 }
+	END { exit !(seen > 0 && bad == 0) }' "$T/fdsets.json"
+
+for p in p1 p2 p3 p4 p5 p6 p7 p8 p9 p10 p11 p12 p13 p14 p15 p16; do
 	check "restore $p and compare with the disks of its instant" restored_ok $p
 done
 
