@@ -423,6 +423,25 @@ qmp_send_fd(struct qmp_conn *conn, struct qmp_cmd *cmd)
 	return n;
 }
 
+/* Sends a command carrying an fd at once, if nothing is in the output buffer and the socket takes
+ * it now: 1 (the fd is closed, what the socket did not take is buffered). 0 leaves it to the
+ * loop (qmp_flush), which reports a failure there: sendmsg can fail, and no callback may run
+ * inside qmp_execute_fd. */
+static int
+qmp_send_fd_now(struct qmp_conn *conn, struct qmp_cmd *cmd)
+{
+	ssize_t n;
+
+	if (evbuffer_get_length(bufferevent_get_output(conn->bev)) > 0 ||
+	    (n = qmp_send_fd(conn, cmd)) <= 0)
+		return 0;
+	if ((size_t)n < cmd->len)
+		qmp_out(conn, cmd->line + n, cmd->len - (size_t)n);
+	close(cmd->fd);
+	cmd->fd = -1;
+	return 1;
+}
+
 static void qmp_flush_ev_cb(evutil_socket_t, short, void *);
 
 /* Arms flush_ev: for writability (wait), or to run on the next loop turn (now). */
@@ -624,12 +643,15 @@ qmp_execute_fd(struct qmp_conn *conn, const char *command, struct json_object *a
 		cmd->timer_armed = 1;
 	}
 
-	if (conn->state == QMP_S_READY && dupfd == -1 && TAILQ_EMPTY(&conn->sendq)) {
+	if (conn->state == QMP_S_READY && TAILQ_EMPTY(&conn->sendq) &&
+	    (dupfd == -1 || qmp_send_fd_now(conn, cmd))) {
 		/*
 		 * The common case: written now if nothing is waiting, else appended to the output
-		 * buffer; a write error is left for the loop to report.
+		 * buffer; a write error is left for the loop to report. A command with an fd went
+		 * out now (above) when the socket took its first byte at once.
 		 */
-		qmp_send(conn, cmd->line, cmd->len);
+		if (dupfd == -1)
+			qmp_send(conn, cmd->line, cmd->len);
 		qmp_trace(conn, "out", cmd->line, cmd->len);
 		free(cmd->line);
 		cmd->line = NULL;

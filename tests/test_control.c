@@ -79,8 +79,13 @@ control_dispatch(struct control_reply *r, const char *cmd, const char *vm, struc
 	} else if (strcmp(cmd, "hold") == 0) {
 		held = r;
 	} else {
-		if (strcmp(cmd, "subscribe") == 0)
-			control_subscribe(r, NULL);
+		struct json_object *kinds = NULL;
+
+		if (strcmp(cmd, "subscribe") == 0) {
+			if (args != NULL)
+				json_object_object_get_ex(args, "events", &kinds);
+			control_subscribe(r, NULL, kinds);
+		}
 		control_done(NULL, PROTO_OK, NULL, r);
 	}
 }
@@ -247,6 +252,33 @@ test_control_subscriber_not_reading_dropped(void **state)
 	close(fd);
 	run_for(20);
 	assert_int_equal(control_clients(ctl), 0);
+}
+
+/* A subscriber that named event kinds gets those only; one that named none gets all. */
+static void
+test_control_subscriber_event_kinds(void **state)
+{
+	char last[512] = "";
+	int only = connect_client(), all = connect_client();
+	struct json_object *job = json_tokener_parse("{\"event\":\"job\",\"n\":1}");
+	struct json_object *qmp = json_tokener_parse("{\"event\":\"qmp\",\"n\":2}");
+
+	write_all(only, "{\"cmd\":\"subscribe\",\"args\":{\"events\":[\"state\",\"job\"]}}\n", 54);
+	write_all(all, "{\"cmd\":\"subscribe\"}\n", 20);
+	run_for(20);
+	assert_int_equal(read_lines(only, NULL, 0, NULL), 1);
+	assert_int_equal(read_lines(all, NULL, 0, NULL), 1);
+	control_publish(ctl, "vm1", qmp);
+	control_publish(ctl, "vm1", job);
+	control_publish(ctl, "vm1", qmp);
+	assert_int_equal(read_lines(only, last, sizeof last, NULL), 1);
+	assert_non_null(strstr(last, "\"job\""));
+	assert_int_equal(read_lines(all, NULL, 0, NULL), 3);
+	json_object_put(job);
+	json_object_put(qmp);
+	close(only);
+	close(all);
+	run_for(20);
 }
 
 static void
@@ -597,6 +629,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_control_pipelining_client_stalls, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_control_subscriber_event_kinds, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_control_subscriber_not_reading_dropped, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_control_idle_client_closed, setup_idle, teardown),

@@ -661,6 +661,24 @@ test_control_cmds_subscribe(void **state)
 	assert_keys(res, "subscribed");
 	assert_true(json_object_get_boolean(get(res, "subscribed")));
 	json_object_put(reply);
+	reply =
+	    call("{\"id\":1,\"cmd\":\"subscribe\",\"vm\":\"db\",\"args\":{\"events\":[\"job\"]}}");
+	expect_ok(reply);
+	json_object_put(reply);
+	/* events: an array of 1 to 16 kinds, each a string of 1 to 32 characters */
+	expect_error(call("{\"id\":1,\"cmd\":\"subscribe\",\"args\":{\"events\":\"job\"}}"),
+	             PROTO_ERR_INVALID, NULL,
+	             "args.events must be an array of 1 to 16 event kinds");
+	expect_error(call("{\"id\":1,\"cmd\":\"subscribe\",\"args\":{\"events\":[]}}"),
+	             PROTO_ERR_INVALID, NULL, "args.events must be an array");
+	expect_error(call("{\"id\":1,\"cmd\":\"subscribe\",\"args\":{\"events\":"
+	                  "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\","
+	                  "\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]}}"),
+	             PROTO_ERR_INVALID, NULL, "args.events must be an array");
+	expect_error(call("{\"id\":1,\"cmd\":\"subscribe\",\"args\":{\"events\":[\"job\",7]}}"),
+	             PROTO_ERR_INVALID, NULL, "args.events[1] must be an event kind");
+	expect_error(call("{\"id\":1,\"cmd\":\"subscribe\",\"args\":{\"events\":[\"\"]}}"),
+	             PROTO_ERR_INVALID, NULL, "args.events[0] must be an event kind");
 	fd = saved;
 	close(s);
 }

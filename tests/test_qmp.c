@@ -881,6 +881,43 @@ test_qmp_fd_passing(void **state)
 	rec_clear(&c);
 }
 
+/* Nothing queued: a command with an fd goes to the socket within the call (no loop turn), and so
+ * does the command after it. */
+static void
+test_qmp_fd_sent_at_once(void **state)
+{
+	struct t *t = *state;
+	struct qmp_callbacks cbs = {on_ready, on_event, on_closed, on_trace, t};
+	struct json_object *args = json_tokener_parse("{\"fdname\": \"tap2\"}");
+	struct rec a = {0}, b = {0};
+	char *cause = NULL;
+	int fds[2];
+
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	qmp_conn_free(t->conn);
+	t->conn = qmp_conn_new(t->base, &cbs);
+	run_ready(t);
+	assert_int_equal(t->ntrace_out, 1); /* qmp_capabilities */
+	fake_qmp_expect_fd(t->fq, "getfd", "{\"fdname\": \"tap2\"}", "{\"return\": {}}", fds[1]);
+	fake_qmp_expect(t->fq, "query-name", NULL, "{\"return\": {}}");
+	b.t = t;
+	assert_true(qmp_execute_fd(t->conn, "getfd", args, fds[1], 0, on_reply, &b, &cause) > 0);
+	assert_int_equal(t->ntrace_out, 2);
+	exec(t, "query-name", NULL, 0, &a);
+	assert_int_equal(t->ntrace_out, 3);
+	run_until(t, &a.calls);
+	assert_int_equal(b.status, QMP_OK);
+	assert_int_equal(a.status, QMP_OK);
+	assert_true(b.order < a.order);
+	assert_true(fcntl(fds[1], F_GETFD) != -1); /* borrowed */
+	fake_qmp_assert_done(t->fq);
+	close(fds[0]);
+	close(fds[1]);
+	json_object_put(args);
+	rec_clear(&a);
+	rec_clear(&b);
+}
+
 static void
 resume_reading(void *arg)
 {
@@ -1336,6 +1373,7 @@ main(void)
 	    T(test_qmp_large_reply),
 	    T(test_qmp_fd_passing),
 	    T(test_qmp_fd_passing_under_backpressure),
+	    T(test_qmp_fd_sent_at_once),
 	    T(test_qmp_large_command_partly_written),
 	    T(test_qmp_write_error_reported_from_loop),
 	    T(test_qmp_command_name_escaped),

@@ -143,6 +143,7 @@ ctl_backup_run(struct ctl *ctl, struct ctl_args *args)
 	     wait = !ctl_args_has(args, "no-wait");
 	struct json_object *req, *reply, *res;
 	char *job, *id;
+	int64_t sub = 0;
 	int rc;
 
 	if (args->argc == 0 || ctl_args_has(args, "all") || ctl_args_has(args, "parallel") ||
@@ -152,7 +153,7 @@ ctl_backup_run(struct ctl *ctl, struct ctl_args *args)
 		return ctl_usage_error(ctl, "backup: --full and --incremental exclude each other");
 	if (to != NULL && to[0] != '/')
 		return ctl_usage_error(ctl, "backup: --to %s: give an absolute directory", to);
-	if (wait && (rc = ctl_job_subscribe(ctl, vm)) != CTL_EXIT_OK)
+	if (wait && (rc = ctl_job_subscribe(ctl, vm, &sub)) != CTL_EXIT_OK)
 		return rc;
 	req = json_object_new_object();
 	json_object_object_add(req, "mode",
@@ -173,6 +174,10 @@ ctl_backup_run(struct ctl *ctl, struct ctl_args *args)
 			       ctl_json_str(res, "job", "-"));
 		json_object_put(reply);
 		return CTL_EXIT_OK;
+	}
+	if ((rc = ctl_job_subscribed(ctl, sub)) != CTL_EXIT_OK) {
+		json_object_put(reply);
+		return rc;
 	}
 	job = xstrdup(ctl_json_str(res, "job", ""));
 	id = xstrdup(ctl_json_str(res, "id", ""));

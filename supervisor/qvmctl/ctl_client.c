@@ -36,7 +36,8 @@ struct ctl_client {
 	size_t off, len, cap;
 	bool eof;
 	int64_t next_id;
-	struct json_object *queue; /* events received while waiting for a reply */
+	struct json_object *queue;   /* events received while waiting for a reply */
+	struct json_object *replies; /* replies that came while another one was waited for */
 };
 
 struct ctl_client *
@@ -86,6 +87,7 @@ ctl_client_connect(const char *path, int64_t timeout_ms, char **cause)
 	c->heard_ms = clock_mono_ms();
 	c->next_id = 1;
 	c->queue = json_object_new_array();
+	c->replies = json_object_new_array();
 	return c;
 }
 
@@ -97,6 +99,7 @@ ctl_client_free(struct ctl_client *c)
 	close(c->fd);
 	free(c->buf);
 	json_object_put(c->queue);
+	json_object_put(c->replies);
 	free(c);
 }
 
@@ -172,8 +175,7 @@ ctl_client_write(struct ctl_client *c, const char *buf, size_t len, char **cause
 	return CTL_IO_OK;
 }
 
-/* Sends {"id":N,"cmd":cmd,...} with a fresh id; returns the id in *id. */
-static enum ctl_io
+enum ctl_io
 ctl_client_send(struct ctl_client *c, const char *cmd, const char *vm, struct json_object *args,
                 int64_t *id, char **cause)
 {
@@ -319,19 +321,35 @@ ctl_client_read(struct ctl_client *c, struct json_object **msg, char **cause)
 	}
 }
 
+/* Replies kept for a later ctl_client_reply: only to this client's own pipelined requests, so a
+ * few; more would be a daemon answering what was never asked. */
+#define CTL_CLIENT_MAX_KEPT 16
+
+/* Takes the kept reply to request id, if it came. */
+static struct json_object *
+ctl_client_kept(struct ctl_client *c, int64_t id)
+{
+	for (size_t i = 0; i < json_object_array_length(c->replies); i++) {
+		struct json_object *m = json_object_array_get_idx(c->replies, i), *v;
+
+		if (json_object_object_get_ex(m, "id", &v) && json_object_get_int64(v) == id) {
+			json_object_get(m);
+			json_object_array_del_idx(c->replies, i, 1);
+			return m;
+		}
+	}
+	return NULL;
+}
+
 enum ctl_io
-ctl_client_request(struct ctl_client *c, const char *cmd, const char *vm, struct json_object *args,
-                   struct json_object **reply, char **cause)
+ctl_client_reply(struct ctl_client *c, int64_t want, struct json_object **reply, char **cause)
 {
 	struct json_object *msg, *id;
-	int64_t want;
 	enum ctl_io io;
 
-	*reply = NULL;
-	if ((io = ctl_client_send(c, cmd, vm, args, &want, cause)) != CTL_IO_OK)
-		return io;
+	if ((*reply = ctl_client_kept(c, want)) != NULL)
+		return CTL_IO_OK;
 	c->heard_ms = clock_mono_ms();
-
 	for (;;) {
 		if ((io = ctl_client_read(c, &msg, cause)) != CTL_IO_OK)
 			return io;
@@ -346,8 +364,27 @@ ctl_client_request(struct ctl_client *c, const char *cmd, const char *vm, struct
 			*reply = msg;
 			return CTL_IO_OK;
 		}
-		json_object_put(msg); /* a reply to someone else's request cannot happen; ignore */
+		/* the reply to another request of ours that is not waited for yet */
+		if (json_object_is_type(id, json_type_int) &&
+		    json_object_get_int64(id) < c->next_id &&
+		    json_object_array_length(c->replies) < CTL_CLIENT_MAX_KEPT)
+			json_object_array_add(c->replies, msg);
+		else
+			json_object_put(msg);
 	}
+}
+
+enum ctl_io
+ctl_client_request(struct ctl_client *c, const char *cmd, const char *vm, struct json_object *args,
+                   struct json_object **reply, char **cause)
+{
+	int64_t want;
+	enum ctl_io io;
+
+	*reply = NULL;
+	if ((io = ctl_client_send(c, cmd, vm, args, &want, cause)) != CTL_IO_OK)
+		return io;
+	return ctl_client_reply(c, want, reply, cause);
 }
 
 enum ctl_io

@@ -1,7 +1,7 @@
 /*
- * supervisor/qvmctl/ctl_client: qvmctl's blocking connection to the daemon's control socket. One request,
- * one reply (matched by id); after a subscription, the event lines that follow; liveness probes
- * while a reply is slow.
+ * supervisor/qvmctl/ctl_client: qvmctl's blocking connection to the daemon's control socket. One
+ * request, one reply (matched by id); after a subscription, the event lines that follow; liveness
+ * probes while a reply is slow.
  */
 #ifndef QVMD_CTL_CLIENT_H
 #define QVMD_CTL_CLIENT_H
@@ -41,11 +41,23 @@ void ctl_client_free(struct ctl_client *c);
 void ctl_client_set_waitmask(struct ctl_client *c, const sigset_t *mask);
 
 /*
- * Sends {"id":N,"cmd":cmd,"vm":vm,"args":args} (vm and args left out when NULL; args borrowed) and
- * waits for the reply carrying the same id. Lines without an id that arrive meanwhile (events) are
- * kept for ctl_client_next. On CTL_IO_OK, *reply is the caller's; otherwise *cause is set (except
- * for CTL_IO_EOF and CTL_IO_TIMEOUT, where it may be NULL).
+ * Sends {"id":N,"cmd":cmd,"vm":vm,"args":args} (vm and args left out when NULL; args borrowed)
+ * without waiting: *id is N, for ctl_client_reply (requests may be pipelined: the daemon answers
+ * each in turn).
  */
+enum ctl_io ctl_client_send(struct ctl_client *c, const char *cmd, const char *vm,
+                            struct json_object *args, int64_t *id, char **cause);
+
+/*
+ * Waits for the reply to request id. Replies to this client's other requests that arrive
+ * meanwhile are kept for their own ctl_client_reply, events for ctl_client_next. On CTL_IO_OK,
+ * *reply is the caller's; otherwise *cause is set (except for CTL_IO_EOF and CTL_IO_TIMEOUT, where
+ * it may be NULL).
+ */
+enum ctl_io ctl_client_reply(struct ctl_client *c, int64_t id, struct json_object **reply,
+                             char **cause);
+
+/* ctl_client_send, then ctl_client_reply: sends a request and waits for its reply. */
 enum ctl_io ctl_client_request(struct ctl_client *c, const char *cmd, const char *vm,
                                struct json_object *args, struct json_object **reply, char **cause);
 

@@ -18,13 +18,24 @@ ctl_job_signal(int sig)
 }
 
 int
-ctl_job_subscribe(struct ctl *ctl, const char *vm)
+ctl_job_subscribe(struct ctl *ctl, const char *vm, int64_t *id)
 {
-	struct json_object *sub = json_object_new_object(), *reply, *res;
+	struct json_object *sub = json_object_new_object(), *kinds = json_object_new_array();
+
+	/* Only job events: a job's QEMU events would wake qvmctl for nothing. */
+	json_object_array_add(kinds, json_object_new_string("job"));
+	json_object_object_add(sub, "vm", json_object_new_string(vm));
+	json_object_object_add(sub, "events", kinds);
+	return ctl_send(ctl, "subscribe", NULL, sub, id);
+}
+
+int
+ctl_job_subscribed(struct ctl *ctl, int64_t id)
+{
+	struct json_object *reply, *res;
 	int rc;
 
-	json_object_object_add(sub, "vm", json_object_new_string(vm));
-	if ((rc = ctl_call(ctl, "subscribe", NULL, sub, &reply, &res)) != CTL_EXIT_OK)
+	if ((rc = ctl_reply(ctl, id, &reply, &res)) != CTL_EXIT_OK)
 		return rc;
 	json_object_put(reply);
 	return CTL_EXIT_OK;

@@ -18,8 +18,11 @@
  * the terminal that the outcome must replace. */
 typedef bool (*ctl_job_progress_cb)(struct json_object *job, bool tty, void *arg);
 
-/* Subscribes the connection to vm's events: CTL_EXIT_OK, or the failure's exit code (printed). */
-int ctl_job_subscribe(struct ctl *ctl, const char *vm);
+/* Subscribes the connection to vm's job events, without waiting for the answer (the request for
+ * the job follows at once): CTL_EXIT_OK with *id the request's, or the failure's exit code
+ * (printed). ctl_job_subscribed takes the answer: CTL_EXIT_OK, or the failure's exit code. */
+int ctl_job_subscribe(struct ctl *ctl, const char *vm, int64_t *id);
+int ctl_job_subscribed(struct ctl *ctl, int64_t id);
 
 /*
  * Follows job of vm until it ends. Done: CTL_EXIT_OK and *done holds the job's final record (the

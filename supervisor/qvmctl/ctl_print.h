@@ -1,6 +1,6 @@
 /*
- * supervisor/qvmctl/ctl_print: qvmctl's human output: sizes, durations, times, aligned tables, and typed
- * reads of reply fields that tolerate absent or mistyped members.
+ * supervisor/qvmctl/ctl_print: qvmctl's human output: sizes, durations, times, aligned tables, and
+ * typed reads of reply fields that tolerate absent or mistyped members.
  */
 #ifndef QVMD_CTL_PRINT_H
 #define QVMD_CTL_PRINT_H

@@ -42,9 +42,10 @@ ctl_snap_run(struct ctl *ctl, struct ctl_args *args, struct json_object *req, co
 	struct json_object *reply, *res, *done;
 	bool wait = !ctl_args_has(args, "no-wait");
 	const char *id;
+	int64_t sub = 0;
 	int rc;
 
-	if (wait && (rc = ctl_job_subscribe(ctl, vm)) != CTL_EXIT_OK) {
+	if (wait && (rc = ctl_job_subscribe(ctl, vm, &sub)) != CTL_EXIT_OK) {
 		json_object_put(req);
 		return rc;
 	}
@@ -59,6 +60,10 @@ ctl_snap_run(struct ctl *ctl, struct ctl_args *args, struct json_object *req, co
 			printf("%s: %s started (job %s)\n", vm, ctl->verb->name, id ? id : "-");
 		json_object_put(reply);
 		return CTL_EXIT_OK;
+	}
+	if ((rc = ctl_job_subscribed(ctl, sub)) != CTL_EXIT_OK) {
+		json_object_put(reply);
+		return rc;
 	}
 	{
 		char *copy = xstrdup(id);

@@ -338,23 +338,46 @@ ctl_io_failed(struct ctl *ctl, enum ctl_io io, char *cause)
 }
 
 int
+ctl_send(struct ctl *ctl, const char *cmd, const char *vm, struct json_object *args, int64_t *id)
+{
+	char *cause = NULL;
+	enum ctl_io io;
+	int rc;
+
+	if ((rc = ctl_connect(ctl)) != CTL_EXIT_OK) {
+		json_object_put(args);
+		return rc;
+	}
+	io = ctl_client_send(ctl->client, cmd, vm, args, id, &cause);
+	json_object_put(args);
+	return io == CTL_IO_OK ? CTL_EXIT_OK : ctl_io_failed(ctl, io, cause);
+}
+
+int
 ctl_call(struct ctl *ctl, const char *cmd, const char *vm, struct json_object *args,
          struct json_object **reply, struct json_object **result)
+{
+	int64_t id;
+	int rc;
+
+	*reply = NULL;
+	*result = NULL;
+	if ((rc = ctl_send(ctl, cmd, vm, args, &id)) != CTL_EXIT_OK)
+		return rc;
+	return ctl_reply(ctl, id, reply, result);
+}
+
+int
+ctl_reply(struct ctl *ctl, int64_t id, struct json_object **reply, struct json_object **result)
 {
 	struct json_object *ok, *err, *res;
 	enum proto_err code;
 	char *cause = NULL;
 	enum ctl_io io;
-	int rc;
 
 	*reply = NULL;
 	*result = NULL;
-	if ((rc = ctl_connect(ctl)) != CTL_EXIT_OK) {
-		json_object_put(args);
-		return rc;
-	}
-	io = ctl_client_request(ctl->client, cmd, vm, args, reply, &cause);
-	json_object_put(args);
+	io = ctl_client_reply(ctl->client, id, reply, &cause);
 	if (io != CTL_IO_OK)
 		return ctl_io_failed(ctl, io, cause);
 

@@ -127,6 +127,13 @@ int ctl_args_timeout(struct ctl *ctl, const struct ctl_args *args, const char *n
 int ctl_call(struct ctl *ctl, const char *cmd, const char *vm, struct json_object *args,
              struct json_object **reply, struct json_object **result);
 
+/* ctl_call in two: sends the request (args taken over) without waiting, *id its id; then
+ * ctl_reply waits for that reply, with ctl_call's results. A request sent before another one
+ * (pipelined) is answered first; its reply is kept until asked for. */
+int ctl_send(struct ctl *ctl, const char *cmd, const char *vm, struct json_object *args,
+             int64_t *id);
+int ctl_reply(struct ctl *ctl, int64_t id, struct json_object **reply, struct json_object **result);
+
 /* Connects if not yet done; prints why not and returns CTL_EXIT_UNREACHABLE on failure. */
 int ctl_connect(struct ctl *ctl);
 

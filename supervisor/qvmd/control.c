@@ -106,6 +106,8 @@ struct client {
 	bool closing;     /* flush, then close */
 	bool last;        /* the last line is queued: send nothing more */
 	bool shut;        /* our side is shut down: waiting for the peer's EOF */
+	/* the event kinds it subscribed to (an array of strings); NULL: every kind */
+	struct json_object *sub_events;
 	bool dead;
 	struct ucred cred;                 /* the peer, when it connected */
 	struct vm_console_client *console; /* a console session: no more requests */
@@ -203,6 +205,7 @@ client_free(struct client *cl)
 {
 	client_close_bev(cl);
 	event_free(cl->idle_ev);
+	json_object_put(cl->sub_events);
 	free(cl->sub_vm);
 	free(cl);
 }
@@ -502,7 +505,7 @@ control_done(struct json_object *result, enum proto_err code, const char *messag
 }
 
 void
-control_subscribe(struct control_reply *r, const char *vm)
+control_subscribe(struct control_reply *r, const char *vm, struct json_object *events)
 {
 	struct client *cl = client_find(r->c, r->serial);
 
@@ -511,6 +514,25 @@ control_subscribe(struct control_reply *r, const char *vm)
 	cl->subscribed = true;
 	free(cl->sub_vm);
 	cl->sub_vm = vm ? xstrdup(vm) : NULL;
+	json_object_put(cl->sub_events);
+	cl->sub_events = json_object_get(events);
+}
+
+/* Whether the subscriber asked for events of ev's kind. */
+static bool
+client_wants(const struct client *cl, struct json_object *ev)
+{
+	struct json_object *kind;
+
+	if (cl->sub_events == NULL)
+		return true;
+	if (!json_object_object_get_ex(ev, "event", &kind))
+		return false;
+	for (size_t i = 0; i < json_object_array_length(cl->sub_events); i++)
+		if (strcmp(json_object_get_string(json_object_array_get_idx(cl->sub_events, i)),
+		           json_object_get_string(kind)) == 0)
+			return true;
+	return false;
 }
 
 void
@@ -524,7 +546,8 @@ control_publish(struct control *c, const char *vm, struct json_object *ev)
 		next = TAILQ_NEXT(cl, entry);
 		/* An event of no VM (a reload) goes to every subscriber. */
 		if (cl->subscribed &&
-		    (cl->sub_vm == NULL || vm == NULL || strcmp(cl->sub_vm, vm) == 0))
+		    (cl->sub_vm == NULL || vm == NULL || strcmp(cl->sub_vm, vm) == 0) &&
+		    client_wants(cl, ev))
 			client_send(cl, ev);
 	}
 }

@@ -19,6 +19,9 @@
 #include <string.h>
 #include <unistd.h>
 
+/* Event kinds a subscription may name at most (there are fewer kinds than this). */
+#define SUBSCRIBE_MAX_KINDS 16
+
 /* Whether a command acts on one VM named by the request's "vm". */
 enum control_cmd_vm { CMD_VM_NONE, CMD_VM_REQUIRED, CMD_VM_OPTIONAL };
 
@@ -265,8 +268,32 @@ cmd_subscribe(struct control_reply *r, struct vm *unused, const char *vm_name,
               struct json_object *args)
 {
 	struct daemon *d = control_daemon(r->c);
-	struct json_object *v, *res;
+	struct json_object *v, *res, *events = NULL;
 
+	if (args != NULL && json_object_object_get_ex(args, "events", &events) && events != NULL) {
+		size_t n = json_object_is_type(events, json_type_array)
+		               ? json_object_array_length(events)
+		               : 0;
+
+		if (n == 0 || n > SUBSCRIBE_MAX_KINDS)
+			return reply_error(
+			    r, PROTO_ERR_INVALID,
+			    "subscribe: args.events must be an array of 1 to %d event "
+			    "kinds",
+			    SUBSCRIBE_MAX_KINDS);
+		for (size_t i = 0; i < n; i++) {
+			struct json_object *k = json_object_array_get_idx(events, i);
+
+			if (!json_object_is_type(k, json_type_string) ||
+			    json_object_get_string_len(k) == 0 ||
+			    json_object_get_string_len(k) > 32)
+				return reply_error(
+				    r, PROTO_ERR_INVALID,
+				    "subscribe: args.events[%zu] must be an event kind "
+				    "(a string of 1 to 32 characters)",
+				    i);
+		}
+	}
 	if (vm_name == NULL && args != NULL && json_object_object_get_ex(args, "vm", &v) &&
 	    json_object_is_type(v, json_type_string)) {
 		vm_name = json_object_get_string(v);
@@ -275,7 +302,7 @@ cmd_subscribe(struct control_reply *r, struct vm *unused, const char *vm_name,
 	}
 	if (vm_name != NULL && daemon_find_vm(d, vm_name) == NULL)
 		return reply_error(r, PROTO_ERR_NOT_FOUND, "no such vm");
-	control_subscribe(r, vm_name);
+	control_subscribe(r, vm_name, events);
 	res = json_object_new_object();
 	json_object_object_add(res, "subscribed", json_object_new_boolean(1));
 	control_done(res, PROTO_OK, NULL, r);
@@ -832,7 +859,7 @@ static const char *const args_powerdown[] = {"timeout_ms", "wait", "all", NULL};
 static const char *const args_timeout[] = {"timeout_ms", NULL};
 static const char *const args_start[] = {"all", "force", NULL};
 static const char *const args_qmp[] = {"command", "arguments", NULL};
-static const char *const args_subscribe[] = {"vm", NULL};
+static const char *const args_subscribe[] = {"vm", "events", NULL};
 
 static const char *const args_console[] = {"tail", NULL};
 static const struct control_cmd control_cmds[] = {

@@ -31,7 +31,9 @@ struct control_reply {
 /* A vm_done_cb: writes the reply and frees the control_reply. */
 void control_done(struct json_object *result, enum proto_err code, const char *message, void *arg);
 /* Marks the requesting client as a subscriber (vm NULL: all VMs). */
-void control_subscribe(struct control_reply *r, const char *vm);
+/* Makes the client a subscriber to vm's events (NULL: every VM's), of the kinds in events (an
+ * array of strings, borrowed; NULL: every kind). */
+void control_subscribe(struct control_reply *r, const char *vm, struct json_object *events);
 struct daemon *control_daemon(struct control *c);
 
 /* The console command (control.c): upgrades the requesting connection to a console session of vm

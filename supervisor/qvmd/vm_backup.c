@@ -1422,16 +1422,17 @@ disk_sync(struct bk *b, struct bk_disk *d)
 static void copy_next(struct bk *b);
 static void retreat(struct bk *b);
 
-/* A disk's job is pending (copied). When it is the last, the group is finalized first: the
- * state saved before that must not wait behind the sync's journal commit. */
+/* A disk's job is pending (copied): its data starts going to disk first, as what takes longest
+ * from here on is making it durable (the group's finalize, when it is the last, has time: it is
+ * done long before the data is on disk). */
 static void
 disk_copied(struct bk *b, struct bk_disk *d)
 {
 	if (d->waiting)
 		return;
 	d->waiting = true;
-	copy_next(b);
 	disk_sync(b, d);
+	copy_next(b);
 }
 
 static bool
