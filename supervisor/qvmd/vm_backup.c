@@ -1366,6 +1366,22 @@ node_deleted(struct bk *b, const struct qmp_reply *r, size_t disk)
 	b->disks[disk].nodes = false;
 }
 
+/* Sends the blockdev-del of each target node still in QEMU; false when one could not be sent (the
+ * backup has failed then). */
+static bool
+nodes_del_send(struct bk *b)
+{
+	for (size_t i = 0; i < b->ndisks; i++) {
+		char name[96];
+
+		snprintf(name, sizeof name, BK_PREFIX "%s", b->disks[i].id);
+		if (b->disks[i].nodes &&
+		    !bk_send(b, "blockdev-del", obj1("node-name", name), -1, node_deleted, i))
+			return false;
+	}
+	return true;
+}
+
 /* Detaches every target, its job concluded (and gone): the nodes deleted, which writes their
  * last qcow2 metadata and closes QEMU's descriptors. A job that concluded unfinalized (failed
  * or cancelled) ends the copy this way too; its error came with its BLOCK_JOB_COMPLETED. */
@@ -1374,15 +1390,7 @@ end_send(struct bk *b)
 {
 	b->step = BK_END;
 	b->next = 0; /* the disk being hashed, once every target is detached */
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-		char name[96];
-
-		snprintf(name, sizeof name, BK_PREFIX "%s", d->id);
-		if (d->nodes &&
-		    !bk_send(b, "blockdev-del", obj1("node-name", name), -1, node_deleted, i))
-			return;
-	}
+	nodes_del_send(b);
 }
 
 /* Every job pending (copied): in one batch, the group finalized (the bitmaps cleared; each job
@@ -1922,8 +1930,6 @@ guess_send(struct bk *b)
 		manifest_start(b);
 }
 
-static void node_deleted(struct bk *b, const struct qmp_reply *r, size_t disk);
-
 /*
  * Undoes a wrong guess, one step a call (each batch answered or event seen calls again): the
  * guessed jobs cancelled (their bitmaps merged back) and waited for, their nodes deleted and
@@ -1954,18 +1960,13 @@ retreat(struct bk *b)
 	}
 	if (busy)
 		return; /* until every job has concluded */
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-		char node[96];
-
-		snprintf(node, sizeof node, BK_PREFIX "%s", d->id);
-		if (d->nodes &&
-		    !bk_send(b, "blockdev-del", obj1("node-name", node), -1, node_deleted, i))
+	if (!nodes_del_send(b))
+		return;
+	for (size_t i = 0; i < b->ndisks; i++)
+		if (b->disks[i].set >= 0 &&
+		    !bk_send(b, "remove-fd", obj1_int("fdset-id", b->disks[i].set), -1, fd_removed,
+		             i))
 			return;
-		if (d->set >= 0 &&
-		    !bk_send(b, "remove-fd", obj1_int("fdset-id", d->set), -1, fd_removed, i))
-			return;
-	}
 	if (b->pending > 0)
 		return;
 	if (b->error != NULL) {
