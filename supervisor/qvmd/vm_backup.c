@@ -22,13 +22,11 @@
  *           fdsets) is dismissed and removed, so a leftover never blocks the next backup
  *   plan:   the disks: the format nodes "ID.fmt" of the VM's writable disks, as
  *           query-named-block-nodes shows them (format, virtual size, dirty bitmaps);
- *           per disk: full or incremental (its persistent dirty bitmap BK_BITMAP present,
- *           recording, not inconsistent, not busy, and the disk in the last complete backup,
- *           which is the one the bitmaps count from); a bitmap that counts nothing
- *           (inconsistent: QEMU was killed; or not recording) is removed, and one is added
- *           where there is none (block-dirty-bitmap-add persistent). qvmd creates each target
- *           file and writes an empty qcow2 into it (qcow2_new.c; an incremental's with its
- *           parent's file as backing file by relative name).
+ *           per disk: full or incremental, and why (vm_backup_plan.c); a bitmap that counts
+ *           nothing (inconsistent: QEMU was killed; or not recording) is removed, and one is
+ *           added where there is none (block-dirty-bitmap-add persistent). qvmd creates
+ *           each target file and writes an empty qcow2 into it (qcow2_new.c; an
+ *           incremental's with its parent's file as backing file by relative name).
  *   copy:   in one batch: the bitmap changes; each target's descriptor (add-fd into an fdset
  *           whose id qvmd chose, BK_FDSET_BASE), the qcow2 node "bk-<disk>" on it (its file
  *           node inline, on /dev/fdset/N, no-flush: qvmd fsyncs once at the end; no backing
@@ -59,6 +57,7 @@
  * incremental build on a point its bitmaps do not count from.
  */
 #include "vm_backup.h"
+#include "vm_backup_plan.h"
 #include "bgsync.h"
 #include "qcow2_new.h"
 #include "vm_helper.h"
@@ -96,29 +95,6 @@
 
 enum bk_step { BK_CLEAN, BK_PLAN, BK_COPY, BK_RETREAT, BK_END };
 
-struct bk_disk {
-	char *id;
-	char node[80]; /* the disk's format node */
-	bool qcow2;
-	uint64_t vsize;
-	bool bitmap;      /* BK_BITMAP exists on the disk */
-	bool bitmap_bad;  /* ... and counts nothing (inconsistent, or not recording): remade */
-	char *bitmap_why; /* why it cannot serve an incremental (NULL: it can) */
-	bool incremental; /* sync incremental (else full) */
-	char *file;       /* the target's path */
-	char *backing;    /* its backing file (relative), or NULL */
-	int fd;           /* the target, open read-write from its creation to the end */
-	int64_t set;      /* its fdset in QEMU (fdset0 + index), -1: none (yet, or any more) */
-	bool nodes;       /* its target node is in QEMU */
-	bool started;     /* its QEMU job was made */
-	bool waiting;     /* its job is pending: copied, waiting for job-finalize */
-	bool concluded;   /* ... and has ended (QEMU dismisses it then) */
-	bool cancelling;  /* job-cancel sent (a wrong guess's job) */
-	bool completed;   /* BLOCK_JOB_COMPLETED without an error: the copy is whole */
-	char *checksum;
-	uint64_t cur, total;
-};
-
 struct bk;
 typedef void (*bk_reply_cb)(struct bk *b, const struct qmp_reply *r, size_t disk);
 
@@ -151,11 +127,7 @@ struct bk {
 	char id[BK_ID_LEN + 1];
 	char *store;
 	char *dir;
-	bool incremental;
-	char *reason;
-	char *parent;
-	struct bk_disk *disks;
-	size_t ndisks;
+	struct bk_plan plan;
 	size_t next;
 	struct bk_hash *hash;
 	struct json_object *manifest;
@@ -178,26 +150,6 @@ state_path(struct vm *vm)
 	return vm_state_path(vm, "backups.json");
 }
 
-/* Lets go of the disks (the target files stay). */
-static void
-disks_free(struct bk *b)
-{
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-
-		free(d->id);
-		free(d->bitmap_why);
-		free(d->file);
-		free(d->backing);
-		free(d->checksum);
-		if (d->fd >= 0)
-			close(d->fd);
-	}
-	free(b->disks);
-	b->disks = NULL;
-	b->ndisks = 0;
-}
-
 static void
 bk_free(void *data)
 {
@@ -211,7 +163,7 @@ bk_free(void *data)
 	json_object_put(b->end_result);
 	free(b->end_msg);
 	bk_hash_free(b->hash);
-	disks_free(b);
+	bk_plan_free(&b->plan);
 	while (b->calls != NULL) {
 		struct bk_call *c = b->calls;
 
@@ -226,8 +178,6 @@ bk_free(void *data)
 	free(b->to);
 	free(b->store);
 	free(b->dir);
-	free(b->reason);
-	free(b->parent);
 	free(b->error);
 	free(b);
 }
@@ -406,16 +356,16 @@ bk_fail(struct bk *b, enum proto_err code, const char *fmt, ...)
 	/* What is fired below is not waited for: the next backup asks what is left. */
 	if (b->helper == NULL)
 		vm->backup_clean = false;
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
+		struct bk_disk *d = &b->plan.disks[i];
 		char job[96];
 
 		snprintf(job, sizeof job, BK_PREFIX "%s", d->id);
 		if (d->started && !d->concluded)
 			fire(bk_qmp(b), "job-cancel", obj1("id", job));
 	}
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
+		struct bk_disk *d = &b->plan.disks[i];
 		char node[96];
 
 		if (d->started && !d->concluded)
@@ -533,7 +483,6 @@ keep_result(struct bk *b, const struct qmp_reply *r, size_t which)
 }
 
 static void bk_pick_id(struct bk *b);
-static const char *jstr(struct json_object *o, const char *key);
 
 /*
  * The record names a backup as running although none is (this one was admitted alone, and a
@@ -569,7 +518,7 @@ stale_settle(struct bk *b)
 		rmdir(b->st.running_dir);
 		return;
 	}
-	if (strcmp(jstr(m, "status"), "running") == 0) {
+	if (strcmp(bk_jtext(m, "status"), "running") == 0) {
 		bk_remove_files(b->st.running_dir);
 		json_object_object_add(m, "status", json_object_new_string("failed"));
 		json_object_object_add(
@@ -617,16 +566,6 @@ clean_query(struct bk *b)
 	running_record(b);
 }
 
-static const char *
-jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	if (o == NULL || !json_object_object_get_ex(o, key, &v) || v == NULL)
-		return "";
-	return json_object_get_string(v);
-}
-
 static bool
 has_prefix(const char *s, const char *p)
 {
@@ -651,7 +590,7 @@ clean_send(struct bk *b)
 	n = b->q_jobs ? json_object_array_length(b->q_jobs) : 0;
 	for (size_t i = 0; i < n; i++) {
 		struct json_object *j = json_object_array_get_idx(b->q_jobs, i);
-		const char *id = jstr(j, "id"), *status = jstr(j, "status");
+		const char *id = bk_jtext(j, "id"), *status = bk_jtext(j, "status");
 
 		if (!has_prefix(id, BK_PREFIX))
 			continue;
@@ -668,7 +607,7 @@ clean_send(struct bk *b)
 	}
 	n = b->q_nodes ? json_object_array_length(b->q_nodes) : 0;
 	for (size_t i = 0; i < n; i++) {
-		const char *node = jstr(json_object_array_get_idx(b->q_nodes, i), "node-name");
+		const char *node = bk_jtext(json_object_array_get_idx(b->q_nodes, i), "node-name");
 
 		if (has_prefix(node, BK_PREFIX) &&
 		    !bk_send(b, "blockdev-del", obj1("node-name", node), -1, ignore_reply, 0))
@@ -688,7 +627,8 @@ clean_send(struct bk *b)
 		if (json_object_object_get_ex(s, "fds", &fds))
 			for (size_t k = 0; k < json_object_array_length(fds); k++)
 				ours |= has_prefix(
-				    jstr(json_object_array_get_idx(fds, k), "opaque"), BK_PREFIX);
+				    bk_jtext(json_object_array_get_idx(fds, k), "opaque"),
+				    BK_PREFIX);
 		if (ours &&
 		    !bk_send(b, "remove-fd", obj1_int("fdset-id", json_object_get_int64(id)), -1,
 		             ignore_reply, 0))
@@ -699,250 +639,50 @@ clean_send(struct bk *b)
 
 /* ---- plan ---- */
 
-static struct bk_disk *
-disk_add(struct bk *b, const char *id)
-{
-	struct bk_disk *d;
-
-	b->disks = xrealloc(b->disks, (b->ndisks + 1) * sizeof *b->disks);
-	d = &b->disks[b->ndisks++];
-	memset(d, 0, sizeof *d);
-	d->id = xstrdup(id);
-	d->fd = -1;
-	d->set = -1;
-	return d;
-}
-
-/* Whether disk id is one to back up: a writable disk of the running VM (not one being
- * hot-plugged), or of the stopped VM's definition. */
-static bool
-disk_wanted(struct bk *b, const char *id)
-{
-	const struct vm_dev *dev;
-
-	if (b->cfg != NULL) {
-		for (size_t i = 0; i < b->cfg->ndisks; i++)
-			if (strcmp(b->cfg->disks[i].id, id) == 0)
-				return !b->cfg->disks[i].readonly;
-		return false;
-	}
-	dev = vm_devs_find(b->vm, id);
-	return dev != NULL && dev->is_disk && !dev->attaching && !dev->disk.readonly;
-}
-
-static int
-disk_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct bk_disk *)a)->id, ((const struct bk_disk *)b)->id);
-}
-
-/* Reads the writable disks and their bitmaps from their format nodes ("ID.fmt"), in the order
- * of their ids (QEMU lists nodes newest first: manifests and replies should not depend on it). */
+/* What the plan is made from; the wanted disks point into the VM's devices or definition and
+ * live until plan_in_free. A running VM's writable disks, not one being hot-plugged; a stopped
+ * one's from the definition the backup began with. */
 static void
-plan_disks(struct bk *b)
+plan_in(struct bk *b, struct bk_plan_in *in)
 {
-	size_t n = b->q_nodes ? json_object_array_length(b->q_nodes) : 0;
+	size_t n = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		struct json_object *ins = json_object_array_get_idx(b->q_nodes, i), *img, *bms, *v;
-		const char *node;
-		struct bk_disk *d;
-		char id[80];
-		size_t len;
+	*in = (struct bk_plan_in){
+	    .vm = b->vm->name, .mode = b->mode, .st = &b->st, .store = b->store};
+	if (b->cfg != NULL) {
+		in->wanted = xcalloc(b->cfg->ndisks + 1, sizeof *in->wanted);
+		for (size_t i = 0; i < b->cfg->ndisks; i++)
+			if (!b->cfg->disks[i].readonly)
+				in->wanted[n++] = b->cfg->disks[i].id;
+	} else {
+		in->wanted = xcalloc(b->vm->ndevs + 1, sizeof *in->wanted);
+		for (size_t i = 0; i < b->vm->ndevs; i++) {
+			const struct vm_dev *dev = b->vm->devs[i];
 
-		node = jstr(ins, "node-name");
-		len = strlen(node);
-		if (len < 5 || len - 4 >= sizeof id || strcmp(node + len - 4, ".fmt") != 0)
-			continue;
-		memcpy(id, node, len - 4);
-		id[len - 4] = '\0';
-		if (!disk_wanted(b, id))
-			continue;
-		d = disk_add(b, id);
-		snprintf(d->node, sizeof d->node, "%s", node);
-		if (json_object_object_get_ex(ins, "image", &img)) {
-			d->qcow2 = strcmp(jstr(img, "format"), "qcow2") == 0;
-			if (json_object_object_get_ex(img, "virtual-size", &v))
-				d->vsize = (uint64_t)json_object_get_int64(v);
-		}
-		if (!d->qcow2) {
-			d->bitmap_why = xasprintf("disk %s is raw: a raw disk has no dirty bitmap "
-			                          "and takes full copies only",
-			                          id);
-			continue;
-		}
-		d->bitmap_why = xasprintf("disk %s has no bitmap " BK_BITMAP, id);
-		if (!json_object_object_get_ex(ins, "dirty-bitmaps", &bms))
-			continue;
-		for (size_t k = 0; bms != NULL && k < json_object_array_length(bms); k++) {
-			struct json_object *bm = json_object_array_get_idx(bms, k), *f;
-			bool recording = true, busy = false, bad = false;
-
-			if (strcmp(jstr(bm, "name"), BK_BITMAP) != 0)
-				continue;
-			d->bitmap = true;
-			if (json_object_object_get_ex(bm, "recording", &f))
-				recording = json_object_get_boolean(f);
-			if (json_object_object_get_ex(bm, "busy", &f))
-				busy = json_object_get_boolean(f);
-			if (json_object_object_get_ex(bm, "inconsistent", &f))
-				bad = json_object_get_boolean(f);
-			free(d->bitmap_why);
-			d->bitmap_why = NULL;
-			if (bad) {
-				d->bitmap_bad = true;
-				d->bitmap_why = xasprintf("disk %s: bitmap " BK_BITMAP
-				                          " is inconsistent (qemu was killed or "
-				                          "crashed since the last backup)",
-				                          id);
-			} else if (busy) {
-				d->bitmap_why =
-				    xasprintf("disk %s: bitmap " BK_BITMAP " is busy", id);
-			} else if (!recording) {
-				d->bitmap_bad = true;
-				d->bitmap_why =
-				    xasprintf("disk %s: bitmap " BK_BITMAP " is not recording", id);
-			}
+			if (dev->is_disk && !dev->attaching && !dev->disk.readonly)
+				in->wanted[n++] = dev->id;
 		}
 	}
-	if (b->ndisks > 1)
-		qsort(b->disks, b->ndisks, sizeof *b->disks, disk_cmp);
+	in->nwanted = n;
 }
 
-/* Why the last backup cannot be built on (allocated), or NULL with *parent its manifest; its
- * disks' files are chain_files's. */
-static char *
-chain_base(struct bk *b, struct json_object **parent)
+static void
+plan_in_free(struct bk_plan_in *in)
 {
-	struct json_object *m;
-
-	*parent = NULL;
-	if (b->mode == VM_BACKUP_FULL)
-		return xstrdup("a full backup was asked for (--full)");
-	if (b->st.next_full != NULL)
-		return xstrdup(b->st.next_full);
-	if (b->st.last_id == NULL || b->st.last_dir == NULL)
-		return xstrdup("no complete backup to build on");
-	if (strncmp(b->st.last_dir, b->store, strlen(b->store)) != 0 ||
-	    b->st.last_dir[strlen(b->store)] != '/')
-		return xasprintf("the last backup %s is in another directory (%s)", b->st.last_id,
-		                 b->st.last_dir);
-	m = bk_manifest_read(b->st.last_dir);
-	if (m == NULL || strcmp(jstr(m, "status"), "complete") != 0) {
-		json_object_put(m);
-		return xasprintf("the last backup %s is not complete", b->st.last_id);
-	}
-	*parent = m;
-	return NULL;
+	free(in->wanted);
 }
 
-/* Why the last backup (manifest m) lacks the file of one of the disks, or NULL. */
-static char *
-chain_files(struct bk *b, struct json_object *m)
-{
-	char *why = NULL;
-
-	for (size_t i = 0; i < b->ndisks && why == NULL; i++) {
-		struct json_object *pd = bk_manifest_disk(m, b->disks[i].id);
-		char *f;
-		struct stat sb;
-
-		if (pd == NULL)
-			continue;
-		f = xasprintf("%s/%s", b->st.last_dir, jstr(pd, "file"));
-		if (stat(f, &sb) < 0)
-			why = xasprintf("the last backup %s lacks %s", b->st.last_id, f);
-		free(f);
-	}
-	return why;
-}
-
-/* Why the last backup cannot be built on for the disks (allocated), or NULL with *parent its
- * manifest. */
-static char *
-chain_problem(struct bk *b, struct json_object **parent)
-{
-	char *why = chain_base(b, parent);
-
-	if (why == NULL && (why = chain_files(b, *parent)) != NULL) {
-		json_object_put(*parent);
-		*parent = NULL;
-	}
-	return why;
-}
-
-/* Decides full or incremental for every disk (b->incremental, reason and parent too): NULL, or
- * why it cannot be done as asked (allocated; nothing decided then). */
-static char *
-plan_decide(struct bk *b)
-{
-	struct json_object *parent = NULL;
-	char *why = chain_problem(b, &parent), *notes = NULL, *msg;
-	bool any_incremental = false;
-
-	if (b->ndisks == 0) {
-		free(why);
-		json_object_put(parent);
-		return xasprintf("vm %s: no writable disk to back up", b->vm->name);
-	}
-	/* A disk of the last backup whose bitmap cannot serve makes the whole backup full. */
-	for (size_t i = 0; why == NULL && i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-		struct json_object *pd = bk_manifest_disk(parent, d->id), *v;
-
-		if (pd == NULL || !d->qcow2)
-			continue;
-		if (d->bitmap_why != NULL)
-			why = xstrdup(d->bitmap_why);
-		else if (json_object_object_get_ex(pd, "virtual_size", &v) &&
-		         (uint64_t)json_object_get_int64(v) != d->vsize)
-			why = xasprintf("disk %s changed size since the last backup", d->id);
-	}
-	for (size_t i = 0; why == NULL && i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
-		struct json_object *pd = bk_manifest_disk(parent, d->id);
-		char *note, *n;
-
-		if (pd != NULL && d->qcow2) {
-			d->incremental = true;
-			d->backing = xasprintf("../%s/%s", b->st.last_id, jstr(pd, "file"));
-			any_incremental = true;
-			continue;
-		}
-		note = pd == NULL ? xasprintf("disk %s is new since the last backup: a full copy "
-		                              "of it",
-		                              d->id)
-		                  : xstrdup(d->bitmap_why);
-		n = xasprintf("%s%s%s", notes ? notes : "", notes ? "; " : "", note);
-		free(note);
-		free(notes);
-		notes = n;
-	}
-	if (why == NULL && !any_incremental)
-		why = xstrdup(notes ? notes : "no disk can take an incremental backup");
-	if (why != NULL && b->mode == VM_BACKUP_INCREMENTAL) {
-		msg = xasprintf("vm %s: no incremental backup possible: %s", b->vm->name, why);
-		free(why);
-		free(notes);
-		json_object_put(parent);
-		return msg;
-	}
-	b->incremental = why == NULL;
-	b->reason = why != NULL ? why : notes;
-	if (why != NULL)
-		free(notes);
-	if (b->incremental)
-		b->parent = xstrdup(b->st.last_id);
-	json_object_put(parent);
-	return NULL;
-}
-
-/* plan_decide, or the backup fails (false). */
+/* Plans from QEMU's block nodes (b->q_nodes), or the backup fails (false). */
 static bool
 plan(struct bk *b)
 {
-	char *msg = plan_decide(b);
+	struct bk_plan_in in;
+	char *msg;
 
+	plan_in(b, &in);
+	bk_plan_disks(&b->plan, &in, b->q_nodes);
+	msg = bk_plan_decide(&b->plan, &in);
+	plan_in_free(&in);
 	if (msg == NULL)
 		return true;
 	bk_fail(b, PROTO_ERR_INVALID, "%s", msg);
@@ -960,16 +700,18 @@ manifest_new(struct bk *b)
 	json_object_object_add(m, "format", json_object_new_int(1));
 	json_object_object_add(m, "vm", json_object_new_string(b->vm->name));
 	json_object_object_add(m, "id", json_object_new_string(b->id));
-	json_object_object_add(m, "type",
-	                       json_object_new_string(b->incremental ? "incremental" : "full"));
-	json_object_object_add(m, "parent", b->parent ? json_object_new_string(b->parent) : NULL);
+	json_object_object_add(
+	    m, "type", json_object_new_string(b->plan.incremental ? "incremental" : "full"));
+	json_object_object_add(m, "parent",
+	                       b->plan.parent ? json_object_new_string(b->plan.parent) : NULL);
 	json_object_object_add(m, "created", json_object_new_string(created));
 	json_object_object_add(m, "status", json_object_new_string("running"));
-	json_object_object_add(m, "reason", b->reason ? json_object_new_string(b->reason) : NULL);
+	json_object_object_add(m, "reason",
+	                       b->plan.reason ? json_object_new_string(b->plan.reason) : NULL);
 	json_object_object_add(m, "definition",
 	                       b->definition ? json_object_new_string(b->definition) : NULL);
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
+		struct bk_disk *d = &b->plan.disks[i];
 		struct json_object *o = json_object_new_object();
 		char *file = xasprintf("%s.qcow2", d->id);
 
@@ -1038,9 +780,10 @@ dir_make(struct bk *b)
 		return false;
 	}
 	b->dir_made = true;
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (b->disks[i].file == NULL)
-			b->disks[i].file = xasprintf("%s/%s.qcow2", b->dir, b->disks[i].id);
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		if (b->plan.disks[i].file == NULL)
+			b->plan.disks[i].file =
+			    xasprintf("%s/%s.qcow2", b->dir, b->plan.disks[i].id);
 	return true;
 }
 
@@ -1068,8 +811,8 @@ static void
 plan_told(struct bk *b)
 {
 	log_info("vm %s: backup %s: %s%s%s", b->vm->name, b->id,
-	         b->incremental ? "incremental" : "full", b->reason ? ": " : "",
-	         b->reason ? b->reason : "");
+	         b->plan.incremental ? "incremental" : "full", b->plan.reason ? ": " : "",
+	         b->plan.reason ? b->plan.reason : "");
 	if (b->no_wait)
 		vm_job_reply_early(b->job, result_json(b));
 }
@@ -1084,21 +827,21 @@ plan_send(struct bk *b)
 {
 	bool clear_last = false;
 
-	plan_disks(b);
 	if (!plan(b) || !dir_make(b))
 		return;
 	/* A bitmap made now counts from now: the last backup is no base for it. Recorded before
 	 * the bitmap is made. */
-	for (size_t i = 0; i < b->ndisks; i++)
-		clear_last |= b->disks[i].qcow2 && (!b->disks[i].bitmap || b->disks[i].bitmap_bad);
-	if (clear_last && !b->incremental && b->st.last_id != NULL) {
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		clear_last |= b->plan.disks[i].qcow2 &&
+		              (!b->plan.disks[i].bitmap || b->plan.disks[i].bitmap_bad);
+	if (clear_last && !b->plan.incremental && b->st.last_id != NULL) {
 		bk_state_set(&b->st.last_id, NULL);
 		bk_state_set(&b->st.last_dir, NULL);
 		state_save(b, false);
 	}
 	b->step = BK_COPY;
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
+		struct bk_disk *d = &b->plan.disks[i];
 		struct json_object *a;
 
 		if (!d->qcow2)
@@ -1137,8 +880,8 @@ static void batch_error(struct bk *b, const struct qmp_reply *r, const char *dis
 static bool
 files_make(struct bk *b)
 {
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
+		struct bk_disk *d = &b->plan.disks[i];
 		char *cause = NULL;
 
 		d->fd = open(d->file, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -1167,7 +910,7 @@ fdsets_take(struct bk *b)
 	if (*next < BK_FDSET_BASE)
 		*next = BK_FDSET_BASE;
 	b->fdset0 = *next;
-	*next += (int64_t)b->ndisks;
+	*next += (int64_t)b->plan.ndisks;
 }
 
 /* The fdset QEMU gets disk i's target in. */
@@ -1182,8 +925,8 @@ static void
 fd_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
 	if (r->status != QMP_OK)
-		return batch_error(b, r, b->disks[disk].id);
-	b->disks[disk].set = disk_fdset(b, disk);
+		return batch_error(b, r, b->plan.disks[disk].id);
+	b->plan.disks[disk].set = disk_fdset(b, disk);
 }
 
 /* ---- the copy ---- */
@@ -1202,16 +945,16 @@ transaction_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 {
 	if (r->status != QMP_OK)
 		return batch_error(b, r, NULL);
-	for (size_t i = 0; i < b->ndisks; i++)
-		b->disks[i].started = true;
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		b->plan.disks[i].started = true;
 }
 
 static void
 node_added(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
 	if (r->status != QMP_OK)
-		return batch_error(b, r, b->disks[disk].id);
-	b->disks[disk].nodes = true;
+		return batch_error(b, r, b->plan.disks[disk].id);
+	b->plan.disks[disk].nodes = true;
 }
 
 /* The fdset's own descriptor is closed; the node's copy lives as long as the node. */
@@ -1219,15 +962,15 @@ static void
 fd_removed(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
 	if (r->status != QMP_OK)
-		return batch_error(b, r, b->disks[disk].id);
-	b->disks[disk].set = -1;
+		return batch_error(b, r, b->plan.disks[disk].id);
+	b->plan.disks[disk].set = -1;
 }
 
 /* The qcow2 node on a disk's target, its file given inline (deleted with it). */
 static bool
 node_send(struct bk *b, size_t i)
 {
-	struct bk_disk *d = &b->disks[i];
+	struct bk_disk *d = &b->plan.disks[i];
 	struct json_object *a, *file, *cache;
 	char node[96], path[64];
 
@@ -1252,7 +995,7 @@ node_send(struct bk *b, size_t i)
 static bool
 fdsets_send(struct bk *b)
 {
-	for (size_t i = 0; i < b->ndisks; i++)
+	for (size_t i = 0; i < b->plan.ndisks; i++)
 		if (!bk_send(b, "remove-fd", obj1_int("fdset-id", disk_fdset(b, i)), -1, fd_removed,
 		             i))
 			return false;
@@ -1307,22 +1050,22 @@ copy_send(struct bk *b)
 	if (!files_make(b))
 		return false;
 	fdsets_take(b);
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (!bk_send(b, "add-fd", obj1_int("fdset-id", disk_fdset(b, i)), b->disks[i].fd,
-		             fd_added, i) ||
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		if (!bk_send(b, "add-fd", obj1_int("fdset-id", disk_fdset(b, i)),
+		             b->plan.disks[i].fd, fd_added, i) ||
 		    !node_send(b, i))
 			return false;
-	if (b->ndisks == 1) {
-		sent = bk_send(b, "blockdev-backup", backup_args(&b->disks[0]), -1,
+	if (b->plan.ndisks == 1) {
+		sent = bk_send(b, "blockdev-backup", backup_args(&b->plan.disks[0]), -1,
 		               transaction_done, 0);
 		goto started;
 	}
 	actions = json_object_new_array();
-	for (size_t i = 0; i < b->ndisks; i++) {
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
 		struct json_object *a = json_object_new_object();
 
 		json_object_object_add(a, "type", json_object_new_string("blockdev-backup"));
-		json_object_object_add(a, "data", backup_args(&b->disks[i]));
+		json_object_object_add(a, "data", backup_args(&b->plan.disks[i]));
 		json_object_array_add(actions, a);
 	}
 	args = json_object_new_object();
@@ -1343,17 +1086,17 @@ disk_of_job(struct bk *b, const char *job)
 {
 	if (!has_prefix(job, BK_PREFIX))
 		return NULL;
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (strcmp(b->disks[i].id, job + strlen(BK_PREFIX)) == 0)
-			return &b->disks[i];
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		if (strcmp(b->plan.disks[i].id, job + strlen(BK_PREFIX)) == 0)
+			return &b->plan.disks[i];
 	return NULL;
 }
 
 static bool
 all_concluded(struct bk *b)
 {
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (!b->disks[i].concluded)
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		if (!b->plan.disks[i].concluded)
 			return false;
 	return true;
 }
@@ -1362,8 +1105,8 @@ static void
 node_deleted(struct bk *b, const struct qmp_reply *r, size_t disk)
 {
 	if (r->status != QMP_OK)
-		return batch_error(b, r, b->disks[disk].id);
-	b->disks[disk].nodes = false;
+		return batch_error(b, r, b->plan.disks[disk].id);
+	b->plan.disks[disk].nodes = false;
 }
 
 /* Sends the blockdev-del of each target node still in QEMU; false when one could not be sent (the
@@ -1371,11 +1114,11 @@ node_deleted(struct bk *b, const struct qmp_reply *r, size_t disk)
 static bool
 nodes_del_send(struct bk *b)
 {
-	for (size_t i = 0; i < b->ndisks; i++) {
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
 		char name[96];
 
-		snprintf(name, sizeof name, BK_PREFIX "%s", b->disks[i].id);
-		if (b->disks[i].nodes &&
+		snprintf(name, sizeof name, BK_PREFIX "%s", b->plan.disks[i].id);
+		if (b->plan.disks[i].nodes &&
 		    !bk_send(b, "blockdev-del", obj1("node-name", name), -1, node_deleted, i))
 			return false;
 	}
@@ -1405,7 +1148,7 @@ finalize_send(struct bk *b)
 	b->finalized = true;
 	b->st.running_copy = true;
 	state_save(b, false);
-	snprintf(id, sizeof id, BK_PREFIX "%s", b->disks[0].id);
+	snprintf(id, sizeof id, BK_PREFIX "%s", b->plan.disks[0].id);
 	if (bk_send(b, "job-finalize", obj1("id", id), -1, NULL, 0))
 		end_send(b);
 }
@@ -1446,8 +1189,8 @@ disk_copied(struct bk *b, struct bk_disk *d)
 static bool
 all_waiting(struct bk *b)
 {
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (!b->disks[i].waiting && !b->disks[i].concluded)
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		if (!b->plan.disks[i].waiting && !b->plan.disks[i].concluded)
 			return false;
 	return true;
 }
@@ -1499,29 +1242,29 @@ bk_event(struct vm_job *job, const char *name, struct json_object *data)
 	/* Undoing a wrong guess: only the end of its jobs matters. */
 	if (b->step == BK_RETREAT) {
 		if (strcmp(name, "JOB_STATUS_CHANGE") == 0 &&
-		    strcmp(jstr(data, "status"), "concluded") == 0 &&
-		    (d = disk_of_job(b, jstr(data, "id"))) != NULL) {
+		    strcmp(bk_jtext(data, "status"), "concluded") == 0 &&
+		    (d = disk_of_job(b, bk_jtext(data, "id"))) != NULL) {
 			d->concluded = true;
 			retreat(b);
 		}
 		return;
 	}
 	if (strcmp(name, "BLOCK_JOB_COMPLETED") == 0) {
-		if ((d = disk_of_job(b, jstr(data, "device"))) != NULL)
+		if ((d = disk_of_job(b, bk_jtext(data, "device"))) != NULL)
 			disk_completed(b, d, data);
 		return;
 	}
 	if (strcmp(name, "BLOCK_JOB_CANCELLED") == 0) {
-		if ((d = disk_of_job(b, jstr(data, "device"))) != NULL && b->error == NULL)
+		if ((d = disk_of_job(b, bk_jtext(data, "device"))) != NULL && b->error == NULL)
 			b->error = xasprintf("disk %s: its copy was cancelled", d->id);
 		return;
 	}
 	if (strcmp(name, "JOB_STATUS_CHANGE") != 0 ||
-	    (d = disk_of_job(b, jstr(data, "id"))) == NULL)
+	    (d = disk_of_job(b, bk_jtext(data, "id"))) == NULL)
 		return;
-	if (strcmp(jstr(data, "status"), "pending") == 0)
+	if (strcmp(bk_jtext(data, "status"), "pending") == 0)
 		return disk_copied(b, d);
-	if (strcmp(jstr(data, "status"), "concluded") == 0) {
+	if (strcmp(bk_jtext(data, "status"), "concluded") == 0) {
 		d->concluded = true;
 		copy_next(b);
 	}
@@ -1537,7 +1280,7 @@ poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 		return;
 	for (size_t i = 0; i < json_object_array_length(r->result); i++) {
 		struct json_object *j = json_object_array_get_idx(r->result, i), *v;
-		struct bk_disk *d = disk_of_job(b, jstr(j, "id"));
+		struct bk_disk *d = disk_of_job(b, bk_jtext(j, "id"));
 
 		if (d == NULL)
 			continue;
@@ -1545,14 +1288,14 @@ poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 			d->cur = (uint64_t)json_object_get_int64(v);
 		if (json_object_object_get_ex(j, "total-progress", &v))
 			d->total = (uint64_t)json_object_get_int64(v);
-		if (strcmp(jstr(j, "status"), "pending") == 0)
+		if (strcmp(bk_jtext(j, "status"), "pending") == 0)
 			disk_copied(b, d); /* an event missed */
-		if (strcmp(jstr(j, "status"), "concluded") == 0)
+		if (strcmp(bk_jtext(j, "status"), "concluded") == 0)
 			d->concluded = true;
 	}
-	for (size_t i = 0; i < b->ndisks; i++) {
-		cur += b->disks[i].cur;
-		total += b->disks[i].total;
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
+		cur += b->plan.disks[i].cur;
+		total += b->plan.disks[i].total;
 	}
 	if (b->job->rec != NULL && total > 0 &&
 	    (cur != b->job->rec->cur || total != b->job->rec->total)) {
@@ -1568,9 +1311,9 @@ poll_done(struct bk *b, const struct qmp_reply *r, size_t unused)
 static const char *
 synced_name(const struct bk *b, size_t i)
 {
-	if (i < b->ndisks)
-		return b->disks[i].file;
-	return i == b->ndisks ? b->dir : "manifest.json.tmp";
+	if (i < b->plan.ndisks)
+		return b->plan.disks[i].file;
+	return i == b->plan.ndisks ? b->dir : "manifest.json.tmp";
 }
 
 /*
@@ -1583,7 +1326,7 @@ synced_name(const struct bk *b, size_t i)
  *     state;
  *  2. once both are renamed into place: the backup's directory and the state's.
  * The renames of round 2 may reach the disk in either order: a state naming a backup whose
- * manifest is not complete makes the next backup full (chain_problem), and a complete manifest
+ * manifest is not complete makes the next backup full (vm_backup_plan.c), and a complete manifest
  * with an older state means QEMU died with the power, and its bitmaps' consistency with it (the
  * next backup is full again).
  */
@@ -1594,26 +1337,28 @@ bk_complete(struct bk *b)
 	struct bk_staged *man = NULL, *st = NULL;
 	char *cause = NULL, *path = state_path(b->vm), *sdir = vm_state_path(b->vm, "");
 	size_t n = 0;
-	int *fds = xcalloc(b->ndisks + 3, sizeof *fds),
-	    *errs = xcalloc(b->ndisks + 3, sizeof *errs);
+	int *fds = xcalloc(b->plan.ndisks + 3, sizeof *fds),
+	    *errs = xcalloc(b->plan.ndisks + 3, sizeof *errs);
 	int dirs[2] = {-1, -1}, derrs[2];
 
-	for (size_t i = 0; cause == NULL && i < b->ndisks; i++)
-		if (b->disks[i].checksum == NULL)
-			cause = xasprintf("disk %s was not hashed", b->disks[i].id);
+	for (size_t i = 0; cause == NULL && i < b->plan.ndisks; i++)
+		if (b->plan.disks[i].checksum == NULL)
+			cause = xasprintf("disk %s was not hashed", b->plan.disks[i].id);
 	if (cause != NULL)
 		goto end;
 	json_object_object_get_ex(b->manifest, "disks", &disks);
-	for (size_t i = 0; i < b->ndisks; i++) {
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
 		struct json_object *o = json_object_array_get_idx(disks, i);
 		struct stat sb;
 
-		json_object_object_add(o, "checksum", json_object_new_string(b->disks[i].checksum));
+		json_object_object_add(o, "checksum",
+		                       json_object_new_string(b->plan.disks[i].checksum));
 		json_object_object_add(o, "size",
-		                       json_object_new_uint64(fstat(b->disks[i].fd, &sb) == 0
+		                       json_object_new_uint64(fstat(b->plan.disks[i].fd, &sb) == 0
 		                                                  ? (uint64_t)sb.st_size
 		                                                  : 0));
-		json_object_object_add(o, "bytes_written", json_object_new_uint64(b->disks[i].cur));
+		json_object_object_add(o, "bytes_written",
+		                       json_object_new_uint64(b->plan.disks[i].cur));
 	}
 	json_object_object_add(b->manifest, "status", json_object_new_string("complete"));
 	/* From here on a failure goes through bk_fail, which records the chain as cleared. */
@@ -1631,8 +1376,8 @@ bk_complete(struct bk *b)
 		cause = xasprintf("%s: %s", dirs[0] < 0 ? b->dir : sdir, strerror(errno));
 		goto end;
 	}
-	for (size_t i = 0; i < b->ndisks; i++)
-		fds[n++] = b->disks[i].fd;
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		fds[n++] = b->plan.disks[i].fd;
 	fds[n++] = dirs[0];
 	fds[n++] = bk_stage_fd(man);
 	fds[n++] = bk_stage_fd(st);
@@ -1699,9 +1444,9 @@ hash_step(struct bk *b)
 	for (;;) {
 		struct bk_disk *d;
 
-		if (b->next >= b->ndisks)
+		if (b->next >= b->plan.ndisks)
 			return bk_complete(b);
-		d = &b->disks[b->next];
+		d = &b->plan.disks[b->next];
 		if (b->hash == NULL && (b->hash = bk_hash_open(d->file, &cause)) == NULL)
 			break;
 		if ((rc = bk_hash_step(b->hash, BK_HASH_SLICE, &hex, &cause)) < 0)
@@ -1757,133 +1502,22 @@ bk_timer(struct vm_job *job)
  * from the answer as any other (retreat).
  */
 
-/* The plan as decided, taken out of b (to compare, or to put back). */
-struct bk_plan {
-	struct bk_disk *disks;
-	size_t ndisks;
-	bool incremental;
-	char *reason, *parent;
-};
-
-static void
-plan_take(struct bk *b, struct bk_plan *p)
-{
-	*p = (struct bk_plan){b->disks, b->ndisks, b->incremental, b->reason, b->parent};
-	b->disks = NULL;
-	b->ndisks = 0;
-	b->incremental = false;
-	b->reason = b->parent = NULL;
-}
-
-/* Drops b's plan and puts p back in its place. */
-static void
-plan_put(struct bk *b, struct bk_plan *p)
-{
-	disks_free(b);
-	free(b->reason);
-	free(b->parent);
-	b->disks = p->disks;
-	b->ndisks = p->ndisks;
-	b->incremental = p->incremental;
-	b->reason = p->reason;
-	b->parent = p->parent;
-}
-
-static bool
-str_same(const char *a, const char *b)
-{
-	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
-}
-
-/* Whether b's plan is p's, disk by disk. */
-static bool
-plan_same(const struct bk *b, const struct bk_plan *p)
-{
-	if (b->ndisks != p->ndisks || b->incremental != p->incremental ||
-	    !str_same(b->reason, p->reason) || !str_same(b->parent, p->parent))
-		return false;
-	for (size_t i = 0; i < b->ndisks; i++) {
-		const struct bk_disk *x = &b->disks[i], *y = &p->disks[i];
-
-		if (strcmp(x->id, y->id) != 0 || strcmp(x->node, y->node) != 0 ||
-		    x->qcow2 != y->qcow2 || x->vsize != y->vsize || x->bitmap != y->bitmap ||
-		    x->bitmap_bad != y->bitmap_bad || x->incremental != y->incremental ||
-		    !str_same(x->backing, y->backing))
-			return false;
-	}
-	return true;
-}
-
-/* The block nodes QEMU would list if nothing changed since the last backup (manifest m): each
- * of its disks' format node, its format and size, a qcow2 one with the backup bitmap recording. */
-static struct json_object *
-nodes_expected(struct json_object *m)
-{
-	struct json_object *nodes = json_object_new_array(), *disks, *v;
-
-	if (!json_object_object_get_ex(m, "disks", &disks))
-		return nodes;
-	for (size_t i = 0; i < json_object_array_length(disks); i++) {
-		struct json_object *pd = json_object_array_get_idx(disks, i);
-		struct json_object *n = json_object_new_object(), *img = json_object_new_object();
-		char *name = xasprintf("%s.fmt", jstr(pd, "id"));
-
-		json_object_object_add(n, "node-name", json_object_new_string(name));
-		json_object_object_add(img, "format", json_object_new_string(jstr(pd, "format")));
-		if (json_object_object_get_ex(pd, "virtual_size", &v))
-			json_object_object_add(img, "virtual-size", json_object_get(v));
-		json_object_object_add(n, "image", img);
-		if (strcmp(jstr(pd, "bitmap"), BK_BITMAP) == 0) {
-			struct json_object *bm = json_object_new_object(), *bms;
-
-			json_object_object_add(bm, "name", json_object_new_string(BK_BITMAP));
-			json_object_object_add(bm, "recording", json_object_new_boolean(true));
-			json_object_object_add(bm, "busy", json_object_new_boolean(false));
-			bms = json_object_new_array();
-			json_object_array_add(bms, bm);
-			json_object_object_add(n, "dirty-bitmaps", bms);
-		}
-		json_object_array_add(nodes, n);
-		free(name);
-	}
-	return nodes;
-}
-
-/* Plans the backup from the block nodes QEMU would list if nothing changed since the last
- * backup; true when that is an incremental (b planned), else false (nothing changed). The
- * VM's writable disks must be the last backup's. */
+/* Plans the backup as if nothing changed since the last backup; true when that is an
+ * incremental (b planned), else false (nothing planned). Only on a QEMU whose last backup here
+ * completed: it holds nothing of an earlier one. */
 static bool
 guess(struct bk *b)
 {
-	struct json_object *m = NULL, *disks;
-	struct bk_plan none = {0};
-	size_t wanted = 0;
-	char *why;
+	struct bk_plan_in in;
+	bool ok;
 
 	if (b->helper != NULL || !b->vm->backup_clean || b->mode == VM_BACKUP_FULL ||
 	    b->st.running_id != NULL)
 		return false;
-	if ((why = chain_base(b, &m)) != NULL) {
-		free(why);
-		return false;
-	}
-	for (size_t i = 0; i < b->vm->ndevs; i++)
-		wanted += disk_wanted(b, b->vm->devs[i]->id);
-	if (!json_object_object_get_ex(m, "disks", &disks) ||
-	    json_object_array_length(disks) != wanted) {
-		json_object_put(m);
-		return false;
-	}
-	b->q_nodes = nodes_expected(m);
-	json_object_put(m);
-	plan_disks(b);
-	if ((why = plan_decide(b)) == NULL && b->incremental && b->ndisks == wanted)
-		return true;
-	free(why);
-	plan_put(b, &none);
-	json_object_put(b->q_nodes);
-	b->q_nodes = NULL;
-	return false;
+	plan_in(b, &in);
+	ok = bk_plan_guess(&b->plan, &in);
+	plan_in_free(&in);
+	return ok;
 }
 
 /* QEMU's block nodes, the batch's first reply: the backup is planned from them as any other;
@@ -1891,23 +1525,23 @@ guess(struct bk *b)
 static void
 guess_check(struct bk *b, const struct qmp_reply *r, size_t unused)
 {
-	struct bk_plan guessed;
+	struct bk_plan real = {0};
+	struct bk_plan_in in;
 	char *why;
 	bool same;
 
-	json_object_put(b->q_nodes); /* the guess's */
-	b->q_nodes = NULL;
 	keep_result(b, r, 1);
 	if (r->status != QMP_OK)
 		return; /* the backup fails with the batch */
 	b->guessed = false;
-	plan_take(b, &guessed);
-	plan_disks(b);
-	why = plan_decide(b);
-	same = why == NULL && plan_same(b, &guessed);
+	plan_in(b, &in);
+	bk_plan_disks(&real, &in, b->q_nodes);
+	why = bk_plan_decide(&real, &in);
+	plan_in_free(&in);
+	same = why == NULL && bk_plan_same(&real, &b->plan);
 	if (!same && why == NULL)
-		why = xstrdup(b->reason ? b->reason : "its disks differ");
-	plan_put(b, &guessed);
+		why = xstrdup(real.reason ? real.reason : "its disks differ");
+	bk_plan_free(&real);
 	if (same)
 		return plan_told(b);
 	log_info("vm %s: backup %s: not as at the last backup (%s): planned anew", b->vm->name,
@@ -1939,14 +1573,13 @@ guess_send(struct bk *b)
 static void
 retreat(struct bk *b)
 {
-	struct bk_plan none = {0};
 	bool busy = false;
 
 	b->step = BK_RETREAT;
 	if (b->pending > 0)
 		return;
-	for (size_t i = 0; i < b->ndisks; i++) {
-		struct bk_disk *d = &b->disks[i];
+	for (size_t i = 0; i < b->plan.ndisks; i++) {
+		struct bk_disk *d = &b->plan.disks[i];
 		char job[96];
 
 		if (!d->started || d->concluded)
@@ -1962,10 +1595,10 @@ retreat(struct bk *b)
 		return; /* until every job has concluded */
 	if (!nodes_del_send(b))
 		return;
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (b->disks[i].set >= 0 &&
-		    !bk_send(b, "remove-fd", obj1_int("fdset-id", b->disks[i].set), -1, fd_removed,
-		             i))
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		if (b->plan.disks[i].set >= 0 &&
+		    !bk_send(b, "remove-fd", obj1_int("fdset-id", b->plan.disks[i].set), -1,
+		             fd_removed, i))
 			return;
 	if (b->pending > 0)
 		return;
@@ -1978,10 +1611,10 @@ retreat(struct bk *b)
 		free(e);
 		return;
 	}
-	for (size_t i = 0; i < b->ndisks; i++)
-		if (b->disks[i].file != NULL)
-			unlink(b->disks[i].file);
-	plan_put(b, &none);
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		if (b->plan.disks[i].file != NULL)
+			unlink(b->plan.disks[i].file);
+	bk_plan_free(&b->plan);
 	b->retreat = false;
 	b->step = BK_PLAN;
 	plan_send(b);
@@ -2040,12 +1673,12 @@ bk_advance(struct bk *b)
 			free(e);
 			return;
 		}
-		for (size_t i = 0; i < b->ndisks; i++)
-			if (!b->disks[i].completed)
+		for (size_t i = 0; i < b->plan.ndisks; i++)
+			if (!b->plan.disks[i].completed)
 				return bk_fail(b, PROTO_ERR_QEMU,
 				               "vm %s: backup %s: disk %s: qemu did not report its "
 				               "copy complete",
-				               b->vm->name, b->id, b->disks[i].id);
+				               b->vm->name, b->id, b->plan.disks[i].id);
 		b->next = 0;
 		return hash_step(b);
 	}
@@ -2069,15 +1702,15 @@ bk_cancel(struct vm_job *job, const char *why)
 		return;
 	}
 	b->cancelled = true;
-	for (size_t i = 0; i < b->ndisks; i++)
-		running |= b->disks[i].started && !b->disks[i].concluded;
+	for (size_t i = 0; i < b->plan.ndisks; i++)
+		running |= b->plan.disks[i].started && !b->plan.disks[i].concluded;
 	if (b->step == BK_COPY && running) {
 		/* The jobs end cancelled, their bitmaps merged back; the end is the usual one. */
-		for (size_t i = 0; i < b->ndisks; i++) {
+		for (size_t i = 0; i < b->plan.ndisks; i++) {
 			char id[96];
 
-			snprintf(id, sizeof id, BK_PREFIX "%s", b->disks[i].id);
-			if (b->disks[i].started && !b->disks[i].concluded &&
+			snprintf(id, sizeof id, BK_PREFIX "%s", b->plan.disks[i].id);
+			if (b->plan.disks[i].started && !b->plan.disks[i].concluded &&
 			    !bk_send(b, "job-cancel", obj1("id", id), -1, ignore_reply, i))
 				return;
 		}
@@ -2162,12 +1795,12 @@ restore_settle_jobs(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 	if (r->status == QMP_OK) {
 		for (size_t i = 0; i < json_object_array_length(r->result); i++) {
 			struct json_object *j = json_object_array_get_idx(r->result, i);
-			const char *id = jstr(j, "id");
+			const char *id = bk_jtext(j, "id");
 
 			if (!has_prefix(id, BK_PREFIX))
 				continue;
 			seen = true;
-			if (strcmp(jstr(j, "status"), "concluded") != 0)
+			if (strcmp(bk_jtext(j, "status"), "concluded") != 0)
 				fire(conn, "job-cancel", obj1("id", id));
 			else if (!json_object_object_get_ex(j, "error", &v))
 				succeeded = true;

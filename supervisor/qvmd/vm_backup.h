@@ -45,6 +45,8 @@ char *bk_dir_allowed(const struct daemon_config *conf, const char *dir, char **c
 
 /* A string member of a manifest or state object, or NULL (absent, null or not a string). */
 const char *bk_jstr(struct json_object *o, const char *key);
+/* The same, or "" (for comparing: QEMU's answers and manifests). */
+const char *bk_jtext(struct json_object *o, const char *key);
 
 /* A file's next text, written beside it (PATH.tmp), not yet in place: what bk_manifest_write and
  * bk_state_save do in one step, apart, so that the temporary can be fsynced together with other

@@ -150,6 +150,14 @@ bk_jstr(struct json_object *o, const char *key)
 	return json_object_get_string(v);
 }
 
+const char *
+bk_jtext(struct json_object *o, const char *key)
+{
+	const char *s = bk_jstr(o, key);
+
+	return s != NULL ? s : "";
+}
+
 /* ---- files replaced atomically ----
  *
  * A file's next text is written beside it (PATH.tmp) and renamed over it; durable: the
