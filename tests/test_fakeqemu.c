@@ -641,6 +641,123 @@ test_fakeqemu_hotplug(void **state)
 	fake_stop(&f);
 }
 
+/* Backups as QEMU 7.2 runs them, without a copy: bitmaps on a node, a job waiting for
+ * job-finalize, its events in QEMU's order, the bitmap busy meanwhile and free after; a cancel;
+ * FAKEQEMU_JOB_MS and the refusals the backup code meets. */
+static void
+test_fakeqemu_backup_jobs(void **state)
+{
+	const char *const env[] = {"FAKEQEMU_JOB_MS=100", NULL};
+	const char *bm =
+	    "{\"execute\":\"block-dirty-bitmap-add\",\"arguments\":{\"node\":\"d1.fmt\","
+	    "\"name\":\"b\",\"persistent\":true}}";
+	const char *bk = "{\"execute\":\"blockdev-backup\",\"arguments\":{\"job-id\":\"j\","
+	                 "\"device\":\"d1.fmt\",\"target\":\"t\",\"sync\":\"incremental\","
+	                 "\"bitmap\":\"b\",\"auto-finalize\":false}}";
+	struct fake f;
+	struct conn c;
+	struct json_object *r;
+	char cmd[256];
+
+	fake_start(&f, NULL, env, -1, 1);
+	conn_open(&c, f.sock);
+	snprintf(cmd, sizeof(cmd),
+	         "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\",\"node-name\":"
+	         "\"d1.fmt\",\"file\":{\"driver\":\"file\",\"filename\":\"%s\"}}}",
+	         f.pidfile);
+	expect_ok(conn_cmd(&c, cmd));
+	expect_ok(conn_cmd(&c, "{\"execute\":\"blockdev-add\",\"arguments\":{\"driver\":\"qcow2\","
+	                       "\"node-name\":\"t\",\"file\":{\"driver\":\"file\",\"filename\":"
+	                       "\"/dev/null\"},\"cache\":{\"no-flush\":true},\"backing\":null}}"));
+	expect_error(conn_cmd(&c, bk), "GenericError", "Dirty bitmap 'b' not found");
+	expect_ok(conn_cmd(&c, bm));
+	expect_error(conn_cmd(&c, bm), "GenericError", "Bitmap already exists: b");
+	r = conn_cmd(&c, "{\"execute\":\"query-named-block-nodes\"}");
+	for (size_t i = 0; i < json_object_array_length(json_object_object_get(r, "return")); i++) {
+		struct json_object *n =
+		    json_object_array_get_idx(json_object_object_get(r, "return"), i);
+
+		if (strcmp(get_str(n, "node-name"), "d1.fmt") != 0) {
+			assert_null(get_str(n, "dirty-bitmaps")); /* only where one was added */
+			continue;
+		}
+		assert_non_null(get_str(n, "dirty-bitmaps.0.name"));
+		assert_string_equal(get_str(n, "dirty-bitmaps.0.name"), "b");
+		assert_string_equal(get_str(n, "dirty-bitmaps.0.recording"), "true");
+		assert_string_equal(get_str(n, "dirty-bitmaps.0.persistent"), "true");
+		assert_string_equal(get_str(n, "dirty-bitmaps.0.busy"), "false");
+	}
+	json_object_put(r);
+
+	expect_ok(conn_cmd(&c, bk));
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "created");
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "running");
+	expect_error(conn_cmd(&c, bk), "GenericError", "Job ID 'j' already in use");
+	expect_error(conn_cmd(&c, "{\"execute\":\"block-dirty-bitmap-remove\",\"arguments\":{"
+	                          "\"node\":\"d1.fmt\",\"name\":\"b\"}}"),
+	             "GenericError", "is currently in use");
+	expect_error(conn_cmd(&c, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"j\"}}"),
+	             "GenericError", "in state 'running' cannot accept command verb 'finalize'");
+	r = conn_cmd(&c, "{\"execute\":\"query-jobs\"}");
+	assert_string_equal(get_str(r, "return.0.id"), "j");
+	assert_string_equal(get_str(r, "return.0.status"), "running");
+	json_object_put(r);
+	/* after FAKEQEMU_JOB_MS, the copy is over */
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "waiting");
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "pending");
+	expect_event(&c, "BLOCK_JOB_PENDING", "id", "j");
+	expect_ok(conn_cmd(&c, "{\"execute\":\"job-finalize\",\"arguments\":{\"id\":\"j\"}}"));
+	expect_event(&c, "BLOCK_JOB_COMPLETED", "device", "j");
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "concluded");
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "null");
+	r = conn_cmd(&c, "{\"execute\":\"query-jobs\"}");
+	assert_int_equal(json_object_array_length(json_object_object_get(r, "return")), 0);
+	json_object_put(r);
+	expect_error(conn_cmd(&c, "{\"execute\":\"job-dismiss\",\"arguments\":{\"id\":\"j\"}}"),
+	             "GenericError", "Job not found");
+
+	/* cancelled while it copies: the bitmap is free again */
+	expect_ok(conn_cmd(&c, bk));
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "created");
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "running");
+	expect_ok(conn_cmd(&c, "{\"execute\":\"job-cancel\",\"arguments\":{\"id\":\"j\"}}"));
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "aborting");
+	expect_event(&c, "BLOCK_JOB_CANCELLED", "device", "j");
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "concluded");
+	expect_event(&c, "JOB_STATUS_CHANGE", "status", "null");
+	assert_null(conn_event(&c, 300)); /* no copy ends later */
+	expect_ok(conn_cmd(&c, "{\"execute\":\"block-dirty-bitmap-remove\",\"arguments\":{"
+	                       "\"node\":\"d1.fmt\",\"name\":\"b\"}}"));
+	expect_error(conn_cmd(&c, "{\"execute\":\"remove-fd\",\"arguments\":{}}"), "GenericError",
+	             "Parameter 'fdset-id' is missing");
+	conn_close(&c);
+	fake_stop(&f);
+}
+
+/* FAKEQEMU_SLOW: the command is answered after FAKEQEMU_SLOW_MS, commands behind it wait. */
+static void
+test_fakeqemu_slow(void **state)
+{
+	const char *const env[] = {"FAKEQEMU_SLOW=query-status", "FAKEQEMU_SLOW_MS=400", NULL};
+	struct fake f;
+	struct conn c;
+	struct json_object *r;
+
+	fake_start(&f, NULL, env, -1, 1);
+	conn_open(&c, f.sock);
+	conn_send(&c, "{\"execute\":\"query-status\",\"id\":1}", -1);
+	conn_send(&c, "{\"execute\":\"query-version\",\"id\":2}", -1);
+	assert_null(conn_next(&c, 200));
+	r = conn_next(&c, 3000);
+	assert_string_equal(get_str(r, "id"), "1");
+	json_object_put(r);
+	r = conn_next(&c, 3000);
+	assert_string_equal(get_str(r, "id"), "2");
+	json_object_put(r);
+	conn_close(&c);
+	fake_stop(&f);
+}
+
 static void
 test_fakeqemu_no_unplug(void **state)
 {
@@ -1247,6 +1364,8 @@ main(void)
 	    cmocka_unit_test_teardown(test_fakeqemu_crash_on_command, teardown),
 	    cmocka_unit_test_teardown(test_fakeqemu_exit_after, teardown),
 	    cmocka_unit_test_teardown(test_fakeqemu_stall, teardown),
+	    cmocka_unit_test_teardown(test_fakeqemu_slow, teardown),
+	    cmocka_unit_test_teardown(test_fakeqemu_backup_jobs, teardown),
 	    cmocka_unit_test_teardown(test_fakeqemu_startup_delay, teardown),
 	    cmocka_unit_test_teardown(test_fakeqemu_inherited_socket_reconnect, teardown),
 	    cmocka_unit_test_teardown(test_fakeqemu_getfd, teardown),

@@ -892,13 +892,14 @@ test_vm_busy_while_reset_held(void **state)
 
 /* ---- background jobs ---- */
 
-static void
+static char *
 test_bg_cancel(struct vm_job *job, const char *why)
 {
 	struct fx *fx = job->data;
 
 	fx->bg_cancels++;
 	vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: test-bg: %s", vm_name(job->vm), why);
+	return NULL;
 }
 
 static void

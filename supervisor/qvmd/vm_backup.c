@@ -1686,21 +1686,18 @@ bk_advance(struct bk *b)
 
 /* ---- the job kind ---- */
 
-static void
+static char *
 bk_cancel(struct vm_job *job, const char *why)
 {
 	struct bk *b = job->data;
 	bool running = false;
 
 	if (b->ending)
-		return;
+		return NULL;
 	/* Finalized, the copy is over and the bitmaps are cleared: stopping now would only make
 	 * the next backup full. It completes. */
-	if (b->finalized) {
-		log_info("vm %s: backup %s: not cancelled (%s): its copy is over, it completes",
-		         b->vm->name, b->id, why);
-		return;
-	}
+	if (b->finalized)
+		return xasprintf("backup %s has copied everything and is being completed", b->id);
 	b->cancelled = true;
 	for (size_t i = 0; i < b->plan.ndisks; i++)
 		running |= b->plan.disks[i].started && !b->plan.disks[i].concluded;
@@ -1712,11 +1709,12 @@ bk_cancel(struct vm_job *job, const char *why)
 			snprintf(id, sizeof id, BK_PREFIX "%s", b->plan.disks[i].id);
 			if (b->plan.disks[i].started && !b->plan.disks[i].concluded &&
 			    !bk_send(b, "job-cancel", obj1("id", id), -1, ignore_reply, i))
-				return;
+				return NULL;
 		}
-		return;
+		return NULL;
 	}
 	bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup: %s", b->vm->name, why);
+	return NULL;
 }
 
 static bool

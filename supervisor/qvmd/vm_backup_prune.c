@@ -313,7 +313,7 @@ pr_timer(struct vm_job *job)
 	pr_next(job->data);
 }
 
-static void
+static char *
 pr_cancel(struct vm_job *job, const char *why)
 {
 	struct pr *p = job->data;
@@ -323,6 +323,7 @@ pr_cancel(struct vm_job *job, const char *why)
 	if (p->job->rec != NULL)
 		vm_jobrec_end(p->vm, p->job->rec, VM_JOBREC_CANCELLED, why);
 	fail(p, "%s", why);
+	return NULL;
 }
 
 /* The VM's store directories and backup state (caller frees with bk_state_free). */

@@ -430,7 +430,7 @@ rv_next(struct rv *v)
 	}
 }
 
-static void
+static char *
 rv_cancel(struct vm_job *job, const char *why)
 {
 	struct rv *v = job->data;
@@ -441,6 +441,7 @@ rv_cancel(struct vm_job *job, const char *why)
 	/* Nothing of an in-place restore is committed yet: its temporaries go. */
 	v->in_place = false;
 	rv_end(v);
+	return NULL;
 }
 
 /* Removes the temporaries an in-place restore of vm left (qvmd died during it). */

@@ -75,15 +75,17 @@ void
 vm_job_cancel_background(struct vm *vm, const char *why)
 {
 	struct vm_job *bg = vm->bg;
-	char *name;
+	char *name, *no;
 
 	if (bg == NULL || bg->kind->cancel == NULL)
 		return;
 	name = bg_name(bg);
 	log_info("vm %s: cancelling %s first", vm->name, name);
 	snprintf(vm->bg_cancelled, sizeof vm->bg_cancelled, "%s", name);
+	if ((no = bg->kind->cancel(bg, why)) != NULL)
+		log_info("vm %s: %s goes on: %s", vm->name, name, no);
+	free(no);
 	free(name);
-	bg->kind->cancel(bg, why);
 }
 
 bool

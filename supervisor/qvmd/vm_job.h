@@ -77,8 +77,10 @@ struct vm_job_kind {
 	 * and ended itself (the exit was its doing, e.g. a powerdown); false: the VM treats the
 	 * exit as unexpected and ends the job with an error. */
 	bool (*qemu_gone)(struct vm_job *job, const struct vm_exit *exit);
-	/* Asked to stop early (job-cancel, kill, powerdown): end the job now or soon. */
-	void (*cancel)(struct vm_job *job, const char *why);
+	/* Asked to stop early (job-cancel, kill, powerdown): end the job now or soon, and return
+	 * NULL; or, past the point where stopping would undo nothing, let it finish and return
+	 * why (allocated). */
+	char *(*cancel)(struct vm_job *job, const char *why);
 	/* A job carrying detaches: its detach operation waiting for device id to leave the guest
 	 * (vm_hotplug.c routes DEVICE_DELETED to it), or NULL. */
 	struct hp_op *(*detach_op)(struct vm_job *job, const char *id);

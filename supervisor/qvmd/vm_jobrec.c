@@ -586,7 +586,7 @@ vm_job_cancel(struct vm *vm, const char *id, vm_done_cb cb, void *arg)
 	struct vm_jobrec *rec = vm_jobrec_find(vm, id);
 	struct vm_job *bg = vm->bg;
 	struct json_object *res;
-	char *msg;
+	char *msg, *no;
 
 	if (rec == NULL || rec->state != VM_JOBREC_RUNNING || bg == NULL || bg->rec != rec ||
 	    bg->kind->cancel == NULL) {
@@ -597,7 +597,14 @@ vm_job_cancel(struct vm *vm, const char *id, vm_done_cb cb, void *arg)
 		free(msg);
 		return;
 	}
-	bg->kind->cancel(bg, "cancelled by the operator");
+	if ((no = bg->kind->cancel(bg, "cancelled by the operator")) != NULL) {
+		msg = xasprintf("vm %s: job %s is not cancelled: %s", vm->name, id, no);
+		log_info("%s", msg);
+		cb(NULL, PROTO_ERR_INVALID, msg, arg);
+		free(msg);
+		free(no);
+		return;
+	}
 	/* The record may have ended now, or ends when QEMU's job does ("cancelling"). */
 	res = json_object_new_object();
 	json_object_object_add(res, "vm", json_object_new_string(vm->name));

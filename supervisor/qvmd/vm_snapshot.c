@@ -905,7 +905,7 @@ delete_step(struct snap *s)
 
 /* ---- the job kinds ---- */
 
-static void
+static char *
 snap_cancel(struct vm_job *job, const char *why)
 {
 	struct snap *s = job->data;
@@ -922,7 +922,7 @@ snap_cancel(struct vm_job *job, const char *why)
 		char *cause = NULL;
 
 		if (s->cancel_asked)
-			return;
+			return NULL;
 		s->cancel_asked = true;
 		log_info("vm %s: %s: asking qemu to cancel %s (%s)", s->vm->name, job->kind->name,
 		         rec->id, why);
@@ -932,21 +932,22 @@ snap_cancel(struct vm_job *job, const char *why)
 		                &cause) < 0)
 			free(cause);
 		json_object_put(args);
-		return;
+		return NULL;
 	}
 	if (s->op == SNAP_CREATE && !s->online && !s->rollback) {
 		/* qemu-img on a stopped VM's disks: stop it, and take the tag off every disk. */
 		vm_qemu_img_free(s->img);
 		s->img = NULL;
 		snap_roll_back(s, why);
-		return;
+		return NULL;
 	}
 	if (s->img != NULL)
-		return; /* an offline revert or delete is not stopped half-way: it ends soon */
+		return NULL; /* an offline revert or delete is not stopped half-way: it ends soon */
 	if (rec != NULL)
 		vm_jobrec_end(s->vm, rec, VM_JOBREC_CANCELLED, why);
 	vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: %s %s: %s", s->vm->name, job->kind->name,
 	            s->tag, why);
+	return NULL;
 }
 
 /* A snapshot or delete whose QEMU died: the clean-up to run once the VM is down. */

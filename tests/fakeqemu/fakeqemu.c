@@ -22,6 +22,11 @@
  *   FAKEQEMU_STALL=CMD[,CMD...]     never answer these commands (later commands are still answered)
  *   FAKEQEMU_CRASH=CMD[,CMD...]     abort() when one of these commands arrives (SIGABRT, pidfile
  * left) FAKEQEMU_EXIT_AFTER_MS=N        abort() by itself N ms after start
+ *   FAKEQEMU_SLOW=CMD[,CMD...]      take FAKEQEMU_SLOW_MS (default 2000) before running these
+ *                                   commands, the whole process busy meanwhile (as QEMU is inside
+ *                                   a long command: later commands wait); "fakeqemu: CMD: slow"
+ *                                   goes to stderr first
+ *   FAKEQEMU_JOB_MS=N               a backup job copies for N ms (default 50)
  *   FAKEQEMU_STARTUP_DELAY_MS=N     wait N ms (after writing the pidfile) before the QMP socket is
  *                                   created or, for an inherited socket, before connections are
  * accepted
@@ -34,6 +39,12 @@
  * have numbered the buses); before that qom-list /machine/peripheral shows them, as with QEMU. A
  * device added to a root port that is already occupied is refused (QEMU would accept it on an
  * invisible slot).
+ *
+ * Backups the way QEMU 7.2 runs them, without copying anything: dirty bitmaps on block nodes
+ * (block-dirty-bitmap-add/-remove, listed by query-named-block-nodes, never persisted),
+ * blockdev-backup jobs (auto-dismissed) that run for FAKEQEMU_JOB_MS and then wait for
+ * job-finalize unless auto-finalize, job-cancel, job-dismiss, query-jobs, with QEMU's events.
+ * A job's bitmap is busy while it runs, cleared when it is finalized, kept when it is cancelled.
  *
  * Serve mode: "fakeqemu --serve-dir DIR --count N [options]" runs N such VMs in one process, with
  * QMP sockets DIR/0.sock .. DIR/N-1.sock (see serve_main()), for benchmarks that need thousands of
@@ -92,6 +103,25 @@ struct fq_node {
 	char *filename;
 	char *file;    /* node-name of the "file" child, or NULL */
 	char *backing; /* node-name of the "backing" child, or NULL */
+	struct fq_bitmap *bitmaps;
+};
+
+struct fq_bitmap {
+	struct fq_bitmap *next;
+	char *name;
+	int persistent;
+	int recording;
+	int busy; /* a job uses it */
+};
+
+/* A blockdev-backup job. */
+struct fq_job {
+	struct fq_job *next;
+	char *id;
+	char *device; /* its source node */
+	char *bitmap; /* an incremental's bitmap on device, or NULL */
+	const char *status;
+	int auto_finalize;
 };
 
 struct fq_netdev {
@@ -115,13 +145,13 @@ struct fq_setfd {
 	char *opaque;
 };
 
-enum fq_timer_kind { FQ_T_STARTUP, FQ_T_POWERDOWN, FQ_T_UNPLUG, FQ_T_EXIT };
+enum fq_timer_kind { FQ_T_STARTUP, FQ_T_POWERDOWN, FQ_T_UNPLUG, FQ_T_EXIT, FQ_T_JOB };
 
 struct fq_timer {
 	struct fq_timer *next;
 	int64_t due_ms;
 	enum fq_timer_kind kind;
-	char *device; /* FQ_T_UNPLUG */
+	char *device; /* FQ_T_UNPLUG; FQ_T_JOB: the job's id */
 };
 
 struct fq {
@@ -160,6 +190,7 @@ struct fq {
 	struct fq_netdev *netdevs;
 	struct fq_fd *fds;
 	struct fq_setfd *setfds;
+	struct fq_job *jobs;
 	struct fq_timer *timers;
 
 	int ignore_powerdown;
@@ -168,6 +199,9 @@ struct fq {
 	int unplug_delay_ms;
 	const char *stall;
 	const char *crash;
+	const char *slow;
+	int slow_ms;
+	int job_ms;
 };
 
 /* The outcome of one command: a return value, or an error class and description. */
@@ -930,6 +964,13 @@ node_free(struct fq_node *n)
 	free(n->filename);
 	free(n->file);
 	free(n->backing);
+	while (n->bitmaps != NULL) {
+		struct fq_bitmap *b = n->bitmaps;
+
+		n->bitmaps = b->next;
+		free(b->name);
+		free(b);
+	}
 	free(n);
 }
 
@@ -1588,6 +1629,8 @@ cmd_blockdev_del(struct fq *fq, struct json_object *args, struct fq_reply *r)
 	node_delete(fq, n);
 }
 
+static struct json_object *bitmaps_json(const struct fq_node *n);
+
 static void
 cmd_query_named_block_nodes(struct fq *fq, struct json_object *args, struct fq_reply *r)
 {
@@ -1619,6 +1662,318 @@ cmd_query_named_block_nodes(struct fq *fq, struct json_object *args, struct fq_r
 		json_object_object_add(img, "format", json_object_new_string(n->driver));
 		json_object_object_add(img, "virtual-size", json_object_new_int64(0));
 		json_object_object_add(o, "image", img);
+		if (n->bitmaps != NULL)
+			json_object_object_add(o, "dirty-bitmaps", bitmaps_json(n));
+		json_object_array_add(r->ret, o);
+	}
+}
+
+/* ---- dirty bitmaps and backup jobs ---- */
+
+static struct fq_bitmap *
+bitmap_find(const struct fq_node *n, const char *name)
+{
+	struct fq_bitmap *b;
+
+	for (b = n != NULL ? n->bitmaps : NULL; b != NULL; b = b->next)
+		if (strcmp(b->name, name) == 0)
+			return b;
+	return NULL;
+}
+
+/* The node named by a command's "node" or "device", or NULL with r. */
+static struct fq_node *
+node_arg(struct fq *fq, const char *name, struct fq_reply *r)
+{
+	struct fq_node *n = node_find(fq, name);
+
+	if (n == NULL)
+		reply_error(r, "GenericError", "Cannot find device='%s' nor node-name='%s'", name,
+		            name);
+	return n;
+}
+
+static void
+cmd_bitmap_add(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	const char *name = jstr(args, "name");
+	struct fq_node *n = node_arg(fq, jstr(args, "node"), r);
+	struct json_object *v;
+	struct fq_bitmap *b;
+
+	if (n == NULL)
+		return;
+	if (bitmap_find(n, name) != NULL) {
+		reply_error(r, "GenericError", "Bitmap already exists: %s", name);
+		return;
+	}
+	b = xcalloc(1, sizeof(*b));
+	b->name = xstrdup(name);
+	b->persistent =
+	    json_object_object_get_ex(args, "persistent", &v) && json_object_get_boolean(v);
+	b->recording =
+	    !(json_object_object_get_ex(args, "disabled", &v) && json_object_get_boolean(v));
+	b->next = n->bitmaps;
+	n->bitmaps = b;
+}
+
+static void
+cmd_bitmap_remove(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	const char *name = jstr(args, "name");
+	struct fq_node *n = node_arg(fq, jstr(args, "node"), r);
+	struct fq_bitmap **pp, *b;
+
+	if (n == NULL)
+		return;
+	for (pp = &n->bitmaps; *pp != NULL && strcmp((*pp)->name, name) != 0; pp = &(*pp)->next)
+		;
+	if ((b = *pp) == NULL) {
+		reply_error(r, "GenericError", "Dirty bitmap '%s' not found", name);
+		return;
+	}
+	if (b->busy) {
+		reply_error(
+		    r, "GenericError",
+		    "Bitmap '%s' is currently in use by another operation and cannot be used",
+		    name);
+		return;
+	}
+	*pp = b->next;
+	free(b->name);
+	free(b);
+}
+
+static struct json_object *
+bitmaps_json(const struct fq_node *n)
+{
+	struct json_object *a = json_object_new_array();
+	const struct fq_bitmap *b;
+
+	for (b = n->bitmaps; b != NULL; b = b->next) {
+		struct json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "name", json_object_new_string(b->name));
+		json_object_object_add(o, "recording", json_object_new_boolean(b->recording));
+		json_object_object_add(o, "persistent", json_object_new_boolean(b->persistent));
+		json_object_object_add(o, "busy", json_object_new_boolean(b->busy));
+		json_object_object_add(o, "granularity", json_object_new_int(65536));
+		json_object_object_add(o, "count", json_object_new_int(0));
+		json_object_array_add(a, o);
+	}
+	return a;
+}
+
+static struct fq_job *
+job_find(struct fq *fq, const char *id)
+{
+	struct fq_job *j;
+
+	for (j = fq->jobs; j != NULL; j = j->next)
+		if (strcmp(j->id, id) == 0)
+			return j;
+	return NULL;
+}
+
+static void
+job_status(struct fq *fq, struct fq_job *j, const char *status)
+{
+	struct json_object *data = json_object_new_object();
+
+	j->status = status;
+	json_object_object_add(data, "status", json_object_new_string(status));
+	json_object_object_add(data, "id", json_object_new_string(j->id));
+	fq_event(fq, "JOB_STATUS_CHANGE", data);
+}
+
+/* BLOCK_JOB_COMPLETED or BLOCK_JOB_CANCELLED: the job's device is its id, as in QEMU. */
+static void
+job_block_event(struct fq *fq, const struct fq_job *j, const char *event)
+{
+	struct json_object *data = json_object_new_object();
+
+	json_object_object_add(data, "device", json_object_new_string(j->id));
+	json_object_object_add(data, "len", json_object_new_int64(0));
+	json_object_object_add(data, "offset", json_object_new_int64(0));
+	json_object_object_add(data, "speed", json_object_new_int64(0));
+	json_object_object_add(data, "type", json_object_new_string("backup"));
+	fq_event(fq, event, data);
+}
+
+/* The job ends (concluded, then dismissed): its bitmap is let go, cleared when it succeeded. */
+static void
+job_end(struct fq *fq, struct fq_job *j, int ok)
+{
+	struct fq_bitmap *b = j->bitmap ? bitmap_find(node_find(fq, j->device), j->bitmap) : NULL;
+	struct fq_job **pp;
+	struct fq_timer **tp;
+
+	if (b != NULL)
+		b->busy = 0; /* "count" is always 0 here: cleared or merged back alike */
+	job_block_event(fq, j, ok ? "BLOCK_JOB_COMPLETED" : "BLOCK_JOB_CANCELLED");
+	job_status(fq, j, "concluded");
+	job_status(fq, j, "null");
+	for (tp = &fq->timers; *tp != NULL;) {
+		struct fq_timer *t = *tp;
+
+		if (t->kind == FQ_T_JOB && strcmp(t->device, j->id) == 0) {
+			*tp = t->next;
+			free(t->device);
+			free(t);
+			continue;
+		}
+		tp = &t->next;
+	}
+	for (pp = &fq->jobs; *pp != j; pp = &(*pp)->next)
+		;
+	*pp = j->next;
+	free(j->id);
+	free(j->device);
+	free(j->bitmap);
+	free(j);
+}
+
+/* The copy is over: the job waits for job-finalize, or finalizes itself. */
+static void
+job_copied(struct fq *fq, const char *id)
+{
+	struct fq_job *j = job_find(fq, id);
+	struct json_object *data;
+
+	if (j == NULL)
+		return;
+	job_status(fq, j, "waiting");
+	job_status(fq, j, "pending");
+	if (j->auto_finalize) {
+		job_end(fq, j, 1);
+		return;
+	}
+	data = json_object_new_object();
+	json_object_object_add(data, "type", json_object_new_string("backup"));
+	json_object_object_add(data, "id", json_object_new_string(j->id));
+	fq_event(fq, "BLOCK_JOB_PENDING", data);
+}
+
+static void
+cmd_blockdev_backup(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	const char *id = jstr(args, "job-id"), *sync = jstr(args, "sync");
+	const char *bitmap = jstr(args, "bitmap");
+	struct fq_node *src, *dst;
+	struct fq_bitmap *b = NULL;
+	struct json_object *v;
+	struct fq_job *j;
+
+	if ((src = node_arg(fq, jstr(args, "device"), r)) == NULL ||
+	    (dst = node_arg(fq, jstr(args, "target"), r)) == NULL)
+		return;
+	if (job_find(fq, id) != NULL) {
+		reply_error(r, "GenericError", "Job ID '%s' already in use", id);
+		return;
+	}
+	if (strcmp(sync, "full") != 0 && strcmp(sync, "incremental") != 0) {
+		reply_error(r, "GenericError", "Parameter 'sync' does not accept value '%s'", sync);
+		return;
+	}
+	if (bitmap != NULL && (b = bitmap_find(src, bitmap)) == NULL) {
+		reply_error(r, "GenericError", "Dirty bitmap '%s' not found", bitmap);
+		return;
+	}
+	if (strcmp(sync, "incremental") == 0 && b == NULL) {
+		reply_error(r, "GenericError",
+		            "must provide a valid bitmap name for 'incremental' "
+		            "sync mode");
+		return;
+	}
+	if (b != NULL && b->busy) {
+		reply_error(
+		    r, "GenericError",
+		    "Bitmap '%s' is currently in use by another operation and cannot be used",
+		    bitmap);
+		return;
+	}
+	j = xcalloc(1, sizeof(*j));
+	j->id = xstrdup(id);
+	j->device = xstrdup(src->name);
+	j->bitmap = xstrdup(bitmap);
+	j->auto_finalize =
+	    !(json_object_object_get_ex(args, "auto-finalize", &v) && !json_object_get_boolean(v));
+	j->next = fq->jobs;
+	fq->jobs = j;
+	if (b != NULL)
+		b->busy = 1;
+	job_status(fq, j, "created");
+	job_status(fq, j, "running");
+	timer_add(fq, FQ_T_JOB, fq->job_ms, j->id);
+}
+
+/* The job by a command's "id", or NULL with r. */
+static struct fq_job *
+job_arg(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	const char *id = jstr(args, "id");
+	struct fq_job *j = job_find(fq, id);
+
+	if (j == NULL)
+		reply_error(r, "GenericError", "Job not found");
+	return j;
+}
+
+static void
+cmd_job_finalize(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	struct fq_job *j = job_arg(fq, args, r);
+
+	if (j == NULL)
+		return;
+	if (strcmp(j->status, "pending") != 0) {
+		reply_error(r, "GenericError",
+		            "Job '%s' in state '%s' cannot accept command verb "
+		            "'finalize'",
+		            j->id, j->status);
+		return;
+	}
+	job_end(fq, j, 1);
+}
+
+static void
+cmd_job_cancel(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	struct fq_job *j = job_arg(fq, args, r);
+
+	if (j == NULL)
+		return;
+	job_status(fq, j, "aborting");
+	job_end(fq, j, 0);
+}
+
+static void
+cmd_job_dismiss(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	struct fq_job *j = job_arg(fq, args, r);
+
+	if (j != NULL) /* every job here is dismissed as it concludes */
+		reply_error(r, "GenericError",
+		            "Job '%s' in state '%s' cannot accept command verb "
+		            "'dismiss'",
+		            j->id, j->status);
+}
+
+static void
+cmd_query_jobs(struct fq *fq, struct json_object *args, struct fq_reply *r)
+{
+	const struct fq_job *j;
+
+	r->ret = json_object_new_array();
+	for (j = fq->jobs; j != NULL; j = j->next) {
+		struct json_object *o = json_object_new_object();
+		int done = strcmp(j->status, "running") != 0;
+
+		json_object_object_add(o, "current-progress", json_object_new_int64(done ? 1 : 0));
+		json_object_object_add(o, "status", json_object_new_string(j->status));
+		json_object_object_add(o, "total-progress", json_object_new_int64(1));
+		json_object_object_add(o, "type", json_object_new_string("backup"));
+		json_object_object_add(o, "id", json_object_new_string(j->id));
 		json_object_array_add(r->ret, o);
 	}
 }
@@ -1717,6 +2072,11 @@ cmd_remove_fd(struct fq *fq, struct json_object *args, struct fq_reply *r)
 	    json_object_object_get_ex(args, "fdset-id", &v) ? json_object_get_int64(v) : -1;
 	int fd = json_object_object_get_ex(args, "fd", &v) ? json_object_get_int(v) : -1;
 	int found = 0;
+
+	if (set < 0) {
+		reply_error(r, "GenericError", "Parameter 'fdset-id' is missing");
+		return;
+	}
 
 	for (pp = &fq->setfds; *pp != NULL;) {
 		f = *pp;
@@ -1957,11 +2317,16 @@ static const char *const fq_req_netdev[] = {"type", "id", NULL};
 static const char *const fq_req_node[] = {"node-name", NULL};
 static const char *const fq_req_fdname[] = {"fdname", NULL};
 static const char *const fq_opt_add_fd[] = {"fdset-id", "opaque", NULL};
-static const char *const fq_req_fdset[] = {"fdset-id", NULL};
-static const char *const fq_opt_fd[] = {"fd", NULL};
+static const char *const fq_opt_remove_fd[] = {"fdset-id", "fd", NULL};
 static const char *const fq_req_path[] = {"path", NULL};
 static const char *const fq_req_qom_get[] = {"path", "property", NULL};
 static const char *const fq_req_hmp[] = {"command-line", NULL};
+static const char *const fq_req_bitmap[] = {"node", "name", NULL};
+static const char *const fq_opt_bitmap_add[] = {"persistent", "granularity", "disabled", NULL};
+static const char *const fq_req_backup[] = {"job-id", "device", "target", "sync", NULL};
+static const char *const fq_opt_backup[] = {
+    "bitmap", "bitmap-mode", "auto-finalize",   "auto-dismiss",    "x-perf",
+    "speed",  "compress",    "on-source-error", "on-target-error", NULL};
 
 /* The commands: required string arguments, other accepted arguments (NULL: anything). */
 static const struct fq_cmd {
@@ -1989,10 +2354,17 @@ static const struct fq_cmd {
     {"blockdev-add", cmd_blockdev_add, fq_req_driver, NULL},
     {"blockdev-del", cmd_blockdev_del, fq_req_node, fq_no_args},
     {"query-named-block-nodes", cmd_query_named_block_nodes, fq_no_args, fq_opt_flat},
+    {"block-dirty-bitmap-add", cmd_bitmap_add, fq_req_bitmap, fq_opt_bitmap_add},
+    {"block-dirty-bitmap-remove", cmd_bitmap_remove, fq_req_bitmap, fq_no_args},
+    {"blockdev-backup", cmd_blockdev_backup, fq_req_backup, fq_opt_backup},
+    {"job-finalize", cmd_job_finalize, fq_req_id, fq_no_args},
+    {"job-cancel", cmd_job_cancel, fq_req_id, fq_no_args},
+    {"job-dismiss", cmd_job_dismiss, fq_req_id, fq_no_args},
+    {"query-jobs", cmd_query_jobs, fq_no_args, fq_no_args},
     {"getfd", cmd_getfd, fq_req_fdname, fq_no_args},
     {"closefd", cmd_closefd, fq_req_fdname, fq_no_args},
     {"add-fd", cmd_add_fd, fq_no_args, fq_opt_add_fd},
-    {"remove-fd", cmd_remove_fd, fq_req_fdset, fq_opt_fd},
+    {"remove-fd", cmd_remove_fd, fq_no_args, fq_opt_remove_fd},
     {"query-fdsets", cmd_query_fdsets, fq_no_args, fq_no_args},
     {"qom-list", cmd_qom_list, fq_req_path, fq_no_args},
     {"qom-get", cmd_qom_get, fq_req_qom_get, fq_no_args},
@@ -2103,6 +2475,13 @@ handle_message(struct fq *fq, struct json_object *msg)
 	}
 	if (in_list(fq->stall, name))
 		return;
+	if (in_list(fq->slow, name)) {
+		struct timespec ts = {fq->slow_ms / 1000, (long)(fq->slow_ms % 1000) * 1000000L};
+
+		fprintf(stderr, "fakeqemu: %s: slow\n", name);
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
 	for (i = 0; i < sizeof(fq_cmds) / sizeof(fq_cmds[0]); i++)
 		if (strcmp(fq_cmds[i].name, name) == 0)
 			cmd = &fq_cmds[i];
@@ -2304,6 +2683,9 @@ fire_timer(struct fq *fq, struct fq_timer *t)
 		}
 		fq->status = FQ_SHUTDOWN;
 		fq_event(fq, "STOP", NULL);
+		break;
+	case FQ_T_JOB:
+		job_copied(fq, t->device);
 		break;
 	case FQ_T_UNPLUG:
 		d = device_find(fq, t->device);
@@ -2702,7 +3084,7 @@ warm_up(struct fq *fq)
 {
 	static const char msgs[] = "{\"execute\":\"qmp_capabilities\"}"
 	                           "{\"execute\":\"query-status\",\"id\":1}";
-	const char *crash = fq->crash, *stall = fq->stall;
+	const char *crash = fq->crash, *stall = fq->stall, *slow = fq->slow;
 	char sink[1024];
 	int sp[2];
 
@@ -2710,6 +3092,7 @@ warm_up(struct fq *fq)
 		return;
 	fq->crash = NULL;
 	fq->stall = NULL;
+	fq->slow = NULL;
 	fq->client_fd = sp[0];
 	fq_send_greeting(fq);
 	if (write(sp[1], msgs, sizeof(msgs) - 1) == (ssize_t)sizeof(msgs) - 1)
@@ -2720,6 +3103,7 @@ warm_up(struct fq *fq)
 	close(sp[1]);
 	fq->crash = crash;
 	fq->stall = stall;
+	fq->slow = slow;
 }
 
 /* Writes and locks the pidfile the way QEMU does; exits with status 1 if that fails. */
@@ -2770,6 +3154,9 @@ fq_init(struct fq *fq, const char *progname)
 	fq->unplug_delay_ms = env_int("FAKEQEMU_UNPLUG_DELAY_MS", 20);
 	fq->stall = getenv("FAKEQEMU_STALL");
 	fq->crash = getenv("FAKEQEMU_CRASH");
+	fq->slow = getenv("FAKEQEMU_SLOW");
+	fq->slow_ms = env_int("FAKEQEMU_SLOW_MS", 2000);
+	fq->job_ms = env_int("FAKEQEMU_JOB_MS", 50);
 }
 
 /* ---- serve mode: one process, many VMs ---- */

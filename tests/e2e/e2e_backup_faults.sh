@@ -1,0 +1,101 @@
+#!/bin/sh
+# Backup faults a real QEMU does not produce on demand, played by fakeqemu (its backup jobs copy
+# nothing and its dirty bitmaps live as long as its process; tests/fakeqemu/fakeqemu.c):
+#  1. job-cancel while QEMU is inside job-finalize: the copy is over and the bitmaps are being
+#     cleared, so the cancel is refused (exit 1, saying why), the backup completes, and the next
+#     backup is incremental on it;
+#  2. QEMU dying on job-finalize: its jobs may have cleared the bitmaps, so the backup fails and
+#     the next one is full, saying why (then incremental again); the daemon and a bystander VM
+#     go on.
+. "$(dirname "$0")/lib.sh"
+
+echo "qemu = $BIN_DIR/tests/fakeqemu" >>"$T/qvmd.conf"
+
+# with_faults [VAR=VALUE...]: restarts qvmd with exactly these FAKEQEMU_* switches (QEMUs already
+# running keep theirs).
+with_faults() {
+	stop_qvmd
+	unset FAKEQEMU_CRASH FAKEQEMU_SLOW FAKEQEMU_SLOW_MS
+	for kv in "$@"; do export "${kv?}"; done
+	start_qvmd || { not_ok "qvmd starts with $*"; finish; exit 1; }
+}
+jf() { field "$2" <"$T/$1.json"; }
+# bk NAME ARGS...: a backup of f, its --json entry in $T/NAME.json.
+bk() {
+	n=$1
+	shift
+	ctl --json backup f "$@" >"$T/$n.json" 2>"$T/$n.err"
+}
+manifest() { cat "$T/state/backups/f/$1/manifest.json" 2>/dev/null; }
+# wait_manifest ID STATUS: until backup ID's manifest says STATUS (10 s).
+wait_manifest() {
+	n=0
+	while [ $n -lt 100 ] && ! manifest "$1" | grep -q "\"status\": *\"$2\""; do
+		sleep 0.1
+		n=$((n + 1))
+	done
+	manifest "$1" | grep -q "\"status\": *\"$2\""
+}
+# slow_count: how many job-finalize commands the fake has begun (they take FAKEQEMU_SLOW_MS).
+slow_count() { grep -c "fakeqemu: job-finalize: slow" "$T/state/f/qemu.log" 2>/dev/null; }
+st() { ctl --json status "$1" | field "$2"; }
+
+qemu-img create -q -f qcow2 "$T/images/f-d1.qcow2" 16M
+fw_vm f q35 "restart = no
+[disk d1]
+file = $T/images/f-d1.qcow2"
+fw_vm by q35 "restart = no"
+
+echo "# 1. job-cancel while QEMU is inside job-finalize"
+with_faults FAKEQEMU_SLOW=job-finalize FAKEQEMU_SLOW_MS=2000
+check "start the bystander" ctl start by
+bypid=$(st by .pid)
+check "start f" ctl start f
+check "first backup" bk p1
+check "... is full and complete" [ "$(jf p1 .type) $(jf p1 .status)" = "full complete" ]
+check "... its job-finalize was slow" [ "$(slow_count)" = 1 ]
+out=$(ctl --json backup f --no-wait 2>&1)
+job=$(printf '%s' "$out" | field .job)
+id=$(printf '%s' "$out" | field .id)
+check "a second backup runs ($job, $id)" [ -n "$job" ] && [ -n "$id" ]
+n=0
+while [ $n -lt 100 ] && [ "$(slow_count)" != 2 ]; do sleep 0.05; n=$((n + 1)); done
+check "... and QEMU is inside its job-finalize" [ "$(slow_count)" = 2 ]
+cout=$(ctl job-cancel f "$job" 2>&1)
+rc=$?
+check "job-cancel is refused with exit 1, saying the copy is over ($cout)" \
+	failed_with $rc "$cout" "job $job is not cancelled: backup $id has copied everything"
+check "the backup completed" wait_manifest "$id" complete
+check "... its job is done" sh -c '"$0" --json jobs f | "$1" . | grep -q "\"id\":\"$2\",[^}]*\"state\":\"done\""' \
+	"$QVMCTL" "$BIN_DIR/tests/jget" "$job"
+check "the next backup" bk p3
+check "... is incremental on it" [ "$(jf p3 .type) $(jf p3 .parent)" = "incremental $id" ]
+
+echo "# 2. QEMU dies on job-finalize"
+check "kill f" ctl kill f
+with_faults FAKEQEMU_CRASH=job-finalize
+check "start f with the fault" ctl start f
+check "a backup (full: a new fake has no bitmap) ... " sh -c '! "$0" --json backup f >"$1" 2>"$2"' \
+	"$QVMCTL" "$T/p4.json" "$T/p4.err"
+check "... fails, saying QEMU went ($(cat "$T/p4.err" "$T/p4.json" | tr -d '\n' | cut -c1-200))" \
+	grep -q "qemu" "$T/p4.err" "$T/p4.json"
+check "f crashed" wait_state f crashed 10
+p4=$(ls "$T/state/backups/f" | sort | tail -1)
+check "the failed backup's manifest says failed ($p4)" sh -c 'grep -q "\"status\": *\"failed\"" "$0"' \
+	"$T/state/backups/f/$p4/manifest.json"
+check "... and it left no image" sh -c '! ls "$0"/*.qcow2 2>/dev/null | grep -q .' "$T/state/backups/f/$p4"
+check "the daemon keeps serving" ctl list
+with_faults
+check "start f without faults" ctl start f
+check "the next backup" bk p5
+check "... is full ($(jf p5 .reason))" [ "$(jf p5 .type)" = full ]
+check "... because the failed one's copy had cleared the bitmaps" \
+	contains "$(jf p5 .reason)" "failed after its copy had cleared the dirty bitmaps"
+check "the one after" bk p6
+check "... is incremental again" [ "$(jf p6 .type) $(jf p6 .parent)" = "incremental $(jf p5 .id)" ]
+check "the bystander is untouched (same pid, running)" \
+	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
+	"$BIN_DIR/tests/jget" "$bypid"
+check "kill f" ctl kill f
+check "kill the bystander" ctl kill by
+finish
