@@ -705,6 +705,17 @@ offline_next(struct snap *s)
 	}
 }
 
+/* Starts the job on a stopped VM: its record, --no-wait's reply, then qemu-img disk by disk. */
+static void
+offline_start(struct snap *s)
+{
+	s->job->rec = vm_jobrec_new(s->vm, s->job->kind->name, s->tag, false);
+	if (s->no_wait)
+		vm_job_reply_early(s->job, result_json(s));
+	s->next = 0;
+	offline_next(s);
+}
+
 /* Checks what takes part; false (and the job failed) when the snapshot cannot be made. */
 static bool
 create_check(struct snap *s)
@@ -765,13 +776,8 @@ create_step(struct snap *s)
 		if (disk_in(&s->disks[i]))
 			first = &s->disks[i];
 	meta_set(s->vm, s->tag, s->note, true, true);
-	if (!s->online) {
-		s->job->rec = vm_jobrec_new(s->vm, s->job->kind->name, s->tag, false);
-		if (s->no_wait)
-			vm_job_reply_early(s->job, result_json(s));
-		s->next = 0;
-		return offline_next(s);
-	}
+	if (!s->online)
+		return offline_start(s);
 	if (!s->disk_only)
 		return send_qemu_job(s, "snapshot-save", first->node);
 	s->job->rec = vm_jobrec_new(s->vm, s->job->kind->name, s->tag, false);
@@ -839,9 +845,7 @@ revert_step(struct snap *s)
 		                 s->vm->name, s->tag);
 	if (s->online)
 		return send_qemu_job(s, "snapshot-load", state->node);
-	s->job->rec = vm_jobrec_new(s->vm, s->job->kind->name, s->tag, false);
-	s->next = 0;
-	offline_next(s);
+	offline_start(s);
 }
 
 /* ---- delete (and the rollback of a failed create) ---- */
@@ -873,9 +877,7 @@ delete_step(struct snap *s)
 			                 s->vm->name, s->tag);
 		if (s->online)
 			return send_qemu_job(s, "snapshot-delete", NULL);
-		s->job->rec = vm_jobrec_new(s->vm, s->job->kind->name, s->tag, false);
-		s->next = 0;
-		return offline_next(s);
+		return offline_start(s);
 	}
 	if (!s->online) {
 		if (s->job->rec == NULL)
@@ -941,8 +943,9 @@ snap_cancel(struct vm_job *job, const char *why)
 		snap_roll_back(s, why);
 		return NULL;
 	}
-	if (s->img != NULL)
-		return NULL; /* an offline revert or delete is not stopped half-way: it ends soon */
+	if (s->img != NULL) /* an offline revert or delete, or a roll-back: not stopped half-way */
+		return xstrdup("qemu-img is changing the stopped vm's disks and is not stopped "
+		               "half-way; it ends in a moment");
 	if (rec != NULL)
 		vm_jobrec_end(s->vm, rec, VM_JOBREC_CANCELLED, why);
 	vm_job_done(job, NULL, PROTO_ERR_FAILED, "vm %s: %s %s: %s", s->vm->name, job->kind->name,

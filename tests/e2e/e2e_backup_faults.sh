@@ -47,7 +47,7 @@ file = $T/images/f-d1.qcow2"
 fw_vm by q35 "restart = no"
 
 echo "# 1. job-cancel while QEMU is inside job-finalize"
-with_faults FAKEQEMU_SLOW=job-finalize FAKEQEMU_SLOW_MS=2000
+with_faults FAKEQEMU_SLOW=job-finalize FAKEQEMU_SLOW_MS=3000
 check "start the bystander" ctl start by
 bypid=$(st by .pid)
 check "start f" ctl start f

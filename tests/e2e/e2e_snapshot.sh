@@ -1,8 +1,9 @@
 #!/bin/sh
 # Snapshots of a firmware-only VM's disks: with VM state and disk-only, online and offline, the raw
 # disk refusal and --exclude, a hot-plugged disk, revert, delete, bad input, the all-or-nothing rule
-# on a full file system, and the job records (`jobs`). The guest's view of a revert is checked by
-# e2e_snapshot_guest.sh.
+# on a full file system, the job records (`jobs`), and an offline revert with --no-wait whose
+# job-cancel is refused (qemu-img is not stopped half-way). The guest's view of a revert is
+# checked by e2e_snapshot_guest.sh.
 . "$(dirname "$0")/lib.sh"
 
 img() { qemu-img create -q -f "$1" "$T/images/$2" "$3"; }
@@ -147,4 +148,32 @@ size = 16M"
 else
 	not_ok "mount a small tmpfs for the full-disk case"
 fi
+
+# job-cancel of an offline revert: qemu-img is not stopped half-way through a disk, so the
+# cancel is refused with exit 1 saying so, and the revert completes. A qemu-img that waits 3 s
+# before reverting gives the cancel its moment.
+cat >"$T/slow-qemu-img" <<'SH'
+#!/bin/sh
+case " $* " in *" snapshot "*" -a "*) sleep 3 ;; esac
+exec qemu-img "$@"
+SH
+chmod 0755 "$T/slow-qemu-img"
+stop_qvmd
+echo "qemu_img = $T/slow-qemu-img" >>"$T/qvmd.conf"
+check "qvmd starts with the slow qemu-img" start_qvmd
+check "kill s1 for an offline revert" ctl kill s1
+out=$(ctl --json revert s1 t2 --no-wait 2>&1)
+job=$(printf '%s' "$out" | field .job)
+check "an offline revert runs ($job)" [ -n "$job" ]
+out=$(ctl job-cancel s1 "$job" 2>&1); rc=$?
+check "job-cancel of it is refused with exit 1, saying why ($out)" \
+	failed_with $rc "$out" "job $job is not cancelled: qemu-img is changing the stopped vm's disks"
+# job_rec JOB: the job's record in `jobs --json`, one line.
+job_rec() { jctl jobs s1 | grep -o "{[^{}]*\"id\":\"$1\"[^{}]*}"; }
+n=0
+while [ $n -lt 100 ] && ! contains "$(job_rec "$job")" '"state":"done"'; do
+	sleep 0.1
+	n=$((n + 1))
+done
+check "... and the revert completes ($(job_rec "$job"))" contains "$(job_rec "$job")" '"state":"done"'
 finish
