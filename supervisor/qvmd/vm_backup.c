@@ -1679,6 +1679,11 @@ bk_advance(struct bk *b)
 				               "vm %s: backup %s: disk %s: qemu did not report its "
 				               "copy complete",
 				               b->vm->name, b->id, b->plan.disks[i].id);
+		/* Every target is whole and detached: what is left (hashing, fsyncs, the manifest)
+		 * needs no QEMU. A VM that stops or crashes now (a guest shutting down, a kill)
+		 * leaves a backup that completes; a restart waits for it. */
+		if (b->helper == NULL)
+			b->job->outlives_qemu = true;
 		b->next = 0;
 		return hash_step(b);
 	}

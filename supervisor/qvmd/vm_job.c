@@ -262,8 +262,8 @@ vm_jobs_claim_exit(struct vm *vm, const struct vm_exit *exit)
 	bool claimed = false;
 
 	for (size_t i = 0; i < 2; i++) {
-		if (jobs[i] != NULL && jobs[i]->kind->qemu_gone != NULL &&
-		    jobs[i]->kind->qemu_gone(jobs[i], exit))
+		if (jobs[i] != NULL && !jobs[i]->outlives_qemu &&
+		    jobs[i]->kind->qemu_gone != NULL && jobs[i]->kind->qemu_gone(jobs[i], exit))
 			claimed = true;
 	}
 	return claimed;
@@ -272,7 +272,7 @@ vm_jobs_claim_exit(struct vm *vm, const struct vm_exit *exit)
 void
 vm_jobs_end_unclaimed(struct vm *vm, const struct vm_exit *exit)
 {
-	if (vm->bg != NULL)
+	if (vm->bg != NULL && !vm->bg->outlives_qemu)
 		vm_job_done(vm->bg, NULL, PROTO_ERR_FAILED, "vm %s: %s: qemu %s%s%s", vm->name,
 		            vm->bg->kind->name, exit->reason, *exit->tail ? ": " : "", exit->tail);
 	if (vm->job != NULL)

@@ -118,6 +118,8 @@ struct vm_job {
 	int64_t *calls;       /* QMP commands in flight, cancelled when the job ends */
 	size_t ncalls;
 	bool ending;           /* vm_job_done runs: no new commands, no second end */
+	bool outlives_qemu;    /* background: QEMU's part is over; if QEMU ends now, the job goes
+	                        * on (it is not told, nor ended with the exit) */
 	struct vm_jobrec *rec; /* background: its record, once it has one (owned by the VM) */
 };
 
@@ -169,7 +171,7 @@ void vm_jobs_event(struct vm *vm, const char *name, struct json_object *data);
  * QEMU is gone, in two steps so that whoever waits for a job sees the VM's final state: first
  * each job may claim the exit (kind->qemu_gone returns true: the job asked for it, set the state
  * and ended); if none did, the VM records a shutdown or crash; then the jobs still running end
- * with an error.
+ * with an error. A background job that outlives its QEMU (outlives_qemu) takes part in neither.
  */
 bool vm_jobs_claim_exit(struct vm *vm, const struct vm_exit *exit);
 void vm_jobs_end_unclaimed(struct vm *vm, const struct vm_exit *exit);

@@ -6,7 +6,11 @@
 #     backup is incremental on it;
 #  2. QEMU dying on job-finalize: its jobs may have cleared the bitmaps, so the backup fails and
 #     the next one is full, saying why (then incremental again); the daemon and a bystander VM
-#     go on.
+#     go on;
+#  3. QEMU ending once every target is whole and detached (a guest shutting down, a kill): what
+#     is left needs no QEMU, so the backup completes (its job copies 64 MiB into the target, so
+#     that the hashing spans several loop turns and QEMU's end is seen in between), and the VM
+#     is crashed as it would be without a backup.
 . "$(dirname "$0")/lib.sh"
 
 echo "qemu = $BIN_DIR/tests/fakeqemu" >>"$T/qvmd.conf"
@@ -96,6 +100,19 @@ check "... is incremental again" [ "$(jf p6 .type) $(jf p6 .parent)" = "incremen
 check "the bystander is untouched (same pid, running)" \
 	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
 	"$BIN_DIR/tests/jget" "$bypid"
+
+echo "# 3. QEMU ends right after the targets are detached"
 check "kill f" ctl kill f
+with_faults FAKEQEMU_CRASH_AFTER=blockdev-del FAKEQEMU_JOB_BYTES=67108864
+check "start f with the fault" ctl start f
+check "a backup whose QEMU ends once its targets are detached" bk p7
+check "... completes ($(cat "$T/p7.err"))" [ "$(jf p7 .status)" = complete ]
+check "... its manifest says so" wait_manifest "$(jf p7 .id)" complete
+check "... and its file holds what the job wrote" \
+	sh -c '[ "$(stat -c %s "$0")" -gt 67108864 ]' "$T/state/backups/f/$(jf p7 .id)/d1.qcow2"
+check "f crashed all the same" wait_state f crashed 10
+check "the bystander is still untouched" \
+	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
+	"$BIN_DIR/tests/jget" "$bypid"
 check "kill the bystander" ctl kill by
 finish

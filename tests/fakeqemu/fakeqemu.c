@@ -27,6 +27,9 @@
  *                                   a long command: later commands wait); "fakeqemu: CMD: slow"
  *                                   goes to stderr first
  *   FAKEQEMU_JOB_MS=N               a backup job copies for N ms (default 50)
+ *   FAKEQEMU_JOB_BYTES=N            ... and, when it succeeds, appends N bytes to its target's
+ *                                   file (a node on /dev/fdset/N keeps its own descriptor)
+ *   FAKEQEMU_CRASH_AFTER=CMD[,CMD...]  abort() right after answering one of these commands
  *   FAKEQEMU_STARTUP_DELAY_MS=N     wait N ms (after writing the pidfile) before the QMP socket is
  *                                   created or, for an inherited socket, before connections are
  * accepted
@@ -103,6 +106,7 @@ struct fq_node {
 	char *filename;
 	char *file;    /* node-name of the "file" child, or NULL */
 	char *backing; /* node-name of the "backing" child, or NULL */
+	int fd;        /* its own descriptor of an fdset it was opened on, or -1 */
 	struct fq_bitmap *bitmaps;
 };
 
@@ -119,6 +123,7 @@ struct fq_job {
 	struct fq_job *next;
 	char *id;
 	char *device; /* its source node */
+	char *target;
 	char *bitmap; /* an incremental's bitmap on device, or NULL */
 	const char *status;
 	int auto_finalize;
@@ -200,8 +205,10 @@ struct fq {
 	const char *stall;
 	const char *crash;
 	const char *slow;
+	const char *crash_after;
 	int slow_ms;
 	int job_ms;
+	long long job_bytes;
 };
 
 /* The outcome of one command: a return value, or an error class and description. */
@@ -288,6 +295,16 @@ fdset_exists(const struct fq *fq, long long set)
 		if (f->set == set)
 			return 1;
 	return 0;
+}
+
+/* A descriptor of the set, duplicated (as QEMU's node keeps its own), or -1. */
+static int
+fdset_dup(const struct fq *fq, long long set)
+{
+	for (const struct fq_setfd *f = fq->setfds; f != NULL; f = f->next)
+		if (f->set == set)
+			return fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+	return -1;
 }
 
 static const char *
@@ -964,6 +981,8 @@ node_free(struct fq_node *n)
 	free(n->filename);
 	free(n->file);
 	free(n->backing);
+	if (n->fd >= 0)
+		close(n->fd);
 	while (n->bitmaps != NULL) {
 		struct fq_bitmap *b = n->bitmaps;
 
@@ -1091,6 +1110,9 @@ node_create(struct fq *fq, struct json_object *props, int root, struct fq_reply 
 	n->name = name != NULL ? xstrdup(name) : xasprintf("#block%03u", implicit_seq++);
 	n->driver = xstrdup(driver);
 	n->filename = xstrdup(filename);
+	n->fd = filename != NULL && strncmp(filename, "/dev/fdset/", 11) == 0
+	            ? fdset_dup(fq, strtoll(filename + 11, NULL, 10))
+	            : -1;
 	n->file = file_name;
 	n->backing = backing_name;
 	n->next = fq->nodes;
@@ -1800,6 +1822,31 @@ job_block_event(struct fq *fq, const struct fq_job *j, const char *event)
 	fq_event(fq, event, data);
 }
 
+/* FAKEQEMU_JOB_BYTES: appends that many bytes to the file under the job's target node. */
+static void
+job_write(struct fq *fq, const struct fq_job *j)
+{
+	const struct fq_node *n = node_find(fq, j->target);
+	static char buf[65536];
+	long long left = fq->job_bytes;
+	struct stat sb;
+
+	while (n != NULL && n->fd < 0 && n->file != NULL)
+		n = node_find(fq, n->file);
+	if (n == NULL || n->fd < 0 || fstat(n->fd, &sb) < 0)
+		return;
+	memset(buf, 0x5a, sizeof(buf));
+	for (off_t off = sb.st_size; left > 0;) {
+		size_t len = left < (long long)sizeof(buf) ? (size_t)left : sizeof(buf);
+		ssize_t w = pwrite(n->fd, buf, len, off);
+
+		if (w <= 0)
+			return;
+		off += w;
+		left -= w;
+	}
+}
+
 /* The job ends (concluded, then dismissed): its bitmap is let go, cleared when it succeeded. */
 static void
 job_end(struct fq *fq, struct fq_job *j, int ok)
@@ -1810,6 +1857,8 @@ job_end(struct fq *fq, struct fq_job *j, int ok)
 
 	if (b != NULL)
 		b->busy = 0; /* "count" is always 0 here: cleared or merged back alike */
+	if (ok && fq->job_bytes > 0)
+		job_write(fq, j);
 	job_block_event(fq, j, ok ? "BLOCK_JOB_COMPLETED" : "BLOCK_JOB_CANCELLED");
 	job_status(fq, j, "concluded");
 	job_status(fq, j, "null");
@@ -1829,6 +1878,7 @@ job_end(struct fq *fq, struct fq_job *j, int ok)
 	*pp = j->next;
 	free(j->id);
 	free(j->device);
+	free(j->target);
 	free(j->bitmap);
 	free(j);
 }
@@ -1895,6 +1945,7 @@ cmd_blockdev_backup(struct fq *fq, struct json_object *args, struct fq_reply *r)
 	j = xcalloc(1, sizeof(*j));
 	j->id = xstrdup(id);
 	j->device = xstrdup(src->name);
+	j->target = xstrdup(dst->name);
 	j->bitmap = xstrdup(bitmap);
 	j->auto_finalize =
 	    !(json_object_object_get_ex(args, "auto-finalize", &v) && !json_object_get_boolean(v));
@@ -2497,6 +2548,8 @@ handle_message(struct fq *fq, struct json_object *msg)
 		cmd->fn(fq, args, &r);
 	}
 	send_reply(fq, id, &r);
+	if (in_list(fq->crash_after, name))
+		fq_crash(fq);
 }
 
 /* ---- the QMP socket ---- */
@@ -3084,7 +3137,8 @@ warm_up(struct fq *fq)
 {
 	static const char msgs[] = "{\"execute\":\"qmp_capabilities\"}"
 	                           "{\"execute\":\"query-status\",\"id\":1}";
-	const char *crash = fq->crash, *stall = fq->stall, *slow = fq->slow;
+	const char *crash = fq->crash, *stall = fq->stall, *slow = fq->slow,
+	           *crash_after = fq->crash_after;
 	char sink[1024];
 	int sp[2];
 
@@ -3093,6 +3147,7 @@ warm_up(struct fq *fq)
 	fq->crash = NULL;
 	fq->stall = NULL;
 	fq->slow = NULL;
+	fq->crash_after = NULL;
 	fq->client_fd = sp[0];
 	fq_send_greeting(fq);
 	if (write(sp[1], msgs, sizeof(msgs) - 1) == (ssize_t)sizeof(msgs) - 1)
@@ -3104,6 +3159,7 @@ warm_up(struct fq *fq)
 	fq->crash = crash;
 	fq->stall = stall;
 	fq->slow = slow;
+	fq->crash_after = crash_after;
 }
 
 /* Writes and locks the pidfile the way QEMU does; exits with status 1 if that fails. */
@@ -3157,6 +3213,8 @@ fq_init(struct fq *fq, const char *progname)
 	fq->slow = getenv("FAKEQEMU_SLOW");
 	fq->slow_ms = env_int("FAKEQEMU_SLOW_MS", 2000);
 	fq->job_ms = env_int("FAKEQEMU_JOB_MS", 50);
+	fq->job_bytes = env_int("FAKEQEMU_JOB_BYTES", 0);
+	fq->crash_after = getenv("FAKEQEMU_CRASH_AFTER");
 }
 
 /* ---- serve mode: one process, many VMs ---- */
