@@ -79,11 +79,12 @@ vm_job_cancel_background(struct vm *vm, const char *why)
 
 	if (bg == NULL || bg->kind->cancel == NULL)
 		return;
-	name = bg_name(bg);
+	name = bg_name(bg); /* a copy: the cancel may end the job */
 	log_info("vm %s: cancelling %s first", vm->name, name);
-	snprintf(vm->bg_cancelled, sizeof vm->bg_cancelled, "%s", name);
 	if ((no = bg->kind->cancel(bg, why)) != NULL)
 		log_info("vm %s: %s goes on: %s", vm->name, name, no);
+	else
+		snprintf(vm->bg_cancelled, sizeof vm->bg_cancelled, "%s", name);
 	free(no);
 	free(name);
 }

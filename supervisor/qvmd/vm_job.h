@@ -130,7 +130,8 @@ struct vm_job {
 bool vm_job_admit(struct vm *vm, enum vm_op op, vm_done_cb cb, void *arg);
 
 /* Cancels the background job for an operation that cancels it (a powerdown, a kill), noting its
- * name in vm->bg_cancelled for that operation's reply. No-op without one. */
+ * name in vm->bg_cancelled for that operation's reply; a job past the point of cancelling goes
+ * on (logged, not noted). No-op without one. */
 void vm_job_cancel_background(struct vm *vm, const char *why);
 
 /* Answers cb with `busy`, worded the one way: "vm NAME: busy: JOB in progress" (the ordinary job,
