@@ -139,6 +139,7 @@ struct bk {
 	bool retreat;         /* ... which QEMU's answer contradicts: undone, then planned anew */
 	bool polling;
 	bool finalized; /* job-finalize sent: the jobs succeeded and clear their bitmaps */
+	bool detached;  /* every target whole and detached: what is left needs no QEMU */
 	struct bk_call *calls;
 };
 
@@ -1680,8 +1681,9 @@ bk_advance(struct bk *b)
 				               "copy complete",
 				               b->vm->name, b->id, b->plan.disks[i].id);
 		/* Every target is whole and detached: what is left (hashing, fsyncs, the manifest)
-		 * needs no QEMU. A VM that stops or crashes now (a guest shutting down, a kill)
-		 * leaves a backup that completes; a restart waits for it. */
+		 * needs no QEMU. A VM that stops or crashes now (a guest shutting down, a kill), or
+		 * a helper that dies, leaves a backup that completes; a restart waits for it. */
+		b->detached = true;
 		if (b->helper == NULL)
 			b->job->outlives_qemu = true;
 		b->next = 0;
@@ -1924,6 +1926,14 @@ bk_helper_exited(struct vm_helper *h, bool clean, const char *why, void *arg)
 			         "inconsistent (the next backup would then be full)",
 			         b->vm->name, why);
 		bk_finish(b);
+		return;
+	}
+	if (b->detached) {
+		log_warn(
+		    "vm %s: backup %s: %s after the copy; the backup completes without it (the "
+		    "bitmaps of the disks may be left inconsistent: the next backup would then "
+		    "be full)",
+		    b->vm->name, b->id, why);
 		return;
 	}
 	bk_fail(b, PROTO_ERR_FAILED, "vm %s: backup%s%s: %s", b->vm->name, b->id[0] ? " " : "",

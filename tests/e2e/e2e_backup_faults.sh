@@ -12,7 +12,8 @@
 #  3. QEMU ending once every target is whole and detached (a guest shutting down, a kill): what
 #     is left needs no QEMU, so the backup completes (its job copies 64 MiB into the target, so
 #     that the hashing spans several loop turns and QEMU's end is seen in between), and the VM
-#     is crashed as it would be without a backup.
+#     is crashed as it would be without a backup;
+#  4. the same with a stopped VM's backup helper: it ends, the backup completes.
 . "$(dirname "$0")/lib.sh"
 
 echo "qemu = $BIN_DIR/tests/fakeqemu" >>"$T/qvmd.conf"
@@ -128,5 +129,14 @@ check "f crashed all the same" wait_state f crashed 10
 check "the bystander is still untouched" \
 	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
 	"$BIN_DIR/tests/jget" "$bypid"
+
+echo "# 4. a stopped VM's backup helper ends right after the targets are detached"
+check "a backup of the stopped f" bk p8
+check "... completes though its helper ended ($(cat "$T/p8.err"))" [ "$(jf p8 .status)" = complete ]
+check "... and its file holds what the job wrote" \
+	sh -c '[ "$(stat -c %s "$0")" -gt 67108864 ]' "$T/state/backups/f/$(jf p8 .id)/d1.qcow2"
+check "... and qvmd said how the helper ended" grep -q "backup $(jf p8 .id): backup helper .* after the copy; the backup completes" "$T/qvmd.log"
+check "f starts afterwards" ctl start f
+check "kill f" ctl kill f
 check "kill the bystander" ctl kill by
 finish
