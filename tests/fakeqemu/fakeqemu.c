@@ -287,24 +287,20 @@ reply_error(struct fq_reply *r, const char *cls, const char *fmt, ...)
 	va_end(ap);
 }
 
-/* Whether fdset set holds a descriptor (add-fd or -add-fd). */
-static int
-fdset_exists(const struct fq *fq, long long set)
+/* A descriptor of the fdset a filename "/dev/fdset/N" names (add-fd or -add-fd), or NULL (no such
+ * set, or another name). */
+static const struct fq_setfd *
+fdset_find(const struct fq *fq, const char *filename)
 {
-	for (const struct fq_setfd *f = fq->setfds; f != NULL; f = f->next)
-		if (f->set == set)
-			return 1;
-	return 0;
-}
+	long long set;
 
-/* A descriptor of the set, duplicated (as QEMU's node keeps its own), or -1. */
-static int
-fdset_dup(const struct fq *fq, long long set)
-{
+	if (filename == NULL || strncmp(filename, "/dev/fdset/", 11) != 0)
+		return NULL;
+	set = strtoll(filename + 11, NULL, 10);
 	for (const struct fq_setfd *f = fq->setfds; f != NULL; f = f->next)
 		if (f->set == set)
-			return fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
-	return -1;
+			return f;
+	return NULL;
 }
 
 static const char *
@@ -1055,6 +1051,7 @@ node_create(struct fq *fq, struct json_object *props, int root, struct fq_reply 
 	struct json_object *file = NULL, *backing = NULL;
 	char *file_name = NULL, *backing_name = NULL;
 	static unsigned implicit_seq;
+	const struct fq_setfd *setfd;
 	struct fq_node *n;
 
 	if (driver == NULL) {
@@ -1085,7 +1082,7 @@ node_create(struct fq *fq, struct json_object *props, int root, struct fq_reply 
 			return -1;
 		}
 		if (strncmp(filename, "/dev/fdset/", 11) == 0) {
-			if (!fdset_exists(fq, strtoll(filename + 11, NULL, 10))) {
+			if (fdset_find(fq, filename) == NULL) {
 				reply_error(r, "GenericError", "Could not open '%s': %s", filename,
 				            strerror(EACCES));
 				return -1;
@@ -1110,9 +1107,9 @@ node_create(struct fq *fq, struct json_object *props, int root, struct fq_reply 
 	n->name = name != NULL ? xstrdup(name) : xasprintf("#block%03u", implicit_seq++);
 	n->driver = xstrdup(driver);
 	n->filename = xstrdup(filename);
-	n->fd = filename != NULL && strncmp(filename, "/dev/fdset/", 11) == 0
-	            ? fdset_dup(fq, strtoll(filename + 11, NULL, 10))
-	            : -1;
+	/* a node keeps its own descriptor, as QEMU's does: the set may go meanwhile */
+	n->fd =
+	    (setfd = fdset_find(fq, filename)) != NULL ? fcntl(setfd->fd, F_DUPFD_CLOEXEC, 0) : -1;
 	n->file = file_name;
 	n->backing = backing_name;
 	n->next = fq->nodes;
@@ -1692,6 +1689,9 @@ cmd_query_named_block_nodes(struct fq *fq, struct json_object *args, struct fq_r
 
 /* ---- dirty bitmaps and backup jobs ---- */
 
+/* QEMU's refusal of a bitmap a job uses. */
+#define FQ_BITMAP_BUSY "Bitmap '%s' is currently in use by another operation and cannot be used"
+
 static struct fq_bitmap *
 bitmap_find(const struct fq_node *n, const char *name)
 {
@@ -1755,10 +1755,7 @@ cmd_bitmap_remove(struct fq *fq, struct json_object *args, struct fq_reply *r)
 		return;
 	}
 	if (b->busy) {
-		reply_error(
-		    r, "GenericError",
-		    "Bitmap '%s' is currently in use by another operation and cannot be used",
-		    name);
+		reply_error(r, "GenericError", FQ_BITMAP_BUSY, name);
 		return;
 	}
 	*pp = b->next;
@@ -1936,10 +1933,7 @@ cmd_blockdev_backup(struct fq *fq, struct json_object *args, struct fq_reply *r)
 		return;
 	}
 	if (b != NULL && b->busy) {
-		reply_error(
-		    r, "GenericError",
-		    "Bitmap '%s' is currently in use by another operation and cannot be used",
-		    bitmap);
+		reply_error(r, "GenericError", FQ_BITMAP_BUSY, bitmap);
 		return;
 	}
 	j = xcalloc(1, sizeof(*j));
