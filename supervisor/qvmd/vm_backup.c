@@ -42,15 +42,16 @@
  *           copy as one batch, planned from the last backup's manifest and checked against
  *           QEMU's answer before anything is finalized (guess_send).
  *   end:    once every job is pending (copied), in one batch: job-finalize of the group
- *           (before it, a cancel, a failure or a qvmd killed loses nothing; from it on,
- *           backups.json running_copy, a backup that does not complete makes the next one
- *           full) and blockdev-del; a concluded job is dismissed by QEMU, and what it did comes
- *           with its BLOCK_JOB_COMPLETED (bytes, error). A job that concluded unfinalized
- *           (failed, cancelled) ends the same way. Then each file is hashed (xxh3, a piece per
- *           loop turn); the files and the new manifest and state are fsynced side by side, and
- *           only then are the manifest (saying complete) and the state put in place
- *           (bk_complete). Each file's data starts going to disk in the background as soon as
- *           its job is pending (bgsync.c), so that the fsync mostly finds it written.
+ *           (before it, a cancel, a failure or a qvmd killed loses nothing; from it on, a
+ *           backup that does not complete makes the next one full, and backups.json has said
+ *           since the copy started that its jobs may clear the bitmaps: running_copy) and
+ *           blockdev-del; a concluded job is dismissed by QEMU, and what it did comes with its
+ *           BLOCK_JOB_COMPLETED (bytes, error). A job that concluded unfinalized (failed,
+ *           cancelled) ends the same way. Then each file is hashed (xxh3, a piece per loop
+ *           turn); the files and the new manifest and state are fsynced side by side, and only
+ *           then are the manifest (saying complete) and the state put in place (bk_complete).
+ *           Each file's data starts going to disk in the background as soon as its job is
+ *           pending (bgsync.c), so that the fsync mostly finds it written.
  * A failed backup's files are removed and its manifest says failed (and why). The backup the
  * bitmaps count from is recorded only when a backup completed; when a full backup adds a bitmap
  * to a disk the last backup had, that record is cleared first, so a failure can never let an
@@ -489,7 +490,7 @@ static void bk_pick_id(struct bk *b);
  * The record names a backup as running although none is (this one was admitted alone, and a
  * restarted qvmd settles the backups it has job records of, bk_restore): one whose end could
  * not be recorded (backups.json could not be written), or one whose job record was never written
- * (a qvmd that died between the two). If its copy had been finalized, its jobs cleared the
+ * (a qvmd that died between the two). If its copy had started, its jobs may have cleared the
  * bitmaps: the next backup must be full. A directory of it that still says running is marked
  * failed and its files removed; one without a manifest (it died before writing it) goes.
  */
@@ -505,8 +506,8 @@ stale_settle(struct bk *b)
 	         b->st.running_id);
 	if (b->st.running_copy && b->st.next_full == NULL) {
 		char *why =
-		    xasprintf("backup %s ended after its copy had cleared the dirty bitmaps, "
-		              "and its end was not recorded",
+		    xasprintf("backup %s ended after its copy had started, and its end was not "
+		              "recorded: its jobs may have cleared the dirty bitmaps",
 		              b->st.running_id);
 
 		bk_state_set(&b->st.next_full, why);
@@ -534,12 +535,12 @@ stale_settle(struct bk *b)
 
 /* The backup's id and directory are picked (a stopped VM's backup has them already) and
  * recorded as running, with its store, so that a qvmd that dies from here on finds them at its
- * restart (bk_restore). */
+ * restart (bk_restore); copying: the batch that starts its jobs goes next, in this loop turn. */
 static void
-running_record(struct bk *b)
+running_record(struct bk *b, bool copying)
 {
 	stale_settle(b);
-	b->st.running_copy = false;
+	b->st.running_copy = copying;
 	if (b->id[0] == '\0')
 		bk_pick_id(b);
 	bk_state_add_store(&b->st, b->store);
@@ -564,7 +565,7 @@ clean_query(struct bk *b)
 	if (!bk_send(b, "query-named-block-nodes", NULL, -1, keep_result, 1) ||
 	    (leftovers && !bk_send(b, "query-fdsets", NULL, -1, keep_result, 2)))
 		return;
-	running_record(b);
+	running_record(b, false);
 }
 
 static bool
@@ -861,7 +862,14 @@ plan_send(struct bk *b)
 				return;
 		}
 	}
-	if (copy_send(b) && manifest_start(b))
+	if (!copy_send(b))
+		return;
+	/* Recorded while QEMU reads the batch: the copy is under way. */
+	if (!b->st.running_copy) {
+		b->st.running_copy = true;
+		state_save(b, false);
+	}
+	if (manifest_start(b))
 		plan_told(b);
 }
 
@@ -1140,15 +1148,14 @@ end_send(struct bk *b)
 /* Every job pending (copied): in one batch, the group finalized (the bitmaps cleared; each job
  * concludes within the command and is dismissed, its BLOCK_JOB_COMPLETED, with an error if it
  * failed, before the reply) and the targets detached. Only a complete backup may leave the
- * bitmaps cleared: backups.json says the copy is done first, for a qvmd that dies in between. */
+ * bitmaps cleared: backups.json has said since the copy started that it may (running_copy),
+ * for a qvmd that dies from here on. */
 static void
 finalize_send(struct bk *b)
 {
 	char id[96];
 
 	b->finalized = true;
-	b->st.running_copy = true;
-	state_save(b, false);
 	snprintf(id, sizeof id, BK_PREFIX "%s", b->plan.disks[0].id);
 	if (bk_send(b, "job-finalize", obj1("id", id), -1, NULL, 0))
 		end_send(b);
@@ -1394,8 +1401,8 @@ bk_complete(struct bk *b)
 	}
 	man = NULL;
 	/* The state's temporary was synced beside them: if it failed, or cannot be put in place,
-	 * the old state stays, naming this backup as running with its copy finalized (the next
-	 * backup is full: running_record). */
+	 * the old state stays, naming this backup as running with its copy started (the next
+	 * backup is full: stale_settle). */
 	if (errs[n - 1] != 0) {
 		log_error("vm %s: backup %s: %s: fsync: %s", b->vm->name, b->id, path,
 		          strerror(errs[n - 1]));
@@ -1560,7 +1567,7 @@ guess_send(struct bk *b)
 	b->guessed = true;
 	if (!bk_send(b, "query-named-block-nodes", NULL, -1, guess_check, 0))
 		return;
-	running_record(b);
+	running_record(b, true);
 	if (dir_make(b) && copy_send(b))
 		manifest_start(b);
 }
@@ -1766,16 +1773,18 @@ struct bk_settle {
 	bool copied; /* the jobs had been started (backups.json running_copy) */
 };
 
-/* The interrupted backup's jobs succeeded: the last complete backup is no base any more. */
+/* The interrupted backup's jobs succeeded, or are gone: the last complete backup is no base any
+ * more. */
 static void
 settle_cleared(struct vm *vm, const char *id)
 {
 	char *path = state_path(vm), *why, *cause = NULL;
 	struct bk_state st;
 
-	why = xasprintf("backup %s was interrupted by a restart of qvmd after its copy had cleared "
-	                "the dirty bitmaps",
-	                id);
+	why =
+	    xasprintf("backup %s was interrupted by a restart of qvmd after its copy had started, "
+	              "and its jobs may have cleared the dirty bitmaps",
+	              id);
 	log_warn("vm %s: %s: the next backup is full", vm->name, why);
 	bk_state_load(&st, path);
 	bk_state_set(&st.last_id, NULL);
@@ -1810,7 +1819,8 @@ restore_settle_jobs(struct qmp_conn *conn, const struct qmp_reply *r, void *arg)
 			else if (!json_object_object_get_ex(j, "error", &v))
 				succeeded = true;
 		}
-		/* Gone after they were started: dismissed once the copy was over. */
+		/* Gone after they were started: dismissed once the copy was over (or once it
+		 * failed: a full backup next is never wrong). */
 		if (succeeded || (!seen && s->copied))
 			settle_cleared(s->vm, s->id);
 	}

@@ -86,8 +86,8 @@ struct bk_state {
 	char *running_id; /* the backup in progress (NULL: none) */
 	char *running_dir;
 	char *next_full;   /* why the next backup must be full (a restore in place), or NULL */
-	bool running_copy; /* the running backup's QEMU jobs were started: once they succeed,
-	                    * the dirty bitmaps no longer hold what they copied */
+	bool running_copy; /* the batch starting the running backup's QEMU jobs was sent: once
+	                    * they succeed, the dirty bitmaps no longer hold what they copied */
 };
 /* Reads path (missing or unreadable: empty state). */
 void bk_state_load(struct bk_state *st, const char *path);

@@ -128,7 +128,7 @@ else
 fi
 
 # A backup whose end could not be recorded (its state write failed, after its copy had cleared
-# the bitmaps): the state still names it as running with its copy finalized.
+# the bitmaps): the state still names it as running with its copy started.
 st="$T/state/b/backups.json"
 check "the state names no running backup" grep -q '"running_id": *null' "$st"
 sed -i 's/"running_id": *null/"running_id": "20260101T000000.000Z"/; s/"running_copy": *false/"running_copy": true/' "$st"

@@ -13,7 +13,10 @@
 #     is left needs no QEMU, so the backup completes (its job copies 64 MiB into the target, so
 #     that the hashing spans several loop turns and QEMU's end is seen in between), and the VM
 #     is crashed as it would be without a backup;
-#  4. the same with a stopped VM's backup helper: it ends, the backup completes.
+#  4. the same with a stopped VM's backup helper: it ends, the backup completes;
+#  5. qvmd killed while QEMU is inside job-finalize: the restarted qvmd finds the jobs gone
+#     (succeeded, their bitmaps cleared), fails the backup, and makes the next one full, saying
+#     why (then incremental again).
 . "$(dirname "$0")/lib.sh"
 
 echo "qemu = $BIN_DIR/tests/fakeqemu" >>"$T/qvmd.conf"
@@ -22,7 +25,7 @@ echo "qemu = $BIN_DIR/tests/fakeqemu" >>"$T/qvmd.conf"
 # running keep theirs).
 with_faults() {
 	stop_qvmd
-	unset FAKEQEMU_CRASH FAKEQEMU_SLOW FAKEQEMU_SLOW_MS
+	unset FAKEQEMU_CRASH FAKEQEMU_CRASH_AFTER FAKEQEMU_SLOW FAKEQEMU_SLOW_MS FAKEQEMU_JOB_BYTES
 	for kv in "$@"; do export "${kv?}"; done
 	start_qvmd || { not_ok "qvmd starts with $*"; finish; exit 1; }
 }
@@ -137,6 +140,34 @@ check "... and its file holds what the job wrote" \
 	sh -c '[ "$(stat -c %s "$0")" -gt 67108864 ]' "$T/state/backups/f/$(jf p8 .id)/d1.qcow2"
 check "... and qvmd said how the helper ended" grep -q "backup $(jf p8 .id): backup helper .* after the copy; the backup completes" "$T/qvmd.log"
 check "f starts afterwards" ctl start f
+check "kill f" ctl kill f
+
+echo "# 5. qvmd killed while QEMU is inside job-finalize"
+with_faults FAKEQEMU_SLOW=job-finalize FAKEQEMU_SLOW_MS=800
+check "start f with the slow job-finalize" ctl start f
+check "a backup (full: a new fake has no bitmap)" bk p9
+check "... complete" [ "$(jf p9 .status)" = complete ]
+n0=$(slow_count)
+out=$(ctl --json backup f --no-wait 2>&1)
+id3=$(printf '%s' "$out" | field .id)
+n=0
+while [ $n -lt 100 ] && [ "$(slow_count)" != $((n0 + 1)) ]; do sleep 0.05; n=$((n + 1)); done
+check "the next backup is inside its job-finalize ($id3)" [ "$(slow_count)" = $((n0 + 1)) ]
+kill -9 "$QVMD_PID"
+wait "$QVMD_PID" 2>/dev/null
+QVMD_PID=
+# The new qvmd's questions wait for the finalize (QEMU runs a monitor's commands in order): the
+# jobs it asks about have succeeded and are gone.
+with_faults
+check "the interrupted backup is marked failed" wait_manifest "$id3" failed
+check "the next backup" bk p10
+check "... is full, saying why ($(jf p10 .reason))" sh -c '[ "$0" = full ] && echo "$1" | grep -q "backup $2 was interrupted by a restart of qvmd"' \
+	"$(jf p10 .type)" "$(jf p10 .reason)" "$id3"
+check "the one after is incremental on it" bk p11
+check "... (incremental on $(jf p10 .id))" [ "$(jf p11 .type) $(jf p11 .parent)" = "incremental $(jf p10 .id)" ]
+check "the bystander is still untouched" \
+	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
+	"$BIN_DIR/tests/jget" "$bypid"
 check "kill f" ctl kill f
 check "kill the bystander" ctl kill by
 finish
