@@ -16,7 +16,8 @@
 #  4. the same with a stopped VM's backup helper: it ends, the backup completes;
 #  5. qvmd killed while QEMU is inside job-finalize: the restarted qvmd finds the jobs gone
 #     (succeeded, their bitmaps cleared), fails the backup, and makes the next one full, saying
-#     why (then incremental again).
+#     why (then incremental again);
+#  6. the same with a full backup (--full: planned from QEMU's answer, not guessed).
 . "$(dirname "$0")/lib.sh"
 
 echo "qemu = $BIN_DIR/tests/fakeqemu" >>"$T/qvmd.conf"
@@ -165,6 +166,25 @@ check "... is full, saying why ($(jf p10 .reason))" sh -c '[ "$0" = full ] && ec
 	"$(jf p10 .type)" "$(jf p10 .reason)" "$id3"
 check "the one after is incremental on it" bk p11
 check "... (incremental on $(jf p10 .id))" [ "$(jf p11 .type) $(jf p11 .parent)" = "incremental $(jf p10 .id)" ]
+check "the bystander is still untouched" \
+	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
+	"$BIN_DIR/tests/jget" "$bypid"
+
+echo "# 6. the same with a --full backup (planned from QEMU's answer, not guessed)"
+n0=$(slow_count)
+out=$(ctl --json backup f --full --no-wait 2>&1)
+id4=$(printf '%s' "$out" | field .id)
+n=0
+while [ $n -lt 100 ] && [ "$(slow_count)" != $((n0 + 1)) ]; do sleep 0.05; n=$((n + 1)); done
+check "a full backup is inside its job-finalize ($id4)" [ "$(slow_count)" = $((n0 + 1)) ]
+kill -9 "$QVMD_PID"
+wait "$QVMD_PID" 2>/dev/null
+QVMD_PID=
+with_faults
+check "the interrupted full backup is marked failed" wait_manifest "$id4" failed
+check "the next backup" bk p12
+check "... is full, saying why ($(jf p12 .reason))" sh -c '[ "$0" = full ] && echo "$1" | grep -q "backup $2 was interrupted by a restart of qvmd"' \
+	"$(jf p12 .type)" "$(jf p12 .reason)" "$id4"
 check "the bystander is still untouched" \
 	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
 	"$BIN_DIR/tests/jget" "$bypid"
