@@ -1208,8 +1208,8 @@ all_waiting(struct bk *b)
  * finalized, which clears the bitmaps; every job concluded before that (failed or cancelled: a
  * failed job goes straight to concluded, its bitmap merged back) ends the copy. Up to
  * job-finalize nothing is lost whatever happens; from it on the backup must complete or make
- * the next one full (bk_fail), and backups.json says so for a qvmd that dies in between
- * (bk_restore).
+ * the next one full (bk_fail); for a qvmd that dies in between, backups.json has said since
+ * the copy started that it may (running_copy, settled by bk_restore).
  */
 static void
 copy_next(struct bk *b)
