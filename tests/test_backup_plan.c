@@ -6,8 +6,7 @@
  * disk grown, --full, a restore in place, another store, an incomplete or partial last backup)
  * makes it full and says so; a new or raw disk is copied whole inside an incremental, noted;
  * --incremental refuses instead of falling back. The guess from the last manifest plans what
- * QEMU's real answer plans when nothing changed (asked after the guessed jobs started: their
- * busy bitmaps count as recording), and differs when something did.
+ * QEMU's real answer plans when nothing changed, and differs when something did.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -411,34 +410,6 @@ test_guess_is_the_answer(void **state)
 	bk_plan_free(&real);
 }
 
-/* QEMU asked after the guessed jobs started: its bitmaps are busy with them, and still
- * recording (through the jobs' successors). That confirms the guess; a busy bitmap without jobs
- * of this backup does not. */
-static void
-test_guess_checked_after_its_jobs(void **state)
-{
-	struct fix *f = *state;
-	struct bk_plan real = {0};
-
-	want(f, "a");
-	last_backup(f, "complete", MDISK("a", "qcow2", GIB, "\"qvmd-backup\""), NULL);
-	assert_true(bk_plan_guess(&f->plan, &f->in));
-	f->in.busy_ours = true;
-	assert_null(plan(f, &real, NODE("a", "qcow2", GIB, BITMAP("true", "true", ""))));
-	assert_null(real.disks[0].bitmap_why);
-	assert_true(bk_plan_same(&real, &f->plan));
-	bk_plan_free(&real);
-	/* ours or not, a bitmap that is not recording or inconsistent is no base */
-	assert_null(plan(f, &real, NODE("a", "qcow2", GIB, BITMAP("false", "true", ""))));
-	assert_false(bk_plan_same(&real, &f->plan));
-	bk_plan_free(&real);
-	f->in.busy_ours = false;
-	assert_null(plan(f, &real, NODE("a", "qcow2", GIB, BITMAP("true", "true", ""))));
-	assert_string_equal(real.disks[0].bitmap_why, "disk a: bitmap qvmd-backup is busy");
-	assert_false(bk_plan_same(&real, &f->plan));
-	bk_plan_free(&real);
-}
-
 /* Whatever QEMU's answer says that the last backup does not makes the plans differ. */
 static void
 test_guess_differs(void **state)
@@ -584,7 +555,6 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_incremental_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_disk, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_guess_is_the_answer, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_guess_checked_after_its_jobs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_guess_differs, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_guess, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_guess_on_raw_only, setup, teardown),

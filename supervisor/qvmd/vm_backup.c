@@ -38,10 +38,9 @@
  *           is finalized; a failed or cancelled job merges the changes it had frozen back, so
  *           the dirty information of a failed backup is never lost. Then the fdsets are removed
  *           (the nodes keep their own descriptors), while QEMU copies. The next incremental of
- *           a chain on a QEMU whose last backup here completed is planned from the last
- *           backup's manifest and sends its copy at once, its clean step after it in the same
- *           batch; QEMU's answer is checked against the guess before anything is finalized
- *           (guess_send).
+ *           a chain on a QEMU whose last backup here completed sends its clean step and its
+ *           copy as one batch, planned from the last backup's manifest and checked against
+ *           QEMU's answer before anything is finalized (guess_send).
  *   end:    once every job is pending (copied), in one batch: job-finalize of the group
  *           (before it, a cancel, a failure or a qvmd killed loses nothing; from it on, a
  *           backup that does not complete makes the next one full, and backups.json has said
@@ -1504,18 +1503,11 @@ bk_timer(struct vm_job *job)
  * completed: their plan is the last backup's manifest (the same disks, each incremental on its
  * file there) unless something changed behind qvmd's back (a bitmap removed, disabled or left
  * inconsistent, a disk resized or added). Such a backup does not wait for QEMU's block nodes
- * before it starts: one batch starts the copy as guessed and then asks for them, and QEMU's
- * answer, the batch's last reply, is checked against the guess before the copy can be
- * finalized (which waits for the whole batch). The question goes last because QEMU reads its
- * input one byte a turn and runs a monitor's commands in order: asked first, the block nodes
- * (47 bytes, and their answer made) delayed the copy's start by ≈ 1.2 ms here; asked last, QEMU
- * reads and answers them while it copies. Its answer then shows the bitmaps busy with the
- * guessed jobs (recording, through the jobs' successors), which is no reason to fall back
- * (bk_plan_in.busy_ours) when the jobs started; a bitmap missing, inconsistent or busy with
- * anything else makes the start itself fail. A wrong guess loses nothing: nothing is finalized
- * before the check, so the jobs it started are cancelled (which merges their bitmaps back),
- * their targets go, and the backup is planned as any other from QEMU's nodes as they are then
- * (retreat).
+ * before it starts: one batch asks for them and starts the copy as guessed, and QEMU's answer,
+ * the first reply, is checked against the guess long before the copy can be finalized. A wrong
+ * guess loses nothing: nothing is finalized before the check, so the jobs it started are
+ * cancelled (which merges their bitmaps back), their targets go, and the backup is planned
+ * from the answer as any other (retreat).
  */
 
 /* Plans the backup as if nothing changed since the last backup; true when that is an
@@ -1536,9 +1528,8 @@ guess(struct bk *b)
 	return ok;
 }
 
-/* QEMU's block nodes, the batch's last reply: the backup is planned from them as any other
- * (the bitmaps busy with its jobs, when they started); the same plan confirms the guess,
- * another one undoes it. */
+/* QEMU's block nodes, the batch's first reply: the backup is planned from them as any other;
+ * the same plan confirms the guess, another one undoes it once the batch is answered. */
 static void
 guess_check(struct bk *b, const struct qmp_reply *r, size_t unused)
 {
@@ -1552,7 +1543,6 @@ guess_check(struct bk *b, const struct qmp_reply *r, size_t unused)
 		return; /* the backup fails with the batch */
 	b->guessed = false;
 	plan_in(b, &in);
-	in.busy_ours = b->plan.ndisks > 0 && b->plan.disks[0].started;
 	bk_plan_disks(&real, &in, b->q_nodes);
 	why = bk_plan_decide(&real, &in);
 	plan_in_free(&in);
@@ -1568,16 +1558,17 @@ guess_check(struct bk *b, const struct qmp_reply *r, size_t unused)
 	b->retreat = true;
 }
 
-/* Starts the guessed incremental: one batch starts the copy and asks for the block nodes;
- * while QEMU reads it, its manifest is written (it was recorded as running just before). */
+/* Starts the guessed incremental: one batch asks for the block nodes and starts the copy;
+ * while QEMU reads it, the backup is recorded as running, and its manifest written. */
 static void
 guess_send(struct bk *b)
 {
 	b->step = BK_COPY;
 	b->guessed = true;
+	if (!bk_send(b, "query-named-block-nodes", NULL, -1, guess_check, 0))
+		return;
 	running_record(b, true);
-	if (dir_make(b) && copy_send(b) &&
-	    bk_send(b, "query-named-block-nodes", NULL, -1, guess_check, 0))
+	if (dir_make(b) && copy_send(b))
 		manifest_start(b);
 }
 
@@ -1585,8 +1576,7 @@ guess_send(struct bk *b)
  * Undoes a wrong guess, one step a call (each batch answered or event seen calls again): the
  * guessed jobs cancelled (their bitmaps merged back) and waited for, their nodes deleted and
  * fdsets removed, the targets closed and removed; then the backup is planned from QEMU's
- * block nodes, asked for again (the answer to the guess saw its jobs), in the same directory,
- * under the same record.
+ * answer, in the same directory, under the same record.
  */
 static void
 retreat(struct bk *b)
@@ -1634,10 +1624,8 @@ retreat(struct bk *b)
 			unlink(b->plan.disks[i].file);
 	bk_plan_free(&b->plan);
 	b->retreat = false;
-	json_object_put(b->q_nodes);
-	b->q_nodes = NULL;
 	b->step = BK_PLAN;
-	bk_send(b, "query-named-block-nodes", NULL, -1, keep_result, 1);
+	plan_send(b);
 }
 
 /* The current batch is answered: the next step. */

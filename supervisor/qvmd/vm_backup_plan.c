@@ -68,10 +68,9 @@ flag(struct json_object *o, const char *key, bool dflt)
 	return json_object_object_get_ex(o, key, &f) ? json_object_get_boolean(f) : dflt;
 }
 
-/* Reads the state of BK_BITMAP from a node's "dirty-bitmaps" into d (busy_ours: see
- * bk_plan_in). */
+/* Reads the state of BK_BITMAP from a node's "dirty-bitmaps" into d. */
 static void
-disk_bitmap(struct bk_disk *d, struct json_object *bms, bool busy_ours)
+disk_bitmap(struct bk_disk *d, struct json_object *bms)
 {
 	d->bitmap_why = xasprintf("disk %s has no bitmap " BK_BITMAP, d->id);
 	for (size_t k = 0; bms != NULL && k < json_object_array_length(bms); k++) {
@@ -88,7 +87,7 @@ disk_bitmap(struct bk_disk *d, struct json_object *bms, bool busy_ours)
 			                          " is inconsistent (qemu was killed or crashed "
 			                          "since the last backup)",
 			                          d->id);
-		} else if (flag(bm, "busy", false) && !busy_ours) {
+		} else if (flag(bm, "busy", false)) {
 			d->bitmap_why = xasprintf("disk %s: bitmap " BK_BITMAP " is busy", d->id);
 		} else if (!flag(bm, "recording", true)) {
 			d->bitmap_bad = true;
@@ -129,8 +128,7 @@ bk_plan_disks(struct bk_plan *p, const struct bk_plan_in *in, struct json_object
 			                          id);
 			continue;
 		}
-		disk_bitmap(d, json_object_object_get_ex(ins, "dirty-bitmaps", &bms) ? bms : NULL,
-		            in->busy_ours);
+		disk_bitmap(d, json_object_object_get_ex(ins, "dirty-bitmaps", &bms) ? bms : NULL);
 	}
 	if (p->ndisks > 1)
 		qsort(p->disks, p->ndisks, sizeof *p->disks, disk_cmp);

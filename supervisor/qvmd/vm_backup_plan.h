@@ -68,9 +68,6 @@ struct bk_plan_in {
 	const char *store;         /* the store the backup goes to */
 	const char **wanted;       /* the ids of the disks to back up */
 	size_t nwanted;
-	/* The nodes were asked for after this backup's own jobs started (a guessed incremental's
-	 * check): a busy bitmap is theirs, no reason to fall back. */
-	bool busy_ours;
 };
 
 void bk_plan_free(struct bk_plan *p);
