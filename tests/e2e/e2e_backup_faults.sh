@@ -50,6 +50,28 @@ wait_manifest() {
 # slow_count: how many job-finalize commands the fake has begun (they take FAKEQEMU_SLOW_MS).
 slow_count() { grep -c "fakeqemu: job-finalize: slow" "$T/state/f/qemu.log" 2>/dev/null; }
 st() { ctl --json status "$1" | field "$2"; }
+# bystander MSG: checks that the bystander still runs the QEMU it had at the start ($bypid).
+bystander() {
+	check "$1" sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' \
+		"$QVMCTL" "$BIN_DIR/tests/jget" "$bypid"
+}
+# killed_in_finalize WHAT ARGS...: starts "backup f ARGS --no-wait" (its id in $killed), waits
+# until the fake is inside its job-finalize, then kills qvmd (SIGKILL) and starts it again
+# without faults. The new qvmd's questions wait for the finalize (QEMU runs a monitor's commands
+# in order): the jobs it asks about have succeeded and are gone.
+killed_in_finalize() {
+	what=$1
+	shift
+	n0=$(slow_count)
+	killed=$(ctl --json backup f "$@" --no-wait 2>&1 | field .id)
+	n=0
+	while [ $n -lt 100 ] && [ "$(slow_count)" != $((n0 + 1)) ]; do sleep 0.05; n=$((n + 1)); done
+	check "$what is inside its job-finalize ($killed)" [ "$(slow_count)" = $((n0 + 1)) ]
+	kill -9 "$QVMD_PID"
+	wait "$QVMD_PID" 2>/dev/null
+	QVMD_PID=
+	with_faults
+}
 
 qemu-img create -q -f qcow2 "$T/images/f-d1.qcow2" 16M
 fw_vm f q35 "restart = no
@@ -116,9 +138,7 @@ check "... because the failed one's copy had cleared the bitmaps" \
 	contains "$(jf p5 .reason)" "failed after its copy had cleared the dirty bitmaps"
 check "the one after" bk p6
 check "... is incremental again" [ "$(jf p6 .type) $(jf p6 .parent)" = "incremental $(jf p5 .id)" ]
-check "the bystander is untouched (same pid, running)" \
-	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
-	"$BIN_DIR/tests/jget" "$bypid"
+bystander "the bystander is untouched (same pid, running)"
 
 echo "# 3. QEMU ends right after the targets are detached"
 check "kill f" ctl kill f
@@ -130,9 +150,7 @@ check "... its manifest says so" wait_manifest "$(jf p7 .id)" complete
 check "... and its file holds what the job wrote" \
 	sh -c '[ "$(stat -c %s "$0")" -gt 67108864 ]' "$T/state/backups/f/$(jf p7 .id)/d1.qcow2"
 check "f crashed all the same" wait_state f crashed 10
-check "the bystander is still untouched" \
-	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
-	"$BIN_DIR/tests/jget" "$bypid"
+bystander "the bystander is still untouched"
 
 echo "# 4. a stopped VM's backup helper ends right after the targets are detached"
 check "a backup of the stopped f" bk p8
@@ -148,46 +166,24 @@ with_faults FAKEQEMU_SLOW=job-finalize FAKEQEMU_SLOW_MS=800
 check "start f with the slow job-finalize" ctl start f
 check "a backup (full: a new fake has no bitmap)" bk p9
 check "... complete" [ "$(jf p9 .status)" = complete ]
-n0=$(slow_count)
-out=$(ctl --json backup f --no-wait 2>&1)
-id3=$(printf '%s' "$out" | field .id)
-n=0
-while [ $n -lt 100 ] && [ "$(slow_count)" != $((n0 + 1)) ]; do sleep 0.05; n=$((n + 1)); done
-check "the next backup is inside its job-finalize ($id3)" [ "$(slow_count)" = $((n0 + 1)) ]
-kill -9 "$QVMD_PID"
-wait "$QVMD_PID" 2>/dev/null
-QVMD_PID=
-# The new qvmd's questions wait for the finalize (QEMU runs a monitor's commands in order): the
-# jobs it asks about have succeeded and are gone.
-with_faults
+killed_in_finalize "the next backup"
+id3=$killed
 check "the interrupted backup is marked failed" wait_manifest "$id3" failed
 check "the next backup" bk p10
 check "... is full, saying why ($(jf p10 .reason))" sh -c '[ "$0" = full ] && echo "$1" | grep -q "backup $2 was interrupted by a restart of qvmd"' \
 	"$(jf p10 .type)" "$(jf p10 .reason)" "$id3"
 check "the one after is incremental on it" bk p11
 check "... (incremental on $(jf p10 .id))" [ "$(jf p11 .type) $(jf p11 .parent)" = "incremental $(jf p10 .id)" ]
-check "the bystander is still untouched" \
-	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
-	"$BIN_DIR/tests/jget" "$bypid"
+bystander "the bystander is still untouched"
 
 echo "# 6. the same with a --full backup (planned from QEMU's answer, not guessed)"
-n0=$(slow_count)
-out=$(ctl --json backup f --full --no-wait 2>&1)
-id4=$(printf '%s' "$out" | field .id)
-n=0
-while [ $n -lt 100 ] && [ "$(slow_count)" != $((n0 + 1)) ]; do sleep 0.05; n=$((n + 1)); done
-check "a full backup is inside its job-finalize ($id4)" [ "$(slow_count)" = $((n0 + 1)) ]
-kill -9 "$QVMD_PID"
-wait "$QVMD_PID" 2>/dev/null
-QVMD_PID=
-with_faults
+killed_in_finalize "a full backup" --full
+id4=$killed
 check "the interrupted full backup is marked failed" wait_manifest "$id4" failed
 check "the next backup" bk p12
 check "... is full, saying why ($(jf p12 .reason))" sh -c '[ "$0" = full ] && echo "$1" | grep -q "backup $2 was interrupted by a restart of qvmd"' \
 	"$(jf p12 .type)" "$(jf p12 .reason)" "$id4"
-check "the bystander is still untouched" \
-	sh -c '[ "$("$0" --json status by | "$1" .pid)" = "$2" ] && kill -0 "$2"' "$QVMCTL" \
-	"$BIN_DIR/tests/jget" "$bypid"
+bystander "the bystander is still untouched"
 check "kill f" ctl kill f
 check "kill the bystander" ctl kill by
 finish
